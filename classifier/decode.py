@@ -1,0 +1,305 @@
+"""Decode a captured frame to the flow-relevant fields, from raw bytes.
+
+One function, no objects: this runs for every packet, so it slices and indexes the frame directly
+instead of building dpkt objects (a dpkt Ethernet/IP/TCP parse costs several times the whole
+budget of a packet here). The result is a plain tuple; anything that is not TCP or UDP over IP
+returns ``None`` and ``skip_reason`` says why, off the fast path.
+
+Supported link types: Ethernet (802.1Q, 802.1ad/QinQ, MPLS, PPPoE session), Linux cooked SLL and
+SLL2, raw IPv4/IPv6 (101, 228, 229 and the DLT_RAW aliases 12 and 14), BSD null (0) and loop (108).
+IPv4 options are skipped by IHL; IPv6 extension headers are walked. For IPv4/IPv6 fragments the
+first fragment's transport header is used and later fragments are reported with ports of -1 and a
+fragment key the flow table can use to count them to their flow.
+"""
+
+from __future__ import annotations
+
+from struct import Struct
+
+from .errors import MalformedError
+
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW_BSD12 = 12
+LINKTYPE_RAW_BSD14 = 14
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+PROTO_TCP = 6
+PROTO_UDP = 17
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+
+_ETH_IPV4 = 0x0800
+_ETH_IPV6 = 0x86DD
+_ETH_VLAN = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+_ETH_MPLS = frozenset((0x8847, 0x8848))
+_ETH_PPPOE_SESSION = 0x8864
+
+# BSD address-family values for IPv6 differ per OS; IPv4 is 2 everywhere.
+_AF_INET = 2
+_AF_INET6 = frozenset((10, 24, 28, 30))
+
+# IPv6 extension headers that may precede the transport header (walked by their length field).
+_IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140))
+_IPV6_FRAGMENT = 44
+_IPV6_AH = 51
+
+_U16 = Struct("!H")
+_U32 = Struct("!I")
+_PORTS = Struct("!HH")
+_TCP = Struct("!HHIIBB")  # sport, dport, seq, ack, data offset byte, flags
+
+# A decoded packet: (proto, src, sport, dst, dport, tcp_flags, seq, payload, ip_len, frag_key).
+# ``frag_key`` is None for unfragmented packets; for a first fragment and for later fragments it
+# is (src, dst, proto, ident). Later fragments have sport == dport == -1 and an empty payload.
+Decoded = tuple
+
+
+def decode(linktype: int, frame: bytes) -> Decoded | None:
+    """Decode ``frame`` captured on ``linktype``; None if it is not TCP/UDP over IP.
+
+    Raises MalformedError for frames that claim a protocol and break it.
+    """
+    if linktype == 1:
+        if len(frame) < 14:
+            raise MalformedError("ethernet", "header", f"frame of {len(frame)} bytes is shorter than 14")
+        etype = (frame[12] << 8) | frame[13]
+        off = 14
+        if etype != 0x0800 and etype != 0x86DD:
+            etype, off = _ethernet_inner(frame, etype, off)
+            if etype < 0:
+                return None
+    elif linktype == 113:
+        if len(frame) < 16:
+            raise MalformedError("sll", "header", f"frame of {len(frame)} bytes is shorter than 16")
+        etype = (frame[14] << 8) | frame[15]
+        off = 16
+        if etype != 0x0800 and etype != 0x86DD:
+            etype, off = _ethernet_inner(frame, etype, off)
+            if etype < 0:
+                return None
+    elif linktype == 276:
+        if len(frame) < 20:
+            raise MalformedError("sll2", "header", f"frame of {len(frame)} bytes is shorter than 20")
+        etype = (frame[0] << 8) | frame[1]
+        off = 20
+        if etype != 0x0800 and etype != 0x86DD:
+            etype, off = _ethernet_inner(frame, etype, off)
+            if etype < 0:
+                return None
+    elif linktype in (101, 228, 229, 12, 14):
+        if not frame:
+            raise MalformedError("raw", "header", "empty frame")
+        version = frame[0] >> 4
+        etype = 0x0800 if version == 4 else 0x86DD if version == 6 else -1
+        if etype < 0:
+            raise MalformedError("raw", "version", f"IP version {version}")
+        off = 0
+    elif linktype == 0 or linktype == 108:
+        if len(frame) < 4:
+            raise MalformedError("null", "header", f"frame of {len(frame)} bytes is shorter than 4")
+        if linktype == 108:
+            family = _U32.unpack_from(frame, 0)[0]
+        else:
+            family = int.from_bytes(frame[:4], "little")
+            if family > 0xFFFF:
+                family = int.from_bytes(frame[:4], "big")
+        if family == _AF_INET:
+            etype = 0x0800
+        elif family in _AF_INET6:
+            etype = 0x86DD
+        else:
+            return None
+        off = 4
+    else:
+        return None
+
+    if etype == 0x0800:
+        return _ipv4(frame, off)
+    return _ipv6(frame, off)
+
+
+def _ethernet_inner(frame: bytes, etype: int, off: int) -> tuple[int, int]:
+    """Walk VLAN tags, MPLS labels and PPPoE to the IP header.
+
+    Returns (ethertype, offset of the IP header); when there is no IP inside, the first value is
+    ``~ethertype`` of the innermost non-IP type (negative), for ``skip_reason``.
+    """
+    n = len(frame)
+    for _ in range(8):  # bounded: a frame cannot stack more tags than this sensibly
+        if etype == _ETH_IPV4 or etype == _ETH_IPV6:
+            return etype, off
+        if etype in _ETH_VLAN:
+            if off + 4 > n:
+                raise MalformedError("vlan", "tag", "frame ends inside an 802.1Q tag")
+            etype = (frame[off + 2] << 8) | frame[off + 3]
+            off += 4
+        elif etype in _ETH_MPLS:
+            while True:
+                if off + 4 > n:
+                    raise MalformedError("mpls", "label", "frame ends inside the MPLS label stack")
+                bottom = frame[off + 2] & 0x01
+                off += 4
+                if bottom:
+                    break
+            version = frame[off] >> 4 if off < n else 0
+            return (_ETH_IPV4 if version == 4 else _ETH_IPV6 if version == 6 else ~etype), off
+        elif etype == _ETH_PPPOE_SESSION:
+            if off + 8 > n:
+                raise MalformedError("pppoe", "header", "frame ends inside the PPPoE header")
+            ppp = (frame[off + 6] << 8) | frame[off + 7]
+            off += 8
+            if ppp != 0x0021 and ppp != 0x0057:
+                return ~etype, off
+            etype = _ETH_IPV4 if ppp == 0x0021 else _ETH_IPV6
+        else:
+            return ~etype, off
+    return ~etype, off
+
+
+def _ipv4(frame: bytes, off: int) -> Decoded | None:
+    n = len(frame)
+    if off + 20 > n:
+        raise MalformedError("ipv4", "header", f"{n - off} bytes left, an IPv4 header needs 20")
+    vihl = frame[off]
+    if vihl >> 4 != 4:
+        raise MalformedError("ipv4", "version", f"version {vihl >> 4} in an IPv4 frame")
+    ihl = (vihl & 15) * 4
+    if ihl < 20:
+        raise MalformedError("ipv4", "ihl", f"header length {ihl} is below 20")
+    total = (frame[off + 2] << 8) | frame[off + 3]
+    if total < ihl:
+        raise MalformedError("ipv4", "total_length", f"total length {total} is below header length {ihl}")
+    end = off + total
+    if end > n:
+        end = n  # cut by the snap length: use what was captured
+    l4 = off + ihl
+    if l4 > end:
+        raise MalformedError("ipv4", "options", "header length runs past the captured packet")
+    proto = frame[off + 9]
+    src = frame[off + 12:off + 16]
+    dst = frame[off + 16:off + 20]
+    frag = (frame[off + 6] << 8) | frame[off + 7]
+    frag_key = None
+    if frag & 0x3FFF:  # MF set or offset != 0
+        frag_key = (src, dst, proto, (frame[off + 4] << 8) | frame[off + 5])
+        if frag & 0x1FFF:
+            if proto != 6 and proto != 17:
+                return None
+            return (proto, src, -1, dst, -1, 0, 0, b"", total, frag_key)
+    return _transport(frame, l4, end, proto, src, dst, total, frag_key)
+
+
+def _ipv6(frame: bytes, off: int) -> Decoded | None:
+    n = len(frame)
+    if off + 40 > n:
+        raise MalformedError("ipv6", "header", f"{n - off} bytes left, an IPv6 header needs 40")
+    if frame[off] >> 4 != 6:
+        raise MalformedError("ipv6", "version", f"version {frame[off] >> 4} in an IPv6 frame")
+    plen = (frame[off + 4] << 8) | frame[off + 5]
+    nxt = frame[off + 6]
+    src = frame[off + 8:off + 24]
+    dst = frame[off + 24:off + 40]
+    end = off + 40 + plen if plen else n  # payload length 0: jumbogram, runs to the end
+    if end > n:
+        end = n
+    l4 = off + 40
+    frag_key = None
+    for _ in range(16):
+        if nxt == 6 or nxt == 17:
+            break
+        if nxt in _IPV6_EXT or nxt == _IPV6_AH:
+            if l4 + 8 > end:
+                raise MalformedError("ipv6", "extension", f"extension header {nxt} runs past the packet")
+            hlen = (frame[l4 + 1] + 2) * 4 if nxt == _IPV6_AH else (frame[l4 + 1] + 1) * 8
+            nxt = frame[l4]
+            l4 += hlen
+        elif nxt == _IPV6_FRAGMENT:
+            if l4 + 8 > end:
+                raise MalformedError("ipv6", "fragment", "fragment header runs past the packet")
+            offset_flags = (frame[l4 + 2] << 8) | frame[l4 + 3]
+            ident = _U32.unpack_from(frame, l4 + 4)[0]
+            nxt = frame[l4]
+            l4 += 8
+            frag_key = (src, dst, nxt, ident)
+            if offset_flags & 0xFFF8:
+                if nxt != 6 and nxt != 17:
+                    return None
+                return (nxt, src, -1, dst, -1, 0, 0, b"", plen + 40, frag_key)
+        else:
+            return None
+    else:
+        raise MalformedError("ipv6", "extension", "more than 16 extension headers")
+    if l4 > end:
+        raise MalformedError("ipv6", "extension", "extension headers run past the packet")
+    return _transport(frame, l4, end, nxt, src, dst, plen + 40, frag_key)
+
+
+def _transport(frame: bytes, l4: int, end: int, proto: int, src: bytes, dst: bytes,
+               ip_len: int, frag_key: tuple | None) -> Decoded | None:
+    if proto == 6:
+        if l4 + 20 > end:
+            raise MalformedError("tcp", "header", f"{end - l4} bytes left, a TCP header needs 20")
+        sport, dport, seq, _ack, doff, flags = _TCP.unpack_from(frame, l4)
+        hlen = (doff >> 4) * 4
+        if hlen < 20:
+            raise MalformedError("tcp", "data_offset", f"header length {hlen} is below 20")
+        if l4 + hlen > end:
+            raise MalformedError("tcp", "data_offset", f"header length {hlen} runs past the packet")
+        return (6, src, sport, dst, dport, flags, seq, frame[l4 + hlen:end], ip_len, frag_key)
+    if proto == 17:
+        if l4 + 8 > end:
+            raise MalformedError("udp", "header", f"{end - l4} bytes left, a UDP header needs 8")
+        sport, dport = _PORTS.unpack_from(frame, l4)
+        ulen = (frame[l4 + 4] << 8) | frame[l4 + 5]
+        if ulen >= 8 and l4 + ulen < end and frag_key is None:
+            end = l4 + ulen
+        return (17, src, sport, dst, dport, 0, 0, frame[l4 + 8:end], ip_len, frag_key)
+    return None
+
+
+def skip_reason(linktype: int, frame: bytes) -> str:
+    """Why ``decode`` returned None for this frame: a stable counter key (slow path)."""
+    if linktype not in (0, 1, 12, 14, 101, 108, 113, 228, 229, 276):
+        return f"unsupported-linktype:{linktype}"
+    if linktype in (1, 113, 276):
+        etype = (
+            (frame[12] << 8) | frame[13] if linktype == 1
+            else (frame[14] << 8) | frame[15] if linktype == 113
+            else (frame[0] << 8) | frame[1]
+        )
+        off = {1: 14, 113: 16, 276: 20}[linktype]
+        if etype not in (_ETH_IPV4, _ETH_IPV6):
+            etype, off = _ethernet_inner(frame, etype, off)
+        if etype < 0:
+            return "non-ip:802.3" if ~etype <= 1500 else f"non-ip:0x{~etype:04x}"
+    elif linktype in (0, 108):
+        return "non-ip:address-family"
+    else:
+        off = 0
+        etype = _ETH_IPV4 if frame[0] >> 4 == 4 else _ETH_IPV6
+    if etype == _ETH_IPV4:
+        return f"ip-proto:{frame[off + 9]}"
+    nxt = frame[off + 6]
+    l4 = off + 40
+    for _ in range(16):
+        if nxt in _IPV6_EXT or nxt == _IPV6_AH or nxt == _IPV6_FRAGMENT:
+            if l4 + 8 > len(frame):
+                break
+            hlen = (
+                (frame[l4 + 1] + 2) * 4 if nxt == _IPV6_AH
+                else 8 if nxt == _IPV6_FRAGMENT else (frame[l4 + 1] + 1) * 8
+            )
+            nxt = frame[l4]
+            l4 += hlen
+        else:
+            break
+    return f"ip-proto:{nxt}"

@@ -1,0 +1,119 @@
+"""Addresses seen in DNS answers, mapped back to the name the client asked for.
+
+A flow with no SNI or Host can still be named if the same input showed a DNS answer for its
+server address: the cache follows the CNAME chain from the queried name to the A/AAAA records, so
+``v16.tiktokcdn.com -> ...edgesuite.net -> a1.akamai.net -> 92.122.95.99`` maps the address back
+to ``v16.tiktokcdn.com`` and keeps the chain (which shows the CDN). Entries live for their TTL in
+packet time; the cache holds at most ``max_addresses`` addresses (oldest dropped first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .inspect.dns import TYPE_A, TYPE_AAAA, TYPE_CNAME, Message
+
+_MAX_CHAIN = 16
+_MAX_NAMES_PER_ADDRESS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """One answered address: which name it answered, through which chain, for whom, until when."""
+
+    name: str  # the queried name
+    chain: tuple[str, ...]  # queried name, then each CNAME target in order
+    ts: float  # packet time of the answer
+    expires: float  # ts + the smallest TTL along the chain
+    client: bytes  # address of the client that received the answer
+
+
+@dataclass(frozen=True, slots=True)
+class DnsMatch:
+    """The answer chosen for a flow, and how many other live names share the address."""
+
+    answer: DnsAnswer
+    same_client: bool
+    others: tuple[str, ...]
+
+
+class DnsCache:
+    """address bytes -> recent answers for that address."""
+
+    def __init__(self, max_addresses: int = 200_000) -> None:
+        self.max_addresses = max_addresses
+        self._by_addr: dict[bytes, list[DnsAnswer]] = {}
+        self.answers = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._by_addr)
+
+    def clear(self) -> None:
+        """Forget every answer (a new, unrelated input starts)."""
+        self._by_addr.clear()
+
+    def add(self, msg: Message, ts: float, client: bytes) -> int:
+        """Record the addresses a response answered; returns how many were recorded."""
+        if not msg.is_response or not msg.questions or not msg.answers:
+            return 0
+        cnames: dict[str, tuple[str, int]] = {}
+        addrs: dict[str, list[tuple[bytes, int]]] = {}
+        for rr in msg.answers:
+            if rr.rtype == TYPE_CNAME and rr.value:
+                cnames.setdefault(rr.name, (rr.value, rr.ttl))
+            elif (rr.rtype == TYPE_A and len(rr.rdata) == 4) or (rr.rtype == TYPE_AAAA and len(rr.rdata) == 16):
+                addrs.setdefault(rr.name, []).append((bytes(rr.rdata), rr.ttl))
+        recorded = 0
+        for q in msg.questions:
+            chain = [q.name]
+            ttl = None
+            seen = {q.name}
+            cur = q.name
+            while cur in cnames and len(chain) < _MAX_CHAIN:
+                cur, t = cnames[cur]
+                ttl = t if ttl is None else min(ttl, t)
+                if cur in seen:
+                    break
+                seen.add(cur)
+                chain.append(cur)
+            chain_t = tuple(chain)
+            for name in reversed(chain_t):
+                for addr, t in addrs.get(name, ()):
+                    life = t if ttl is None else min(ttl, t)
+                    self._put(addr, DnsAnswer(q.name, chain_t, ts, ts + life, client))
+                    recorded += 1
+        self.answers += recorded
+        return recorded
+
+    def _put(self, addr: bytes, answer: DnsAnswer) -> None:
+        lst = self._by_addr.pop(addr, None)  # re-insert: keeps the dict in least-recent order
+        if lst is None:
+            lst = []
+            if len(self._by_addr) >= self.max_addresses:
+                oldest = next(iter(self._by_addr))
+                del self._by_addr[oldest]
+                self.dropped += 1
+        else:
+            lst = [a for a in lst if a.name != answer.name]
+            del lst[: max(0, len(lst) - _MAX_NAMES_PER_ADDRESS + 1)]
+        lst.append(answer)
+        self._by_addr[addr] = lst
+
+    def lookup(self, addr: bytes, ts: float, client: bytes) -> DnsMatch | None:
+        """The answer that best explains a flow to ``addr`` starting at ``ts`` from ``client``.
+
+        Only answers seen at or before ``ts`` and still within their TTL count. An answer to the
+        same client wins over another client's; among equals the most recent wins.
+        """
+        lst = self._by_addr.get(addr)
+        if not lst:
+            return None
+        live = [a for a in lst if a.ts <= ts <= a.expires]
+        if not live:
+            return None
+        mine = [a for a in live if a.client == client]
+        pool = mine or live
+        best = max(pool, key=lambda a: a.ts)
+        others = tuple(sorted({a.name for a in live if a.name != best.name}))
+        return DnsMatch(best, bool(mine), others)

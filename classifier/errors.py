@@ -1,0 +1,46 @@
+"""Error types shared by every stage.
+
+Two kinds of trouble exist and they are handled differently:
+
+* ``UserError``: the run cannot go on as asked (a broken signature file, a bad flag). The CLI
+  prints its message as one line and exits with status 2; no traceback.
+* ``MalformedError``: one packet, record or message is not what it claims to be. The stage that
+  meets it counts it by reason and carries on with the rest of the input.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user must fix; ``str()`` is a complete one-line explanation."""
+
+
+class SignatureError(UserError):
+    """A signature or policy file failed validation; names the file and the entry."""
+
+    def __init__(self, path: str, entry: str | None, problem: str) -> None:
+        self.path = path
+        self.entry = entry
+        self.problem = problem
+        where = f"{path}: {entry}" if entry else path
+        super().__init__(f"{where}: {problem}")
+
+
+class MalformedError(Exception):
+    """Bytes that do not parse as the protocol they claim to be.
+
+    ``layer`` is the protocol (``tls``, ``dns``, ``ipv4``...), ``field`` the element that is wrong
+    and ``detail`` a short human explanation. ``reason`` is the stable counter key.
+    """
+
+    __slots__ = ("detail", "field", "layer")
+
+    def __init__(self, layer: str, field: str, detail: str) -> None:
+        self.layer = layer
+        self.field = field
+        self.detail = detail
+        super().__init__(f"{layer}: {field}: {detail}")
+
+    @property
+    def reason(self) -> str:
+        return f"{self.layer}.{self.field}"

@@ -1,0 +1,1 @@
+"""The shipped signatures and policy, installed as package data of ``classifier._signatures``."""
