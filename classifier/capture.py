@@ -1,0 +1,676 @@
+"""Streaming reader for packet captures: the ``source`` stage.
+
+Reads pcap (microsecond and nanosecond, either byte order) and pcapng, plain or gzip-compressed,
+from a file or from stdin (``-``), and yields ``(timestamp, linktype, frame, interface_index)`` for
+every packet record. The format is found from the magic bytes, never from the file name, and the
+input is only ever read forwards, so pipes work.
+
+Why not dpkt's readers: dpkt's pcapng reader applies the first interface's link type to every
+packet, ignores Simple Packet Blocks, and both dpkt readers stop silently when a file is truncated,
+so a cut-off capture looks complete. Here every complete record before a defect is yielded and the
+defect becomes a :class:`CaptureProblem` (file, byte offset, packet number, one-line message) in
+``reader.problems``; nothing is dropped without a problem saying so.
+
+Choices worth knowing:
+
+* ``interface_index`` is the index into ``reader.interfaces``, which spans all pcapng sections
+  (interface ids restart in every section; the reader maps them to this running index). A pcap
+  file has exactly one interface, index 0.
+* A Simple Packet Block carries no timestamp; it gets the timestamp of the packet before it
+  (0.0 if it is the first packet), so packet time never goes backwards because of it.
+* Timestamps: pcap gives ``seconds + fraction / units``, bit-identical to what dpkt and libpcap
+  based tools compute. pcapng gives ``ticks / units`` (if_tsresol, power of 10 or of 2), an exact
+  integer division rounded once (nanosecond ticks since 1970 do not fit a float's 53 bits, so
+  ``float(ticks) / 1e9`` would be off), plus ``if_tsoffset``.
+* gzip is decoded with ``zlib`` (gzip framing, multi-member, zero padding after a member, CRC
+  checked) rather than the ``gzip`` module, because ``gzip.GzipFile`` discards everything
+  decompressed from the chunk in which corruption is found; here the decompressor state is
+  snapshotted per chunk so output up to the bad byte is kept. Compressed input is streamed in
+  64 KiB pieces with bounded output per step (never the whole file in memory).
+* Packet numbers in problems count every packet record met in the file, yielded or not (so they
+  match what other tools number); ``records`` counts the ones yielded.
+* When reading stops on a corrupt record inside a gzip file, the rest of the compressed stream
+  is decoded (and dropped) to find out whether gzip corruption caused it; that problem is then
+  reported too. Regular files only: a pipe may never end.
+* Record size limits (so a corrupt length cannot make the reader buffer gigabytes from a pipe):
+  a pcap record may be at most ``max(snaplen, 262144)`` bytes, with snaplen clamped to 16 MiB; a
+  pcapng block at most 16 MiB. A longer one is corrupt, and reading that file stops there (a
+  wrong length leaves no reliable way to find the next record, so no resync is attempted).
+
+Speed: input is read in 1 MiB chunks and record headers are unpacked with precompiled
+``struct.Struct.unpack_from`` on the chunk; per packet only the yielded tuple and the frame slice
+are created.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import sys
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from classifier.errors import UserError
+
+__all__ = ["CaptureError", "CaptureProblem", "CaptureReader", "Interface", "open_capture"]
+
+_CHUNK = 1 << 20  # bytes per read (decompressed bytes per step for gzip)
+_GZ_CHUNK = 1 << 16  # compressed bytes fed to zlib per step: bounds the work redone on corruption
+_MAX_RECORD = 262144  # pcap incl_len is corrupt above max(snaplen, this)
+_MAX_BLOCK = 16 << 20  # pcapng block length limit; also the clamp for a pcap snaplen
+
+_PCAP_MAGICS = {  # magic bytes as found in the file -> (byte order, timestamp fraction units)
+    b"\xd4\xc3\xb2\xa1": ("<", 1e6),
+    b"\xa1\xb2\xc3\xd4": (">", 1e6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e9),
+    b"\xa1\xb2\x3c\x4d": (">", 1e9),
+}
+_SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
+_BOM_LE = b"\x4d\x3c\x2b\x1a"
+_BOM_BE = b"\x1a\x2b\x3c\x4d"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+# pcapng block types
+_SHB = 0x0A0D0D0A
+_IDB = 1
+_PB = 2
+_SPB = 3
+_EPB = 6
+_PACKET_BLOCKS = {_EPB: "enhanced packet block", _SPB: "simple packet block", _PB: "packet block"}
+
+# pcapng IDB options
+_OPT_END = 0
+_OPT_IF_NAME = 2
+_OPT_IF_TSRESOL = 9
+_OPT_IF_TSOFFSET = 14
+
+
+class _Structs:
+    """Precompiled structs for one byte order."""
+
+    __slots__ = ("epb", "epb_fast", "idb", "opt", "pb", "pcap_hdr", "pcap_rec", "q", "u16", "u32", "u32x2")
+
+    def __init__(self, order: str) -> None:
+        self.pcap_hdr = struct.Struct(order + "HHiIII")  # version, thiszone, sigfigs, snaplen, network
+        self.pcap_rec = struct.Struct(order + "IIII")  # ts_sec, ts_frac, incl_len, orig_len
+        self.u32x2 = struct.Struct(order + "II")  # block type, block total length
+        self.u32 = struct.Struct(order + "I")
+        self.u16 = struct.Struct(order + "H")
+        self.epb = struct.Struct(order + "IIII")  # interface id, ts high, ts low, captured length
+        self.epb_fast = struct.Struct(order + "IIIIII")  # block type and length, then as epb
+        self.pb = struct.Struct(order + "HHIII")  # interface id, drops, ts high, ts low, captured length
+        self.idb = struct.Struct(order + "HHI")  # link type, reserved, snaplen
+        self.opt = struct.Struct(order + "HH")  # option code, option length
+        self.q = struct.Struct(order + "q")
+
+
+_STRUCTS = {"<": _Structs("<"), ">": _Structs(">")}
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One capture interface: pcap has one, pcapng one per Interface Description Block."""
+
+    linktype: int  # LINKTYPE_* number
+    name: str | None  # pcapng if_name option, else None
+    snaplen: int
+
+
+@dataclass(frozen=True)
+class CaptureProblem:
+    """A defect in a capture that was read around (or that ended reading); never raised."""
+
+    path: str
+    offset: int | None  # byte offset in the (decompressed) capture where the problem starts
+    packet: int | None  # 1-based number of the packet record concerned, if any
+    message: str  # one line: what is wrong
+
+    def __str__(self) -> str:
+        parts = [self.path]
+        if self.packet is not None:
+            parts.append(f"packet {self.packet}")
+        if self.offset is not None:
+            parts.append(f"offset {self.offset}")
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class CaptureError(UserError):
+    """The input cannot be read as a capture at all (missing, unreadable, empty, not a capture)."""
+
+
+class _Raw:
+    """The underlying byte stream, replaying the bytes read to sniff the magic first.
+
+    ``pos`` counts bytes taken from the file: the progress position.
+    """
+
+    __slots__ = ("_prefix", "_read", "pos")
+
+    def __init__(self, f: BinaryIO, prefix: bytes) -> None:
+        # read1 returns what a pipe has instead of waiting for a full chunk (live captures);
+        # an unbuffered FileIO's read() already behaves that way.
+        self._read = getattr(f, "read1", f.read)
+        self._prefix = prefix
+        self.pos = len(prefix)
+
+    def read(self, n: int) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            return data
+        data = self._read(n)
+        self.pos += len(data)
+        return data
+
+
+class _PlainSource:
+    """Uncompressed input. ``read()`` returns b"" at the end; ``error`` says if the end was abnormal."""
+
+    __slots__ = ("delivered", "error", "raw")
+
+    def __init__(self, raw: _Raw) -> None:
+        self.raw = raw
+        self.delivered = 0
+        self.error: tuple[int, str] | None = None
+
+    def read(self) -> bytes:
+        if self.error:
+            return b""
+        try:
+            data = self.raw.read(_CHUNK)
+        except (OSError, ValueError) as e:
+            self.error = (self.delivered, f"read error after byte {self.delivered}: {_oneline(e)}")
+            return b""
+        self.delivered += len(data)
+        return data
+
+
+class _GzipSource:
+    """gzip input decoded incrementally; output up to a corrupt or missing part is kept."""
+
+    __slots__ = ("_d", "_done", "_in", "_members", "delivered", "error", "raw")
+
+    def __init__(self, raw: _Raw) -> None:
+        self.raw = raw
+        self.delivered = 0
+        self.error: tuple[int, str] | None = None
+        self._d: zlib._Decompress | None = None  # decompressor of the member being read
+        self._in = b""  # compressed bytes not yet given to zlib
+        self._done = False
+        self._members = 0
+
+    def _fail(self, what: str, detail: str = "") -> None:
+        self._done = True
+        self.error = (self.delivered, f"gzip stream {what} after decompressed byte {self.delivered}{detail}")
+
+    def read(self) -> bytes:
+        while not self._done:
+            if not self._in:
+                try:
+                    data = self.raw.read(_GZ_CHUNK)
+                except (OSError, ValueError) as e:
+                    self._done = True
+                    self.error = (self.delivered, f"read error after decompressed byte {self.delivered}: "
+                                  f"{_oneline(e)}")
+                    return b""
+                if not data:
+                    return self._end_of_input()
+                self._in = data
+            d = self._d
+            if d is None:
+                # Between members: zero padding is allowed (as the gzip module allows it).
+                data = self._in.lstrip(b"\0") if self._members else self._in
+                if not data:
+                    self._in = b""
+                    continue
+                self._in = data
+                d = self._d = zlib.decompressobj(31)
+                self._members += 1
+            data = self._in
+            saved = d.copy()
+            try:
+                out = d.decompress(data, _CHUNK)
+            except zlib.error as e:
+                out = _salvage(saved, data)
+                self.delivered += len(out)
+                self._fail("corrupt", f" ({_oneline(e)})")
+                return out
+            if d.eof:
+                self._in = d.unused_data
+                self._d = None
+            else:
+                self._in = d.unconsumed_tail
+            if out:
+                self.delivered += len(out)
+                return out
+        return b""
+
+    def _end_of_input(self) -> bytes:
+        out = b""
+        if self._d is not None:  # the file ended inside a member
+            try:
+                out = self._d.flush()
+            except zlib.error:
+                out = b""
+            self.delivered += len(out)
+            self._fail("truncated")
+        self._done = True
+        return out
+
+
+def _salvage(saved: zlib._Decompress, data: bytes) -> bytes:
+    """Output of ``saved`` for the longest prefix of ``data`` that decodes without error."""
+    lo, hi = 0, len(data)  # a prefix of lo bytes decodes; hi bytes raise
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            saved.copy().decompress(data[:mid], _CHUNK)
+        except zlib.error:
+            hi = mid
+        else:
+            lo = mid
+    try:
+        return saved.copy().decompress(data[:lo], _CHUNK)
+    except zlib.error:  # pragma: no cover - lo decoded above
+        return b""
+
+
+def _oneline(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(text).split())
+
+
+class CaptureReader:
+    """Iterate over the packet records of one capture; see the module docstring.
+
+    Problems met while reading are appended to ``problems``; read it after iteration.
+    """
+
+    path: str
+    format: str
+    compressed: bool
+    interfaces: list[Interface]
+    problems: list[CaptureProblem]
+    records: int
+
+    def __init__(self, path: str, display: str, f: BinaryIO, owned: bool, raw: _Raw,
+                 compressed: bool, size: int | None) -> None:
+        self.path = path
+        self.compressed = compressed
+        self.interfaces = []
+        self.problems = []
+        self.records = 0
+        self._f = f
+        self._owned = owned
+        self._raw = raw
+        self._size = size
+        self._src = _GzipSource(raw) if compressed else _PlainSource(raw)
+        self._base = 0  # offset in the decompressed capture of buffer[0]
+        self._eof = False
+        try:
+            buf = self._more(b"", 0, 4)
+            self._start(display, buf)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, display: str, buf: bytes) -> None:
+        magic = buf[:4]
+        what = "gzip-compressed input" if self.compressed else "file"
+        if len(buf) < 4:
+            if self.compressed and self._src.error:
+                raise CaptureError(f"{display}: {self._src.error[1]}, before any capture data")
+            if not buf:
+                raise CaptureError(f"{display}: {what} is empty, not a pcap or pcapng capture")
+            raise CaptureError(f"{display}: {what} is too short to be a capture ({len(buf)} bytes)")
+        if magic in _PCAP_MAGICS:
+            self.format = "pcap"
+            order, units = _PCAP_MAGICS[magic]
+            if len(buf) < 24:
+                buf = self._more(buf, 0, 24)
+            if len(buf) < 24:
+                self._problem(0, None, f"truncated file header: 24 bytes needed, {len(buf)} present")
+                self._gen: Iterator[tuple[float, int, bytes, int]] = iter(())
+                return
+            _ver_major, _ver_minor, _zone, _sigfigs, snaplen, network = \
+                _STRUCTS[order].pcap_hdr.unpack_from(buf, 4)
+            linktype = network & 0x03FFFFFF  # upper bits carry FCS information (as libpcap masks it)
+            self.interfaces.append(Interface(linktype, None, snaplen))
+            limit = max(min(snaplen, _MAX_BLOCK), _MAX_RECORD)
+            self._gen = self._pcap_records(buf, 24, _STRUCTS[order], units, linktype, limit)
+        elif magic == _SHB_MAGIC:
+            self.format = "pcapng"
+            self._gen = self._pcapng_records(buf, 0)
+        else:
+            hexed = " ".join(f"{b:02x}" for b in magic)
+            raise CaptureError(f"{display}: {what} is not a pcap or pcapng capture "
+                               f"(starts with {hexed})")
+
+    # -- public surface ---------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[tuple[float, int, bytes, int]]:
+        """Yield (timestamp_seconds, linktype, frame_bytes, interface_index) for every packet record."""
+        return self._gen
+
+    @property
+    def position(self) -> int:
+        """Bytes consumed from the underlying file (compressed bytes for gzip), for a progress bar."""
+        return self._raw.pos
+
+    @property
+    def size(self) -> int | None:
+        """Size of the underlying file in bytes; None for stdin and pipes."""
+        return self._size
+
+    def close(self) -> None:
+        if self._owned:
+            self._f.close()
+
+    def __enter__(self) -> CaptureReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _problem(self, offset: int | None, packet: int | None, message: str) -> None:
+        self.problems.append(CaptureProblem(self.path, offset, packet, message))
+
+    def _stop(self, offset: int, packet: int | None, message: str) -> None:
+        """Record the corruption that ends reading this file.
+
+        In a gzip file, corruption of the compressed stream usually decodes to garbage for a while
+        before zlib notices, so the garbage is what the parser trips over. The rest of the stream
+        is then decoded (not kept) to report the gzip problem that explains it. Only for regular
+        files: a pipe may never end.
+        """
+        self._problem(offset, packet, message)
+        if self.compressed and self._size is not None and not self._eof:
+            src = self._src
+            while src.read():
+                pass
+            self._eof = True
+            if src.error:
+                self._problem(src.error[0], None, src.error[1])
+
+    def _more(self, buf: bytes, pos: int, need: int) -> bytes:
+        """Drop ``buf[:pos]`` and read until ``need`` bytes are buffered (fewer only at the end)."""
+        self._base += pos
+        rest = buf[pos:] if pos else buf
+        if self._eof:
+            return rest
+        parts = [rest] if rest else []
+        have = len(rest)
+        src = self._src
+        while have < need:
+            data = src.read()
+            if not data:
+                self._eof = True
+                if src.error:
+                    self._problem(src.error[0], None, src.error[1])
+                break
+            parts.append(data)
+            have += len(data)
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def _pcap_records(self, buf: bytes, pos: int, st: _Structs, units: float, linktype: int,
+                      limit: int) -> Iterator[tuple[float, int, bytes, int]]:
+        unpack = st.pcap_rec.unpack_from
+        more = self._more
+        n = len(buf)
+        while True:
+            if n - pos < 16:
+                buf = more(buf, pos, 16)
+                pos = 0
+                n = len(buf)
+                if n < 16:
+                    if n:
+                        self._problem(self._base, self.records + 1,
+                                      f"truncated record header: 16 bytes needed, {n} present")
+                    return
+            sec, frac, incl, _orig = unpack(buf, pos)
+            if incl > limit:
+                self._stop(self._base + pos, self.records + 1,
+                           f"corrupt record: header says {incl} bytes, more than the limit {limit}")
+                return
+            end = pos + 16 + incl
+            if end > n:
+                buf = more(buf, pos, 16 + incl)
+                pos = 0
+                n = len(buf)
+                end = 16 + incl
+                if end > n:
+                    self._problem(self._base, self.records + 1,
+                                  f"truncated record: header says {incl} bytes, {n - 16} present")
+                    return
+            self.records += 1
+            yield sec + frac / units, linktype, buf[pos + 16:end], 0
+            pos = end
+
+    def _pcapng_records(self, buf: bytes, pos: int) -> Iterator[tuple[float, int, bytes, int]]:
+        more = self._more
+        problem = self._problem
+        n = len(buf)
+        skipped = 0  # packet records not yielded: records + skipped = packet records met so far
+        last_ts = 0.0
+        # this section's interfaces: (index in self.interfaces, linktype, ts units, ts offset, snaplen)
+        ifaces: list[tuple[int, int, int, int, int]] = []
+        nif = 0
+        st = _STRUCTS["<"]
+        fast = st.epb_fast.unpack_from
+        u32 = st.u32.unpack_from
+        max_block = _MAX_BLOCK
+        while True:
+            # Fast path: a whole, well-formed EPB of a known interface is in the buffer.
+            if n - pos >= 24:
+                btype, blen, iid, hi, lo, caplen = fast(buf, pos)
+                end = pos + blen
+                if (btype == 6 and end <= n and iid < nif and caplen + 32 <= blen <= max_block
+                        and not blen & 3 and u32(buf, end - 4)[0] == blen):
+                    gidx, linktype, units, tsoffset, _snap = ifaces[iid]
+                    last_ts = ((hi << 32) | lo) / units + tsoffset
+                    self.records += 1
+                    yield last_ts, linktype, buf[pos + 28:pos + 28 + caplen], gidx
+                    pos = end
+                    continue
+
+            # General path: any block, refills, and every defect.
+            if n - pos < 12:
+                buf = more(buf, pos, 12)
+                pos = 0
+                n = len(buf)
+                if n < 12:
+                    if n:
+                        problem(self._base, None,
+                                f"truncated block: {n} bytes left, a block needs at least 12")
+                    return
+            btype, blen = st.u32x2.unpack_from(buf, pos)
+            if btype == _SHB:  # the same number in either byte order; the section sets the order
+                bom = buf[pos + 8:pos + 12]
+                if bom == _BOM_LE:
+                    st = _STRUCTS["<"]
+                elif bom == _BOM_BE:
+                    st = _STRUCTS[">"]
+                else:
+                    self._stop(self._base + pos, None,
+                               f"corrupt section header block: byte-order magic is {bom.hex()}")
+                    return
+                fast = st.epb_fast.unpack_from
+                u32 = st.u32.unpack_from
+                (blen,) = u32(buf, pos + 4)
+            kind = _PACKET_BLOCKS.get(btype)
+            number = self.records + skipped + 1 if kind else None
+            if blen < 12 or blen & 3 or blen > max_block:
+                why = ("is less than 12" if blen < 12 else
+                       "is not a multiple of 4" if blen & 3 else f"exceeds the {max_block >> 20} MiB limit")
+                self._stop(self._base + pos, number, f"corrupt block: total length {blen} {why}")
+                return
+            end = pos + blen
+            if end > n:
+                buf = more(buf, pos, blen)
+                pos = 0
+                n = len(buf)
+                end = blen
+                if end > n:
+                    problem(self._base, number,
+                            f"truncated {kind or 'block'}: block length says {blen} bytes, {n} present")
+                    return
+            (trailer,) = u32(buf, end - 4)
+            if trailer != blen:
+                self._stop(self._base + pos, number,
+                           f"corrupt block: trailing length {trailer} differs from leading length {blen}")
+                return
+            offset = self._base + pos
+
+            if btype == _EPB or btype == _PB:
+                if blen < 32:
+                    problem(offset, number, f"{kind} too short ({blen} bytes)")
+                    skipped += 1
+                else:
+                    if btype == _EPB:
+                        iid, hi, lo, caplen = st.epb.unpack_from(buf, pos + 8)
+                    else:  # the obsolete Packet Block: 16-bit interface id, then a drop count
+                        iid, _drops, hi, lo, caplen = st.pb.unpack_from(buf, pos + 8)
+                    if caplen > blen - 32:
+                        problem(offset, number, f"{kind}: captured length {caplen} exceeds the block's "
+                                f"{blen - 32} data bytes")
+                        skipped += 1
+                    elif iid >= nif:
+                        problem(offset, number,
+                                f"packet names interface {iid}, but the section has {nif} interface(s)")
+                        skipped += 1
+                    else:
+                        gidx, linktype, units, tsoffset, _snap = ifaces[iid]
+                        last_ts = ((hi << 32) | lo) / units + tsoffset
+                        self.records += 1
+                        yield last_ts, linktype, buf[pos + 28:pos + 28 + caplen], gidx
+            elif btype == _SPB:
+                if blen < 16:
+                    problem(offset, number, f"simple packet block too short ({blen} bytes)")
+                    skipped += 1
+                elif not nif:
+                    problem(offset, number,
+                            "simple packet block, but the section has no interface description block")
+                    skipped += 1
+                else:
+                    gidx, linktype, _units, _tsoffset, snaplen = ifaces[0]
+                    (orig,) = u32(buf, pos + 8)
+                    caplen = min(orig, blen - 16)
+                    if snaplen:
+                        caplen = min(caplen, snaplen)
+                    self.records += 1
+                    yield last_ts, linktype, buf[pos + 12:pos + 12 + caplen], gidx
+            elif btype == _IDB:
+                if blen < 20:
+                    problem(offset, None, f"interface description block too short ({blen} bytes)")
+                else:
+                    linktype, _reserved, snaplen = st.idb.unpack_from(buf, pos + 8)
+                    name, units, tsoffset, bad = _idb_options(buf, pos + 16, end - 4, st)
+                    if bad:
+                        problem(offset, None, f"interface description block: malformed options ({bad}); "
+                                "interface kept with the options read so far")
+                    ifaces.append((len(self.interfaces), linktype, units, tsoffset, snaplen))
+                    nif = len(ifaces)
+                    self.interfaces.append(Interface(linktype, name, snaplen))
+            elif btype == _SHB:
+                if blen < 28:
+                    self._stop(offset, None, f"section header block too short ({blen} bytes)")
+                    return
+                (major,) = st.u16.unpack_from(buf, pos + 12)
+                if major != 1:
+                    self._stop(offset, None, f"unsupported pcapng major version {major}")
+                    return
+                ifaces = []  # interface ids restart in every section
+                nif = 0
+            # NRB, ISB, DSB, custom and unknown blocks carry no packets: skipped
+            pos = end
+
+
+def _idb_options(buf: bytes, o: int, stop: int, st: _Structs) -> tuple[str | None, int, int, str]:
+    """(if_name, timestamp units per second, if_tsoffset, what was malformed or '') of an IDB."""
+    name: str | None = None
+    units = 1_000_000
+    tsoffset = 0
+    while o + 4 <= stop:
+        code, olen = st.opt.unpack_from(buf, o)
+        o += 4
+        if code == _OPT_END:
+            break
+        if o + olen > stop:
+            return name, units, tsoffset, f"option {code} runs past the block"
+        if code == _OPT_IF_NAME:
+            name = buf[o:o + olen].rstrip(b"\0").decode("utf-8", "replace")
+        elif code == _OPT_IF_TSRESOL and olen >= 1:
+            r = buf[o]
+            units = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
+        elif code == _OPT_IF_TSOFFSET and olen >= 8:
+            (tsoffset,) = st.q.unpack_from(buf, o)
+        o += (olen + 3) & ~3
+    return name, units, tsoffset, ""
+
+
+def open_capture(path: str) -> CaptureReader:
+    """Open a capture file, or stdin for ``-``; the format is detected from its magic bytes.
+
+    Raises CaptureError (one line, naming the file) when the input cannot be read as a capture.
+    """
+    if path == "-":
+        display = "stdin"
+        stdin = sys.stdin
+        f = getattr(stdin, "buffer", None) if stdin is not None else None
+        if f is None:
+            raise CaptureError("stdin: not available for reading")
+        isatty = getattr(f, "isatty", None)
+        if isatty is not None and isatty():
+            raise CaptureError("stdin: is a terminal; pipe a capture in, e.g. tcpdump -w - | ...")
+        owned = False
+        size = None
+    else:
+        display = path
+        try:
+            f = open(path, "rb", buffering=0)  # noqa: SIM115 - the reader owns and closes it
+        except FileNotFoundError:
+            raise CaptureError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise CaptureError(f"{path}: is a directory, not a capture file") from None
+        except PermissionError:
+            raise CaptureError(f"{path}: permission denied") from None
+        except OSError as e:
+            raise CaptureError(f"{path}: cannot open: {_oneline(e)}") from None
+        owned = True
+        try:
+            st = os.fstat(f.fileno())
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            f.close()
+            raise CaptureError(f"{path}: is a directory, not a capture file")
+        size = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
+    try:
+        head = _read_head(f, 4)
+    except (OSError, ValueError) as e:
+        if owned:
+            f.close()
+        raise CaptureError(f"{display}: cannot read: {_oneline(e)}") from None
+    raw = _Raw(f, head)
+    return CaptureReader(path, display, f, owned, raw, head[:2] == _GZIP_MAGIC, size)
+
+
+def _read_head(f: BinaryIO, n: int) -> bytes:
+    """At least ``n`` bytes from the start of ``f`` (fewer only if it ends), without seeking."""
+    read = getattr(f, "read1", f.read)
+    parts: list[bytes] = []
+    have = 0
+    while have < n:
+        data = read(_CHUNK)
+        if not data:
+            break
+        parts.append(data)
+        have += len(data)
+    return b"".join(parts)
