@@ -68,42 +68,43 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
 
     Raises MalformedError for frames that claim a protocol and break it.
     """
-    if linktype == 1:
-        if len(frame) < 14:
-            raise MalformedError("ethernet", "header", f"frame of {len(frame)} bytes is shorter than 14")
-        etype = (frame[12] << 8) | frame[13]
-        off = 14
-        if etype != 0x0800 and etype != 0x86DD:
-            etype, off = _ethernet_inner(frame, etype, off)
-            if etype < 0:
-                return None
-    elif linktype == 113:
-        if len(frame) < 16:
-            raise MalformedError("sll", "header", f"frame of {len(frame)} bytes is shorter than 16")
-        etype = (frame[14] << 8) | frame[15]
-        off = 16
-        if etype != 0x0800 and etype != 0x86DD:
-            etype, off = _ethernet_inner(frame, etype, off)
-            if etype < 0:
-                return None
-    elif linktype == 276:
-        if len(frame) < 20:
-            raise MalformedError("sll2", "header", f"frame of {len(frame)} bytes is shorter than 20")
-        etype = (frame[0] << 8) | frame[1]
-        off = 20
-        if etype != 0x0800 and etype != 0x86DD:
-            etype, off = _ethernet_inner(frame, etype, off)
-            if etype < 0:
-                return None
-    elif linktype in (101, 228, 229, 12, 14):
+    # The common case first, without a call: untagged Ethernet carrying IPv4.
+    if linktype == 1 and len(frame) >= 14 and frame[12] == 8 and frame[13] == 0:
+        return _ipv4(frame, 14)
+    etype, off = locate_ip(linktype, frame)
+    if etype == 0x0800:
+        return _ipv4(frame, off)
+    if etype == 0x86DD:
+        return _ipv6(frame, off)
+    return None
+
+
+def locate_ip(linktype: int, frame: bytes) -> tuple[int, int]:
+    """(ethertype, offset) of the IP header inside a frame; ethertype < 0 if there is no IP.
+
+    For a frame without IP the first value is negative: ``~ethertype`` of the innermost
+    non-IP type where there is one (``skip_reason`` reports it), else -1.
+    """
+    if linktype == 1 or linktype == 113 or linktype == 276:
+        hlen = 14 if linktype == 1 else 16 if linktype == 113 else 20
+        if len(frame) < hlen:
+            name = "ethernet" if linktype == 1 else "sll" if linktype == 113 else "sll2"
+            raise MalformedError(name, "header", f"frame of {len(frame)} bytes is shorter than {hlen}")
+        at = 12 if linktype == 1 else 14 if linktype == 113 else 0
+        etype = (frame[at] << 8) | frame[at + 1]
+        if etype == 0x0800 or etype == 0x86DD:
+            return etype, hlen
+        return _ethernet_inner(frame, etype, hlen)
+    if linktype in (101, 228, 229, 12, 14):
         if not frame:
             raise MalformedError("raw", "header", "empty frame")
         version = frame[0] >> 4
-        etype = 0x0800 if version == 4 else 0x86DD if version == 6 else -1
-        if etype < 0:
-            raise MalformedError("raw", "version", f"IP version {version}")
-        off = 0
-    elif linktype == 0 or linktype == 108:
+        if version == 4:
+            return 0x0800, 0
+        if version == 6:
+            return 0x86DD, 0
+        raise MalformedError("raw", "version", f"IP version {version}")
+    if linktype == 0 or linktype == 108:
         if len(frame) < 4:
             raise MalformedError("null", "header", f"frame of {len(frame)} bytes is shorter than 4")
         if linktype == 108:
@@ -113,18 +114,11 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
             if family > 0xFFFF:
                 family = int.from_bytes(frame[:4], "big")
         if family == _AF_INET:
-            etype = 0x0800
-        elif family in _AF_INET6:
-            etype = 0x86DD
-        else:
-            return None
-        off = 4
-    else:
-        return None
-
-    if etype == 0x0800:
-        return _ipv4(frame, off)
-    return _ipv6(frame, off)
+            return 0x0800, 4
+        if family in _AF_INET6:
+            return 0x86DD, 4
+        return -1, 4
+    return -1, 0
 
 
 def _ethernet_inner(frame: bytes, etype: int, off: int) -> tuple[int, int]:
@@ -270,22 +264,13 @@ def skip_reason(linktype: int, frame: bytes) -> str:
     """Why ``decode`` returned None for this frame: a stable counter key (slow path)."""
     if linktype not in (0, 1, 12, 14, 101, 108, 113, 228, 229, 276):
         return f"unsupported-linktype:{linktype}"
-    if linktype in (1, 113, 276):
-        etype = (
-            (frame[12] << 8) | frame[13] if linktype == 1
-            else (frame[14] << 8) | frame[15] if linktype == 113
-            else (frame[0] << 8) | frame[1]
-        )
-        off = {1: 14, 113: 16, 276: 20}[linktype]
-        if etype not in (_ETH_IPV4, _ETH_IPV6):
-            etype, off = _ethernet_inner(frame, etype, off)
-        if etype < 0:
-            return "non-ip:802.3" if ~etype <= 1500 else f"non-ip:0x{~etype:04x}"
-    elif linktype in (0, 108):
-        return "non-ip:address-family"
-    else:
-        off = 0
-        etype = _ETH_IPV4 if frame[0] >> 4 == 4 else _ETH_IPV6
+    etype, off = locate_ip(linktype, frame)
+    if etype < 0:
+        if linktype in (0, 108):
+            return "non-ip:address-family"
+        if etype == -1:
+            return "non-ip"
+        return "non-ip:802.3" if ~etype <= 1500 else f"non-ip:0x{~etype:04x}"
     if etype == _ETH_IPV4:
         return f"ip-proto:{frame[off + 9]}"
     nxt = frame[off + 6]
@@ -303,3 +288,38 @@ def skip_reason(linktype: int, frame: bytes) -> str:
         else:
             break
     return f"ip-proto:{nxt}"
+
+
+def fragment(linktype: int, frame: bytes) -> tuple[int, bool, bytes] | None:
+    """(offset in bytes, more-fragments flag, IP payload bytes) of a fragment; slow path.
+
+    Only called for frames ``decode`` reported with a fragment key, so the headers are known good.
+    """
+    etype, off = locate_ip(linktype, frame)
+    if etype == _ETH_IPV4:
+        ihl = (frame[off] & 15) * 4
+        total = (frame[off + 2] << 8) | frame[off + 3]
+        flags = (frame[off + 6] << 8) | frame[off + 7]
+        return (flags & 0x1FFF) * 8, bool(flags & 0x2000), frame[off + ihl:off + total]
+    if etype != _ETH_IPV6:
+        return None
+    plen = (frame[off + 4] << 8) | frame[off + 5]
+    end = off + 40 + plen
+    nxt = frame[off + 6]
+    l4 = off + 40
+    for _ in range(16):
+        if nxt == _IPV6_FRAGMENT:
+            offset_flags = (frame[l4 + 2] << 8) | frame[l4 + 3]
+            return offset_flags & 0xFFF8, bool(offset_flags & 1), frame[l4 + 8:end]
+        if nxt in _IPV6_EXT or nxt == _IPV6_AH:
+            hlen = (frame[l4 + 1] + 2) * 4 if nxt == _IPV6_AH else (frame[l4 + 1] + 1) * 8
+            nxt = frame[l4]
+            l4 += hlen
+        else:
+            return None
+    return None
+
+
+def transport(proto: int, src: bytes, dst: bytes, segment: bytes, ip_len: int) -> Decoded | None:
+    """Decode a reassembled transport segment (header included) as ``decode`` would."""
+    return _transport(segment, 0, len(segment), proto, src, dst, ip_len, None)

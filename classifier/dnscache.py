@@ -4,7 +4,9 @@ A flow with no SNI or Host can still be named if the same input showed a DNS ans
 server address: the cache follows the CNAME chain from the queried name to the A/AAAA records, so
 ``v16.tiktokcdn.com -> ...edgesuite.net -> a1.akamai.net -> 92.122.95.99`` maps the address back
 to ``v16.tiktokcdn.com`` and keeps the chain (which shows the CDN). Entries live for their TTL in
-packet time; the cache holds at most ``max_addresses`` addresses (oldest dropped first).
+packet time, but at least ``min_ttl`` seconds: a client uses an answer for the connection it
+asked for even when the TTL is 0. The cache holds at most ``max_addresses`` addresses (oldest
+dropped first).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class DnsAnswer:
     name: str  # the queried name
     chain: tuple[str, ...]  # queried name, then each CNAME target in order
     ts: float  # packet time of the answer
-    expires: float  # ts + the smallest TTL along the chain
+    expires: float  # ts + the smallest TTL along the chain (at least the cache's min_ttl)
     client: bytes  # address of the client that received the answer
 
 
@@ -40,8 +42,9 @@ class DnsMatch:
 class DnsCache:
     """address bytes -> recent answers for that address."""
 
-    def __init__(self, max_addresses: int = 200_000) -> None:
+    def __init__(self, max_addresses: int = 200_000, min_ttl: float = 10.0) -> None:
         self.max_addresses = max_addresses
+        self.min_ttl = min_ttl
         self._by_addr: dict[bytes, list[DnsAnswer]] = {}
         self.answers = 0
         self.dropped = 0
@@ -60,10 +63,12 @@ class DnsCache:
         cnames: dict[str, tuple[str, int]] = {}
         addrs: dict[str, list[tuple[bytes, int]]] = {}
         for rr in msg.answers:
+            ttl = rr.ttl if rr.ttl < 0x80000000 else 0  # RFC 2181 8: top bit set means zero
             if rr.rtype == TYPE_CNAME and rr.value:
-                cnames.setdefault(rr.name, (rr.value, rr.ttl))
-            elif (rr.rtype == TYPE_A and len(rr.rdata) == 4) or (rr.rtype == TYPE_AAAA and len(rr.rdata) == 16):
-                addrs.setdefault(rr.name, []).append((bytes(rr.rdata), rr.ttl))
+                cnames.setdefault(rr.name, (rr.value, ttl))
+            elif (rr.rtype == TYPE_A and len(rr.rdata) == 4) or (
+                    rr.rtype == TYPE_AAAA and len(rr.rdata) == 16):
+                addrs.setdefault(rr.name, []).append((bytes(rr.rdata), ttl))
         recorded = 0
         for q in msg.questions:
             chain = [q.name]
@@ -80,7 +85,7 @@ class DnsCache:
             chain_t = tuple(chain)
             for name in reversed(chain_t):
                 for addr, t in addrs.get(name, ()):
-                    life = t if ttl is None else min(ttl, t)
+                    life = max(self.min_ttl, t if ttl is None else min(ttl, t))
                     self._put(addr, DnsAnswer(q.name, chain_t, ts, ts + life, client))
                     recorded += 1
         self.answers += recorded

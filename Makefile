@@ -1,0 +1,44 @@
+# Two entry points (see README): `make demo` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install install-test lint bench samples signatures clean
+
+demo: install
+	$(BIN)/classifier scan pcaps/demo.pcap --format table
+	@mkdir -p out
+	$(BIN)/classifier scan pcaps/demo.pcap -o out/demo.jsonl -q
+	@echo "one JSON record per flow: out/demo.jsonl"
+
+test: install-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -ra
+
+$(BIN)/python:
+	bash tools/install-system-packages.sh tools/debian-packages.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+
+install-test: $(BIN)/python
+	bash tools/install-system-packages.sh tools/debian-packages.txt
+	$(BIN)/python -m pip install -q -e '.[test]'
+
+lint: install-test
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python benchmarks/scan_throughput.py
+
+samples: install-test
+	$(BIN)/python pcaps/build_samples.py
+
+signatures: install-test
+	$(BIN)/python tools/build_signatures.py
+
+clean:
+	rm -rf $(VENV) out benchmarks/work build *.egg-info

@@ -1,0 +1,220 @@
+"""Facts + signatures -> app, operator, categories and the evidence behind them.
+
+The rules (also in the README):
+
+* A **name** (TLS SNI, HTTP Host or proxy target, a DNS answer for the server address, a DNS
+  query name on a DNS flow) that matches an app rule gives the app. A name matching an
+  operator-only rule (shared Tencent or ByteDance domains) gives the operator, not an app.
+* The **server address** is looked up in the operator and CDN prefix tables (longest prefix). An
+  operator prefix alone gives the operator only: an operator's ASN is not the app (Tencent Cloud
+  hosts unrelated customers). For proxied HTTP the server is the proxy, so its address says
+  nothing about the target and is not used.
+* **Categories**: the name rule's role ``payments`` -> payments; a store request for the app's
+  package -> app-store; role ``sdk`` -> code-use; role ``cdn``, a CDN prefix, or a CNAME chain
+  into a CDN domain -> cdn; an operator prefix, or an app name served from anywhere else ->
+  hosting; a next hop (peering map) whose ASN is an operator's -> transit-peering. The first of
+  that list that applies is the primary ``category``; all of them are in ``categories``.
+* A DNS flow whose query names an app is attributed to the app (it is the client looking the app
+  up) but gets no category: a lookup is none of the services the orders name.
+* ``confidence``: high for a name from the flow itself (SNI, Host, store request), medium for a
+  name from DNS answers or a medium-confidence rule, low for address or next-hop only.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from .dnscache import DnsCache
+from .flows import Flow
+from .signatures import Signatures
+
+CATEGORY_ORDER = ("payments", "app-store", "code-use", "cdn", "hosting", "transit-peering")
+_ROLE_CATEGORY = {"payments": "payments", "sdk": "code-use", "cdn": "cdn", "app-store": "app-store"}
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One reason behind an attribution, in the form the records print."""
+
+    kind: str  # sni | http-host | http-proxy | dns | dns-query | cname | store | prefix | peering
+    value: str
+    signature: str | None = None
+    source: str | None = None
+
+    def as_dict(self) -> dict:
+        d = {"kind": self.kind, "value": self.value}
+        if self.signature is not None:
+            d["signature"] = self.signature
+        if self.source is not None:
+            d["source"] = self.source
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    hostname: str | None
+    hostname_source: str | None  # sni | http-host | http-proxy | dns | dns-query
+    app: str | None
+    operator: str | None
+    category: str | None
+    categories: tuple[str, ...]
+    confidence: str | None
+    evidence: tuple[Evidence, ...]
+    server_asn: int | None
+    server_owner: str | None  # operator or CDN provider id owning the server prefix
+
+    @property
+    def attributed(self) -> bool:
+        return self.app is not None or self.operator is not None
+
+
+def ntop(addr: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+
+
+class Attributor:
+    """Applies the rules above with one set of signatures and one DNS cache."""
+
+    def __init__(self, sigs: Signatures, dnscache: DnsCache) -> None:
+        self.sigs = sigs
+        self.dnscache = dnscache
+        self._app_operator = {app: op_id for op_id, op in sigs.operators.items() for app in op.apps}
+
+    def attribute(self, flow: Flow) -> Attribution:
+        sigs = self.sigs
+        facts = flow.facts
+        evidence: list[Evidence] = []
+        names: list[tuple[str, str]] = []  # (kind, name) in order of preference
+        hello = facts.get("tls")
+        if hello is not None and hello.sni:
+            names.append(("sni", hello.sni))
+        req = facts.get("http")
+        proxied = False
+        if req is not None:
+            if req.proxy_host:
+                names.append(("http-proxy", req.proxy_host))
+                proxied = True
+            elif req.host:
+                names.append(("http-host", req.host))
+        queries = facts.get("dns_queries")
+        if queries:
+            names.append(("dns-query", queries[0]))
+
+        dns_match = None
+        if not names and not flow.dns_client:
+            dns_match = self.dnscache.lookup(flow.server, flow.first_ts, flow.client)
+            if dns_match is not None:
+                names.append(("dns", dns_match.answer.name))
+
+        hostname, hostname_source = (names[0][1], names[0][0]) if names else (None, None)
+        app = operator = None
+        categories: set[str] = set()
+        confidence = None
+
+        # Names: the first name that matches a rule decides; the others are kept as evidence.
+        rule = None
+        if hostname is not None:
+            rule = sigs.hosts.match(hostname)
+            if rule is not None:
+                kind = hostname_source
+                value = hostname
+                if kind == "dns":
+                    a = dns_match.answer
+                    value = f"{ntop(flow.server)} answered for {a.name}"
+                    if dns_match.others:
+                        value += f" (also for {', '.join(dns_match.others[:3])})"
+                evidence.append(Evidence(kind, value, rule.id, rule.source))
+                app = rule.app
+                operator = rule.operator or (self._app_operator.get(app) if app else None)
+                role_cat = _ROLE_CATEGORY.get(rule.role)
+                if role_cat is not None and kind != "dns-query":
+                    categories.add(role_cat)
+                if kind in ("sni", "http-host", "http-proxy"):
+                    confidence = "high" if rule.confidence == "high" else "medium"
+                else:
+                    confidence = "medium"
+            else:
+                evidence.append(Evidence(hostname_source, hostname))
+
+        # A CNAME chain (from the DNS answer that named this flow) can reach an app or a CDN.
+        if dns_match is not None:
+            for name in dns_match.answer.chain[1:]:
+                cn = sigs.cname_provider(name)
+                if cn is not None:
+                    evidence.append(Evidence("cname", f"{dns_match.answer.name} -> {name}", cn.id, cn.source))
+                    if app or operator:
+                        categories.add("cdn")
+                    break
+                if app is None:
+                    chain_rule = sigs.hosts.match(name)
+                    if chain_rule is not None and chain_rule.app:
+                        app = chain_rule.app
+                        operator = operator or self._app_operator.get(app)
+                        confidence = "medium"
+                        evidence.append(Evidence("cname", f"{dns_match.answer.name} -> {name}",
+                                                 chain_rule.id, chain_rule.source))
+
+        # App-store: a clear-text request to a store host for one of the apps' packages.
+        if req is not None:
+            store = sigs.store_match(req.proxy_host or req.host or "", req.target)
+            if store is not None:
+                app = store.app
+                operator = operator or self._app_operator.get(app)
+                categories.add("app-store")
+                confidence = "high"
+                evidence.append(Evidence("store", f"{req.proxy_host or req.host} {req.target}",
+                                         store.id, store.source))
+
+        # The server address, unless the server is a proxy.
+        server_asn = server_owner = None
+        if not proxied:
+            entry = sigs.prefixes.lookup(flow.server)
+            if entry is not None:
+                server_asn = entry.asn
+                server_owner = entry.owner
+                evidence.append(Evidence("prefix", f"{ntop(flow.server)} in {entry.network} (AS{entry.asn})",
+                                         entry.id, entry.source))
+                if entry.kind == "operator":
+                    if operator is None:
+                        operator = entry.owner
+                        confidence = confidence or "low"
+                    if app or operator:
+                        categories.add("hosting")
+                elif entry.kind == "cdn" and (app or operator):
+                    categories.add("cdn")
+
+        # The next hop: a neighbour whose ASN belongs to an operator.
+        if sigs.peering:
+            for key in (flow.neighbour, f"if:{flow.iface}" if flow.iface else None):
+                if key is None:
+                    continue
+                asn = sigs.peering.get(key)
+                if asn is None:
+                    continue
+                peer_op = sigs.operator_by_asn.get(asn)
+                if peer_op is not None:
+                    evidence.append(Evidence("peering", f"next hop {key} is AS{asn}", f"peering:{key}"))
+                    operator = operator or peer_op
+                    confidence = confidence or "low"
+                    categories.add("transit-peering")
+                break
+
+        if (app is not None and hostname_source != "dns-query"
+                and not categories & {"cdn", "payments", "app-store", "code-use"}):
+            categories.add("hosting")  # the app's own name served from a non-CDN address
+        cats = tuple(c for c in CATEGORY_ORDER if c in categories)
+        if app is None and operator is None:
+            cats = ()
+        return Attribution(
+            hostname=hostname,
+            hostname_source=hostname_source,
+            app=app,
+            operator=operator,
+            category=cats[0] if cats else None,
+            categories=cats,
+            confidence=confidence if (app or operator) else None,
+            evidence=tuple(evidence),
+            server_asn=server_asn,
+            server_owner=server_owner,
+        )

@@ -1,0 +1,153 @@
+"""Run the inspectors over a flow's first bytes until the flow can be decided.
+
+The inspectors themselves (``classifier.inspect``) are pure functions of bytes. This module feeds
+them: it keeps the first bytes of each TCP direction in sequence order, picks the protocol from
+the client's first bytes (never from the port, except DNS), and records the facts on the flow.
+It answers one question per packet: is there now enough to decide the flow?
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .decode import TCP_SYN
+from .dnscache import DnsCache
+from .errors import MalformedError
+from .flows import Flow, FlowConfig
+from .inspect import dns as dnsp
+from .inspect import http as httpp
+from .inspect import tls as tlsp
+from .reassembly import Stream
+
+DNS_PORT = 53
+_MAX_QUERY_NAMES = 8
+
+
+class Inspection:
+    """Per-run inspection state: the DNS cache and the counters of what failed to parse."""
+
+    def __init__(self, config: FlowConfig, dnscache: DnsCache) -> None:
+        self.config = config
+        self.dnscache = dnscache
+        self.errors: Counter[str] = Counter()
+        self.error_examples: dict[str, str] = {}
+        self.dns_messages = 0
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _malformed(self, flow: Flow, err: MalformedError) -> None:
+        reason = err.reason
+        self.errors[reason] += 1
+        self.error_examples.setdefault(reason, str(err))
+        if len(flow.notes) < 8:
+            flow.notes.append(str(err))
+
+    # -- TCP ---------------------------------------------------------------------------------
+
+    def tcp(self, flow: Flow, from_client: bool, seq: int, flags: int, payload: bytes) -> bool:
+        """Feed one TCP segment; True when the flow has what it needs to be decided."""
+        streams = flow.streams
+        if streams is None:
+            limit = self.config.inspect_bytes
+            streams = flow.streams = [Stream(limit), Stream(limit)]
+        st = streams[0 if from_client else 1]
+        if flags & TCP_SYN:
+            st.syn(seq)
+        if not payload:
+            return False
+        grew = st.add(seq, payload)
+        if flow.dns_client:
+            if grew:
+                self._dns_tcp(flow, st, from_client)
+            return True
+        if not from_client:
+            # A server that speaks first (SMTP, FTP banners...) means there is no client
+            # greeting to wait for; otherwise server bytes change nothing.
+            return not streams[0].data
+        if grew:
+            done = self._client_bytes(flow, st)
+            if done:
+                return True
+        return st.full or st.segments >= self.config.inspect_segments
+
+    def _client_bytes(self, flow: Flow, st: Stream) -> bool:
+        data = st.data
+        kind = flow.facts.get("app_proto")
+        if kind is None:
+            if len(data) < 4:
+                return False  # too few bytes to tell the protocol yet
+            if tlsp.looks_like_tls(data):
+                kind = "tls"
+            elif httpp.looks_like_http_request(data):
+                kind = "http"
+            else:
+                kind = "unknown"
+            flow.facts["app_proto"] = kind
+        try:
+            if kind == "tls":
+                hello = tlsp.parse_client_hello(bytes(data))
+                if hello is None:
+                    return st.full
+                flow.facts["tls"] = hello
+                return True
+            if kind == "http":
+                req = httpp.parse_http_request(bytes(data))
+                if req is None:
+                    return st.full
+                flow.facts["http"] = req
+                return True
+        except MalformedError as err:
+            self._malformed(flow, err)
+            return True
+        return True
+
+    def _dns_tcp(self, flow: Flow, st: Stream, from_client: bool) -> None:
+        try:
+            messages, used = dnsp.split_tcp_stream(bytes(st.data[st.consumed:]))
+        except MalformedError as err:
+            self._malformed(flow, err)
+            st.consumed = len(st.data)
+            return
+        st.consumed += used
+        for raw in messages:
+            self._dns_message(flow, raw, from_client)
+
+    # -- UDP ---------------------------------------------------------------------------------
+
+    def udp(self, flow: Flow, from_client: bool, payload: bytes) -> bool:
+        """Feed one UDP datagram; True when the flow has what it needs to be decided."""
+        if flow.dns_client:
+            if payload:
+                self._dns_message(flow, payload, from_client)
+            return True
+        if from_client and payload:
+            flow.facts.setdefault("app_proto", "unknown")
+            return True
+        return False
+
+    # -- DNS ---------------------------------------------------------------------------------
+
+    def _dns_message(self, flow: Flow, raw: bytes, from_client: bool) -> None:
+        try:
+            msg = dnsp.parse_message(raw)
+        except MalformedError as err:
+            self._malformed(flow, err)
+            return
+        self.dns_messages += 1
+        facts = flow.facts
+        names = facts.get("dns_queries")
+        if names is None:
+            names = facts["dns_queries"] = []
+        for q in msg.questions:
+            if q.name not in names and len(names) < _MAX_QUERY_NAMES:
+                names.append(q.name)
+        if msg.is_response:
+            facts["dns_responses"] = facts.get("dns_responses", 0) + 1
+            # The resolver answers the client: the receiver of a response is the client.
+            client = flow.client if not from_client else flow.server
+            self.dnscache.add(msg, flow.last_ts, client)
+
+
+def is_dns_port(sport: int, dport: int) -> bool:
+    """DNS is the one protocol recognised by port: port 53 on either side."""
+    return sport == DNS_PORT or dport == DNS_PORT

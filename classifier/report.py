@@ -1,0 +1,94 @@
+"""The run summary: app x category x action, top hostnames, and what the input looked like."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class InputStats:
+    """What reading and decoding found, summed over the inputs."""
+
+    files: int = 0
+    packets: int = 0
+    flows: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    malformed: Counter = field(default_factory=Counter)
+    malformed_examples: dict = field(default_factory=dict)
+    inspect_errors: Counter = field(default_factory=Counter)
+    inspect_examples: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)  # capture-level problems (truncation...), as strings
+    evicted: int = 0
+    fragments: int = 0
+    dns_answers: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "files": self.files, "packets": self.packets, "flows": self.flows,
+            "skipped": dict(self.skipped), "malformed": dict(self.malformed),
+            "inspect_errors": dict(self.inspect_errors), "problems": list(self.problems),
+            "evicted": self.evicted, "fragments": self.fragments, "dns_answers": self.dns_answers,
+        }
+
+
+class Summary:
+    """Accumulates records as they are written; renders a table at the end."""
+
+    def __init__(self, top: int = 15) -> None:
+        self.top = top
+        self.cells: Counter[tuple[str, str, str]] = Counter()
+        self.bytes: Counter[tuple[str, str, str]] = Counter()
+        self.hostnames: Counter[tuple[str, str, str]] = Counter()
+        self.actions: Counter[str] = Counter()
+        self.view: str | None = None
+
+    def add(self, r: dict) -> None:
+        key = (r["app"] or "-", r["category"] or "-", r["action"])
+        self.cells[key] += 1
+        self.bytes[key] += r["bytes_c2s"] + r["bytes_s2c"]
+        self.actions[r["action"]] += 1
+        self.view = r["view"]
+        if r["hostname"]:
+            self.hostnames[(r["hostname"], r["app"] or "-", r["action"])] += 1
+
+    def render(self, out: IO[str], stats: InputStats) -> None:
+        console = Console(file=out, width=120, soft_wrap=False)
+        t = Table(title=f"Flows by app, category and action ({self.view or 'announced'} view)")
+        for col in ("app", "category", "action", "flows", "bytes"):
+            t.add_column(col, justify="right" if col in ("flows", "bytes") else "left")
+        for (app, cat, action), n in sorted(self.cells.items(), key=lambda kv: (kv[0][0] == "-", kv[0])):
+            t.add_row(app, cat, action, str(n), str(self.bytes[(app, cat, action)]))
+        console.print(t)
+        h = Table(title=f"Top {self.top} hostnames")
+        for col in ("hostname", "app", "action", "flows"):
+            h.add_column(col, justify="right" if col == "flows" else "left")
+        for (name, app, action), n in self.hostnames.most_common(self.top):
+            h.add_row(name, app, action, str(n))
+        console.print(h)
+        console.print(input_lines(stats), highlight=False, markup=False)
+
+
+def input_lines(stats: InputStats) -> str:
+    """A few plain lines about the input: counts, what was skipped, what was broken."""
+    lines = [
+        f"{stats.files} input(s), {stats.packets} packets, {stats.flows} flows"
+        f"{f', {stats.evicted} evicted at the flow cap' if stats.evicted else ''}"
+        f"{f', {stats.fragments} IP fragments' if stats.fragments else ''}",
+    ]
+    if stats.skipped:
+        lines.append("not TCP/UDP (counted, not errors): "
+                     + ", ".join(f"{k} {v}" for k, v in stats.skipped.most_common()))
+    if stats.malformed:
+        lines.append("malformed packets: " + ", ".join(f"{k} {v}" for k, v in stats.malformed.most_common()))
+        for examples in stats.malformed_examples.values():
+            lines.extend(f"  e.g. {e}" for e in examples[:1])
+    if stats.inspect_errors:
+        lines.append("malformed application data: "
+                     + ", ".join(f"{k} {v}" for k, v in stats.inspect_errors.most_common()))
+    lines.extend(f"input problem: {p}" for p in stats.problems)
+    return "\n".join(lines)

@@ -1,0 +1,241 @@
+"""The per-packet loop: decode, find the flow, inspect until decided, then only count.
+
+``Scanner.feed`` is the whole per-packet path. For a flow that is already decided it is a decode,
+one dict probe and a few counter updates; inspection, attribution and the policy run once per
+flow. Flows leave the table through ``FlowTable`` (timeout, close, eviction, end of input) and are
+handed to ``on_record`` exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .attribute import Attributor
+from .decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Decoded, decode, fragment, skip_reason, transport
+from .defrag import Defragmenter
+from .dnscache import DnsCache
+from .errors import MalformedError
+from .flows import DECIDED, Flow, FlowConfig, FlowTable
+from .inspection import Inspection, is_dns_port
+from .policy import Policy
+from .signatures import Signatures
+
+_MAX_EXAMPLES = 3
+_MAX_FRAGMENT_KEYS = 4096
+
+
+@dataclass
+class ScanOptions:
+    view: str = "announced"
+    as_of: float | None = None  # decide every flow at this instant instead of its first packet
+    unenforced_blocks: bool = False
+    flows: FlowConfig = field(default_factory=FlowConfig)
+
+
+class Scanner:
+    """One scan over one or more inputs that share a flow table and a DNS cache."""
+
+    def __init__(self, sigs: Signatures, policy: Policy, options: ScanOptions,
+                 on_record: Callable[[Flow], None]) -> None:
+        self.sigs = sigs
+        self.policy = policy
+        self.options = options
+        self.on_record = on_record
+        self.dnscache = DnsCache()
+        self.inspection = Inspection(options.flows, self.dnscache)
+        self.attributor = Attributor(sigs, self.dnscache)
+        self.table = FlowTable(options.flows, self._ended)
+        self.packets = 0
+        self.skipped: Counter[str] = Counter()  # non-IP, other IP protocols: counted, not errors
+        self.malformed: Counter[str] = Counter()
+        self.malformed_examples: dict[str, list[str]] = {}
+        self.fragments = 0
+        self.records = 0
+        self.current_file: str | None = None
+        self.interfaces: list = []  # the reader's Interface list (it grows as pcapng IDBs arrive)
+        self._fragments: dict[tuple, Flow] = {}  # fragment key -> flow of the first fragment
+        self.defrag = Defragmenter()
+        self._next_id = 0
+        self._file_start = 0  # value of self.packets when the current input started
+
+    # -- the per-packet path -------------------------------------------------------------------
+
+    def feed(self, ts: float, linktype: int, frame: bytes, iface: int = 0) -> Flow | None:
+        """Process one captured frame; returns its flow (None if it belongs to no flow)."""
+        self.packets += 1
+        try:
+            d = decode(linktype, frame)
+        except MalformedError as err:
+            self._count_malformed(err)
+            return None
+        if d is None:
+            try:
+                self.skipped[skip_reason(linktype, frame)] += 1
+            except (IndexError, MalformedError):
+                self.skipped["non-ip:short"] += 1
+            return None
+        proto, src, sport, dst, dport, flags, seq, payload, ip_len, frag_key = d
+        if frag_key is not None:
+            whole = self._fragment(linktype, frame, ts, frag_key)
+            if sport < 0:
+                return self._later_fragment(ts, frag_key, src, ip_len, whole)
+            # A first fragment: its transport header makes the flow; its payload is only a part
+            # of the datagram, so inspection waits for the reassembled whole.
+            payload = whole[7] if whole is not None else b""
+
+        table = self.table
+        entry = table.entries.get((src, sport, dst, dport, proto))
+        if entry is None:
+            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
+            from_client = flow.client == src
+        else:
+            flow, from_client = entry
+            if flow.fin and proto == 6 and flags & TCP_SYN and not flags & TCP_ACK and flow.closed:
+                table.end(flow, "closed")  # port reuse: a new connection on a closed 5-tuple
+                flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
+                from_client = True
+        if ts > flow.last_ts:
+            flow.last_ts = ts
+        if from_client:
+            flow.c2s_pkts += 1
+            flow.c2s_bytes += ip_len
+        else:
+            flow.s2c_pkts += 1
+            flow.s2c_bytes += ip_len
+        if proto == 6 and flags & (TCP_FIN | TCP_RST):
+            was_closed = flow.closed
+            flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
+            if flow.closed and not was_closed:
+                table.schedule(flow, ts + table.config.closed_tcp)
+        if flow.stage != DECIDED or flow.dns_client:
+            self._inspect(flow, from_client, proto, seq, flags, payload)
+        if frag_key is not None:
+            self._remember_fragment(frag_key, flow)
+        if ts >= table.next_sweep:
+            table.sweep(ts)
+        return flow
+
+    def _inspect(self, flow: Flow, from_client: bool, proto: int, seq: int, flags: int,
+                 payload: bytes) -> None:
+        if proto == 6:
+            ready = self.inspection.tcp(flow, from_client, seq, flags, payload)
+        else:
+            ready = self.inspection.udp(flow, from_client, payload)
+        if ready and flow.stage != DECIDED:
+            self.decide(flow)
+
+    # -- fragments (slow path) -----------------------------------------------------------------
+
+    def _fragment(self, linktype: int, frame: bytes, ts: float, key: tuple) -> Decoded | None:
+        """Add a fragment to reassembly; the decoded whole datagram once it is complete."""
+        self.fragments += 1
+        piece = fragment(linktype, frame)
+        if piece is None:
+            return None
+        offset, more, data = piece
+        segment = self.defrag.add(key, ts, offset, more, data)
+        if segment is None:
+            return None
+        src, dst, proto, _ident = key
+        try:
+            return transport(proto, src, dst, segment, len(segment))
+        except MalformedError as err:
+            self._count_malformed(err)
+            return None
+
+    def _later_fragment(self, ts: float, key: tuple, src: bytes, ip_len: int,
+                        whole: Decoded | None) -> Flow | None:
+        """Count a non-first fragment to the flow of its first fragment; inspect a completed whole."""
+        flow = self._fragments.get(key)
+        if flow is None or flow.ended:
+            # Its first fragment is not here (lost, or it comes later): counted, not a flow.
+            self.skipped["fragment-before-first"] += 1
+            return None
+        from_client = src == flow.client
+        if from_client:
+            flow.c2s_pkts += 1
+            flow.c2s_bytes += ip_len
+        else:
+            flow.s2c_pkts += 1
+            flow.s2c_bytes += ip_len
+        if ts > flow.last_ts:
+            flow.last_ts = ts
+        if whole is not None and (flow.stage != DECIDED or flow.dns_client):
+            self._inspect(flow, from_client, whole[0], whole[6], whole[5], whole[7])
+        return flow
+
+    # -- flows ---------------------------------------------------------------------------------
+
+    def _new_flow(self, ts: float, linktype: int, frame: bytes, iface: int, proto: int, src: bytes,
+                  sport: int, dst: bytes, dport: int, flags: int) -> Flow:
+        table = self.table
+        if table.live >= table.config.max_flows:
+            table.make_room(ts)
+        # The client sends the SYN; a SYN-ACK comes from the server; otherwise the first sender.
+        sent_by_client = not (proto == 6 and flags & TCP_SYN and flags & TCP_ACK)
+        if not sent_by_client:
+            src, sport, dst, dport = dst, dport, src, sport
+        self._next_id += 1
+        flow = Flow(self._next_id, proto, src, sport, dst, dport, ts)
+        flow.file = self.current_file
+        if iface < len(self.interfaces):
+            flow.iface = self.interfaces[iface].name
+        if linktype == 1:
+            # The next hop toward the server: destination MAC of client packets, source of the rest.
+            flow.neighbour = (frame[0:6] if sent_by_client else frame[6:12]).hex(":")
+        flow.dns_client = is_dns_port(sport, dport)
+        if flow.dns_client:
+            flow.facts["app_proto"] = "dns"
+        table.add(flow, (src, sport, dst, dport, proto), (dst, dport, src, sport, proto))
+        return flow
+
+    def decide(self, flow: Flow) -> None:
+        """Attribute the flow and apply the policy; from now on its packets are only counted."""
+        flow.stage = DECIDED
+        attribution = self.attributor.attribute(flow)
+        flow.attribution = attribution
+        when = self.options.as_of if self.options.as_of is not None else flow.first_ts
+        flow.decision = self.policy.decide(
+            attribution.app, attribution.categories, attribution.attributed, when,
+            self.options.view, self.options.unenforced_blocks,
+        )
+
+    def _ended(self, flow: Flow) -> None:
+        if flow.stage != DECIDED:
+            self.decide(flow)
+        self.records += 1
+        self.on_record(flow)
+
+    def _remember_fragment(self, key: tuple, flow: Flow) -> None:
+        frags = self._fragments
+        if key not in frags and len(frags) >= _MAX_FRAGMENT_KEYS:
+            for old in list(frags)[: _MAX_FRAGMENT_KEYS // 2]:
+                del frags[old]
+        frags[key] = flow
+
+    def _count_malformed(self, err: MalformedError) -> None:
+        reason = err.reason
+        self.malformed[reason] += 1
+        examples = self.malformed_examples.setdefault(reason, [])
+        if len(examples) < _MAX_EXAMPLES:
+            where = f"{self.current_file}: " if self.current_file else ""
+            examples.append(f"{where}packet {self.packets - self._file_start}: {err}")
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def start_input(self, name: str, interfaces: list | None = None) -> None:
+        self.current_file = name
+        self.interfaces = interfaces if interfaces is not None else []  # the reader's own list: it grows
+        self._file_start = self.packets
+
+    def finish(self) -> None:
+        """End of input: every live flow is reported."""
+        self.table.flush()
+
+
+def iso(ts: float) -> str:
+    """ISO 8601 UTC with microseconds and a Z."""
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,82 @@
+"""DnsCache: CNAME chains back to the queried name, TTL in packet time, client preference."""
+
+import socket
+
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+
+from classifier.dnscache import DnsCache
+from classifier.inspect.dns import parse_message
+
+ME = b"\xc0\x00\x02\x0a"
+OTHER = b"\xc0\x00\x02\x0b"
+EDGE = socket.inet_aton("92.122.95.99")
+
+
+def response(qname, answers):
+    return parse_message(bytes(DNS(id=1, qr=1, qd=DNSQR(qname=qname), an=answers)))
+
+
+def test_cname_chain_maps_address_to_queried_name():
+    msg = response("v16.tiktokcdn.com", [
+        DNSRR(rrname="v16.tiktokcdn.com", type="CNAME", rdata="v16.tiktokcdn.com.edgesuite.net", ttl=300),
+        DNSRR(rrname="v16.tiktokcdn.com.edgesuite.net", type="CNAME", rdata="a1.dscd.akamai.net", ttl=60),
+        DNSRR(rrname="a1.dscd.akamai.net", type="A", rdata="92.122.95.99", ttl=20),
+    ])
+    cache = DnsCache()
+    assert cache.add(msg, 100.0, ME) == 1
+    m = cache.lookup(EDGE, 105.0, ME)
+    assert m.answer.name == "v16.tiktokcdn.com"
+    assert m.answer.chain == ("v16.tiktokcdn.com", "v16.tiktokcdn.com.edgesuite.net", "a1.dscd.akamai.net")
+    assert m.answer.expires == 120.0 and m.same_client  # the smallest TTL along the chain
+
+
+def test_ttl_and_order_in_packet_time():
+    cache = DnsCache()
+    cache.add(response("a.example", [DNSRR(rrname="a.example", type="A", rdata="92.122.95.99", ttl=30)]),
+              100.0, ME)
+    assert cache.lookup(EDGE, 99.0, ME) is None  # the flow started before the answer
+    assert cache.lookup(EDGE, 130.0, ME) is not None
+    assert cache.lookup(EDGE, 130.5, ME) is None  # expired
+
+
+def test_same_client_preferred_and_others_reported():
+    cache = DnsCache()
+    cache.add(response("www.tiktok.com", [DNSRR(rrname="www.tiktok.com", type="A", rdata="92.122.95.99",
+                                                ttl=60)]), 10.0, ME)
+    cache.add(response("unrelated.example", [DNSRR(rrname="unrelated.example", type="A",
+                                                   rdata="92.122.95.99", ttl=60)]), 20.0, OTHER)
+    mine = cache.lookup(EDGE, 30.0, ME)
+    assert mine.answer.name == "www.tiktok.com" and mine.same_client
+    assert mine.others == ("unrelated.example",)
+    theirs = cache.lookup(EDGE, 30.0, b"\xc0\x00\x02\x63")
+    assert theirs.answer.name == "unrelated.example" and not theirs.same_client
+
+
+def test_cname_loop_terminates_and_queries_ignored():
+    msg = response("x.example", [
+        DNSRR(rrname="x.example", type="CNAME", rdata="y.example"),
+        DNSRR(rrname="y.example", type="CNAME", rdata="x.example"),
+        DNSRR(rrname="y.example", type="A", rdata="92.122.95.99", ttl=30),
+    ])
+    cache = DnsCache()
+    assert cache.add(msg, 1.0, ME) == 1
+    query = parse_message(bytes(DNS(id=2, qd=DNSQR(qname="x.example"))))
+    assert cache.add(query, 1.0, ME) == 0
+
+
+def test_bounded_size_drops_oldest():
+    cache = DnsCache(max_addresses=3)
+    for i in range(5):
+        rr = DNSRR(rrname=f"n{i}.example", type="A", rdata=f"198.51.100.{i}", ttl=60)
+        cache.add(response(f"n{i}.example", [rr]), 1.0, ME)
+    assert len(cache) == 3 and cache.dropped == 2
+    assert cache.lookup(socket.inet_aton("198.51.100.0"), 2.0, ME) is None
+    assert cache.lookup(socket.inet_aton("198.51.100.4"), 2.0, ME).answer.name == "n4.example"
+
+
+def test_ttl_zero_and_negative_bit_get_the_minimum_lifetime():
+    msg = response("z.example", [DNSRR(rrname="z.example", type="A", rdata="92.122.95.99", ttl=0xFFFFFFFF)])
+    cache = DnsCache(min_ttl=10.0)
+    cache.add(msg, 50.0, ME)
+    assert cache.lookup(EDGE, 59.0, ME) is not None  # used by the connection it was asked for
+    assert cache.lookup(EDGE, 60.5, ME) is None  # not the 136 years the raw value says
