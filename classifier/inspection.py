@@ -71,7 +71,7 @@ class Inspection:
         return st.full or st.segments >= self.config.inspect_segments
 
     def _client_bytes(self, flow: Flow, st: Stream) -> bool:
-        data = st.data
+        data = bytes(st.data)
         kind = flow.facts.get("app_proto")
         if kind is None:
             if len(data) < 4:
@@ -85,13 +85,13 @@ class Inspection:
             flow.facts["app_proto"] = kind
         try:
             if kind == "tls":
-                hello = tlsp.parse_client_hello(bytes(data))
+                hello = tlsp.parse_client_hello(data)
                 if hello is None:
                     return st.full
                 flow.facts["tls"] = hello
                 return True
             if kind == "http":
-                req = httpp.parse_http_request(bytes(data))
+                req = httpp.parse_http_request(data)
                 if req is None:
                     return st.full
                 flow.facts["http"] = req
