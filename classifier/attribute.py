@@ -23,6 +23,7 @@ The rules (also in the README):
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 
 from .dnscache import DnsCache
@@ -74,122 +75,127 @@ def ntop(addr: bytes) -> str:
 
 
 class Attributor:
-    """Applies the rules above with one set of signatures and one DNS cache."""
+    """Applies the rules above with one set of signatures and the run's name caches."""
 
-    def __init__(self, sigs: Signatures, dnscache: DnsCache) -> None:
+    def __init__(self, sigs: Signatures, dnscache: DnsCache, seen_names: DnsCache | None = None) -> None:
         self.sigs = sigs
         self.dnscache = dnscache
+        self.seen_names = seen_names  # server address -> SNI/Host names its clients used
         self._app_operator = {app: op_id for op_id, op in sigs.operators.items() for app in op.apps}
+
+    def _flow_names(self, flow: Flow) -> list[tuple[str, str, str]]:
+        """(kind, name, evidence text) of the names the flow itself shows, best first."""
+        facts = flow.facts
+        names = []
+        hello = facts.get("tls")
+        if hello is not None and hello.sni:
+            names.append(("sni", hello.sni, hello.sni))
+        req = facts.get("http")
+        if req is not None:
+            if req.proxy_host:
+                names.append(("http-proxy", req.proxy_host, f"{req.method} {req.target}"))
+            if req.host:
+                names.append(("http-host", req.host, req.host))
+        for q in facts.get("dns_queries", ())[:1]:
+            names.append(("dns-query", q, q))
+        return names
 
     def attribute(self, flow: Flow) -> Attribution:
         sigs = self.sigs
-        facts = flow.facts
         evidence: list[Evidence] = []
-        names: list[tuple[str, str]] = []  # (kind, name) in order of preference
-        hello = facts.get("tls")
-        if hello is not None and hello.sni:
-            names.append(("sni", hello.sni))
-        req = facts.get("http")
-        proxied = False
-        if req is not None:
-            if req.proxy_host:
-                names.append(("http-proxy", req.proxy_host))
-                proxied = True
-            elif req.host:
-                names.append(("http-host", req.host))
-        queries = facts.get("dns_queries")
-        if queries:
-            names.append(("dns-query", queries[0]))
+        server_entry = sigs.prefixes.lookup(flow.server)
+        names = self._flow_names(flow)
 
+        # No name in the flow: a DNS answer for the server address seen earlier names it; failing
+        # that, a name this client sent to this address before (never on a shared CDN address).
         dns_match = None
         if not names and not flow.dns_client:
             dns_match = self.dnscache.lookup(flow.server, flow.first_ts, flow.client)
             if dns_match is not None:
-                names.append(("dns", dns_match.answer.name))
+                a = dns_match.answer
+                text = f"{ntop(flow.server)} answered for {a.name}"
+                if dns_match.others:
+                    text += f" (also for {', '.join(dns_match.others[:3])})"
+                names.append(("dns", a.name, text))
+            elif self.seen_names is not None and (server_entry is None or server_entry.kind != "cdn"):
+                seen = self.seen_names.lookup(flow.server, flow.first_ts, flow.client)
+                if seen is not None and seen.same_client:
+                    names.append(("name-history", seen.answer.name,
+                                  f"this client named {ntop(flow.server)} {seen.answer.name} since "
+                                  f"at {_hms(seen.answer.ts)}"))
 
         hostname, hostname_source = (names[0][1], names[0][0]) if names else (None, None)
-        app = operator = None
+        app = operator = rule = None
         categories: set[str] = set()
         confidence = None
 
-        # Names: the first name that matches a rule decides; the others are kept as evidence.
-        rule = None
-        if hostname is not None:
-            rule = sigs.hosts.match(hostname)
-            if rule is not None:
-                kind = hostname_source
-                value = hostname
-                if kind == "dns":
-                    a = dns_match.answer
-                    value = f"{ntop(flow.server)} answered for {a.name}"
-                    if dns_match.others:
-                        value += f" (also for {', '.join(dns_match.others[:3])})"
-                evidence.append(Evidence(kind, value, rule.id, rule.source))
-                app = rule.app
-                operator = rule.operator or (self._app_operator.get(app) if app else None)
-                role_cat = _ROLE_CATEGORY.get(rule.role)
-                if role_cat is not None and kind != "dns-query":
-                    categories.add(role_cat)
-                if kind in ("sni", "http-host", "http-proxy"):
-                    confidence = "high" if rule.confidence == "high" else "medium"
-                else:
-                    confidence = "medium"
-            else:
-                evidence.append(Evidence(hostname_source, hostname))
+        # Names, best first: the first that matches a rule decides; every name is evidence.
+        for kind, name, text in names:
+            r = sigs.hosts.match(name) if rule is None else None
+            if r is None:
+                evidence.append(Evidence(kind, text))
+                continue
+            rule = r
+            evidence.append(Evidence(kind, text, r.id, r.source))
+            app = r.app
+            operator = r.operator or (self._app_operator.get(app) if app else None)
+            role_cat = _ROLE_CATEGORY.get(r.role)
+            if role_cat is not None and kind != "dns-query":
+                categories.add(role_cat)
+            from_flow = kind in ("sni", "http-host", "http-proxy")
+            confidence = "high" if from_flow and r.confidence == "high" else "medium"
 
-        # A CNAME chain (from the DNS answer that named this flow) can reach an app or a CDN.
-        if dns_match is not None:
-            for name in dns_match.answer.chain[1:]:
-                cn = sigs.cname_provider(name)
+        # A CNAME chain (of the DNS answer that named this flow, or of the answers a DNS flow
+        # carried) can reach a CDN, or an app name behind a neutral name.
+        chains = [dns_match.answer.chain] if dns_match is not None else flow.facts.get("dns_chains", [])
+        for chain in chains:
+            for target in chain[1:]:
+                cn = sigs.cname_provider(target)
                 if cn is not None:
-                    evidence.append(Evidence("cname", f"{dns_match.answer.name} -> {name}", cn.id, cn.source))
-                    if app or operator:
+                    evidence.append(Evidence("cname", f"{chain[0]} -> {target}", cn.id, cn.source))
+                    if (app or operator) and not flow.dns_client:
                         categories.add("cdn")
                     break
                 if app is None:
-                    chain_rule = sigs.hosts.match(name)
+                    chain_rule = sigs.hosts.match(target)
                     if chain_rule is not None and chain_rule.app:
                         app = chain_rule.app
                         operator = operator or self._app_operator.get(app)
                         confidence = "medium"
-                        evidence.append(Evidence("cname", f"{dns_match.answer.name} -> {name}",
+                        evidence.append(Evidence("cname", f"{chain[0]} -> {target}",
                                                  chain_rule.id, chain_rule.source))
 
         # App-store: a clear-text request to a store host for one of the apps' packages.
+        req = flow.facts.get("http")
         if req is not None:
-            store = sigs.store_match(req.proxy_host or req.host or "", req.target)
+            host = req.proxy_host or req.host or ""
+            store = sigs.store_match(host, req.target)
             if store is not None:
                 app = store.app
                 operator = operator or self._app_operator.get(app)
                 categories.add("app-store")
                 confidence = "high"
-                evidence.append(Evidence("store", f"{req.proxy_host or req.host} {req.target}",
-                                         store.id, store.source))
+                evidence.append(Evidence("store", f"{host} {req.target}", store.id, store.source))
 
-        # The server address, unless the server is a proxy.
+        # The server address.
         server_asn = server_owner = None
-        if not proxied:
-            entry = sigs.prefixes.lookup(flow.server)
-            if entry is not None:
-                server_asn = entry.asn
-                server_owner = entry.owner
-                evidence.append(Evidence("prefix", f"{ntop(flow.server)} in {entry.network} (AS{entry.asn})",
-                                         entry.id, entry.source))
-                if entry.kind == "operator":
-                    if operator is None:
-                        operator = entry.owner
-                        confidence = confidence or "low"
-                    if app or operator:
-                        categories.add("hosting")
-                elif entry.kind == "cdn" and (app or operator):
-                    categories.add("cdn")
+        if server_entry is not None:
+            server_asn = server_entry.asn
+            server_owner = server_entry.owner
+            evidence.append(Evidence("prefix", f"{ntop(flow.server)} in {server_entry.network} "
+                                     f"(AS{server_entry.asn})", server_entry.id, server_entry.source))
+            if server_entry.kind == "operator":
+                if operator is None:
+                    operator = server_entry.owner
+                    confidence = confidence or "low"
+                categories.add("hosting")
+            elif app or operator:
+                categories.add("cdn")
 
         # The next hop: a neighbour whose ASN belongs to an operator.
         if sigs.peering:
             for key in (flow.neighbour, f"if:{flow.iface}" if flow.iface else None):
-                if key is None:
-                    continue
-                asn = sigs.peering.get(key)
+                asn = sigs.peering.get(key) if key else None
                 if asn is None:
                     continue
                 peer_op = sigs.operator_by_asn.get(asn)
@@ -203,9 +209,9 @@ class Attributor:
         if (app is not None and hostname_source != "dns-query"
                 and not categories & {"cdn", "payments", "app-store", "code-use"}):
             categories.add("hosting")  # the app's own name served from a non-CDN address
-        cats = tuple(c for c in CATEGORY_ORDER if c in categories)
         if app is None and operator is None:
-            cats = ()
+            categories.clear()
+        cats = tuple(c for c in CATEGORY_ORDER if c in categories)
         return Attribution(
             hostname=hostname,
             hostname_source=hostname_source,
@@ -218,3 +224,7 @@ class Attributor:
             server_asn=server_asn,
             server_owner=server_owner,
         )
+
+
+def _hms(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -39,6 +39,35 @@ class DnsMatch:
     others: tuple[str, ...]
 
 
+def resolve(msg: Message) -> list[tuple[tuple[str, ...], list[tuple[bytes, int]], int | None]]:
+    """Per question: (CNAME chain from the queried name, [(address, ttl)], smallest CNAME TTL)."""
+    if not msg.questions or not msg.answers:
+        return []
+    cnames: dict[str, tuple[str, int]] = {}
+    addrs: dict[str, list[tuple[bytes, int]]] = {}
+    for rr in msg.answers:
+        ttl = rr.ttl if rr.ttl < 0x80000000 else 0  # RFC 2181 8: top bit set means zero
+        if rr.rtype == TYPE_CNAME and rr.value:
+            cnames.setdefault(rr.name, (rr.value, ttl))
+        elif (rr.rtype == TYPE_A and len(rr.rdata) == 4) or (
+                rr.rtype == TYPE_AAAA and len(rr.rdata) == 16):
+            addrs.setdefault(rr.name, []).append((bytes(rr.rdata), ttl))
+    out = []
+    for q in msg.questions:
+        chain = [q.name]
+        ttl = None
+        cur = q.name
+        while cur in cnames and len(chain) < _MAX_CHAIN:
+            cur, t = cnames[cur]
+            ttl = t if ttl is None else min(ttl, t)
+            if cur in chain:
+                break
+            chain.append(cur)
+        found = [pair for name in reversed(chain) for pair in addrs.get(name, ())]
+        out.append((tuple(chain), found, ttl))
+    return out
+
+
 class DnsCache:
     """address bytes -> recent answers for that address."""
 
@@ -58,38 +87,20 @@ class DnsCache:
 
     def add(self, msg: Message, ts: float, client: bytes) -> int:
         """Record the addresses a response answered; returns how many were recorded."""
-        if not msg.is_response or not msg.questions or not msg.answers:
+        if not msg.is_response:
             return 0
-        cnames: dict[str, tuple[str, int]] = {}
-        addrs: dict[str, list[tuple[bytes, int]]] = {}
-        for rr in msg.answers:
-            ttl = rr.ttl if rr.ttl < 0x80000000 else 0  # RFC 2181 8: top bit set means zero
-            if rr.rtype == TYPE_CNAME and rr.value:
-                cnames.setdefault(rr.name, (rr.value, ttl))
-            elif (rr.rtype == TYPE_A and len(rr.rdata) == 4) or (
-                    rr.rtype == TYPE_AAAA and len(rr.rdata) == 16):
-                addrs.setdefault(rr.name, []).append((bytes(rr.rdata), ttl))
         recorded = 0
-        for q in msg.questions:
-            chain = [q.name]
-            ttl = None
-            seen = {q.name}
-            cur = q.name
-            while cur in cnames and len(chain) < _MAX_CHAIN:
-                cur, t = cnames[cur]
-                ttl = t if ttl is None else min(ttl, t)
-                if cur in seen:
-                    break
-                seen.add(cur)
-                chain.append(cur)
-            chain_t = tuple(chain)
-            for name in reversed(chain_t):
-                for addr, t in addrs.get(name, ()):
-                    life = max(self.min_ttl, t if ttl is None else min(ttl, t))
-                    self._put(addr, DnsAnswer(q.name, chain_t, ts, ts + life, client))
-                    recorded += 1
+        for chain, addrs, ttl in resolve(msg):
+            for addr, t in addrs:
+                life = max(self.min_ttl, t if ttl is None else min(ttl, t))
+                self._put(addr, DnsAnswer(chain[0], chain, ts, ts + life, client))
+                recorded += 1
         self.answers += recorded
         return recorded
+
+    def remember(self, addr: bytes, name: str, ts: float, client: bytes, lifetime: float) -> None:
+        """Record that ``client`` reached ``addr`` under ``name`` (from SNI or Host, not DNS)."""
+        self._put(addr, DnsAnswer(name, (name,), ts, ts + lifetime, client))
 
     def _put(self, addr: bytes, answer: DnsAnswer) -> None:
         lst = self._by_addr.pop(addr, None)  # re-insert: keeps the dict in least-recent order
@@ -100,7 +111,13 @@ class DnsCache:
                 del self._by_addr[oldest]
                 self.dropped += 1
         else:
-            lst = [a for a in lst if a.name != answer.name]
+            # The same name again for the same client extends the earlier entry, so a flow that
+            # started under the earlier answer (and is decided late) still finds it.
+            for a in lst:
+                if a.name == answer.name and a.client == answer.client:
+                    answer = DnsAnswer(answer.name, answer.chain, a.ts, max(a.expires, answer.expires),
+                                       answer.client)
+            lst = [a for a in lst if a.name != answer.name or a.client != answer.client]
             del lst[: max(0, len(lst) - _MAX_NAMES_PER_ADDRESS + 1)]
         lst.append(answer)
         self._by_addr[addr] = lst

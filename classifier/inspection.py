@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 from .decode import TCP_SYN
-from .dnscache import DnsCache
+from .dnscache import DnsCache, resolve
 from .errors import MalformedError
 from .flows import Flow, FlowConfig
 from .inspect import dns as dnsp
@@ -59,7 +59,7 @@ class Inspection:
         if flow.dns_client:
             if grew:
                 self._dns_tcp(flow, st, from_client)
-            return True
+            return "dns_responses" in flow.facts
         if not from_client:
             # A server that speaks first (SMTP, FTP banners...) means there is no client
             # greeting to wait for; otherwise server bytes change nothing.
@@ -91,14 +91,31 @@ class Inspection:
                 flow.facts["tls"] = hello
                 return True
             if kind == "http":
-                req = httpp.parse_http_request(data)
+                req = flow.facts.get("http") or httpp.parse_http_request(data)
                 if req is None:
                     return st.full
                 flow.facts["http"] = req
-                return True
+                if req.method != "CONNECT":
+                    return True
+                return self._tunnel(flow, st, data)
         except MalformedError as err:
             self._malformed(flow, err)
             return True
+        return True
+
+    def _tunnel(self, flow: Flow, st: Stream, data: bytes) -> bool:
+        """After a CONNECT, the client's next bytes are the tunnelled protocol: read its ClientHello."""
+        end = data.find(b"\r\n\r\n")
+        end = end + 4 if end >= 0 else data.find(b"\n\n") + 2
+        tunnel = data[end:]
+        if len(tunnel) < 4:
+            return st.full  # wait for the proxy's answer and the client's first tunnelled bytes
+        if not tlsp.looks_like_tls(tunnel):
+            return True
+        hello = tlsp.parse_client_hello(tunnel)
+        if hello is None:
+            return st.full
+        flow.facts["tls"] = hello
         return True
 
     def _dns_tcp(self, flow: Flow, st: Stream, from_client: bool) -> None:
@@ -117,9 +134,11 @@ class Inspection:
     def udp(self, flow: Flow, from_client: bool, payload: bytes) -> bool:
         """Feed one UDP datagram; True when the flow has what it needs to be decided."""
         if flow.dns_client:
+            # A DNS flow is decided on its first response (which shows the CNAME chain), or at
+            # its end if no response comes.
             if payload:
                 self._dns_message(flow, payload, from_client)
-            return True
+            return "dns_responses" in flow.facts
         if from_client and payload:
             flow.facts.setdefault("app_proto", "unknown")
             return True
@@ -143,6 +162,10 @@ class Inspection:
                 names.append(q.name)
         if msg.is_response:
             facts["dns_responses"] = facts.get("dns_responses", 0) + 1
+            chains = facts.setdefault("dns_chains", [])
+            for chain, _addrs, _ttl in resolve(msg):
+                if len(chain) > 1 and chain not in chains and len(chains) < _MAX_QUERY_NAMES:
+                    chains.append(chain)
             # The resolver answers the client: the receiver of a response is the client.
             client = flow.client if not from_client else flow.server
             self.dnscache.add(msg, flow.last_ts, client)

@@ -33,6 +33,9 @@ class ScanOptions:
     as_of: float | None = None  # decide every flow at this instant instead of its first packet
     unenforced_blocks: bool = False
     flows: FlowConfig = field(default_factory=FlowConfig)
+    # How long a name a client sent to an address (SNI, Host) may name that client's later
+    # nameless flows to the same address (never on CDN addresses), in seconds of packet time.
+    name_memory: float = 600.0
 
 
 class Scanner:
@@ -45,8 +48,9 @@ class Scanner:
         self.options = options
         self.on_record = on_record
         self.dnscache = DnsCache()
+        self.seen_names = DnsCache()
         self.inspection = Inspection(options.flows, self.dnscache)
-        self.attributor = Attributor(sigs, self.dnscache)
+        self.attributor = Attributor(sigs, self.dnscache, self.seen_names if options.name_memory > 0 else None)
         self.table = FlowTable(options.flows, self._ended)
         self.packets = 0
         self.skipped: Counter[str] = Counter()  # non-IP, other IP protocols: counted, not errors
@@ -197,6 +201,9 @@ class Scanner:
         flow.stage = DECIDED
         attribution = self.attributor.attribute(flow)
         flow.attribution = attribution
+        if attribution.hostname_source in ("sni", "http-host") and self.options.name_memory > 0:
+            self.seen_names.remember(flow.server, attribution.hostname, flow.first_ts, flow.client,
+                                     self.options.name_memory)
         when = self.options.as_of if self.options.as_of is not None else flow.first_ts
         flow.decision = self.policy.decide(
             attribution.app, attribution.categories, attribution.attributed, when,

@@ -522,7 +522,7 @@ def build_demo() -> tuple[bytes, list[dict]]:
 
     answer = [("short.weixin.qq.com", "A", "203.205.147.215")]
     c = dns_conv("demo-05", "2020-09-21T12:03:00Z", c4, 53001, "short.weixin.qq.com", answer)
-    add(c, "short.weixin.qq.com", "wechat/-/-", "dns", "log",
+    add(c, "short.weixin.qq.com", "wechat/tencent/-", "dns-query", "log",
         "DNS lookup of a WeChat name through a third-party resolver: names the app, the resolver is no "
         "WeChat service, so no category (unsure: a classifier may also call this allow)")
 
@@ -532,19 +532,19 @@ def build_demo() -> tuple[bytes, list[dict]]:
         "(demo-05, TTL 300); AS132203; " + wechat_on)
 
     c = tls_conv("demo-07", "2020-09-21T12:04:00Z", c4, next(port), "203.205.146.20", "www.qq.com")
-    add(c, "www.qq.com", "-/tencent/-", "sni prefix", "log",
+    add(c, "www.qq.com", "-/tencent/hosting", "sni prefix", "log",
         "QQ portal, not WeChat: qq.com is shared, only host-level rules name WeChat; operator prefix only")
 
     c = tls_conv("demo-08", "2020-09-21T12:04:30Z", c4, next(port), "203.205.146.21", "vv.video.qq.com")
-    add(c, "vv.video.qq.com", "-/tencent/-", "sni prefix", "log",
+    add(c, "vv.video.qq.com", "-/tencent/hosting", "sni prefix", "log",
         "Tencent Video, not WeChat (the real 1kxun.pcap trap); operator prefix only")
 
     c = tls_conv("demo-09", "2020-09-21T12:05:00Z", c4, next(port), "43.137.0.10", "game.example.com")
-    add(c, "game.example.com", "-/tencent/-", "sni prefix", "log",
+    add(c, "game.example.com", "-/tencent/hosting", "sni prefix", "log",
         "unrelated customer on Tencent Cloud (AS45090 43.136.0.0/13): an operator's ASN is not the app")
 
     c = tls_conv("demo-10", "2020-09-21T12:06:00Z", c4, next(port), "92.122.95.100", "res.wx.qq.com")
-    add(c, "res.wx.qq.com", "wechat/-/cdn", "sni prefix", "block",
+    add(c, "res.wx.qq.com", "wechat/tencent/cdn", "sni prefix", "block",
         "WeChat static name served from an Akamai (AS20940) edge: cdn item; "
         + wechat_on
         + " (synthetic: placement on Akamai is made up for the test)")
@@ -559,14 +559,14 @@ def build_demo() -> tuple[bytes, list[dict]]:
     c = Conv("demo-11", ts("2020-09-21T12:07:00Z"), c4, next(port), PROXY, 8080).exchange(
         req, http_response(b"", extra="Via: 1.1 proxy.example\r\n")
     )
-    add(c, "hkextshort.weixin.qq.com", "wechat/-/hosting", "http-proxy http-host", "block",
+    add(c, "hkextshort.weixin.qq.com", "wechat/tencent/hosting", "http-proxy http-host", "block",
         "absolute-URI request through a forward proxy to a WeChat backend; category hosting assumed for "
         "the proxied target (unsure: the proxy itself is no WeChat server); " + wechat_on)
 
     c = tls_conv("demo-12", "2020-09-21T12:08:00Z", c4, next(port), "203.205.147.190", "api.weixin.qq.com")
-    add(c, "api.weixin.qq.com", "wechat/tencent/code-use", "sni prefix", "block",
-        "WeChat official-account/server API used by third-party services: code-use (unsure: signatures may "
-        "tag it hosting, which also applies); both items on " + wechat_on)
+    add(c, "api.weixin.qq.com", "wechat/tencent/hosting", "sni prefix", "block",
+        "WeChat API host on AS132203: the signatures give api.weixin.qq.com the role api, so hosting "
+        "(calls from third-party servers would be code-use, which the path does not show); " + wechat_on)
 
     c = tls_conv("demo-13", "2020-09-21T12:09:00Z", c4, next(port), "203.0.113.22", "mywechat.com")
     add(c, "mywechat.com", "-/-/-", "sni", "allow",
@@ -600,7 +600,7 @@ def build_demo() -> tuple[bytes, list[dict]]:
     c = Conv("demo-16", ts("2020-10-15T12:01:00Z"), c4, next(port), "142.250.72.14", 80).exchange(
         store_req, store_resp
     )
-    add(c, "play.google.com", "tiktok/-/app-store", "http-host store", "block",
+    add(c, "play.google.com", "tiktok/bytedance/app-store", "http-host store", "block",
         "store page for TikTok's Android package; 2020 TikTok app-store item announced from 2020-09-27 "
         "23:59 EST (2020-09-28T04:59Z) until the 2020-11-12 notice")
 
@@ -635,7 +635,7 @@ def build_demo() -> tuple[bytes, list[dict]]:
         "71.18.0.0/20: longest match must still say ByteDance/TikTok; " + pafaca)
 
     c = tls_conv("demo-21", "2025-03-01T15:02:00Z", c4, next(port), "92.122.95.99", "vcs-va.tiktokv.com")
-    add(c, "vcs-va.tiktokv.com", "tiktok/-/cdn", "sni prefix", "log",
+    add(c, "vcs-va.tiktokv.com", "tiktok/bytedance/cdn", "sni prefix", "log",
         "TikTok name on an Akamai AS20940 edge (as in the real sites.pcapng): cdn; "
         + cdn_2025
         + " (unsure if PAFACA 'internet hosting' reaches CDNs)")
@@ -646,19 +646,19 @@ def build_demo() -> tuple[bytes, list[dict]]:
         ("a1234.dscd.akamai.net", "A", "92.122.95.120"),
     ]
     c = dns_conv("demo-22", "2025-03-01T15:03:00Z", c4, 53002, "v16-webapp.tiktok.com", chain)
-    add(c, "v16-webapp.tiktok.com", "tiktok/-/-", "dns cname", "log",
+    add(c, "v16-webapp.tiktok.com", "tiktok/bytedance/-", "dns-query cname", "log",
         "DNS lookup of a TikTok name through a third-party resolver, answered with a CNAME chain into "
         "Akamai; no category for the lookup itself (unsure: may also be allow)")
 
     c = tls_conv("demo-23", "2025-03-01T15:03:01Z", c4, next(port), "92.122.95.120", None)
-    add(c, "v16-webapp.tiktok.com", "tiktok/-/cdn", "dns cname prefix", "log",
+    add(c, "v16-webapp.tiktok.com", "tiktok/bytedance/cdn", "dns cname prefix", "log",
         "no SNI; address answered (demo-22) at the end of v16-webapp.tiktok.com -> *.edgesuite.net -> "
         "*.akamai.net: cdn; " + cdn_2025)
 
     c = tls_conv(
         "demo-24", "2025-03-01T15:04:00Z", c4, next(port), "151.101.1.223", "p16-sign-va.tiktokcdn.com"
     )
-    add(c, "p16-sign-va.tiktokcdn.com", "tiktok/-/cdn", "sni prefix", "log",
+    add(c, "p16-sign-va.tiktokcdn.com", "tiktok/bytedance/cdn", "sni prefix", "log",
         "TikTok media name on a Fastly AS54113 address: cdn; " + cdn_2025)
 
     c = tls_conv("demo-25", "2025-03-01T15:05:00Z", c4, next(port), "151.101.65.100", "pypi.org")
@@ -688,7 +688,7 @@ def build_demo() -> tuple[bytes, list[dict]]:
     c.send(True, hello)
     c.send(False, server_flight(hello, "demo-29"), dt_ms=60)
     c.close()
-    add(c, "www.tiktok.com", "tiktok/-/hosting", "http-proxy sni", "block",
+    add(c, "www.tiktok.com", "tiktok/bytedance/hosting", "http-proxy http-host sni", "block",
         "CONNECT tunnel to www.tiktok.com:443, the tunnelled ClientHello repeats the name; category hosting "
         "assumed for the proxied target (unsure); " + pafaca)
 
@@ -703,7 +703,7 @@ def build_demo() -> tuple[bytes, list[dict]]:
         [(True, 1200, 0), (False, 1200, 30), (True, 60, 1), (False, 300, 25), (True, 40, 5)]
     ):
         c.udp(from_client, bytes([0x40 | det_int(f"demo-31/{i}/b0", 6)]) + det(f"demo-31/{i}", n - 1), dt_ms)
-    add(c, None, "-/bytedance/-", "prefix", "log",
+    add(c, None, "-/bytedance/hosting", "prefix", "log",
         "opaque UDP/443 (QUIC short-header-like bytes, no Initial, no name) to ByteDance AS396986: "
         "operator only, app unknown")
 
@@ -729,7 +729,7 @@ def build_demo() -> tuple[bytes, list[dict]]:
     c = Conv("demo-33", ts("2025-03-01T15:12:00Z"), c4, next(port), "142.250.72.14", 80).exchange(
         store_req, store_resp
     )
-    add(c, "play.google.com", "tiktok/-/app-store", "http-host store", "block",
+    add(c, "play.google.com", "tiktok/bytedance/app-store", "http-host store", "block",
         "store page for com.zhiliaoapp.musically: app-store; " + pafaca + nonenf)
 
     # ---- 2026-03-01: after the qualified divestiture
@@ -842,7 +842,7 @@ def build_linktypes() -> tuple[bytes, list[dict]]:
         f"the response ({len(response)} B, 24 A records) arrives as two IPv4 fragments; the first "
         "carries the UDP header; unrelated"
     )
-    add_conv(c, 0, ethernet, (name, "-/-/-", "dns", "allow", why), f"{label}: fragmented DNS response")
+    add_conv(c, 0, ethernet, (name, "-/-/-", "dns-query", "allow", why), f"{label}: fragmented DNS response")
 
     label = "linktypes-12"
     c = tls_conv(label, iso(t + 101 * NS), c4, 50012, "203.0.113.40", None)
@@ -978,7 +978,7 @@ def build_malformed() -> tuple[bytes, list[dict], dict]:
         "the query is fine; the response's answer owner is '\\x04loop' + a pointer back to itself: "
         "malformed DNS counted, nothing cached for 203.0.113.62"
     )
-    expected.append(expect(dns, "loop.example.org", "-/-/-", "dns", "allow", why, label))
+    expected.append(expect(dns, "loop.example.org", "-/-/-", "dns-query", "allow", why, label))
 
     good2 = tls_conv("malformed-04", iso(t + 60 * NS), c4, 52006, "203.205.147.171", "web.wechat.com")
     records += frames(good2)
