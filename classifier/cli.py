@@ -39,6 +39,13 @@ def parse_instant(text: str) -> float:
     return t.timestamp()
 
 
+def _instant_arg(text: str) -> float:
+    try:
+        return parse_instant(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--as-of: ")) from None
+
+
 def _positive(kind: type):
     def conv(text: str):
         try:
@@ -69,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "table: summary of app x category x action and top hostnames")
     s.add_argument("--view", choices=("announced", "in-force"), default="announced",
                    help="policy view: announced (the issuers' schedule; default) or in-force (legal status)")
-    s.add_argument("--as-of", metavar="INSTANT", type=parse_instant,
+    s.add_argument("--as-of", metavar="INSTANT", type=_instant_arg,
                    help="decide every flow at this instant instead of its first packet's time")
     s.add_argument("--unenforced-blocks", action="store_true",
                    help="in-force view: block during non-enforcement windows too (default: log, flagged)")
@@ -91,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
 
     pol = sub.add_parser("policy", help="show each provision's status at an instant")
-    pol.add_argument("--as-of", metavar="INSTANT", type=parse_instant, help="default: now")
+    pol.add_argument("--as-of", metavar="INSTANT", type=_instant_arg, help="default: now")
     pol.add_argument("--view", choices=("announced", "in-force"), default="announced")
     pol.add_argument("--policy", metavar="DIR", help="policy directory (default: the shipped one)")
     pol.add_argument("--timeline", action="store_true", help="list every change in the view, in order")

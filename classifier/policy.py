@@ -751,11 +751,11 @@ class Policy:
         if attributed:
             cats = "/".join(categories) or "no category"
             if found:
-                states = "; ".join(f"{s.provision} {s.status}" for s in found)
-                why = f"no provision covering {app} {cats} is effective ({states})"
+                states = "; ".join(s.reason for s in found)
+                why = f"no provision covering {app} {cats} is effective at {at}: {states}"
             else:
-                why = f"no provision covers {app or 'this operator'} {cats}"
-            return Decision("log", view, at, RULE_ATTRIBUTED, found, f"log: {why} at {at} ({view} view)")
+                why = f"no provision covers {app or 'this operator'} {cats} ({view} view)"
+            return Decision("log", view, at, RULE_ATTRIBUTED, found, f"log: {why}")
         return Decision(
             "allow",
             view,

@@ -50,7 +50,8 @@ class Scanner:
         self.dnscache = DnsCache()
         self.seen_names = DnsCache()
         self.inspection = Inspection(options.flows, self.dnscache)
-        self.attributor = Attributor(sigs, self.dnscache, self.seen_names if options.name_memory > 0 else None)
+        memory = self.seen_names if options.name_memory > 0 else None
+        self.attributor = Attributor(sigs, self.dnscache, memory)
         self.table = FlowTable(options.flows, self._ended)
         self.packets = 0
         self.skipped: Counter[str] = Counter()  # non-IP, other IP protocols: counted, not errors

@@ -1,0 +1,52 @@
+"""Shared fixtures: the shipped signatures and policy, a scan helper, and the shared data location."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CLASSIFIER_SHARED", ROOT.parent / "shared"))
+REAL = SHARED / "pcaps" / "real"
+
+
+def need_shared(path: Path) -> Path:
+    """The shared material must be there in CI; elsewhere its absence skips the test."""
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing, and CI must run this test")
+        pytest.skip(f"{path} is not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sigs():
+    from classifier.signatures import Signatures
+    return Signatures.load()
+
+
+@pytest.fixture(scope="session")
+def policy():
+    from classifier.policy import Policy
+    from classifier.signatures import shipped_directory
+    return Policy.load(shipped_directory() / "policy")
+
+
+def run_cli(*args: str, stdin: bytes | None = None,
+            check_status: int | None = 0) -> subprocess.CompletedProcess:
+    """Run the real command line in a subprocess (as a user would), return the completed process."""
+    proc = subprocess.run([sys.executable, "-m", "classifier", *args], input=stdin, capture_output=True,
+                          cwd=ROOT, timeout=300)
+    if check_status is not None:
+        assert proc.returncode == check_status, (proc.returncode, proc.stderr.decode(errors="replace"))
+    return proc
+
+
+def scan_records(*args: str, check_status: int | None = 0) -> list[dict]:
+    proc = run_cli("scan", *args, "-q", check_status=check_status)
+    return [json.loads(line) for line in proc.stdout.decode().splitlines()]
