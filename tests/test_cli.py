@@ -130,8 +130,8 @@ def test_each_file_alone_unless_continuous(tmp_path):
 
 
 @pytest.mark.parametrize("damage,entry", [
-    (lambda d: (d / "apps" / "wechat.toml").write_text(
-        (d / "apps" / "wechat.toml").read_text().replace('role = "payments"', 'role = "banking"', 1)), "wechat"),
+    (lambda d: (d / "apps" / "wechat.toml").write_text((d / "apps" / "wechat.toml").read_text().replace(
+        'role = "payments"', 'role = "banking"', 1)), "wechat"),
     (lambda d: (d / "policy" / "provisions.toml").write_text(
         (d / "policy" / "provisions.toml").read_text() + "\n[[provision]\n"), "provisions.toml"),
     (lambda d: (d / "prefixes" / "AS45090-ipv4.txt").write_text(

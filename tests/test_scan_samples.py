@@ -30,14 +30,14 @@ def scanned(request):
 
 
 def test_every_expected_flow_exactly_once(scanned):
-    _, records, expected = scanned
+    name, records, expected = scanned
     got = sorted(key(r) for r in records)
     want = sorted(key(e) for e in expected)
     assert got == want, name
 
 
 def test_each_flow_as_expected(scanned):
-    name, records, expected = scanned
+    _, records, expected = scanned
     by_key = {key(r): r for r in records}
     problems = []
     for e in expected:
