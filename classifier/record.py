@@ -171,5 +171,5 @@ class CsvWriter:
 def schema_markdown() -> str:
     """The schema as a Markdown table, for the README."""
     lines = ["| key | type | meaning |", "|---|---|---|"]
-    lines += [f"| `{k}` | {t} | {m} |" for k, (t, m) in SCHEMA.items()]
+    lines += [f"| `{k}` | {t.replace('|', chr(92) + '|')} | {m} |" for k, (t, m) in SCHEMA.items()]
     return "\n".join(lines)

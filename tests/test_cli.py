@@ -205,3 +205,10 @@ def test_non_editable_install_finds_the_shipped_data(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()
     where, count = proc.stdout.decode().split()
     assert where.startswith(str(target)) and int(count) > 10000
+
+
+def test_readme_schema_table_matches_the_code():
+    from classifier.record import schema_markdown
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- schema:start -->\n", 1)[1].split("\n<!-- schema:end -->", 1)[0]
+    assert table == schema_markdown()
