@@ -63,6 +63,7 @@ class Scanner:
         self.interfaces: list = []  # the reader's Interface list (it grows as pcapng IDBs arrive)
         self._fragments: dict[tuple, Flow] = {}  # fragment key -> flow of the first fragment
         self.defrag = Defragmenter()
+        self._early_fragments: dict[tuple, tuple[int, int]] = {}  # key -> (fragments, bytes) before the first
         self._next_id = 0
         self._file_start = 0  # value of self.packets when the current input started
 
@@ -119,6 +120,14 @@ class Scanner:
             self._inspect(flow, from_client, proto, seq, flags, payload)
         if frag_key is not None:
             self._remember_fragment(frag_key, flow)
+            early = self._early_fragments.pop(frag_key, None)
+            if early is not None:  # later fragments that arrived before this first one
+                if from_client:
+                    flow.c2s_pkts += early[0]
+                    flow.c2s_bytes += early[1]
+                else:
+                    flow.s2c_pkts += early[0]
+                    flow.s2c_bytes += early[1]
         if ts >= table.next_sweep:
             table.sweep(ts)
         return flow
@@ -156,8 +165,12 @@ class Scanner:
         """Count a non-first fragment to the flow of its first fragment; inspect a completed whole."""
         flow = self._fragments.get(key)
         if flow is None or flow.ended:
-            # Its first fragment is not here (lost, or it comes later): counted, not a flow.
-            self.skipped["fragment-before-first"] += 1
+            # Its first fragment has not come (yet): hold the counts for the flow it will find.
+            n, size = self._early_fragments.pop(key, (0, 0))
+            self._early_fragments[key] = (n + 1, size + ip_len)
+            if len(self._early_fragments) > _MAX_FRAGMENT_KEYS:
+                old = next(iter(self._early_fragments))
+                self.skipped["fragment-without-first"] += self._early_fragments.pop(old)[0]
             return None
         from_client = src == flow.client
         if from_client:
@@ -242,6 +255,9 @@ class Scanner:
     def finish(self) -> None:
         """End of input: every live flow is reported."""
         self.table.flush()
+        for n, _ in self._early_fragments.values():
+            self.skipped["fragment-without-first"] += n
+        self._early_fragments.clear()
 
 
 def iso(ts: float) -> str:

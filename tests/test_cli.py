@@ -212,3 +212,20 @@ def test_readme_schema_table_matches_the_code():
     readme = (ROOT / "README.md").read_text()
     table = readme.split("<!-- schema:start -->\n", 1)[1].split("\n<!-- schema:end -->", 1)[0]
     assert table == schema_markdown()
+
+
+def test_peering_map_gives_transit_peering(tmp_path):
+    """Next hop 02:00:5e:10:00:fe (the demo's router) mapped to a ByteDance ASN."""
+    peering = tmp_path / "peering.toml"
+    peering.write_text('[[neighbour]]\nmac = "02:00:5E:10:00:FE"\nasn = 396986\nname = "test PNI"\n'
+                       'source = "test"\ndate = "2026-01-01"\n')
+    records = scan_records(DEMO, "--peering", str(peering))
+    by = by_host(records)
+    tiktok = by["api16-normal-c-useast1a.tiktokv.com"][0]
+    assert "transit-peering" in tiktok["categories"]
+    assert any(e["kind"] == "peering" and "AS396986" in e["value"] for e in tiktok["evidence"])
+    google = by["www.google.com"][0]  # same next hop, no app: operator only, never blocked
+    assert google["operator"] == "bytedance" and google["app"] is None
+    assert google["category"] == "transit-peering" and google["action"] == "log"
+    without = by_host(scan_records(DEMO))["www.google.com"][0]
+    assert without["category"] is None and without["action"] == "allow"
