@@ -96,6 +96,15 @@ class Flow:
         self.neighbour: str | None = None  # link-layer next hop seen on the server side (MAC)
         self.dns_client = False  # flow carries DNS: its messages are parsed even after the decision
 
+    def add_packets(self, from_client: bool, packets: int, size: int) -> None:
+        """Count packets to one direction (slow paths; the per-packet path does this inline)."""
+        if from_client:
+            self.c2s_pkts += packets
+            self.c2s_bytes += size
+        else:
+            self.s2c_pkts += packets
+            self.s2c_bytes += size
+
     @property
     def closed(self) -> bool:
         """Both FINs or a RST seen."""

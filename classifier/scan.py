@@ -105,7 +105,7 @@ class Scanner:
                 from_client = True
         if ts > flow.last_ts:
             flow.last_ts = ts
-        if from_client:
+        if from_client:  # inline rather than flow.add_packets: this is the per-packet path
             flow.c2s_pkts += 1
             flow.c2s_bytes += ip_len
         else:
@@ -122,12 +122,7 @@ class Scanner:
             self._remember_fragment(frag_key, flow)
             early = self._early_fragments.pop(frag_key, None)
             if early is not None:  # later fragments that arrived before this first one
-                if from_client:
-                    flow.c2s_pkts += early[0]
-                    flow.c2s_bytes += early[1]
-                else:
-                    flow.s2c_pkts += early[0]
-                    flow.s2c_bytes += early[1]
+                flow.add_packets(from_client, *early)
         if ts >= table.next_sweep:
             table.sweep(ts)
         return flow
@@ -173,12 +168,7 @@ class Scanner:
                 self.skipped["fragment-without-first"] += self._early_fragments.pop(old)[0]
             return None
         from_client = src == flow.client
-        if from_client:
-            flow.c2s_pkts += 1
-            flow.c2s_bytes += ip_len
-        else:
-            flow.s2c_pkts += 1
-            flow.s2c_bytes += ip_len
+        flow.add_packets(from_client, 1, ip_len)
         if ts > flow.last_ts:
             flow.last_ts = ts
         if whole is not None and (flow.stage != DECIDED or flow.dns_client):
