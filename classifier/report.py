@@ -58,13 +58,16 @@ class Summary:
 
     def render(self, out: IO[str], stats: InputStats) -> None:
         console = Console(file=out, width=120, soft_wrap=False)
-        t = Table(title=f"Flows by app, category and action ({self.view or 'announced'} view)")
+        console.print(f"Flows by app, category and action ({self.view or 'announced'} view)",
+                      highlight=False, markup=False)
+        t = Table()
         for col in ("app", "category", "action", "flows", "bytes"):
             t.add_column(col, justify="right" if col in ("flows", "bytes") else "left")
         for (app, cat, action), n in sorted(self.cells.items(), key=lambda kv: (kv[0][0] == "-", kv[0])):
             t.add_row(app, cat, action, str(n), str(self.bytes[(app, cat, action)]))
         console.print(t)
-        h = Table(title=f"Top {self.top} hostnames")
+        console.print(f"Top {self.top} hostnames", highlight=False, markup=False)
+        h = Table()
         for col in ("hostname", "app", "action", "flows"):
             h.add_column(col, justify="right" if col == "flows" else "left")
         for (name, app, action), n in self.hostnames.most_common(self.top):
