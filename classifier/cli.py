@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import os
 import sys
@@ -20,6 +21,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UserError
+
+# Modules with register(subparsers, signature_subparsers) adding their own commands.
+PLUGINS: tuple[str, ...] = ()
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -96,20 +100,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stats", metavar="FILE", help="also write the input statistics as JSON here")
     s.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     s.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    s.set_defaults(func=_scan)
 
     pol = sub.add_parser("policy", help="show each provision's status at an instant")
     pol.add_argument("--as-of", metavar="INSTANT", type=_instant_arg, help="default: now")
     pol.add_argument("--view", choices=("announced", "in-force"), default="announced")
     pol.add_argument("--policy", metavar="DIR", help="policy directory (default: the shipped one)")
     pol.add_argument("--timeline", action="store_true", help="list every change in the view, in order")
+    pol.set_defaults(func=_policy)
 
     sig = sub.add_parser("signatures", help="signature tools")
     sigsub = sig.add_subparsers(dest="sig_command", required=True)
     chk = sigsub.add_parser("check", help="load and validate a signature directory")
     chk.add_argument("directory", nargs="?", help="default: the shipped set")
     chk.add_argument("--peering", metavar="FILE")
+    chk.set_defaults(func=_signatures)
 
-    sub.add_parser("schema", help="print the flow record schema (Markdown)")
+    sub.add_parser("schema", help="print the flow record schema (Markdown)").set_defaults(func=_schema)
+
+    # Commands that live in their own packages register themselves here. Their register()
+    # functions must stay import-light: heavy imports belong in the function they set as func.
+    for name in PLUGINS:
+        module = importlib.import_module(name)
+        module.register(sub, sigsub)
     return p
 
 
@@ -117,17 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "scan":
-            from .run import run_scan
-            return run_scan(args)
-        if args.command == "policy":
-            return _policy(args)
-        if args.command == "signatures":
-            return _signatures(args)
-        if args.command == "schema":
-            from .record import schema_markdown
-            print(schema_markdown())
-            return EXIT_OK
+        return args.func(args)
     except UserError as err:
         print(f"classifier: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -145,7 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"classifier: internal error: {type(err).__name__}: {err} "
               "(please report it; rerun with CLASSIFIER_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_INTERNAL
-    return EXIT_USAGE
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from .run import run_scan
+    return run_scan(args)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from .record import schema_markdown
+    print(schema_markdown())
+    return EXIT_OK
 
 
 def _policy(args: argparse.Namespace) -> int:
