@@ -2,13 +2,16 @@
 
 The rules (also in the README):
 
-* A **name** (TLS SNI, HTTP Host or proxy target, a DNS answer for the server address, a DNS
-  query name on a DNS flow) that matches an app rule gives the app. A name matching an
-  operator-only rule (shared Tencent or ByteDance domains) gives the operator, not an app.
+* A **name** the flow shows (TLS or QUIC SNI, HTTP proxy target or Host, the question of a DNS
+  flow) that matches an app rule gives the app; a name matching an operator-only rule (shared
+  Tencent or ByteDance domains) gives the operator, not an app. An SNI that is the public name of
+  an ECH deployment is not the flow's name: the real one is encrypted.
+* A flow without a name of its own is named by a DNS answer for its server address seen earlier
+  in the input, else by a name the same client used for the same (non-CDN) address shortly before.
+* WeChat's **mmtls** framing names the app (protocols.toml) even without any name.
 * The **server address** is looked up in the operator and CDN prefix tables (longest prefix). An
   operator prefix alone gives the operator only: an operator's ASN is not the app (Tencent Cloud
-  hosts unrelated customers). For proxied HTTP the server is the proxy, so its address says
-  nothing about the target and is not used.
+  hosts unrelated customers).
 * **Categories**: the name rule's role ``payments`` -> payments; a store request for the app's
   package -> app-store; role ``sdk`` -> code-use; role ``cdn``, a CDN prefix, or a CNAME chain
   into a CDN domain -> cdn; an operator prefix, or an app name served from anywhere else ->
@@ -17,7 +20,10 @@ The rules (also in the README):
 * A DNS flow whose query names an app is attributed to the app (it is the client looking the app
   up) but gets no category: a lookup is none of the services the orders name.
 * ``confidence``: high for a name from the flow itself (SNI, Host, store request), medium for a
-  name from DNS answers or a medium-confidence rule, low for address or next-hop only.
+  name from DNS answers or history, a medium-confidence rule or mmtls alone, low for address or
+  next-hop only; mmtls on the app's operator's address is high.
+* Encrypted DNS (DoT, DoQ, DoH to a known resolver) and ECH are reported as what they are: flows
+  whose names this input cannot show.
 """
 
 from __future__ import annotations
@@ -32,13 +38,16 @@ from .signatures import Signatures
 
 CATEGORY_ORDER = ("payments", "app-store", "code-use", "cdn", "hosting", "transit-peering")
 _ROLE_CATEGORY = {"payments": "payments", "sdk": "code-use", "cdn": "cdn", "app-store": "app-store"}
+_FLOW_NAMES = ("sni", "http-host", "http-proxy")
+_DOH_PORTS = (443,)
 
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """One reason behind an attribution, in the form the records print."""
 
-    kind: str  # sni | http-host | http-proxy | dns | dns-query | cname | store | prefix | peering
+    kind: str  # sni | http-host | http-proxy | dns | name-history | dns-query | cname | store |
+    #            mmtls | ech | encrypted-dns | prefix | peering
     value: str
     signature: str | None = None
     source: str | None = None
@@ -55,7 +64,7 @@ class Evidence:
 @dataclass(frozen=True, slots=True)
 class Attribution:
     hostname: str | None
-    hostname_source: str | None  # sni | http-host | http-proxy | dns | dns-query
+    hostname_source: str | None  # sni | http-proxy | http-host | dns | name-history | dns-query
     app: str | None
     operator: str | None
     category: str | None
@@ -64,6 +73,8 @@ class Attribution:
     evidence: tuple[Evidence, ...]
     server_asn: int | None
     server_owner: str | None  # operator or CDN provider id owning the server prefix
+    encrypted_dns: str | None = None  # dot | doq | doh: this flow carries DNS we cannot read
+    ech_public_name: str | None = None  # the outer SNI, when it is an ECH public name
 
     @property
     def attributed(self) -> bool:
@@ -72,6 +83,15 @@ class Attribution:
 
 def ntop(addr: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+
+
+def client_hello(flow: Flow):
+    """The flow's ClientHello, over TLS or inside QUIC Initials (None if neither)."""
+    hello = flow.facts.get("tls")
+    if hello is None:
+        quic = flow.facts.get("quic")
+        hello = quic.client_hello if quic is not None else None
+    return hello
 
 
 class Attributor:
@@ -83,13 +103,35 @@ class Attributor:
         self.seen_names = seen_names  # server address -> SNI/Host names its clients used
         self._app_operator = {app: op_id for op_id, op in sigs.operators.items() for app in op.apps}
 
-    def _flow_names(self, flow: Flow) -> list[tuple[str, str, str]]:
-        """(kind, name, evidence text) of the names the flow itself shows, best first."""
+    def ech_public_name(self, sni: str) -> tuple[str, str | None, str | None] | None:
+        """(text, signature, source) if ``sni`` is an ECH public name, from signatures or DNS."""
+        known = self.sigs.ech_public_names.get(sni)
+        if known is not None:
+            return f"outer SNI {sni} is an ECH public name", known.id, known.source
+        seen = self.dnscache.ech_public_names.get(sni)
+        if seen is not None:
+            return (f"outer SNI {sni} is the ECH public name an HTTPS record for {seen[0]} published",
+                    None, None)
+        return None
+
+    def _flow_names(self, flow: Flow,
+                    evidence: list[Evidence]) -> tuple[list[tuple[str, str, str]], str | None]:
+        """(kind, name, evidence text) of the names the flow itself shows, best first; and the
+        outer SNI when it is an ECH public name (so not a name of this flow)."""
         facts = flow.facts
         names = []
-        hello = facts.get("tls")
-        if hello is not None and hello.sni:
-            names.append(("sni", hello.sni, hello.sni))
+        hidden = None
+        hello = client_hello(flow)
+        quic = facts.get("quic")
+        sni = hello.sni if hello is not None else (quic.sni if quic is not None else None)
+        if sni:
+            public = self.ech_public_name(sni) if hello is not None and hello.ech else None
+            if public is not None:
+                hidden = sni
+                evidence.append(Evidence("ech", public[0], public[1], public[2]))
+            else:
+                text = sni if quic is None else f"{sni} (QUIC {quic.version_name})"
+                names.append(("sni", sni, text))
         req = facts.get("http")
         if req is not None:
             if req.proxy_host:
@@ -98,13 +140,13 @@ class Attributor:
                 names.append(("http-host", req.host, req.host))
         for q in facts.get("dns_queries", ())[:1]:
             names.append(("dns-query", q, q))
-        return names
+        return names, hidden
 
     def attribute(self, flow: Flow) -> Attribution:
         sigs = self.sigs
         evidence: list[Evidence] = []
         server_entry = sigs.prefixes.lookup(flow.server)
-        names = self._flow_names(flow)
+        names, hidden = self._flow_names(flow, evidence)
 
         # No name in the flow: a DNS answer for the server address seen earlier names it; failing
         # that, a name this client sent to this address before (never on a shared CDN address).
@@ -121,8 +163,8 @@ class Attributor:
                 seen = self.seen_names.lookup(flow.server, flow.first_ts, flow.client)
                 if seen is not None and seen.same_client:
                     names.append(("name-history", seen.answer.name,
-                                  f"this client named {ntop(flow.server)} {seen.answer.name} since "
-                                  f"at {_hms(seen.answer.ts)}"))
+                                  f"this client named {ntop(flow.server)} {seen.answer.name} "
+                                  f"since {_hms(seen.answer.ts)}"))
 
         hostname, hostname_source = (names[0][1], names[0][0]) if names else (None, None)
         app = operator = rule = None
@@ -142,8 +184,23 @@ class Attributor:
             role_cat = _ROLE_CATEGORY.get(r.role)
             if role_cat is not None and kind != "dns-query":
                 categories.add(role_cat)
-            from_flow = kind in ("sni", "http-host", "http-proxy")
-            confidence = "high" if from_flow and r.confidence == "high" else "medium"
+            confidence = "high" if kind in _FLOW_NAMES and r.confidence == "high" else "medium"
+
+        # WeChat's mmtls framing names the app by itself.
+        mm = flow.facts.get("mmtls")
+        proto_rule = sigs.protocols.get("mmtls") if mm is not None else None
+        if proto_rule is not None:
+            text = f"mmtls {mm.mode} ClientHello, record version {mm.version:#06x}"
+            evidence.append(Evidence("mmtls", text, proto_rule.id, proto_rule.source))
+            if app is None:
+                app = proto_rule.app
+                operator = operator or self._app_operator.get(app)
+                confidence = proto_rule.confidence
+                role_cat = _ROLE_CATEGORY.get(proto_rule.role)
+                if role_cat is not None:
+                    categories.add(role_cat)
+            elif app == proto_rule.app:
+                confidence = "high"
 
         # A CNAME chain (of the DNS answer that named this flow, or of the answers a DNS flow
         # carried) can reach a CDN, or an app name behind a neutral name.
@@ -188,6 +245,8 @@ class Attributor:
                 if operator is None:
                     operator = server_entry.owner
                     confidence = confidence or "low"
+                elif proto_rule is not None and app == proto_rule.app and operator == server_entry.owner:
+                    confidence = "high"  # mmtls on the app's own operator's address
                 categories.add("hosting")
             elif app or operator:
                 categories.add("cdn")
@@ -206,6 +265,8 @@ class Attributor:
                     categories.add("transit-peering")
                 break
 
+        encrypted = self._encrypted_dns(flow, hostname if hostname_source == "sni" else hidden, evidence)
+
         if (app is not None and hostname_source != "dns-query"
                 and not categories & {"cdn", "payments", "app-store", "code-use"}):
             categories.add("hosting")  # the app's own name served from a non-CDN address
@@ -223,7 +284,33 @@ class Attributor:
             evidence=tuple(evidence),
             server_asn=server_asn,
             server_owner=server_owner,
+            encrypted_dns=encrypted,
+            ech_public_name=hidden,
         )
+
+    def _encrypted_dns(self, flow: Flow, sni: str | None, evidence: list[Evidence]) -> str | None:
+        """dot / doq / doh when the flow carries DNS this input cannot read, else None."""
+        sigs = self.sigs
+        facts = flow.facts
+        handshake = facts.get("tls") is not None or facts.get("quic") is not None
+        port = sigs.encrypted_ports.get((flow.proto, flow.server_port))
+        if port is not None and (handshake or facts.get("app_proto") in (None, "unknown")):
+            evidence.append(Evidence("encrypted-dns", f"{port.kind.upper()} on port {port.port}",
+                                     port.id, port.source))
+            return port.kind
+        if flow.server_port not in _DOH_PORTS or not handshake:
+            return None
+        resolver = sigs.resolver_for(sni) if sni else None
+        if resolver is not None:
+            evidence.append(Evidence("encrypted-dns", f"DoH to {sni} ({resolver.name})",
+                                     resolver.id, resolver.source))
+            return "doh"
+        resolver = sigs.resolver_addresses.get(flow.server)
+        if resolver is not None and not sni:
+            evidence.append(Evidence("encrypted-dns", f"HTTPS without SNI to {ntop(flow.server)} "
+                                     f"({resolver.name})", resolver.id, resolver.source))
+            return "doh"
+        return None
 
 
 def _hms(ts: float) -> str:

@@ -13,7 +13,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .inspect.dns import TYPE_A, TYPE_AAAA, TYPE_CNAME, Message
+from .errors import MalformedError
+from .inspect.dns import (
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_CNAME,
+    TYPE_HTTPS,
+    TYPE_SVCB,
+    EchConfig,
+    Message,
+    ServiceBinding,
+    parse_svcb,
+)
 
 _MAX_CHAIN = 16
 _MAX_NAMES_PER_ADDRESS = 8
@@ -39,12 +50,24 @@ class DnsMatch:
     others: tuple[str, ...]
 
 
-def resolve(msg: Message) -> list[tuple[tuple[str, ...], list[tuple[bytes, int]], int | None]]:
-    """Per question: (CNAME chain from the queried name, [(address, ttl)], smallest CNAME TTL)."""
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What one answered question resolved to."""
+
+    chain: tuple[str, ...]  # queried name, then each CNAME target in order
+    addresses: tuple[tuple[bytes, int], ...]  # (address, ttl) from A/AAAA and SVCB/HTTPS hints
+    cname_ttl: int | None  # smallest TTL along the CNAME chain
+    ech: tuple[EchConfig, ...]  # ECH configs published for a name of the chain (HTTPS records)
+
+
+def resolve(msg: Message) -> tuple[list[Resolution], list[MalformedError]]:
+    """Per question, the chain and addresses the answer section gives; plus unparsable SVCB rdata."""
     if not msg.questions or not msg.answers:
-        return []
+        return [], []
     cnames: dict[str, tuple[str, int]] = {}
     addrs: dict[str, list[tuple[bytes, int]]] = {}
+    bindings: dict[str, list[ServiceBinding]] = {}
+    errors: list[MalformedError] = []
     for rr in msg.answers:
         ttl = rr.ttl if rr.ttl < 0x80000000 else 0  # RFC 2181 8: top bit set means zero
         if rr.rtype == TYPE_CNAME and rr.value:
@@ -52,6 +75,15 @@ def resolve(msg: Message) -> list[tuple[tuple[str, ...], list[tuple[bytes, int]]
         elif (rr.rtype == TYPE_A and len(rr.rdata) == 4) or (
                 rr.rtype == TYPE_AAAA and len(rr.rdata) == 16):
             addrs.setdefault(rr.name, []).append((bytes(rr.rdata), ttl))
+        elif rr.rtype == TYPE_HTTPS or rr.rtype == TYPE_SVCB:
+            try:
+                sb = parse_svcb(rr.rdata)
+            except MalformedError as err:
+                errors.append(err)
+                continue
+            bindings.setdefault(rr.name, []).append(sb)
+            hints = addrs.setdefault(sb.target or rr.name, [])
+            hints.extend((a, ttl) for a in sb.ipv4hint + sb.ipv6hint)
     out = []
     for q in msg.questions:
         chain = [q.name]
@@ -63,9 +95,10 @@ def resolve(msg: Message) -> list[tuple[tuple[str, ...], list[tuple[bytes, int]]
             if cur in chain:
                 break
             chain.append(cur)
-        found = [pair for name in reversed(chain) for pair in addrs.get(name, ())]
-        out.append((tuple(chain), found, ttl))
-    return out
+        found = tuple(dict.fromkeys(pair for name in reversed(chain) for pair in addrs.get(name, ())))
+        ech = tuple(cfg for name in chain for sb in bindings.get(name, ()) for cfg in sb.ech)
+        out.append(Resolution(tuple(chain), found, ttl, ech))
+    return out, errors
 
 
 class DnsCache:
@@ -77,6 +110,9 @@ class DnsCache:
         self._by_addr: dict[bytes, list[DnsAnswer]] = {}
         self.answers = 0
         self.dropped = 0
+        # ECH public name -> (a name that published it, config_id): an outer SNI equal to one of
+        # these is a public name, not the name the client is after.
+        self.ech_public_names: dict[str, tuple[str, int]] = {}
 
     def __len__(self) -> int:
         return len(self._by_addr)
@@ -84,17 +120,24 @@ class DnsCache:
     def clear(self) -> None:
         """Forget every answer (a new, unrelated input starts)."""
         self._by_addr.clear()
+        self.ech_public_names.clear()
 
     def add(self, msg: Message, ts: float, client: bytes) -> int:
-        """Record the addresses a response answered; returns how many were recorded."""
+        """Record the addresses a response answered and the ECH public names it published."""
         if not msg.is_response:
             return 0
+        return self.add_resolutions(resolve(msg)[0], ts, client)
+
+    def add_resolutions(self, resolutions: list[Resolution], ts: float, client: bytes) -> int:
+        """Record what ``resolve`` found; returns how many addresses were recorded."""
         recorded = 0
-        for chain, addrs, ttl in resolve(msg):
-            for addr, t in addrs:
-                life = max(self.min_ttl, t if ttl is None else min(ttl, t))
-                self._put(addr, DnsAnswer(chain[0], chain, ts, ts + life, client))
+        for r in resolutions:
+            for addr, t in r.addresses:
+                life = max(self.min_ttl, t if r.cname_ttl is None else min(r.cname_ttl, t))
+                self._put(addr, DnsAnswer(r.chain[0], r.chain, ts, ts + life, client))
                 recorded += 1
+            for cfg in r.ech:
+                self.ech_public_names[cfg.public_name] = (r.chain[0], cfg.config_id)
         self.answers += recorded
         return recorded
 

@@ -16,6 +16,7 @@ from .errors import MalformedError
 from .flows import Flow, FlowConfig
 from .inspect import dns as dnsp
 from .inspect import http as httpp
+from .inspect import mmtls as mmtlsp
 from .inspect import tls as tlsp
 from .reassembly import Stream
 
@@ -80,6 +81,8 @@ class Inspection:
                 kind = "tls"
             elif httpp.looks_like_http_request(data):
                 kind = "http"
+            elif mmtlsp.looks_like_mmtls(data):
+                kind = "mmtls"
             else:
                 kind = "unknown"
             flow.facts["app_proto"] = kind
@@ -89,6 +92,12 @@ class Inspection:
                 if hello is None:
                     return st.full
                 flow.facts["tls"] = hello
+                return True
+            if kind == "mmtls":
+                hello = mmtlsp.parse_client_hello(data)
+                if hello is None:
+                    return st.full
+                flow.facts["mmtls"] = hello
                 return True
             if kind == "http":
                 req = flow.facts.get("http") or httpp.parse_http_request(data)
@@ -162,13 +171,16 @@ class Inspection:
                 names.append(q.name)
         if msg.is_response:
             facts["dns_responses"] = facts.get("dns_responses", 0) + 1
+            resolutions, errors = resolve(msg)
+            for err in errors:
+                self._malformed(flow, err)
             chains = facts.setdefault("dns_chains", [])
-            for chain, _addrs, _ttl in resolve(msg):
-                if len(chain) > 1 and chain not in chains and len(chains) < _MAX_QUERY_NAMES:
-                    chains.append(chain)
+            for r in resolutions:
+                if len(r.chain) > 1 and r.chain not in chains and len(chains) < _MAX_QUERY_NAMES:
+                    chains.append(r.chain)
             # The resolver answers the client: the receiver of a response is the client.
             client = flow.client if not from_client else flow.server
-            self.dnscache.add(msg, flow.last_ts, client)
+            self.dnscache.add_resolutions(resolutions, flow.last_ts, client)
 
 
 def is_dns_port(sport: int, dport: int) -> bool:

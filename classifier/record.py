@@ -11,7 +11,7 @@ import csv
 import json
 from typing import IO
 
-from .attribute import ntop
+from .attribute import client_hello, ntop
 from .flows import Flow
 from .scan import iso
 
@@ -29,15 +29,20 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "dst": ("string", "server address"),
     "dport": ("integer", "server port"),
     "iface": ("string|null", "capture interface name (pcapng if_name), if known"),
-    "app_proto": ("string|null", "tls, http, dns or unknown: what the client's first bytes were"),
+    "app_proto": ("string|null",
+                  "tls, quic, http, dns, mmtls or unknown: what the client's first bytes were"),
     "hostname": ("string|null",
                  "best name: SNI, else HTTP proxy target or Host, else DNS-derived, else DNS query"),
     "hostname_source": ("string|null",
                         "sni, http-proxy, http-host, dns (answer for the server address) or dns-query"),
-    "sni": ("string|null", "TLS server_name"),
-    "alpn": ("array", "TLS ALPN protocols offered"),
+    "sni": ("string|null", "server_name of the ClientHello (over TLS, or in QUIC Initials)"),
+    "alpn": ("array", "ALPN protocols offered"),
     "tls_versions": ("array", "TLS versions offered (supported_versions, else the legacy version)"),
-    "ech": ("boolean", "TLS encrypted_client_hello extension present"),
+    "quic_version": ("string|null", "QUIC version of the Initial: 1, 2, draft-29, Q050..."),
+    "ech": ("boolean", "encrypted_client_hello extension present (real ECH or GREASE)"),
+    "ech_public_name": ("string|null",
+                        "the outer SNI when it is an ECH public name: the real name is hidden"),
+    "encrypted_dns": ("string|null", "dot, doq or doh: the flow carries DNS this input cannot read"),
     "http_method": ("string|null", "HTTP request method"),
     "http_host": ("string|null", "HTTP Host header"),
     "dns_queries": ("array", "names asked on a DNS flow"),
@@ -71,7 +76,8 @@ def flow_record(flow: Flow) -> dict:
     a = flow.attribution
     d = flow.decision
     facts = flow.facts
-    hello = facts.get("tls")
+    hello = client_hello(flow)
+    quic = facts.get("quic")
     req = facts.get("http")
     return {
         "file": flow.file,
@@ -87,10 +93,13 @@ def flow_record(flow: Flow) -> dict:
         "app_proto": facts.get("app_proto"),
         "hostname": a.hostname,
         "hostname_source": a.hostname_source,
-        "sni": hello.sni if hello else None,
-        "alpn": list(hello.alpn) if hello else [],
+        "sni": hello.sni if hello else (quic.sni if quic else None),
+        "alpn": list(hello.alpn) if hello else list(quic.alpn) if quic else [],
         "tls_versions": [_TLS_VERSIONS.get(v, f"0x{v:04x}") for v in hello.versions] if hello else [],
+        "quic_version": quic.version_name if quic else None,
         "ech": bool(hello and hello.ech),
+        "ech_public_name": a.ech_public_name,
+        "encrypted_dns": a.encrypted_dns,
         "http_method": req.method if req else None,
         "http_host": req.host if req else None,
         "dns_queries": list(facts.get("dns_queries", ())),

@@ -46,6 +46,10 @@ class Summary:
         self.hostnames: Counter[tuple[str, str, str]] = Counter()
         self.actions: Counter[str] = Counter()
         self.view: str | None = None
+        # Blind spots: flows whose names this input cannot show, by kind, with their clients.
+        self.blind: Counter[str] = Counter()
+        self.blind_clients: dict[str, set[str]] = {}
+        self.blind_servers: dict[str, Counter[str]] = {}
 
     def add(self, r: dict) -> None:
         key = (r["app"] or "-", r["category"] or "-", r["action"])
@@ -55,6 +59,12 @@ class Summary:
         self.view = r["view"]
         if r["hostname"]:
             self.hostnames[(r["hostname"], r["app"] or "-", r["action"])] += 1
+        kind = r["encrypted_dns"] or ("ech" if r["ech_public_name"] else None)
+        if kind is not None:
+            self.blind[kind] += 1
+            self.blind_clients.setdefault(kind, set()).add(r["src"])
+            server = r["sni"] or r["dst"]
+            self.blind_servers.setdefault(kind, Counter())[server] += 1
 
     def render(self, out: IO[str], stats: InputStats) -> None:
         console = Console(file=out, width=120, soft_wrap=False)
@@ -73,7 +83,22 @@ class Summary:
         for (name, app, action), n in self.hostnames.most_common(self.top):
             h.add_row(name, app, action, str(n))
         console.print(h)
+        for line in self.blind_lines():
+            console.print(line, highlight=False, markup=False)
         console.print(input_lines(stats), highlight=False, markup=False)
+
+    def blind_lines(self) -> list[str]:
+        """What this input cannot show: clients resolving over encrypted DNS, names hidden by ECH."""
+        if not self.blind:
+            return []
+        what = {"doh": "DNS over HTTPS", "dot": "DNS over TLS", "doq": "DNS over QUIC",
+                "ech": "ECH (the real server name is encrypted)"}
+        lines = ["Blind spots: names this input cannot show"]
+        for kind, flows in sorted(self.blind.items()):
+            clients = self.blind_clients[kind]
+            top = ", ".join(f"{name} ({n})" for name, n in self.blind_servers[kind].most_common(3))
+            lines.append(f"  {what[kind]}: {flows} flows from {len(clients)} client(s), to {top}")
+        return lines
 
 
 def input_lines(stats: InputStats) -> str:

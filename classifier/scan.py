@@ -19,7 +19,7 @@ from .defrag import Defragmenter
 from .dnscache import DnsCache
 from .errors import MalformedError
 from .flows import DECIDED, Flow, FlowConfig, FlowTable
-from .inspection import Inspection, is_dns_port
+from .inspection import DNS_PORT, Inspection, is_dns_port
 from .policy import Policy
 from .signatures import Signatures
 
@@ -182,8 +182,12 @@ class Scanner:
         table = self.table
         if table.live >= table.config.max_flows:
             table.make_room(ts)
-        # The client sends the SYN; a SYN-ACK comes from the server; otherwise the first sender.
-        sent_by_client = not (proto == 6 and flags & TCP_SYN and flags & TCP_ACK)
+        # The client sends the SYN; a SYN-ACK comes from the server.
+        if proto == 6 and flags & TCP_SYN:
+            sent_by_client = not flags & TCP_ACK
+        else:
+            # No SYN to go by: the first sender, except a DNS server caught answering first.
+            sent_by_client = not (sport == DNS_PORT and dport != DNS_PORT)
         if not sent_by_client:
             src, sport, dst, dport = dst, dport, src, sport
         self._next_id += 1

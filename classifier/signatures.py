@@ -163,6 +163,52 @@ class StoreRule:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class EncryptedPort:
+    """Encrypted DNS recognised by transport and port (DoT on 853/tcp, DoQ on 853/udp)."""
+
+    id: str
+    kind: str  # "dot" | "doq"
+    proto: int  # 6 | 17
+    port: int
+    source: str
+    date: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolver:
+    """A public DNS resolver: names of its DoH/DoT endpoints and its addresses."""
+
+    id: str
+    name: str
+    hosts: tuple[str, ...]
+    addresses: tuple[str, ...]
+    source: str
+    date: str
+
+
+@dataclass(frozen=True, slots=True)
+class EchPublicName:
+    """A public_name an ECH deployment shows as outer SNI."""
+
+    id: str
+    name: str
+    source: str
+    date: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolRule:
+    """A protocol whose framing alone names the app (e.g. WeChat's mmtls)."""
+
+    id: str
+    app: str
+    role: str
+    confidence: str
+    source: str
+    date: str
+
+
 def normalize_host(host: str) -> str:
     """Lowercase and drop one trailing dot: the form every rule is written in."""
     host = host.lower()
@@ -509,7 +555,11 @@ class Signatures:
     def __init__(self, *, directory: pathlib.Path, apps: dict[str, App], operators: dict[str, Operator],
                  cdns: dict[str, Cdn], asns: dict[int, Asn], hosts: HostMatcher, prefixes: PrefixTable,
                  cname_suffixes: tuple[CnameSuffix, ...], stores: dict[str, Store],
-                 store_rules: tuple[StoreRule, ...], peering: dict[str, int]) -> None:
+                 store_rules: tuple[StoreRule, ...], peering: dict[str, int],
+                 encrypted_ports: tuple[EncryptedPort, ...] = (), resolvers: tuple[Resolver, ...] = (),
+                 resolver_suffixes: frozenset[str] = frozenset(),
+                 ech_public_names: tuple[EchPublicName, ...] = (),
+                 protocols: tuple[ProtocolRule, ...] = ()) -> None:
         self.directory = directory
         self.apps = apps
         self.operators = operators
@@ -524,6 +574,17 @@ class Signatures:
         self.operator_by_asn = {n: a.owner for n, a in asns.items() if a.kind == "operator"}
         self.cdn_by_asn = {n: a.owner for n, a in asns.items() if a.kind == "cdn"}
         self._cnames = _SuffixIndex({}, {c.suffix: c for c in cname_suffixes})
+        self.encrypted_ports = {(p.proto, p.port): p for p in encrypted_ports}
+        self.resolvers = resolvers
+        exact = {h: r for r in resolvers for h in r.hosts if h not in resolver_suffixes}
+        suffix = {h: r for r in resolvers for h in r.hosts if h in resolver_suffixes}
+        self._resolver_names = _SuffixIndex(exact, suffix)
+        self.resolver_addresses = {
+            socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a): r
+            for r in resolvers for a in r.addresses
+        }
+        self.ech_public_names = {e.name: e for e in ech_public_names}
+        self.protocols = {p.id: p for p in protocols}
         self._stores_by_host: dict[str, list[tuple[StoreRule, re.Pattern[str]]]] = {}
         for rule in store_rules:
             pattern = _package_pattern(rule.platform, rule.package)
@@ -632,13 +693,21 @@ class Signatures:
 
         stores, store_rules = _load_stores(ld, root / "app-stores.toml", apps)
         peers = _load_peering(pathlib.Path(peering)) if peering is not None else {}
+        ports, resolvers, suffixes, ech_names = _load_encrypted(ld, root / "encrypted.toml")
+        protocols = _load_protocols(ld, root / "protocols.toml", apps)
         return cls(directory=root, apps=apps, operators=operators, cdns=cdns, asns=asns,
                    hosts=HostMatcher(rules), prefixes=PrefixTable(prefixes), cname_suffixes=tuple(cnames),
-                   stores=stores, store_rules=store_rules, peering=peers)
+                   stores=stores, store_rules=store_rules, peering=peers, encrypted_ports=ports,
+                   resolvers=resolvers, resolver_suffixes=suffixes, ech_public_names=ech_names,
+                   protocols=protocols)
 
     def cname_provider(self, host: str) -> CnameSuffix | None:
         """The CDN whose CNAME domain ``host`` is under (longest suffix), or None."""
         return self._cnames.get(host)
+
+    def resolver_for(self, host: str) -> Resolver | None:
+        """The public resolver whose DoH/DoT endpoint ``host`` is, or None."""
+        return self._resolver_names.get(host)
 
     def store_match(self, host: str, target: str) -> StoreRule | None:
         """The app whose store identity appears in a request for ``target`` on store ``host``."""
@@ -693,6 +762,76 @@ def _load_stores(ld: _Loader, path: pathlib.Path,
             raise e.fail(f"package {package!r} is not a valid {store.platform} store identity")
         rules.append(StoreRule(ident, store_id, store.platform, store.hosts, app, package, *e.sourced()))
     return stores, tuple(rules)
+
+
+def _load_encrypted(ld: _Loader, path: pathlib.Path) -> tuple[
+        tuple[EncryptedPort, ...], tuple[Resolver, ...], frozenset[str], tuple[EchPublicName, ...]]:
+    """encrypted.toml: encrypted-DNS ports and resolvers, ECH public names (file optional)."""
+    if not path.is_file():
+        return (), (), frozenset(), ()
+    doc = _read_toml(path)
+    _only_keys(str(path), doc, ("port", "resolver", "ech_public_name"))
+    ports = []
+    for e in _tables(str(path), doc, "port", "port"):
+        e.keys(("id", "kind", "proto", "port", "source", "date"), ("note",))
+        ident = e.ident()
+        ld.claim(e, ident)
+        proto = {"tcp": 6, "udp": 17}.get(e.choice("proto", ("tcp", "udp")))
+        port = e.integer("port")
+        if not 0 < port < 65536:
+            raise e.fail(f"port {port} out of range")
+        ports.append(EncryptedPort(ident, e.choice("kind", ("dot", "doq")), proto, port, *e.sourced()))
+    resolvers, suffixes, seen = [], set(), {}
+    for e in _tables(str(path), doc, "resolver", "resolver"):
+        e.keys(("id", "name", "hosts", "addresses", "source", "date"), ("suffix", "note"))
+        ident = e.ident()
+        ld.claim(e, ident)
+        hosts = e.str_list("hosts")
+        for host in hosts:
+            if not _name_ok(host):
+                raise e.fail(f"host {host!r} is not a lowercase host name")
+            if seen.setdefault(host, ident) != ident:
+                raise e.fail(f"host {host!r} is already listed by {seen[host]!r}")
+        raw = e.data.get("addresses")
+        if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+            raise e.fail("'addresses' must be a list of strings (may be empty)")
+        for addr in raw:
+            try:
+                socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+            except OSError:
+                raise e.fail(f"address {addr!r} is not an IPv4 or IPv6 address") from None
+        flag = e.data.get("suffix", False)
+        if not isinstance(flag, bool):
+            raise e.fail("'suffix' must be true or false")
+        if flag:
+            suffixes.update(hosts)
+        resolvers.append(Resolver(ident, e.text("name"), hosts, tuple(raw), *e.sourced()))
+    ech = []
+    for e in _tables(str(path), doc, "ech_public_name", "ech_public_name"):
+        e.keys(("id", "name", "source", "date"), ("note",))
+        ident = e.ident()
+        ld.claim(e, ident)
+        ech.append(EchPublicName(ident, e.name_value("name"), *e.sourced()))
+    return tuple(ports), tuple(resolvers), frozenset(suffixes), tuple(ech)
+
+
+def _load_protocols(ld: _Loader, path: pathlib.Path, apps: dict[str, App]) -> tuple[ProtocolRule, ...]:
+    """protocols.toml: protocols whose framing names the app (file optional)."""
+    if not path.is_file():
+        return ()
+    doc = _read_toml(path)
+    _only_keys(str(path), doc, ("protocol",))
+    out = []
+    for e in _tables(str(path), doc, "protocol", "protocol"):
+        e.keys(("id", "app", "role", "confidence", "source", "date"), ("note",))
+        ident = e.ident()
+        ld.claim(e, ident)
+        app = e.text("app")
+        if app not in apps:
+            raise e.fail(f"unknown app {app!r}")
+        out.append(ProtocolRule(ident, app, e.choice("role", ROLES), e.choice("confidence", CONFIDENCES),
+                                *e.sourced()))
+    return tuple(out)
 
 
 def _load_peering(path: pathlib.Path) -> dict[str, int]:

@@ -80,3 +80,35 @@ def test_ttl_zero_and_negative_bit_get_the_minimum_lifetime():
     cache.add(msg, 50.0, ME)
     assert cache.lookup(EDGE, 59.0, ME) is not None  # used by the connection it was asked for
     assert cache.lookup(EDGE, 60.5, ME) is None  # not the 136 years the raw value says
+
+
+def https_rdata(public_name: bytes, config_id: int = 7) -> bytes:
+    import struct
+    contents = (bytes([config_id]) + b"\x00\x20" + b"\x00\x20" + b"k" * 32 + b"\x00\x04\x00\x01\x00\x01"
+                + b"\x00" + bytes([len(public_name)]) + public_name + b"\x00\x00")
+    cfg = b"\xfe\x0d" + struct.pack("!H", len(contents)) + contents
+    ech = struct.pack("!H", len(cfg)) + cfg
+    return (b"\x00\x01\x00" + struct.pack("!HH", 1, 3) + b"\x02h2" + struct.pack("!HH", 4, 4)
+            + socket.inet_aton("203.0.113.77") + struct.pack("!HH", 5, len(ech)) + ech)
+
+
+def test_https_record_hints_and_ech_public_name():
+    from scapy.layers.dns import DNSRR as RR
+    rr = RR(rrname="www.tiktok.com", type=65, ttl=60, rdata=https_rdata(b"cloudflare-ech.com"))
+    msg = response("www.tiktok.com", [rr])
+    assert msg.answers[0].rtype == 65
+    cache = DnsCache()
+    assert cache.add(msg, 10.0, ME) == 1  # the ipv4hint
+    hit = cache.lookup(socket.inet_aton("203.0.113.77"), 11.0, ME)
+    assert hit.answer.name == "www.tiktok.com"
+    assert cache.ech_public_names == {"cloudflare-ech.com": ("www.tiktok.com", 7)}
+
+
+def test_broken_https_record_reported_and_the_rest_kept():
+    from classifier.dnscache import resolve
+    from scapy.layers.dns import DNSRR as RR
+    bad = RR(rrname="x.example", type=65, ttl=60, rdata=b"\x00\x01\x00\x00\x05\x00\x09oops")
+    good = RR(rrname="x.example", type="A", rdata="198.51.100.9", ttl=60)
+    resolutions, errors = resolve(response("x.example", [bad, good]))
+    assert [e.reason for e in errors] == ["dns.svcb.param"]
+    assert resolutions[0].addresses == ((socket.inet_aton("198.51.100.9"), 60),)

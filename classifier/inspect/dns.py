@@ -31,11 +31,14 @@ __all__ = [
     "TYPE_SRV",
     "TYPE_SVCB",
     "TYPE_TXT",
+    "EchConfig",
     "Message",
     "Question",
     "Record",
+    "ServiceBinding",
     "decode_name",
     "parse_message",
+    "parse_svcb",
     "split_tcp_stream",
 ]
 
@@ -270,3 +273,141 @@ def split_tcp_stream(data: bytes) -> tuple[list[bytes], int]:
         out.append(data[pos + 2 : end])
         pos = end
     return out, pos
+
+
+# --------------------------------------------------------------------------------------------
+# SVCB / HTTPS records (RFC 9460), with the ECH configs they publish (RFC 9849 section 4)
+# --------------------------------------------------------------------------------------------
+
+SVC_ALPN = 1
+SVC_IPV4HINT = 4
+SVC_ECH = 5
+SVC_IPV6HINT = 6
+ECH_VERSION = 0xFE0D
+
+
+@dataclass(frozen=True, slots=True)
+class EchConfig:
+    """One ECHConfig: the client encrypts to it and shows ``public_name`` as its outer SNI."""
+
+    version: int
+    config_id: int
+    public_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceBinding:
+    """What an HTTPS/SVCB record tells a client: where to connect, with which ALPN and ECH keys."""
+
+    priority: int  # 0 = alias mode
+    target: str  # TargetName ("" for ".", meaning the owner name)
+    alpn: tuple[str, ...]
+    ipv4hint: tuple[bytes, ...]
+    ipv6hint: tuple[bytes, ...]
+    ech: tuple[EchConfig, ...]
+
+
+def _svcb_err(field: str, detail: str) -> MalformedError:
+    return MalformedError("dns", f"svcb.{field}", detail)
+
+
+def parse_svcb(rdata: bytes) -> ServiceBinding:
+    """Parse the rdata of an SVCB (64) or HTTPS (65) record.
+
+    TargetName is never compressed (RFC 9460 2.2), so the rdata parses on its own.
+    """
+    n = len(rdata)
+    if n < 3:
+        raise _svcb_err("priority", f"rdata of {n} bytes is too short")
+    priority = (rdata[0] << 8) | rdata[1]
+    labels = []
+    pos = 2
+    while True:
+        if pos >= n:
+            raise _svcb_err("target", "TargetName runs past the rdata")
+        ln = rdata[pos]
+        pos += 1
+        if ln == 0:
+            break
+        if ln > 63 or pos + ln > n:
+            raise _svcb_err("target", f"bad label length {ln}")
+        labels.append(escape_label(rdata[pos:pos + ln]))
+        pos += ln
+    target = ".".join(labels).lower()
+    alpn: tuple[str, ...] = ()
+    v4: tuple[bytes, ...] = ()
+    v6: tuple[bytes, ...] = ()
+    ech: tuple[EchConfig, ...] = ()
+    while pos < n:
+        if pos + 4 > n:
+            raise _svcb_err("param", "truncated SvcParam header")
+        key = (rdata[pos] << 8) | rdata[pos + 1]
+        ln = (rdata[pos + 2] << 8) | rdata[pos + 3]
+        pos += 4
+        if pos + ln > n:
+            raise _svcb_err("param", f"SvcParam {key} of {ln} bytes runs past the rdata")
+        value = rdata[pos:pos + ln]
+        pos += ln
+        if key == SVC_ALPN:
+            alpn = _svcb_alpn(value)
+        elif key == SVC_IPV4HINT:
+            if ln % 4 or not ln:
+                raise _svcb_err("ipv4hint", f"length {ln} is not a multiple of 4")
+            v4 = tuple(value[i:i + 4] for i in range(0, ln, 4))
+        elif key == SVC_IPV6HINT:
+            if ln % 16 or not ln:
+                raise _svcb_err("ipv6hint", f"length {ln} is not a multiple of 16")
+            v6 = tuple(value[i:i + 16] for i in range(0, ln, 16))
+        elif key == SVC_ECH:
+            ech = _ech_config_list(value)
+    return ServiceBinding(priority, target, alpn, v4, v6, ech)
+
+
+def _svcb_alpn(value: bytes) -> tuple[str, ...]:
+    out = []
+    pos = 0
+    while pos < len(value):
+        ln = value[pos]
+        if ln == 0 or pos + 1 + ln > len(value):
+            raise _svcb_err("alpn", "bad alpn-id length")
+        out.append(value[pos + 1:pos + 1 + ln].decode("ascii", "backslashreplace"))
+        pos += 1 + ln
+    return tuple(out)
+
+
+def _ech_config_list(value: bytes) -> tuple[EchConfig, ...]:
+    """ECHConfigList: configs of unknown versions are skipped, as clients do."""
+    if len(value) < 2 or ((value[0] << 8) | value[1]) != len(value) - 2:
+        raise _svcb_err("ech", "ECHConfigList length does not match")
+    out = []
+    pos = 2
+    while pos < len(value):
+        if pos + 4 > len(value):
+            raise _svcb_err("ech", "truncated ECHConfig header")
+        version = (value[pos] << 8) | value[pos + 1]
+        ln = (value[pos + 2] << 8) | value[pos + 3]
+        body = value[pos + 4:pos + 4 + ln]
+        pos += 4 + ln
+        if len(body) != ln:
+            raise _svcb_err("ech", "ECHConfig runs past the list")
+        if version == ECH_VERSION:
+            out.append(_ech_config(version, body))
+    return tuple(out)
+
+
+def _ech_config(version: int, b: bytes) -> EchConfig:
+    # HpkeKeyConfig: config_id(1) kem_id(2) public_key<2> cipher_suites<2>; then
+    # maximum_name_length(1) public_name<1> extensions<2>.
+    try:
+        config_id = b[0]
+        pos = 3
+        pos += 2 + ((b[pos] << 8) | b[pos + 1])
+        pos += 2 + ((b[pos] << 8) | b[pos + 1])
+        pos += 1
+        ln = b[pos]
+        name = b[pos + 1:pos + 1 + ln]
+    except IndexError:
+        raise _svcb_err("ech", "truncated ECHConfig contents") from None
+    if len(name) != ln or not ln:
+        raise _svcb_err("ech", "bad public_name")
+    return EchConfig(version, config_id, normalize_hostname(name))

@@ -55,9 +55,10 @@ class ClientHello:
     alpn: tuple[str, ...]  # protocol names in order
     versions: tuple[int, ...]  # supported_versions (GREASE removed) if present, else (legacy_version,)
     legacy_version: int
-    ech: bool  # encrypted_client_hello (0xfe0d) present: the real SNI is hidden
+    ech: bool  # encrypted_client_hello (0xfe0d) present (real ECH or GREASE: the wire looks alike)
     cipher_suites: int  # count, GREASE removed
     extensions: tuple[int, ...]  # types in order, GREASE removed
+    ech_config_id: int | None = None  # config_id of an outer ECH extension (RFC 9849 5)
 
 
 def is_grease(value: int) -> bool:
@@ -172,6 +173,7 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
     alpn: tuple[str, ...] = ()
     versions: tuple[int, ...] | None = None
     ech = False
+    ech_config_id: int | None = None
     ext_types: list[int] = []
     if pos < n:  # pre-TLS-1.2 clients may omit the extensions block entirely
         if pos + 2 > n:
@@ -204,6 +206,7 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
                 versions = _supported_versions(b, start, end)
             elif etype == EXT_ECH:
                 ech = True
+                ech_config_id = _ech_config_id(b, start, end)
     return ClientHello(
         sni=sni,
         alpn=alpn,
@@ -212,7 +215,19 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
         ech=ech,
         cipher_suites=cipher_suites,
         extensions=tuple(ext_types),
+        ech_config_id=ech_config_id,
     )
+
+
+def _ech_config_id(b: bytes, start: int, end: int) -> int | None:
+    """config_id of an outer ECHClientHello: type(1)=0, cipher suite(4), config_id(1), enc, payload.
+
+    An inner ECH extension (type 1) carries no config id; a malformed one is reported as None
+    rather than an error: the flag alone already says the ClientHello uses ECH.
+    """
+    if end - start >= 6 and b[start] == 0:
+        return b[start + 5]
+    return None
 
 
 def _server_name(b: bytes, start: int, end: int) -> str | None:
