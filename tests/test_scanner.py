@@ -130,3 +130,92 @@ def test_fragmented_udp_is_counted_and_reassembled(sigs, policy):
     assert r.s2c_pkts == len(frags) and r.c2s_pkts == 1
     assert run.scanner.dnscache.answers == 119
     assert not run.scanner.inspection.errors
+
+
+def with_extension(record: bytes, ext_type: int, data: bytes) -> bytes:
+    """A TLS ClientHello record with one more extension (lengths fixed up)."""
+    body = record[9:]
+    pos = 2 + 32
+    pos += 1 + body[pos]
+    pos += 2 + int.from_bytes(body[pos:pos + 2], "big")
+    pos += 1 + body[pos]
+    ext_len = int.from_bytes(body[pos:pos + 2], "big")
+    ext = struct.pack("!HH", ext_type, len(data)) + data
+    body = body[:pos] + struct.pack("!H", ext_len + len(ext)) + body[pos + 2:] + ext
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return record[:3] + struct.pack("!H", len(hs)) + hs
+
+
+ECH_OUTER = b"\x00" + b"\x00\x01\x00\x01" + b"\x07" + b"\x00\x20" + b"e" * 32 + b"\x00\x10" + b"p" * 16
+
+
+def tls_flow(run, server, port, hello, cport):
+    run.send(tcp(C, server, cport, port, "S", 1000))
+    run.send(tcp(server, C, port, cport, "SA", 5000, 1001))
+    run.send(tcp(C, server, cport, port, "PA", 1001, 5001, hello))
+
+
+def dns_answer(run, name, addr, cport, extra=()):
+    r = "198.51.100.53"
+    an = [DNSRR(rrname=name, type="A", rdata=addr, ttl=300), *extra]
+    run.send(IP(src=C, dst=r) / UDP(sport=cport, dport=53) / DNS(id=cport, qd=DNSQR(qname=name)))
+    run.send(IP(src=r, dst=C) / UDP(sport=53, dport=cport) / DNS(id=cport, qr=1, qd=DNSQR(qname=name), an=an))
+
+
+def test_ech_public_name_is_not_the_flows_name(sigs, policy):
+    run = Run(sigs, policy)
+    dns_answer(run, "www.tiktok.com", "203.0.113.90", 5301)
+    hidden = with_extension(client_hello("cloudflare-ech.com"), 0xFE0D, ECH_OUTER)
+    tls_flow(run, "203.0.113.90", 443, hidden, 40010)
+    grease = with_extension(client_hello("www.tiktok.com"), 0xFE0D, ECH_OUTER)  # ECH GREASE
+    tls_flow(run, "203.0.113.91", 443, grease, 40011)
+    recs = {r.client_port: r for r in run.done()}
+    a = recs[40010].attribution
+    assert a.ech_public_name == "cloudflare-ech.com"
+    assert a.hostname == "www.tiktok.com" and a.hostname_source == "dns" and a.app == "tiktok"
+    assert [e.kind for e in a.evidence][:2] == ["ech", "dns"]
+    g = recs[40011].attribution
+    assert g.ech_public_name is None and g.hostname_source == "sni" and g.app == "tiktok"
+
+
+def test_ech_public_name_learned_from_an_https_record(sigs, policy):
+    from test_dnscache import https_rdata
+    run = Run(sigs, policy)
+    https = DNSRR(rrname="web.wechat.com", type=65, ttl=300, rdata=https_rdata(b"ech.example.net"))
+    dns_answer(run, "web.wechat.com", "203.0.113.92", 5302, extra=[https])
+    tls_flow(run, "203.0.113.92", 443, with_extension(client_hello("ech.example.net"), 0xFE0D, ECH_OUTER),
+             40012)
+    tls_flow(run, "203.0.113.93", 443, client_hello("ech.example.net"), 40013)  # no ECH: a real name
+    recs = {r.client_port: r for r in run.done()}
+    a = recs[40012].attribution
+    assert a.ech_public_name == "ech.example.net" and a.app == "wechat"
+    assert "web.wechat.com published" in a.evidence[0].value
+    assert recs[40013].attribution.hostname == "ech.example.net"
+
+
+def test_encrypted_dns_kinds(sigs, policy):
+    run = Run(sigs, policy)
+    tls_flow(run, "203.0.113.94", 853, client_hello("dns.example"), 40020)  # DoT by port
+    tls_flow(run, "203.0.113.95", 443, client_hello("dns.google"), 40021)  # DoH by name
+    tls_flow(run, "8.8.8.8", 443, client_hello(None), 40022)  # DoH by resolver address, no SNI
+    tls_flow(run, "8.8.8.8", 443, client_hello("www.example.org"), 40023)  # another name: not DoH
+    recs = {r.client_port: r.attribution for r in run.done()}
+    assert recs[40020].encrypted_dns == "dot"
+    assert recs[40021].encrypted_dns == "doh" and recs[40022].encrypted_dns == "doh"
+    assert recs[40023].encrypted_dns is None
+    assert all(recs[p].app is None and recs[p].category is None for p in (40020, 40021, 40022))
+
+
+def test_mmtls_long_connection_is_wechat(sigs, policy):
+    from test_inspect_mmtls import hello_1rtt
+    run = Run(sigs, policy)
+    tls_flow(run, "203.205.147.171", 8080, hello_1rtt(), 40030)  # Tencent AS132203
+    tls_flow(run, "203.0.113.96", 443, hello_1rtt(), 40031)  # unknown address
+    recs = {r.client_port: r for r in run.done()}
+    on_tencent = recs[40030].attribution
+    assert recs[40030].facts["app_proto"] == "mmtls"
+    assert on_tencent.app == "wechat" and on_tencent.confidence == "high"
+    assert {e.kind for e in on_tencent.evidence} == {"mmtls", "prefix"}
+    elsewhere = recs[40031].attribution
+    assert elsewhere.app == "wechat" and elsewhere.confidence == "medium"
+    assert recs[40031].decision.action == "log"  # 2025: WeChat was never covered again
