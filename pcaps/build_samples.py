@@ -1008,6 +1008,139 @@ def build_malformed() -> tuple[bytes, list[dict], dict]:
 # --------------------------------------------------------------------------- main
 
 
+# --------------------------------------------------------------------------- hidden names
+
+
+def with_extension(record: bytes, ext_type: int, data: bytes) -> bytes:
+    """A ClientHello record with one more extension appended (all lengths fixed up)."""
+    body = record[9:]
+    p = 2 + 32
+    p += 1 + body[p]
+    p += 2 + struct.unpack("!H", body[p : p + 2])[0]
+    p += 1 + body[p]
+    ext_len = struct.unpack("!H", body[p : p + 2])[0]
+    ext = struct.pack("!HH", ext_type, len(data)) + data
+    body = body[:p] + struct.pack("!H", ext_len + len(ext)) + body[p + 2 :] + ext
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return record[:3] + struct.pack("!H", len(hs)) + hs
+
+
+def ech_outer(label: str) -> bytes:
+    """An outer encrypted_client_hello extension body (RFC 9849 5): type 0, HPKE suite, config id 7,
+    32-byte enc, opaque payload. Real ECH and GREASE ECH look alike on the wire."""
+    enc, payload = det(f"{label}/enc", 32), det(f"{label}/payload", 144)
+    return b"\x00\x00\x01\x00\x01\x07\x00\x20" + enc + b"\x00\x90" + payload
+
+
+def https_record(public_name: bytes, hint: str) -> bytes:
+    """HTTPS (type 65) rdata: priority 1, target ".", alpn h2, ipv4hint, ech with one ECHConfig."""
+    contents = (b"\x07\x00\x20\x00\x20" + det("ech-key", 32) + b"\x00\x04\x00\x01\x00\x01\x00"
+                + bytes([len(public_name)]) + public_name + b"\x00\x00")
+    cfg = b"\xfe\x0d" + struct.pack("!H", len(contents)) + contents
+    ech = struct.pack("!H", len(cfg)) + cfg
+    v4 = bytes(int(x) for x in hint.split("."))
+    return (b"\x00\x01\x00" + struct.pack("!HH", 1, 3) + b"\x02h2" + struct.pack("!HH", 4, 4) + v4
+            + struct.pack("!HH", 5, len(ech)) + ech)
+
+
+def mmtls_hello(label: str) -> bytes:
+    """A 1-RTT mmtls ClientHello record as Citizen Lab documented it (random parts deterministic)."""
+    body = bytes.fromhex("0000016a0103f102c02b00a8") + det(f"{label}/mmtls", 0x16E - 8)
+    return bytes.fromhex("16f104016e") + body
+
+
+def build_hidden() -> tuple[bytes, list[dict]]:
+    """Names this input cannot show, or shows another way: mmtls, ECH, encrypted DNS, history."""
+    c4 = "192.0.2.11"
+    flows: list[tuple[Conv, dict]] = []
+    port = iter(range(50100, 50300))
+
+    def add(c: Conv, *exp, **extra) -> None:
+        row = expect(c, *exp, f"hidden-{len(flows) + 1:02d}")
+        row.update(extra)
+        flows.append((c, row))
+
+    wechat_on = "WeChat 2020 items in the announced schedule from 2020-09-20 until the June 2021 rescission"
+    pafaca = "PAFACA hosting for TikTok from 2025-01-19 until the 2026-01-22 divestiture"
+
+    c = Conv("hidden-01", ts("2020-09-21T13:00:00Z"), c4, next(port), "203.205.147.171", 8080)
+    c.exchange(mmtls_hello("hidden-01"), det("hidden-01/resp", 200))
+    add(c, None, "wechat/tencent/hosting", "mmtls prefix", "block",
+        "WeChat long connection in mmtls (no SNI) on Tencent AS132203: framing + address; " + wechat_on)
+
+    c = Conv("hidden-02", ts("2020-09-21T13:01:00Z"), c4, next(port), "203.0.113.70", 443)
+    c.exchange(mmtls_hello("hidden-02"), det("hidden-02/resp", 200))
+    add(c, None, "wechat/tencent/hosting", "mmtls", "block",
+        "mmtls framing alone (medium confidence) on an address no signature knows; " + wechat_on)
+
+    body = mmtls_hello("hidden-03")
+    req = (b"POST /mmtls/1c2f3a4b HTTP/1.1\r\nHost: hkextshort.weixin.qq.com\r\n"
+           b"User-Agent: MicroMessenger Client\r\nContent-Type: application/octet-stream\r\n"
+           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    c = Conv("hidden-03", ts("2020-09-21T13:02:00Z"), c4, next(port), "203.205.147.180", 80)
+    c.exchange(req, http_response(b""))
+    add(c, "hkextshort.weixin.qq.com", "wechat/tencent/hosting", "http-host prefix", "block",
+        "WeChat short link: mmtls inside an HTTP POST to /mmtls/, named by Host; " + wechat_on)
+
+    c = tls_conv("hidden-04", "2020-09-21T13:03:00Z", c4, next(port), "203.205.147.171", "web.wechat.com")
+    add(c, "web.wechat.com", "wechat/tencent/hosting", "sni prefix", "block", "named by SNI; " + wechat_on)
+    hello = client_hello(None, "hidden-05")
+    c = Conv("hidden-05", ts("2020-09-21T13:04:00Z"), c4, next(port), "203.205.147.171", 443)
+    c.exchange(hello, server_flight(hello, "hidden-05"))
+    add(c, "web.wechat.com", "wechat/tencent/hosting", "name-history prefix", "block",
+        "ClientHello without SNI a minute after this client sent SNI web.wechat.com to the same "
+        "address (hidden-04): name-history; " + wechat_on)
+
+    qid = det_int("hidden-06/qid", 16)
+    c = Conv("hidden-06", ts("2025-03-01T16:00:00Z"), c4, next(port), RESOLVER, 53, proto="udp")
+    c.udp(True, dns_query(qid, "www.tiktok.com", "HTTPS"))
+    rdata = https_record(b"ech.example.net", "203.0.113.71")
+    an = [DNSRR(rrname="www.tiktok.com", type=65, ttl=300, rdata=rdata)]
+    c.udp(False, bytes(DNS(id=qid, qr=1, rd=1, ra=1, qd=DNSQR(qname="www.tiktok.com", qtype="HTTPS"), an=an)),
+          dt_ms=15)
+    add(c, "www.tiktok.com", "tiktok/bytedance/-", "dns-query", "log",
+        "HTTPS record lookup: alpn h2, ipv4hint 203.0.113.71, ECH config with public name ech.example.net")
+    hello = with_extension(client_hello("ech.example.net", "hidden-07"), 0xFE0D, ech_outer("hidden-07"))
+    c = Conv("hidden-07", ts("2025-03-01T16:00:01Z"), c4, next(port), "203.0.113.71", 443)
+    c.exchange(hello, server_flight(hello, "hidden-07"))
+    add(c, "www.tiktok.com", "tiktok/bytedance/hosting", "ech dns", "block",
+        "ECH: outer SNI ech.example.net is the public name hidden-06 published; the address came from "
+        "the HTTPS record's ipv4hint for www.tiktok.com; " + pafaca, ech_public_name="ech.example.net")
+
+    hello = with_extension(client_hello("cloudflare-ech.com", "hidden-08"), 0xFE0D, ech_outer("hidden-08"))
+    c = Conv("hidden-08", ts("2025-03-01T16:01:00Z"), c4, next(port), "203.0.113.72", 443)
+    c.exchange(hello, server_flight(hello, "hidden-08"))
+    add(c, None, "-/-/-", "ech", "allow",
+        "ECH with Cloudflare's public name and no DNS answer for the address: name hidden, nothing "
+        "to attribute (a blind spot)", ech_public_name="cloudflare-ech.com")
+
+    hello = with_extension(client_hello("www.tiktok.com", "hidden-09"), 0xFE0D, ech_outer("hidden-09"))
+    c = Conv("hidden-09", ts("2025-03-01T16:02:00Z"), c4, next(port), "71.18.1.10", 443)
+    c.exchange(hello, server_flight(hello, "hidden-09"))
+    add(c, "www.tiktok.com", "tiktok/bytedance/hosting", "sni prefix", "block",
+        "ECH extension with the real name as SNI (ECH GREASE): the SNI is the name; " + pafaca)
+
+    c = tls_conv("hidden-10", "2025-03-01T16:03:00Z", c4, next(port), "8.8.8.8", "dns.google")
+    add(c, "dns.google", "-/-/-", "sni encrypted-dns", "allow",
+        "DNS over HTTPS to Google Public DNS: this client's lookups are not in the input",
+        encrypted_dns="doh")
+    hello = client_hello("one.one.one.one", "hidden-11")
+    c = Conv("hidden-11", ts("2025-03-01T16:04:00Z"), c4, next(port), "1.1.1.1", 853)
+    c.exchange(hello, server_flight(hello, "hidden-11"))
+    add(c, "one.one.one.one", "-/-/-", "sni encrypted-dns prefix", "allow",
+        "DNS over TLS on port 853 (1.1.1.1 is in Cloudflare's AS13335, a CDN prefix: evidence, no owner)",
+        encrypted_dns="dot")
+    c = Conv("hidden-12", ts("2025-03-01T16:05:00Z"), c4, next(port), "203.0.113.73", 853, proto="udp")
+    c.udp(True, b"\xc0\x00\x00\x00\x01" + det("hidden-12/quic", 1195))
+    c.udp(False, b"\xc0\x00\x00\x00\x01" + det("hidden-12/quic-s", 300), dt_ms=20)
+    add(c, None, "-/-/-", "encrypted-dns", "allow", "DNS over QUIC on UDP 853 (opaque datagrams)",
+        encrypted_dns="doq")
+
+    flows.sort(key=lambda f: f[0].t0)
+    return pcap_bytes([(p.t, ethernet(p.ip, p.from_client)) for c, _ in flows for p in c.pkts]), [
+        e for _, e in flows]
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
     (out / "expected").mkdir(parents=True, exist_ok=True)
@@ -1015,7 +1148,9 @@ def main(argv: list[str]) -> int:
     linktypes, linktypes_exp = build_linktypes()
     ns_be, ns_be_exp = build_ns_be()
     malformed, malformed_exp, info = build_malformed()
+    hidden, hidden_exp = build_hidden()
     for name, data, exp in [
+        ("hidden.pcap", hidden, hidden_exp),
         ("demo.pcap", demo, demo_exp),
         ("linktypes.pcapng", linktypes, linktypes_exp),
         ("linktypes-ns-be.pcap", ns_be, ns_be_exp),

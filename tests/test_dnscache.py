@@ -105,8 +105,9 @@ def test_https_record_hints_and_ech_public_name():
 
 
 def test_broken_https_record_reported_and_the_rest_kept():
-    from classifier.dnscache import resolve
     from scapy.layers.dns import DNSRR as RR
+
+    from classifier.dnscache import resolve
     bad = RR(rrname="x.example", type=65, ttl=60, rdata=b"\x00\x01\x00\x00\x05\x00\x09oops")
     good = RR(rrname="x.example", type="A", rdata="198.51.100.9", ttl=60)
     resolutions, errors = resolve(response("x.example", [bad, good]))

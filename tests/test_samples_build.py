@@ -21,7 +21,7 @@ from scapy.utils import rdpcap
 
 ROOT = Path(__file__).resolve().parents[1]
 PCAPS = ROOT / "pcaps"
-CAPTURES = ["demo.pcap", "linktypes.pcapng", "linktypes-ns-be.pcap", "malformed.pcap"]
+CAPTURES = ["demo.pcap", "linktypes.pcapng", "linktypes-ns-be.pcap", "malformed.pcap", "hidden.pcap"]
 OUTPUTS = CAPTURES + [f"expected/{Path(c).stem}.json" for c in CAPTURES]
 
 

@@ -13,6 +13,7 @@ CAPTURES = {
     "demo.pcap": 0,
     "linktypes.pcapng": 0,
     "linktypes-ns-be.pcap": 0,
+    "hidden.pcap": 0,
     "malformed.pcap": 3,  # truncated: exit status 3, records still written
 }
 
@@ -47,6 +48,9 @@ def test_each_flow_as_expected(scanned):
                 problems.append(f"{e['flow']}: {field} {r[field]!r} != {e[field]!r}")
         if r["action"] != e["action_announced"]:
             problems.append(f"{e['flow']}: action {r['action']} != {e['action_announced']} ({e['why']})")
+        for field in ("ech_public_name", "encrypted_dns", "quic_version"):
+            if field in e and r[field] != e[field]:
+                problems.append(f"{e['flow']}: {field} {r[field]!r} != {e[field]!r}")
         kinds = sorted({x["kind"] for x in r["evidence"]})
         if kinds != sorted(set(e["evidence_kinds"])):
             problems.append(f"{e['flow']}: evidence {kinds} != {sorted(e['evidence_kinds'])}")
