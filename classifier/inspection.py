@@ -17,6 +17,7 @@ from .flows import Flow, FlowConfig
 from .inspect import dns as dnsp
 from .inspect import http as httpp
 from .inspect import mmtls as mmtlsp
+from .inspect import quic as quicp
 from .inspect import tls as tlsp
 from .reassembly import Stream
 
@@ -148,8 +149,26 @@ class Inspection:
             if payload:
                 self._dns_message(flow, payload, from_client)
             return "dns_responses" in flow.facts
-        if from_client and payload:
-            flow.facts.setdefault("app_proto", "unknown")
+        if not payload:
+            return False
+        facts = flow.facts
+        state = facts.get("quic_state")
+        if state is None:
+            if not (from_client and quicp.looks_like_quic(payload)):
+                if from_client:
+                    facts.setdefault("app_proto", "unknown")
+                return from_client
+            state = facts["quic_state"] = quicp.QuicInitialState()
+            facts["app_proto"] = "quic"
+        try:
+            found = state.feed(payload, from_client)
+        except MalformedError as err:
+            self._malformed(flow, err)
+            found = None
+        if found is not None:
+            facts["quic"] = found
+        if found is not None or state.done:
+            del facts["quic_state"]  # once per flow: the state (keys, CRYPTO data) goes
             return True
         return False
 
