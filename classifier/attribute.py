@@ -294,7 +294,7 @@ class Attributor:
         facts = flow.facts
         handshake = facts.get("tls") is not None or facts.get("quic") is not None
         port = sigs.encrypted_ports.get((flow.proto, flow.server_port))
-        if port is not None and (handshake or facts.get("app_proto") in (None, "unknown")):
+        if port is not None and (handshake or facts.get("app_proto") in (None, "unknown", "quic")):
             evidence.append(Evidence("encrypted-dns", f"{port.kind.upper()} on port {port.port}",
                                      port.id, port.source))
             return port.kind
