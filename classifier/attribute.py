@@ -37,7 +37,9 @@ from .flows import Flow
 from .signatures import Signatures
 
 CATEGORY_ORDER = ("payments", "app-store", "code-use", "cdn", "hosting", "transit-peering")
-_ROLE_CATEGORY = {"payments": "payments", "sdk": "code-use", "cdn": "cdn", "app-store": "app-store"}
+# The category a host rule's role gives; other roles (api, update, telemetry, web) mean hosting.
+ROLE_CATEGORY = {"payments": "payments", "sdk": "code-use", "cdn": "cdn", "app-store": "app-store"}
+DEFAULT_CATEGORY = "hosting"
 _FLOW_NAMES = ("sni", "http-host", "http-proxy")
 _DOH_PORTS = (443,)
 
@@ -181,7 +183,7 @@ class Attributor:
             evidence.append(Evidence(kind, text, r.id, r.source))
             app = r.app
             operator = r.operator or (self._app_operator.get(app) if app else None)
-            role_cat = _ROLE_CATEGORY.get(r.role)
+            role_cat = ROLE_CATEGORY.get(r.role)
             if role_cat is not None and kind != "dns-query":
                 categories.add(role_cat)
             confidence = "high" if kind in _FLOW_NAMES and r.confidence == "high" else "medium"
@@ -196,7 +198,7 @@ class Attributor:
                 app = proto_rule.app
                 operator = operator or self._app_operator.get(app)
                 confidence = proto_rule.confidence
-                role_cat = _ROLE_CATEGORY.get(proto_rule.role)
+                role_cat = ROLE_CATEGORY.get(proto_rule.role)
                 if role_cat is not None:
                     categories.add(role_cat)
             elif app == proto_rule.app:

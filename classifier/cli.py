@@ -23,7 +23,7 @@ from . import __version__
 from .errors import UserError
 
 # Modules with register(subparsers, signature_subparsers) adding their own commands.
-PLUGINS: tuple[str, ...] = ()
+PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -43,14 +43,14 @@ def parse_instant(text: str) -> float:
     return t.timestamp()
 
 
-def _instant_arg(text: str) -> float:
+def instant_arg(text: str) -> float:
     try:
         return parse_instant(text)
     except UserError as err:
         raise argparse.ArgumentTypeError(str(err).removeprefix("--as-of: ")) from None
 
 
-def _positive(kind: type):
+def positive(kind: type):
     def conv(text: str):
         try:
             v = kind(text)
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "table: summary of app x category x action and top hostnames")
     s.add_argument("--view", choices=("announced", "in-force"), default="announced",
                    help="policy view: announced (the issuers' schedule; default) or in-force (legal status)")
-    s.add_argument("--as-of", metavar="INSTANT", type=_instant_arg,
+    s.add_argument("--as-of", metavar="INSTANT", type=instant_arg,
                    help="decide every flow at this instant instead of its first packet's time")
     s.add_argument("--unenforced-blocks", action="store_true",
                    help="in-force view: block during non-enforcement windows too (default: log, flagged)")
@@ -90,11 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--continuous", action="store_true",
                    help="treat the captures as one stream (rotated files of one link): flows and DNS "
                         "answers carry over between files. Default: each file on its own")
-    s.add_argument("--idle-tcp", type=_positive(float), default=300.0, metavar="SECONDS",
+    s.add_argument("--idle-tcp", type=positive(float), default=300.0, metavar="SECONDS",
                    help="TCP idle timeout in packet time (default 300)")
-    s.add_argument("--idle-udp", type=_positive(float), default=60.0, metavar="SECONDS",
+    s.add_argument("--idle-udp", type=positive(float), default=60.0, metavar="SECONDS",
                    help="UDP idle timeout in packet time (default 60)")
-    s.add_argument("--max-flows", type=_positive(int), default=500_000, metavar="N",
+    s.add_argument("--max-flows", type=positive(int), default=500_000, metavar="N",
                    help="hard cap on live flows; beyond it the least recently active are evicted "
                         "(and reported) (default 500000)")
     s.add_argument("--stats", metavar="FILE", help="also write the input statistics as JSON here")
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_scan)
 
     pol = sub.add_parser("policy", help="show each provision's status at an instant")
-    pol.add_argument("--as-of", metavar="INSTANT", type=_instant_arg, help="default: now")
+    pol.add_argument("--as-of", metavar="INSTANT", type=instant_arg, help="default: now")
     pol.add_argument("--view", choices=("announced", "in-force"), default="announced")
     pol.add_argument("--policy", metavar="DIR", help="policy directory (default: the shipped one)")
     pol.add_argument("--timeline", action="store_true", help="list every change in the view, in order")

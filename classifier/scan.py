@@ -218,6 +218,22 @@ class Scanner:
             self.options.view, self.options.unenforced_blocks,
         )
 
+    def close(self, flow: Flow, now: float) -> None:
+        """The flow was reset by someone the capture does not show (a gateway's own RSTs): treat it
+        as closed by a RST, so it ends after the short closed timeout."""
+        if not flow.closed:
+            flow.fin |= 4
+            self.table.schedule(flow, now + self.table.config.closed_tcp)
+
+    def touch(self, flow: Flow, now: float, counts: tuple[int, int, int, int] | None = None) -> None:
+        """Traffic the scanner did not see (offloaded to the kernel) kept the flow alive; add the
+        packets and bytes counted elsewhere as (c2s packets, c2s bytes, s2c packets, s2c bytes)."""
+        if now > flow.last_ts and not flow.closed:
+            flow.last_ts = now
+        if counts is not None:
+            flow.add_packets(True, counts[0], counts[1])
+            flow.add_packets(False, counts[2], counts[3])
+
     def _ended(self, flow: Flow) -> None:
         if flow.stage != DECIDED:
             self.decide(flow)

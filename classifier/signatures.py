@@ -559,7 +559,8 @@ class Signatures:
                  encrypted_ports: tuple[EncryptedPort, ...] = (), resolvers: tuple[Resolver, ...] = (),
                  resolver_suffixes: frozenset[str] = frozenset(),
                  ech_public_names: tuple[EchPublicName, ...] = (),
-                 protocols: tuple[ProtocolRule, ...] = ()) -> None:
+                 protocols: tuple[ProtocolRule, ...] = (),
+                 prefix_texts: dict[int, tuple[str, ...]] | None = None) -> None:
         self.directory = directory
         self.apps = apps
         self.operators = operators
@@ -574,6 +575,7 @@ class Signatures:
         self.operator_by_asn = {n: a.owner for n, a in asns.items() if a.kind == "operator"}
         self.cdn_by_asn = {n: a.owner for n, a in asns.items() if a.kind == "cdn"}
         self._cnames = _SuffixIndex({}, {c.suffix: c for c in cname_suffixes})
+        self._prefix_texts = prefix_texts or {}
         self.encrypted_ports = {(p.proto, p.port): p for p in encrypted_ports}
         self.resolvers = resolvers
         exact = {h: r for r in resolvers for h in r.hosts if h not in resolver_suffixes}
@@ -699,11 +701,15 @@ class Signatures:
                    hosts=HostMatcher(rules), prefixes=PrefixTable(prefixes), cname_suffixes=tuple(cnames),
                    stores=stores, store_rules=store_rules, peering=peers, encrypted_ports=ports,
                    resolvers=resolvers, resolver_suffixes=suffixes, ech_public_names=ech_names,
-                   protocols=protocols)
+                   protocols=protocols, prefix_texts=_texts_by_asn(prefixes))
 
     def cname_provider(self, host: str) -> CnameSuffix | None:
         """The CDN whose CNAME domain ``host`` is under (longest suffix), or None."""
         return self._cnames.get(host)
+
+    def prefixes_of(self, asn: int) -> tuple[str, ...]:
+        """The prefixes (canonical text, IPv4 then IPv6) the signatures give ``asn``."""
+        return self._prefix_texts.get(asn, ())
 
     def resolver_for(self, host: str) -> Resolver | None:
         """The public resolver whose DoH/DoT endpoint ``host`` is, or None."""
@@ -724,6 +730,13 @@ def _package_pattern(platform: str, package: str) -> re.Pattern[str]:
     if platform == "android":
         return re.compile(r"(?<![A-Za-z0-9_.])" + re.escape(package) + r"(?![A-Za-z0-9_.])")
     return re.compile(r"(?<![0-9])" + re.escape(package) + r"(?![0-9])")
+
+
+def _texts_by_asn(prefixes: list[tuple[bytes, int, PrefixEntry]]) -> dict[int, tuple[str, ...]]:
+    out: dict[int, list[str]] = {}
+    for _, _, entry in sorted(prefixes, key=lambda p: (len(p[0]), p[0], p[1])):
+        out.setdefault(entry.asn, []).append(entry.network)
+    return {asn: tuple(texts) for asn, texts in out.items()}
 
 
 def _asns_of(asns: dict[int, Asn], owner: str) -> tuple[int, ...]:

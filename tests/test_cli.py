@@ -198,6 +198,7 @@ def test_non_editable_install_finds_the_shipped_data(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                     str(ROOT)], check=True, capture_output=True, timeout=600)
     code = ("import classifier.signatures as s, classifier.policy as p; "
+            "import classifier.bgp.run, classifier.gateway.runner, classifier.inspect.quic; "
             "d = s.shipped_directory(); sig = s.Signatures.load(); pol = p.Policy.load(d / 'policy'); "
             "print(d); print(len(sig.prefixes))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=tmp_path, timeout=120,

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Prefixes/s and peak RSS of `classifier bgp` reading a RIB, beside a bare mrtparse loop, in one run.
+
+Builds a synthetic TABLE_DUMP_V2 RIB with the tests' MRT writer (tests/test_bgp_mrtwriter.py):
+``--prefixes`` IPv4 /24s, each seen by ``--peers`` peers with 2-6 hop paths and a community, and a
+small share (``--operator-share``) of prefixes originated or transited by operator ASNs, as in a
+full table. Each contender runs in its own process pinned to one CPU; the best wall time of
+``--repeat`` runs and the peak RSS of the process are reported. The baseline (a bare
+``for r in mrtparse.Reader(file)`` loop) runs on the same file in the same run, so the ratio is
+what to compare across machines.
+
+    python benchmarks/bgp_throughput.py [--prefixes 300000] [--peers 8] [--repeat 1] [--no-baseline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "benchmarks" / "work"
+sys.path.insert(0, str(ROOT / "tests"))
+
+BASELINE = r"""
+import sys, mrtparse
+n = 0
+for r in mrtparse.Reader(sys.argv[1]):
+    n += 1
+print(n)
+"""
+
+
+def build_rib(path: Path, prefixes: int, peers: int, operator_share: float, seed: int = 1) -> None:
+    """Write the RIB record by record (a few distinct attribute blobs, reused)."""
+    import test_bgp_mrtwriter as w
+
+    from classifier.signatures import Signatures
+
+    rng = random.Random(seed)
+    operator_asns = sorted(Signatures.load().operator_by_asn)
+    dump = 1_740_787_200
+    peer_list = [(f"198.51.{100 + i // 250}.{1 + i % 250}", 64500 + i) for i in range(peers)]
+    transit = [174, 1299, 2914, 3257, 3356, 3491, 6453, 6762, 6939, 9002]
+
+    def attrs(peer_as: int, origin: int, hops: int) -> bytes:
+        path_asns = [peer_as, *rng.sample(transit, hops), origin]
+        community = w.attr(8, struct.pack(">HH", peer_as & 0xFFFF, rng.randrange(1000)), 0xC0)
+        return w.rib_attrs(w.seq(*path_asns)) + community
+
+    plain_pool = [[attrs(peer_as, 65000 + rng.randrange(400), rng.randrange(1, 5)) for _ in range(64)]
+                  for _, peer_as in peer_list]
+    with path.open("wb") as f:
+        f.write(w.peer_index_table(dump, peer_list))
+        for i in range(prefixes):
+            prefix = f"{11 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24"
+            operator = rng.random() < operator_share
+            entries = []
+            for p, (_, peer_as) in enumerate(peer_list):
+                if operator:
+                    blob = attrs(peer_as, rng.choice(operator_asns), rng.randrange(0, 4))
+                else:
+                    blob = plain_pool[p][rng.randrange(64)]
+                entries.append((p, dump - rng.randrange(86400 * 30), blob, None))
+            f.write(w.rib(dump, i, prefix, entries))
+
+
+def run(cmd: list[str], repeat: int) -> tuple[float, int, str]:
+    """Best wall time (s), peak RSS (KiB) and stdout of ``cmd`` run ``repeat`` times on one CPU."""
+    best: tuple[float, int, str] | None = None
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    for _ in range(repeat):
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        if proc.returncode not in (0, 3):
+            sys.exit(f"{' '.join(cmd[:4])} failed with status {proc.returncode}")
+        if best is None or wall < best[0]:
+            best = (wall, usage.ru_maxrss, out)
+    assert best is not None
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prefixes", type=int, default=300_000)
+    ap.add_argument("--peers", type=int, default=8)
+    ap.add_argument("--operator-share", type=float, default=0.001)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) bare mrtparse loop")
+    ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    args = ap.parse_args()
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    rib = WORK / f"rib-{args.prefixes}x{args.peers}.mrt"
+    if not rib.exists():
+        t = time.perf_counter()
+        build_rib(rib, args.prefixes, args.peers, args.operator_share)
+        print(f"built {rib.name}: {rib.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s",
+              file=sys.stderr)
+    entries = args.prefixes * args.peers
+    stats = WORK / "bgp-stats.json"
+    results = {}
+    wall, rss, _ = run([sys.executable, "-m", "classifier", "bgp", str(rib), "-o", os.devnull, "-q",
+                        "--stats", str(stats)], args.repeat)
+    found = json.loads(stats.read_text())
+    assert found["files"][0]["rib_prefixes"] == args.prefixes, found["files"][0]
+    results["classifier bgp"] = {"seconds": wall, "prefixes_per_s": args.prefixes / wall,
+                                 "entries_per_s": entries / wall, "peak_rss_mib": rss / 1024,
+                                 "operator_routes": found["routes"]}
+    if not args.no_baseline:
+        wall, rss, out = run([sys.executable, "-c", BASELINE, str(rib)], args.repeat)
+        assert int(out.split()[0]) == args.prefixes + 1
+        results["bare mrtparse loop"] = {"seconds": wall, "prefixes_per_s": args.prefixes / wall,
+                                         "entries_per_s": entries / wall, "peak_rss_mib": rss / 1024}
+
+    print(f"RIB: {args.prefixes} prefixes x {args.peers} peers = {entries} entries, "
+          f"{rib.stat().st_size / 1e6:.1f} MB, operator share {args.operator_share}")
+    print(f"{'contender':<20} {'seconds':>9} {'prefixes/s':>12} {'entries/s':>12} {'peak RSS MiB':>13}")
+    for name, r in results.items():
+        print(f"{name:<20} {r['seconds']:>9.2f} {r['prefixes_per_s']:>12,.0f} {r['entries_per_s']:>12,.0f} "
+              f"{r['peak_rss_mib']:>13.1f}")
+    if "bare mrtparse loop" in results:
+        ratio = results["classifier bgp"]["prefixes_per_s"] / results["bare mrtparse loop"]["prefixes_per_s"]
+        print(f"classifier bgp / bare mrtparse: {ratio:.1f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""``classifier bgp`` and ``classifier signatures build-prefixes`` / ``export-prefixes``.
+
+Every ``classifier`` run imports this module to build its parser, so it imports nothing heavy:
+mrtparse, pyroute2, maxminddb and the audit modules are imported by the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+_EXIT = """Exit status:
+  0  every input was read completely
+  2  usage error, or a broken signature/policy file
+  3  an input was unreadable, truncated or corrupt: everything read before the damage is
+     reported, the problems (file, record number, byte offset) are on stderr
+"""
+
+
+def _asn(text: str) -> int:
+    try:
+        value = int(text.upper().removeprefix("AS"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an AS number") from None
+    if not 0 < value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (1..4294967295)")
+    return value
+
+
+def register(subparsers: Any, signature_subparsers: Any) -> None:
+    """Add ``bgp`` to the commands and ``build-prefixes``/``export-prefixes`` to ``signatures``."""
+    from classifier.cli import instant_arg
+
+    b = subparsers.add_parser(
+        "bgp", help="audit transit and peering with the operators from MRT files or kernel routes",
+        description="Report the routes that concern the operators' ASNs: prefixes they originate, paths "
+                    "through them, and the neighbour each is reached through (direct: a session with the "
+                    "operator, the orders' 'directly contracted or arranged transit or peering'; "
+                    "indirect: third parties), decided per the policy; for update files, a timeline.",
+        epilog=_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("files", nargs="*", metavar="FILE",
+                   help="MRT file (TABLE_DUMP, TABLE_DUMP_V2, BGP4MP/_ET), plain, gzip or bzip2; '-' reads "
+                        "standard input. Several files share one routing state: give them in time order")
+    b.add_argument("--kernel", action="store_true", help="audit the live routing table instead (pyroute2)")
+    b.add_argument("--netns", metavar="NAME", help="with --kernel: read this network namespace")
+    b.add_argument("--local-asn", type=_asn, metavar="N",
+                   help="your ASN: the neighbour is the first AS after its leading copies; default: per "
+                        "path, the collector's peer ASN")
+    b.add_argument("--timeline", action="store_true",
+                   help="write the timeline (one record per change, both views) instead of route records")
+    b.add_argument("-o", "--output", metavar="FILE", help="write records here instead of standard output")
+    b.add_argument("--format", choices=("jsonl", "table", "csv"), default="jsonl",
+                   help="jsonl (default), csv, or table: the auditor's summary")
+    b.add_argument("--view", choices=("announced", "in-force"), default="announced",
+                   help="policy view: announced (the issuers' schedule; default) or in-force (legal status)")
+    b.add_argument("--as-of", metavar="INSTANT", type=instant_arg,
+                   help="decide at this instant instead of the route's own time")
+    b.add_argument("--unenforced-blocks", action="store_true",
+                   help="in-force view: block during non-enforcement windows too (default: log, flagged)")
+    b.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
+    b.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
+    b.add_argument("--peering", metavar="FILE",
+                   help="with --kernel: peering map (interface or neighbour MAC -> ASN) naming next hops")
+    b.add_argument("--stats", metavar="FILE", help="also write the input statistics and counts as JSON here")
+    b.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    b.set_defaults(func=_bgp)
+
+    bp = signature_subparsers.add_parser(
+        "build-prefixes", help="write operator prefix lists from a RIB (MRT) or an IP-to-ASN MMDB",
+        description="Write AS<n>-ipv4.txt and AS<n>-ipv6.txt for every operator ASN of the signatures, in "
+                    "the format of signatures/prefixes/ (header with source and date), from MRT RIB "
+                    "dumps (origin = last AS of the path) or from an MMDB IP-to-ASN file (gzip allowed).")
+    bp.add_argument("sources", nargs="+", metavar="SOURCE", help="MRT file(s), or one MMDB file")
+    bp.add_argument("-o", "--out", required=True, metavar="DIR", help="directory to write the lists into")
+    bp.add_argument("--signatures", metavar="DIR", help="signature directory naming the operator ASNs")
+    bp.set_defaults(func=_build)
+
+    ep = signature_subparsers.add_parser(
+        "export-prefixes", help="export operator prefix lists for routers (plain, BIRD, FRR, nftables)",
+        description="Operator prefixes, collapsed per operator and family, as plain lines, BIRD 2 "
+                    "'define' prefix sets, FRR prefix-lists or an nftables interval set.")
+    ep.add_argument("--format", choices=("plain", "bird", "frr", "nft"), default="plain")
+    ep.add_argument("--operator", action="append", metavar="ID", help="only this operator (repeatable)")
+    ep.add_argument("--family", type=int, choices=(4, 6), help="only IPv4 or IPv6")
+    ep.add_argument("--nft-table", default="classifier_operators", metavar="NAME",
+                    help="nftables table name (inet family)")
+    ep.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    ep.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
+    ep.set_defaults(func=_export)
+
+
+def _bgp(args: argparse.Namespace) -> int:
+    from classifier.errors import UserError
+
+    if args.kernel:
+        if args.files:
+            raise UserError("bgp: give MRT files or --kernel, not both")
+        if args.local_asn is not None or args.timeline:
+            raise UserError("bgp --kernel: --local-asn and --timeline apply to MRT input only")
+        from .run import run_kernel
+        return run_kernel(args)
+    if not args.files:
+        raise UserError("bgp: give one or more MRT files, or --kernel")
+    if args.netns:
+        raise UserError("bgp: --netns needs --kernel")
+    from .run import run_mrt
+    return run_mrt(args)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from classifier.cli import EXIT_INPUT, EXIT_OK
+    from classifier.errors import UserError
+    from classifier.signatures import Signatures
+
+    from .build import from_mmdb, from_mrt, is_mrt, write_lists
+
+    sigs = Signatures.load(args.signatures)
+    kinds = {path: is_mrt(path) for path in args.sources}
+    if all(kinds.values()):
+        collected = from_mrt(args.sources, sigs)
+    elif len(args.sources) == 1:
+        collected = from_mmdb(args.sources[0], sigs)
+    else:
+        raise UserError("build-prefixes: give MRT files, or exactly one MMDB file")
+    for line in write_lists(collected, sigs, Path(args.out)):
+        print(line)
+    for problem in collected.problems:
+        print(f"input problem: {problem}", file=sys.stderr)
+    return EXIT_INPUT if collected.problems else EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from classifier.cli import EXIT_OK
+    from classifier.errors import UserError
+    from classifier.signatures import Signatures
+
+    from .export import lists, render
+    from .prefixes import OperatorPrefixes
+
+    sigs = Signatures.load(args.signatures)
+    operators = args.operator or sorted(sigs.operators)
+    unknown = [op for op in operators if op not in sigs.operators]
+    if unknown:
+        raise UserError(f"--operator {', '.join(unknown)}: unknown; "
+                        f"known: {', '.join(sorted(sigs.operators))}")
+    sets = lists(OperatorPrefixes.from_signatures(sigs), operators, args.family)
+    dates = sorted({a.date for a in sigs.asns.values() if a.owner in operators})
+    text = render(args.format, sets, f"signatures {sigs.directory} (prefix data dated {', '.join(dates)})",
+                  args.nft_table)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise UserError(f"cannot write {args.output}: {err.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK

@@ -1,0 +1,348 @@
+"""Records and reports of the MRT audit: route and timeline records, JSON lines, CSV, a rich table.
+
+A route record is one path of one route (peer, prefix, ADD-PATH id) for one app of the operator
+it concerns; a timeline record is one change of such a route (or a policy change while it was
+live) with the decision in both views. The summary counts distinct prefixes per origin ASN,
+per transit ASN and per neighbour.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from classifier.policy import VIEWS, format_instant
+
+from .aspath import DIRECT, PathInfo
+from .decide import Decider, Verdict
+from .mrt import FileStats
+from .routes import POLICY_CHANGE, Event, RouteRecord, RouteTable
+
+ROUTE_COLUMNS = (
+    "record", "file", "source", "prefix", "origin_asn", "origin_as_set", "operator", "origin_operator",
+    "app", "role", "operator_asns", "transit_asns", "as_path", "peer_asn", "peer_ip", "path_id",
+    "viewpoint_asn", "neighbour_asn", "neighbour_operator", "relationship", "first_seen", "last_seen",
+    "state", "announcements", "withdrawals", "action", "view", "decided_at", "rule", "reason", "provisions",
+)
+EVENT_COLUMNS = (
+    "record", "time", "event", "file", "prefix", "origin_asn", "origin_as_set", "operator", "app",
+    "as_path", "previous_as_path", "peer_asn", "peer_ip", "path_id", "viewpoint_asn", "neighbour_asn",
+    "relationship", "previous_relationship", "first_seen", "last_seen", "detail", "action", "view",
+    "decided_at", "rule", "reason", "action_announced", "rule_announced", "reason_announced",
+    "provisions_announced", "action_in_force", "rule_in_force", "reason_in_force", "provisions_in_force",
+)
+
+
+def _path_fields(info: PathInfo) -> dict[str, Any]:
+    return {
+        "origin_asn": info.origin_asn,
+        "origin_as_set": list(info.origin_set) if info.origin_set is not None else None,
+        "operator": info.operator,
+        "as_path": info.as_path,
+        "viewpoint_asn": info.viewpoint,
+        "neighbour_asn": info.neighbour_asn,
+        "relationship": info.relationship,
+    }
+
+
+def _verdict_fields(v: Verdict) -> dict[str, Any]:
+    return {"action": v.action, "view": v.view, "decided_at": v.at, "rule": v.rule, "reason": v.reason}
+
+
+class Records:
+    """Turns the route table into records, deciding each with the policy."""
+
+    def __init__(self, table: RouteTable, decider: Decider, apps: Mapping[str, tuple[str, ...]],
+                 view: str, as_of: float | None) -> None:
+        self.table = table
+        self.decider = decider
+        self.apps = apps
+        self.view = view
+        self.as_of = as_of
+
+    def _verdict(self, record: RouteRecord, app: str, when: float, view: str) -> Verdict:
+        return self.decider.decide(record.info, app, record.prefix,
+                                   self.as_of if self.as_of is not None else when, view)
+
+    def routes(self) -> Iterator[dict[str, Any]]:
+        """One record per route path and app, in order of first sight."""
+        for r in self.table.records:
+            info = r.info
+            for app in self.apps.get(info.operator, ()):
+                if self.as_of is not None:
+                    v = self.decider.decide(info, app, r.prefix, self.as_of, self.view)
+                else:
+                    v = self.decider.strictest(info, app, r.prefix, self.table.intervals(r), self.view)
+                yield {
+                    "record": "route", "file": r.file, "source": r.source, "prefix": r.prefix,
+                    **_path_fields(info),
+                    "origin_operator": info.origin_operator, "app": app, "role": info.role,
+                    "operator_asns": list(info.operator_asns), "transit_asns": list(info.transit_asns),
+                    "peer_asn": r.peer_asn, "peer_ip": r.peer_ip, "path_id": r.path_id,
+                    "neighbour_operator": info.neighbour_operator,
+                    "first_seen": format_instant(r.first_seen), "last_seen": format_instant(r.last_seen),
+                    "state": r.end, "announcements": r.announcements, "withdrawals": r.withdrawals,
+                    **_verdict_fields(v), "provisions": list(v.provisions),
+                }
+
+    def events(self) -> list[dict[str, Any]]:
+        """The timeline: every change of an operator route from updates, and every policy change
+        while a direct route was live, each decided in both views; in time order."""
+        events = list(self.table.events)
+        for r in self.table.records:
+            if r.source != "update" or r.info.relationship != DIRECT:
+                continue
+            for app in self.apps.get(r.info.operator, ()):
+                for start, end in self.table.intervals(r):
+                    for when in self.decider.changes_within(app, start, end):
+                        events.append(Event(when, POLICY_CHANGE, r.file, r, app=app,
+                                            detail=f"a {app} transit-peering provision changes status"))
+        events.sort(key=lambda e: e.time)
+        out: list[dict[str, Any]] = []
+        for e in events:
+            r = e.record
+            for app in self.apps.get(r.info.operator, ()):
+                if e.app is not None and e.app != app:
+                    continue
+                both = {view: self._verdict(r, app, e.time, view) for view in VIEWS}
+                chosen = both[self.view]
+                prev = e.previous
+                row = {
+                    "record": "event", "time": format_instant(e.time), "event": e.kind, "file": e.file,
+                    "prefix": r.prefix, **_path_fields(r.info), "app": app,
+                    "previous_as_path": prev.info.as_path if prev is not None else None,
+                    "peer_asn": r.peer_asn, "peer_ip": r.peer_ip, "path_id": r.path_id,
+                    "previous_relationship": prev.info.relationship if prev is not None else None,
+                    "first_seen": format_instant(r.first_seen), "last_seen": format_instant(r.last_seen),
+                    "detail": e.detail, **_verdict_fields(chosen),
+                }
+                if e.as_path is not None:  # replaced by a path without operator ASN
+                    row["previous_as_path"], row["as_path"] = r.info.as_path, e.as_path
+                for view, v in both.items():
+                    suffix = view.replace("-", "_")
+                    row[f"action_{suffix}"] = v.action
+                    row[f"rule_{suffix}"] = v.rule
+                    row[f"reason_{suffix}"] = v.reason
+                    row[f"provisions_{suffix}"] = list(v.provisions)
+                out.append(row)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+
+
+@dataclass
+class Summary:
+    """Distinct prefixes per origin ASN, transit ASN and neighbour; from the route records."""
+
+    origins: dict[str, dict[int, set[str]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(set)))
+    origin_sets: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    origin_paths: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    transit: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    transit_paths: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    neighbours: dict[tuple, set[str]] = field(default_factory=lambda: defaultdict(set))
+    routes: int = 0
+    direct: int = 0
+
+    @classmethod
+    def of(cls, records: Iterable[RouteRecord]) -> Summary:
+        s = cls()
+        for r in records:
+            info = r.info
+            s.routes += 1
+            s.direct += info.relationship == DIRECT
+            if info.origin_operator is not None:
+                if info.origin_asn is not None:
+                    s.origins[info.origin_operator][info.origin_asn].add(r.prefix)
+                    s.origin_paths[info.origin_asn].add(info.as_path)
+                else:
+                    s.origin_sets[info.origin_operator].add(r.prefix)
+            for asn in info.transit_asns:
+                s.transit[asn].add(r.prefix)
+                s.transit_paths[asn].add(info.as_path)
+            s.neighbours[(info.viewpoint, info.neighbour_asn, info.relationship, info.operator)].add(r.prefix)
+        return s
+
+    def operator_prefixes(self, operator: str) -> set[str]:
+        """Distinct prefixes originated by any ASN of ``operator`` (AS_SET origins included)."""
+        out = set(self.origin_sets.get(operator, ()))
+        for prefixes in self.origins.get(operator, {}).values():
+            out |= prefixes
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "originated": {
+                op: {"prefixes": len(self.operator_prefixes(op)),
+                     "by_asn": {str(a): len(p) for a, p in sorted(asns.items())},
+                     "as_set_origins": len(self.origin_sets.get(op, ()))}
+                for op, asns in sorted(self.origins.items())
+            },
+            "transit": {str(a): {"prefixes": len(p), "paths": len(self.transit_paths[a])}
+                        for a, p in sorted(self.transit.items())},
+            "routes": self.routes, "direct_routes": self.direct,
+        }
+
+    def lines(self, apps: Mapping[str, tuple[str, ...]]) -> list[str]:
+        if not self.routes:
+            return ["no route concerns an operator ASN"]
+        out = []
+        for op in sorted(set(self.origins) | set(self.origin_sets)):
+            by = ", ".join(f"AS{a} {len(p)}" for a, p in
+                           sorted(self.origins.get(op, {}).items(), key=lambda kv: -len(kv[1])))
+            sets = len(self.origin_sets.get(op, ()))
+            out.append(f"originated by {op} ({'/'.join(apps.get(op, ()))}): "
+                       f"{len(self.operator_prefixes(op))} distinct prefixes ({by}"
+                       f"{f', AS_SET origins {sets}' if sets else ''})")
+        for asn, prefixes in sorted(self.transit.items()):
+            out.append(f"transit through AS{asn}: {len(prefixes)} prefixes, "
+                       f"{len(self.transit_paths[asn])} paths")
+        out.append(f"{self.routes} operator route paths, {self.direct} direct")
+        return out
+
+
+def input_lines(stats: Iterable[FileStats]) -> list[str]:
+    """One line per input, then its problems."""
+    out = []
+    for st in stats:
+        kinds = ", ".join(f"{k} {v}" for k, v in st.by_type.most_common())
+        out.append(f"{st.file}: {st.records} records ({kinds or 'none'}), {st.rib_prefixes} RIB prefixes, "
+                   f"{st.rib_entries} RIB entries, {st.updates} updates, {st.decoded} decoded"
+                   f"{'' if st.compression == 'none' else f', {st.compression}'}")
+        if st.skipped:
+            out.append("  not audited (counted): " + ", ".join(f"{k} {v}" for k, v in st.skipped.items()))
+        out.extend(f"input problem: {p}" for p in st.problems)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Writers
+
+
+def _flat(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return value
+
+
+class CsvRows:
+    """A CSV writer with fixed columns; arrays joined with ';'."""
+
+    def __init__(self, out: IO[str], columns: tuple[str, ...]) -> None:
+        self.out = out
+        self.columns = columns
+        self._w = csv.writer(out)
+        self._w.writerow(columns)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._w.writerow([_flat(record.get(k)) for k in self.columns])
+
+    def close(self) -> None:
+        self.out.flush()
+
+
+def writer_for(fmt: str, out: IO[str], columns: tuple[str, ...]) -> Any:
+    """JSON lines (the project's writer) or CSV with ``columns``."""
+    if fmt == "csv":
+        return CsvRows(out, columns)
+    from classifier.record import JsonLinesWriter
+    return JsonLinesWriter(out)
+
+
+def _short(instant: str) -> str:
+    """An ISO instant to the second, for table cells."""
+    return instant[:19].replace("T", " ")
+
+
+def _asn(asn: int | None) -> str:
+    return f"AS{asn}" if asn is not None else "-"
+
+
+def _status(action: str, rule: str, provisions: list[str]) -> str:
+    """``log (not-yet-effective)``: the action and what the covering provisions' status was."""
+    from .decide import RULE_INDIRECT, RULE_OWN
+
+    if rule in (RULE_INDIRECT, RULE_OWN):
+        return f"{action} ({'indirect' if rule == RULE_INDIRECT else 'own network'})"
+    states = sorted({p.split(":", 1)[1].replace(":", ", ") for p in provisions})
+    return f"{action} ({'; '.join(states) or 'no provision'})"
+
+
+def render_table(out: IO[str], routes: list[dict[str, Any]], events: list[dict[str, Any]],
+                 summary: Summary, stats: list[FileStats], apps: Mapping[str, tuple[str, ...]],
+                 view: str, limit: int = 60) -> None:
+    """The auditor's view: origins, transit, neighbours, direct routes and their timeline."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out, width=180, soft_wrap=False)
+
+    def say(text: str) -> None:
+        console.print(text, highlight=False, markup=False)
+
+    def table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], right: tuple[str, ...] = ()):
+        if not rows:
+            say(f"{title}: none")
+            return
+        t = Table(title=title, title_justify="left")
+        for col in columns:
+            t.add_column(col, justify="right" if col in right else "left")
+        for row in rows:
+            t.add_row(*row)
+        console.print(t)
+
+    say(f"BGP audit of {len(stats)} input(s) ({view} view)")
+    if not summary.routes:
+        say("No route concerns an operator ASN.")
+    else:
+        rows: list[tuple[str, ...]] = []
+        for op in sorted(set(summary.origins) | set(summary.origin_sets)):
+            app = "/".join(apps.get(op, ()))
+            for asn, prefixes in sorted(summary.origins.get(op, {}).items(), key=lambda kv: -len(kv[1])):
+                rows.append((op, app, f"AS{asn}", str(len(prefixes)), str(len(summary.origin_paths[asn]))))
+            if summary.origin_sets.get(op):
+                rows.append((op, app, "AS_SET", str(len(summary.origin_sets[op])), ""))
+            rows.append((op, app, "all (distinct)", str(len(summary.operator_prefixes(op))), ""))
+        table("Prefixes originated by operator ASNs", ("operator", "app", "origin ASN", "prefixes", "paths"),
+              rows, ("prefixes", "paths"))
+        table("Paths through an operator ASN (transit)", ("transit ASN", "prefixes", "paths"),
+              [(f"AS{asn}", str(len(p)), str(len(summary.transit_paths[asn])))
+               for asn, p in sorted(summary.transit.items())], ("prefixes", "paths"))
+        neighbours = sorted(summary.neighbours.items(), key=lambda kv: (kv[0][2] != DIRECT, -len(kv[1])))
+        table("Neighbours through which operator prefixes are reached",
+              ("viewpoint", "neighbour", "relationship", "operator", "prefixes"),
+              [(_asn(vp), _asn(nb), rel, op, str(len(p))) for (vp, nb, rel, op), p in neighbours],
+              ("prefixes",))
+
+        direct = [r for r in routes if r["relationship"] == DIRECT]
+        table(f"Direct routes ({len(direct)})",
+              ("prefix", "as_path", "peer", "app", "first_seen", "last_seen", "state", f"{view} decision",
+               "decided_at"),
+              [(r["prefix"], r["as_path"], f"AS{r['peer_asn']}", r["app"], _short(r["first_seen"]),
+                _short(r["last_seen"]), r["state"], _status(r["action"], r["rule"], r["provisions"]),
+                _short(r["decided_at"])) for r in direct[:limit]])
+        if len(direct) > limit:
+            say(f"... {len(direct) - limit} more direct routes: use --format jsonl or csv")
+
+        shown = [e for e in events if DIRECT in (e["relationship"], e["previous_relationship"])]
+        table(f"Timeline of direct routes ({len(shown)} of {len(events)} events)",
+              ("time", "event", "prefix", "as_path", "peer", "app", "announced", "in-force"),
+              [(_short(e["time"]), e["event"], e["prefix"], e["as_path"], f"AS{e['peer_asn']}", e["app"],
+                _status(e["action_announced"], e["rule_announced"], e["provisions_announced"]),
+                _status(e["action_in_force"], e["rule_in_force"], e["provisions_in_force"]))
+               for e in shown[:limit]])
+        if len(shown) > limit:
+            say(f"... {len(shown) - limit} more: use --timeline --format jsonl or csv")
+        if direct:
+            say(f"Why (first {min(5, len(direct))} direct routes, {view} view; times UTC):")
+            for r in direct[:5]:
+                say(f"  {r['prefix']} {r['as_path']}: {r['reason'].split(' [', 1)[0]}")
+    for line in summary.lines(apps) + input_lines(stats):
+        say(line)

@@ -1,0 +1,101 @@
+"""Command-line parsers for ``classifier gateway`` and ``classifier export``.
+
+Import-light on purpose: ``classifier --help`` and ``classifier scan`` load this module, so the
+gateway's modules (netfilterqueue, pyroute2, prometheus-client) are imported only when one of
+these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+GATEWAY_EPILOG = """\
+Without --enforce nothing on the datapath changes (dry run): the exact nft/iptables commands and
+routes are printed, then traffic is classified and recorded as in monitor mode. --print-only
+stops after printing. --cleanup removes every table, chain, rule and route this tool installed
+(after a crash, kill -9 or power loss) and nothing else.
+
+Exit status: 0 stopped by SIGTERM (or --cleanup/--print-only done), 2 usage or set-up error (one
+line says what), 130 stopped by SIGINT, 1 internal error. See docs/gateway.md.
+"""
+
+
+def register(subparsers, signature_subparsers) -> None:
+    """Add ``gateway`` and ``export`` to the main parser."""
+    from classifier.cli import instant_arg, positive
+
+    g = subparsers.add_parser(
+        "gateway", help="classify (and with --enforce, block) live traffic on this Linux router",
+        description="Run the classifier on a live datapath: monitor, inline (NFQUEUE) or reactive.",
+        epilog=GATEWAY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("-c", "--config", metavar="FILE", help="TOML config file (flags override it)")
+    g.add_argument("--mode", choices=("monitor", "inline", "reactive"),
+                   help="monitor: capture and record; inline: NFQUEUE verdicts; reactive: capture plus "
+                        "kernel block set (default: monitor)")
+    g.add_argument("-i", "--interface", action="append", metavar="IFACE",
+                   help="interface to work on (repeatable; default: all)")
+    g.add_argument("--view", choices=("announced", "in-force"), help="policy view (default announced)")
+    g.add_argument("--as-of", metavar="INSTANT", type=instant_arg,
+                   help="decide every flow at this fixed instant instead of the wall clock")
+    g.add_argument("--unenforced-blocks", action="store_true", default=None,
+                   help="in-force view: block during non-enforcement windows too")
+    g.add_argument("--log", metavar="FILE", help="JSON-lines record log ('-': standard output)")
+    g.add_argument("--peering", metavar="FILE", help="peering map (TOML)")
+    g.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
+    g.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
+    g.add_argument("--queue", type=int, metavar="N", help="NFQUEUE number (inline; default 7)")
+    g.add_argument("--backend", choices=("auto", "nft", "iptables"),
+                   help="how packets reach the queue (inline; default auto: nft if the kernel has "
+                        "the nft queue statement, else iptables)")
+    g.add_argument("--metrics", metavar="HOST:PORT",
+                   help="Prometheus endpoint on loopback (default 127.0.0.1:9597; 'off' disables)")
+    g.add_argument("--idle-tcp", type=positive(float), metavar="SECONDS")
+    g.add_argument("--idle-udp", type=positive(float), metavar="SECONDS")
+    g.add_argument("--closed-tcp", type=positive(float), metavar="SECONDS",
+                   help="time a closed TCP flow stays before its record is written (default 10)")
+    g.add_argument("--sync-interval", type=positive(float), metavar="SECONDS",
+                   help="how often the kernel's per-flow counters are read (default 5)")
+    g.add_argument("--no-offload", action="store_true", default=None,
+                   help="inline: keep every packet of decided flows on the queue")
+    g.add_argument("--blackhole-routes", action="store_true", default=None,
+                   help="blackhole operator hosting prefixes of --route-asn while hosting is blocked")
+    g.add_argument("--route-asn", type=int, action="append", metavar="ASN",
+                   help="operator ASN whose prefixes blackhole routes may cover (repeatable)")
+    act = g.add_mutually_exclusive_group()
+    act.add_argument("--dry-run", action="store_true",
+                     help="the default: print what would be installed, classify, change nothing")
+    act.add_argument("--enforce", action="store_true", help="install the rules and act on verdicts")
+    act.add_argument("--print-only", action="store_true", help="print the plan and exit")
+    act.add_argument("--cleanup", action="store_true",
+                     help="remove every leftover object of ours (table, chains, rules, routes) and exit")
+    g.add_argument("--cleanup-first", action="store_true",
+                   help="with --enforce: remove leftovers of an earlier run instead of refusing to start")
+    g.set_defaults(func=_gateway)
+
+    e = subparsers.add_parser("export", help="export the policy for other systems")
+    esub = e.add_subparsers(dest="export_command", required=True)
+    r = esub.add_parser("rpz", help="Response Policy Zone for a resolver (Unbound, BIND)",
+                        description="Write an RPZ: app names whose provision is effective at the "
+                                    "instant are blocked, other app/operator names pass through (logged).")
+    r.add_argument("--as-of", metavar="INSTANT", type=instant_arg, help="policy instant (default: now)")
+    r.add_argument("--view", choices=("announced", "in-force"), default="announced")
+    r.add_argument("--unenforced-blocks", action="store_true",
+                   help="in-force view: block during non-enforcement windows too")
+    r.add_argument("--sinkhole", metavar="ADDR",
+                   help="answer blocked names with this address (A/AAAA) or name (CNAME) instead of NXDOMAIN")
+    r.add_argument("--ttl", type=positive(int), default=60, help="TTL of the zone's records (default 60)")
+    r.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
+    r.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
+    r.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
+    r.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    r.set_defaults(func=_export_rpz)
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from .runner import run_gateway
+    return run_gateway(args)
+
+
+def _export_rpz(args: argparse.Namespace) -> int:
+    from .rpz import run_export_rpz
+    return run_export_rpz(args)

@@ -1,0 +1,301 @@
+"""Gateway configuration: a TOML file, then command-line flags over it, validated in one place.
+
+Every problem is one line naming the file (or the flag) and the key, so an operator editing a
+config on a router sees exactly what to fix. Relative paths in the file are relative to the file.
+``--enforce`` is deliberately not a config key: changing the datapath is asked for on each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from classifier.errors import UserError
+
+MODES = ("monitor", "inline", "reactive")
+VIEWS = ("announced", "in-force")
+BACKENDS = ("auto", "nft", "iptables")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything a gateway run needs; defaults are the safe ones."""
+
+    source: str = "<defaults>"  # the config file, for messages
+    mode: str = "monitor"
+    interfaces: tuple[str, ...] = ()
+    view: str = "announced"
+    as_of: float | None = None
+    unenforced_blocks: bool = False
+    log: str = "-"
+    peering: str | None = None
+    signatures: str | None = None
+    policy: str | None = None
+    # flows (wall-clock seconds)
+    idle_tcp: float = 300.0
+    idle_udp: float = 60.0
+    closed_tcp: float = 10.0
+    max_flows: int = 500_000
+    # inline
+    queue: int = 7
+    queue_maxlen: int = 4096
+    backend: str = "auto"
+    fail_open: bool = True
+    offload: bool = True
+    offload_after: int = 16  # packets after the decision before a flow is offloaded
+    mark: int = 0x00100000
+    # sets
+    set_size: int = 65536
+    set_timeout: float = 3600.0
+    sync_interval: float = 5.0
+    resets: bool = True
+    # routes
+    blackhole_routes: bool = False
+    route_asns: tuple[int, ...] = ()
+    route_protocol: int = 241
+    # metrics
+    metrics: str | None = "127.0.0.1:9597"
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """(host, port) of the metrics endpoint, or None when disabled."""
+        if not self.metrics:
+            return None
+        host, _, port = self.metrics.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+# (section, key) -> (attribute, kind). kind: str, bool, int, float, path, strlist, intlist,
+# instant, or a tuple of allowed strings.
+_KEYS: dict[tuple[str, str], tuple[str, Any]] = {
+    ("gateway", "mode"): ("mode", MODES),
+    ("gateway", "interfaces"): ("interfaces", "strlist"),
+    ("gateway", "view"): ("view", VIEWS),
+    ("gateway", "as_of"): ("as_of", "instant"),
+    ("gateway", "unenforced_blocks"): ("unenforced_blocks", "bool"),
+    ("gateway", "log"): ("log", "path"),
+    ("gateway", "peering"): ("peering", "path"),
+    ("gateway", "signatures"): ("signatures", "path"),
+    ("gateway", "policy"): ("policy", "path"),
+    ("flows", "idle_tcp"): ("idle_tcp", "float"),
+    ("flows", "idle_udp"): ("idle_udp", "float"),
+    ("flows", "closed_tcp"): ("closed_tcp", "float"),
+    ("flows", "max_flows"): ("max_flows", "int"),
+    ("inline", "queue"): ("queue", "int"),
+    ("inline", "queue_maxlen"): ("queue_maxlen", "int"),
+    ("inline", "backend"): ("backend", BACKENDS),
+    ("inline", "fail_open"): ("fail_open", "bool"),
+    ("inline", "offload"): ("offload", "bool"),
+    ("inline", "offload_after"): ("offload_after", "int"),
+    ("inline", "mark"): ("mark", "int"),
+    ("sets", "size"): ("set_size", "int"),
+    ("sets", "timeout"): ("set_timeout", "float"),
+    ("sets", "sync_interval"): ("sync_interval", "float"),
+    ("sets", "resets"): ("resets", "bool"),
+    ("routes", "blackhole"): ("blackhole_routes", "bool"),
+    ("routes", "asns"): ("route_asns", "intlist"),
+    ("routes", "protocol"): ("route_protocol", "int"),
+    ("metrics", "listen"): ("metrics", "str"),
+}
+
+
+def load(path: str | Path | None) -> GatewayConfig:
+    """Read and validate a config file (None: the defaults)."""
+    if path is None:
+        return GatewayConfig()
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"{p}: cannot read config: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: config is not UTF-8") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{p}: TOML syntax error: {err}") from None
+    values: dict[str, Any] = {}
+    sections = {s for s, _ in _KEYS}
+    for section, table in doc.items():
+        if section not in sections:
+            raise UserError(f"{p}: [{section}]: unknown section (known: {', '.join(sorted(sections))})")
+        if not isinstance(table, dict):
+            raise UserError(f"{p}: {section}: must be a table ([{section}])")
+        for key, raw in table.items():
+            spec = _KEYS.get((section, key))
+            if spec is None:
+                known = ", ".join(k for s, k in _KEYS if s == section)
+                raise UserError(f"{p}: [{section}] {key}: unknown key (known: {known})")
+            attr, kind = spec
+            where = f"{p}: [{section}] {key}"
+            values[attr] = _convert(where, raw, kind, p.parent)
+    cfg = replace(GatewayConfig(), source=str(p), **values)
+    return validate(cfg, lambda attr: f"{p}: [{_section_of(attr)}] {_key_of(attr)}")
+
+
+def _section_of(attr: str) -> str:
+    return next(s for (s, _k), (a, _) in _KEYS.items() if a == attr)
+
+
+def _key_of(attr: str) -> str:
+    return next(k for (_s, k), (a, _) in _KEYS.items() if a == attr)
+
+
+def _convert(where: str, raw: Any, kind: Any, base: Path) -> Any:
+    """One TOML value to the config's type; UserError naming ``where`` otherwise."""
+    if isinstance(kind, tuple):
+        if raw not in kind:
+            raise UserError(f"{where}: {raw!r} is not one of {', '.join(kind)}")
+        return raw
+    if kind == "bool":
+        if not isinstance(raw, bool):
+            raise UserError(f"{where}: must be true or false")
+        return raw
+    if kind == "int":
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise UserError(f"{where}: must be an integer")
+        return raw
+    if kind == "float":
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise UserError(f"{where}: must be a number of seconds")
+        return float(raw)
+    if kind == "str":
+        if not isinstance(raw, str):
+            raise UserError(f"{where}: must be a string")
+        return raw
+    if kind == "path":
+        if not isinstance(raw, str) or not raw:
+            raise UserError(f"{where}: must be a non-empty path")
+        return raw if raw == "-" or Path(raw).is_absolute() else str(base / raw)
+    if kind == "strlist":
+        if not isinstance(raw, list) or not all(isinstance(v, str) and v for v in raw):
+            raise UserError(f"{where}: must be a list of names")
+        return tuple(raw)
+    if kind == "intlist":
+        if not isinstance(raw, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+            raise UserError(f"{where}: must be a list of integers")
+        return tuple(raw)
+    if kind == "instant":
+        if isinstance(raw, dt.datetime):
+            t = raw if raw.tzinfo else raw.replace(tzinfo=dt.UTC)
+            return t.timestamp()
+        if isinstance(raw, dt.date):
+            return dt.datetime(raw.year, raw.month, raw.day, tzinfo=dt.UTC).timestamp()
+        if isinstance(raw, str):
+            from classifier.cli import parse_instant
+            try:
+                return parse_instant(raw)
+            except UserError:
+                pass
+        raise UserError(f"{where}: {raw!r} is not an ISO 8601 date or date-time")
+    raise AssertionError(kind)
+
+
+def validate(cfg: GatewayConfig, name_of) -> GatewayConfig:
+    """Range and consistency checks shared by the file and the flags; ``name_of(attr)`` names a key."""
+    def bad(attr: str, problem: str) -> UserError:
+        return UserError(f"{name_of(attr)}: {problem}")
+
+    for attr in ("idle_tcp", "idle_udp", "closed_tcp", "set_timeout", "sync_interval"):
+        if getattr(cfg, attr) <= 0:
+            raise bad(attr, "must be positive")
+    for attr in ("max_flows", "queue_maxlen", "set_size"):
+        if getattr(cfg, attr) <= 0:
+            raise bad(attr, "must be positive")
+    if cfg.offload_after < 0:
+        raise bad("offload_after", "must be 0 or more")
+    shortest = min(("closed_tcp", "idle_udp", "idle_tcp"), key=lambda a: getattr(cfg, a))
+    if cfg.sync_interval > getattr(cfg, shortest):
+        # Counters are read every sync_interval: a flow must not end before a read after its last packet.
+        raise bad("sync_interval", f"must not exceed {_FLAG_NAMES.get(shortest, shortest)} "
+                                   f"({getattr(cfg, shortest):g} s), or offloaded flows lose counts")
+    if not 0 <= cfg.queue <= 65535:
+        raise bad("queue", "must be a queue number 0-65535")
+    if cfg.mark <= 0 or cfg.mark >= 1 << 32 or cfg.mark & (cfg.mark - 1):
+        raise bad("mark", "must be a single bit of the 32-bit packet mark, e.g. 0x00100000")
+    if not 5 <= cfg.route_protocol <= 255:
+        raise bad("route_protocol", "must be a routing protocol number 5-255 (0-4 are the kernel's own)")
+    if cfg.blackhole_routes and not cfg.route_asns:
+        raise bad("route_asns", "blackhole routes need the list of operator ASNs they may cover")
+    for asn in cfg.route_asns:
+        if not 0 < asn < 1 << 32:
+            raise bad("route_asns", f"{asn} is not an ASN")
+    if cfg.mode == "monitor" and cfg.blackhole_routes:
+        raise bad("blackhole_routes", "monitor mode enforces nothing; use inline or reactive")
+    if len(set(cfg.interfaces)) != len(cfg.interfaces):
+        raise bad("interfaces", "lists an interface twice")
+    for name in cfg.interfaces:
+        if len(name) > 15 or "/" in name or name.strip() != name or not name:
+            raise bad("interfaces", f"{name!r} is not an interface name")
+    if cfg.metrics:
+        host, sep, port = cfg.metrics.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise bad("metrics", f"{cfg.metrics!r} is not host:port (e.g. 127.0.0.1:9597)")
+        try:
+            addr = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise bad("metrics", f"{host!r} is not an IP address") from None
+        if not addr.is_loopback:
+            raise bad("metrics", f"{host} is not a loopback address: the endpoint is bound to loopback only")
+    return cfg
+
+
+# Flag attribute on the argparse namespace -> config attribute.
+_FLAGS: dict[str, str] = {
+    "mode": "mode",
+    "interface": "interfaces",
+    "view": "view",
+    "as_of": "as_of",
+    "unenforced_blocks": "unenforced_blocks",
+    "log": "log",
+    "peering": "peering",
+    "signatures": "signatures",
+    "policy": "policy",
+    "queue": "queue",
+    "backend": "backend",
+    "metrics": "metrics",
+    "idle_tcp": "idle_tcp",
+    "idle_udp": "idle_udp",
+    "closed_tcp": "closed_tcp",
+    "blackhole_routes": "blackhole_routes",
+    "route_asn": "route_asns",
+    "sync_interval": "sync_interval",
+    "no_offload": "offload",
+}
+
+_FLAG_NAMES = {attr: "--" + flag.replace("_", "-") for flag, attr in _FLAGS.items()}
+
+
+def resolve(args: argparse.Namespace) -> GatewayConfig:
+    """The config file named by ``--config`` with every flag the user gave applied over it."""
+    cfg = load(getattr(args, "config", None))
+    changes: dict[str, Any] = {}
+    for flag, attr in _FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag == "no_offload":
+            if value:
+                changes["offload"] = False
+            continue
+        if attr in ("interfaces", "route_asns"):
+            value = tuple(value)
+        if flag == "metrics" and value in ("", "off", "none"):
+            value = None
+        changes[attr] = value
+    if not changes:
+        return cfg
+    merged = replace(cfg, **changes)
+    def name_of(attr: str) -> str:
+        if (attr in changes or cfg.source == "<defaults>") and attr in _FLAG_NAMES:
+            return _FLAG_NAMES[attr]
+        return f"{cfg.source}: [{_section_of(attr)}] {_key_of(attr)}"
+    return validate(merged, name_of)
+
+
+def describe(cfg: GatewayConfig) -> dict[str, Any]:
+    """The effective settings, for the start-up line and the dry run."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}

@@ -1,0 +1,211 @@
+"""What the three packet loops share: the scanner, acting on decisions, records, housekeeping.
+
+The scanner is the one ``classifier scan`` uses, fed with wall-clock timestamps: a flow is
+decided at its first packet's time (or ``as_of``), so a provision that takes effect while the
+gateway runs applies to every flow that starts after its instant, without a restart.
+
+Offloaded and kernel-blocked flows are no longer seen packet by packet; their set elements' kernel
+counters stand in: a periodic read keeps such a flow alive in the flow table while it has traffic,
+and the counts are added to the flow when it ends, so its record covers the whole flow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+
+from classifier.flows import Flow, FlowConfig
+from classifier.record import flow_record
+from classifier.scan import Scanner, ScanOptions
+
+from .config import GatewayConfig
+from .flowsets import FlowSets
+from .metrics import Stats
+from .recordlog import RecordLog
+
+SWEEP_EVERY = 1.0  # seconds between flow-table sweeps when traffic is sparse
+
+
+class Engine:
+    """Base of the packet loops; subclasses read packets and act on verdicts."""
+
+    mode = "monitor"
+    counts_from_kernel = True  # False where the loop sees every packet itself (capture modes)
+
+    def __init__(self, cfg: GatewayConfig, sigs, policy, log: RecordLog, stats: Stats,
+                 sets: FlowSets | None = None, label: str = "gateway") -> None:
+        self.cfg = cfg
+        self.log = log
+        self.stats = stats
+        self.sets = sets
+        options = ScanOptions(
+            view=cfg.view, as_of=cfg.as_of, unenforced_blocks=cfg.unenforced_blocks,
+            flows=FlowConfig(idle_tcp=cfg.idle_tcp, idle_udp=cfg.idle_udp, closed_tcp=cfg.closed_tcp,
+                             max_flows=cfg.max_flows),
+        )
+        self.scanner = Scanner(sigs, policy, options, self._ended)
+        self._ifaces: list[SimpleNamespace] = []
+        self._iface_pos: dict[object, int] = {}
+        self.scanner.start_input(label, self._ifaces)
+        self.actions: dict[int, str] = {}  # flow id -> action the gateway took
+        self.stop_requested = False
+        self.fatal: Exception | None = None  # why the loop stopped on its own (e.g. the log is unwritable)
+        self.reopen_requested = False
+        self.ticks: list[Callable[[float], None]] = []  # run once a second (e.g. route updates)
+        self._next_sweep = 0.0
+        self._next_sync = 0.0
+
+    # -- interfaces ------------------------------------------------------------------------------
+
+    def iface_index(self, key: object, name: str | None) -> int:
+        """The scanner's interface number for an ifindex or name (names appear in records)."""
+        pos = self._iface_pos.get(key)
+        if pos is None:
+            pos = len(self._ifaces)
+            self._ifaces.append(SimpleNamespace(name=name))
+            self._iface_pos[key] = pos
+        return pos
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    def decided(self, flow: Flow, packet: bytes | None) -> str:
+        """First packet after the flow's decision: count it and act on it (once per flow)."""
+        action = flow.decision.action
+        self.actions[flow.id] = action
+        self.stats.flows += 1
+        self.stats.verdicts[action] += 1
+        try:
+            self.act(flow, action, packet)
+        except Exception as err:  # acting must never stop the loop: count, carry on (fail-open)
+            self.error("act", err)
+        return action
+
+    def act(self, flow: Flow, action: str, packet: bytes | None) -> None:
+        """Carry out a verdict; monitor mode does nothing."""
+
+    def reset_sent(self, flow: Flow, now: float) -> None:
+        """We reset both ends: the flow is closed as if a RST had crossed (the flow table does not
+        see our own RSTs), so its record comes after ``closed_tcp``, not after the idle timeout."""
+        self.scanner.close(flow, now)
+
+    def error(self, kind: str, err: BaseException) -> None:
+        self.stats.errors[kind] += 1
+        if os.environ.get("CLASSIFIER_DEBUG"):
+            import traceback
+            traceback.print_exception(err)
+
+    def _ended(self, flow: Flow) -> None:
+        """A flow left the flow table: fold in the kernel's counts, drop its elements, write it.
+
+        The counts are those of the last counter read; with ``sync_interval`` no longer than the
+        closed and idle timeouts, that read came after the flow's last packet.
+        """
+        sets = self.sets
+        entry = sets.release(flow) if sets is not None else None
+        if entry is not None and self.counts_from_kernel:
+            self.scanner.touch(flow, flow.last_ts, tuple(entry.counts))
+        if self.actions.pop(flow.id, None) is None:
+            # Decided only now, at its end (e.g. it never carried a name): count the verdict.
+            self.stats.flows += 1
+            self.stats.verdicts[flow.decision.action] += 1
+        try:
+            self.log.write(flow_record(flow))
+        except OSError as err:
+            # Records are the point of the gateway: losing them silently is worse than stopping.
+            from classifier.errors import UserError
+            self.stats.errors["log"] += 1
+            if self.fatal is None:
+                self.fatal = UserError(f"cannot write the record log {self.log.path}: "
+                                       f"{err.strerror or err}; stopping")
+            self.stop_requested = True
+            return
+        self.stats.records += 1
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def housekeeping(self, now: float) -> None:
+        """Sweep idle flows, read set counters, send pending set elements, reopen the log."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY
+            self.scanner.table.sweep(now)
+            for tick in self.ticks:
+                try:
+                    tick(now)
+                except Exception as err:  # a failed route update must not stop the flows
+                    self.error("tick", err)
+        sets = self.sets
+        if sets is not None:
+            if sets.flows and now >= self._next_sync:
+                self._next_sync = now + self.cfg.sync_interval
+                self._sync(now)
+            sets.flush()
+            if sets.errors:
+                self.stats.errors["nft-set"] = sets.errors
+        if self.reopen_requested:
+            self.reopen_requested = False
+            self.log.reopen()
+
+    def _sync(self, now: float) -> None:
+        """Flows whose kernel counters grew are alive; elements that vanished are added again."""
+        sets = self.sets
+        before = {fid: e.packets for fid, e in sets.flows.items()}
+        snap = sets.snapshot()
+        for fid, entry in sets.flows.items():
+            per = snap.get(entry.set)
+            if per is None:
+                continue
+            if entry.c2s not in per and entry.s2c not in per:
+                if now - entry.added_at >= self.cfg.sync_interval and not entry.flow.ended:
+                    sets.readd(entry, now)  # timed out in the kernel while the flow lives on
+                continue
+            # Traffic since the last read keeps the flow alive; its last_ts is then accurate to the
+            # sync interval. A closed flow keeps the time of its FIN/RST, which the queue did see.
+            flow = entry.flow
+            if entry.packets > before.get(fid, 0):
+                self.scanner.touch(flow, now)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def fds(self) -> list[int]:
+        """File descriptors to wait on."""
+        return []
+
+    def readable(self, fd: int) -> None:
+        """Read what is waiting on ``fd``."""
+
+    def run(self, wakeup_fd: int | None = None) -> None:
+        """Until ``stop_requested``: wait for packets, handle them, keep house."""
+        poller = select.poll()
+        for fd in self.fds():
+            poller.register(fd, select.POLLIN)
+        if wakeup_fd is not None:
+            poller.register(wakeup_fd, select.POLLIN)
+        while not self.stop_requested:
+            for fd, _ev in poller.poll(250):
+                if fd == wakeup_fd:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wakeup_fd, 512)
+                else:
+                    self.readable(fd)
+            self.housekeeping(time.time())
+
+    def finish(self) -> None:
+        """Report every live flow (end of run), with the kernel counters read once for all."""
+        sets = self.sets
+        if sets is not None and sets.flows:
+            try:
+                sets.flush()
+                sets.snapshot()
+            except Exception as err:
+                self.error("nft", err)
+        self.scanner.finish()
+        if sets is not None:
+            sets.flush()  # our table is removed next anyway; this keeps the element count honest
+
+    def close(self) -> None:
+        """Release sockets and queues."""
+

@@ -1,0 +1,178 @@
+"""Inline mode: forwarded packets come to us on an NFQUEUE and leave with a per-flow verdict.
+
+Packets pass until their flow is decided (the scanner decides a TLS flow on its ClientHello, an
+HTTP flow on its request...). Then:
+
+* block: the deciding packet and every later one are dropped; both ends get a TCP reset; the
+  flow's tuples go into the ``block`` set so the kernel drops (and resets) them without us;
+* log / allow: the flow's tuples go into the ``allow`` set, whose rule accepts them before the
+  queue, so a long flow costs the queue a handful of packets (SYN, FIN and RST still come, so the
+  flow table sees it open and close).
+
+The queue rule has ``bypass``: with no process bound, packets pass. We also ask the kernel for
+fail-open when the queue is full, so a slow gateway degrades to "unclassified" instead of an
+outage. Any exception while handling a packet accepts the packet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import time
+
+from classifier.flows import DECIDED
+
+from .engine import Engine
+
+_NLM_F_REQUEST = 1
+_NFNL_SUBSYS_QUEUE = 3
+_NFQNL_MSG_CONFIG = 2
+_NFQA_CFG_MASK = 4
+_NFQA_CFG_FLAGS = 5
+_NFQA_CFG_F_FAIL_OPEN = 1
+_LINKTYPE_RAW = 101
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def set_fail_open(fd: int, queue: int) -> None:
+    """Ask the kernel to accept packets instead of dropping them when our queue is full.
+
+    The NFQUEUE bindings do not expose NFQA_CFG_F_FAIL_OPEN, so this sends the config message
+    itself on the queue's netlink socket.
+    """
+    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue))
+    body += _nla(_NFQA_CFG_FLAGS, struct.pack("!I", _NFQA_CFG_F_FAIL_OPEN))
+    body += _nla(_NFQA_CFG_MASK, struct.pack("!I", _NFQA_CFG_F_FAIL_OPEN))
+    header = struct.pack("=IHHII", 16 + len(body), (_NFNL_SUBSYS_QUEUE << 8) | _NFQNL_MSG_CONFIG,
+                         _NLM_F_REQUEST, int(time.time()) & 0xFFFFFFFF, 0)
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        sock.send(header + body)
+    finally:
+        sock.close()
+
+
+class InlineEngine(Engine):
+    """NFQUEUE loop with per-flow verdicts and kernel offload of decided flows."""
+
+    mode = "inline"
+
+    def __init__(self, *args, resetter=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.resetter = resetter
+        self.queue = None
+        self._fd = -1
+        # flow id -> packets still to pass through the queue before the flow is offloaded: a short
+        # flow costs less on the queue than two nft transactions
+        self._offload_wait: dict[int, int] = {}
+
+    def bind(self) -> None:
+        """Bind our queue (the kernel starts handing us packets at once if the rules are in)."""
+        from netfilterqueue import NetfilterQueue
+
+        q = NetfilterQueue()
+        try:
+            q.bind(self.cfg.queue, self._on_packet, max_len=self.cfg.queue_maxlen)
+        except OSError as err:
+            from classifier.errors import UserError
+            raise UserError(f"cannot bind NFQUEUE {self.cfg.queue}: {err} (is another process bound "
+                            "to it? choose another with --queue)") from None
+        self.queue = q
+        self._fd = q.get_fd()
+        if self.cfg.fail_open:
+            try:
+                set_fail_open(self._fd, self.cfg.queue)
+            except OSError as err:
+                self.error("fail-open", err)
+
+    def fds(self) -> list[int]:
+        return [self._fd]
+
+    def readable(self, fd: int) -> None:
+        self.queue.run(block=False)
+        if self.sets is not None and self.sets.pending:
+            self.sets.flush()  # after the verdicts at hand: nft calls never delay a waiting packet
+
+    def _on_packet(self, pkt) -> None:
+        """Per packet: feed the scanner, then the flow's verdict. Never raises."""
+        try:
+            self._verdict(pkt)
+        except Exception as err:
+            self.error("packet", err)
+            with contextlib.suppress(Exception):  # a verdict was already given
+                pkt.accept()
+
+    def _verdict(self, pkt) -> None:
+        stats = self.stats
+        stats.packets += 1
+        data = pkt.get_payload()
+        indev = pkt.indev
+        pos = self._iface_pos.get(indev)
+        if pos is None:
+            try:
+                name = socket.if_indextoname(indev) if indev else None
+            except OSError:
+                name = None
+            pos = self.iface_index(indev, name)
+        now = time.time()
+        flow = self.scanner.feed(now, _LINKTYPE_RAW, data, pos)
+        if flow is None or flow.stage != DECIDED:
+            pkt.accept()
+            return
+        action = self.actions.get(flow.id)
+        if action is None:
+            action = self.decided(flow, data)
+        if action == "block":
+            pkt.drop()
+            stats.dropped += 1
+            return
+        pkt.accept()
+        wait = self._offload_wait.get(flow.id)
+        if wait is not None:
+            if wait > 1:
+                self._offload_wait[flow.id] = wait - 1
+            else:
+                del self._offload_wait[flow.id]
+                self._offload(flow, now)
+
+    def act(self, flow, action: str, packet: bytes | None) -> None:
+        sets = self.sets
+        now = time.time()
+        if action == "block":
+            if self.resetter is not None and flow.proto == 6 and packet is not None and self.cfg.resets:
+                sent = self.resetter.reset(packet, forwarded=False)
+                self.stats.resets += sent
+                if sent:
+                    self.reset_sent(flow, now)
+            if sets is not None:
+                sets.add(flow, "block", now)
+                self.stats.offloaded += 1
+        elif sets is not None and self.cfg.offload and not flow.dns_client:
+            # DNS flows stay on the queue: their answers name later flows.
+            if self.cfg.offload_after > 0:
+                self._offload_wait[flow.id] = self.cfg.offload_after
+            else:
+                self._offload(flow, now)
+
+    def _offload(self, flow, now: float) -> None:
+        if not flow.ended:
+            self.sets.add(flow, "allow", now)
+            self.stats.offloaded += 1
+
+    def _ended(self, flow) -> None:
+        self._offload_wait.pop(flow.id, None)
+        super()._ended(flow)
+
+    def close(self) -> None:
+        if self.queue is not None:
+            try:
+                self.queue.unbind()
+            except Exception as err:
+                self.error("unbind", err)
+            self.queue = None

@@ -1,0 +1,109 @@
+"""Prometheus counters on a loopback-only endpoint.
+
+The packet path only bumps plain integers on ``Stats``; a custom collector turns them into
+metrics when Prometheus scrapes, so metrics cost the per-packet path nothing beyond an addition.
+Queue drops are the kernel's own counters for our queue (``/proc/net/netfilter/nfnetlink_queue``),
+read at scrape time in the gateway's network namespace.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NFQUEUE_PROC = Path("/proc/net/netfilter/nfnetlink_queue")
+
+
+@dataclass
+class Stats:
+    """The gateway's counters (monotonic, since start)."""
+
+    packets: int = 0
+    flows: int = 0  # flows decided
+    records: int = 0
+    verdicts: Counter = field(default_factory=Counter)  # action -> flows
+    dropped: int = 0  # packets the gateway dropped itself (inline)
+    resets: int = 0
+    offloaded: int = 0
+    errors: Counter = field(default_factory=Counter)  # kind -> count
+
+
+def queue_drops(queue: int, path: Path = NFQUEUE_PROC) -> tuple[int, int] | None:
+    """(kernel drops: queue full, user drops: netlink buffer full) of one queue, if it is bound."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        cols = line.split()
+        if len(cols) >= 7 and cols[0] == str(queue):
+            return int(cols[5]), int(cols[6])
+    return None
+
+
+class _Collector:
+    def __init__(self, stats: Stats, mode: str, queue: int | None, flows_live) -> None:
+        self.stats = stats
+        self.mode = mode
+        self.queue = queue
+        self.flows_live = flows_live
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = self.stats
+        labels = ["mode"]
+        m = CounterMetricFamily("classifier_gateway_packets", "Packets the gateway process inspected",
+                                labels=labels)
+        m.add_metric([self.mode], s.packets)
+        yield m
+        m = CounterMetricFamily("classifier_gateway_flows", "Flows decided", labels=labels)
+        m.add_metric([self.mode], s.flows)
+        yield m
+        m = CounterMetricFamily("classifier_gateway_records", "Flow records written", labels=labels)
+        m.add_metric([self.mode], s.records)
+        yield m
+        m = CounterMetricFamily("classifier_gateway_verdicts", "Flow verdicts by action",
+                                labels=["mode", "action"])
+        for action in ("block", "log", "allow"):
+            m.add_metric([self.mode, action], s.verdicts.get(action, 0))
+        yield m
+        m = CounterMetricFamily("classifier_gateway_dropped_packets",
+                                "Packets of blocked flows dropped by the gateway process", labels=labels)
+        m.add_metric([self.mode], s.dropped)
+        yield m
+        m = CounterMetricFamily("classifier_gateway_resets", "TCP resets sent", labels=labels)
+        m.add_metric([self.mode], s.resets)
+        yield m
+        m = CounterMetricFamily("classifier_gateway_offloaded_flows",
+                                "Flows given nft set elements (offloaded or blocked in the kernel)",
+                                labels=labels)
+        m.add_metric([self.mode], s.offloaded)
+        yield m
+        m = CounterMetricFamily("classifier_gateway_errors", "Errors by kind", labels=["mode", "kind"])
+        for kind, n in sorted(s.errors.items()):
+            m.add_metric([self.mode, kind], n)
+        yield m
+        m = CounterMetricFamily("classifier_gateway_queue_drops",
+                                "Packets the kernel could not queue to the gateway (queue full: "
+                                "'queue', netlink buffer full: 'socket')", labels=["queue", "reason"])
+        if self.queue is not None:
+            drops = queue_drops(self.queue)
+            if drops is not None:
+                m.add_metric([str(self.queue), "queue"], drops[0])
+                m.add_metric([str(self.queue), "socket"], drops[1])
+        yield m
+        g = GaugeMetricFamily("classifier_gateway_live_flows", "Flows in the flow table", labels=labels)
+        g.add_metric([self.mode], self.flows_live())
+        yield g
+
+
+def serve(stats: Stats, mode: str, queue: int | None, flows_live, host: str, port: int) -> tuple[object, int]:
+    """Start the endpoint on ``host:port`` (loopback, checked by the config); (server, bound port)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(stats, mode, queue, flows_live))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server, server.server_address[1]

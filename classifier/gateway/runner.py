@@ -1,0 +1,255 @@
+"""``classifier gateway``: check, plan, (with --enforce) install, run, and always clean up.
+
+Order of a run, chosen so the datapath is never left in a state nobody owns:
+
+1. config and flags, signatures and policy (all validated before anything else);
+2. preflight: root, capabilities, interfaces, kernel support;
+3. the plan: the exact nft text, iptables commands and routes; printed in a dry run;
+4. with ``--enforce``: refuse leftovers of an earlier run (unless ``--cleanup-first``), install
+   signal handlers, bind the queue, install the rules, run;
+5. on SIGINT, SIGTERM or any error: unbind (traffic passes: bypass), write the records of live
+   flows, remove our table, chains and routes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from classifier.errors import UserError
+
+from . import netfilter, preflight
+from .config import GatewayConfig, resolve
+
+
+def _load(cfg: GatewayConfig):
+    from classifier.policy import Policy
+    from classifier.signatures import Signatures, shipped_directory
+
+    sig_dir = Path(cfg.signatures) if cfg.signatures else shipped_directory()
+    sigs = Signatures.load(sig_dir, peering=cfg.peering)
+    policy = Policy.load(Path(cfg.policy) if cfg.policy else sig_dir / "policy")
+    return sigs, policy
+
+
+def _say(msg: str) -> None:
+    print(f"classifier gateway: {msg}", file=sys.stderr, flush=True)
+
+
+def run_cleanup(cfg: GatewayConfig) -> int:
+    """``--cleanup``: remove every object of ours (table, chains, jumps, routes) and only those."""
+    from .nftlib import Nft
+    from .routes import Routes
+
+    preflight.require_privileges(need_raw=False)
+    nft = Nft()
+    preflight.require_nf_tables(nft)
+    removed = netfilter.remove_all(nft)
+    routes = Routes(cfg.route_protocol)
+    try:
+        removed += routes.remove_all()
+        left = netfilter.leftovers(nft) + [f"route {p} table {t}" for p, t, _ in routes.ours()]
+    finally:
+        routes.close()
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print("nothing to clean up: no table, chain, rule or route of ours")
+    if left:
+        raise UserError("could not remove: " + "; ".join(left))
+    return 0
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    """The ``classifier gateway`` command."""
+    cfg = resolve(args)
+    if args.cleanup:
+        return run_cleanup(cfg)
+    enforce = bool(args.enforce)
+    print_only = bool(args.print_only)
+    sigs, policy = _load(cfg)
+
+    from .nftlib import Nft
+    from .routes import RoutePlan, route_command
+
+    nft = None
+    if not print_only:
+        preflight.require_privileges()
+        preflight.require_interfaces(cfg.interfaces)
+        if cfg.mode != "monitor":
+            nft = Nft()
+            preflight.require_nf_tables(nft)
+        if cfg.mode == "inline" and enforce:
+            preflight.require_nfqueue()
+    elif cfg.mode == "inline" and os.geteuid() == 0:
+        with contextlib.suppress(UserError):
+            nft = Nft()
+    backend = netfilter.choose_backend(cfg, nft) if cfg.mode == "inline" else None
+    if enforce and backend == "iptables":
+        preflight.require_iptables()
+
+    route_plan = RoutePlan(cfg, sigs, policy) if cfg.mode != "monitor" else None
+    start = cfg.as_of if cfg.as_of is not None else time.time()
+    desired = route_plan.desired(start) if route_plan is not None else {}
+    plan = netfilter.build_plan(cfg, backend, [route_command(p, cfg.route_protocol) for p in sorted(desired)])
+    if route_plan is not None and route_plan.excluded:
+        plan.notes.append(f"{len(route_plan.excluded)} operator prefixes overlap CDN prefixes and are "
+                          "never blackholed")
+    if route_plan is not None and cfg.blackhole_routes and cfg.as_of is None:
+        plan.notes.append("routes follow the policy: added and removed at effective instants")
+
+    if not enforce or print_only:
+        out = sys.stderr if cfg.log == "-" and not print_only else sys.stdout  # records own stdout
+        out.write(plan.render(enforce=False))
+        out.flush()
+        if print_only:
+            return 0
+        if nft is not None:
+            found = netfilter.leftovers(nft)
+            if found:
+                _say("warning: leftovers of an earlier run (remove with --cleanup): " + "; ".join(found))
+    else:
+        sys.stderr.write(plan.render(enforce=True))
+        sys.stderr.flush()
+    return _run(cfg, sigs, policy, plan, nft, enforce, args, route_plan)
+
+
+def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
+    from .flowsets import FlowSets
+    from .metrics import Stats, serve
+    from .recordlog import RecordLog
+    from .resets import Resetter
+    from .routes import Routes
+
+    if enforce and cfg.mode != "monitor":
+        found = netfilter.leftovers(nft)
+        routes_probe = Routes(cfg.route_protocol)
+        try:
+            found += [f"route {p} table {t} proto {cfg.route_protocol}" for p, t, _ in routes_probe.ours()]
+        finally:
+            routes_probe.close()
+        if found:
+            if not args.cleanup_first:
+                raise UserError("objects of an earlier gateway run are still installed ("
+                                + "; ".join(found) + "): remove them with `classifier gateway --cleanup` "
+                                "or start with --cleanup-first")
+            run_cleanup(cfg)
+
+    log = RecordLog(cfg.log)
+    stats = Stats()
+    mode = cfg.mode if enforce else "monitor"
+    enforcing = enforce and cfg.mode != "monitor"
+    sets = FlowSets(nft, cfg.set_timeout) if enforcing else None
+    resetter = Resetter() if enforcing and cfg.resets else None
+    label = f"{cfg.mode}{'' if enforce else ' (dry run)'}"
+    if mode == "inline":
+        from .inline import InlineEngine
+        engine = InlineEngine(cfg, sigs, policy, log, stats, sets=sets, label=label, resetter=resetter)
+    elif mode == "reactive":
+        from .reactive import ReactiveEngine
+        engine = ReactiveEngine(cfg, sigs, policy, log, stats, sets=sets, label=label,
+                                interfaces=cfg.interfaces, resetter=resetter)
+    else:
+        from .monitor import MonitorEngine
+        engine = MonitorEngine(cfg, sigs, policy, log, stats, label=label, interfaces=cfg.interfaces)
+
+    interrupted: list[int] = []
+
+    def stop(signum, _frame) -> None:
+        interrupted.append(signum)
+        engine.stop_requested = True
+
+    def reopen(_signum, _frame) -> None:
+        engine.reopen_requested = True
+
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    os.set_blocking(wfd, False)
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    old_wakeup = signal.set_wakeup_fd(wfd)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, reopen)
+
+    routes = None
+    installed = False
+    try:
+        if cfg.metrics_address is not None:
+            host, port = cfg.metrics_address
+            try:
+                _server, bound = serve(stats, cfg.mode, cfg.queue if mode == "inline" else None,
+                                       lambda: engine.scanner.table.live, host, port)
+            except OSError as err:
+                raise UserError(f"metrics: cannot listen on {cfg.metrics}: {err.strerror or err}") from None
+            _say(f"metrics on http://{host if ':' not in host else f'[{host}]'}:{bound}/metrics")
+        if enforcing:
+            if mode == "inline":
+                engine.bind()  # bound before the rules: no window where flows skip classification
+            installed = True
+            netfilter.install(plan, nft)
+            if route_plan is not None and route_plan.candidates:
+                routes = Routes(cfg.route_protocol)
+                _apply_routes(routes, route_plan, cfg)
+                engine.ticks.append(lambda now: _apply_routes(routes, route_plan, cfg, now))
+        where = ", ".join(cfg.interfaces) or "all interfaces"
+        policy_time = "wall clock" if cfg.as_of is None else f"fixed at {args_as_of(cfg)}"
+        _say(f"running: {cfg.mode} mode on {where}, "
+             f"{'enforcing' if enforcing else 'dry run, nothing enforced'}, {cfg.view} view, "
+             f"policy time {policy_time}, records to {cfg.log}")
+        engine.run(rfd)
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        for s, h in old.items():
+            signal.signal(s, h)
+        problems = _shutdown(engine, nft, routes, installed, log, resetter)
+        os.close(rfd)
+        os.close(wfd)
+        if problems:
+            _say("cleanup problems: " + "; ".join(problems))
+    if engine.fatal is not None:
+        raise engine.fatal
+    _say(f"stopped: {stats.packets} packets, {stats.records} records, "
+         + ", ".join(f"{a} {stats.verdicts.get(a, 0)}" for a in ("block", "log", "allow")))
+    return 130 if interrupted and interrupted[0] == signal.SIGINT else 0
+
+
+def args_as_of(cfg: GatewayConfig) -> str:
+    from classifier.policy import format_instant
+    return format_instant(cfg.as_of) if cfg.as_of is not None else "now"
+
+
+def _apply_routes(routes, route_plan, cfg: GatewayConfig, now: float | None = None) -> None:
+    when = cfg.as_of if cfg.as_of is not None else (now if now is not None else time.time())
+    added, removed = routes.apply(route_plan.desired(when))
+    if added:
+        _say(f"routes: {len(added)} blackhole routes added (proto {cfg.route_protocol})")
+    if removed:
+        _say(f"routes: {len(removed)} blackhole routes removed (proto {cfg.route_protocol})")
+
+
+def _shutdown(engine, nft, routes, installed: bool, log, resetter) -> list[str]:
+    """Stop taking packets, write every live flow's record, remove what we installed."""
+    problems: list[str] = []
+
+    def attempt(what: str, fn) -> None:
+        try:
+            fn()
+        except Exception as err:
+            problems.append(f"{what}: {err}")
+
+    attempt("queue", engine.close)  # unbound: the bypass lets traffic through from here on
+    attempt("records", engine.finish)
+    if installed and nft is not None:
+        attempt("netfilter", lambda: netfilter.remove_all(nft))
+    if routes is not None:
+        attempt("routes", routes.remove_all)
+        attempt("routes", routes.close)
+    if resetter is not None:
+        attempt("resets", resetter.close)
+    attempt("log", log.close)
+    return problems

@@ -1,0 +1,189 @@
+"""Helpers for the gateway tests: a test signature set and policy, and a gateway run in the lab.
+
+The lab itself (namespaces, servers, clients) is ``tests/netlab.py``; this module adds what is
+specific to the gateway: signatures that map the lab's documentation addresses to the operators
+and to a CDN, policy directories with test provisions, starting/stopping ``classifier gateway``
+inside the gateway namespace, reading its records, and checking that nothing of ours is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import netlab
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lab addresses -> the operator or CDN that "owns" them in the test signature set.
+# (AS entry id in the shipped signatures, IPv4 prefix, IPv6 prefix)
+TEST_PREFIXES = {
+    "bytedance": ("AS396986", "198.51.100.0/28", "2001:db8:2::10/128"),  # the lab's "tiktok" server
+    "tencent": ("AS45090", "198.51.100.16/28", "2001:db8:2::20/127"),  # "wechat" and "tencent"
+    "akamai": ("AS20940", "203.0.113.80/28", "2001:db8:2::80/128"),  # the lab's shared CDN address
+}
+ROUTE_PROTOCOL = 241
+
+
+def make_signatures(tmp: Path) -> Path:
+    """A copy of the shipped signatures with the lab's addresses appended to operator/CDN prefix lists."""
+    from classifier.signatures import Signatures, shipped_directory
+
+    dest = tmp / "signatures"
+    shutil.copytree(shipped_directory(), dest, ignore=shutil.ignore_patterns("__pycache__", "build"))
+    sigs = Signatures.load(dest)
+    by_id = {a.id: a for a in sigs.asns.values()}
+    for asn_id, v4, v6 in TEST_PREFIXES.values():
+        entry = by_id[asn_id]
+        for rel, prefix in ((entry.ipv4, v4), (entry.ipv6, v6)):
+            path = dest / rel
+            text = path.read_text()
+            path.write_text(text + ("" if text.endswith("\n") else "\n")
+                            + f"# test only: a documentation prefix of the gateway lab\n{prefix}\n")
+    Signatures.load(dest)  # still valid
+    return dest
+
+
+def instant(ts: float) -> str:
+    """Epoch seconds as the policy files' UTC instant (whole seconds)."""
+    return dt.datetime.fromtimestamp(int(ts), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_policy(tmp: Path, provisions: list[tuple[str, str, str, float]], name: str = "policy") -> Path:
+    """A copy of the shipped policy plus test provisions (id, app, category, effective epoch)."""
+    from classifier.policy import Policy
+    from classifier.signatures import shipped_directory
+
+    dest = tmp / name
+    shutil.copytree(shipped_directory() / "policy", dest)
+    lines = ["[[instrument]]", 'id = "gateway-test-instrument"', 'title = "Gateway test instrument"',
+             'citation = "none: test data"', "issued = 2026-01-01", 'source = "tests/gateway_helpers.py"',
+             "date = 2026-01-01", ""]
+    for pid, app, category, effective in provisions:
+        lines += ["[[provision]]", f'id = "{pid}"', 'instrument = "gateway-test-instrument"',
+                  f'app = "{app}"', f'category = "{category}"', 'summary = "test provision"',
+                  f'effective = "{instant(effective)}"', 'clock_time = "test"', 'reading = "test"',
+                  'source = "tests/gateway_helpers.py"', "date = 2026-01-01", ""]
+    (dest / "zz-gateway-test.toml").write_text("\n".join(lines))
+    Policy.load(dest)
+    return dest
+
+
+class Gateway:
+    """``classifier gateway`` running in the lab's gateway namespace."""
+
+    def __init__(self, lab: netlab.Lab, tmp: Path, *args: str, log_name: str = "records.jsonl") -> None:
+        self.lab = lab
+        self.log = tmp / log_name
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self.stderr_path = tmp / f"gateway-{os.getpid()}-{time.monotonic_ns()}.err"
+
+    def start(self, ready: str = "running:", timeout: float = 30) -> Gateway:
+        argv = [sys.executable, "-m", "classifier", "gateway", "--log", str(self.log), *self.args]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with open(self.stderr_path, "wb") as err:
+            self.proc = self.lab.popen("gateway", argv, stdout=err, stderr=err, env=env, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.stderr()
+            if ready in text:
+                time.sleep(0.3)
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited {self.proc.returncode} before it was ready:\n{text}")
+            time.sleep(0.05)
+        raise AssertionError(f"gateway not ready after {timeout} s:\n{self.stderr()}")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def send(self, sig: int) -> None:
+        assert self.proc is not None
+        # The gateway is the python process: the child of `ip netns exec` (which execs it).
+        os.kill(self.proc.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Stop with ``sig`` and return the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.send(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.lab.stop(self.proc)
+                raise AssertionError(f"gateway did not stop within {timeout} s:\n{self.stderr()}") from None
+        self.lab.stop(self.proc)  # already exited: only forgets it
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.lab.stop(self.proc)
+
+    def records(self) -> list[dict]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+    def wait_records(self, pred, timeout: float = 20, what: str = "records") -> list[dict]:
+        """Records matching ``pred`` once at least one is written (flows end after closed_tcp)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [r for r in self.records() if pred(r)]
+            if found:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"no {what} after {timeout} s; records: "
+                             f"{[(r['hostname'], r['action']) for r in self.records()]}\n{self.stderr()}")
+
+
+def run_cli_in(lab: netlab.Lab, ns: str, *args: str, timeout: float = 60,
+               prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``classifier ARGS`` inside a namespace (optionally under a wrapper like setpriv)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [*prefix, sys.executable, "-m", "classifier", *args]
+    return lab.run(ns, argv, timeout=timeout, env=env)
+
+
+def our_objects(lab: netlab.Lab) -> list[str]:
+    """Every table, chain, rule, set or route of ours in the gateway namespace (independent check)."""
+    found = []
+    ruleset = lab.run("gateway", ["nft", "list", "ruleset"]).stdout
+    if re.search(r"\btable \w+ classifier_gw", ruleset):
+        found.append("nft table classifier_gw")
+    if "classifier_gw" in ruleset or "CLASSIFIER_GW" in ruleset:
+        found.append("nft object tagged classifier_gw")
+    for tool in ("iptables", "ip6tables"):
+        for table in ("mangle", "filter"):
+            out = lab.run("gateway", [tool, "-w", "-t", table, "-S"]).stdout
+            if "CLASSIFIER_GW" in out or "classifier_gw" in out:
+                found.append(f"{tool} -t {table}: {out.strip()}")
+    for fam in ("-4", "-6"):
+        out = lab.run("gateway", ["ip", fam, "route", "show", "table", "all", "proto", str(ROUTE_PROTOCOL)])
+        if out.stdout.strip():
+            found.append(f"routes: {out.stdout.strip()}")
+    return found
+
+
+@contextlib.contextmanager
+def running(lab: netlab.Lab, tmp: Path, *args: str, **kwargs):
+    """A gateway for the duration of a block; stopped (SIGTERM) and checked clean afterwards."""
+    gw = Gateway(lab, tmp, *args, **kwargs).start()
+    try:
+        yield gw
+    finally:
+        status = gw.stop()
+        left = our_objects(lab)
+        assert status == 0, f"gateway exited {status}:\n{gw.stderr()}"
+        assert not left, f"left behind after exit: {left}"
