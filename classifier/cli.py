@@ -62,6 +62,23 @@ def positive(kind: type):
     return conv
 
 
+def add_output_arguments(p: argparse.ArgumentParser, format_help: str) -> None:
+    """-o and --format, as every command that writes records has them."""
+    p.add_argument("-o", "--output", metavar="FILE", help="write records here instead of standard output")
+    p.add_argument("--format", choices=("jsonl", "table", "csv"), default="jsonl", help=format_help)
+
+
+def add_policy_arguments(p: argparse.ArgumentParser, as_of_help: str) -> None:
+    """The signature and policy options every deciding command shares."""
+    p.add_argument("--view", choices=("announced", "in-force"), default="announced",
+                   help="policy view: announced (the issuers' schedule; default) or in-force (legal status)")
+    p.add_argument("--as-of", metavar="INSTANT", type=instant_arg, help=as_of_help)
+    p.add_argument("--unenforced-blocks", action="store_true",
+                   help="in-force view: block during non-enforcement windows too (default: log, flagged)")
+    p.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
+    p.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="classifier", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,18 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("captures", nargs="+", metavar="CAPTURE",
                    help="pcap or pcapng file, optionally gzip-compressed; '-' reads standard input")
-    s.add_argument("-o", "--output", metavar="FILE", help="write records here instead of standard output")
-    s.add_argument("--format", choices=("jsonl", "table", "csv"), default="jsonl",
-                   help="jsonl: one JSON object per flow (default); csv: one row per flow; "
-                        "table: summary of app x category x action and top hostnames")
-    s.add_argument("--view", choices=("announced", "in-force"), default="announced",
-                   help="policy view: announced (the issuers' schedule; default) or in-force (legal status)")
-    s.add_argument("--as-of", metavar="INSTANT", type=instant_arg,
-                   help="decide every flow at this instant instead of its first packet's time")
-    s.add_argument("--unenforced-blocks", action="store_true",
-                   help="in-force view: block during non-enforcement windows too (default: log, flagged)")
-    s.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
-    s.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
+    add_output_arguments(s, "jsonl: one JSON object per flow (default); csv: one row per flow; "
+                            "table: summary of app x category x action and top hostnames")
+    add_policy_arguments(s, "decide every flow at this instant instead of its first packet's time")
     s.add_argument("--peering", metavar="FILE", help="peering map: neighbour MAC/interface -> ASN (TOML)")
     s.add_argument("--continuous", action="store_true",
                    help="treat the captures as one stream (rotated files of one link): flows and DNS "

@@ -30,7 +30,7 @@ def _asn(text: str) -> int:
 
 def register(subparsers: Any, signature_subparsers: Any) -> None:
     """Add ``bgp`` to the commands and ``build-prefixes``/``export-prefixes`` to ``signatures``."""
-    from classifier.cli import instant_arg
+    from classifier.cli import add_output_arguments, add_policy_arguments
 
     b = subparsers.add_parser(
         "bgp", help="audit transit and peering with the operators from MRT files or kernel routes",
@@ -49,17 +49,8 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
                         "path, the collector's peer ASN")
     b.add_argument("--timeline", action="store_true",
                    help="write the timeline (one record per change, both views) instead of route records")
-    b.add_argument("-o", "--output", metavar="FILE", help="write records here instead of standard output")
-    b.add_argument("--format", choices=("jsonl", "table", "csv"), default="jsonl",
-                   help="jsonl (default), csv, or table: the auditor's summary")
-    b.add_argument("--view", choices=("announced", "in-force"), default="announced",
-                   help="policy view: announced (the issuers' schedule; default) or in-force (legal status)")
-    b.add_argument("--as-of", metavar="INSTANT", type=instant_arg,
-                   help="decide at this instant instead of the route's own time")
-    b.add_argument("--unenforced-blocks", action="store_true",
-                   help="in-force view: block during non-enforcement windows too (default: log, flagged)")
-    b.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
-    b.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
+    add_output_arguments(b, "jsonl (default), csv, or table: the auditor's summary")
+    add_policy_arguments(b, "decide at this instant instead of the route's own time")
     b.add_argument("--peering", metavar="FILE",
                    help="with --kernel: peering map (interface or neighbour MAC -> ASN) naming next hops")
     b.add_argument("--stats", metavar="FILE", help="also write the input statistics and counts as JSON here")

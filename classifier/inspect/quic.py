@@ -716,6 +716,19 @@ class QuicInitialState:
 # --- frames ---------------------------------------------------------------------------------
 
 
+def _crypto_frame(b: bytes, pos: int, n: int, out: list[tuple[int, bytes]]) -> int:
+    """A CRYPTO frame's offset, length and data from ``pos`` (after the type): appended to ``out``."""
+    offset, pos = _varint(b, pos, n, "frame.crypto")
+    length, pos = _varint(b, pos, n, "frame.crypto")
+    if pos + length > n:
+        raise _err("frame.crypto", f"CRYPTO data of {length} bytes overruns the packet")
+    if offset + length > MAX_CRYPTO_BYTES:
+        raise _err("crypto.offset", f"CRYPTO data up to offset {offset + length} exceeds "
+                                    f"{MAX_CRYPTO_BYTES} bytes")
+    out.append((offset, b[pos : pos + length]))
+    return pos + length
+
+
 def _ietf_frames(b: bytes) -> list[tuple[int, bytes]]:
     """CRYPTO (offset, data) of a decrypted Initial payload; the frames allowed in Initials."""
     n = len(b)
@@ -729,15 +742,7 @@ def _ietf_frames(b: bytes) -> list[tuple[int, bytes]]:
         elif ftype == 0x01:  # PING
             pos += 1
         elif ftype == 0x06:  # CRYPTO
-            offset, pos = _varint(b, pos + 1, n, "frame.crypto")
-            length, pos = _varint(b, pos, n, "frame.crypto")
-            if pos + length > n:
-                raise _err("frame.crypto", f"CRYPTO data of {length} bytes overruns the packet")
-            if offset + length > MAX_CRYPTO_BYTES:
-                raise _err("crypto.offset", f"CRYPTO data up to offset {offset + length} exceeds "
-                                            f"{MAX_CRYPTO_BYTES} bytes")
-            out.append((offset, b[pos : pos + length]))
-            pos += length
+            pos = _crypto_frame(b, pos + 1, n, out)
         elif ftype == 0x02 or ftype == 0x03:  # ACK, ACK_ECN
             _largest, pos = _varint(b, pos + 1, n, "frame.ack")
             _delay, pos = _varint(b, pos, n, "frame.ack")
@@ -821,15 +826,7 @@ def _gquic_frames(b: bytes, v: _Version, pn_len: int, crypto_frames: bool) -> li
         elif ftype == 0x07:  # PING
             pass
         elif ftype == 0x08 and crypto_frames:  # CRYPTO (Q050, T05x)
-            offset, pos = _varint(b, pos, n, "frame.crypto")
-            length, pos = _varint(b, pos, n, "frame.crypto")
-            if pos + length > n:
-                raise _err("frame.crypto", f"CRYPTO data of {length} bytes overruns the packet")
-            if offset + length > MAX_CRYPTO_BYTES:
-                raise _err("crypto.offset", f"CRYPTO data up to offset {offset + length} exceeds "
-                                            f"{MAX_CRYPTO_BYTES} bytes")
-            out.append((offset, b[pos : pos + length]))
-            pos += length
+            pos = _crypto_frame(b, pos, n, out)
         elif ftype == 0x06:  # STOP_WAITING: least-unacked delta (an entropy byte before Q034)
             pos += pn_len + (1 if v.layout == _GQUIC_PUBLIC and int(v.name[1:]) < 34 else 0)
         elif ftype == 0x01:  # RST_STREAM
