@@ -187,3 +187,30 @@ def running(lab: netlab.Lab, tmp: Path, *args: str, **kwargs):
         left = our_objects(lab)
         assert status == 0, f"gateway exited {status}:\n{gw.stderr()}"
         assert not left, f"left behind after exit: {left}"
+
+
+def _slow_tls_get(addr: str, sni: str, pause: float, timeout: float) -> bool:
+    """Runs inside the client namespace: TLS handshake, a pause, then one request; True if the
+    response came back. The pause is what a reactive gateway needs: it acts after the packet that
+    decided the flow has passed, so only what the flow sends later can be stopped."""
+    import socket
+    import ssl
+    import time
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((addr, 443), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=sni) as tls:
+            time.sleep(pause)
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
+            data = tls.recv(4096)
+            return data.startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def tls_get_after_pause(lab: netlab.Lab, addr: str, sni: str, pause: float = 1.0,
+                        timeout: float = 5) -> bool:
+    """A TLS client that waits ``pause`` seconds between the handshake and its request."""
+    return lab.ns_exec("client", _slow_tls_get, addr, sni, pause, timeout, timeout=timeout + pause + 10)

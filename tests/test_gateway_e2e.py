@@ -103,18 +103,29 @@ def test_before_the_effective_date_tiktok_and_wechat_work_and_are_logged(lab, si
 def test_after_the_effective_date_tiktok_fails_and_lookalikes_work(lab, sig_dir, tmp_path, mode):
     args = base_args(sig_dir, "--mode", mode, "--enforce", "--as-of", TIKTOK_ON)
     with gh.running(lab, tmp_path, *args) as gw:
-        # TLS by SNI: on the operator's address, and on an unrelated address (the name decides)
-        assert not lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok
-        assert not lab.tls_get("client", A("unrelated"), "www.tiktok.com").ok
-        assert not lab.tls_get("client", netlab.Lab.addr("tiktok", 6), "www.tiktok.com").ok  # IPv6
-        assert lab.tls_get("client", netlab.Lab.addr("unrelated", 6), "www.google.com").ok
-        assert not lab.curl("client", "https://m.tiktok.com/", "--resolve",
-                            f"m.tiktok.com:443:{A('tiktok')}").ok
-        assert not lab.s_client("client", A("unrelated"), "api16-normal-c-useast1a.tiktokv.com").ok
-        if mode == "inline":  # reactive: a one-round-trip HTTP exchange completes before we act
+        if mode == "inline":
+            # Inline: the packet that decides the flow is itself dropped, so nothing gets through.
+            # TLS by SNI: on the operator's address, and on an unrelated address (the name decides)
+            assert not lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok
+            assert not lab.tls_get("client", A("unrelated"), "www.tiktok.com").ok
+            assert not lab.tls_get("client", netlab.Lab.addr("tiktok", 6), "www.tiktok.com").ok  # IPv6
+            assert not lab.curl("client", "https://m.tiktok.com/", "--resolve",
+                                f"m.tiktok.com:443:{A('tiktok')}").ok
+            assert not lab.s_client("client", A("unrelated"), "api16-normal-c-useast1a.tiktokv.com").ok
             assert not lab.http_get("client", A("unrelated"), "www.tiktok.com").ok
-        # QUIC by SNI, on an unrelated address
-        assert not lab.quic_get("client", A("unrelated"), "www.tiktok.com", timeout=3).ok
+            # QUIC by SNI, on an unrelated address
+            assert not lab.quic_get("client", A("unrelated"), "www.tiktok.com", timeout=3).ok
+        else:
+            # Reactive acts after the deciding packet has passed (by design: it only watches), so
+            # a handshake may finish; what the flow sends after the decision must not get through.
+            assert not gh.tls_get_after_pause(lab, A("tiktok"), "www.tiktok.com")
+            assert not gh.tls_get_after_pause(lab, A("unrelated"), "www.tiktok.com")
+            assert not gh.tls_get_after_pause(lab, netlab.Lab.addr("tiktok", 6), "www.tiktok.com")
+            lab.curl("client", "https://m.tiktok.com/", "--resolve", f"m.tiktok.com:443:{A('tiktok')}")
+            lab.s_client("client", A("unrelated"), "api16-normal-c-useast1a.tiktokv.com")
+            lab.quic_get("client", A("unrelated"), "www.tiktok.com", timeout=3)
+            assert gh.tls_get_after_pause(lab, A("unrelated"), "www.google.com")  # look-alikes live on
+        assert lab.tls_get("client", netlab.Lab.addr("unrelated", 6), "www.google.com").ok
         # look-alikes and the operator's other sites
         for role, name in (("unrelated", "www.google.com"), ("lookalike", "faketiktok.com"),
                            ("lookalike", "tiktok.com.example.net"), ("tencent", "www.qq.com")):
