@@ -56,6 +56,10 @@ _U16 = Struct("!H")
 _U32 = Struct("!I")
 _PORTS = Struct("!HH")
 _TCP = Struct("!HHIIBB")  # sport, dport, seq, ack, data offset byte, flags
+_UDP = Struct("!HHH")  # sport, dport, length
+# IPv4 header: version/IHL, (tos), total length, (id), flags/fragment offset, (ttl), protocol,
+# (checksum), source, destination
+_IP4_FAST = Struct("!BxHxxHxBxx4s4s")
 
 # A decoded packet: (proto, src, sport, dst, dport, tcp_flags, seq, payload, ip_len, frag_key).
 # ``frag_key`` is None for unfragmented packets; for a first fragment and for later fragments it
@@ -68,8 +72,25 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
 
     Raises MalformedError for frames that claim a protocol and break it.
     """
-    # The common case first, without a call: untagged Ethernet carrying IPv4.
-    if linktype == 1 and len(frame) >= 14 and frame[12] == 8 and frame[13] == 0:
+    # The common case first, in one piece: untagged Ethernet, IPv4 without options or
+    # fragmentation, TCP or UDP. Anything else (and anything broken) takes the general path,
+    # which also produces the errors.
+    if linktype == 1 and frame[12:14] == b"\x08\x00" and len(frame) >= 42:
+        vihl, total, frag, proto, src, dst = _IP4_FAST.unpack_from(frame, 14)
+        if vihl == 0x45 and not frag & 0x3FFF and total >= 28:
+            end = 14 + total
+            if end > len(frame):
+                end = len(frame)
+            if proto == 6 and end >= 54:
+                sport, dport, seq, _ack, doff, flags = _TCP.unpack_from(frame, 34)
+                start = 34 + (doff >> 4) * 4
+                if start >= 54 and start <= end:
+                    return (6, src, sport, dst, dport, flags, seq, frame[start:end], total, None)
+            elif proto == 17:
+                sport, dport, ulen = _UDP.unpack_from(frame, 34)
+                if ulen >= 8 and 34 + ulen < end:
+                    end = 34 + ulen
+                return (17, src, sport, dst, dport, 0, 0, frame[42:end], total, None)
         return _ipv4(frame, 14)
     etype, off = locate_ip(linktype, frame)
     if etype == 0x0800:

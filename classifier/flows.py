@@ -56,6 +56,7 @@ class Flow:
         "first_ts",
         "id",
         "iface",
+        "inspecting",
         "last_ts",
         "neighbour",
         "notes",
@@ -84,6 +85,7 @@ class Flow:
         self.s2c_bytes = 0
         self.fin = 0  # bit 1: client FIN, bit 2: server FIN, bit 4: RST
         self.stage = INSPECTING
+        self.inspecting = True  # packets go through inspection: not yet decided, or a DNS flow
         self.streams: list[Stream] | None = None
         self.facts: dict = {}
         self.notes: list[str] = []

@@ -8,8 +8,9 @@ record has exactly these keys.
 from __future__ import annotations
 
 import csv
-import json
 from typing import IO
+
+import orjson
 
 from .attribute import client_hello, ntop
 from .flows import Flow
@@ -131,14 +132,17 @@ def flow_record(flow: Flow) -> dict:
 
 
 class JsonLinesWriter:
-    """One JSON object per line, flushed per line when ``line_buffered`` (gateway logs)."""
+    """One JSON object per line, flushed per line when ``line_buffered`` (gateway logs).
+
+    orjson, not the json module: encoding is a per-flow cost, and orjson does it ten times faster.
+    """
 
     def __init__(self, out: IO[str], line_buffered: bool = False) -> None:
         self.out = out
         self.line_buffered = line_buffered
 
     def write(self, record: dict) -> None:
-        self.out.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+        self.out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE).decode())
         if self.line_buffered:
             self.out.flush()
 

@@ -6,9 +6,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO
 
-from rich.console import Console
-from rich.table import Table
-
 
 @dataclass
 class InputStats:
@@ -67,6 +64,9 @@ class Summary:
             self.blind_servers.setdefault(kind, Counter())[server] += 1
 
     def render(self, out: IO[str], stats: InputStats) -> None:
+        from rich.console import Console  # only when a summary is printed: rich is slow to import
+        from rich.table import Table
+
         console = Console(file=out, width=120, soft_wrap=False)
         console.print(f"Flows by app, category and action ({self.view or 'announced'} view)",
                       highlight=False, markup=False)

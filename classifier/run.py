@@ -100,13 +100,15 @@ def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats) 
             scanner.start_input(Path(path).name if path != "-" else "-", reader.interfaces)
             stats.files += 1
             feed = scanner.feed
-            n = 0
             try:
-                for ts, linktype, frame, iface in reader:
-                    feed(ts, linktype, frame, iface)
-                    n += 1
-                    if progress is not None and n % _PROGRESS_EVERY == 0:
-                        progress[0].update(progress[1], completed=done_bytes + reader.position)
+                if progress is None:
+                    for record in reader:
+                        feed(*record)
+                else:
+                    for n, record in enumerate(reader, 1):
+                        feed(*record)
+                        if n % _PROGRESS_EVERY == 0:
+                            progress[0].update(progress[1], completed=done_bytes + reader.position)
             finally:
                 stats.problems.extend(str(p) for p in reader.problems)
                 reader.close()

@@ -116,7 +116,7 @@ class Scanner:
             flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
             if flow.closed and not was_closed:
                 table.schedule(flow, ts + table.config.closed_tcp)
-        if flow.stage != DECIDED or flow.dns_client:
+        if flow.inspecting:
             self._inspect(flow, from_client, proto, seq, flags, payload)
         if frag_key is not None:
             self._remember_fragment(frag_key, flow)
@@ -171,7 +171,7 @@ class Scanner:
         flow.add_packets(from_client, 1, ip_len)
         if ts > flow.last_ts:
             flow.last_ts = ts
-        if whole is not None and (flow.stage != DECIDED or flow.dns_client):
+        if whole is not None and flow.inspecting:
             self._inspect(flow, from_client, whole[0], whole[6], whole[5], whole[7])
         return flow
 
@@ -207,6 +207,7 @@ class Scanner:
     def decide(self, flow: Flow) -> None:
         """Attribute the flow and apply the policy; from now on its packets are only counted."""
         flow.stage = DECIDED
+        flow.inspecting = flow.dns_client  # DNS flows keep feeding the cache after the decision
         attribution = self.attributor.attribute(flow)
         flow.attribution = attribution
         if attribution.hostname_source in ("sni", "http-host") and self.options.name_memory > 0:
@@ -270,6 +271,16 @@ class Scanner:
         self._early_fragments.clear()
 
 
+_ISO_SECONDS: dict[int, str] = {}
+
+
 def iso(ts: float) -> str:
-    """ISO 8601 UTC with microseconds and a Z."""
-    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO 8601 UTC with microseconds and a Z (two per record: the formatted second is cached)."""
+    us = round(ts * 1_000_000)
+    sec, frac = divmod(us, 1_000_000)
+    text = _ISO_SECONDS.get(sec)
+    if text is None:
+        if len(_ISO_SECONDS) > 4096:
+            _ISO_SECONDS.clear()
+        text = _ISO_SECONDS[sec] = _dt.datetime.fromtimestamp(sec, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{frac:06d}Z"

@@ -20,12 +20,12 @@ Layout of a signature directory (see signatures/README.md):
 from __future__ import annotations
 
 import datetime as dt
-import importlib.resources
+import hashlib
 import os
 import pathlib
+import pickle
 import re
 import socket
-import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -266,18 +266,22 @@ class PrefixTable:
     """Longest-prefix match over operator and CDN prefixes, IPv4 and IPv6.
 
     One dict per prefix length, keyed by the network number shifted right by the host bits;
-    a lookup probes the lengths present, longest first. Built once at load time.
+    a lookup probes the lengths present, longest first. Built once at load time. The dicts hold
+    (network text, per-ASN template) pairs rather than 20,000 entry objects, so the cached table
+    unpickles fast; the entry is made when a lookup hits (once per flow).
     """
 
     __slots__ = ("_count", "_tables")
 
     def __init__(self, entries: Iterable[tuple[bytes, int, PrefixEntry]] = ()) -> None:
-        by_len: dict[int, dict[int, dict[int, PrefixEntry]]] = {4: {}, 16: {}}
+        by_len: dict[int, dict[int, dict[int, tuple[str, PrefixEntry]]]] = {4: {}, 16: {}}
+        templates: dict[str, PrefixEntry] = {}
         count = 0
         for packed, length, entry in entries:
             bits = len(packed) * 8
             key = int.from_bytes(packed, "big") >> (bits - length)
-            by_len[len(packed)].setdefault(length, {})[key] = entry
+            template = templates.setdefault(entry.id, entry)
+            by_len[len(packed)].setdefault(length, {})[key] = (entry.network, template)
             count += 1
         self._count = count
         # (bits, [(shift, table), ...] longest prefix first) per address size
@@ -295,7 +299,10 @@ class PrefixTable:
         for shift, networks in table[1]:
             hit = networks.get(value >> shift)
             if hit is not None:
-                return hit
+                network, t = hit
+                if t.network == network:
+                    return t
+                return PrefixEntry(t.id, network, t.asn, t.owner, t.kind, t.source, t.date)
         return None
 
     def __len__(self) -> int:
@@ -392,6 +399,8 @@ def _name_ok(value: str) -> bool:
 
 
 def _read_toml(path: pathlib.Path) -> dict[str, Any]:
+    import tomllib  # only on a cache miss
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -596,10 +605,31 @@ class Signatures:
     @classmethod
     def load(cls, directory: str | os.PathLike[str] | None = None,
              peering: str | os.PathLike[str] | None = None) -> Signatures:
-        """Read and validate a signature directory (default: the shipped one) and a peering file."""
+        """Read and validate a signature directory (default: the shipped one) and a peering file.
+
+        Loading ~20,000 prefixes costs more than a short scan, so the validated result is kept in
+        a cache keyed by the digest of every signature file, the peering file and this module's
+        own source: any change to any of them means a fresh, validated load.
+        """
         root = pathlib.Path(directory) if directory is not None else shipped_directory()
         if not root.is_dir():
             raise SignatureError(str(root), None, "signature directory does not exist")
+        cache = _cache_path(root, peering)
+        if cache is not None:
+            try:
+                with open(cache, "rb") as f:
+                    sigs = pickle.load(f)
+                if isinstance(sigs, cls):
+                    return sigs
+            except (OSError, pickle.PickleError, EOFError, AttributeError, ImportError, TypeError):
+                pass  # no usable cache: load and validate
+        sigs = cls._load(root, peering)
+        if cache is not None:
+            _cache_store(cache, sigs)
+        return sigs
+
+    @classmethod
+    def _load(cls, root: pathlib.Path, peering: str | os.PathLike[str] | None) -> Signatures:
         ld = _Loader(root)
         rules: list[HostRule] = []
         prefixes: list[tuple[bytes, int, PrefixEntry]] = []
@@ -879,9 +909,45 @@ def _load_peering(path: pathlib.Path) -> dict[str, int]:
     return out
 
 
+def _cache_dir() -> pathlib.Path | None:
+    if os.environ.get("CLASSIFIER_NO_CACHE"):
+        return None
+    base = os.environ.get("CLASSIFIER_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
+    return pathlib.Path(base or pathlib.Path.home() / ".cache") / "classifier"
+
+
+def _cache_path(root: pathlib.Path, peering: str | os.PathLike[str] | None) -> pathlib.Path | None:
+    """Where the validated signatures for exactly these files would be cached (None: no cache)."""
+    where = _cache_dir()
+    if where is None:
+        return None
+    h = hashlib.sha256(pathlib.Path(__file__).read_bytes())
+    try:
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".toml", ".txt")):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        if peering is not None:
+            h.update(b"peering\0" + pathlib.Path(peering).read_bytes())
+    except OSError:
+        return None  # the load itself will say what is wrong
+    return where / f"signatures-{h.hexdigest()[:32]}.pickle"
+
+
+def _cache_store(path: pathlib.Path, sigs: Signatures) -> None:
+    """Write the cache atomically; a cache that cannot be written is simply not used."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(sigs, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def shipped_directory() -> pathlib.Path:
     """The signatures shipped with the package (installed as classifier._signatures) or, in a
     source checkout, the repository's signatures/ directory."""
+    import importlib.resources  # only here: it pulls in zipfile and friends
+
     try:
         files = importlib.resources.files("classifier._signatures")
     except ModuleNotFoundError:

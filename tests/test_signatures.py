@@ -430,3 +430,24 @@ def test_builder_reproduces_shipped_data(tmp_path):
         assert (out / rel).read_bytes() == (SHIPPED / rel).read_bytes(), f"{rel} differs from the build"
     shipped_prefixes = {p.relative_to(SHIPPED) for p in (SHIPPED / "prefixes").iterdir()}
     assert shipped_prefixes == {p for p in built if p.parts[0] == "prefixes"}, "stale prefix files"
+
+
+def test_cache_is_used_and_invalidated_by_any_change(tmp_path, monkeypatch):
+    import shutil
+
+    from classifier.signatures import Signatures, shipped_directory
+    monkeypatch.setenv("CLASSIFIER_CACHE_DIR", str(tmp_path / "cache"))
+    d = tmp_path / "sigs"
+    shutil.copytree(shipped_directory(), d)
+    first = Signatures.load(d)
+    cached = list((tmp_path / "cache" / "classifier").glob("signatures-*.pickle"))
+    assert len(cached) == 1
+    second = Signatures.load(d)
+    assert second.hosts.match("www.tiktok.com").id == first.hosts.match("www.tiktok.com").id
+    assert len(second.prefixes) == len(first.prefixes)
+    # a change to a prefix file means a fresh load (and here a validation error), never the cache
+    with open(d / "prefixes" / "AS45090-ipv4.txt", "a") as f:
+        f.write("10.0.0.0/33\n")
+    with pytest.raises(SignatureError) as exc:
+        Signatures.load(d)
+    assert "AS45090-ipv4.txt" in str(exc.value)

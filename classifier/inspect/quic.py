@@ -40,10 +40,6 @@ import struct
 from bisect import bisect_left
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from classifier.errors import MalformedError
 from classifier.inspect import normalize_hostname
 from classifier.inspect.tls import ClientHello, parse_client_hello_message
@@ -231,6 +227,11 @@ class _Keys:
     __slots__ = ("aead", "hp", "iv")
 
     def __init__(self, version: int, dcid: bytes) -> None:
+        # Imported here, not at module level: most scans meet no QUIC Initial at all, and the
+        # cryptography bindings cost more start-up time than a small capture takes to scan.
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         key, iv, hp = initial_key_material(version, dcid)
         self.aead = AESGCM(key)
         self.iv = int.from_bytes(iv, "big")
@@ -522,7 +523,9 @@ class QuicInitialState:
             nonce = (keys.iv ^ pn).to_bytes(12, "big")
             try:
                 payload = keys.aead.decrypt(nonce, d[pn_offset + pn_len : end], bytes(header))
-            except InvalidTag:
+            except Exception as err:  # cryptography's InvalidTag: the key does not fit this packet
+                if type(err).__name__ != "InvalidTag":
+                    raise
                 continue
             if pn > self._largest_pn:
                 self._largest_pn = pn
