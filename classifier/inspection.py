@@ -22,6 +22,8 @@ from .inspect import tls as tlsp
 from .reassembly import Stream
 
 DNS_PORT = 53
+# Protocols whose client greeting is all we need: the parser returns None until it is complete.
+_HELLO_PARSERS = {"tls": tlsp.parse_client_hello, "mmtls": mmtlsp.parse_client_hello}
 _MAX_QUERY_NAMES = 8
 
 
@@ -88,17 +90,12 @@ class Inspection:
                 kind = "unknown"
             flow.facts["app_proto"] = kind
         try:
-            if kind == "tls":
-                hello = tlsp.parse_client_hello(data)
+            parse = _HELLO_PARSERS.get(kind)
+            if parse is not None:
+                hello = parse(data)
                 if hello is None:
                     return st.full
-                flow.facts["tls"] = hello
-                return True
-            if kind == "mmtls":
-                hello = mmtlsp.parse_client_hello(data)
-                if hello is None:
-                    return st.full
-                flow.facts["mmtls"] = hello
+                flow.facts[kind] = hello
                 return True
             if kind == "http":
                 req = flow.facts.get("http") or httpp.parse_http_request(data)
