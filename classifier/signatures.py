@@ -921,7 +921,8 @@ def _cache_path(root: pathlib.Path, peering: str | os.PathLike[str] | None) -> p
     where = _cache_dir()
     if where is None:
         return None
-    h = hashlib.sha256(pathlib.Path(__file__).read_bytes())
+    # The directory itself is part of the key: a loaded set remembers where it came from.
+    h = hashlib.sha256(pathlib.Path(__file__).read_bytes() + str(root.resolve()).encode())
     try:
         for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".toml", ".txt")):
             h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")

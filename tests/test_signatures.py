@@ -451,3 +451,17 @@ def test_cache_is_used_and_invalidated_by_any_change(tmp_path, monkeypatch):
     with pytest.raises(SignatureError) as exc:
         Signatures.load(d)
     assert "AS45090-ipv4.txt" in str(exc.value)
+
+
+def test_cache_keeps_copies_apart(tmp_path, monkeypatch):
+    """Two directories with the same files are two cache entries: each set knows its directory."""
+    import shutil
+
+    from classifier.signatures import Signatures, shipped_directory
+    monkeypatch.setenv("CLASSIFIER_CACHE_DIR", str(tmp_path / "cache"))
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(shipped_directory(), a)
+    shutil.copytree(shipped_directory(), b)
+    assert Signatures.load(a).directory == a
+    assert Signatures.load(b).directory == b
+    assert Signatures.load(a).directory == a  # from the cache now
