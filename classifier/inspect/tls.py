@@ -230,17 +230,23 @@ def _ech_config_id(b: bytes, start: int, end: int) -> int | None:
     return None
 
 
-def _server_name(b: bytes, start: int, end: int) -> str | None:
-    """First host_name (type 0) of a server_name list (RFC 6066 section 3)."""
-    field = "extension.server_name"
+def _list_body(b: bytes, start: int, end: int, field: str, what: str) -> int:
+    """Start of a non-empty list whose 2-byte length must fill the extension exactly."""
     if end - start < 2:
-        raise _err(field, "missing server name list length")
+        raise _err(field, f"missing {what} list length")
     list_len = (b[start] << 8) | b[start + 1]
     pos = start + 2
     if pos + list_len != end:
         raise _err(field, f"list length {list_len} does not fill the extension ({end - pos} bytes)")
     if list_len == 0:
-        raise _err(field, "empty server name list")
+        raise _err(field, f"empty {what} list")
+    return pos
+
+
+def _server_name(b: bytes, start: int, end: int) -> str | None:
+    """First host_name (type 0) of a server_name list (RFC 6066 section 3)."""
+    field = "extension.server_name"
+    pos = _list_body(b, start, end, field, "server name")
     sni: str | None = None
     while pos < end:
         if pos + 3 > end:
@@ -261,14 +267,7 @@ def _server_name(b: bytes, start: int, end: int) -> str | None:
 def _alpn(b: bytes, start: int, end: int) -> tuple[str, ...]:
     """Protocol names of application_layer_protocol_negotiation (RFC 7301)."""
     field = "extension.alpn"
-    if end - start < 2:
-        raise _err(field, "missing protocol name list length")
-    list_len = (b[start] << 8) | b[start + 1]
-    pos = start + 2
-    if pos + list_len != end:
-        raise _err(field, f"list length {list_len} does not fill the extension ({end - pos} bytes)")
-    if list_len == 0:
-        raise _err(field, "empty protocol name list")
+    pos = _list_body(b, start, end, field, "protocol name")
     names: list[str] = []
     while pos < end:
         plen = b[pos]
