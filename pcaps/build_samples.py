@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Build the project's own sample captures and the per-flow expectations beside them.
 
-Run ``.venv/bin/python pcaps/build_samples.py [OUTDIR]`` (default: the directory of this file).
-It writes ``demo.pcap``, ``linktypes.pcapng``, ``linktypes-ns-be.pcap``, ``malformed.pcap`` and
-``expected/<capture stem>.json``.
+Run ``.venv/bin/python pcaps/build_samples.py [OUTDIR] [--refresh-client-hellos]`` (default OUTDIR: the
+directory of this file). It writes ``demo.pcap``, ``linktypes.pcapng``, ``linktypes-ns-be.pcap``,
+``malformed.pcap``, ``hidden.pcap`` and ``expected/<capture stem>.json``.
 
-Output is byte-identical on every run: timestamps, TCP ISNs, IP ids, ports and every "random" byte
-are derived from fixed labels with SHA-256. TLS ClientHellos are real ones produced by Python's ssl
-module (so their layout is whatever this OpenSSL sends); their random, legacy session id and
-key_share bytes are then overwritten with label-derived bytes, which is what makes them stable.
-A different OpenSSL build may produce differently shaped ClientHellos; README.md names the one used.
+Output is byte-identical on every run and on every machine: timestamps, TCP ISNs, IP ids, ports and
+every "random" byte are derived from fixed labels with SHA-256. TLS ClientHellos are real ones made by
+Python's ssl module, kept as data in ``client_hellos.json`` beside this script (one per SNI, with the
+random, legacy session id and key_share bytes zeroed); each flow fills those bytes from its label. So
+the build does not depend on the OpenSSL of the machine it runs on. ``--refresh-client-hellos`` makes
+them anew from this Python's OpenSSL (written to OUTDIR/client_hellos.json, with that OpenSSL's
+version) and builds with them: review the difference before committing it.
 
 IP and transport layers are built with scapy; link layers, pcap and pcapng framing are written
 with ``struct`` so that every byte is under this script's control.
@@ -17,6 +19,7 @@ with ``struct`` so that every byte is under this script's control.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import ipaddress
@@ -93,24 +96,19 @@ def iso(t_ns: int) -> str:
 # --------------------------------------------------------------------------- TLS messages
 
 
-def client_hello(sni: str | None, label: str) -> bytes:
-    """A real ClientHello record from this Python's OpenSSL, made deterministic per ``label``."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
-    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the ServerHello
-        obj.do_handshake()
-    rec = bytearray(outgoing.read())
-    if rec[0] != 0x16 or rec[5] != 0x01 or struct.unpack("!H", rec[3:5])[0] != len(rec) - 5:
-        raise RuntimeError("OpenSSL did not produce a single ClientHello record")
+HELLO_FILE = "client_hellos.json"
+HELLO_SOURCE = Path(__file__).resolve().with_name(HELLO_FILE)
+
+
+def rewrite_variable_bytes(record: bytes, fill: Callable[[str, int], bytes]) -> bytes:
+    """The ClientHello record with its per-connection bytes (random, legacy session id, key_share
+    keys) replaced by ``fill(name, length)``: zeros for the stored form, label-derived for a flow."""
+    rec = bytearray(record)
     p = 9 + 2  # record header, handshake header, legacy_version
-    rec[p : p + 32] = det(f"{label}/random", 32)
+    rec[p : p + 32] = fill("random", 32)
     p += 32
     sid_len = rec[p]
-    rec[p + 1 : p + 1 + sid_len] = det(f"{label}/session_id", sid_len)
+    rec[p + 1 : p + 1 + sid_len] = fill("session_id", sid_len)
     p += 1 + sid_len
     p += 2 + struct.unpack("!H", rec[p : p + 2])[0]  # cipher suites
     p += 1 + rec[p]  # compression methods
@@ -122,12 +120,77 @@ def client_hello(sni: str | None, label: str) -> bytes:
             q = p + 6
             while q < p + 4 + elen:
                 group, klen = struct.unpack("!HH", rec[q : q + 4])
-                rec[q + 4 : q + 4 + klen] = det(f"{label}/key_share/{group}", klen)
+                rec[q + 4 : q + 4 + klen] = fill(f"key_share/{group}", klen)
                 q += 4 + klen
         p += 4 + elen
+    return bytes(rec)
+
+
+def openssl_client_hello(sni: str | None) -> bytes:
+    """A ClientHello record from this Python's OpenSSL (ALPN h2, http/1.1), per-connection bytes zeroed."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the ServerHello
+        obj.do_handshake()
+    rec = outgoing.read()
+    if rec[0] != 0x16 or rec[5] != 0x01 or struct.unpack("!H", rec[3:5])[0] != len(rec) - 5:
+        raise RuntimeError("OpenSSL did not produce a single ClientHello record")
     if sni is not None and sni.encode() not in rec:
         raise RuntimeError(f"SNI {sni} missing from ClientHello")
-    return bytes(rec)
+    return rewrite_variable_bytes(rec, lambda _name, n: bytes(n))
+
+
+class ClientHellos:
+    """The stored ClientHellos by SNI; with ``refresh``, made by this OpenSSL instead (and recorded)."""
+
+    def __init__(self, refresh: bool = False, source: Path = HELLO_SOURCE) -> None:
+        self.refresh = refresh
+        self.source = source
+        self.by_sni: dict[str, bytes] = {}
+        if not refresh:
+            try:
+                stored = json.loads(source.read_text())["hellos"]
+                self.by_sni = {sni: bytes.fromhex(hexa) for sni, hexa in stored.items()}
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+                raise SystemExit(f"build_samples: {source}: cannot read the stored ClientHellos ({err}); "
+                                 "rebuild them with --refresh-client-hellos") from None
+
+    def template(self, sni: str | None) -> bytes:
+        key = sni or ""
+        if self.refresh and key not in self.by_sni:
+            self.by_sni[key] = openssl_client_hello(sni)
+        if key not in self.by_sni:
+            raise SystemExit(f"build_samples: {self.source}: no stored ClientHello for SNI {key!r}; "
+                             "add it with --refresh-client-hellos")
+        return self.by_sni[key]
+
+    def document(self) -> str:
+        """The JSON text of client_hellos.json for the hellos used so far."""
+        about = ("ClientHello records made by Python's ssl module (ALPN h2, http/1.1), keyed by SNI ('' = "
+                 "none), random, legacy session id and key_share bytes zeroed; pcaps/build_samples.py fills "
+                 "those per flow. Remake with `build_samples.py --refresh-client-hellos`.")
+        doc = {
+            "about": about,
+            "openssl": ssl.OPENSSL_VERSION,
+            "python": sys.version.split()[0],
+            "hellos": {sni: self.by_sni[sni].hex() for sni in sorted(self.by_sni)},
+        }
+        return json.dumps(doc, indent=1) + "\n"
+
+
+_hellos: ClientHellos | None = None  # main() sets it; else the stored ones, loaded on first use
+
+
+def client_hello(sni: str | None, label: str) -> bytes:
+    """A real ClientHello record (stored, from OpenSSL) made unique and deterministic per ``label``."""
+    global _hellos
+    if _hellos is None:
+        _hellos = ClientHellos()
+    return rewrite_variable_bytes(_hellos.template(sni), lambda name, n: det(f"{label}/{name}", n))
 
 
 def session_id_of(hello: bytes) -> bytes:
@@ -1142,7 +1205,15 @@ def build_hidden() -> tuple[bytes, list[dict]]:
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
+    global _hellos
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("outdir", nargs="?", type=Path, default=Path(__file__).resolve().parent,
+                        help="where to write (default: the directory of this script)")
+    parser.add_argument("--refresh-client-hellos", action="store_true",
+                        help=f"make the ClientHellos with this OpenSSL and write OUTDIR/{HELLO_FILE}")
+    args = parser.parse_args(argv[1:])
+    out: Path = args.outdir
+    _hellos = ClientHellos(refresh=args.refresh_client_hellos)
     (out / "expected").mkdir(parents=True, exist_ok=True)
     demo, demo_exp = build_demo()
     linktypes, linktypes_exp = build_linktypes()
@@ -1160,7 +1231,9 @@ def main(argv: list[str]) -> int:
         (out / "expected" / f"{Path(name).stem}.json").write_text(json.dumps(exp, indent=2) + "\n")
         print(f"{name}: {len(data)} bytes, {len(exp)} flows")
     print("malformed.pcap:", json.dumps(info))
-    print("OpenSSL:", ssl.OPENSSL_VERSION)
+    if args.refresh_client_hellos:
+        (out / HELLO_FILE).write_text(_hellos.document())
+        print(f"{HELLO_FILE}: {len(_hellos.by_sni)} ClientHellos from {ssl.OPENSSL_VERSION}")
     return 0
 
 

@@ -33,6 +33,13 @@ TEST_PREFIXES = {
 }
 ROUTE_PROTOCOL = 241
 
+#: A wrapper that runs a command as an ordinary user (uid/gid 65534, no groups) holding no capability
+#: but CAP_DAC_READ_SEARCH, so it can still read the checkout wherever it is (a fresh clone in /root,
+#: mode 0700). `unshare --user` fails with EPERM in a chroot or container; setpriv works everywhere.
+UNPRIVILEGED = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                "--inh-caps=-all,+dac_read_search", "--ambient-caps=-all,+dac_read_search")
+MANGLE_TABLES = ("ip mangle", "ip6 mangle")  # what iptables-nft creates for `iptables -t mangle`
+
 
 def make_signatures(tmp: Path) -> Path:
     """A copy of the shipped signatures with the lab's addresses appended to operator/CDN prefix lists."""
@@ -174,6 +181,19 @@ def our_objects(lab: netlab.Lab) -> list[str]:
         if out.stdout.strip():
             found.append(f"routes: {out.stdout.strip()}")
     return found
+
+
+def mangle_tables(lab: netlab.Lab) -> set[str]:
+    """The nft tables ``ip mangle`` / ``ip6 mangle`` present in the gateway namespace."""
+    listing = json.loads(lab.run("gateway", ["nft", "-j", "list", "tables"], check=True).stdout)
+    present = {f"{o['table']['family']} {o['table']['name']}" for o in listing["nftables"] if "table" in o}
+    return present & set(MANGLE_TABLES)
+
+
+def drop_mangle_tables(lab: netlab.Lab) -> None:
+    """Delete ``ip mangle`` and ``ip6 mangle`` in the gateway namespace (a test's own set-up)."""
+    for table in mangle_tables(lab):
+        lab.run("gateway", ["nft", "delete", "table", *table.split()], check=True)
 
 
 @contextlib.contextmanager

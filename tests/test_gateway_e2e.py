@@ -326,6 +326,64 @@ def test_kill9_inline_fails_open_and_cleanup_restores(lab, sig_dir, tmp_path):
         lab.run("gateway", ["ip", "route", "del", "blackhole", "192.0.2.128/25"])
 
 
+def _mangle_markers(lab) -> set[str]:
+    listing = json.loads(lab.run("gateway", ["nft", "-j", "list", "table", "inet", "classifier_gw"],
+                                 check=True).stdout)
+    return {o["counter"]["name"] for o in listing["nftables"] if "counter" in o}
+
+
+def test_iptables_backend_removes_the_mangle_tables_it_created(lab, sig_dir, tmp_path):
+    """iptables-nft creates `ip mangle` / `ip6 mangle`: a normal stop, and kill -9 + --cleanup,
+    remove them again when the gateway created them."""
+    args = base_args(sig_dir, "--mode", "inline", "--backend", "iptables", "--enforce", "--as-of", TIKTOK_ON)
+    gh.drop_mangle_tables(lab)
+    with gh.running(lab, tmp_path, *args):
+        assert gh.mangle_tables(lab) == {"ip mangle", "ip6 mangle"}  # made by the iptables commands
+        assert _mangle_markers(lab) == {"created_ip_mangle", "created_ip6_mangle"}
+        assert not lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok  # the xt NFQUEUE path works
+        assert lab.tls_get("client", A("unrelated"), "www.google.com").ok
+    assert gh.mangle_tables(lab) == set(), "a normal stop left the mangle tables iptables created"
+
+    gh.Gateway(lab, tmp_path, *args, log_name="killed.jsonl").start().kill9()
+    assert gh.mangle_tables(lab) == {"ip mangle", "ip6 mangle"}
+    assert "nft table ip mangle (created by iptables for the gateway, empty)" in \
+        gh.run_cli_in(lab, "gateway", "gateway", *args).stderr  # listed among the leftovers
+    proc = gh.run_cli_in(lab, "gateway", "gateway", "--cleanup")
+    assert proc.returncode == 0, proc.stderr
+    for table in ("ip mangle", "ip6 mangle"):
+        assert f"removed nft table {table} (created by iptables for the gateway, empty)" in proc.stdout
+    assert "removed iptables -t mangle chain CLASSIFIER_GW" in proc.stdout
+    assert gh.mangle_tables(lab) == set() and not gh.our_objects(lab)
+    proc = gh.run_cli_in(lab, "gateway", "gateway", "--cleanup")
+    assert proc.returncode == 0 and "nothing to clean up" in proc.stdout
+
+
+def test_iptables_backend_leaves_mangle_tables_that_existed(lab, sig_dir, tmp_path):
+    """An operator's `ip mangle` (even an empty one) survives a stop and a --cleanup; the `ip6 mangle`
+    the gateway created goes, unless someone put a rule in it meanwhile."""
+    args = base_args(sig_dir, "--mode", "inline", "--backend", "iptables", "--enforce", "--as-of", TIKTOK_ON)
+    gh.drop_mangle_tables(lab)
+    lab.run("gateway", ["nft", "add", "table", "ip", "mangle"], check=True)
+    try:
+        with gh.running(lab, tmp_path, *args):
+            assert _mangle_markers(lab) == {"created_ip6_mangle"}
+        assert gh.mangle_tables(lab) == {"ip mangle"}
+
+        gh.Gateway(lab, tmp_path, *args, log_name="killed.jsonl").start().kill9()
+        # after the crash, someone adds a rule to the table the gateway created
+        lab.run("gateway", ["ip6tables", "-w", "-t", "mangle", "-A", "PREROUTING", "-j", "ACCEPT"],
+                check=True)
+        proc = gh.run_cli_in(lab, "gateway", "gateway", "--cleanup")
+        assert proc.returncode == 0, proc.stderr
+        assert "removed nft table inet classifier_gw" in proc.stdout
+        assert "removed nft table ip mangle" not in proc.stdout
+        kept = "kept nft table ip6 mangle: created for the gateway's iptables rules, but it now holds a rule"
+        assert kept in proc.stdout
+        assert gh.mangle_tables(lab) == {"ip mangle", "ip6 mangle"} and not gh.our_objects(lab)
+    finally:
+        gh.drop_mangle_tables(lab)
+
+
 def test_cleanup_first_replaces_leftovers(lab, sig_dir, tmp_path):
     args = base_args(sig_dir, "--mode", "inline", "--enforce", "--as-of", TIKTOK_ON)
     gh.Gateway(lab, tmp_path, *args, log_name="first.jsonl").start().kill9()
@@ -388,7 +446,7 @@ def test_setup_errors_are_one_line_with_status_2(lab, sig_dir):
     cases = [
         ((), ("--mode", "inline", "--enforce", "-i", "gw-cli", "-i", "nosuch0"),
          "interface 'nosuch0' does not exist"),
-        (("unshare", "--user"), ("--mode", "monitor", "-i", "gw-cli"), "must run as root"),
+        (gh.UNPRIVILEGED, ("--mode", "monitor", "-i", "gw-cli"), "must run as root"),
         (("setpriv", "--bounding-set=-net_admin"), ("--mode", "inline", "--enforce", "-i", "gw-cli"),
          "CAP_NET_ADMIN is missing"),
         ((), ("--mode", "inline", "--metrics", "0.0.0.0:1"), "not a loopback address"),

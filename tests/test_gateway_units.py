@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -132,12 +131,16 @@ def test_monitor_and_reactive_plans():
 
 
 def test_print_only_needs_no_root_and_prints_the_plan():
-    # An unprivileged user namespace (uid 65534 inside) stands in for a normal user where we are root.
-    wrap = ["unshare", "--user"] if os.geteuid() == 0 and shutil.which("unshare") else []
-    proc = subprocess.run([*wrap, sys.executable, "-m", "classifier", "gateway", "--mode", "inline",
+    # Where we are root, uid 65534 without capabilities (but reading files) stands in for a normal user.
+    from gateway_helpers import UNPRIVILEGED
+
+    wrap = list(UNPRIVILEGED) if os.geteuid() == 0 else []
+    code = "import os, sys; from classifier.cli import main; print('euid', os.geteuid()); sys.exit(main())"
+    proc = subprocess.run([*wrap, sys.executable, "-c", code, "gateway", "--mode", "inline",
                            "--backend", "iptables", "-i", "eth9", "--print-only"], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("euid ") and not proc.stdout.startswith("euid 0\n")
     assert "nft -f - <<'EOF'" in proc.stdout and "--queue-bypass" in proc.stdout
 
 
@@ -165,6 +168,81 @@ def test_cli_stays_import_light():
             "'classifier.gateway.runner') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+# -- mangle tables made by iptables-nft ----------------------------------------------------------
+
+
+class TablesNft:
+    """nft as a dict {(family, name): [objects]}: the listings and deletions the clean-up uses."""
+
+    def __init__(self, tables: dict[tuple[str, str], list[dict]]) -> None:
+        self.tables = tables
+        self.ran: list[str] = []
+
+    def list_json(self, what: str) -> list[dict]:
+        if what == "tables":
+            return [{"table": {"family": f, "name": n}} for f, n in self.tables]
+        _, fam, name = what.split()
+        return [{"table": {"family": fam, "name": name}}, *self.tables[(fam, name)]]
+
+    def run(self, text: str) -> str:
+        self.ran.append(text)
+        for words in (line.split() for line in text.splitlines()):
+            if words[:2] == ["delete", "table"]:
+                del self.tables[(words[2], words[3])]
+        return ""
+
+
+def _forward(family: str, policy: str = "accept") -> dict:
+    return {"chain": {"family": family, "table": "mangle", "name": "FORWARD", "hook": "forward",
+                      "prio": -150, "policy": policy}}
+
+
+def _marker(family: str) -> dict:
+    return {"counter": {"family": "inet", "table": "classifier_gw", "name": f"created_{family}_mangle"}}
+
+
+def test_plan_records_the_mangle_tables_iptables_will_create():
+    cfg = gwconfig.GatewayConfig(mode="inline", interfaces=("eth1",))
+    plan = netfilter.build_plan(cfg, "iptables", created=["ip6 mangle"])
+    assert "\tcounter created_ip6_mangle {" in plan.nft_script
+    assert "created_ip_mangle" not in plan.nft_script
+    assert any("ip6 mangle" in note for note in plan.notes)
+    # no iptables commands (nft backend, reactive mode): nothing to record
+    assert "counter created_" not in netfilter.build_plan(cfg, "nft", created=["ip6 mangle"]).nft_script
+    reactive = gwconfig.GatewayConfig(mode="reactive")
+    assert "counter created_" not in netfilter.build_plan(reactive, None, created=["ip mangle"]).nft_script
+
+
+def test_cleanup_removes_the_empty_mangle_tables_it_recorded_and_only_those(monkeypatch):
+    monkeypatch.setattr(netfilter, "_has_tool", lambda _tool: False)  # the iptables part is e2e-tested
+    nft = TablesNft({("inet", "classifier_gw"): [_marker("ip6")],
+                     ("ip", "mangle"): [_forward("ip")],  # existed before the run: not recorded
+                     ("ip6", "mangle"): [_forward("ip6")]})
+    assert "nft table ip6 mangle (created by iptables for the gateway, empty)" in netfilter.leftovers(nft)
+    kept: list[str] = []
+    removed = netfilter.remove_all(nft, kept)
+    assert removed == ["nft table ip6 mangle (created by iptables for the gateway, empty)",
+                       "nft table inet classifier_gw"]
+    assert not kept and list(nft.tables) == [("ip", "mangle")]
+    # the recorded table goes first, chains before it, in one transaction; our record last
+    assert nft.ran == ["delete chain ip6 mangle FORWARD\ndelete table ip6 mangle\n",
+                       "delete table inet classifier_gw"]
+
+
+@pytest.mark.parametrize(("extra", "holds"), [
+    ({"rule": {"family": "ip", "table": "mangle", "chain": "FORWARD", "handle": 4}}, "a rule"),
+    ({"chain": {"family": "ip", "table": "mangle", "name": "OPERATOR"}}, "chain OPERATOR"),
+    (_forward("ip", policy="drop"), "chain FORWARD with policy drop"),
+])
+def test_a_recorded_mangle_table_that_holds_something_is_kept(monkeypatch, extra, holds):
+    monkeypatch.setattr(netfilter, "_has_tool", lambda _tool: False)
+    nft = TablesNft({("inet", "classifier_gw"): [_marker("ip")], ("ip", "mangle"): [_forward("ip"), extra]})
+    kept: list[str] = []
+    assert netfilter.remove_all(nft, kept) == ["nft table inet classifier_gw"]
+    assert ("ip", "mangle") in nft.tables
+    assert len(kept) == 1 and kept[0].startswith("nft table ip mangle") and holds in kept[0], kept
 
 
 # -- preflight ---------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 The builder is run twice into temporary directories: both runs and the committed files must be
 byte-identical, so nobody can edit a capture or its expectations without the builder (or the
-builder without regenerating them).
+builder without regenerating them). The ClientHellos inside are stored data (pcaps/client_hellos.json),
+so the comparison holds whatever OpenSSL the machine has; the OpenSSL in use is checked only for what
+matters (a refresh still yields hellos with the right SNI and ALPN).
 """
 
 from __future__ import annotations
@@ -25,9 +27,23 @@ CAPTURES = ["demo.pcap", "linktypes.pcapng", "linktypes-ns-be.pcap", "malformed.
 OUTPUTS = CAPTURES + [f"expected/{Path(c).stem}.json" for c in CAPTURES]
 
 
-def _build(out: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(PCAPS / "build_samples.py"), str(out)], check=True, capture_output=True
+# Runs the builder with Python's OpenSSL unusable, so a build that still asks it for a ClientHello fails.
+NO_OPENSSL = """
+import runpy, ssl, sys
+def refuse(*args, **kwargs):
+    raise AssertionError("the build asked this machine's OpenSSL for a ClientHello")
+ssl.SSLContext = refuse
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _build(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", NO_OPENSSL, str(PCAPS / "build_samples.py"), str(out), *extra],
+        check=True,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -64,10 +80,61 @@ def test_build_is_deterministic_and_matches_committed(builds: tuple[Path, Path],
     assert (first / name).read_bytes() == (second / name).read_bytes(), f"{name}: two builds differ"
     assert (first / name).read_bytes() == (PCAPS / name).read_bytes(), (
         f"{name}: a fresh build differs from the committed file. Rebuild with "
-        f"`.venv/bin/python pcaps/build_samples.py` and review the change; the ClientHellos come from "
-        f"this Python's OpenSSL ({ssl.OPENSSL_VERSION}), pcaps/README.md names the one used for the "
-        f"committed files."
+        f"`.venv/bin/python pcaps/build_samples.py` and review the change"
     )
+
+
+def _parsed_hellos(path: Path) -> dict[str, tuple[str | None, tuple[str, ...], bytes]]:
+    """SNI key -> (SNI, ALPN, per-connection bytes) of every ClientHello in a client_hellos.json."""
+    from classifier.inspect.tls import parse_client_hello
+
+    out = {}
+    for key, hexa in json.loads(path.read_text())["hellos"].items():
+        record = bytes.fromhex(hexa)
+        hello = parse_client_hello(record)
+        assert hello is not None, key
+        sid_len = record[43]
+        out[key] = (hello.sni, hello.alpn, record[11:43] + record[44 : 44 + sid_len])
+    return out
+
+
+def test_stored_client_hellos_are_real_and_zeroed() -> None:
+    hellos = _parsed_hellos(PCAPS / "client_hellos.json")
+    assert "" in hellos and "www.tiktok.com" in hellos
+    for key, (sni, alpn, variable) in hellos.items():
+        assert sni == (key or None)
+        assert alpn == ("h2", "http/1.1")
+        assert variable == bytes(len(variable)), f"{key}: random/session id not zeroed"
+
+
+def test_refresh_makes_the_same_client_hellos_with_this_openssl(tmp_path: Path) -> None:
+    """--refresh-client-hellos asks this OpenSSL; byte layout may differ by version, meaning may not."""
+    proc = subprocess.run(
+        [sys.executable, str(PCAPS / "build_samples.py"), str(tmp_path), "--refresh-client-hellos"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert ssl.OPENSSL_VERSION in proc.stdout
+    made = json.loads((tmp_path / "client_hellos.json").read_text())
+    assert made["openssl"] == ssl.OPENSSL_VERSION
+    assert _parsed_hellos(tmp_path / "client_hellos.json") == _parsed_hellos(PCAPS / "client_hellos.json")
+    for name in CAPTURES:
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_missing_stored_client_hello_is_a_one_line_error(tmp_path: Path) -> None:
+    builder = tmp_path / "build_samples.py"
+    builder.write_text((PCAPS / "build_samples.py").read_text())
+    stored = json.loads((PCAPS / "client_hellos.json").read_text())
+    del stored["hellos"]["www.tiktok.com"]
+    (tmp_path / "client_hellos.json").write_text(json.dumps(stored))
+    argv = [sys.executable, str(builder), str(tmp_path / "out")]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "no stored ClientHello for SNI 'www.tiktok.com'" in proc.stderr
+    assert "--refresh-client-hellos" in proc.stderr
 
 
 def test_readme_lists_every_capture() -> None:

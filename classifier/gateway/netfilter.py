@@ -6,7 +6,8 @@ nothing of the operator's:
 * one nftables table, ``inet classifier_gw`` (its sets, its chains; deleting it removes all);
 * with the iptables backend, one chain ``CLASSIFIER_GW`` in the ``mangle`` table of iptables and
   ip6tables, and the jumps to it from ``FORWARD``, each carrying the comment ``classifier_gw``
-  (the rules inside our chain need no tag: the chain is ours).
+  (the rules inside our chain need no tag: the chain is ours); and the nft tables ``ip mangle`` /
+  ``ip6 mangle`` when iptables-nft created them for us and they are empty again (xtables.py).
 
 Chains sit at priority mangle - 10 (before the operator's mangle and filter chains): a packet we
 let through (an ``accept`` here, or an NFQUEUE accept verdict, which resumes at the next hook
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from classifier.errors import UserError
 
+from . import xtables
 from .config import GatewayConfig
 
 TABLE = "classifier_gw"
@@ -100,17 +102,20 @@ def _set(name: str, family: int, cfg: GatewayConfig, comment: str) -> str:
             f"\t}}\n")
 
 
-def nft_script(cfg: GatewayConfig, mode: str, backend: str | None) -> str | None:
+def nft_script(cfg: GatewayConfig, mode: str, backend: str | None,
+               created: Sequence[str] = ()) -> str | None:
     """The nftables table of a mode (None for monitor).
 
     The base chain sends each family to its own chain, where the offload lookup comes first:
-    a packet of an offloaded flow (the bulk of the traffic) costs one set lookup.
+    a packet of an offloaded flow (the bulk of the traffic) costs one set lookup. ``created``: the
+    mangle tables (``"ip mangle"``) the iptables commands will create, recorded for the clean-up.
     """
     if mode == "monitor":
         return None
     out = [f"table {FAMILY} {TABLE} {{\n",
            f"\tcomment \"{TAG}: classifier gateway ({mode} mode); "
            "remove with: classifier gateway --cleanup\"\n"]
+    out.append(xtables.marker_objects(created, TAG))
     offload = mode == "inline" and cfg.offload
     for fam in (4, 6):
         out.append(_set(f"block{fam}", fam, cfg, "blocked flows, both directions"))
@@ -179,16 +184,29 @@ def set_names(cfg: GatewayConfig, mode: str) -> list[str]:
     return names
 
 
-def build_plan(cfg: GatewayConfig, backend: str | None, routes: Iterable[str] = ()) -> Plan:
-    """Everything a run would install, in the order it is installed."""
+def uses_iptables(cfg: GatewayConfig, backend: str | None) -> bool:
+    """Whether a run runs iptables commands (inline mode with the iptables backend)."""
+    return cfg.mode == "inline" and backend == "iptables"
+
+
+def build_plan(cfg: GatewayConfig, backend: str | None, routes: Iterable[str] = (),
+               created: Sequence[str] = ()) -> Plan:
+    """Everything a run would install, in the order it is installed.
+
+    ``created``: the mangle tables iptables will create (``xtables.absent`` before the run).
+    """
     mode = cfg.mode
     queue_backend = backend if mode == "inline" else None
+    iptables = iptables_commands(cfg, mode, queue_backend)
+    created = list(created) if iptables else []
     notes = []
     if mode == "inline":
         notes.append(f"NFQUEUE {cfg.queue} with bypass (fail-open when no process listens)"
                      + ("; fail-open when the queue is full" if cfg.fail_open else ""))
-    return Plan(mode, queue_backend, nft_script(cfg, mode, queue_backend),
-                iptables_commands(cfg, mode, queue_backend), list(routes), set_names(cfg, mode), notes)
+    if created:
+        notes.append(f"iptables creates the nft tables {' and '.join(created)}; removed on exit when empty")
+    return Plan(mode, queue_backend, nft_script(cfg, mode, queue_backend, created),
+                iptables, list(routes), set_names(cfg, mode), notes)
 
 
 # -- install / find / remove ------------------------------------------------------------------
@@ -230,13 +248,20 @@ def _has_tool(tool: str) -> bool:
     return shutil.which(tool) is not None
 
 
+def _our_table_exists(nft) -> bool:
+    return any(o.get("table", {}).get("name") == TABLE and o["table"].get("family") == FAMILY
+               for o in nft.list_json("tables"))
+
+
 def leftovers(nft) -> list[str]:
-    """Descriptions of every object of ours present now (nft table, iptables chains and jumps)."""
+    """Descriptions of every object of ours present now (nft table, iptables chains and jumps, and
+    the empty mangle tables iptables created for us)."""
     found = []
-    for obj in nft.list_json("tables"):
-        t = obj.get("table", {})
-        if t.get("family") == FAMILY and t.get("name") == TABLE:
-            found.append(f"nft table {FAMILY} {TABLE}")
+    if _our_table_exists(nft):
+        found.append(f"nft table {FAMILY} {TABLE}")
+        for fam, name in xtables.recorded(nft, FAMILY, TABLE):
+            if (fam, name) in xtables.existing(nft) and xtables.emptiness(nft, fam, name) is None:
+                found.append(f"nft table {fam} {name} (created by iptables for the gateway, empty)")
     for tool in ("iptables", "ip6tables"):
         if not _has_tool(tool):
             continue
@@ -247,9 +272,16 @@ def leftovers(nft) -> list[str]:
     return found
 
 
-def remove_all(nft) -> list[str]:
-    """Remove every object of ours; returns what was removed. Safe to run when there is none."""
+def remove_all(nft, notes: list[str] | None = None) -> list[str]:
+    """Remove every object of ours; returns what was removed. Safe to run when there is none.
+
+    Order: iptables jumps and chain, then the mangle tables our table records as created for us
+    (if empty), then our table (the record goes last, so an interrupted clean-up can be rerun).
+    ``notes`` gets the tables that were left in place, with the reason.
+    """
     removed = []
+    ours = _our_table_exists(nft)
+    created = xtables.recorded(nft, FAMILY, TABLE) if ours else []
     for tool in ("iptables", "ip6tables"):
         if not _has_tool(tool):
             continue
@@ -262,8 +294,12 @@ def remove_all(nft) -> list[str]:
             _run([tool, "-w", "-t", "mangle", "-F", CHAIN])
             if _run([tool, "-w", "-t", "mangle", "-X", CHAIN]).returncode == 0:
                 removed.append(f"{tool} -t mangle chain {CHAIN}")
-    if any(o.get("table", {}).get("name") == TABLE and o["table"].get("family") == FAMILY
-           for o in nft.list_json("tables")):
+    if created:
+        gone, kept = xtables.remove_if_empty(nft, created)
+        removed += gone
+        if notes is not None:
+            notes += kept
+    if ours:
         nft.run(f"delete table {FAMILY} {TABLE}")
         removed.append(f"nft table {FAMILY} {TABLE}")
     return removed

@@ -5,8 +5,9 @@ Order of a run, chosen so the datapath is never left in a state nobody owns:
 1. config and flags, signatures and policy (all validated before anything else);
 2. preflight: root, capabilities, interfaces, kernel support;
 3. the plan: the exact nft text, iptables commands and routes; printed in a dry run;
-4. with ``--enforce``: refuse leftovers of an earlier run (unless ``--cleanup-first``), install
-   signal handlers, bind the queue, install the rules, run;
+4. with ``--enforce``: refuse leftovers of an earlier run (unless ``--cleanup-first``; checked
+   before the plan, which records the mangle tables iptables will create), install signal
+   handlers, bind the queue, install the rules, run;
 5. on SIGINT, SIGTERM or any error: unbind (traffic passes: bypass), write the records of live
    flows, remove our table, chains and routes.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from classifier.errors import UserError
 
-from . import netfilter, preflight
+from . import netfilter, preflight, xtables
 from .config import GatewayConfig, resolve
 
 
@@ -49,7 +50,8 @@ def run_cleanup(cfg: GatewayConfig) -> int:
     preflight.require_privileges(need_raw=False)
     nft = Nft()
     preflight.require_nf_tables(nft)
-    removed = netfilter.remove_all(nft)
+    kept: list[str] = []
+    removed = netfilter.remove_all(nft, kept)
     routes = Routes(cfg.route_protocol)
     try:
         removed += routes.remove_all()
@@ -58,6 +60,8 @@ def run_cleanup(cfg: GatewayConfig) -> int:
         routes.close()
     for item in removed:
         print(f"removed {item}")
+    for item in kept:
+        print(f"kept {item}")
     if not removed:
         print("nothing to clean up: no table, chain, rule or route of ours")
     if left:
@@ -92,11 +96,15 @@ def run_gateway(args: argparse.Namespace) -> int:
     backend = netfilter.choose_backend(cfg, nft) if cfg.mode == "inline" else None
     if enforce and backend == "iptables":
         preflight.require_iptables()
+    if enforce and cfg.mode != "monitor":
+        _refuse_or_remove_leftovers(cfg, nft, args.cleanup_first)  # before the plan: it looks at tables
 
     route_plan = RoutePlan(cfg, sigs, policy) if cfg.mode != "monitor" else None
     start = cfg.as_of if cfg.as_of is not None else time.time()
     desired = route_plan.desired(start) if route_plan is not None else {}
-    plan = netfilter.build_plan(cfg, backend, [route_command(p, cfg.route_protocol) for p in sorted(desired)])
+    created = xtables.absent(nft) if nft is not None and netfilter.uses_iptables(cfg, backend) else []
+    plan = netfilter.build_plan(cfg, backend, [route_command(p, cfg.route_protocol) for p in sorted(desired)],
+                                created)
     if route_plan is not None and route_plan.excluded:
         plan.notes.append(f"{len(route_plan.excluded)} operator prefixes overlap CDN prefixes and are "
                           "never blackholed")
@@ -119,26 +127,30 @@ def run_gateway(args: argparse.Namespace) -> int:
     return _run(cfg, sigs, policy, plan, nft, enforce, args, route_plan)
 
 
+def _refuse_or_remove_leftovers(cfg: GatewayConfig, nft, cleanup_first: bool) -> None:
+    """An enforcing run never starts over objects of an earlier run: refuse, or remove them first."""
+    from .routes import Routes
+
+    found = netfilter.leftovers(nft)
+    routes_probe = Routes(cfg.route_protocol)
+    try:
+        found += [f"route {p} table {t} proto {cfg.route_protocol}" for p, t, _ in routes_probe.ours()]
+    finally:
+        routes_probe.close()
+    if found:
+        if not cleanup_first:
+            raise UserError("objects of an earlier gateway run are still installed ("
+                            + "; ".join(found) + "): remove them with `classifier gateway --cleanup` "
+                            "or start with --cleanup-first")
+        run_cleanup(cfg)
+
+
 def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
     from .flowsets import FlowSets
     from .metrics import Stats, serve
     from .recordlog import RecordLog
     from .resets import Resetter
     from .routes import Routes
-
-    if enforce and cfg.mode != "monitor":
-        found = netfilter.leftovers(nft)
-        routes_probe = Routes(cfg.route_protocol)
-        try:
-            found += [f"route {p} table {t} proto {cfg.route_protocol}" for p, t, _ in routes_probe.ours()]
-        finally:
-            routes_probe.close()
-        if found:
-            if not args.cleanup_first:
-                raise UserError("objects of an earlier gateway run are still installed ("
-                                + "; ".join(found) + "): remove them with `classifier gateway --cleanup` "
-                                "or start with --cleanup-first")
-            run_cleanup(cfg)
 
     log = RecordLog(cfg.log)
     stats = Stats()
@@ -245,7 +257,10 @@ def _shutdown(engine, nft, routes, installed: bool, log, resetter) -> list[str]:
     attempt("queue", engine.close)  # unbound: the bypass lets traffic through from here on
     attempt("records", engine.finish)
     if installed and nft is not None:
-        attempt("netfilter", lambda: netfilter.remove_all(nft))
+        kept: list[str] = []
+        attempt("netfilter", lambda: netfilter.remove_all(nft, kept))
+        for item in kept:
+            _say(f"kept {item}")
     if routes is not None:
         attempt("routes", routes.remove_all)
         attempt("routes", routes.close)
