@@ -346,7 +346,7 @@ def test_iptables_backend_removes_the_mangle_tables_it_created(lab, sig_dir, tmp
 
     gh.Gateway(lab, tmp_path, *args, log_name="killed.jsonl").start().kill9()
     assert gh.mangle_tables(lab) == {"ip mangle", "ip6 mangle"}
-    assert "nft table ip mangle (created by iptables for the gateway, empty)" in \
+    assert "nft table ip mangle (created by iptables for the gateway; removed once empty)" in \
         gh.run_cli_in(lab, "gateway", "gateway", *args).stderr  # listed among the leftovers
     proc = gh.run_cli_in(lab, "gateway", "gateway", "--cleanup")
     assert proc.returncode == 0, proc.stderr

@@ -220,7 +220,8 @@ def test_cleanup_removes_the_empty_mangle_tables_it_recorded_and_only_those(monk
     nft = TablesNft({("inet", "classifier_gw"): [_marker("ip6")],
                      ("ip", "mangle"): [_forward("ip")],  # existed before the run: not recorded
                      ("ip6", "mangle"): [_forward("ip6")]})
-    assert "nft table ip6 mangle (created by iptables for the gateway, empty)" in netfilter.leftovers(nft)
+    assert "nft table ip6 mangle (created by iptables for the gateway; removed once empty)" in \
+        netfilter.leftovers(nft)
     kept: list[str] = []
     removed = netfilter.remove_all(nft, kept)
     assert removed == ["nft table ip6 mangle (created by iptables for the gateway, empty)",

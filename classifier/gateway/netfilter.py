@@ -255,13 +255,13 @@ def _our_table_exists(nft) -> bool:
 
 def leftovers(nft) -> list[str]:
     """Descriptions of every object of ours present now (nft table, iptables chains and jumps, and
-    the empty mangle tables iptables created for us)."""
+    the mangle tables iptables created for us)."""
     found = []
     if _our_table_exists(nft):
         found.append(f"nft table {FAMILY} {TABLE}")
-        for fam, name in xtables.recorded(nft, FAMILY, TABLE):
-            if (fam, name) in xtables.existing(nft) and xtables.emptiness(nft, fam, name) is None:
-                found.append(f"nft table {fam} {name} (created by iptables for the gateway, empty)")
+        present = xtables.existing(nft)
+        found += [f"nft table {fam} {name} (created by iptables for the gateway; removed once empty)"
+                  for fam, name in xtables.recorded(nft, FAMILY, TABLE) if (fam, name) in present]
     for tool in ("iptables", "ip6tables"):
         if not _has_tool(tool):
             continue
