@@ -16,17 +16,24 @@ test: install-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -ra
 
+# Every Python package comes in the exact version constraints.txt names, build environments included,
+# so a new upstream release cannot change what the tests run against. The pinned pip comes first:
+# the venv's own pip may be too old for --build-constraint.
+PIN := -c constraints.txt
+PIP_INSTALL := $(BIN)/python -m pip install -q $(PIN) --build-constraint constraints.txt
+
 $(BIN)/python:
 	bash tools/install-system-packages.sh tools/debian-packages.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q $(PIN) pip
+	$(PIP_INSTALL) -e .
 
 install-test: $(BIN)/python
 	bash tools/install-system-packages.sh tools/debian-packages.txt
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q $(PIN) pip
+	$(PIP_INSTALL) -e '.[test]'
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -57,6 +57,12 @@ HERE = Path(__file__).resolve()
 PYTHON = sys.executable
 PREFIX = "clf-"
 
+#: Every program the lab and the tests run through it (besides this Python). lab_unavailable()
+#: requires all of them; run()/popen() refuse any other, so a new one is declared here and its package
+#: in tools/debian-packages.txt (tests/test_setup_audit.py checks that list covers this table).
+TOOLS = ("ip", "sysctl", "tcpdump", "unbound", "unbound-checkconf", "dig", "curl", "openssl", "timeout",
+         "nft", "iptables", "ip6tables", "setpriv", "cat", "sleep")
+
 # --- address plan (documentation ranges only) -------------------------------------------------
 
 CLIENT4, CLIENT6 = "192.0.2.10", "2001:db8:1::10"
@@ -130,9 +136,9 @@ def lab_unavailable() -> str | None:
     """Why this machine cannot run the lab, or None when it can (root, ip netns, tools)."""
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
-    missing = [t for t in ("ip", "tcpdump", "unbound", "dig", "openssl") if shutil.which(t) is None]
+    missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
-        return f"missing tools: {', '.join(missing)}"
+        return f"missing tools: {', '.join(missing)} (make test installs tools/debian-packages.txt)"
     probe = f"{PREFIX}{os.getpid()}-probe"
     proc = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -320,10 +326,18 @@ class Lab:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # running things
+    def _in_ns(self, ns: str, argv: Sequence[Any]) -> list[str]:
+        """``ip netns exec NS argv...``, for a declared program only (see TOOLS)."""
+        program = str(argv[0]) if argv else ""
+        if program not in TOOLS and program != PYTHON:
+            raise LabError(f"{program!r} is not in netlab.TOOLS: declare it there, and its Debian package "
+                           "in tools/debian-packages.txt")
+        return ["ip", "netns", "exec", self.ns(ns), *map(str, argv)]
+
     def run(self, ns: str, argv: Sequence[str], *, input: str | bytes | None = None, timeout: float = 30,
             check: bool = False, text: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
         """Run argv inside ns to completion (``ip netns exec``); raise on failure only when check."""
-        full = ["ip", "netns", "exec", self.ns(ns), *map(str, argv)]
+        full = self._in_ns(ns, argv)
         if text and isinstance(input, bytes):
             input = input.decode()
         proc = subprocess.run(full, input=input, capture_output=True, timeout=timeout, text=text,
@@ -338,7 +352,7 @@ class Lab:
 
         With ``log`` (a file name, relative to the lab directory), stdout and stderr go there.
         """
-        full = ["ip", "netns", "exec", self.ns(ns), *map(str, argv)]
+        full = self._in_ns(ns, argv)
         if log is not None:
             path = self.dir / log
             with open(path, "ab") as fh:

@@ -18,6 +18,7 @@ import json
 import re
 import shlex
 import signal
+import sys
 import time
 
 import gateway_helpers as gh
@@ -489,7 +490,7 @@ def test_a_stalled_gateway_is_not_an_outage(lab, sig_dir, tmp_path):
         gw.send(signal.SIGSTOP)
         try:
             # fill the queue with a few datagrams nobody answers
-            lab.run("client", ["python3", "-c", "import socket\ns=socket.socket(2,2)\n"
+            lab.run("client", [sys.executable, "-c", "import socket\ns=socket.socket(2,2)\n"
                                f"[s.sendto(b'x', ('{A('unrelated')}', 9)) for _ in range(20)]"])
             res = lab.tls_get("client", A("unrelated"), "www.google.com", timeout=5)
             assert res.ok, res.error

@@ -21,17 +21,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _args(**kw) -> argparse.Namespace:
     from classifier.cli import build_parser
-    argv = ["gateway"]
+    words = ["gateway"]
     for k, v in kw.items():
         flag = "--" + k.replace("_", "-")
         if v is True:
-            argv.append(flag)
+            words.append(flag)
         elif isinstance(v, list):
             for item in v:
-                argv += [flag, str(item)]
+                words += [flag, str(item)]
         else:
-            argv += [flag, str(v)]
-    return build_parser().parse_args(argv)
+            words += [flag, str(v)]
+    return build_parser().parse_args(words)
 
 
 # -- config ------------------------------------------------------------------------------------

@@ -17,6 +17,11 @@ from classifier.errors import UserError
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 
+#: Every external program the gateway may run: nft (only without libnftables), iptables/ip6tables
+#: (iptables backend), modprobe (to load nfnetlink_queue). tools/debian-packages.txt names the package
+#: of each; tests/test_setup_audit.py checks that this table covers the gateway's code.
+COMMANDS = ("nft", "iptables", "ip6tables", "modprobe")
+
 
 def effective_caps(proc: Path = Path("/proc")) -> int:
     """The effective capability mask of this process (0 if it cannot be read)."""
