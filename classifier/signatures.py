@@ -130,7 +130,11 @@ def _vocabulary_of(root: pathlib.Path) -> pathlib.Path:
 def shipped_directory() -> pathlib.Path:
     """The signatures shipped with the package (installed as classifier._signatures) or, in a
     source checkout, the repository's signatures/ directory."""
-    import importlib.resources  # only here: it pulls in zipfile and friends
+    here = pathlib.Path(__file__).resolve().parent
+    for candidate in (here / "_signatures", here.parent / "signatures"):
+        if (candidate / "operators.toml").is_file():
+            return candidate
+    import importlib.resources  # only for unusual installs: it pulls in zipfile and friends
 
     try:
         files = importlib.resources.files("classifier._signatures")
@@ -138,4 +142,4 @@ def shipped_directory() -> pathlib.Path:
         files = None
     if isinstance(files, pathlib.Path) and (files / "operators.toml").is_file():
         return files
-    return pathlib.Path(__file__).resolve().parent.parent / "signatures"
+    return here.parent / "signatures"
