@@ -347,6 +347,11 @@ def array_of_tables(
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
+def key_text(key: str) -> str:
+    """A TOML key as messages show it: as is when plain, else quoted (a key may hold a newline)."""
+    return key if _PLAIN_KEY_RE.fullmatch(key) else _SHORT.repr(key)
+
+
 def only_keys(
     doc: dict[str, Any], allowed: Iterable[str], path: str, error: type[DataError] = DataError
 ) -> None:
@@ -354,5 +359,4 @@ def only_keys(
     allowed = tuple(allowed)
     for key in doc:
         if key not in allowed:
-            shown = key if _PLAIN_KEY_RE.fullmatch(key) else _SHORT.repr(key)
-            raise error(path, shown, f"unknown top-level table (allowed: {', '.join(allowed)})")
+            raise error(path, key_text(key), f"unknown top-level table (allowed: {', '.join(allowed)})")

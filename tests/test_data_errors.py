@@ -143,3 +143,36 @@ def test_quoted_and_unquoted_dates_load_alike(sigdir):
     _edit("policy/instruments.toml", "issued = 2024-04-24", 'issued = "2024-04-24"')(sigdir)
     run_cli("signatures", "check", str(sigdir))
     run_cli("policy", "--policy", str(sigdir / "policy"), "--as-of", "2025-01-01")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (DEEP, ["nested too deeply"]),
+        ("[gateway]\nmode = " + "[" * 20 + "]" * 20 + "\n", [": gateway: values nested too deeply"]),
+        ('[inline]\nqueue = "7"\n', ["[inline] queue: must be an integer, got string '7'"]),
+        ('[flows]\nidle_tcp = "5m"\n', ["[flows] idle_tcp: must be a number"]),
+        ('[gateway]\ninterfaces = ["eth0", 3]\n', ["[gateway] interfaces: must be a non-empty string"]),
+        ('["a\\nb"]\nx = 1\n', ["unknown section"]),
+    ],
+)
+def test_gateway_config_errors_are_one_line(tmp_path, text, words):
+    from classifier.errors import DataError
+    from classifier.gateway import config
+
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    with pytest.raises(DataError) as info:
+        config.load(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: ") and "\n" not in msg
+    for word in words:
+        assert word in msg
+
+
+def test_gateway_config_of_comments_only_is_the_defaults(tmp_path):
+    from classifier.gateway import config
+
+    path = tmp_path / "gw.toml"
+    path.write_text("# everything commented out\n")
+    assert config.load(path) == config.GatewayConfig(source=str(path))
