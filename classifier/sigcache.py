@@ -52,11 +52,16 @@ _SUFFIXES = (".toml", ".txt")
 
 
 def cache_dir() -> Path | None:
-    """Where cache files live (None: caching is turned off by CLASSIFIER_NO_CACHE)."""
+    """Where cache files live (None: turned off by CLASSIFIER_NO_CACHE, or no home directory)."""
     if os.environ.get("CLASSIFIER_NO_CACHE"):
         return None
     base = os.environ.get("CLASSIFIER_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base or Path.home() / ".cache") / "classifier"
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except (RuntimeError, KeyError):  # no HOME and no passwd entry (a bare container)
+            return None
+    return Path(base) / "classifier"
 
 
 class Slot:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from classifier.errors import SignatureError, UserError
-from classifier.signatures import Signatures, shipped_directory
 from classifier.sigmatch import HostMatcher
 from classifier.sigmodel import HostRule
+from classifier.signatures import Signatures, shipped_directory
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "signatures"
