@@ -15,15 +15,23 @@ class UserError(Exception):
     """A problem the user must fix; ``str()`` is a complete one-line explanation."""
 
 
-class SignatureError(UserError):
-    """A signature or policy file failed validation; names the file and the entry."""
+class DataError(UserError):
+    """A data file (signatures, policy, gateway config) is broken.
 
-    def __init__(self, path: str, entry: str | None, problem: str) -> None:
+    One format for all of them, ``file: entry: field: problem`` (entry and field when known),
+    so whoever edits the file sees which line to fix whatever loader found the fault.
+    """
+
+    def __init__(self, path: str, entry: str | None, problem: str, field: str | None = None) -> None:
         self.path = path
         self.entry = entry
+        self.field = field
         self.problem = problem
-        where = f"{path}: {entry}" if entry else path
-        super().__init__(f"{where}: {problem}")
+        super().__init__(": ".join(part for part in (path, entry, field, problem) if part))
+
+
+class SignatureError(DataError):
+    """A signature or policy file failed validation; names the file and the entry."""
 
 
 class MalformedError(Exception):

@@ -28,14 +28,29 @@ import math
 import os
 import re
 import time
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
+from classifier import vocabulary
+from classifier.datafile import read_toml
 from classifier.errors import SignatureError, UserError
+from classifier.validate import (
+    DATE,
+    TEXT,
+    TEXT_LIST,
+    Entry,
+    Field,
+    Schema,
+    array_of_tables,
+    choice,
+    instant,
+    list_of,
+    matching,
+    only_keys,
+    optional,
+)
 
 VIEWS = ("announced", "in-force")
 
@@ -71,7 +86,6 @@ RULE_NOT_ATTRIBUTED = "not-attributed"
 
 _INSTANT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9.-]*")
-_WORD_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,133 +216,79 @@ class Event:
 
 
 # --------------------------------------------------------------------------------------------
-# Validation helpers
+# Schemas (the shared validation layer, classifier.validate). A `date` is a TOML date or the
+# same text quoted; an instant is a quoted UTC string (parse_instant says why another is not).
 
-_REQUIRED = True
-_OPTIONAL = False
+_POLICY_ID = matching(_ID_RE, "must be lowercase letters, digits, '-' or '.'", 200)
+_INSTANT = instant(parse_instant, "2020-09-20T04:00:00Z")
+_SOURCED = (Field("source", TEXT), Field("date", DATE), optional("url", TEXT))
 
-
-def _is_text(v: Any) -> bool:
-    return isinstance(v, str) and v.strip() != ""
-
-
-def _is_date(v: Any) -> bool:
-    # datetime is a subclass of date: a TOML datetime where a date belongs is a mistake.
-    return type(v) is date
-
-
-def _is_str_list(v: Any) -> bool:
-    return isinstance(v, list) and len(v) > 0 and all(_is_text(x) for x in v)
-
-
-_CHECKS = {
-    "text": (_is_text, "a non-empty string"),
-    "date": (_is_date, "a TOML date like 2020-09-18 (unquoted)"),
-    "instant": (_is_text, "a string like 2020-09-20T04:00:00Z"),
-    "list": (_is_str_list, "a non-empty list of strings"),
+_SCHEMAS = {
+    "instrument": Schema(
+        "instrument",
+        (
+            Field("id", _POLICY_ID),
+            Field("title", TEXT),
+            Field("citation", TEXT),
+            Field("issued", DATE),
+            *_SOURCED,
+            optional("note", TEXT),
+        ),
+    ),
+    "provision": Schema(
+        "provision",
+        (
+            Field("id", _POLICY_ID),
+            Field("instrument", TEXT),
+            Field("app", TEXT),
+            Field("category", TEXT),
+            Field("summary", TEXT),
+            Field("effective", _INSTANT),
+            Field("clock_time", TEXT),
+            Field("reading", TEXT),
+            optional("alternative", _INSTANT),
+            *_SOURCED,
+            optional("note", TEXT),
+        ),
+    ),
+    "event": Schema(
+        "event",
+        (
+            Field("id", _POLICY_ID),
+            Field("kind", choice(tuple(EVENT_VIEWS))),
+            Field("at", _INSTANT),
+            optional("until", _INSTANT),
+            optional("new_effective", _INSTANT),
+            Field("affects", TEXT_LIST),
+            Field("views", list_of(choice(VIEWS))),
+            optional("clock_time", TEXT),
+            Field("reading", TEXT),
+            optional("alternative", _INSTANT),
+            *_SOURCED,
+            Field("note", TEXT),
+        ),
+    ),
 }
 
-_INSTRUMENT_SPEC: dict[str, tuple[str, bool]] = {
-    "id": ("text", _REQUIRED),
-    "title": ("text", _REQUIRED),
-    "citation": ("text", _REQUIRED),
-    "issued": ("date", _REQUIRED),
-    "source": ("text", _REQUIRED),
-    "date": ("date", _REQUIRED),
-    "url": ("text", _OPTIONAL),
-    "note": ("text", _OPTIONAL),
-}
 
-_PROVISION_SPEC: dict[str, tuple[str, bool]] = {
-    "id": ("text", _REQUIRED),
-    "instrument": ("text", _REQUIRED),
-    "app": ("text", _REQUIRED),
-    "category": ("text", _REQUIRED),
-    "summary": ("text", _REQUIRED),
-    "effective": ("instant", _REQUIRED),
-    "clock_time": ("text", _REQUIRED),
-    "reading": ("text", _REQUIRED),
-    "alternative": ("instant", _OPTIONAL),
-    "source": ("text", _REQUIRED),
-    "date": ("date", _REQUIRED),
-    "url": ("text", _OPTIONAL),
-    "note": ("text", _OPTIONAL),
-}
-
-_EVENT_SPEC: dict[str, tuple[str, bool]] = {
-    "id": ("text", _REQUIRED),
-    "kind": ("text", _REQUIRED),
-    "at": ("instant", _REQUIRED),
-    "until": ("instant", _OPTIONAL),
-    "new_effective": ("instant", _OPTIONAL),
-    "affects": ("list", _REQUIRED),
-    "views": ("list", _REQUIRED),
-    "clock_time": ("text", _OPTIONAL),
-    "reading": ("text", _REQUIRED),
-    "alternative": ("instant", _OPTIONAL),
-    "source": ("text", _REQUIRED),
-    "date": ("date", _REQUIRED),
-    "url": ("text", _OPTIONAL),
-    "note": ("text", _REQUIRED),
-}
-
-_VOCABULARY_SPEC: dict[str, tuple[str, bool]] = {
-    "apps": ("list", _REQUIRED),
-    "categories": ("list", _REQUIRED),
-    "note": ("text", _OPTIONAL),
-}
-
-_TABLE_KINDS = {"instrument": _INSTRUMENT_SPEC, "provision": _PROVISION_SPEC, "event": _EVENT_SPEC}
-
-
-def _check_fields(path: str, entry: str, raw: Any, spec: dict[str, tuple[str, bool]]) -> dict[str, Any]:
-    """Keys present, known and of the right type; instants parsed. Returns a plain dict."""
-    if not isinstance(raw, dict):
-        raise SignatureError(path, entry, "must be a table")
-    unknown = sorted(set(raw) - set(spec))
-    if unknown:
-        raise SignatureError(path, entry, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(spec)}")
-    out: dict[str, Any] = {}
-    for key, (check, required) in spec.items():
-        if key not in raw:
-            if required:
-                raise SignatureError(path, entry, f"missing required key {key!r}")
-            out[key] = None
-            continue
-        value = raw[key]
-        ok, what = _CHECKS[check]
-        if not ok(value):
-            raise SignatureError(path, entry, f"{key} must be {what}, got {type(value).__name__} {value!r}")
-        if check == "instant":
-            try:
-                value = parse_instant(value)
-            except ValueError as exc:
-                raise SignatureError(path, entry, f"{key}: {exc}") from None
-        out[key] = value
-    return out
-
-
-def _entry_name(raw: Any, kind: str, index: int) -> str:
-    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
-        return raw["id"]
-    return f"{kind} #{index + 1}"
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    spath = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SignatureError(spath, None, f"cannot read: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SignatureError(spath, None, f"not UTF-8 (byte offset {exc.start})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        # tomllib's message already carries "(at line L, column C)".
-        raise SignatureError(spath, None, f"TOML syntax error: {exc}") from None
+def _read_entries(root: Path, skip: Path) -> dict[str, list[Entry]]:
+    """Every [[instrument]], [[provision]] and [[event]] under ``root``, checked; ids unique."""
+    entries: dict[str, list[Entry]] = {kind: [] for kind in _SCHEMAS}
+    seen_ids: dict[str, str] = {}
+    for file in sorted(p for p in root.rglob("*.toml") if p.is_file() and p != skip):
+        spath = str(file)
+        doc = read_toml(file, SignatureError)  # an empty policy file is an error, not "no rules"
+        if "vocabulary" in doc:
+            raise SignatureError(spath, "vocabulary", f"belongs in {skip} only, the one vocabulary")
+        only_keys(doc, _SCHEMAS, spath, SignatureError)
+        for kind, schema in _SCHEMAS.items():
+            for i, raw in enumerate(array_of_tables(doc, kind, spath, SignatureError)):
+                entry = schema.check(raw, spath, i, SignatureError)
+                if entry["id"] in seen_ids:
+                    raise entry.fail(f"duplicate id (first defined in {seen_ids[entry['id']]})")
+                seen_ids[entry["id"]] = spath
+                entries[kind].append(entry)
+    return entries
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,178 +318,124 @@ class Policy:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Policy:
-        """Read and validate every ``*.toml`` under ``directory``; SignatureError on any fault."""
+        """Read and validate every ``*.toml`` under ``directory``; SignatureError on any fault.
+
+        The apps and categories come from the directory's ``vocabulary.toml``.
+        """
         root = Path(directory)
         if not root.is_dir():
-            raise SignatureError(str(root), None, "policy directory does not exist")
-        files = sorted(p for p in root.rglob("*.toml") if p.is_file())
-        if not files:
-            raise SignatureError(str(root), None, "no *.toml policy files")
-
-        vocab: tuple[str, dict[str, Any]] | None = None
-        raw_entries: dict[str, list[tuple[str, str, dict[str, Any]]]] = {k: [] for k in _TABLE_KINDS}
-        seen_ids: dict[str, str] = {}
-
-        for file in files:
-            spath = str(file)
-            doc = _read_toml(file)
-            for top, value in doc.items():
-                if top == "vocabulary":
-                    if vocab is not None:
-                        raise SignatureError(spath, "vocabulary", f"defined again (first in {vocab[0]})")
-                    vocab = (spath, _check_fields(spath, "vocabulary", value, _VOCABULARY_SPEC))
-                    continue
-                spec = _TABLE_KINDS.get(top)
-                if spec is None:
-                    raise SignatureError(
-                        spath,
-                        top,
-                        "unknown top-level table; allowed: vocabulary, [[instrument]], "
-                        "[[provision]], [[event]]",
-                    )
-                if not isinstance(value, list):
-                    raise SignatureError(spath, top, f"must be an array of tables: write [[{top}]]")
-                for i, raw in enumerate(value):
-                    name = _entry_name(raw, top, i)
-                    fields = _check_fields(spath, name, raw, spec)
-                    eid = fields["id"]
-                    if not _ID_RE.fullmatch(eid):
-                        raise SignatureError(spath, name, "id must be lowercase letters, digits, '-' or '.'")
-                    if eid in seen_ids:
-                        raise SignatureError(spath, eid, f"duplicate id (first defined in {seen_ids[eid]})")
-                    seen_ids[eid] = spath
-                    raw_entries[top].append((spath, eid, fields))
-
-        if vocab is None:
-            raise SignatureError(
-                str(root), None, "no [vocabulary] table (apps, categories) in any policy file"
+            problem = (
+                "is not a directory (a policy directory is expected)"
+                if root.exists()
+                else "policy directory does not exist"
             )
-        vpath, vfields = vocab
-        apps = cls._vocab_list(vpath, "apps", vfields["apps"])
-        categories = cls._vocab_list(vpath, "categories", vfields["categories"])
+            raise SignatureError(str(root), None, problem)
+        if not any(p.is_file() for p in root.rglob("*.toml")):
+            raise SignatureError(str(root), None, "no *.toml policy files")
+        vocab_path = root / vocabulary.FILE_NAME
+        vocab = vocabulary.load(vocab_path)
+        apps, categories = vocab.apps, vocab.categories
+        entries = _read_entries(root, vocab_path)
+        if not entries["provision"]:
+            raise SignatureError(str(root), None, "no [[provision]] in any policy file: nothing to decide")
 
         instruments: dict[str, Instrument] = {}
-        for spath, eid, f in raw_entries["instrument"]:
-            instruments[eid] = Instrument(
-                id=eid,
-                title=f["title"],
-                citation=f["citation"],
-                issued=f["issued"],
-                source=f["source"],
-                date=f["date"],
-                url=f["url"],
-                note=f["note"],
-                path=spath,
+        for e in entries["instrument"]:
+            instruments[e["id"]] = Instrument(
+                id=e["id"],
+                title=e["title"],
+                citation=e["citation"],
+                issued=e["issued"],
+                source=e["source"],
+                date=e["date"],
+                url=e["url"],
+                note=e["note"],
+                path=e.path,
             )
 
         provisions: dict[str, Provision] = {}
-        for spath, eid, f in raw_entries["provision"]:
-            if f["instrument"] not in instruments:
-                raise SignatureError(spath, eid, f"unknown instrument {f['instrument']!r}")
-            if f["app"] not in apps:
-                raise SignatureError(spath, eid, f"unknown app {f['app']!r}; known: {', '.join(apps)}")
-            if f["category"] not in categories:
-                raise SignatureError(
-                    spath, eid, f"unknown category {f['category']!r}; known: {', '.join(categories)}"
-                )
-            provisions[eid] = Provision(
-                id=eid,
-                instrument=f["instrument"],
-                app=f["app"],
-                category=f["category"],
-                summary=f["summary"],
-                effective=f["effective"],
-                clock_time=f["clock_time"],
-                reading=f["reading"],
-                alternative=f["alternative"],
-                source=f["source"],
-                date=f["date"],
-                url=f["url"],
-                note=f["note"],
-                path=spath,
+        for e in entries["provision"]:
+            if e["instrument"] not in instruments:
+                raise e.fail(f"unknown instrument {e['instrument']!r}", "instrument")
+            if e["app"] not in apps:
+                raise e.fail(f"unknown app {e['app']!r}; known: {', '.join(apps)}", "app")
+            if e["category"] not in categories:
+                known = ", ".join(categories)
+                raise e.fail(f"unknown category {e['category']!r}; known: {known}", "category")
+            provisions[e["id"]] = Provision(
+                id=e["id"],
+                instrument=e["instrument"],
+                app=e["app"],
+                category=e["category"],
+                summary=e["summary"],
+                effective=e["effective"],
+                clock_time=e["clock_time"],
+                reading=e["reading"],
+                alternative=e["alternative"],
+                source=e["source"],
+                date=e["date"],
+                url=e["url"],
+                note=e["note"],
+                path=e.path,
             )
 
-        events: dict[str, Event] = {}
-        for spath, eid, f in raw_entries["event"]:
-            events[eid] = cls._make_event(spath, eid, f, provisions)
-
+        events = {e["id"]: cls._make_event(e, provisions) for e in entries["event"]}
         return cls(apps, categories, instruments, provisions, events)
 
     @staticmethod
-    def _vocab_list(path: str, key: str, values: list[str]) -> tuple[str, ...]:
-        for v in values:
-            if not _WORD_RE.fullmatch(v):
-                raise SignatureError(
-                    path, "vocabulary", f"{key}: {v!r} must be lowercase letters, digits, '-'"
-                )
-        if len(set(values)) != len(values):
-            raise SignatureError(path, "vocabulary", f"{key}: duplicate values")
-        return tuple(values)
-
-    @staticmethod
-    def _make_event(path: str, eid: str, f: dict[str, Any], provisions: dict[str, Provision]) -> Event:
-        kind = f["kind"]
-        if kind not in EVENT_VIEWS:
-            raise SignatureError(path, eid, f"unknown event kind {kind!r}; known: {', '.join(EVENT_VIEWS)}")
-        views = f["views"]
-        for v in views:
-            if v not in VIEWS:
-                raise SignatureError(path, eid, f"unknown view {v!r}; known: {', '.join(VIEWS)}")
+    def _make_event(e: Entry, provisions: dict[str, Provision]) -> Event:
+        kind, views = e["kind"], e["views"]
         if len(set(views)) != len(views):
-            raise SignatureError(path, eid, "views: duplicate values")
+            raise e.fail("duplicate values", "views")
         if set(views) != set(EVENT_VIEWS[kind]):
-            raise SignatureError(
-                path, eid, f"a {kind} applies in views {list(EVENT_VIEWS[kind])}, not {views}"
-            )
+            raise e.fail(f"a {kind} applies in views {list(EVENT_VIEWS[kind])}, not {list(views)}", "views")
         if kind == "non-enforcement":
-            if f["until"] is None:
-                raise SignatureError(path, eid, "a non-enforcement event needs 'until'")
-            if f["until"] <= f["at"]:
-                raise SignatureError(
-                    path, eid, f"until {format_instant(f['until'])} is not after at {format_instant(f['at'])}"
-                )
-        elif f["until"] is not None:
-            raise SignatureError(path, eid, f"'until' only belongs to non-enforcement events, not {kind}")
+            if e["until"] is None:
+                raise e.fail("a non-enforcement event needs 'until'")
+            if e["until"] <= e["at"]:
+                until, at = format_instant(e["until"]), format_instant(e["at"])
+                raise e.fail(f"{until} is not after at {at}", "until")
+        elif e["until"] is not None:
+            raise e.fail(f"'until' only belongs to non-enforcement events, not {kind}", "until")
         if kind == "schedule-change":
-            if f["new_effective"] is None:
-                raise SignatureError(path, eid, "a schedule-change event needs 'new_effective'")
-        elif f["new_effective"] is not None:
-            raise SignatureError(
-                path, eid, f"'new_effective' only belongs to schedule-change events, not {kind}"
-            )
+            if e["new_effective"] is None:
+                raise e.fail("a schedule-change event needs 'new_effective'")
+        elif e["new_effective"] is not None:
+            problem = f"'new_effective' only belongs to schedule-change events, not {kind}"
+            raise e.fail(problem, "new_effective")
 
         resolved: list[str] = []
-        for pattern in f["affects"]:
+        for pattern in e["affects"]:
             if pattern.endswith("*") and "*" not in pattern[:-1]:
                 prefix = pattern[:-1]
                 matched = sorted(p for p in provisions if p.startswith(prefix))
                 if not matched:
-                    raise SignatureError(path, eid, f"affects {pattern!r} matches no provision")
+                    raise e.fail(f"{pattern!r} matches no provision", "affects")
             elif "*" in pattern:
-                raise SignatureError(path, eid, f"affects {pattern!r}: only a trailing '*' is allowed")
+                raise e.fail(f"{pattern!r}: only a trailing '*' is allowed", "affects")
             elif pattern in provisions:
                 matched = [pattern]
             else:
-                raise SignatureError(path, eid, f"affects unknown provision {pattern!r}")
+                raise e.fail(f"unknown provision {pattern!r}", "affects")
             resolved.extend(m for m in matched if m not in resolved)
 
         return Event(
-            id=eid,
+            id=e["id"],
             kind=kind,
-            at=f["at"],
-            until=f["until"],
-            new_effective=f["new_effective"],
-            affects=tuple(f["affects"]),
+            at=e["at"],
+            until=e["until"],
+            new_effective=e["new_effective"],
+            affects=e["affects"],
             provisions=tuple(resolved),
-            views=tuple(views),
-            clock_time=f["clock_time"],
-            reading=f["reading"],
-            alternative=f["alternative"],
-            source=f["source"],
-            date=f["date"],
-            url=f["url"],
-            note=f["note"],
-            path=path,
+            views=views,
+            clock_time=e["clock_time"],
+            reading=e["reading"],
+            alternative=e["alternative"],
+            source=e["source"],
+            date=e["date"],
+            url=e["url"],
+            note=e["note"],
+            path=e.path,
         )
 
     def without(self, event_ids: Iterable[str]) -> Policy:

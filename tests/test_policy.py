@@ -7,6 +7,7 @@ files to a temporary directory and expect a one-line SignatureError naming file 
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import re
 import shutil
@@ -508,8 +509,8 @@ def _sub(old: str, new: str) -> Callable[[str], str]:
 
 BROKEN = [
     # (file, entry, edit, expected words in the message)
-    ("provisions.toml", "wechat-2020-cdn", _drop_line("source"), ["missing", "'source'"]),
-    ("events.toml", "marland-v-trump-2020-10-30", _drop_line("date"), ["missing", "'date'"]),
+    ("provisions.toml", "wechat-2020-cdn", _drop_line("source"), ["source: missing"]),
+    ("events.toml", "marland-v-trump-2020-10-30", _drop_line("date"), ["date: missing"]),
     (
         "provisions.toml",
         "tiktok-2020-cdn",
@@ -569,7 +570,7 @@ BROKEN = [
         "events.toml",
         "marland-v-trump-2020-10-30",
         _sub('kind = "injunction"', 'kind = "stay"'),
-        ["unknown event kind", "stay"],
+        ["kind: 'stay' is not one of schedule-change"],
     ),
     (
         "events.toml",
@@ -581,7 +582,7 @@ BROKEN = [
         "events.toml",
         "commerce-rescission-2021-06",
         _sub('views = ["announced", "in-force"]', 'views = ["announced", "lawful"]'),
-        ["unknown view", "lawful"],
+        ["views: 'lawful' is not one of announced, in-force"],
     ),
     (
         "events.toml",
@@ -598,14 +599,26 @@ BROKEN = [
     (
         "instruments.toml",
         "pafaca",
-        _sub("issued = 2024-04-24", 'issued = "2024-04-24"'),
-        ["issued", "TOML date"],
+        _sub("issued = 2024-04-24", 'issued = "24/04/2024"'),
+        ["issued: must be a date like 2020-09-18 (YYYY-MM-DD, quoted or not), got string '24/04/2024'"],
+    ),
+    (
+        "instruments.toml",
+        "pafaca",
+        _sub("issued = 2024-04-24", "issued = 2024-04-24T00:00:00Z"),
+        ["issued: must be a date", "got TOML datetime"],
+    ),
+    (
+        "events.toml",
+        "marland-v-trump-2020-10-30",
+        _sub("date = 2020-10-30", 'date = "2020-10-30 "'),
+        ["date: must be a date"],
     ),
     (
         "instruments.toml",
         "pafaca",
         _sub("date = 2024-04-24", "date = 2024-04-24\nsigned_by = 'x'"),
-        ["unknown key"],
+        ["unknown key 'signed_by'"],
     ),
     (
         "provisions.toml",
@@ -623,9 +636,10 @@ def test_broken_entry_names_file_and_entry(tmp_path, filename, entry, edit, word
     directory = _copy(tmp_path)
     _edit_entry(directory, filename, entry, edit)
     err = _load_error(directory)
+    kind = filename.removesuffix("s.toml")
     assert err.path.endswith(filename)
-    assert err.entry == entry
-    assert f"{filename}: {entry}: " in str(err)
+    assert err.entry == f"{kind} '{entry}'"
+    assert f"{filename}: {kind} '{entry}': " in str(err)
     for w in words:
         assert w in str(err)
 
@@ -650,7 +664,7 @@ def test_duplicate_id_across_files(tmp_path):
     assert block
     (directory / "extra.toml").write_text(block.group(0))
     err = _load_error(directory)
-    assert err.entry == "wechat-2020-cdn" and "duplicate id" in str(err)
+    assert err.entry == "provision 'wechat-2020-cdn'" and "duplicate id" in str(err)
     assert "extra.toml" in str(err) or "provisions.toml" in str(err)
 
 
@@ -669,3 +683,59 @@ def test_missing_vocabulary_and_empty_directory(tmp_path):
     empty.mkdir()
     assert "no *.toml" in str(_load_error(empty))
     assert "does not exist" in str(_load_error(tmp_path / "absent"))
+
+
+def test_dates_quoted_or_not_mean_the_same(tmp_path):
+    """One rule for `date` everywhere: a TOML date or the same text quoted, normalised to a date."""
+    directory = _copy(tmp_path)
+    event = "marland-v-trump-2020-10-30"
+    _edit_entry(directory, "events.toml", event, _sub("date = 2020-10-30", 'date = "2020-10-30"'))
+    _edit_entry(directory, "instruments.toml", "pafaca", _sub("issued = 2024-04-24", 'issued = "2024-04-24"'))
+    quoted = Policy.load(directory)
+    shipped = Policy.load(POLICY_DIR)
+    assert quoted.events[event].date == shipped.events[event].date == dt.date(2020, 10, 30)
+    assert quoted.instruments["pafaca"].issued == shipped.instruments["pafaca"].issued == dt.date(2024, 4, 24)
+
+
+def test_empty_policy_file_is_blamed_on_itself(tmp_path):
+    directory = _copy(tmp_path)
+    (directory / "events.toml").write_text("# nothing here any more\n")
+    err = _load_error(directory)
+    assert err.path.endswith("events.toml") and "is empty" in str(err)
+
+
+def test_no_provision_at_all_is_an_error(tmp_path):
+    directory = _copy(tmp_path)
+    for name in ("provisions.toml", "events.toml"):
+        (directory / name).unlink()
+    err = _load_error(directory)
+    assert err.path == str(directory) and "no [[provision]]" in str(err)
+
+
+def test_vocabulary_only_in_vocabulary_toml(tmp_path):
+    directory = _copy(tmp_path)
+    (directory / "extra.toml").write_text((directory / "vocabulary.toml").read_text())
+    err = _load_error(directory)
+    assert err.path.endswith("extra.toml") and err.entry == "vocabulary" and "vocabulary.toml" in err.problem
+    (directory / "extra.toml").unlink()
+    path = directory / "vocabulary.toml"
+    text = path.read_text().replace('apps = ["tiktok", "wechat"]', 'apps = ["tiktok", "wechat", "tiktok"]')
+    path.write_text(text)
+    err = _load_error(directory)
+    assert err.path == str(path) and err.field == "apps" and "tiktok more than once" in err.problem
+
+
+def test_deeply_nested_value_is_one_line_naming_the_file(tmp_path):
+    directory = _copy(tmp_path)
+    (directory / "events.toml").write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    err = _load_error(directory)
+    assert err.path.endswith("events.toml") and "nested too deeply" in err.problem
+    (directory / "events.toml").write_text("x = " + "[" * 40 + "]" * 40 + "\n")  # parses, still refused
+    err = _load_error(directory)
+    assert err.path.endswith("events.toml") and err.entry == "x" and "nested too deeply" in err.problem
+
+
+def test_a_file_where_the_directory_belongs(tmp_path):
+    path = tmp_path / "policy.toml"
+    path.write_text("")
+    assert "is not a directory" in str(_load_error(path))

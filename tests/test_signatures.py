@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from classifier.errors import SignatureError, UserError
-from classifier.signatures import HostMatcher, HostRule, Signatures, shipped_directory
+from classifier.sigmatch import HostMatcher
+from classifier.sigmodel import HostRule
+from classifier.signatures import Signatures, shipped_directory
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "signatures"
@@ -271,7 +273,8 @@ def test_missing_source_or_date(tmp_path, field):
     err = load_error(root)
     assert err.path.endswith("apps/tiktok.toml")
     assert err.entry == "rule 'tiktok.tiktokv.com'"
-    assert f"missing '{field}'" in str(err)
+    assert err.field == field and err.problem == "missing"
+    assert str(err).endswith(f"apps/tiktok.toml: rule 'tiktok.tiktokv.com': {field}: missing")
 
 
 def test_bad_date(tmp_path):
@@ -286,7 +289,7 @@ def test_unknown_role(tmp_path):
                        'suffix = "tiktokv.com"\nrole = "hosting"')
     err = load_error(root)
     assert err.path.endswith("apps/tiktok.toml") and err.entry == "rule 'tiktok.tiktokv.com'"
-    assert "role 'hosting' is not one of" in err.problem
+    assert err.field == "role" and err.problem.startswith("'hosting' is not one of api, cdn, payments")
 
 
 def test_unknown_app(tmp_path):
@@ -382,12 +385,12 @@ def test_unknown_key(tmp_path):
     old = 'suffix = "tiktok.com"'
     root = broken_copy(tmp_path, "apps/tiktok.toml", old, old + "\nsufix = 1")
     err = load_error(root)
-    assert err.entry == "rule 'tiktok.tiktok.com'" and "unknown key 'sufix'" in err.problem
+    assert err.entry == "rule 'tiktok.tiktok.com'" and "unknown key 'sufix' (allowed: id, " in err.problem
 
     root = broken_copy(tmp_path / "2", "cdn.toml", "[[provider]]", "[[providers]]")
     err = load_error(root)
     assert err.path.endswith("cdn.toml") and err.entry == "providers"
-    assert "unknown top-level key" in err.problem
+    assert "unknown top-level table (allowed: provider, asn, cname)" in err.problem
 
 
 def test_bad_peering_file(tmp_path):
@@ -397,7 +400,7 @@ def test_bad_peering_file(tmp_path):
     assert err.path == str(path) and err.entry == "neighbour #1" and "six hex pairs" in err.problem
     path.write_text('[[neighbour]]\ninterface = "eth1"\nasn = 64496\ndate = "2026-01-01"\n')
     err = load_error(SHIPPED, peering=path)
-    assert err.entry == "neighbour 'if:eth1'" and "missing 'source'" in err.problem
+    assert err.entry == "neighbour 'if:eth1'" and err.field == "source" and err.problem == "missing"
 
 
 def test_missing_directory(tmp_path):
@@ -440,7 +443,7 @@ def test_cache_is_used_and_invalidated_by_any_change(tmp_path, monkeypatch):
     d = tmp_path / "sigs"
     shutil.copytree(shipped_directory(), d)
     first = Signatures.load(d)
-    cached = list((tmp_path / "cache" / "classifier").glob("signatures-*.pickle"))
+    cached = list((tmp_path / "cache" / "classifier").glob("signatures-*.json"))
     assert len(cached) == 1
     second = Signatures.load(d)
     assert second.hosts.match("www.tiktok.com").id == first.hosts.match("www.tiktok.com").id

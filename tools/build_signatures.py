@@ -24,14 +24,17 @@ import ipaddress
 import json
 import re
 import sys
-import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from classifier import vocabulary
+from classifier.datafile import read_toml
+from classifier.errors import DataError
+from classifier.sigload import CONFIDENCES, load_directory
+
 REPO = Path(__file__).resolve().parent.parent
-ROLES = ("api", "cdn", "payments", "update", "telemetry", "sdk", "web", "app-store")
-CONFIDENCES = ("high", "medium")
+VOCABULARY = REPO / "signatures" / "policy" / vocabulary.FILE_NAME  # roles: the classifier's own list
 # Formats whose date is the date of the data itself; the others (curated tables, docs, external
 # references) date when someone wrote them down, and only date a rule nothing else lists.
 RAW_FORMATS = ("v2fly", "hosts", "ndpi", "adguard", "clash")
@@ -175,12 +178,10 @@ class Rule:
 
 
 class Builder:
-    def __init__(self, shared: Path, curation: Path) -> None:
+    def __init__(self, shared: Path, curation: Path, vocab: vocabulary.Vocabulary) -> None:
         self.shared = shared
-        try:
-            self.cur = tomllib.loads(curation.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise BuildError(f"{curation}: {exc}") from exc
+        self.vocabulary = vocab
+        self.cur = read_toml(curation)
         self.inputs = {k: load_input(k, v, shared) for k, v in self.cur["inputs"].items()}
         self.cname_suffixes = [c["suffix"] for c in self.cur["cnames"]]
 
@@ -253,8 +254,11 @@ class Builder:
         role = d["role"]
         confidence = d.get("confidence", "high")
         match = d.get("match", "suffix")
-        if role not in ROLES or confidence not in CONFIDENCES or match not in ("suffix", "host"):
-            raise BuildError(f"{where}: bad role/confidence/match in {d}")
+        if role not in self.vocabulary.roles:
+            raise BuildError(f"{where}: role {role!r} is not one of {', '.join(self.vocabulary.roles)} "
+                             f"({self.vocabulary.path})")
+        if confidence not in CONFIDENCES or match not in ("suffix", "host"):
+            raise BuildError(f"{where}: bad confidence/match in {d}")
         return Rule(pattern, match == "host", role, confidence, owner, keys, note)
 
     def derive_ads(self, app: str, spec: dict, rules: dict, corroborate: list[str]) -> None:
@@ -587,9 +591,13 @@ def write_cdn(b: Builder, out: Output, asns: dict[int, dict]) -> None:
     out.write("cdn.toml", "".join(parts))
 
 
-def build(shared: Path, out_dir: Path, curation: Path, build_date: str) -> list[Path]:
-    """Write every generated file under out_dir; returns their paths."""
-    b = Builder(shared, curation)
+def build(shared: Path, out_dir: Path, curation: Path, build_date: str,
+          vocabulary_file: Path = VOCABULARY) -> list[Path]:
+    """Write every generated file under out_dir; returns their paths. A complete signature
+    directory (the default output) is then loaded as the classifier loads it, uncached, so a
+    build that writes something the classifier refuses fails here rather than at start-up."""
+    vocab = vocabulary.load(vocabulary_file)
+    b = Builder(shared, curation, vocab)
     out = Output(out_dir)
     counts, moved = write_apps(b, out)
     asns, prefix_count = write_prefixes(b, out, build_date)
@@ -598,6 +606,8 @@ def build(shared: Path, out_dir: Path, curation: Path, build_date: str) -> list[
     for stale in sorted((out_dir / "prefixes").glob("AS*-ipv*.txt")):
         if stale not in out.written:
             stale.unlink()
+    if (out_dir / "app-stores.toml").is_file():  # the hand-written files are there: a whole set
+        load_directory(out_dir, None, vocab)
     print(f"app rules: {counts}; operator rules: {op_rules}; cname suffixes: {len(b.cur['cnames'])}; "
           f"ASNs: {len(asns)}; prefixes: {prefix_count}; files written: {len(out.written)}", file=sys.stderr)
     return out.written
@@ -615,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dt.date.fromisoformat(args.build_date)
         build(args.shared, args.out, args.curation, args.build_date)
-    except (BuildError, ValueError, KeyError) as exc:
+    except (BuildError, DataError, ValueError, KeyError) as exc:
         print(f"build_signatures: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -10,12 +10,26 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from classifier.errors import UserError
+from classifier.datafile import read_toml
+from classifier.errors import DataError, UserError
+from classifier.validate import (
+    BOOLEAN,
+    INTEGER,
+    INTEGER_LIST,
+    NUMBER,
+    STRING,
+    TEXT,
+    Invalid,
+    Kind,
+    choice,
+    key_text,
+    kind,
+    list_of,
+)
 
 MODES = ("monitor", "inline", "reactive")
 VIEWS = ("announced", "in-force")
@@ -109,29 +123,26 @@ def load(path: str | Path | None) -> GatewayConfig:
     if path is None:
         return GatewayConfig()
     p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise UserError(f"{p}: cannot read config: {err.strerror or err}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: config is not UTF-8") from None
-    except tomllib.TOMLDecodeError as err:
-        raise UserError(f"{p}: TOML syntax error: {err}") from None
+    doc = read_toml(p, allow_empty=True)  # a config of comments only means the defaults
     values: dict[str, Any] = {}
     sections = {s for s, _ in _KEYS}
     for section, table in doc.items():
         if section not in sections:
-            raise UserError(f"{p}: [{section}]: unknown section (known: {', '.join(sorted(sections))})")
+            known = ", ".join(sorted(sections))
+            raise DataError(str(p), f"[{key_text(section)}]", f"unknown section (known: {known})")
         if not isinstance(table, dict):
-            raise UserError(f"{p}: {section}: must be a table ([{section}])")
+            raise DataError(str(p), section, f"must be a table ([{section}])")
         for key, raw in table.items():
+            where = f"[{section}] {key_text(key)}"
             spec = _KEYS.get((section, key))
             if spec is None:
                 known = ", ".join(k for s, k in _KEYS if s == section)
-                raise UserError(f"{p}: [{section}] {key}: unknown key (known: {known})")
+                raise DataError(str(p), where, f"unknown key (known: {known})")
             attr, kind = spec
-            where = f"{p}: [{section}] {key}"
-            values[attr] = _convert(where, raw, kind, p.parent)
+            try:
+                values[attr] = _kind(kind, p.parent).convert(raw)
+            except Invalid as err:
+                raise DataError(str(p), where, str(err)) from None
     cfg = replace(GatewayConfig(), source=str(p), **values)
     return validate(cfg, lambda attr: f"{p}: [{_section_of(attr)}] {_key_of(attr)}")
 
@@ -144,54 +155,45 @@ def _key_of(attr: str) -> str:
     return next(k for (_s, k), (a, _) in _KEYS.items() if a == attr)
 
 
-def _convert(where: str, raw: Any, kind: Any, base: Path) -> Any:
-    """One TOML value to the config's type; UserError naming ``where`` otherwise."""
-    if isinstance(kind, tuple):
-        if raw not in kind:
-            raise UserError(f"{where}: {raw!r} is not one of {', '.join(kind)}")
-        return raw
-    if kind == "bool":
-        if not isinstance(raw, bool):
-            raise UserError(f"{where}: must be true or false")
-        return raw
-    if kind == "int":
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise UserError(f"{where}: must be an integer")
-        return raw
-    if kind == "float":
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            raise UserError(f"{where}: must be a number of seconds")
-        return float(raw)
-    if kind == "str":
-        if not isinstance(raw, str):
-            raise UserError(f"{where}: must be a string")
-        return raw
-    if kind == "path":
-        if not isinstance(raw, str) or not raw:
-            raise UserError(f"{where}: must be a non-empty path")
-        return raw if raw == "-" or Path(raw).is_absolute() else str(base / raw)
-    if kind == "strlist":
-        if not isinstance(raw, list) or not all(isinstance(v, str) and v for v in raw):
-            raise UserError(f"{where}: must be a list of names")
-        return tuple(raw)
-    if kind == "intlist":
-        if not isinstance(raw, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
-            raise UserError(f"{where}: must be a list of integers")
-        return tuple(raw)
-    if kind == "instant":
-        if isinstance(raw, dt.datetime):
-            t = raw if raw.tzinfo else raw.replace(tzinfo=dt.UTC)
-            return t.timestamp()
-        if isinstance(raw, dt.date):
-            return dt.datetime(raw.year, raw.month, raw.day, tzinfo=dt.UTC).timestamp()
-        if isinstance(raw, str):
-            from classifier.cli import parse_instant
-            try:
-                return parse_instant(raw)
-            except UserError:
-                pass
-        raise UserError(f"{where}: {raw!r} is not an ISO 8601 date or date-time")
-    raise AssertionError(kind)
+def _instant(raw: Any) -> float:
+    if isinstance(raw, dt.datetime):
+        t = raw if raw.tzinfo else raw.replace(tzinfo=dt.UTC)
+        return t.timestamp()
+    if isinstance(raw, dt.date):
+        return dt.datetime(raw.year, raw.month, raw.day, tzinfo=dt.UTC).timestamp()
+    if isinstance(raw, str):
+        from classifier.cli import parse_instant
+
+        try:
+            return parse_instant(raw)
+        except UserError:
+            pass
+    raise Invalid(f"{raw!r} is not an ISO 8601 date or date-time")
+
+
+# The kinds _KEYS names, from the shared validation layer (classifier.validate).
+_KINDS: dict[str, Kind] = {
+    "bool": BOOLEAN,
+    "int": INTEGER,
+    "float": NUMBER,
+    "str": STRING,
+    "strlist": list_of(TEXT, allow_empty=True),
+    "intlist": INTEGER_LIST,
+    "instant": Kind("an ISO 8601 date or date-time", _instant),
+}
+
+
+def _kind(name: Any, base: Path) -> Kind:
+    """The validation kind for a _KEYS kind; a path is relative to the config file (``base``)."""
+    if isinstance(name, tuple):
+        return choice(name)
+    if name == "path":
+        return kind(
+            "a non-empty path",
+            lambda v: isinstance(v, str) and v != "",
+            lambda v: v if v == "-" or Path(v).is_absolute() else str(base / v),
+        )
+    return _KINDS[name]
 
 
 def validate(cfg: GatewayConfig, name_of) -> GatewayConfig:

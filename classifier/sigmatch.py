@@ -1,0 +1,182 @@
+"""Lookups over validated signatures: host names by label suffix, addresses by longest prefix.
+
+Built once per signature set; each lookup runs once per flow. The prefix table can also be
+exported as plain lists of numbers and strings and restored from them without re-parsing 20,000
+prefixes, which is what makes a cached start-up fast (``sigcache``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import astuple
+from typing import Any
+
+from classifier.sigmodel import HostRule, PrefixEntry
+
+
+def normalize_host(host: str) -> str:
+    """Lowercase and drop one trailing dot: the form every rule is written in."""
+    host = host.lower()
+    return host[:-1] if host.endswith(".") else host
+
+
+class SuffixIndex:
+    """Label-boundary suffix lookup: ``a.b.c`` is tried as ``a.b.c``, ``b.c``, ``c``."""
+
+    __slots__ = ("_exact", "_suffix")
+
+    def __init__(self, exact: dict[str, Any], suffix: dict[str, Any]) -> None:
+        self._exact = exact
+        self._suffix = suffix
+
+    def get(self, host: str) -> Any:
+        host = normalize_host(host)
+        if not host:
+            return None
+        hit = self._exact.get(host)
+        if hit is not None:
+            return hit
+        suffix = self._suffix
+        start = 0
+        while True:
+            hit = suffix.get(host[start:] if start else host)
+            if hit is not None:
+                return hit
+            dot = host.find(".", start)
+            if dot < 0:
+                return None
+            start = dot + 1
+
+
+class HostMatcher:
+    """Host name to rule. The most specific rule wins: an exact host, then the longest suffix."""
+
+    __slots__ = ("_index", "rules")
+
+    def __init__(self, rules: Iterable[HostRule]) -> None:
+        self.rules = tuple(rules)
+        exact = {r.pattern: r for r in self.rules if r.exact}
+        suffix = {r.pattern: r for r in self.rules if not r.exact}
+        self._index = SuffixIndex(exact, suffix)
+
+    def match(self, host: str) -> HostRule | None:
+        """The rule for ``host`` (any case, trailing dot allowed), or None."""
+        return self._index.get(host)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+# A prefix table's lengths at or below this export their keys as JSON integers; longer IPv6
+# prefixes (keys up to 2**128) export them as hex text, which every JSON reader keeps exact.
+_INT_KEY_BITS = 63
+
+
+class PrefixTable:
+    """Longest-prefix match over operator and CDN prefixes, IPv4 and IPv6.
+
+    One dict per prefix length, keyed by the network number shifted right by the host bits;
+    a lookup probes the lengths present, longest first. The dicts hold (network text, per-ASN
+    template) pairs rather than 20,000 entry objects; the entry is made when a lookup hits (once
+    per flow).
+    """
+
+    __slots__ = ("_count", "_tables")
+
+    def __init__(self, entries: Iterable[tuple[bytes, int, PrefixEntry]] = ()) -> None:
+        by_len: dict[int, dict[int, dict[int, tuple[str, PrefixEntry]]]] = {4: {}, 16: {}}
+        templates: dict[str, PrefixEntry] = {}
+        count = 0
+        for packed, length, entry in entries:
+            bits = len(packed) * 8
+            key = int.from_bytes(packed, "big") >> (bits - length)
+            template = templates.setdefault(entry.id, entry)
+            by_len[len(packed)].setdefault(length, {})[key] = (entry.network, template)
+            count += 1
+        self._set(by_len, count)
+
+    def _set(self, by_len: dict[int, dict[int, dict[int, tuple[str, PrefixEntry]]]], count: int) -> None:
+        self._count = count
+        # (bits, [(shift, table), ...] longest prefix first) per address size
+        self._tables = {
+            size: (size * 8, [(size * 8 - n, t[n]) for n in sorted(t, reverse=True)])
+            for size, t in by_len.items()
+        }
+
+    def lookup(self, addr: bytes) -> PrefixEntry | None:
+        """The most specific entry covering ``addr`` (4 or 16 raw bytes), or None."""
+        table = self._tables.get(len(addr))
+        if table is None:
+            return None
+        value = int.from_bytes(addr, "big")
+        for shift, networks in table[1]:
+            hit = networks.get(value >> shift)
+            if hit is not None:
+                network, t = hit
+                if t.network == network:
+                    return t
+                return PrefixEntry(t.id, network, t.asn, t.owner, t.kind, t.source, t.date)
+        return None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def networks(self) -> Iterator[tuple[int, int, int, str, PrefixEntry]]:
+        """Every prefix as (address size, network number, length, text, template entry)."""
+        for size, (bits, tables) in self._tables.items():
+            for shift, networks in tables:
+                length = bits - shift
+                for key, (text, template) in networks.items():
+                    yield size, key << shift, length, text, template
+
+    def export(self) -> dict[str, Any]:
+        """The table as plain lists (numbers and strings) for the cache; see :meth:`restore`."""
+        index: dict[str, int] = {}
+        templates: list[list[Any]] = []
+        rows: list[list[Any]] = []
+        for size, (bits, tables) in self._tables.items():
+            for shift, networks in tables:
+                length = bits - shift
+                ids = []
+                for _, template in networks.values():
+                    i = index.get(template.id)
+                    if i is None:
+                        i = index[template.id] = len(templates)
+                        templates.append(list(astuple(template)))
+                    ids.append(i)
+                keys: list[Any] = list(networks)
+                if length > _INT_KEY_BITS:
+                    keys = [format(k, "x") for k in keys]
+                rows.append([size, length, keys, [text for text, _ in networks.values()], ids])
+        return {"count": self._count, "templates": templates, "rows": rows}
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> PrefixTable:
+        """The table :meth:`export` described; TypeError/ValueError/KeyError if it is not one."""
+        templates = [PrefixEntry(*row) for row in data["templates"]]
+        by_len: dict[int, dict[int, dict[int, tuple[str, PrefixEntry]]]] = {4: {}, 16: {}}
+        count = 0
+        for size, length, keys, texts, ids in data["rows"]:
+            if size not in by_len or not 0 <= length <= size * 8 or not len(keys) == len(texts) == len(ids):
+                raise ValueError("malformed prefix table row")
+            if length > _INT_KEY_BITS:
+                keys = [int(k, 16) for k in keys]
+            by_len[size][length] = dict(
+                zip(keys, zip(texts, map(templates.__getitem__, ids), strict=True), strict=True)
+            )
+            count += len(keys)
+        if count != data["count"]:
+            raise ValueError("prefix table count does not match its rows")
+        table = cls.__new__(cls)
+        table._set(by_len, count)
+        return table
+
+
+def package_pattern(platform: str, package: str) -> re.Pattern[str]:
+    """Android package names end at a character that cannot continue them (so
+    ``com.zhiliaoapp.musically`` does not match ``com.zhiliaoapp.musically.go``); Apple ids are
+    numbers not embedded in longer numbers."""
+    if platform == "android":
+        return re.compile(r"(?<![A-Za-z0-9_.])" + re.escape(package) + r"(?![A-Za-z0-9_.])")
+    return re.compile(r"(?<![0-9])" + re.escape(package) + r"(?![0-9])")
