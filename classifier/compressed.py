@@ -496,11 +496,11 @@ class Input:
         return self.source.compression
 
     def damage_after(self) -> Damage | None:
-        """Decode (and drop) the rest of a compressed regular file, for the damage that explains a
-        problem met in its data: corruption often decodes to garbage before the decompressor
-        notices. Not for pipes, which may never end."""
+        """Decode (and drop) the rest of a gzip regular file, for the damage that explains a problem
+        met in its data: a corrupt deflate stream often decodes to garbage before zlib notices.
+        (bzip2 output is checked before it is passed on; a pipe may never end.)"""
         src = self.source
-        if src.compression == "none" or self.size is None:
+        if src.compression != "gzip" or self.size is None:
             return src.damage
         while src.read():
             pass

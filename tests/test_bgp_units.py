@@ -14,7 +14,8 @@ from conftest import ROOT, run_cli
 from test_bgp_mrt import PEER_A, _attrs, ts
 
 from classifier.bgp import aspath
-from classifier.bgp.mrt import Needles, import_mrtparse, prefix_key, touched_prefixes
+from classifier.bgp.mrt import Needles, import_mrtparse
+from classifier.bgp.updates import prefix_key, touched_prefixes
 
 OPS = {396986: "bytedance", 138699: "bytedance", 45090: "tencent", 132203: "tencent"}
 
