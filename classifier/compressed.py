@@ -352,27 +352,29 @@ class Bzip2Source:
             if self._unchecked:
                 data = b""
             else:
-                data, self._in = self._in, b""
-                self._next_piece(data)
+                # at most one piece at a time (the sniffed head can be longer): held output and
+                # the byte-by-byte recovery stay small
+                data, self._in = self._in[:_PIECE], self._in[_PIECE:]
+                self._next_piece(data, self.raw.pos - len(data) - len(self._in))
             try:
                 out, checked = _checked_output(d, data)
             except (OSError, EOFError, ValueError) as e:
                 return self._recover(one_line(e))
             self._unchecked = not checked
             if d.eof:
-                self._in = d.unused_data
+                self._in = d.unused_data + self._in  # the next stream starts where this one ends
                 self._d = None
             if out:
                 self.delivered += len(out)
                 return out
         return b""
 
-    def _next_piece(self, data: bytes) -> None:
+    def _next_piece(self, data: bytes, at: int) -> None:
         if self._piece and self._kept is not None and not self.raw.rereadable:
             self._kept.append(self._piece)
             if self._piece_at + len(self._piece) - self._stream_at > _KEPT_MAX:
                 self._kept = None
-        self._piece, self._piece_at, self._piece_out = data, self.raw.pos - len(data), self.delivered
+        self._piece, self._piece_at, self._piece_out = data, at, self.delivered
 
     def _end_of_input(self) -> bytes:
         self._done = True
@@ -395,11 +397,16 @@ class Bzip2Source:
         piece = self._piece
         out: list[bytes] = []
         for i in range(len(piece)):
+            yielded = []  # all of it, past the cap too: one byte completes at most one block
             try:
-                data, _ = _checked_output(d, piece[i : i + 1])
+                data, checked = _checked_output(d, piece[i : i + 1])
+                yielded.append(data)
+                while not checked:
+                    data, checked = _checked_output(d, b"")
+                    yielded.append(data)
             except (OSError, EOFError, ValueError):
                 return self._recovered(b"".join(out), why, self._piece_at + i)
-            out.append(data)
+            out.extend(yielded)
         return self._unrecovered(why)  # the bytes read again decode cleanly: the file changed
 
     def _redecode(self, d: bz2.BZ2Decompressor) -> int | None:
