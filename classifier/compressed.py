@@ -452,7 +452,7 @@ class Bzip2Source:
 
     def _unrecovered(self, why: str) -> bytes:
         start, end = self._piece_at, self._piece_at + len(self._piece)
-        cause = "the input cannot be read again" if not self.raw.rereadable else "it reads differently now"
+        cause = "it did not read the same again" if self.raw.rereadable else "the input cannot be read again"
         self.damage = Damage(
             self.delivered,
             end,

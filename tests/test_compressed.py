@@ -66,12 +66,13 @@ def read_pipe(payload: bytes) -> tuple[bytes, Damage | None]:
         try:
             with os.fdopen(wfd, "wb", buffering=0) as w:
                 for i in range(0, len(payload), 4096):
-                    w.write(payload[i:i + 4096])
+                    w.write(payload[i : i + 4096])
         except BrokenPipeError:  # the reader stopped at the damage
             pass
 
     t = threading.Thread(target=feed)
     t.start()
+
     class Stdin:
         buffer = os.fdopen(rfd, "rb")
 
@@ -109,8 +110,12 @@ def write(tmp_path: Path, name: str, data: bytes) -> str:
 
 def test_compression_from_content_not_name(tmp_path: Path) -> None:
     data = sample(5000)
-    for name, payload, kind in [("a.gz", data, "none"), ("a.txt", gzip.compress(data), "gzip"),
-                                ("a", bz2.compress(data), "bzip2"), ("empty.bz2", b"", "none")]:
+    for name, payload, kind in [
+        ("a.gz", data, "none"),
+        ("a.txt", gzip.compress(data), "gzip"),
+        ("a", bz2.compress(data), "bzip2"),
+        ("empty.bz2", b"", "none"),
+    ]:
         out, damage, compression = read_all(write(tmp_path, name, payload))
         assert (compression, damage) == (kind, None)
         assert out == (data if payload else b"")
@@ -156,21 +161,24 @@ def test_gzip_corrupt_stored_block_keeps_everything_before_and_says_where(tmp_pa
     assert out == data[:before]
     assert damage is not None and damage.offset == before
     assert at <= damage.compressed <= at + 5
-    assert str(damage) == (f"gzip stream corrupt after decompressed byte {before} (Error -3 while "
-                           f"decompressing data: invalid stored block lengths), found at compressed byte "
-                           f"{damage.compressed}")
+    assert str(damage) == (
+        f"gzip stream corrupt after decompressed byte {before} (Error -3 while "
+        f"decompressing data: invalid stored block lengths), found at compressed byte "
+        f"{damage.compressed}"
+    )
 
 
 @pytest.mark.parametrize("cut", [0.3, 0.999])
 def test_gzip_truncated(tmp_path: Path, cut: float) -> None:
     data = sample(300_000)
     packed = gzip.compress(data)
-    short = packed[:int(len(packed) * cut)]
+    short = packed[: int(len(packed) * cut)]
     available = zlib.decompressobj(31).decompress(short)
     out, damage, _ = read_all(write(tmp_path, "t.gz", short))
     assert out == available
-    assert damage == Damage(len(available), len(short),
-                            f"gzip stream truncated after decompressed byte {len(available)}")
+    assert damage == Damage(
+        len(available), len(short), f"gzip stream truncated after decompressed byte {len(available)}"
+    )
 
 
 # --- bzip2 ----------------------------------------------------------------------------------
@@ -202,7 +210,7 @@ def test_bzip2_truncated_keeps_every_complete_block(tmp_path: Path, bz_data) -> 
     cut = (blocks[3] + blocks[4]) // 16
     good = good_bzip2_prefix(packed, cut)
     out, damage, _ = read_all(write(tmp_path, "t.bz2", packed[:cut]))
-    assert out == good == data[:len(good)] and len(good) > 250_000
+    assert out == good == data[: len(good)] and len(good) > 250_000
     assert damage == Damage(len(good), cut, f"bzip2 stream truncated after decompressed byte {len(good)}")
 
 
@@ -226,13 +234,14 @@ def test_bzip2_from_a_pipe_past_what_is_kept(monkeypatch: pytest.MonkeyPatch, bz
     bad = bytearray(packed)
     bad[damaged] ^= 0x10
     out, damage = read_pipe(bytes(bad))
-    assert out == data[:len(out)] and len(out) <= len(good_bzip2_prefix(packed, damaged))
+    assert out == data[: len(out)] and len(out) <= len(good_bzip2_prefix(packed, damaged))
     assert damage is not None and damage.offset == len(out)
     assert "is dropped unchecked: the input cannot be read again" in damage.message
 
 
-def test_bzip2_output_past_the_hold_cap_is_flagged(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                    bz_data) -> None:
+def test_bzip2_output_past_the_hold_cap_is_flagged(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bz_data
+) -> None:
     # a block expanding beyond _HELD_MAX is passed on before its CRC is checked; if the check then
     # fails, the damage says how many of those bytes were passed on unchecked
     data, packed, blocks = bz_data
@@ -243,10 +252,11 @@ def test_bzip2_output_past_the_hold_cap_is_flagged(monkeypatch: pytest.MonkeyPat
     bad[start + 7] ^= 0x10  # the stored CRC of the third block: its data decodes, its check fails
     out, damage, _ = read_all(write(tmp_path, "c.bz2", bytes(bad)))
     good = good_bzip2_prefix(packed, start + 7)
-    assert out == data[:len(out)] and len(out) > len(good)
+    assert out == data[: len(out)] and len(out) > len(good)
     assert damage is not None and damage.offset == len(out)
-    assert damage.message.endswith(f"; {len(out) - len(good)} bytes before it were passed on before their "
-                                   "block could be checked")
+    assert damage.message.endswith(
+        f"; {len(out) - len(good)} bytes before it were passed on before their block could be checked"
+    )
 
 
 def test_bzip2_damage_never_raises_and_keeps_a_prefix(tmp_path: Path) -> None:
@@ -259,9 +269,9 @@ def test_bzip2_damage_never_raises_and_keeps_a_prefix(tmp_path: Path) -> None:
         damaged = rnd.randrange(len(bad))
         bad[damaged] ^= 1 << rnd.randrange(8)
         if i % 4 == 3:
-            del bad[rnd.randrange(damaged, len(bad)):]
+            del bad[rnd.randrange(damaged, len(bad)) :]
         path.write_bytes(bytes(bad))
         out, damage, _ = read_all(str(path))
-        assert out == data[:len(out)], damaged  # checked output only: never garbage
+        assert out == data[: len(out)], damaged  # checked output only: never garbage
         assert len(out) >= len(good_bzip2_prefix(packed, damaged)), damaged
         assert damage is not None or out == data

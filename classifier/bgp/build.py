@@ -82,6 +82,8 @@ class _OriginVotes:
 def _read(path: str, limit: int | None = None) -> tuple[bytes, str]:
     """The decompressed content of ``path`` (its first ``limit`` bytes at least, if given) and its
     compression; damage before that is an error."""
+    if path == "-":  # the kind of each input is read first, then the input: a pipe cannot be read twice
+        raise UserError("-: build-prefixes reads files, not standard input")
     try:
         with open_input(path) as source:
             data = _read_source(source.source, limit)

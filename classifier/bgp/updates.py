@@ -122,7 +122,7 @@ def peek_bgp4mp(record: bytes, at: int, as_size: int) -> tuple[Peer, int | None]
     """(peer, offset of the BGP message) of the BGP4MP message starting at ``record[at]``, without
     decoding it; the offset is None if the BGP4MP header does not hold together."""
     try:
-        peer_as = int.from_bytes(record[at:at + as_size], "big")
+        peer_as = int.from_bytes(record[at : at + as_size], "big")
         at += 2 * as_size + 2  # peer AS, local AS, interface index
         afi = _U16.unpack_from(record, at)[0]
         at += 2
@@ -130,7 +130,7 @@ def peek_bgp4mp(record: bytes, at: int, as_size: int) -> tuple[Peer, int | None]
         if not size or len(record) < at + 2 * size:
             return (peer_as, ""), None
         family = socket.AF_INET if size == 4 else socket.AF_INET6
-        return (peer_as, socket.inet_ntop(family, record[at:at + size])), at + 2 * size
+        return (peer_as, socket.inet_ntop(family, record[at : at + size])), at + 2 * size
     except (struct.error, ValueError):
         return (None, ""), None
 
@@ -153,8 +153,10 @@ def prefix_key(prefix: str) -> bytes:
     addr, _, length = prefix.partition("/")
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     n = int(length)
-    return bytes((AFI_IPV6 if family == socket.AF_INET6 else AFI_IPV4, n)) + \
-        socket.inet_pton(family, addr)[:(n + 7) // 8]
+    return (
+        bytes((AFI_IPV6 if family == socket.AF_INET6 else AFI_IPV4, n))
+        + socket.inet_pton(family, addr)[: (n + 7) // 8]
+    )
 
 
 def touched_prefixes(message: bytes, addpath: bool) -> list[bytes] | None:
@@ -200,5 +202,5 @@ def _nlri(message: bytes, at: int, end: int, afi: int, addpath: bool, keys: list
         size = (n + 7) // 8
         if at + 1 + size > end:
             raise IndexError("a prefix runs past its field")
-        keys.append(bytes((afi, n)) + message[at + 1:at + 1 + size])
+        keys.append(bytes((afi, n)) + message[at + 1 : at + 1 + size])
         at += 1 + size
