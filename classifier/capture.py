@@ -22,9 +22,11 @@ Choices worth knowing:
   based tools compute. pcapng gives ``ticks / units`` (if_tsresol, power of 10 or of 2), an exact
   integer division rounded once (nanosecond ticks since 1970 do not fit a float's 53 bits, so
   ``float(ticks) / 1e9`` would be off), plus ``if_tsoffset``.
-* gzip is decoded by :mod:`classifier.compressed` (``zlib``, not ``gzip.GzipFile``, which
-  discards everything decompressed from the chunk in which corruption is found): output up to the
-  bad byte is kept, and memory stays bounded.
+* gzip is decoded with ``zlib`` (gzip framing, multi-member, zero padding after a member, CRC
+  checked) rather than the ``gzip`` module, because ``gzip.GzipFile`` discards everything
+  decompressed from the chunk in which corruption is found; here the decompressor state is
+  snapshotted per chunk so output up to the bad byte is kept. Compressed input is streamed in
+  64 KiB pieces with bounded output per step (never the whole file in memory).
 * Packet numbers in problems count every packet record met in the file, yielded or not (so they
   match what other tools number); ``records`` counts the ones yielded.
 * When reading stops on a corrupt record inside a gzip file, the rest of the compressed stream
@@ -514,4 +516,3 @@ def open_capture(path: str) -> CaptureReader:
         raise CaptureError(f"{display}: cannot read: {one_line(e)}") from None
     raw = RawInput(f, head)
     return CaptureReader(path, display, f, owned, raw, head[:2] == GZIP_MAGIC, size)
-
