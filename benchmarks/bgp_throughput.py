@@ -9,10 +9,13 @@ publish it). Each contender runs in its own process pinned to one CPU; the best 
 least CPU time (user + system) of ``--repeat`` runs and the peak RSS of the process are reported.
 CPU time is what to compare on a shared machine. The baseline (a bare
 ``for r in mrtparse.Reader(file)`` loop) runs on the same file in the same run, so the ratio is
-what to compare across machines.
+what to compare across machines. ``--compare-with DIR`` also runs the ``classifier`` of another
+checkout (e.g. the main branch) on the same file; the contenders take turns, so a change in the
+machine's load hits them alike.
 
     python benchmarks/bgp_throughput.py [--prefixes 300000] [--peers 8] [--repeat 1]
                                         [--compress none|gzip|bzip2] [--no-baseline]
+                                        [--compare-with DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,27 +95,35 @@ def compressed_copy(rib: Path, compress: str) -> Path:
     return out
 
 
-def run(cmd: list[str], repeat: int) -> tuple[float, float, int, str]:
-    """Best wall time (s), least CPU time (s), peak RSS (KiB) and stdout of ``cmd`` run ``repeat``
-    times on one CPU."""
-    best: tuple[float, float, int, str] | None = None
-    least_cpu = float("inf")
+@dataclass
+class Contender:
+    """One command to time, and its best figures so far."""
+
+    cmd: list[str]
+    cwd: Path | None = None  # where it runs: a checkout's directory puts its classifier first
+    wall: float = float("inf")  # best wall time (s)
+    cpu: float = float("inf")  # least CPU time, user + system (s)
+    rss: int = 0  # peak RSS (KiB) of the best run
+    out: str = ""
+
+
+def run(contenders: list[Contender], repeat: int) -> None:
+    """Run every contender ``repeat`` times on one CPU, taking turns; keep the best figures."""
     cpu = sorted(os.sched_getaffinity(0))[0]
     for _ in range(repeat):
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
-        out = proc.stdout.read().decode() if proc.stdout else ""
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - start
-        if proc.returncode not in (0, 3):
-            sys.exit(f"{' '.join(cmd[:4])} failed with status {proc.returncode}")
-        least_cpu = min(least_cpu, usage.ru_utime + usage.ru_stime)
-        if best is None or wall < best[0]:
-            best = (wall, 0.0, usage.ru_maxrss, out)
-    assert best is not None
-    return best[0], least_cpu, best[2], best[3]
+        for c in contenders:
+            start = time.perf_counter()
+            proc = subprocess.Popen(c.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=c.cwd,
+                                    preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            _, status, usage = os.wait4(proc.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            wall = time.perf_counter() - start
+            if code not in (0, 3):
+                sys.exit(f"{' '.join(c.cmd[:4])} failed with status {code}")
+            c.cpu = min(c.cpu, usage.ru_utime + usage.ru_stime)
+            if wall < c.wall:
+                c.wall, c.rss, c.out = wall, usage.ru_maxrss, out
 
 
 def main() -> None:
@@ -123,6 +135,8 @@ def main() -> None:
     ap.add_argument("--compress", choices=("none", "gzip", "bzip2"), default="none",
                     help="read the RIB compressed this way")
     ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) bare mrtparse loop")
+    ap.add_argument("--compare-with", metavar="DIR", type=Path,
+                    help="also time the classifier of this checkout (e.g. a worktree of main)")
     ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     args = ap.parse_args()
 
@@ -135,22 +149,31 @@ def main() -> None:
               file=sys.stderr)
     source = compressed_copy(rib, args.compress)
     entries = args.prefixes * args.peers
-    stats = WORK / "bgp-stats.json"
-    results = {}
-    wall, cpu, rss, _ = run([sys.executable, "-m", "classifier", "bgp", str(source), "-o", os.devnull, "-q",
-                             "--stats", str(stats)], args.repeat)
-    found = json.loads(stats.read_text())
-    assert found["files"][0]["rib_prefixes"] == args.prefixes, found["files"][0]
-    assert not found["files"][0]["problems"], found["files"][0]["problems"]
-    results["classifier bgp"] = {"seconds": wall, "cpu_seconds": cpu, "prefixes_per_s": args.prefixes / wall,
-                                 "entries_per_s": entries / wall, "peak_rss_mib": rss / 1024,
-                                 "operator_routes": found["routes"]}
+
+    def classifier(cwd: Path | None, stats: Path) -> Contender:
+        return Contender([sys.executable, "-m", "classifier", "bgp", str(source), "-o", os.devnull, "-q",
+                          "--stats", str(stats)], cwd)
+
+    contenders = {"classifier bgp": (classifier(ROOT, WORK / "bgp-stats.json"), WORK / "bgp-stats.json")}
+    if args.compare_with:
+        other = WORK / "bgp-stats-compared.json"
+        contenders[f"{args.compare_with.name} bgp"] = (classifier(args.compare_with.resolve(), other), other)
     if not args.no_baseline:
-        wall, cpu, rss, out = run([sys.executable, "-c", BASELINE, str(source)], args.repeat)
-        assert int(out.split()[0]) == args.prefixes + 1
-        results["bare mrtparse loop"] = {"seconds": wall, "cpu_seconds": cpu,
-                                         "prefixes_per_s": args.prefixes / wall,
-                                         "entries_per_s": entries / wall, "peak_rss_mib": rss / 1024}
+        contenders["bare mrtparse loop"] = (Contender([sys.executable, "-c", BASELINE, str(source)]), None)
+    run([c for c, _ in contenders.values()], args.repeat)
+
+    results = {}
+    for name, (c, stats) in contenders.items():
+        figures = {"seconds": c.wall, "cpu_seconds": c.cpu, "prefixes_per_s": args.prefixes / c.wall,
+                   "entries_per_s": entries / c.wall, "peak_rss_mib": c.rss / 1024}
+        if stats is None:
+            assert int(c.out.split()[0]) == args.prefixes + 1
+        else:
+            found = json.loads(stats.read_text())
+            assert found["files"][0]["rib_prefixes"] == args.prefixes, found["files"][0]
+            assert not found["files"][0]["problems"], found["files"][0]["problems"]
+            figures["operator_routes"] = found["routes"]
+        results[name] = figures
 
     print(f"RIB: {args.prefixes} prefixes x {args.peers} peers = {entries} entries, "
           f"{rib.stat().st_size / 1e6:.1f} MB, read as {source.name} ({source.stat().st_size / 1e6:.1f} MB), "
@@ -160,9 +183,10 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<20} {r['seconds']:>9.2f} {r['cpu_seconds']:>8.2f} {r['prefixes_per_s']:>12,.0f} "
               f"{r['entries_per_s']:>12,.0f} {r['peak_rss_mib']:>13.1f}")
-    if "bare mrtparse loop" in results:
-        ratio = results["bare mrtparse loop"]["cpu_seconds"] / results["classifier bgp"]["cpu_seconds"]
-        print(f"bare mrtparse CPU time / classifier bgp CPU time: {ratio:.1f}x")
+    for name in results:
+        if name != "classifier bgp":
+            ratio = results[name]["cpu_seconds"] / results["classifier bgp"]["cpu_seconds"]
+            print(f"{name} CPU time / classifier bgp CPU time: {ratio:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
