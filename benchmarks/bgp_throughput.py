@@ -4,17 +4,25 @@
 Builds a synthetic TABLE_DUMP_V2 RIB with the tests' MRT writer (tests/test_bgp_mrtwriter.py):
 ``--prefixes`` IPv4 /24s, each seen by ``--peers`` peers with 2-6 hop paths and a community, and a
 small share (``--operator-share``) of prefixes originated or transited by operator ASNs, as in a
-full table. Each contender runs in its own process pinned to one CPU; the best wall time of
-``--repeat`` runs and the peak RSS of the process are reported. The baseline (a bare
+full table. ``--compress gzip`` or ``bzip2`` measures the same RIB compressed (as collectors
+publish it). Each contender runs in its own process pinned to one CPU; the best wall time and the
+least CPU time (user + system) of ``--repeat`` runs and the peak RSS of the process are reported.
+CPU time is what to compare on a shared machine. The baseline (a bare
 ``for r in mrtparse.Reader(file)`` loop) runs on the same file in the same run, so the ratio is
-what to compare across machines.
+what to compare across machines. ``--compare-with DIR`` also runs the ``classifier`` of another
+checkout (e.g. the main branch) on the same file; the contenders take turns, so a change in the
+machine's load hits them alike.
 
-    python benchmarks/bgp_throughput.py [--prefixes 300000] [--peers 8] [--repeat 1] [--no-baseline]
+    python benchmarks/bgp_throughput.py [--prefixes 300000] [--peers 8] [--repeat 1]
+                                        [--compress none|gzip|bzip2] [--no-baseline]
+                                        [--compare-with DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
+import gzip
 import json
 import os
 import random
@@ -22,6 +30,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,24 +80,50 @@ def build_rib(path: Path, prefixes: int, peers: int, operator_share: float, seed
             f.write(w.rib(dump, i, prefix, entries))
 
 
-def run(cmd: list[str], repeat: int) -> tuple[float, int, str]:
-    """Best wall time (s), peak RSS (KiB) and stdout of ``cmd`` run ``repeat`` times on one CPU."""
-    best: tuple[float, int, str] | None = None
+def compressed_copy(rib: Path, compress: str) -> Path:
+    """``rib`` compressed with ``compress`` (built once, beside it); ``rib`` itself for "none"."""
+    if compress == "none":
+        return rib
+    out = rib.with_name(rib.name + (".gz" if compress == "gzip" else ".bz2"))
+    if not out.exists():
+        part = out.with_name(out.name + ".part")
+        opener = gzip.open if compress == "gzip" else bz2.open
+        with rib.open("rb") as src, opener(part, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        part.rename(out)
+    return out
+
+
+@dataclass
+class Contender:
+    """One command to time, and its best figures so far."""
+
+    cmd: list[str]
+    cwd: Path | None = None  # where it runs: a checkout's directory puts its classifier first
+    wall: float = float("inf")  # best wall time (s)
+    cpu: float = float("inf")  # least CPU time, user + system (s)
+    rss: int = 0  # peak RSS (KiB) of the best run
+    out: str = ""
+
+
+def run(contenders: list[Contender], repeat: int) -> None:
+    """Run every contender ``repeat`` times on one CPU, taking turns; keep the best figures."""
     cpu = sorted(os.sched_getaffinity(0))[0]
     for _ in range(repeat):
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
-        out = proc.stdout.read().decode() if proc.stdout else ""
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - start
-        if proc.returncode not in (0, 3):
-            sys.exit(f"{' '.join(cmd[:4])} failed with status {proc.returncode}")
-        if best is None or wall < best[0]:
-            best = (wall, usage.ru_maxrss, out)
-    assert best is not None
-    return best
+        for c in contenders:
+            start = time.perf_counter()
+            proc = subprocess.Popen(c.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=c.cwd,
+                                    preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            _, status, usage = os.wait4(proc.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            wall = time.perf_counter() - start
+            if code not in (0, 3):
+                sys.exit(f"{' '.join(c.cmd[:4])} failed with status {code}")
+            c.cpu = min(c.cpu, usage.ru_utime + usage.ru_stime)
+            if wall < c.wall:
+                c.wall, c.rss, c.out = wall, usage.ru_maxrss, out
 
 
 def main() -> None:
@@ -97,7 +132,11 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=8)
     ap.add_argument("--operator-share", type=float, default=0.001)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--compress", choices=("none", "gzip", "bzip2"), default="none",
+                    help="read the RIB compressed this way")
     ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) bare mrtparse loop")
+    ap.add_argument("--compare-with", metavar="DIR", type=Path,
+                    help="also time the classifier of this checkout (e.g. a worktree of main)")
     ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     args = ap.parse_args()
 
@@ -108,31 +147,46 @@ def main() -> None:
         build_rib(rib, args.prefixes, args.peers, args.operator_share)
         print(f"built {rib.name}: {rib.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s",
               file=sys.stderr)
+    source = compressed_copy(rib, args.compress)
     entries = args.prefixes * args.peers
-    stats = WORK / "bgp-stats.json"
-    results = {}
-    wall, rss, _ = run([sys.executable, "-m", "classifier", "bgp", str(rib), "-o", os.devnull, "-q",
-                        "--stats", str(stats)], args.repeat)
-    found = json.loads(stats.read_text())
-    assert found["files"][0]["rib_prefixes"] == args.prefixes, found["files"][0]
-    results["classifier bgp"] = {"seconds": wall, "prefixes_per_s": args.prefixes / wall,
-                                 "entries_per_s": entries / wall, "peak_rss_mib": rss / 1024,
-                                 "operator_routes": found["routes"]}
+
+    def classifier(cwd: Path | None, stats: Path) -> Contender:
+        return Contender([sys.executable, "-m", "classifier", "bgp", str(source), "-o", os.devnull, "-q",
+                          "--stats", str(stats)], cwd)
+
+    contenders = {"classifier bgp": (classifier(ROOT, WORK / "bgp-stats.json"), WORK / "bgp-stats.json")}
+    if args.compare_with:
+        other = WORK / "bgp-stats-compared.json"
+        contenders[f"{args.compare_with.name} bgp"] = (classifier(args.compare_with.resolve(), other), other)
     if not args.no_baseline:
-        wall, rss, out = run([sys.executable, "-c", BASELINE, str(rib)], args.repeat)
-        assert int(out.split()[0]) == args.prefixes + 1
-        results["bare mrtparse loop"] = {"seconds": wall, "prefixes_per_s": args.prefixes / wall,
-                                         "entries_per_s": entries / wall, "peak_rss_mib": rss / 1024}
+        contenders["bare mrtparse loop"] = (Contender([sys.executable, "-c", BASELINE, str(source)]), None)
+    run([c for c, _ in contenders.values()], args.repeat)
+
+    results = {}
+    for name, (c, stats) in contenders.items():
+        figures = {"seconds": c.wall, "cpu_seconds": c.cpu, "prefixes_per_s": args.prefixes / c.wall,
+                   "entries_per_s": entries / c.wall, "peak_rss_mib": c.rss / 1024}
+        if stats is None:
+            assert int(c.out.split()[0]) == args.prefixes + 1
+        else:
+            found = json.loads(stats.read_text())
+            assert found["files"][0]["rib_prefixes"] == args.prefixes, found["files"][0]
+            assert not found["files"][0]["problems"], found["files"][0]["problems"]
+            figures["operator_routes"] = found["routes"]
+        results[name] = figures
 
     print(f"RIB: {args.prefixes} prefixes x {args.peers} peers = {entries} entries, "
-          f"{rib.stat().st_size / 1e6:.1f} MB, operator share {args.operator_share}")
-    print(f"{'contender':<20} {'seconds':>9} {'prefixes/s':>12} {'entries/s':>12} {'peak RSS MiB':>13}")
+          f"{rib.stat().st_size / 1e6:.1f} MB, read as {source.name} ({source.stat().st_size / 1e6:.1f} MB), "
+          f"operator share {args.operator_share}")
+    print(f"{'contender':<20} {'seconds':>9} {'CPU s':>8} {'prefixes/s':>12} {'entries/s':>12} "
+          f"{'peak RSS MiB':>13}")
     for name, r in results.items():
-        print(f"{name:<20} {r['seconds']:>9.2f} {r['prefixes_per_s']:>12,.0f} {r['entries_per_s']:>12,.0f} "
-              f"{r['peak_rss_mib']:>13.1f}")
-    if "bare mrtparse loop" in results:
-        ratio = results["classifier bgp"]["prefixes_per_s"] / results["bare mrtparse loop"]["prefixes_per_s"]
-        print(f"classifier bgp / bare mrtparse: {ratio:.1f}x")
+        print(f"{name:<20} {r['seconds']:>9.2f} {r['cpu_seconds']:>8.2f} {r['prefixes_per_s']:>12,.0f} "
+              f"{r['entries_per_s']:>12,.0f} {r['peak_rss_mib']:>13.1f}")
+    for name in results:
+        if name != "classifier bgp":
+            ratio = results[name]["cpu_seconds"] / results["classifier bgp"]["cpu_seconds"]
+            print(f"{name} CPU time / classifier bgp CPU time: {ratio:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -48,17 +48,15 @@ import os
 import stat
 import struct
 import sys
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from classifier.compressed import GZIP_MAGIC, GzipSource, PlainSource, RawInput, one_line, read_head
 from classifier.errors import UserError
 
 __all__ = ["CaptureError", "CaptureProblem", "CaptureReader", "Interface", "open_capture"]
 
-_CHUNK = 1 << 20  # bytes per read (decompressed bytes per step for gzip)
-_GZ_CHUNK = 1 << 16  # compressed bytes fed to zlib per step: bounds the work redone on corruption
 _MAX_RECORD = 262144  # pcap incl_len is corrupt above max(snaplen, this)
 _MAX_BLOCK = 16 << 20  # pcapng block length limit; also the clamp for a pcap snaplen
 
@@ -71,7 +69,6 @@ _PCAP_MAGICS = {  # magic bytes as found in the file -> (byte order, timestamp f
 _SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
 _BOM_LE = b"\x4d\x3c\x2b\x1a"
 _BOM_BE = b"\x1a\x2b\x3c\x4d"
-_GZIP_MAGIC = b"\x1f\x8b"
 
 # pcapng block types
 _SHB = 0x0A0D0D0A
@@ -142,147 +139,6 @@ class CaptureError(UserError):
     """The input cannot be read as a capture at all (missing, unreadable, empty, not a capture)."""
 
 
-class _Raw:
-    """The underlying byte stream, replaying the bytes read to sniff the magic first.
-
-    ``pos`` counts bytes taken from the file: the progress position.
-    """
-
-    __slots__ = ("_prefix", "_read", "pos")
-
-    def __init__(self, f: BinaryIO, prefix: bytes) -> None:
-        # read1 returns what a pipe has instead of waiting for a full chunk (live captures);
-        # an unbuffered FileIO's read() already behaves that way.
-        self._read = getattr(f, "read1", f.read)
-        self._prefix = prefix
-        self.pos = len(prefix)
-
-    def read(self, n: int) -> bytes:
-        if self._prefix:
-            data, self._prefix = self._prefix, b""
-            return data
-        data = self._read(n)
-        self.pos += len(data)
-        return data
-
-
-class _PlainSource:
-    """Uncompressed input. ``read()`` returns b"" at the end; ``error`` says if the end was abnormal."""
-
-    __slots__ = ("delivered", "error", "raw")
-
-    def __init__(self, raw: _Raw) -> None:
-        self.raw = raw
-        self.delivered = 0
-        self.error: tuple[int, str] | None = None
-
-    def read(self) -> bytes:
-        if self.error:
-            return b""
-        try:
-            data = self.raw.read(_CHUNK)
-        except (OSError, ValueError) as e:
-            self.error = (self.delivered, f"read error after byte {self.delivered}: {_oneline(e)}")
-            return b""
-        self.delivered += len(data)
-        return data
-
-
-class _GzipSource:
-    """gzip input decoded incrementally; output up to a corrupt or missing part is kept."""
-
-    __slots__ = ("_d", "_done", "_in", "_members", "delivered", "error", "raw")
-
-    def __init__(self, raw: _Raw) -> None:
-        self.raw = raw
-        self.delivered = 0
-        self.error: tuple[int, str] | None = None
-        self._d: zlib._Decompress | None = None  # decompressor of the member being read
-        self._in = b""  # compressed bytes not yet given to zlib
-        self._done = False
-        self._members = 0
-
-    def _fail(self, what: str, detail: str = "") -> None:
-        self._done = True
-        self.error = (self.delivered, f"gzip stream {what} after decompressed byte {self.delivered}{detail}")
-
-    def read(self) -> bytes:
-        while not self._done:
-            if not self._in:
-                try:
-                    data = self.raw.read(_GZ_CHUNK)
-                except (OSError, ValueError) as e:
-                    self._done = True
-                    self.error = (self.delivered, f"read error after decompressed byte {self.delivered}: "
-                                  f"{_oneline(e)}")
-                    return b""
-                if not data:
-                    return self._end_of_input()
-                self._in = data
-            d = self._d
-            if d is None:
-                # Between members: zero padding is allowed (as the gzip module allows it).
-                data = self._in.lstrip(b"\0") if self._members else self._in
-                if not data:
-                    self._in = b""
-                    continue
-                self._in = data
-                d = self._d = zlib.decompressobj(31)
-                self._members += 1
-            data = self._in
-            saved = d.copy()
-            try:
-                out = d.decompress(data, _CHUNK)
-            except zlib.error as e:
-                out = _salvage(saved, data)
-                self.delivered += len(out)
-                self._fail("corrupt", f" ({_oneline(e)})")
-                return out
-            if d.eof:
-                self._in = d.unused_data
-                self._d = None
-            else:
-                self._in = d.unconsumed_tail
-            if out:
-                self.delivered += len(out)
-                return out
-        return b""
-
-    def _end_of_input(self) -> bytes:
-        out = b""
-        if self._d is not None:  # the file ended inside a member
-            try:
-                out = self._d.flush()
-            except zlib.error:
-                out = b""
-            self.delivered += len(out)
-            self._fail("truncated")
-        self._done = True
-        return out
-
-
-def _salvage(saved: zlib._Decompress, data: bytes) -> bytes:
-    """Output of ``saved`` for the longest prefix of ``data`` that decodes without error."""
-    lo, hi = 0, len(data)  # a prefix of lo bytes decodes; hi bytes raise
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        try:
-            saved.copy().decompress(data[:mid], _CHUNK)
-        except zlib.error:
-            hi = mid
-        else:
-            lo = mid
-    try:
-        return saved.copy().decompress(data[:lo], _CHUNK)
-    except zlib.error:  # pragma: no cover - lo decoded above
-        return b""
-
-
-def _oneline(e: BaseException) -> str:
-    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return " ".join(str(text).split())
-
-
 class CaptureReader:
     """Iterate over the packet records of one capture; see the module docstring.
 
@@ -296,7 +152,7 @@ class CaptureReader:
     problems: list[CaptureProblem]
     records: int
 
-    def __init__(self, path: str, display: str, f: BinaryIO, owned: bool, raw: _Raw,
+    def __init__(self, path: str, display: str, f: BinaryIO, owned: bool, raw: RawInput,
                  compressed: bool, size: int | None) -> None:
         self.path = path
         self.compressed = compressed
@@ -307,7 +163,7 @@ class CaptureReader:
         self._owned = owned
         self._raw = raw
         self._size = size
-        self._src = _GzipSource(raw) if compressed else _PlainSource(raw)
+        self._src = GzipSource(raw) if compressed else PlainSource(raw)
         self._base = 0  # offset in the decompressed capture of buffer[0]
         self._eof = False
         try:
@@ -321,8 +177,8 @@ class CaptureReader:
         magic = buf[:4]
         what = "gzip-compressed input" if self.compressed else "file"
         if len(buf) < 4:
-            if self.compressed and self._src.error:
-                raise CaptureError(f"{display}: {self._src.error[1]}, before any capture data")
+            if self.compressed and self._src.damage:
+                raise CaptureError(f"{display}: {self._src.damage.message}, before any capture data")
             if not buf:
                 raise CaptureError(f"{display}: {what} is empty, not a pcap or pcapng capture")
             raise CaptureError(f"{display}: {what} is too short to be a capture ({len(buf)} bytes)")
@@ -394,8 +250,8 @@ class CaptureReader:
             while src.read():
                 pass
             self._eof = True
-            if src.error:
-                self._problem(src.error[0], None, src.error[1])
+            if src.damage:
+                self._problem(src.damage.offset, None, src.damage.message)
 
     def _more(self, buf: bytes, pos: int, need: int) -> bytes:
         """Drop ``buf[:pos]`` and read until ``need`` bytes are buffered (fewer only at the end)."""
@@ -410,8 +266,8 @@ class CaptureReader:
             data = src.read()
             if not data:
                 self._eof = True
-                if src.error:
-                    self._problem(src.error[0], None, src.error[1])
+                if src.damage:
+                    self._problem(src.damage.offset, None, src.damage.message)
                 break
             parts.append(data)
             have += len(data)
@@ -642,7 +498,7 @@ def open_capture(path: str) -> CaptureReader:
         except PermissionError:
             raise CaptureError(f"{path}: permission denied") from None
         except OSError as e:
-            raise CaptureError(f"{path}: cannot open: {_oneline(e)}") from None
+            raise CaptureError(f"{path}: cannot open: {one_line(e)}") from None
         owned = True
         try:
             st = os.fstat(f.fileno())
@@ -653,24 +509,10 @@ def open_capture(path: str) -> CaptureReader:
             raise CaptureError(f"{path}: is a directory, not a capture file")
         size = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else None
     try:
-        head = _read_head(f, 4)
+        head = read_head(f, 4)
     except (OSError, ValueError) as e:
         if owned:
             f.close()
-        raise CaptureError(f"{display}: cannot read: {_oneline(e)}") from None
-    raw = _Raw(f, head)
-    return CaptureReader(path, display, f, owned, raw, head[:2] == _GZIP_MAGIC, size)
-
-
-def _read_head(f: BinaryIO, n: int) -> bytes:
-    """At least ``n`` bytes from the start of ``f`` (fewer only if it ends), without seeking."""
-    read = getattr(f, "read1", f.read)
-    parts: list[bytes] = []
-    have = 0
-    while have < n:
-        data = read(_CHUNK)
-        if not data:
-            break
-        parts.append(data)
-        have += len(data)
-    return b"".join(parts)
+        raise CaptureError(f"{display}: cannot read: {one_line(e)}") from None
+    raw = RawInput(f, head)
+    return CaptureReader(path, display, f, owned, raw, head[:2] == GZIP_MAGIC, size)

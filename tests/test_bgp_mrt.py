@@ -8,6 +8,7 @@ import csv
 import gzip
 import json
 import struct
+import zlib
 
 import pytest
 import test_bgp_mrtwriter as w
@@ -340,6 +341,158 @@ def test_corrupt_record_is_reported_and_skipped(tmp_path):
     assert [r["prefix"] for r in rows] == ["71.18.16.0/20", "71.18.32.0/20"]
     assert f"corrupt.mrt: record 2: offset {len(good)}: corrupt record skipped" in err
     assert "Traceback" not in err
+
+
+# Damaged compressed files: every record before the damage is read and reported (the standard
+# gzip/bz2 readers lose the tail before it, or pass on a damaged bzip2 block's garbage)
+
+UPDATE_COUNT = 6000
+
+
+def many_updates() -> tuple[bytes, list[tuple[int, int, str | None]]]:
+    """BGP4MP updates, every 25th with an operator path; and (offset, length, operator prefix or None)
+    of each record."""
+    out, records, at = [], [], 0
+    start = ts("2026-02-01T00:00:00Z")
+    for i in range(UPDATE_COUNT):
+        prefix = f"10.{i >> 8}.{i & 255}.0/24"
+        operator = i % 25 == 7
+        path = _attrs(64500, 396986) if operator else _attrs(64500, 3356, 15169)
+        rec = w.bgp4mp_message(start + i, *PEER_A, w.bgp_update(attrs=path, announced=[prefix]))
+        out.append(rec)
+        records.append((at, len(rec), prefix if operator else None))
+        at += len(rec)
+    return b"".join(out), records
+
+
+@pytest.fixture(scope="module")
+def updates_6000():
+    return many_updates()
+
+
+def bgp_damaged(path, stdin: bytes | None = None) -> tuple[list[dict], dict, str]:
+    """Rows, the file's stats and stderr of `classifier bgp` on a damaged input (exit status 3)."""
+    stats = path.with_name("stats.json")
+    arg = "-" if stdin is not None else str(path)
+    proc = run_cli("bgp", arg, "--stats", str(stats), "-q", stdin=stdin, check_status=3)
+    err = proc.stderr.decode()
+    assert "Traceback" not in err
+    rows = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    return rows, json.loads(stats.read_text())["files"][0], err
+
+
+def assert_kept_until(name: str, rows, st, records, good: int, damage: str) -> None:
+    """Every record that ends by decompressed byte ``good`` was read, and only those; the problem
+    names the first record not read, its offset, and the damage."""
+    kept = sum(1 for at, size, _ in records if at + size <= good)
+    assert st["records"] == kept and 0 < kept < len(records)
+    assert sorted(r["prefix"] for r in rows) == sorted(p for _, _, p in records[:kept] if p)
+    at, size, _ = records[kept]
+    have = good - at
+    cut = ("" if not have else f"; truncated record header: {have} of 12 bytes" if have < 12 else
+           f"; truncated record: header says {size - 12} bytes, {have - 12} present")
+    (problem,) = st["problems"]
+    head, sep, tail = problem.partition(", found at compressed byte ")
+    assert head == f"{name}: record {kept + 1}: offset {at}: {damage}" and sep
+    assert tail.endswith(cut) and tail[:len(tail) - len(cut)].isdigit()
+
+
+def test_corrupt_gzip_keeps_every_record_before_the_damage(tmp_path, updates_6000):
+    # stored blocks: zlib sees the damage where it is, so what comes before is known good; with
+    # gzip.GzipFile, the record before the damage is lost at some of these block boundaries
+    data, records = updates_6000
+    packed = gzip.compress(data, compresslevel=0)
+    pos, before, blocks = 10, 0, []
+    while not packed[pos] & 1:
+        length = struct.unpack_from("<H", packed, pos + 1)[0]
+        blocks.append((pos, before))
+        pos, before = pos + 5 + length, before + length
+    assert len(blocks) >= 5
+    for at, good in blocks[1:]:
+        bad = bytearray(packed)
+        bad[at + 3] ^= 0x55  # the block's NLEN no longer matches its LEN
+        path = tmp_path / "damaged.mrt.gz"
+        path.write_bytes(bytes(bad))
+        rows, st, err = bgp_damaged(path)
+        assert_kept_until("damaged.mrt.gz", rows, st, records, good,
+                          f"gzip stream corrupt after decompressed byte {good} (Error -3 while "
+                          "decompressing data: invalid stored block lengths)")
+        assert f"input problem: {st['problems'][0]}" in err
+
+
+def test_truncated_gzip_keeps_every_record_before_the_cut(tmp_path, updates_6000):
+    data, records = updates_6000
+    packed = gzip.compress(data)
+    short = packed[:len(packed) * 3 // 5]
+    good = len(zlib.decompressobj(31).decompress(short))  # all that the bytes left decode to
+    path = tmp_path / "cut.mrt.gz"
+    path.write_bytes(short)
+    rows, st, _ = bgp_damaged(path)
+    assert_kept_until("cut.mrt.gz", rows, st, records, good,
+                      f"gzip stream truncated after decompressed byte {good}")
+
+
+def test_corrupt_deflate_data_is_reported_as_gzip_damage(tmp_path, updates_6000):
+    # a flipped byte inside Huffman-coded data decodes to garbage for a while before zlib notices:
+    # the garbage stops the framing, and the rest of the file is decoded to say why
+    data, records = updates_6000
+    packed = bytearray(gzip.compress(data))
+    packed[len(packed) // 2] ^= 0xFF
+    path = tmp_path / "garbled.mrt.gz"
+    path.write_bytes(bytes(packed))
+    rows, st, _ = bgp_damaged(path)
+    assert any(p.startswith("garbled.mrt.gz: ") and "gzip stream corrupt after decompressed byte" in p
+               for p in st["problems"]), st["problems"]
+    assert {r["prefix"] for r in rows} <= {p for _, _, p in records if p}
+
+
+def _bzip2_block_starts(packed: bytes) -> list[int]:
+    from test_compressed import bzip2_blocks
+    return [bit // 8 for bit in bzip2_blocks(packed)]
+
+
+@pytest.mark.parametrize("where", ["block header", "block data"])
+def test_corrupt_bzip2_keeps_every_record_before_the_damaged_block(tmp_path, updates_6000, where):
+    data, records = updates_6000
+    packed = bz2.compress(data, 1)  # 100 kB blocks
+    blocks = _bzip2_block_starts(packed)
+    assert len(blocks) >= 4
+    damaged = blocks[2] + 2 if where == "block header" else (blocks[2] + blocks[3]) // 2
+    bad = bytearray(packed)
+    bad[damaged] ^= 0x10
+    good = len(bz2.BZ2Decompressor().decompress(bytes(packed[:damaged])))  # the blocks before
+    path = tmp_path / "damaged.mrt.bz2"
+    path.write_bytes(bytes(bad))
+    rows, st, _ = bgp_damaged(path)
+    # nothing of the damaged block reaches the framing: the one problem is the bzip2 damage
+    assert_kept_until("damaged.mrt.bz2", rows, st, records, good,
+                      f"bzip2 stream corrupt after decompressed byte {good} (Invalid data stream)")
+
+
+def test_corrupt_bzip2_on_standard_input(tmp_path, updates_6000):
+    data, records = updates_6000
+    packed = bz2.compress(data, 1)
+    damaged = _bzip2_block_starts(packed)[2] + 2
+    bad = bytearray(packed)
+    bad[damaged] ^= 0x10
+    good = len(bz2.BZ2Decompressor().decompress(bytes(packed[:damaged])))
+    rows, st, _ = bgp_damaged(tmp_path / "unused", stdin=bytes(bad))
+    assert st["compression"] == "bzip2"
+    assert_kept_until("-", rows, st, records, good,
+                      f"bzip2 stream corrupt after decompressed byte {good} (Invalid data stream)")
+
+
+def test_truncated_bzip2_keeps_every_complete_block(tmp_path, updates_6000):
+    data, records = updates_6000
+    packed = bz2.compress(data, 1)
+    blocks = _bzip2_block_starts(packed)
+    cut = (blocks[2] + blocks[3]) // 2
+    good = len(bz2.BZ2Decompressor().decompress(packed[:cut]))
+    path = tmp_path / "cut.mrt.bz2"
+    path.write_bytes(packed[:cut])
+    rows, st, _ = bgp_damaged(path)
+    assert_kept_until("cut.mrt.bz2", rows, st, records, good,
+                      f"bzip2 stream truncated after decompressed byte {good}")
 
 
 def test_not_mrt_and_missing_file(tmp_path):

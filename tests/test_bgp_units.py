@@ -14,7 +14,17 @@ from conftest import ROOT, run_cli
 from test_bgp_mrt import PEER_A, _attrs, ts
 
 from classifier.bgp import aspath
-from classifier.bgp.mrt import Needles, import_mrtparse, prefix_key, touched_prefixes
+from classifier.bgp.mrt import Needles, import_mrtparse
+from classifier.bgp.updates import (
+    Announcement,
+    SessionDown,
+    Withdrawal,
+    peek_bgp4mp,
+    prefix_key,
+    session_change,
+    touched_prefixes,
+    update_events,
+)
 
 OPS = {396986: "bytedance", 138699: "bytedance", 45090: "tencent", 132203: "tencent"}
 
@@ -68,6 +78,59 @@ def test_touched_prefixes_lists_every_nlri():
     broken[-1] = 8  # the last NLRI (0.0.0.0/0) now claims /8: one more byte than the message has
     assert touched_prefixes(bytes(broken), False) is None
     assert prefix_key("2605:340::/32") == b"\x02\x20\x26\x05\x03\x40"
+
+
+def _decoded(record: bytes) -> dict:
+    import io
+
+    reader = import_mrtparse().Reader(io.BytesIO(record))
+    r = next(reader)
+    assert not r.err, r.err_msg
+    return r.data
+
+
+def test_update_walker_yields_typed_events_in_message_order():
+    attrs = (w.origin_igp() + w.as_path(w.seq(64500, 396986)) + w.next_hop("192.0.2.9")
+             + w.mp_unreach(["2605:340::/32"]) + w.mp_reach("2001:db8::9", ["2605:340:1::/48"]))
+    record = w.bgp4mp_message(100, *PEER_A, w.bgp_update(["203.0.113.0/24"], attrs, ["71.18.0.0/20"]),
+                              usec=500000)
+    events = list(update_events(100.5, w.BGP4MP_MESSAGE_AS4, _decoded(record)))
+    path = (64500, 396986)
+    assert events == [
+        Withdrawal(100.5, PEER_A, "203.0.113.0/24", None),
+        Withdrawal(100.5, PEER_A, "2605:340::/32", None),
+        Announcement("update", 100.5, PEER_A, "71.18.0.0/20", None, path, 100.5),
+        Announcement("update", 100.5, PEER_A, "2605:340:1::/48", None, path, 100.5),
+    ]
+
+
+def test_update_walker_two_byte_sessions_addpath_and_session_changes():
+    two_byte = (w.origin_igp() + w.as_path(w.seq(64500, w.AS_TRANS), as4=False)
+                + w.as_path(w.seq(64500, 137718), kind=w.AS4_PATH) + w.next_hop("192.0.2.9"))
+    record = w.bgp4mp_message(7, *PEER_A, w.bgp_update(attrs=two_byte, announced=["71.18.32.0/20"]),
+                              as4=False)
+    (event,) = update_events(7.0, w.BGP4MP_MESSAGE, _decoded(record))
+    assert event.path == (64500, 137718)  # AS4_PATH completes the 2-byte AS_PATH
+    record = w.bgp4mp_message(8, *PEER_A, w.bgp_update(["71.18.16.0/20"], path_id=3), addpath=True)
+    assert list(update_events(8.0, w.BGP4MP_MESSAGE_AS4_ADDPATH, _decoded(record))) == [
+        Withdrawal(8.0, PEER_A, "71.18.16.0/20", 3)]
+    assert list(update_events(9.0, w.BGP4MP_MESSAGE_AS4,
+                              _decoded(w.bgp4mp_message(9, *PEER_A, w.keepalive())))) == []
+    down = _decoded(w.bgp4mp_state(10, *PEER_A, w.ESTABLISHED, w.IDLE))
+    assert session_change(10.0, down) == SessionDown(10.0, PEER_A, "Idle")
+    up = _decoded(w.bgp4mp_state(11, *PEER_A, w.IDLE, w.ESTABLISHED))
+    assert session_change(11.0, up) is None
+
+
+def test_peek_bgp4mp_finds_peer_and_message_without_decoding():
+    message = w.bgp_update(attrs=_attrs(64500, 396986), announced=["71.18.0.0/20"])
+    record = w.bgp4mp_message(1, *PEER_A, message, usec=1)  # BGP4MP_ET: the message starts at 16
+    peer, at = peek_bgp4mp(record, 16, 4)
+    assert (peer, record[at:]) == (PEER_A, message)
+    v6 = w.bgp4mp_message(1, 64501, "2001:db8::1", message, as4=False)
+    peer, at = peek_bgp4mp(v6, 12, 2)
+    assert (peer, v6[at:]) == ((64501, "2001:db8::1"), message)
+    assert peek_bgp4mp(record[:20], 16, 4) == ((None, ""), None)  # cut inside the header
 
 
 def test_needles_cover_both_encodings():

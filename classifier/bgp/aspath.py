@@ -21,6 +21,9 @@ Path = tuple[Element, ...]
 # RFC 4271 / RFC 5065 segment types
 AS_SET = 1
 AS_SEQUENCE = 2
+# RFC 4271 / RFC 6793 path attribute type codes
+ATTR_AS_PATH = 2
+ATTR_AS4_PATH = 17
 
 DIRECT = "direct"
 INDIRECT = "indirect"
@@ -38,6 +41,20 @@ def from_segments(segments: Iterable[Mapping[str, Any]]) -> Path:
         elif kind == AS_SET and asns:
             out.append(frozenset(asns))
     return tuple(out)
+
+
+def from_attributes(attrs: Iterable[Mapping[str, Any]], two_byte: bool) -> Path:
+    """The path of mrtparse path attributes: AS_PATH, completed by AS4_PATH when the AS numbers in
+    AS_PATH are 2 bytes long (AS4_PATH is meaningless otherwise, RFC 6793 4.1)."""
+    as_path: Path = ()
+    as4_path: Path = ()
+    for a in attrs:
+        kind = next(iter(a["type"]))
+        if kind == ATTR_AS_PATH:
+            as_path = from_segments(a["value"])
+        elif kind == ATTR_AS4_PATH and two_byte:
+            as4_path = from_segments(a["value"])
+    return merge_as4(as_path, as4_path) if two_byte else as_path
 
 
 def merge_as4(as_path: Path, as4_path: Path) -> Path:

@@ -16,28 +16,19 @@ day) or the MMDB's build date.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import io
 import ipaddress
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from classifier.compressed import InputError, Source, open_input
 from classifier.errors import UserError
 from classifier.signatures import Signatures
 
-from .mrt import (
-    BGP4MP,
-    BGP4MP_ET,
-    MAX_RECORD,
-    TABLE_DUMP,
-    TABLE_DUMP_V2,
-    MrtReader,
-    Needles,
-    Peer,
-    open_input,
-)
+from .mrt import BGP4MP, BGP4MP_ET, MAX_RECORD, TABLE_DUMP, TABLE_DUMP_V2, MrtReader, Needles
 from .prefixes import Network, collapse
+from .updates import Peer
 
 MMDB_MARKER = b"\xab\xcd\xefMaxMind.com"
 MMDB_ASN_KEY = "autonomous_system_number"
@@ -88,14 +79,38 @@ class _OriginVotes:
         return
 
 
+def _read(path: str, limit: int | None = None) -> tuple[bytes, str]:
+    """The decompressed content of ``path`` (its first ``limit`` bytes at least, if given) and its
+    compression; damage before that is an error."""
+    if path == "-":  # the kind of each input is read first, then the input: a pipe cannot be read twice
+        raise UserError("-: build-prefixes reads files, not standard input")
+    try:
+        with open_input(path) as source:
+            data = _read_source(source.source, limit)
+            damage = source.source.damage
+            compression = source.compression
+    except InputError as err:
+        raise UserError(f"{path}: cannot read: {err}") from None
+    if damage is not None and (limit is None or len(data) < limit):
+        raise UserError(f"{path}: {damage}")
+    return data, compression
+
+
+def _read_source(source: Source, limit: int | None) -> bytes:
+    parts = []
+    have = 0
+    while limit is None or have < limit:
+        data = source.read()
+        if not data:
+            break
+        parts.append(data)
+        have += len(data)
+    return b"".join(parts)
+
+
 def is_mrt(path: str) -> bool:
     """Does the (decompressed) file start with a plausible MRT header of a BGP type?"""
-    try:
-        stream, _ = open_input(path)
-        with stream:
-            head = stream.read(12)
-    except (OSError, EOFError) as err:
-        raise UserError(f"{path}: cannot read: {err}") from None
+    head = _read(path, 12)[0][:12]
     if len(head) < 12:
         return False
     mtype = int.from_bytes(head[4:6], "big")
@@ -140,12 +155,7 @@ def from_mrt(paths: list[str], sigs: Signatures) -> Collected:
 def from_mmdb(path: str, sigs: Signatures) -> Collected:
     import maxminddb
 
-    stream, compression = open_input(path)  # plain, gzip or bzip2, as for MRT
-    try:
-        with stream:
-            data = stream.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise UserError(f"{path}: cannot read: {err}") from None
+    data, compression = _read(path)  # plain, gzip or bzip2, as for MRT
     if MMDB_MARKER not in data[-128 * 1024:]:
         raise UserError(f"{path}: neither MRT nor an MMDB file (no MaxMind metadata marker)")
     try:

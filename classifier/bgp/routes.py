@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .aspath import PathClassifier, PathInfo, text
-from .mrt import Peer, prefix_key
+from .updates import Peer, prefix_key
 
 ANNOUNCE = "announce"
 PATH_CHANGE = "path-change"
