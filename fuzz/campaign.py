@@ -95,7 +95,8 @@ def run_target(
     result = Result(name, seeds=len(list(seeds_dir.glob("*"))) if seeds_dir.is_dir() else 0)
     log_path = out / name / "libfuzzer.log"
     started = time.monotonic()
-    with open(log_path, "w", encoding="utf-8") as log_file:
+    # libFuzzer writes its progress here as it goes (tail -f it); read back after each run.
+    with open(log_path, "w+", encoding="utf-8", errors="replace") as log_file:
         while True:
             left = seconds - (time.monotonic() - started)
             runs_left = None if runs is None else runs - result.inputs
@@ -121,21 +122,21 @@ def run_target(
                 cmd.append(f"-runs={runs_left}")
             if seeds_dir.is_dir():
                 cmd.append(str(seeds_dir))
+            start = log_file.tell()
             proc = subprocess.run(
                 cmd,
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                errors="replace",
+                stderr=log_file,
                 check=False,
             )
-            log_file.write(proc.stderr)
-            inputs, rss = _executed(proc.stderr)
+            log_file.seek(start)
+            log = log_file.read()
+            inputs, rss = _executed(log)
             result.inputs += inputs
             result.peak_rss_mb = max(result.peak_rss_mb, rss)
-            _describe_artifacts(findings, name, proc.stderr)
+            _describe_artifacts(findings, name, log)
             if proc.returncode == 0:
                 break
             if inputs == 0 and not any(_ARTIFACT.match(p.name) for p in findings.iterdir()):
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fuzz.campaign", description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="time per target (default 60)")
     p.add_argument("--runs", type=int, help="stop a target after this many inputs (default: time only)")
-    p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated (default: all)")
+    listed = ",".join(name for name, t in TARGETS.items() if t.listed)
+    p.add_argument("--targets", default=listed, help=f"comma-separated (default: {listed})")
     p.add_argument("--seed", type=int, default=1, help="libFuzzer random seed (default 1)")
     p.add_argument("--out", default=str(ROOT / "fuzz-out"), help="work directory (default fuzz-out/)")
     p.add_argument("--timeout", type=int, default=10, help="per-input time limit in seconds (default 10)")

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -455,6 +456,15 @@ def fuzz_pipeline(data: bytes) -> None:
     _check((status == _EXIT_INPUT) == bool(stats["problems"]), "exit status disagrees with the problems")
 
 
+def fuzz_selftest(data: bytes) -> None:
+    """Not a parser: a planted crash (first byte 0x7f) and a planted hang (0x7e), so a test can
+    show that the harness reports both, with reproducers, and fails the run."""
+    if data[:1] == b"\x7f":
+        raise ValueError("planted crash")
+    if data[:1] == b"\x7e":
+        time.sleep(60)
+
+
 # --- registry -------------------------------------------------------------------------------
 
 
@@ -464,6 +474,7 @@ class Target:
     run: Callable[[bytes], None]
     max_len: int  # libFuzzer -max_len: the largest input it makes
     parser: bool  # a parser (the long run gives it at least a million inputs), or the whole scan
+    listed: bool = True  # run by default (the self-test target only when named)
 
 
 TARGETS: dict[str, Target] = {
@@ -480,5 +491,6 @@ TARGETS: dict[str, Target] = {
         Target("capture", fuzz_capture, 65536, True),
         Target("mrt", fuzz_mrt, 16384, True),
         Target("pipeline", fuzz_pipeline, 65536, False),
+        Target("selftest", fuzz_selftest, 64, False, listed=False),
     )
 }
