@@ -228,12 +228,12 @@ def fuzz_decode(data: bytes) -> None:
 
 def fuzz_defrag(data: bytes) -> None:
     """[max datagrams][ops...], op = [key][ts step][u16 offset][more][u16 length]: the pieces are
-    cut from one known datagram per key (or, with the top bit of key, from conflicting bytes).
-    A completed datagram must be exactly its declared length, made of bytes sent at those offsets."""
+    cut from one known datagram per key (or, with the top bit of key, from a conflicting one).
+    A completed datagram must be exactly its declared length, each byte sent at that offset."""
     t = Take(data)
     frag = Defragmenter(max_datagrams=1 + t.uint(1) % 8, timeout=30.0)
     ts = 0.0
-    sent: dict[int, list[tuple[int, bytes]]] = {}
+    sent: dict[int, list[tuple[int, int, bool]]] = {}  # key -> (offset, length, conflicting)
     last_end: dict[int, int] = {}  # per key: where the latest last fragment (more=0) ends
     while t.left():
         k = t.uint(1)
@@ -242,29 +242,41 @@ def fuzz_defrag(data: bytes) -> None:
         offset = t.uint(2)
         more = bool(t.uint(1) & 1)
         length = t.uint(2) % 2048
-        if k & 0x80:
-            piece = bytes((offset + i + 0x55) & 0xFF for i in range(length))
-        else:
-            piece = bytes((offset + i) & 0xFF for i in range(length))
-        sent.setdefault(key, []).append((offset, piece))
+        other = bool(k & 0x80)
+        at = offset + _OTHER if other else offset
+        sent.setdefault(key, []).append((offset, length, other))
         if not more:
             last_end[key] = offset + length
-        whole = frag.add(("k", key), ts, offset, more, piece)
+        whole = frag.add(("k", key), ts, offset, more, _PATTERN[at : at + length])
         _check(len(frag._pending) <= frag.max_datagrams, "more pending datagrams than the limit")
         if whole is None:
             continue
-        end = last_end.get(key)
+        end = last_end.pop(key, None)
         _check(len(whole) == end, f"reassembled {len(whole)} bytes, the last fragment ends at {end}")
         _check(len(whole) <= MAX_DATAGRAM, "datagram over the size limit")
-        for i, byte in enumerate(whole):
-            ok = any(o <= i < o + len(p) and p[i - o] == byte for o, p in sent[key])
-            _check(ok, f"byte {i} of a reassembled datagram was never sent at that offset")
-        sent.pop(key)
-        last_end.pop(key)
+        _check_sent_bytes(whole, sent.pop(key))
+
+
+def _check_sent_bytes(whole: bytes, pieces: list[tuple[int, int, bool]]) -> None:
+    """Every byte of a reassembled datagram is the byte some fragment carried at that offset."""
+    n = len(whole)
+    plain = _PATTERN[:n]
+    covered = [bytearray(n), bytearray(n)]  # by plain fragments, by conflicting ones
+    for offset, length, other in pieces:
+        stop = min(offset + length, n)
+        if stop > offset:
+            covered[other][offset:stop] = b"\x01" * (stop - offset)
+    if not any(other for _, _, other in pieces):
+        _check(whole == plain and all(covered[0]), "reassembled bytes differ from the bytes sent")
+        return
+    alt = _PATTERN[_OTHER : _OTHER + n]
+    for i, (b, p, a, c0, c1) in enumerate(zip(whole, plain, alt, covered[0], covered[1], strict=True)):
+        _check((b == p and c0) or (b == a and c1), f"byte {i} of a reassembled datagram was never sent there")
 
 
 _PERIOD = 65521  # prime: a byte misplaced by any power of two (wrap, window) shows
 _PATTERN = bytes(((i * 2654435761) >> 13) & 0xFF for i in range(_PERIOD + 4096))
+_OTHER = 7  # conflicting fragments carry the pattern shifted by this much
 
 
 def _stream_bytes(seq: int, n: int) -> bytes:

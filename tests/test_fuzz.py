@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REAL, ROOT, need_shared
+from conftest import ROOT
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -95,7 +95,6 @@ def test_campaign_reports_planted_crash_and_hang_with_reproducers(tmp_path: Path
 @pytest.mark.fuzz
 def test_bounded_campaign_over_every_target_finds_nothing(tmp_path: Path):
     """The CI pass: every listed target for a few seconds from the captures' seeds, seed 1."""
-    need_shared(REAL)
     listed = [name for name, t in TARGETS.items() if t.listed]
     proc, summary = _campaign(tmp_path, "--seconds", str(CI_SECONDS_PER_TARGET), timeout=300)
     found = [line for line in proc.stdout.splitlines() if line.startswith("FINDING")]
