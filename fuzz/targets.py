@@ -275,7 +275,8 @@ def _check_sent_bytes(whole: bytes, pieces: list[tuple[int, int, bool]]) -> None
 
 
 _PERIOD = 65521  # prime: a byte misplaced by any power of two (wrap, window) shows
-_PATTERN = bytes(((i * 2654435761) >> 13) & 0xFF for i in range(_PERIOD + 4096))
+_ONE_PERIOD = bytes(((i * 2654435761) >> 13) & 0xFF for i in range(_PERIOD))
+_PATTERN = _ONE_PERIOD + _ONE_PERIOD[:4096]  # periodic, so any slice of up to 4096 bytes is whole
 _OTHER = 7  # conflicting fragments carry the pattern shifted by this much
 
 
