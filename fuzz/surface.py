@@ -6,6 +6,7 @@ when that happens only the imports below change, never a target.
 
 from __future__ import annotations
 
+from classifier import decode as _decode_module
 from classifier.bgp.aspath import PathClassifier
 from classifier.bgp.mrt import MrtReader, Needles
 from classifier.bgp.routes import RouteTable
@@ -18,8 +19,8 @@ from classifier.inspect import dns, http, mmtls, quic, tls
 from classifier.reassembly import Stream
 from classifier.signatures import Signatures
 
-# The link types decode() supports (its module docstring lists them), and one it does not.
-LINKTYPES = (0, 1, 12, 14, 101, 108, 113, 228, 229, 276)
+# The link types decode() supports (its LINKTYPE_* constants), and one it does not (USER0).
+LINKTYPES = tuple(sorted(v for k, v in vars(_decode_module).items() if k.startswith("LINKTYPE_")))
 UNSUPPORTED_LINKTYPE = 147
 
 __all__ = [
