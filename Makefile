@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test lint bench samples signatures clean
+.PHONY: demo test install install-test lint bench samples signatures fuzz clean
 
 demo: install
 	$(BIN)/classifier scan pcaps/demo.pcap --format table
@@ -40,6 +40,13 @@ lint: install-test
 
 bench: install
 	$(BIN)/python benchmarks/scan_throughput.py
+
+# Fuzz every target in turn, FUZZ_SECONDS each (FUZZ_RUNS: also stop a target after that many
+# inputs; FUZZ_TARGETS: a comma-separated subset). Corpus and findings stay in fuzz-out/.
+FUZZ_SECONDS ?= 60
+fuzz: install-test
+	$(BIN)/python -m fuzz.campaign --seconds $(FUZZ_SECONDS) $(if $(FUZZ_RUNS),--runs $(FUZZ_RUNS)) \
+		$(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS))
 
 samples: install-test
 	$(BIN)/python pcaps/build_samples.py

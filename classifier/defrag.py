@@ -52,6 +52,8 @@ class Defragmenter:
             return None
         buf = bytearray(total[0])
         for off in sorted(pieces):
+            if off >= total[0]:
+                break  # past the end the last fragment set: not part of this datagram
             piece = pieces[off][: total[0] - off]
             buf[off:off + len(piece)] = piece
         del self._pending[key]

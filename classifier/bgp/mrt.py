@@ -136,7 +136,8 @@ class MrtError(Exception):
 
 def import_mrtparse() -> Any:
     """mrtparse resets SIGPIPE to the default on import (it kills the process on a closed pipe);
-    put back the handler the command line relies on."""
+    put back the handler the command line relies on. Its AIGP decoder loops forever (growing a
+    list until memory runs out) on a TLV whose length is 0; a bounded one replaces it."""
     try:
         previous = signal.getsignal(signal.SIGPIPE)
     except (AttributeError, ValueError):
@@ -145,7 +146,23 @@ def import_mrtparse() -> Any:
     if previous is not None:
         with contextlib.suppress(ValueError):  # not the main thread
             signal.signal(signal.SIGPIPE, previous)
+    mrtparse.BgpAttr.unpack_aigp = _unpack_aigp
     return mrtparse
+
+
+def _unpack_aigp(self: Any) -> None:
+    """mrtparse's ``BgpAttr.unpack_aigp`` (RFC 7311 TLVs), refusing a TLV length below its own
+    3-byte header, which would not advance the position."""
+    from mrtparse import MrtFormatError
+
+    attr_len = self.p + self.data["length"]
+    self.data["value"] = []
+    while self.p < attr_len:
+        tlv: dict[str, Any] = {"type": self.val_num(1), "length": self.val_num(2)}
+        if tlv["length"] < 3:
+            raise MrtFormatError(f"AIGP TLV length {tlv['length']} is below 3")
+        tlv["value"] = self.val_num(tlv["length"] - 3)
+        self.data["value"].append(tlv)
 
 
 class Needles:

@@ -182,6 +182,9 @@ def touched_prefixes(message: bytes, addpath: bool) -> list[bytes] | None:
                 alen, at = message[at + 2], at + 3
             if kind in (ATTR_MP_REACH, ATTR_MP_UNREACH):
                 afi = _U16.unpack_from(message, at)[0]
+                if afi != AFI_IPV4 and afi != AFI_IPV6:  # no IP prefixes: none can be live
+                    at += alen
+                    continue
                 # MP_REACH: AFI, SAFI, next hop length, next hop, reserved; MP_UNREACH: AFI, SAFI
                 start = at + 4 + message[at + 3] + 1 if kind == ATTR_MP_REACH else at + 3
                 _nlri(message, start, at + alen, afi, addpath, keys)

@@ -37,6 +37,8 @@ _TOKENS = tuple(m + b" " for m in METHODS)
 _MAX_TOKEN = max(len(t) for t in _TOKENS)
 # Every proper prefix of "METHOD ": a first segment this short might still become a request.
 _PREFIXES = frozenset(t[:i] for t in _TOKENS for i in range(1, len(t)))
+# Every non-empty prefix of a method name, the name itself included.
+_METHOD_PREFIXES = frozenset(m[:i] for m in METHODS for i in range(1, len(m) + 1))
 
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")
 _ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://([^/?#]*)")
@@ -77,6 +79,19 @@ def _header_end(data: bytes) -> tuple[int, int]:
     if crlf >= 0:
         return crlf, crlf + 3
     return -1, -1
+
+
+def _may_start_request(data: bytes) -> bool:
+    """Whether bytes without a line end yet can still begin a request line that
+    :func:`_request_line` accepts, with the same whitespace tolerance (blanks before the method,
+    any whitespace after it): a stream must not be rejected early that is accepted when whole."""
+    head = data.lstrip()[:_MAX_TOKEN]
+    words = head.split(None, 1)
+    if not words:
+        return True
+    if len(words) == 2 or head[-1:].isspace():  # the method word is complete
+        return words[0] in METHODS
+    return words[0] in _METHOD_PREFIXES
 
 
 def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:
@@ -122,7 +137,7 @@ def parse_http_request(data: bytes) -> HttpRequest | None:
         nl = data.find(b"\n", 0, MAX_HEADER_BYTES)
         if nl >= 0:
             _request_line(data[:nl])  # complete and wrong fails now, not 16 KiB later
-        elif data and not looks_like_http_request(data[:_MAX_TOKEN]):
+        elif not _may_start_request(data):
             raise _err("request_line.method", "does not start with a known HTTP method")
         if len(data) >= MAX_HEADER_BYTES:
             raise _err("headers", f"no end of header block within {MAX_HEADER_BYTES} bytes")
