@@ -23,19 +23,18 @@ covering provision.
 from __future__ import annotations
 
 import bisect
-import functools
 import math
 import os
 import re
-import time
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from classifier.errors import SignatureError, UserError
+from classifier.timeutil import format_instant, parse_instant
 
 VIEWS = ("announced", "in-force")
 
@@ -69,41 +68,8 @@ RULE_UNENFORCED = "provision-effective-unenforced"
 RULE_ATTRIBUTED = "attributed-no-effective-provision"
 RULE_NOT_ATTRIBUTED = "not-attributed"
 
-_INSTANT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9.-]*")
 _WORD_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
-
-
-# --------------------------------------------------------------------------------------------
-# Instants
-
-
-def parse_instant(text: str) -> float:
-    """``YYYY-MM-DDTHH:MM:SSZ`` to epoch seconds; ValueError otherwise.
-
-    Only UTC with ``Z`` is accepted: a policy instant with an offset or no zone is exactly the
-    ambiguity the data must resolve (and document) rather than leave to the reader.
-    """
-    if not isinstance(text, str) or not _INSTANT_RE.fullmatch(text):
-        raise ValueError(f"{text!r} is not an ISO 8601 UTC instant like 2020-09-20T04:00:00Z")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-
-
-@functools.lru_cache(maxsize=1024)
-def _second_text(second: int) -> str:
-    # Flows decided within the same second share the formatted date and time.
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-
-
-def format_instant(when: float) -> str:
-    """Epoch seconds to ISO 8601 UTC with ``Z`` (microseconds only when there are any)."""
-    second = math.floor(when)
-    micro = round((when - second) * 1_000_000)
-    if micro >= 1_000_000:
-        second, micro = second + 1, 0
-    if micro:
-        return f"{_second_text(second)}.{micro:06d}Z"
-    return f"{_second_text(second)}Z"
 
 
 def shipped_policy_dir() -> Path:
@@ -301,8 +267,8 @@ def _check_fields(path: str, entry: str, raw: Any, spec: dict[str, tuple[str, bo
             raise SignatureError(path, entry, f"{key} must be {what}, got {type(value).__name__} {value!r}")
         if check == "instant":
             try:
-                value = parse_instant(value)
-            except ValueError as exc:
+                value = parse_instant(value, exact=True)
+            except UserError as exc:
                 raise SignatureError(path, entry, f"{key}: {exc}") from None
         out[key] = value
     return out

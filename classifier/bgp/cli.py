@@ -30,7 +30,7 @@ def _asn(text: str) -> int:
 
 def register(subparsers: Any, signature_subparsers: Any) -> None:
     """Add ``bgp`` to the commands and ``build-prefixes``/``export-prefixes`` to ``signatures``."""
-    from classifier.cli import add_output_arguments, add_policy_arguments
+    from classifier.cliargs import add_output_arguments, add_policy_arguments
 
     b = subparsers.add_parser(
         "bgp", help="audit transit and peering with the operators from MRT files or kernel routes",
@@ -102,8 +102,8 @@ def _bgp(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from classifier.cli import EXIT_INPUT, EXIT_OK
     from classifier.errors import UserError
+    from classifier.exitcodes import Exit
     from classifier.signatures import Signatures
 
     from .build import from_mmdb, from_mrt, is_mrt, write_lists
@@ -120,14 +120,14 @@ def _build(args: argparse.Namespace) -> int:
         print(line)
     for problem in collected.problems:
         print(f"input problem: {problem}", file=sys.stderr)
-    return EXIT_INPUT if collected.problems else EXIT_OK
+    return Exit.INPUT if collected.problems else Exit.OK
 
 
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from classifier.cli import EXIT_OK
     from classifier.errors import UserError
+    from classifier.exitcodes import Exit
     from classifier.signatures import Signatures
 
     from .export import lists, render
@@ -150,4 +150,4 @@ def _export(args: argparse.Namespace) -> int:
             raise UserError(f"cannot write {args.output}: {err.strerror}") from None
     else:
         sys.stdout.write(text)
-    return EXIT_OK
+    return Exit.OK

@@ -8,7 +8,6 @@ config on a router sees exactly what to fix. Relative paths in the file are rela
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import ipaddress
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from classifier.errors import UserError
+from classifier.timeutil import instant_of
 
 MODES = ("monitor", "inline", "reactive")
 VIEWS = ("announced", "in-force")
@@ -179,18 +179,10 @@ def _convert(where: str, raw: Any, kind: Any, base: Path) -> Any:
             raise UserError(f"{where}: must be a list of integers")
         return tuple(raw)
     if kind == "instant":
-        if isinstance(raw, dt.datetime):
-            t = raw if raw.tzinfo else raw.replace(tzinfo=dt.UTC)
-            return t.timestamp()
-        if isinstance(raw, dt.date):
-            return dt.datetime(raw.year, raw.month, raw.day, tzinfo=dt.UTC).timestamp()
-        if isinstance(raw, str):
-            from classifier.cli import parse_instant
-            try:
-                return parse_instant(raw)
-            except UserError:
-                pass
-        raise UserError(f"{where}: {raw!r} is not an ISO 8601 date or date-time")
+        try:
+            return instant_of(raw)
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
     raise AssertionError(kind)
 
 
