@@ -84,6 +84,13 @@ def _fd_identity(fd: int) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name (``surrogateescape``, as Python gives
+    them in argv) written as ``\\xNN``: a name that can go into JSON, CSV or a UTF-8 terminal
+    (orjson and strict UTF-8 refuse lone surrogates)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def check_writable(path: str) -> None:
     """OutputError now, before a long run, if ``path`` clearly cannot be written at its end.
 
@@ -116,7 +123,7 @@ def write_text_file(path: str, text: str) -> None:
 
 
 def rich_console(out: IO[str] | TextOutput, width: int) -> Any:
-    """A rich Console writing to ``out`` that lets a broken pipe propagate.
+    """A rich Console writing to ``out`` that prints text literally and lets a broken pipe propagate.
 
     rich's own answer to a broken pipe is to exit with status 1; the command line instead ends
     quietly with status 0 when the reader of standard output went away (``| head``), for the
@@ -128,7 +135,9 @@ def rich_console(out: IO[str] | TextOutput, width: int) -> Any:
         def on_broken_pipe(self) -> None:
             raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
-    return PipeConsole(file=out, width=width, soft_wrap=False)
+    # Text from the wire (hostnames, SNI) is printed as it is: "[/x]" would otherwise be rich
+    # markup (an exception, or a styled and altered name) and ":smile:" an emoji.
+    return PipeConsole(file=out, width=width, soft_wrap=False, markup=False, emoji=False)
 
 
 def _error(name: str, err: OSError) -> OutputError:

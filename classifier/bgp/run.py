@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from classifier.exitcodes import Exit
-from classifier.outputs import TextOutput, check_writable, refuse_clobbering, write_text_file
+from classifier.outputs import TextOutput, check_writable, printable, refuse_clobbering, write_text_file
 from classifier.policy import Policy
 from classifier.signatures import Signatures, shipped_directory
 
@@ -42,7 +42,7 @@ def run_mrt(args: argparse.Namespace) -> int:
     needles = Needles(sigs.operator_by_asn)
     stats = []
     for path in args.files:
-        name = "-" if path == "-" else Path(path).name
+        name = "-" if path == "-" else printable(Path(path).name)
         stats.append(MrtReader(path, name, needles, table).run())
     table.finish()
     records = Records(table, decider, apps, args.view, args.as_of)

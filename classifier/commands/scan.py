@@ -18,7 +18,7 @@ from pathlib import Path
 from ..capture import CaptureError, CaptureReader, open_capture
 from ..exitcodes import Exit
 from ..flows import Flow, FlowConfig
-from ..outputs import TextOutput, check_writable, refuse_clobbering, write_text_file
+from ..outputs import TextOutput, check_writable, printable, refuse_clobbering, write_text_file
 from ..pipeline import Scanner, ScanOptions
 from ..policy import Policy
 from ..record import CsvWriter, JsonLinesWriter, flow_record
@@ -87,7 +87,7 @@ def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats) 
             try:
                 readers.append((path, open_capture(path)))
             except CaptureError as err:
-                stats.problems.append(str(err))
+                stats.problems.append(printable(str(err)))
                 failed = True
         _feed(args, scanner, stats, readers)
     finally:
@@ -106,8 +106,8 @@ def _feed(args: argparse.Namespace, scanner: Scanner, stats: InputStats,
     with progress_ctx as progress:
         done_bytes = 0
         for path, reader in readers:
-            scanner.start_input(Path(path).name if path != "-" else "-", reader.interfaces,
-                                carry_over=args.continuous)
+            name = printable(Path(path).name) if path != "-" else "-"
+            scanner.start_input(name, reader.interfaces, carry_over=args.continuous)
             reader.on_malformed = scanner.malformed_packet
             stats.files += 1
             feed = scanner.feed
@@ -121,7 +121,7 @@ def _feed(args: argparse.Namespace, scanner: Scanner, stats: InputStats,
                         if n % _PROGRESS_EVERY == 0:
                             progress[0].update(progress[1], completed=done_bytes + reader.position)
             finally:
-                stats.problems.extend(str(p) for p in reader.problems)
+                stats.problems.extend(printable(str(p)) for p in reader.problems)
             done_bytes += reader.size or 0
 
 
