@@ -69,7 +69,8 @@ def parse_instant(text: str, exact: bool = False) -> float:
     reader. Raises ``UserError`` (what is wrong, without the option or file: the caller names
     those) for anything else, including instants outside the writable range.
     """
-    if not isinstance(text, str):
+    if not isinstance(text, str) or not (text.isascii() and text.isprintable()):
+        # (datetime's parser stops at a NUL and accepts what came before it)
         raise UserError(f"{text!r} is not an ISO 8601 date or date-time")
     if exact and not _CANONICAL.fullmatch(text):
         raise UserError(f"{text!r} is not an ISO 8601 UTC instant like 2020-09-20T04:00:00Z")
