@@ -10,12 +10,6 @@ import argparse
 import sys
 from typing import Any
 
-_EXIT = """Exit status:
-  0  every input was read completely
-  2  usage error, or a broken signature/policy file
-  3  an input was unreadable, truncated or corrupt: everything read before the damage is
-     reported, the problems (file, record number, byte offset) are on stderr
-"""
 
 
 def _asn(text: str) -> int:
@@ -31,6 +25,7 @@ def _asn(text: str) -> int:
 def register(subparsers: Any, signature_subparsers: Any) -> None:
     """Add ``bgp`` to the commands and ``build-prefixes``/``export-prefixes`` to ``signatures``."""
     from classifier.cliargs import add_output_arguments, add_policy_arguments
+    from classifier.exitcodes import epilog
 
     b = subparsers.add_parser(
         "bgp", help="audit transit and peering with the operators from MRT files or kernel routes",
@@ -38,7 +33,7 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
                     "through them, and the neighbour each is reached through (direct: a session with the "
                     "operator, the orders' 'directly contracted or arranged transit or peering'; "
                     "indirect: third parties), decided per the policy; for update files, a timeline.",
-        epilog=_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("files", nargs="*", metavar="FILE",
                    help="MRT file (TABLE_DUMP, TABLE_DUMP_V2, BGP4MP/_ET), plain, gzip or bzip2; '-' reads "
                         "standard input. Several files share one routing state: give them in time order")
