@@ -200,3 +200,24 @@ def test_reader_gone_before_the_first_write_ends_quietly(fmt):
     stderr = scan.stderr.read()
     assert scan.wait(timeout=300) == Exit.OK, stderr
     assert stderr == b""
+
+
+def test_bgp_refuses_an_output_naming_its_mrt_input(tmp_path):
+    from conftest import SHARED, need_shared
+
+    mrt = tmp_path / "rib.mrt"
+    shutil.copyfile(need_shared(SHARED / "mrt" / "mrtparse-sample_quagga_rib.mrt"), mrt)
+    original = mrt.read_bytes()
+    link = tmp_path / "link.mrt"
+    os.symlink(mrt, link)
+    proc = classifier("bgp", str(mrt), "-o", str(link), "-q")
+    assert proc.returncode == Exit.USAGE
+    assert f"-o {link} is the input {mrt}" in one_error_line(proc)
+    assert mrt.read_bytes() == original
+
+
+def test_export_prefixes_on_a_full_device():
+    with open("/dev/full", "w") as full:
+        proc = classifier("signatures", "export-prefixes", stdout=full)
+    assert proc.returncode == Exit.OUTPUT
+    assert one_error_line(proc) == "classifier: error: cannot write standard output: No space left on device"

@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 
-
 def _asn(text: str) -> int:
     try:
         value = int(text.upper().removeprefix("AS"))
@@ -119,10 +118,10 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from classifier.errors import UserError
     from classifier.exitcodes import Exit
+    from classifier.outputs import TextOutput
     from classifier.signatures import Signatures
 
     from .export import lists, render
@@ -138,11 +137,6 @@ def _export(args: argparse.Namespace) -> int:
     dates = sorted({a.date for a in sigs.asns.values() if a.owner in operators})
     text = render(args.format, sets, f"signatures {sigs.directory} (prefix data dated {', '.join(dates)})",
                   args.nft_table)
-    if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as err:
-            raise UserError(f"cannot write {args.output}: {err.strerror}") from None
-    else:
-        sys.stdout.write(text)
+    with TextOutput(args.output) as out:
+        out.write(text)
     return Exit.OK
