@@ -32,14 +32,18 @@ def refuse_clobbering(
 
     ``outputs`` are (option, path or None) pairs; an input ``-`` is standard input. With
     ``stdout_written``, standard output is checked as well when it is a regular file (``>> x.pcap``
-    would otherwise append records to the capture being read).
+    would otherwise append records to the capture being read). Character devices (``/dev/null``,
+    ``/dev/full``, a terminal) hold nothing to overwrite and may be named more than once.
     """
     seen: list[tuple[str, str, tuple[int, int] | None, str]] = []  # option, path, identity, real path
     for option, path in outputs:
         if not path:
             continue
-        ident = _identity(path)
-        real = os.path.realpath(path)
+        st = _stat(path)
+        if st is not None and stat.S_ISCHR(st.st_mode):
+            continue
+        ident = (st.st_dev, st.st_ino) if st is not None else None
+        real = os.path.realpath(path)  # for outputs that do not exist yet
         for other_option, other_path, other_ident, other_real in seen:
             if (ident is not None and ident == other_ident) or real == other_real:
                 raise UserError(
@@ -48,40 +52,36 @@ def refuse_clobbering(
                 )
         seen.append((option, path, ident, real))
     if stdout_written:
-        ident = _fd_identity(1)
-        if ident is not None:
-            seen.append(("standard output", "", ident, ""))
+        st = _fstat(1)
+        if st is not None and stat.S_ISREG(st.st_mode):  # pipes and terminals never hold an input
+            seen.append(("standard output", "", (st.st_dev, st.st_ino), ""))
     watched = [(option, path, ident) for option, path, ident, _ in seen if ident is not None]
     if not watched:
         return
     for source in inputs:
-        ident = _fd_identity(0) if source == "-" else _identity(source)
-        if ident is None:
+        st = _fstat(0) if source == "-" else _stat(source)
+        if st is None or stat.S_ISCHR(st.st_mode):
             continue
-        for option, path, out_ident in watched:
-            if ident == out_ident:
+        for option, path, ident in watched:
+            if (st.st_dev, st.st_ino) == ident:
                 what = f"{option} {path}" if path else option
                 shown = "standard input" if source == "-" else source
                 raise UserError(f"{what} is the input {shown} (same file): refusing to overwrite an input")
 
 
-def _identity(path: str) -> tuple[int, int] | None:
-    """(device, inode) of the file a path names, following symlinks; None if there is none yet."""
+def _stat(path: str) -> os.stat_result | None:
+    """The file a path names, following symlinks; None if there is none (yet)."""
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except (OSError, ValueError):
         return None
-    return st.st_dev, st.st_ino
 
 
-def _fd_identity(fd: int) -> tuple[int, int] | None:
-    """(device, inode) of an open descriptor if it is a regular file (pipes and terminals never
-    hold an input)."""
+def _fstat(fd: int) -> os.stat_result | None:
     try:
-        st = os.fstat(fd)
+        return os.fstat(fd)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def printable(text: str) -> str:

@@ -221,3 +221,10 @@ def test_export_prefixes_on_a_full_device():
         proc = classifier("signatures", "export-prefixes", stdout=full)
     assert proc.returncode == Exit.OUTPUT
     assert one_error_line(proc) == "classifier: error: cannot write standard output: No space left on device"
+
+
+def test_devices_hold_nothing_to_overwrite():
+    # /dev/null for both outputs (as the benchmarks do) is not "the same file" to refuse
+    proc = classifier("scan", str(DEMO), "-o", os.devnull, "--stats", os.devnull, "-q")
+    assert proc.returncode == Exit.OK, proc.stderr
+    assert proc.stderr == b""
