@@ -29,12 +29,12 @@ The rules (also in the README):
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass
 
 from .dnscache import DnsCache
 from .flows import Flow
 from .signatures import Signatures
+from .timeutil import format_instant
 
 CATEGORY_ORDER = ("payments", "app-store", "code-use", "cdn", "hosting", "transit-peering")
 # The category a host rule's role gives; other roles (api, update, telemetry, web) mean hosting.
@@ -166,7 +166,7 @@ class Attributor:
                 if seen is not None and seen.same_client:
                     names.append(("name-history", seen.answer.name,
                                   f"this client named {ntop(flow.server)} {seen.answer.name} "
-                                  f"since {_hms(seen.answer.ts)}"))
+                                  f"since {format_instant(seen.answer.ts)}"))
 
         hostname, hostname_source = (names[0][1], names[0][0]) if names else (None, None)
         app = operator = rule = None
@@ -314,6 +314,3 @@ class Attributor:
             return "doh"
         return None
 
-
-def _hms(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -27,6 +27,12 @@ Choices worth knowing:
   decompressed from the chunk in which corruption is found; here the decompressor state is
   snapshotted per chunk so output up to the bad byte is kept. Compressed input is streamed in
   64 KiB pieces with bounded output per step (never the whole file in memory).
+* A packet whose timestamp is out of range (before 1970, after 9999-12-31T23:59:59Z, or a pcap
+  fraction of a second that is not below one second) is a malformed packet, not a broken file:
+  it is not yielded, it is counted in ``reader.malformed`` by reason (``pcap.timestamp``,
+  ``pcapng.timestamp``) and handed to ``reader.on_malformed`` if set, and reading goes on. So
+  every timestamp yielded formats as ISO 8601 (``classifier.timeutil``); one float comparison
+  per packet.
 * Packet numbers in problems count every packet record met in the file, yielded or not (so they
   match what other tools number); ``records`` counts the ones yielded.
 * When reading stops on a corrupt record inside a gzip file, the rest of the compressed stream
@@ -48,12 +54,14 @@ import os
 import stat
 import struct
 import sys
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from classifier.compressed import GZIP_MAGIC, GzipSource, PlainSource, RawInput, one_line, read_head
-from classifier.errors import UserError
+from classifier.errors import MalformedError, UserError
+from classifier.timeutil import MAX_INSTANT, PACKET_TIME_MIN
 
 __all__ = ["CaptureError", "CaptureProblem", "CaptureReader", "Interface", "open_capture"]
 
@@ -151,6 +159,8 @@ class CaptureReader:
     interfaces: list[Interface]
     problems: list[CaptureProblem]
     records: int
+    malformed: Counter[str]
+    on_malformed: Callable[[MalformedError], None] | None
 
     def __init__(self, path: str, display: str, f: BinaryIO, owned: bool, raw: RawInput,
                  compressed: bool, size: int | None) -> None:
@@ -159,6 +169,8 @@ class CaptureReader:
         self.interfaces = []
         self.problems = []
         self.records = 0
+        self.malformed = Counter()  # packets not yielded because a field is malformed, by reason
+        self.on_malformed = None  # also told of each such packet, in packet order (the scanner)
         self._f = f
         self._owned = owned
         self._raw = raw
@@ -236,6 +248,13 @@ class CaptureReader:
     def _problem(self, offset: int | None, packet: int | None, message: str) -> None:
         self.problems.append(CaptureProblem(self.path, offset, packet, message))
 
+    def _bad_timestamp(self, layer: str, detail: str) -> None:
+        """A packet dropped for its timestamp: counted by reason, and told to ``on_malformed``."""
+        err = MalformedError(layer, "timestamp", detail)
+        self.malformed[err.reason] += 1
+        if self.on_malformed is not None:
+            self.on_malformed(err)
+
     def _stop(self, offset: int, packet: int | None, message: str) -> None:
         """Record the corruption that ends reading this file.
 
@@ -280,6 +299,9 @@ class CaptureReader:
         unpack = st.pcap_rec.unpack_from
         more = self._more
         n = len(buf)
+        dropped = 0  # records not yielded (timestamp out of range): records + dropped = records met
+        # ts_sec is unsigned 32-bit (as tshark reads it): never before 1970 nor after 2106, so only
+        # the fraction can be out of range.
         while True:
             if n - pos < 16:
                 buf = more(buf, pos, 16)
@@ -287,12 +309,12 @@ class CaptureReader:
                 n = len(buf)
                 if n < 16:
                     if n:
-                        self._problem(self._base, self.records + 1,
+                        self._problem(self._base, self.records + dropped + 1,
                                       f"truncated record header: 16 bytes needed, {n} present")
                     return
             sec, frac, incl, _orig = unpack(buf, pos)
             if incl > limit:
-                self._stop(self._base + pos, self.records + 1,
+                self._stop(self._base + pos, self.records + dropped + 1,
                            f"corrupt record: header says {incl} bytes, more than the limit {limit}")
                 return
             end = pos + 16 + incl
@@ -302,11 +324,16 @@ class CaptureReader:
                 n = len(buf)
                 end = 16 + incl
                 if end > n:
-                    self._problem(self._base, self.records + 1,
+                    self._problem(self._base, self.records + dropped + 1,
                                   f"truncated record: header says {incl} bytes, {n - 16} present")
                     return
-            self.records += 1
-            yield sec + frac / units, linktype, buf[pos + 16:end], 0
+            if frac < units:
+                self.records += 1
+                yield sec + frac / units, linktype, buf[pos + 16:end], 0
+            else:
+                dropped += 1
+                self._bad_timestamp("pcap", f"fraction {frac} is not below one second "
+                                            f"({'microseconds' if units == 1e6 else 'nanoseconds'})")
             pos = end
 
     def _pcapng_records(self, buf: bytes, pos: int) -> Iterator[tuple[float, int, bytes, int]]:
@@ -322,6 +349,8 @@ class CaptureReader:
         fast = st.epb_fast.unpack_from
         u32 = st.u32.unpack_from
         max_block = _MAX_BLOCK
+        ts_min = PACKET_TIME_MIN
+        ts_max = MAX_INSTANT
         while True:
             # Fast path: a whole, well-formed EPB of a known interface is in the buffer.
             if n - pos >= 24:
@@ -330,9 +359,14 @@ class CaptureReader:
                 if (btype == 6 and end <= n and iid < nif and caplen + 32 <= blen <= max_block
                         and not blen & 3 and u32(buf, end - 4)[0] == blen):
                     gidx, linktype, units, tsoffset, _snap = ifaces[iid]
-                    last_ts = ((hi << 32) | lo) / units + tsoffset
-                    self.records += 1
-                    yield last_ts, linktype, buf[pos + 28:pos + 28 + caplen], gidx
+                    ts = ((hi << 32) | lo) / units + tsoffset
+                    if ts_min <= ts <= ts_max:
+                        last_ts = ts
+                        self.records += 1
+                        yield ts, linktype, buf[pos + 28:pos + 28 + caplen], gidx
+                    else:
+                        skipped += 1
+                        self._bad_timestamp("pcapng", _range_detail(hi, lo, units, tsoffset, ts))
                     pos = end
                     continue
 
@@ -403,9 +437,14 @@ class CaptureReader:
                         skipped += 1
                     else:
                         gidx, linktype, units, tsoffset, _snap = ifaces[iid]
-                        last_ts = ((hi << 32) | lo) / units + tsoffset
-                        self.records += 1
-                        yield last_ts, linktype, buf[pos + 28:pos + 28 + caplen], gidx
+                        ts = ((hi << 32) | lo) / units + tsoffset
+                        if ts_min <= ts <= ts_max:
+                            last_ts = ts
+                            self.records += 1
+                            yield ts, linktype, buf[pos + 28:pos + 28 + caplen], gidx
+                        else:
+                            skipped += 1
+                            self._bad_timestamp("pcapng", _range_detail(hi, lo, units, tsoffset, ts))
             elif btype == _SPB:
                 if blen < 16:
                     problem(offset, number, f"simple packet block too short ({blen} bytes)")
@@ -446,6 +485,13 @@ class CaptureReader:
                 nif = 0
             # NRB, ISB, DSB, custom and unknown blocks carry no packets: skipped
             pos = end
+
+
+def _range_detail(hi: int, lo: int, units: int, tsoffset: int, ts: float) -> str:
+    """What is wrong with a pcapng timestamp, in the file's own terms."""
+    offset = f" + if_tsoffset {tsoffset} s" if tsoffset else ""
+    return (f"{(hi << 32) | lo} ticks of 1/{units} s{offset} = {ts:.0f} s since 1970, outside "
+            "1970-01-01..9999-12-31T23:59:59Z")
 
 
 def _idb_options(buf: bytes, o: int, stop: int, st: _Structs) -> tuple[str | None, int, int, str]:

@@ -1,82 +1,25 @@
 """Command line: ``classifier scan``, ``classifier policy``, ``classifier signatures``, ``classifier schema``.
 
-Exit status (also in the README):
-  0  every input was read completely
-  1  internal error (a bug: the message says so)
-  2  usage error, or a broken signature/policy file (one line names file and entry)
-  3  the scan finished, but at least one input was unreadable, truncated or corrupt (the records
-     of everything readable were still written; the problems are listed on stderr)
-  130 interrupted
+This module builds the parser and turns errors into exit statuses (``classifier.exitcodes``); the
+commands themselves live in ``classifier.commands`` and in the packages that register theirs
+(``PLUGINS``). It imports nothing heavy: every run loads it, and each command's modules are
+imported only when that command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib
-import json
 import os
 import sys
-from pathlib import Path
 
 from . import __version__
-from .errors import UserError
+from .cliargs import add_output_arguments, add_policy_arguments, instant_arg, positive
+from .errors import OutputError, UserError
+from .exitcodes import Exit, epilog
 
 # Modules with register(subparsers, signature_subparsers) adding their own commands.
 PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
-
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_USAGE = 2
-EXIT_INPUT = 3
-
-
-def parse_instant(text: str) -> float:
-    """ISO 8601 date or date-time; no offset means UTC."""
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(f"--as-of: {text!r} is not an ISO 8601 date or date-time "
-                        "(e.g. 2020-09-21 or 2020-09-21T12:00:00Z)") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.timestamp()
-
-
-def instant_arg(text: str) -> float:
-    try:
-        return parse_instant(text)
-    except UserError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix("--as-of: ")) from None
-
-
-def positive(kind: type):
-    def conv(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-        return v
-    return conv
-
-
-def add_output_arguments(p: argparse.ArgumentParser, format_help: str) -> None:
-    """-o and --format, as every command that writes records has them."""
-    p.add_argument("-o", "--output", metavar="FILE", help="write records here instead of standard output")
-    p.add_argument("--format", choices=("jsonl", "table", "csv"), default="jsonl", help=format_help)
-
-
-def add_policy_arguments(p: argparse.ArgumentParser, as_of_help: str) -> None:
-    """The signature and policy options every deciding command shares."""
-    p.add_argument("--view", choices=("announced", "in-force"), default="announced",
-                   help="policy view: announced (the issuers' schedule; default) or in-force (legal status)")
-    p.add_argument("--as-of", metavar="INSTANT", type=instant_arg, help=as_of_help)
-    p.add_argument("--unenforced-blocks", action="store_true",
-                   help="in-force view: block during non-enforcement windows too (default: log, flagged)")
-    p.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
-    p.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("scan", help="classify the flows of pcap/pcapng captures",
                        description="Classify every flow of the captures; one record per flow.",
-                       epilog=__doc__[__doc__.index("Exit status"):],
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("captures", nargs="+", metavar="CAPTURE",
                    help="pcap or pcapng file, optionally gzip-compressed; '-' reads standard input")
     add_output_arguments(s, "jsonl: one JSON object per flow (default); csv: one row per flow; "
@@ -138,64 +80,47 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return int(args.func(args))
+    except OutputError as err:
+        print(f"classifier: error: {err}", file=sys.stderr)
+        return Exit.OUTPUT
     except UserError as err:
         print(f"classifier: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     except KeyboardInterrupt:
         print("classifier: interrupted", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     except BrokenPipeError:
-        # The reader of our output went away (e.g. `| head`): not an error of ours.
+        # The reader of our standard output went away (e.g. `| head`): not an error of ours.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+        return Exit.OK
     except Exception as err:  # a bug: say so in one line; CLASSIFIER_DEBUG=1 shows the traceback
         if os.environ.get("CLASSIFIER_DEBUG"):
             raise
         print(f"classifier: internal error: {type(err).__name__}: {err} "
               "(please report it; rerun with CLASSIFIER_DEBUG=1 for a traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+        return Exit.INTERNAL
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from .run import run_scan
+    from .commands.scan import run_scan
     return run_scan(args)
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from .record import schema_markdown
-    print(schema_markdown())
-    return EXIT_OK
+    from .commands.schema import run_schema
+    return run_schema(args)
 
 
 def _policy(args: argparse.Namespace) -> int:
-    from .policy import Policy, describe
-    from .signatures import shipped_directory
-    directory = Path(args.policy) if args.policy else shipped_directory() / "policy"
-    policy = Policy.load(directory)
-    if args.timeline:
-        for instant, provision, change in policy.timeline(args.view):
-            print(f"{instant}  {provision}  {change}")
-        return EXIT_OK
-    when = args.as_of if args.as_of is not None else dt.datetime.now(dt.UTC).timestamp()
-    for line in describe(policy, when, args.view):
-        print(line)
-    return EXIT_OK
+    from .commands.policy import run_policy
+    return run_policy(args)
 
 
 def _signatures(args: argparse.Namespace) -> int:
-    from .signatures import Signatures
-    sigs = Signatures.load(args.directory, peering=args.peering)
-    print(json.dumps({
-        "directory": str(args.directory or "shipped"),
-        "host_rules": len(sigs.hosts),
-        "prefixes": len(sigs.prefixes),
-        "operators": sorted(sigs.operators),
-        "cdns": sorted(sigs.cdns),
-        "peering_entries": len(sigs.peering),
-    }, indent=2))
-    return EXIT_OK
+    from .commands.signatures import run_check
+    return run_check(args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ Two kinds of trouble exist and they are handled differently:
 
 * ``UserError``: the run cannot go on as asked (a broken signature file, a bad flag). The CLI
   prints its message as one line and exits with status 2; no traceback.
+  Its kind ``OutputError`` is an output that could not be written (disk full, I/O error, a
+  missing directory): the message names the output and the OS error; exit status 4.
 * ``MalformedError``: one packet, record or message is not what it claims to be. The stage that
   meets it counts it by reason and carries on with the rest of the input.
 """
@@ -32,6 +34,10 @@ class DataError(UserError):
 
 class SignatureError(DataError):
     """A signature or policy file failed validation; names the file and the entry."""
+
+
+class OutputError(UserError):
+    """Writing an output failed; ``str()`` names the output and the OS error in one line."""
 
 
 class MalformedError(Exception):

@@ -23,19 +23,18 @@ covering provision.
 from __future__ import annotations
 
 import bisect
-import functools
 import math
 import os
 import re
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 from classifier import vocabulary
 from classifier.datafile import read_toml
 from classifier.errors import SignatureError, UserError
+from classifier.timeutil import format_instant, parse_instant
 from classifier.validate import (
     DATE,
     TEXT,
@@ -84,40 +83,7 @@ RULE_UNENFORCED = "provision-effective-unenforced"
 RULE_ATTRIBUTED = "attributed-no-effective-provision"
 RULE_NOT_ATTRIBUTED = "not-attributed"
 
-_INSTANT_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9.-]*")
-
-
-# --------------------------------------------------------------------------------------------
-# Instants
-
-
-def parse_instant(text: str) -> float:
-    """``YYYY-MM-DDTHH:MM:SSZ`` to epoch seconds; ValueError otherwise.
-
-    Only UTC with ``Z`` is accepted: a policy instant with an offset or no zone is exactly the
-    ambiguity the data must resolve (and document) rather than leave to the reader.
-    """
-    if not isinstance(text, str) or not _INSTANT_RE.fullmatch(text):
-        raise ValueError(f"{text!r} is not an ISO 8601 UTC instant like 2020-09-20T04:00:00Z")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-
-
-@functools.lru_cache(maxsize=1024)
-def _second_text(second: int) -> str:
-    # Flows decided within the same second share the formatted date and time.
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-
-
-def format_instant(when: float) -> str:
-    """Epoch seconds to ISO 8601 UTC with ``Z`` (microseconds only when there are any)."""
-    second = math.floor(when)
-    micro = round((when - second) * 1_000_000)
-    if micro >= 1_000_000:
-        second, micro = second + 1, 0
-    if micro:
-        return f"{_second_text(second)}.{micro:06d}Z"
-    return f"{_second_text(second)}Z"
 
 
 def shipped_policy_dir() -> Path:
@@ -220,7 +186,13 @@ class Event:
 # same text quoted; an instant is a quoted UTC string (parse_instant says why another is not).
 
 _POLICY_ID = matching(_ID_RE, "must be lowercase letters, digits, '-' or '.'", 200)
-_INSTANT = instant(parse_instant, "2020-09-20T04:00:00Z")
+
+
+def _exact_instant(text: str) -> float:
+    return parse_instant(text, exact=True)
+
+
+_INSTANT = instant(_exact_instant, "2020-09-20T04:00:00Z")
 _SOURCED = (Field("source", TEXT), Field("date", DATE), optional("url", TEXT))
 
 _SCHEMAS = {

@@ -14,7 +14,7 @@ import orjson
 
 from .attribute import client_hello, ntop
 from .flows import Flow
-from .scan import iso
+from .timeutil import format_instant
 
 _TLS_VERSIONS = {0x0300: "SSL3.0", 0x0301: "TLS1.0", 0x0302: "TLS1.1", 0x0303: "TLS1.2", 0x0304: "TLS1.3"}
 
@@ -83,8 +83,8 @@ def flow_record(flow: Flow) -> dict:
     return {
         "file": flow.file,
         "flow": flow.id,
-        "first_ts": iso(flow.first_ts),
-        "last_ts": iso(flow.last_ts),
+        "first_ts": format_instant(flow.first_ts, True),
+        "last_ts": format_instant(flow.last_ts, True),
         "proto": "tcp" if flow.proto == 6 else "udp",
         "src": ntop(flow.client),
         "sport": flow.client_port,

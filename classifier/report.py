@@ -64,10 +64,11 @@ class Summary:
             self.blind_servers.setdefault(kind, Counter())[server] += 1
 
     def render(self, out: IO[str], stats: InputStats) -> None:
-        from rich.console import Console  # only when a summary is printed: rich is slow to import
-        from rich.table import Table
+        from rich.table import Table  # only when a summary is printed: rich is slow to import
 
-        console = Console(file=out, width=120, soft_wrap=False)
+        from .outputs import rich_console
+
+        console = rich_console(out, 120)
         console.print(f"Flows by app, category and action ({self.view or 'announced'} view)",
                       highlight=False, markup=False)
         t = Table()

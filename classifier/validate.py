@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from classifier.errors import DataError
+from classifier.errors import DataError, UserError
 
 
 class Invalid(ValueError):
@@ -225,14 +225,15 @@ def parse_prefix(text: str) -> tuple[bytes, int, str]:
 
 
 def instant(parse: Callable[[str], float], example: str) -> Kind:
-    """A quoted instant that ``parse`` accepts (its ValueError is the problem), as epoch seconds."""
+    """A quoted instant that ``parse`` accepts (its ValueError or UserError is the problem), as
+    epoch seconds."""
 
     def check(value: Any) -> float:
         if not isinstance(value, str):
             raise Invalid(f"must be a quoted instant like {example}, got {describe(value)}")
         try:
             return parse(value)
-        except ValueError as exc:
+        except (ValueError, UserError) as exc:
             raise Invalid(str(exc)) from None
 
     return Kind(f"an instant like {example}", check)

@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dpkt
@@ -33,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import netlab  # noqa: E402
+
+from classifier.timeutil import format_instant, parse_instant  # noqa: E402
 
 KEEP = 10  # packets kept per flow: the handshake (and a Retry / Version Negotiation round trip)
 
@@ -145,14 +146,6 @@ FACTS: dict[str, tuple[str | None, str | None, str | None, str, str]] = {
 }
 
 
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def run_case(lab: netlab.Lab, cap: Capture, raw: Path) -> list[dict]:
     lab.start_quic(retry=cap.retry, versions=cap.server_versions)
     results = []
@@ -182,7 +175,7 @@ def rewrite(cap: Capture, raw: Path, out: Path) -> list[dict]:
             udp = ip.data
             sport = udp.sport if udp.dport == 443 else udp.dport
             by_port.setdefault(sport, []).append((ts, buf))
-    start = epoch(cap.start)
+    start = parse_instant(cap.start)
     packets: list[tuple[float, bytes]] = []
     rows = []
     for i, f in enumerate(cap.flows):
@@ -260,7 +253,7 @@ def expected_rows(cap: Capture, rows: list[dict]) -> list[dict]:
             "dst": netlab.Lab.addr(f.role, f.family),
             "dport": 443,
             "proto": "udp",
-            "first_ts": iso(row["first_ts"]),
+            "first_ts": format_instant(row["first_ts"]),
             "hostname": f.sni,
             "app": app,
             "operator": operator,

@@ -14,7 +14,7 @@ import pytest
 import test_bgp_mrtwriter as w
 from conftest import SHARED, need_shared, run_cli
 
-from classifier.policy import parse_instant
+from classifier.timeutil import parse_instant
 
 MRT = SHARED / "mrt"
 PCH = MRT / "pch-as3856_updates.et-header.20151023.gz"

@@ -215,6 +215,17 @@ def test_readme_schema_table_matches_the_code():
     assert table == schema_markdown()
 
 
+def test_readme_and_help_list_every_exit_status():
+    from classifier.exitcodes import Exit
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Exit status\n", 1)[1].split("\n### ", 1)[0]
+    documented = {int(line.split("|")[1]) for line in section.splitlines() if line.startswith("| ") and
+                  line.split("|")[1].strip().isdigit()}
+    assert documented == {int(s) for s in Exit}
+    help_text = run_cli("scan", "--help").stdout.decode()
+    assert all(f"\n  {int(s):<4}" in help_text for s in Exit)
+
+
 def test_peering_map_gives_transit_peering(tmp_path):
     """Next hop 02:00:5e:10:00:fe (the demo's router) mapped to a ByteDance ASN."""
     peering = tmp_path / "peering.toml"

@@ -387,7 +387,7 @@ def _owners(text: str) -> dict[str, str]:
 
 
 def test_rpz_blocks_effective_names_passes_the_rest(sigs, policy):
-    from classifier.cli import parse_instant
+    from classifier.timeutil import parse_instant
 
     text, counts = rpz.build_zone(sigs, policy, parse_instant("2025-03-01"), "announced")
     owners = _owners(text)
@@ -408,7 +408,7 @@ def test_rpz_blocks_effective_names_passes_the_rest(sigs, policy):
 
 
 def test_rpz_category_follows_the_role(sigs, policy):
-    from classifier.cli import parse_instant
+    from classifier.timeutil import parse_instant
 
     # In 2020-10 WeChat payments is effective; the in-force view has it enjoined.
     when = parse_instant("2020-10-01")

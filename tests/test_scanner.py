@@ -10,7 +10,7 @@ from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import IP, TCP, UDP, fragment
 from scapy.layers.l2 import Ether
 
-from classifier.scan import Scanner, ScanOptions
+from classifier.pipeline import Scanner, ScanOptions
 
 C, S = "192.0.2.7", "71.18.1.10"  # client; a ByteDance (AS396986) server
 

@@ -15,7 +15,6 @@ day) or the MMDB's build date.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import ipaddress
 from collections import Counter, defaultdict
@@ -23,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from classifier.compressed import InputError, Source, open_input
-from classifier.errors import UserError
+from classifier.errors import MalformedError, UserError
 from classifier.signatures import Signatures
+from classifier.timeutil import format_instant
 
 from .mrt import BGP4MP, BGP4MP_ET, MAX_RECORD, TABLE_DUMP, TABLE_DUMP_V2, MrtReader, Needles
 from .prefixes import Network, collapse
@@ -148,7 +148,7 @@ def from_mrt(paths: list[str], sigs: Signatures) -> Collected:
     names = ", ".join(Path(p).name for p in paths)
     out.source = (f"MRT {names} ({entries} RIB entries): origin = last AS of the AS_PATH, "
                   "via classifier signatures build-prefixes")
-    out.date = dt.datetime.fromtimestamp(last, dt.UTC).date().isoformat()
+    out.date = format_instant(last)[:10]  # an MRT time is 32 bits: always in range
     return out
 
 
@@ -170,7 +170,13 @@ def from_mmdb(path: str, sigs: Signatures) -> Collected:
             asn = record.get(MMDB_ASN_KEY) if isinstance(record, dict) else None
             if asn in asns:
                 out.prefixes[asn].add(str(network))
-    built = dt.datetime.fromtimestamp(meta.build_epoch, dt.UTC).date().isoformat()
+    epoch = meta.build_epoch
+    try:
+        built = format_instant(epoch)[:10] if isinstance(epoch, int) else None
+    except MalformedError:
+        built = None
+    if built is None:
+        raise UserError(f"{path}: MMDB metadata build_epoch {epoch!r} is not a time (seconds since 1970)")
     name = Path(path).name
     packed = f", {compression}" if compression != "none" else ""
     out.source = (f"MMDB {name} ({meta.database_type}, build {built}{packed}): networks whose "

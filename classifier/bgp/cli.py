@@ -10,13 +10,6 @@ import argparse
 import sys
 from typing import Any
 
-_EXIT = """Exit status:
-  0  every input was read completely
-  2  usage error, or a broken signature/policy file
-  3  an input was unreadable, truncated or corrupt: everything read before the damage is
-     reported, the problems (file, record number, byte offset) are on stderr
-"""
-
 
 def _asn(text: str) -> int:
     try:
@@ -30,7 +23,8 @@ def _asn(text: str) -> int:
 
 def register(subparsers: Any, signature_subparsers: Any) -> None:
     """Add ``bgp`` to the commands and ``build-prefixes``/``export-prefixes`` to ``signatures``."""
-    from classifier.cli import add_output_arguments, add_policy_arguments
+    from classifier.cliargs import add_output_arguments, add_policy_arguments
+    from classifier.exitcodes import epilog
 
     b = subparsers.add_parser(
         "bgp", help="audit transit and peering with the operators from MRT files or kernel routes",
@@ -38,7 +32,7 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
                     "through them, and the neighbour each is reached through (direct: a session with the "
                     "operator, the orders' 'directly contracted or arranged transit or peering'; "
                     "indirect: third parties), decided per the policy; for update files, a timeline.",
-        epilog=_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("files", nargs="*", metavar="FILE",
                    help="MRT file (TABLE_DUMP, TABLE_DUMP_V2, BGP4MP/_ET), plain, gzip or bzip2; '-' reads "
                         "standard input. Several files share one routing state: give them in time order")
@@ -102,8 +96,8 @@ def _bgp(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from classifier.cli import EXIT_INPUT, EXIT_OK
     from classifier.errors import UserError
+    from classifier.exitcodes import Exit
     from classifier.signatures import Signatures
 
     from .build import from_mmdb, from_mrt, is_mrt, write_lists
@@ -120,14 +114,14 @@ def _build(args: argparse.Namespace) -> int:
         print(line)
     for problem in collected.problems:
         print(f"input problem: {problem}", file=sys.stderr)
-    return EXIT_INPUT if collected.problems else EXIT_OK
+    return Exit.INPUT if collected.problems else Exit.OK
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from classifier.cli import EXIT_OK
     from classifier.errors import UserError
+    from classifier.exitcodes import Exit
+    from classifier.outputs import TextOutput
     from classifier.signatures import Signatures
 
     from .export import lists, render
@@ -143,11 +137,6 @@ def _export(args: argparse.Namespace) -> int:
     dates = sorted({a.date for a in sigs.asns.values() if a.owner in operators})
     text = render(args.format, sets, f"signatures {sigs.directory} (prefix data dated {', '.join(dates)})",
                   args.nft_table)
-    if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as err:
-            raise UserError(f"cannot write {args.output}: {err.strerror}") from None
-    else:
-        sys.stdout.write(text)
-    return EXIT_OK
+    with TextOutput(args.output) as out:
+        out.write(text)
+    return Exit.OK

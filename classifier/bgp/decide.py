@@ -17,7 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from classifier.errors import UserError
-from classifier.policy import RULE_UNENFORCED, VIEWS, Policy, format_instant, parse_instant
+from classifier.policy import RULE_UNENFORCED, VIEWS, Policy
+from classifier.timeutil import format_instant, parse_instant
 
 from .aspath import DIRECT, OWN, PathInfo
 

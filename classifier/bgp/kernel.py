@@ -279,10 +279,11 @@ def _neighbour(hops: Iterable[NextHop], peering: dict[str, int]) -> int | None:
 
 def render_kernel(out: IO[str], rows: list[dict[str, Any]], snapshot: Snapshot, view: str) -> None:
     """Routes carrying operator prefixes, per table; then which interfaces and next hops carry them."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=out, width=160, soft_wrap=False)
+    from classifier.outputs import rich_console
+
+    console = rich_console(out, 160)
     console.print(f"Routes carrying operator prefixes in {snapshot.where} ({view} view): "
                   f"{len({r['route'] + str(r['table']) for r in rows})} of {len(snapshot.routes)} routes",
                   highlight=False, markup=False)

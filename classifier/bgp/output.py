@@ -14,7 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from classifier.policy import VIEWS, format_instant
+from classifier.policy import VIEWS
+from classifier.timeutil import format_instant
 
 from .aspath import DIRECT, PathInfo
 from .decide import Decider, Verdict
@@ -279,10 +280,11 @@ def render_table(out: IO[str], routes: list[dict[str, Any]], events: list[dict[s
                  summary: Summary, stats: list[FileStats], apps: Mapping[str, tuple[str, ...]],
                  view: str, limit: int = 60) -> None:
     """The auditor's view: origins, transit, neighbours, direct routes and their timeline."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(file=out, width=180, soft_wrap=False)
+    from classifier.outputs import rich_console
+
+    console = rich_console(out, 180)
 
     def say(text: str) -> None:
         console.print(text, highlight=False, markup=False)

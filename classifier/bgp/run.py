@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from classifier.errors import UserError
+from classifier.exitcodes import Exit
+from classifier.outputs import TextOutput, check_writable, printable, refuse_clobbering, write_text_file
 from classifier.policy import Policy
 from classifier.signatures import Signatures, shipped_directory
 
@@ -28,38 +28,27 @@ def operator_apps(sigs: Signatures) -> dict[str, tuple[str, ...]]:
     return {op: o.apps for op, o in sigs.operators.items()}
 
 
-def open_output(stack: ExitStack, path: str | None) -> IO[str]:
-    if not path:
-        return sys.stdout
-    try:
-        return stack.enter_context(open(path, "w", encoding="utf-8", newline=""))
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror}") from None
-
-
 def run_mrt(args: argparse.Namespace) -> int:
     """Read every MRT input into one route table, then write the records and the summary."""
-    from classifier.cli import EXIT_INPUT, EXIT_OK
-
     from .aspath import PathClassifier
     from .mrt import MrtReader, Needles
     from .output import EVENT_COLUMNS, ROUTE_COLUMNS, Records, Summary, input_lines, render_table, writer_for
     from .routes import RouteTable
 
+    _check_outputs(args, args.files)
     sigs, decider = load(args)
     apps = operator_apps(sigs)
     table = RouteTable(PathClassifier(sigs.operator_by_asn), local_asn=args.local_asn)
     needles = Needles(sigs.operator_by_asn)
     stats = []
     for path in args.files:
-        name = "-" if path == "-" else Path(path).name
+        name = "-" if path == "-" else printable(Path(path).name)
         stats.append(MrtReader(path, name, needles, table).run())
     table.finish()
     records = Records(table, decider, apps, args.view, args.as_of)
     summary = Summary.of(table.records)
 
-    with ExitStack() as stack:
-        out = open_output(stack, args.output)
+    with TextOutput(args.output) as out:
         if args.format == "table":
             render_table(out, list(records.routes()), records.events(), summary, stats, apps, args.view)
         else:
@@ -77,25 +66,23 @@ def run_mrt(args: argparse.Namespace) -> int:
                     sys.stderr.write("\n".join(problems) + "\n")
     if args.stats:
         _write_json(args.stats, {"files": [s.as_dict() for s in stats], **summary.as_dict()})
-    return EXIT_INPUT if any(s.problems for s in stats) else EXIT_OK
+    return Exit.INPUT if any(s.problems for s in stats) else Exit.OK
 
 
 def run_kernel(args: argparse.Namespace) -> int:
     """Audit the live routing table of this (or another) network namespace."""
     import time
 
-    from classifier.cli import EXIT_OK
-
     from .kernel import KERNEL_COLUMNS, audit_routes, read_kernel, render_kernel
     from .output import writer_for
     from .prefixes import OperatorPrefixes
 
+    _check_outputs(args, ())
     sigs, decider = load(args)
     snapshot = read_kernel(args.netns)
     when = args.as_of if args.as_of is not None else time.time()
     rows = audit_routes(snapshot, OperatorPrefixes.from_signatures(sigs), sigs, decider, when, args.view)
-    with ExitStack() as stack:
-        out = open_output(stack, args.output)
+    with TextOutput(args.output) as out:
         if args.format == "table":
             render_kernel(out, rows, snapshot, args.view)
         else:
@@ -110,11 +97,16 @@ def run_kernel(args: argparse.Namespace) -> int:
                                  "prefixes\n")
     if args.stats:
         _write_json(args.stats, {"netns": args.netns, "routes": len(snapshot.routes), "records": len(rows)})
-    return EXIT_OK
+    return Exit.OK
+
+
+def _check_outputs(args: argparse.Namespace, inputs: Any) -> None:
+    """Before anything is opened: no output over an input or over the other output, and a
+    ``--stats`` path that can be written at the end."""
+    refuse_clobbering([("-o", args.output), ("--stats", args.stats)], inputs, stdout_written=not args.output)
+    if args.stats:
+        check_writable(args.stats)
 
 
 def _write_json(path: str, data: Any) -> None:
-    try:
-        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror}") from None
+    write_text_file(path, json.dumps(data, indent=2) + "\n")

@@ -22,7 +22,7 @@ line says what), 130 stopped by SIGINT, 1 internal error. See docs/gateway.md.
 
 def register(subparsers, signature_subparsers) -> None:
     """Add ``gateway`` and ``export`` to the main parser."""
-    from classifier.cli import instant_arg, positive
+    from classifier.cliargs import instant_arg, positive
 
     g = subparsers.add_parser(
         "gateway", help="classify (and with --enforce, block) live traffic on this Linux router",

@@ -16,6 +16,7 @@ from typing import Any
 
 from classifier.datafile import read_toml
 from classifier.errors import DataError, UserError
+from classifier.timeutil import instant_of
 from classifier.validate import (
     BOOLEAN,
     INTEGER,
@@ -156,19 +157,13 @@ def _key_of(attr: str) -> str:
 
 
 def _instant(raw: Any) -> float:
-    if isinstance(raw, dt.datetime):
-        t = raw if raw.tzinfo else raw.replace(tzinfo=dt.UTC)
-        return t.timestamp()
-    if isinstance(raw, dt.date):
-        return dt.datetime(raw.year, raw.month, raw.day, tzinfo=dt.UTC).timestamp()
-    if isinstance(raw, str):
-        from classifier.cli import parse_instant
-
-        try:
-            return parse_instant(raw)
-        except UserError:
-            pass
-    raise Invalid(f"{raw!r} is not an ISO 8601 date or date-time")
+    """A TOML date, date-time or ISO 8601 string, as epoch seconds (classifier.timeutil)."""
+    if not isinstance(raw, str | dt.date):
+        raise Invalid(f"{raw!r} is not an ISO 8601 date or date-time")
+    try:
+        return instant_of(raw)
+    except UserError as err:
+        raise Invalid(str(err)) from None
 
 
 # The kinds _KEYS names, from the shared validation layer (classifier.validate).

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 from classifier.flows import Flow, FlowConfig
+from classifier.pipeline import Scanner, ScanOptions
 from classifier.record import flow_record
-from classifier.scan import Scanner, ScanOptions
 
 from .config import GatewayConfig
 from .flowsets import FlowSets

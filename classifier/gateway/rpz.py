@@ -47,7 +47,7 @@ def _block_rdata(sinkhole: str | None) -> tuple[str, str]:
 def build_zone(sigs, policy, when: float, view: str, sinkhole: str | None = None,
                unenforced_blocks: bool = False, ttl: int = 60) -> tuple[str, dict[str, int]]:
     """The zone text and counts {"block": n, "passthru": n} of names (owner lines)."""
-    from classifier.policy import format_instant
+    from classifier.timeutil import format_instant
 
     rtype, rdata = _block_rdata(sinkhole)
     # owner -> (blocked, comment); exact-host rules own the name itself, suffix rules the name

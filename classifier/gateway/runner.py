@@ -231,7 +231,7 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
 
 
 def args_as_of(cfg: GatewayConfig) -> str:
-    from classifier.policy import format_instant
+    from classifier.timeutil import format_instant
     return format_instant(cfg.as_of) if cfg.as_of is not None else "now"
 
 

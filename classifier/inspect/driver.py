@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .decode import TCP_SYN
-from .dnscache import DnsCache, resolve
-from .errors import MalformedError
-from .flows import Flow, FlowConfig
-from .inspect import dns as dnsp
-from .inspect import http as httpp
-from .inspect import mmtls as mmtlsp
-from .inspect import quic as quicp
-from .inspect import tls as tlsp
-from .reassembly import Stream
+from ..decode import TCP_SYN
+from ..dnscache import DnsCache, resolve
+from ..errors import MalformedError
+from ..flows import Flow, FlowConfig
+from ..reassembly import Stream
+from . import dns as dnsp
+from . import http as httpp
+from . import mmtls as mmtlsp
+from . import quic as quicp
+from . import tls as tlsp
 
 DNS_PORT = 53
 # Protocols whose client greeting is all we need: the parser returns None until it is complete.

@@ -1,4 +1,10 @@
-"""``classifier scan``: wire the inputs, the scanner and the writers together."""
+"""``classifier scan``: wire the inputs, the scanner and the writers together.
+
+Order matters for the user's files: outputs are checked against the inputs before anything is
+opened (an output naming an input is refused), ``--stats`` is checked for writability before the
+scan (not discovered unwritable after an hour), and every write failure is one line naming the
+output (``OutputError``, exit status 4), with everything written before it flushed.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +15,25 @@ import sys
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
-from .capture import CaptureError, open_capture
-from .flows import Flow, FlowConfig
-from .policy import Policy
-from .record import CsvWriter, JsonLinesWriter, flow_record
-from .report import InputStats, Summary, input_lines
-from .scan import Scanner, ScanOptions
-from .signatures import Signatures, shipped_directory
+from ..capture import CaptureError, CaptureReader, open_capture
+from ..exitcodes import Exit
+from ..flows import Flow, FlowConfig
+from ..outputs import TextOutput, check_writable, printable, refuse_clobbering, write_text_file
+from ..pipeline import Scanner, ScanOptions
+from ..policy import Policy
+from ..record import CsvWriter, JsonLinesWriter, flow_record
+from ..report import InputStats, Summary, input_lines
+from ..signatures import Signatures, shipped_directory
 
 _PROGRESS_MIN_BYTES = 8 << 20  # a progress bar only for inputs worth watching
 _PROGRESS_EVERY = 8192  # packets between progress updates
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from .cli import EXIT_INPUT, EXIT_OK
-
+    refuse_clobbering([("-o", args.output), ("--stats", args.stats)], args.captures,
+                      stdout_written=not args.output)
+    if args.stats:
+        check_writable(args.stats)
     sig_dir = Path(args.signatures) if args.signatures else shipped_directory()
     sigs = Signatures.load(sig_dir, peering=args.peering)
     policy = Policy.load(Path(args.policy) if args.policy else sig_dir / "policy")
@@ -35,16 +45,9 @@ def run_scan(args: argparse.Namespace) -> int:
     summary = Summary()
 
     with ExitStack() as stack:
-        if args.output:
-            try:
-                out = stack.enter_context(open(args.output, "w", encoding="utf-8", newline=""))
-            except OSError as err:
-                from .errors import UserError
-                raise UserError(f"cannot write {args.output}: {err.strerror}") from None
-        else:
-            out = sys.stdout
+        out = stack.enter_context(TextOutput(args.output))
         if args.format == "jsonl":
-            writer = JsonLinesWriter(out)
+            writer: JsonLinesWriter | CsvWriter | None = JsonLinesWriter(out)
         elif args.format == "csv":
             writer = CsvWriter(out)
         else:
@@ -59,7 +62,7 @@ def run_scan(args: argparse.Namespace) -> int:
         scanner = Scanner(sigs, policy, options, on_record)
         failed = _scan_inputs(args, scanner, stats)
         scanner.finish()
-        _collect(scanner, stats)
+        scanner.fill_stats(stats)
         if writer is not None:
             writer.close()
         if args.format == "table":
@@ -71,33 +74,41 @@ def run_scan(args: argparse.Namespace) -> int:
         elif stats.problems:
             sys.stderr.write(input_lines(stats) + "\n")
     if args.stats:
-        Path(args.stats).write_text(json.dumps(stats.as_dict(), indent=2) + "\n", encoding="utf-8")
-    return EXIT_INPUT if failed or stats.problems else EXIT_OK
+        write_text_file(args.stats, json.dumps(stats.as_dict(), indent=2) + "\n")
+    return Exit.INPUT if failed or stats.problems else Exit.OK
 
 
 def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats) -> bool:
     """Feed every capture to the scanner; True if some input could not be opened."""
     failed = False
-    readers = []
-    for path in args.captures:
-        try:
-            readers.append((path, open_capture(path)))
-        except CaptureError as err:
-            stats.problems.append(str(err))
-            failed = True
+    readers: list[tuple[str, CaptureReader]] = []
+    try:
+        for path in args.captures:
+            try:
+                readers.append((path, open_capture(path)))
+            except CaptureError as err:
+                stats.problems.append(printable(str(err)))
+                failed = True
+        _feed(args, scanner, stats, readers)
+    finally:
+        for _, reader in readers:
+            reader.close()
+    return failed
+
+
+def _feed(args: argparse.Namespace, scanner: Scanner, stats: InputStats,
+          readers: list[tuple[str, CaptureReader]]) -> None:
     sizes = [r.size for _, r in readers]
     total = sum(s for s in sizes if s) if all(sizes) else None
     show = (not args.no_progress and sys.stderr.isatty() and total is not None
             and total >= _PROGRESS_MIN_BYTES)
-    progress_ctx = _progress(total) if show else nullcontext(None)
+    progress_ctx = _progress(total) if show and total is not None else nullcontext(None)
     with progress_ctx as progress:
         done_bytes = 0
-        for i, (path, reader) in enumerate(readers):
-            if i and not args.continuous:
-                scanner.finish()  # each file on its own: flows and names do not carry over
-                scanner.dnscache.clear()
-                scanner.seen_names.clear()
-            scanner.start_input(Path(path).name if path != "-" else "-", reader.interfaces)
+        for path, reader in readers:
+            name = printable(Path(path).name) if path != "-" else "-"
+            scanner.start_input(name, reader.interfaces, carry_over=args.continuous)
+            reader.on_malformed = scanner.malformed_packet
             stats.files += 1
             feed = scanner.feed
             try:
@@ -110,10 +121,8 @@ def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats) 
                         if n % _PROGRESS_EVERY == 0:
                             progress[0].update(progress[1], completed=done_bytes + reader.position)
             finally:
-                stats.problems.extend(str(p) for p in reader.problems)
-                reader.close()
+                stats.problems.extend(printable(str(p)) for p in reader.problems)
             done_bytes += reader.size or 0
-    return failed
 
 
 class _progress:
@@ -132,16 +141,3 @@ class _progress:
 
     def __exit__(self, *exc):
         return self._p.__exit__(*exc)
-
-
-def _collect(scanner: Scanner, stats: InputStats) -> None:
-    stats.packets = scanner.packets
-    stats.flows = scanner.records
-    stats.skipped = scanner.skipped
-    stats.malformed = scanner.malformed
-    stats.malformed_examples = scanner.malformed_examples
-    stats.inspect_errors = scanner.inspection.errors
-    stats.inspect_examples = scanner.inspection.error_examples
-    stats.evicted = scanner.table.evicted
-    stats.fragments = scanner.fragments
-    stats.dns_answers = scanner.dnscache.answers

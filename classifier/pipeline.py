@@ -8,7 +8,6 @@ handed to ``on_record`` exactly once.
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +18,9 @@ from .defrag import Defragmenter
 from .dnscache import DnsCache
 from .errors import MalformedError
 from .flows import DECIDED, Flow, FlowConfig, FlowTable
-from .inspection import DNS_PORT, Inspection, is_dns_port
+from .inspect.driver import DNS_PORT, Inspection, is_dns_port
 from .policy import Policy
+from .report import InputStats
 from .signatures import Signatures
 
 _MAX_EXAMPLES = 3
@@ -258,10 +258,26 @@ class Scanner:
 
     # -- inputs --------------------------------------------------------------------------------
 
-    def start_input(self, name: str, interfaces: list | None = None) -> None:
+    def start_input(self, name: str, interfaces: list | None = None, carry_over: bool = True) -> None:
+        """The next packets come from input ``name``.
+
+        Without ``carry_over`` the inputs are unrelated (each file on its own): the flows of the
+        earlier ones end here and the names learnt from them are forgotten, so no flow or DNS
+        answer spans two captures.
+        """
+        if not carry_over:
+            self.finish()
+            self.dnscache.clear()
+            self.seen_names.clear()
         self.current_file = name
         self.interfaces = interfaces if interfaces is not None else []  # the reader's own list: it grows
         self._file_start = self.packets
+
+    def malformed_packet(self, err: MalformedError) -> None:
+        """A packet its source could not deliver (e.g. a timestamp out of range): it is a packet
+        of the input, counted as malformed by reason, so packet numbers stay those of the file."""
+        self.packets += 1
+        self._count_malformed(err)
 
     def finish(self) -> None:
         """End of input: every live flow is reported."""
@@ -270,17 +286,16 @@ class Scanner:
             self.skipped["fragment-without-first"] += n
         self._early_fragments.clear()
 
-
-_ISO_SECONDS: dict[int, str] = {}
-
-
-def iso(ts: float) -> str:
-    """ISO 8601 UTC with microseconds and a Z (two per record: the formatted second is cached)."""
-    us = round(ts * 1_000_000)
-    sec, frac = divmod(us, 1_000_000)
-    text = _ISO_SECONDS.get(sec)
-    if text is None:
-        if len(_ISO_SECONDS) > 4096:
-            _ISO_SECONDS.clear()
-        text = _ISO_SECONDS[sec] = _dt.datetime.fromtimestamp(sec, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{frac:06d}Z"
+    def fill_stats(self, stats: InputStats) -> None:
+        """Copy what this scan counted (packets, flows, skipped and malformed by reason...) into
+        ``stats``, the run's report."""
+        stats.packets = self.packets
+        stats.flows = self.records
+        stats.skipped = self.skipped
+        stats.malformed = self.malformed
+        stats.malformed_examples = self.malformed_examples
+        stats.inspect_errors = self.inspection.errors
+        stats.inspect_examples = self.inspection.error_examples
+        stats.evicted = self.table.evicted
+        stats.fragments = self.fragments
+        stats.dns_answers = self.dnscache.answers

@@ -1,0 +1,61 @@
+"""Argument types and option groups shared by the commands (scan, bgp, gateway...).
+
+Kept apart from ``classifier.cli`` so a command's parser can use them without importing the
+command line itself (which imports every command's parser: a cycle). Import-light: every run
+loads this module to build its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from .errors import UserError
+from .timeutil import parse_instant
+
+
+def instant_arg(text: str) -> float:
+    """argparse type of ``--as-of``: an ISO 8601 date or date-time, UTC if no offset."""
+    try:
+        return parse_instant(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """argparse type of a count or a duration: a number above zero (and finite)."""
+
+    def conv(text: str) -> int | float:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 < v < float("inf"):  # also rejects nan
+            raise argparse.ArgumentTypeError(f"{text!r} must be a positive finite number")
+        return v
+
+    return conv
+
+
+def add_output_arguments(p: argparse.ArgumentParser, format_help: str) -> None:
+    """-o and --format, as every command that writes records has them."""
+    p.add_argument("-o", "--output", metavar="FILE", help="write records here instead of standard output")
+    p.add_argument("--format", choices=("jsonl", "table", "csv"), default="jsonl", help=format_help)
+
+
+def add_policy_arguments(p: argparse.ArgumentParser, as_of_help: str) -> None:
+    """The signature and policy options every deciding command shares."""
+    p.add_argument(
+        "--view",
+        choices=("announced", "in-force"),
+        default="announced",
+        help="policy view: announced (the issuers' schedule; default) or in-force (legal status)",
+    )
+    p.add_argument("--as-of", metavar="INSTANT", type=instant_arg, help=as_of_help)
+    p.add_argument(
+        "--unenforced-blocks",
+        action="store_true",
+        help="in-force view: block during non-enforcement windows too (default: log, flagged)",
+    )
+    p.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
+    p.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
