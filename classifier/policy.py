@@ -95,6 +95,12 @@ def _second_text(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
+@functools.lru_cache(maxsize=8)
+def _not_attributed_reason(view: str) -> str:
+    # Most flows of a capture get this verdict: they share the one string of their view.
+    return f"allow: flow not attributed to an app or operator ({view} view)"
+
+
 def format_instant(when: float) -> str:
     """Epoch seconds to ISO 8601 UTC with ``Z`` (microseconds only when there are any)."""
     second = math.floor(when)
@@ -756,14 +762,7 @@ class Policy:
             else:
                 why = f"no provision covers {app or 'this operator'} {cats} ({view} view)"
             return Decision("log", view, at, RULE_ATTRIBUTED, found, f"log: {why}")
-        return Decision(
-            "allow",
-            view,
-            at,
-            RULE_NOT_ATTRIBUTED,
-            found,
-            f"allow: flow not attributed to an app or operator ({view} view)",
-        )
+        return Decision("allow", view, at, RULE_NOT_ATTRIBUTED, found, _not_attributed_reason(view))
 
     def timeline(self, view: str) -> list[tuple[str, str, str]]:
         """Every change of every provision's status in ``view``: (instant, provision, change)."""

@@ -93,16 +93,19 @@ class Scanner:
             payload = whole[7] if whole is not None else b""
 
         table = self.table
-        entry = table.entries.get((src, sport, dst, dport, proto))
-        if entry is None:
-            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
-            from_client = flow.client == src
+        # flows.flow_key, inline: this is the per-packet path
+        if sport > dport or (sport == dport and src >= dst):
+            key = (src, sport, dst, dport, proto)
         else:
-            flow, from_client = entry
-            if flow.fin and proto == 6 and flags & TCP_SYN and not flags & TCP_ACK and flow.closed:
-                table.end(flow, "closed")  # port reuse: a new connection on a closed 5-tuple
-                flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
-                from_client = True
+            key = (dst, dport, src, sport, proto)
+        flow = table.entries.get(key)
+        if flow is None:
+            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags, key)
+        elif flow.fin and proto == 6 and flags & TCP_SYN and not flags & TCP_ACK and flow.closed:
+            table.end(flow, "closed")  # port reuse: a new connection on a closed 5-tuple
+            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags, key)
+        # From the client: its port, and when both ports are equal, its address.
+        from_client = sport == flow.client_port and (sport != dport or src == flow.client)
         if ts > flow.last_ts:
             flow.last_ts = ts
         if from_client:  # inline rather than flow.add_packets: this is the per-packet path
@@ -178,7 +181,7 @@ class Scanner:
     # -- flows ---------------------------------------------------------------------------------
 
     def _new_flow(self, ts: float, linktype: int, frame: bytes, iface: int, proto: int, src: bytes,
-                  sport: int, dst: bytes, dport: int, flags: int) -> Flow:
+                  sport: int, dst: bytes, dport: int, flags: int, key: tuple) -> Flow:
         table = self.table
         if table.live >= table.config.max_flows:
             table.make_room(ts)
@@ -197,17 +200,19 @@ class Scanner:
             flow.iface = self.interfaces[iface].name
         if linktype == 1:
             # The next hop toward the server: destination MAC of client packets, source of the rest.
-            flow.neighbour = (frame[0:6] if sent_by_client else frame[6:12]).hex(":")
+            flow.neighbour = mac_text(frame[0:6] if sent_by_client else frame[6:12])
         flow.dns_client = is_dns_port(sport, dport)
         if flow.dns_client:
-            flow.facts["app_proto"] = "dns"
-        table.add(flow, (src, sport, dst, dport, proto), (dst, dport, src, sport, proto))
+            flow.set_app_proto("dns")
+        table.add(flow, key)
         return flow
 
     def decide(self, flow: Flow) -> None:
         """Attribute the flow and apply the policy; from now on its packets are only counted."""
         flow.stage = DECIDED
         flow.inspecting = flow.dns_client  # DNS flows keep feeding the cache after the decision
+        if not flow.inspecting:
+            flow.streams = None  # up to inspect_bytes per direction that nothing reads any more
         attribution = self.attributor.attribute(flow)
         flow.attribution = attribution
         if attribution.hostname_source in ("sni", "http-host") and self.options.name_memory > 0:
@@ -269,6 +274,20 @@ class Scanner:
         for n, _ in self._early_fragments.values():
             self.skipped["fragment-without-first"] += n
         self._early_fragments.clear()
+
+
+_MACS: dict[bytes, str] = {}
+
+
+def mac_text(raw: bytes) -> str:
+    """``aa:bb:cc:dd:ee:ff``; one string per address (a link has few next hops, and every flow
+    keeps one)."""
+    text = _MACS.get(raw)
+    if text is None:
+        if len(_MACS) >= 4096:
+            _MACS.clear()
+        text = _MACS[raw] = raw.hex(":")
+    return text
 
 
 _ISO_SECONDS: dict[int, str] = {}
