@@ -57,7 +57,7 @@ from classifier.errors import UserError
 
 __all__ = ["CaptureError", "CaptureProblem", "CaptureReader", "Interface", "open_capture"]
 
-_CHUNK = 1 << 20  # bytes per read (decompressed bytes per step for gzip)
+_CHUNK = 1 << 18  # bytes per read (decompressed bytes per step for gzip); 3 of them at most live at once
 _GZ_CHUNK = 1 << 16  # compressed bytes fed to zlib per step: bounds the work redone on corruption
 _MAX_RECORD = 262144  # pcap incl_len is corrupt above max(snaplen, this)
 _MAX_BLOCK = 16 << 20  # pcapng block length limit; also the clamp for a pcap snaplen

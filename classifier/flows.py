@@ -23,6 +23,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import attrgetter
 from types import MappingProxyType
 
@@ -291,16 +292,25 @@ class FlowTable:
 
     def make_room(self, now: float) -> None:
         """At the cap: expire what is due, then evict the least recently active flows (1% of the
-        cap at a time; among equally recent ones, the oldest flow numbers)."""
+        cap at a time; among equally recent ones, the lowest flow numbers)."""
         self.sweep(now)
         if self.live < self.config.max_flows:
             return
         count = max(1, self.config.max_flows // 100)
-        oldest = heapq.nsmallest(count, self, key=_LAST_TS)
-        edge = oldest[-1].last_ts
-        victims = [f for f in oldest if f.last_ts < edge]
-        victims += sorted((f for f in self if f.last_ts == edge), key=_ID)[: count - len(victims)]
-        del oldest
+        victims = heapq.nsmallest(count + 1, self._flows(), key=_LAST_TS)
+        if len(victims) > count:
+            edge = victims[count - 1].last_ts
+            if victims[count].last_ts == edge:
+                # Equally recent flows straddle the cut: the lowest flow numbers go, whatever
+                # order the buckets hold them in.
+                victims = [f for f in victims if f.last_ts < edge]
+                tied = sorted((f for f in self._flows() if f.last_ts == edge), key=_ID)
+                victims += tied[: count - len(victims)]
+                del tied
+            else:
+                del victims[count]
+        victims.sort(key=_ID)
+        victims.sort(key=_LAST_TS)
         victims.reverse()
         while victims:
             self.evicted += 1
@@ -308,7 +318,7 @@ class FlowTable:
 
     def flush(self, reason: str = "end-of-input") -> None:
         """End every live flow, in order of first packet (each released as soon as it is reported)."""
-        flows = sorted(self, key=_ID)
+        flows = sorted(self._flows(), key=_ID)
         flows.sort(key=_FIRST_TS)  # stable: by first packet, then flow number
         flows.reverse()
         while flows:
@@ -317,6 +327,9 @@ class FlowTable:
         self._heap.clear()
         self.next_sweep = float("inf")
 
+    def _flows(self) -> Iterator[Flow]:
+        return chain.from_iterable(self._buckets.values())
+
     def __iter__(self) -> Iterator[Flow]:
         """Every live flow, in no particular order."""
-        return (f for bucket in self._buckets.values() for f in bucket)
+        return self._flows()

@@ -145,3 +145,4 @@ def _collect(scanner: Scanner, stats: InputStats) -> None:
     stats.evicted = scanner.table.evicted
     stats.fragments = scanner.fragments
     stats.dns_answers = scanner.dnscache.answers
+    stats.dns_dropped = scanner.dnscache.dropped + scanner.dnscache.dropped_public_names

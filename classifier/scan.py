@@ -18,13 +18,14 @@ from .decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Decoded, decode, fragmen
 from .defrag import Defragmenter
 from .dnscache import DnsCache
 from .errors import MalformedError
-from .flows import DECIDED, Flow, FlowConfig, FlowTable
+from .flows import DECIDED, Flow, FlowConfig, FlowTable, flow_key
 from .inspection import DNS_PORT, Inspection, is_dns_port
 from .policy import Policy
 from .signatures import Signatures
 
 _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
+_MAX_ENDPOINTS = 4096
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Scanner:
         self._fragments: dict[tuple, Flow] = {}  # fragment key -> flow of the first fragment
         self.defrag = Defragmenter()
         self._early_fragments: dict[tuple, tuple[int, int]] = {}  # key -> (fragments, bytes) before the first
+        self._endpoints: dict = {}  # address or server port -> the one object flows share for it
         self._next_id = 0
         self._file_start = 0  # value of self.packets when the current input started
 
@@ -100,10 +102,10 @@ class Scanner:
             key = (dst, dport, src, sport, proto)
         flow = table.entries.get(key)
         if flow is None:
-            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags, key)
+            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
         elif flow.fin and proto == 6 and flags & TCP_SYN and not flags & TCP_ACK and flow.closed:
             table.end(flow, "closed")  # port reuse: a new connection on a closed 5-tuple
-            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags, key)
+            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
         # From the client: its port, and when both ports are equal, its address.
         from_client = sport == flow.client_port and (sport != dport or src == flow.client)
         if ts > flow.last_ts:
@@ -181,7 +183,7 @@ class Scanner:
     # -- flows ---------------------------------------------------------------------------------
 
     def _new_flow(self, ts: float, linktype: int, frame: bytes, iface: int, proto: int, src: bytes,
-                  sport: int, dst: bytes, dport: int, flags: int, key: tuple) -> Flow:
+                  sport: int, dst: bytes, dport: int, flags: int) -> Flow:
         table = self.table
         if table.live >= table.config.max_flows:
             table.make_room(ts)
@@ -193,6 +195,13 @@ class Scanner:
             sent_by_client = not (sport == DNS_PORT and dport != DNS_PORT)
         if not sent_by_client:
             src, sport, dst, dport = dst, dport, src, sport
+        # Flows share the objects of the addresses and server ports they have in common.
+        shared = self._endpoints
+        if len(shared) >= _MAX_ENDPOINTS:
+            shared.clear()
+        src = shared.setdefault(src, src)
+        dst = shared.setdefault(dst, dst)
+        dport = shared.setdefault(dport, dport)
         self._next_id += 1
         flow = Flow(self._next_id, proto, src, sport, dst, dport, ts)
         flow.file = self.current_file
@@ -204,7 +213,7 @@ class Scanner:
         flow.dns_client = is_dns_port(sport, dport)
         if flow.dns_client:
             flow.set_app_proto("dns")
-        table.add(flow, key)
+        table.add(flow, flow_key(src, sport, dst, dport, proto))
         return flow
 
     def decide(self, flow: Flow) -> None:
