@@ -38,7 +38,7 @@ T0 = 1_600_000_000
 NO_EXPIRY = "1e9"  # idle timeouts, seconds: longer than any capture
 
 _PCAP_HEADER = struct.pack("!IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)  # big-endian, Ethernet
-_ETHER = bytes.fromhex("020000000001" "020000000002" "0800")
+_ETHER = bytes.fromhex("0200000000010200000000020800")
 # pcap record header, Ethernet, IPv4 (no options, DF), then the transport header.
 _SYN = struct.Struct("!IIII14sBBHHHBBH4s4sHHIIBBHHH")
 _UDP = struct.Struct("!IIII14sBBHHHBBH4s4sHHHH16s")
@@ -76,34 +76,40 @@ def build(kind: str, packets: int) -> Path:
     proto = 6 if tcp else 17
     # Constant parts of the checksums: the IPv4 header without the client address's low word, and
     # the TCP/UDP pseudo-header and header without client address, port and sequence number.
-    ip_const = _words(struct.pack("!BBHHHBBH2s4s", 0x45, 0, ip_len, 0, 0x4000, 64, proto, 0,
-                                  CLIENT_NET[:2], SERVER))
+    ip_const = _words(
+        struct.pack("!BBHHHBBH2s4s", 0x45, 0, ip_len, 0, 0x4000, 64, proto, 0, CLIENT_NET[:2], SERVER)
+    )
     seg_len = ip_len - 20
     if tcp:
-        seg_const = _words(CLIENT_NET[:2] + SERVER + struct.pack("!HH", proto, seg_len)
-                           + struct.pack("!HIIBBHHH", 443, 0, 0, 0x50, 0x02, 64240, 0, 0))
+        seg_const = _words(
+            CLIENT_NET[:2]
+            + SERVER
+            + struct.pack("!HH", proto, seg_len)
+            + struct.pack("!HIIBBHHH", 443, 0, 0, 0x50, 0x02, 64240, 0, 0)
+        )
     else:
-        seg_const = _words(CLIENT_NET[:2] + SERVER + struct.pack("!HH", proto, seg_len)
-                           + struct.pack("!HHH", 4433, seg_len, 0) + _UDP_PAYLOAD)
+        seg_const = _words(
+            CLIENT_NET[:2]
+            + SERVER
+            + struct.pack("!HH", proto, seg_len)
+            + struct.pack("!HHH", 4433, seg_len, 0)
+            + _UDP_PAYLOAD
+        )
     buf = bytearray(rec.size * packets)
     pack = rec.pack_into
     size = rec.size
-    cap = size - 16
+    ip_head = (size - 16, size - 16, _ETHER, 0x45, 0, ip_len, 0, 0x4000, 64, proto)  # caplen, len, ...
     for i in range(packets):
         addr, low, port = _client(i)
-        ts_us = i  # one microsecond apart
-        ip_sum = _fold(ip_const + low)
+        when = (T0 + i // 1_000_000, i % 1_000_000)  # one microsecond apart
+        ip = (_fold(ip_const + low), addr, SERVER, port)
         if tcp:
             seq = (i * 2654435761) & 0xFFFFFFFF
             tcp_sum = _fold(seg_const + low + port + (seq >> 16) + (seq & 0xFFFF))
-            pack(buf, i * size, T0 + ts_us // 1_000_000, ts_us % 1_000_000, cap, cap, _ETHER,
-                 0x45, 0, ip_len, 0, 0x4000, 64, proto, ip_sum, addr, SERVER,
-                 port, 443, seq, 0, 0x50, 0x02, 64240, tcp_sum, 0)
+            pack(buf, i * size, *when, *ip_head, *ip, 443, seq, 0, 0x50, 0x02, 64240, tcp_sum, 0)
         else:
             udp_sum = _fold(seg_const + low + port) or 0xFFFF
-            pack(buf, i * size, T0 + ts_us // 1_000_000, ts_us % 1_000_000, cap, cap, _ETHER,
-                 0x45, 0, ip_len, 0, 0x4000, 64, proto, ip_sum, addr, SERVER,
-                 port, 4433, seg_len, udp_sum, _UDP_PAYLOAD)
+            pack(buf, i * size, *when, *ip_head, *ip, 4433, seg_len, udp_sum, _UDP_PAYLOAD)
     tmp = path.with_suffix(".tmp")
     with tmp.open("wb") as f:
         f.write(_PCAP_HEADER)
@@ -135,8 +141,20 @@ def scan(capture: Path, extra: list[str]) -> tuple[int, float, dict]:
     """Run `classifier scan` on ``capture``: (peak RSS bytes, CPU seconds, its --stats)."""
     stats = WORK / "flood-stats.json"
     stats.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "classifier", "scan", str(capture), "-o", os.devnull, "-q",
-           "--no-progress", "--stats", str(stats), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "classifier",
+        "scan",
+        str(capture),
+        "-o",
+        os.devnull,
+        "-q",
+        "--no-progress",
+        "--stats",
+        str(stats),
+        *extra,
+    ]
     res = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, check=True)
     status, rss, cpu = res.stdout.split()
     if int(status) != 0:
@@ -147,8 +165,11 @@ def scan(capture: Path, extra: list[str]) -> tuple[int, float, dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--packets", type=int, default=1_000_000, help="flows per flood (default 1000000)")
-    ap.add_argument("--caps", default="10000,100000,1000000",
-                    help="comma-separated --max-flows values (default 10000,100000,1000000)")
+    ap.add_argument(
+        "--caps",
+        default="10000,100000,1000000",
+        help="comma-separated --max-flows values (default 10000,100000,1000000)",
+    )
     ap.add_argument("--kinds", default="syn,udp", help="floods to run: syn, udp (default both)")
     ap.add_argument("--per-flow", type=int, default=1024, help="target bytes per live flow (default 1024)")
     ap.add_argument("--json", help="also write the rows here")
@@ -160,15 +181,24 @@ def main() -> int:
         if kind not in ("syn", "udp"):
             sys.exit(f"--kinds: unknown flood {kind!r} (syn, udp)")
     runs = [(str(c), ["--max-flows", str(c)], c) for c in caps]
-    runs.append(("no expiry", ["--max-flows", str(args.packets + 1), "--idle-tcp", NO_EXPIRY,
-                               "--idle-udp", NO_EXPIRY], None))
+    runs.append(
+        (
+            "no expiry",
+            ["--max-flows", str(args.packets + 1), "--idle-tcp", NO_EXPIRY, "--idle-udp", NO_EXPIRY],
+            None,
+        )
+    )
     empty = empty_capture()
     scan(empty, [])  # once to warm up: byte-compiled modules and the signature cache are written
     base_rss, base_cpu, _ = scan(empty, [])
-    print(f"base (empty capture): peak RSS {base_rss / 2**20:.1f} MiB, CPU {base_cpu:.2f} s; "
-          f"target: peak <= base + live flows x {args.per_flow} B")
-    head = (f"{'flood':6}{'cap':>10}{'flows':>10}{'live':>10}{'evicted':>10}{'peak MiB':>10}"
-            f"{'base MiB':>10}{'B/flow':>8}{'target':>8}{'CPU s':>8}  result")
+    print(
+        f"base (empty capture): peak RSS {base_rss / 2**20:.1f} MiB, CPU {base_cpu:.2f} s; "
+        f"target: peak <= base + live flows x {args.per_flow} B"
+    )
+    head = (
+        f"{'flood':6}{'cap':>10}{'flows':>10}{'live':>10}{'evicted':>10}{'peak MiB':>10}"
+        f"{'base MiB':>10}{'B/flow':>8}{'target':>8}{'CPU s':>8}  result"
+    )
     print(head)
     rows = []
     failed = False
@@ -180,12 +210,26 @@ def main() -> int:
             per_flow = (rss - base_rss) / max(live, 1)
             ok = per_flow <= args.per_flow
             failed |= not ok
-            print(f"{kind:6}{label:>10}{stats['flows']:>10}{live:>10}{stats['evicted']:>10}"
-                  f"{rss / 2**20:>10.1f}{base_rss / 2**20:>10.1f}{per_flow:>8.0f}{args.per_flow:>8}"
-                  f"{cpu:>8.2f}  {'pass' if ok else 'FAIL'}")
-            rows.append({"flood": kind, "cap": label, "flows": stats["flows"], "live": live,
-                         "evicted": stats["evicted"], "peak_rss": rss, "base_rss": base_rss,
-                         "bytes_per_flow": per_flow, "target": args.per_flow, "cpu_s": cpu, "pass": ok})
+            print(
+                f"{kind:6}{label:>10}{stats['flows']:>10}{live:>10}{stats['evicted']:>10}"
+                f"{rss / 2**20:>10.1f}{base_rss / 2**20:>10.1f}{per_flow:>8.0f}{args.per_flow:>8}"
+                f"{cpu:>8.2f}  {'pass' if ok else 'FAIL'}"
+            )
+            rows.append(
+                {
+                    "flood": kind,
+                    "cap": label,
+                    "flows": stats["flows"],
+                    "live": live,
+                    "evicted": stats["evicted"],
+                    "peak_rss": rss,
+                    "base_rss": base_rss,
+                    "bytes_per_flow": per_flow,
+                    "target": args.per_flow,
+                    "cpu_s": cpu,
+                    "pass": ok,
+                }
+            )
     print("live = the cap (every flow with expiry off); B/flow = (peak - base) / live")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

@@ -26,6 +26,7 @@ from .signatures import Signatures
 _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
 _MAX_ENDPOINTS = 4096
+_FIN_OR_RST = TCP_FIN | TCP_RST
 
 
 @dataclass
@@ -116,7 +117,7 @@ class Scanner:
         else:
             flow.s2c_pkts += 1
             flow.s2c_bytes += ip_len
-        if proto == 6 and flags & (TCP_FIN | TCP_RST):
+        if proto == 6 and flags & _FIN_OR_RST:
             was_closed = flow.closed
             flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
             if flow.closed and not was_closed:

@@ -18,7 +18,7 @@ from classifier.scan import Scanner, ScanOptions
 
 T0 = 1_740_000_000.0
 SERVER = bytes((203, 0, 113, 10))
-_ETHER = bytes.fromhex("020000000001" "020000000002" "0800")
+_ETHER = bytes.fromhex("0200000000010200000000020800")
 
 
 def client(i: int) -> tuple[bytes, int]:
@@ -26,8 +26,11 @@ def client(i: int) -> tuple[bytes, int]:
 
 
 def ipv4(src: bytes, dst: bytes, proto: int, transport: bytes) -> bytes:
-    return _ETHER + struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(transport), 0, 0x4000, 64, proto, 0,
-                                src, dst) + transport
+    return (
+        _ETHER
+        + struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(transport), 0, 0x4000, 64, proto, 0, src, dst)
+        + transport
+    )
 
 
 def tcp(src: bytes, sport: int, dst: bytes, dport: int, flags: int, seq: int = 0, data: bytes = b"") -> bytes:
@@ -80,8 +83,10 @@ def test_evicted_flows_are_released_at_once(sigs, policy, monkeypatch):
     monkeypatch.setattr("classifier.scan.Flow", TrackedFlow)
     sc, ended = scanner(sigs, policy, max_flows=100)
     with no_cycle_collector():
-        refs = [weakref.ref(sc.feed(T0 + i * 1e-6, 1, frame)) for i, frame in enumerate(
-            syn(i) if i % 2 else datagram(i) for i in range(2000))]
+        refs = [
+            weakref.ref(sc.feed(T0 + i * 1e-6, 1, frame))
+            for i, frame in enumerate(syn(i) if i % 2 else datagram(i) for i in range(2000))
+        ]
         table = sc.table
         assert table.evicted >= 1900 and len(ended) == table.evicted
         alive = [r() for r in refs if r() is not None]

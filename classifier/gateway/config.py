@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from classifier.errors import UserError
+from classifier.flows import DEFAULT_MAX_FLOWS
 
 MODES = ("monitor", "inline", "reactive")
 VIEWS = ("announced", "in-force")
@@ -40,7 +41,7 @@ class GatewayConfig:
     idle_tcp: float = 300.0
     idle_udp: float = 60.0
     closed_tcp: float = 10.0
-    max_flows: int = 500_000
+    max_flows: int = DEFAULT_MAX_FLOWS
     # inline
     queue: int = 7
     queue_maxlen: int = 4096
