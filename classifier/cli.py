@@ -105,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UDP idle timeout in packet time (default 60)")
     s.add_argument("--max-flows", type=positive(int), default=DEFAULT_MAX_FLOWS, metavar="N",
                    help="hard cap on live flows; beyond it the least recently active are evicted "
-                        "(and reported). Memory follows it: a live flow costs under 1 KiB (about "
-                        f"1.5 KiB with a parsed ClientHello), so the default {DEFAULT_MAX_FLOWS} "
-                        "bounds the flow table near 0.5 GiB")
+                        "(and reported). Memory follows it: a bare live flow costs under 1 KiB, real "
+                        f"traffic about 1.6 KiB per flow, so the default {DEFAULT_MAX_FLOWS} bounds "
+                        "the flow table near 0.5 GiB for a flood and 0.8 GiB for real traffic")
     s.add_argument("--stats", metavar="FILE", help="also write the input statistics as JSON here")
     s.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     s.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
