@@ -3,8 +3,9 @@
 
 Builds the corpus with the shared script (8 copies of the real captures by default), then runs
 each contender in its own process pinned to one CPU, several times, and reports the best wall
-time of each (the least disturbed run) and the peak RSS. The baseline is measured in the same run
-on the same file, so the ratio is what to compare across machines.
+time of each (the least disturbed run), the least CPU time (user + system; the figure to compare
+on a busy machine) and the peak RSS. The baseline is measured in the same run on the same file,
+so the ratio is what to compare across machines.
 
     python benchmarks/scan_throughput.py [--copies 8] [--repeat 3] [--capture FILE] [--json OUT]
 """
@@ -55,30 +56,34 @@ def build_corpus(copies: int, corpus: str = "all") -> Path:
     return out
 
 
-def measure(cmd: list[str], repeat: int) -> tuple[float, int, str]:
+def measure(cmd: list[str], repeat: int) -> tuple[float, int, str, float]:
+    """(best wall seconds, peak RSS KiB, output, least CPU seconds) over ``repeat`` runs."""
     best = None
     for _ in range(repeat):
-        wall, rss, out = _child(cmd)
-        if best is None or wall < best[0]:
-            best = (wall, max(rss, best[1] if best else 0), out)
+        wall, rss, out, cpu = _child(cmd)
+        if best is None:
+            best = (wall, rss, out, cpu)
+        else:
+            best = (min(wall, best[0]), max(rss, best[1]), out, min(cpu, best[3]))
     return best
 
 
-def _child(cmd: list[str]) -> tuple[float, int, str]:
+def _child(cmd: list[str]) -> tuple[float, int, str, float]:
     """Peak RSS per child: run through a tiny wrapper that reports its child's ru_maxrss."""
     wrapper = ("import os,resource,subprocess,sys,time\n"
                "os.sched_setaffinity(0,{int(sys.argv[1])})\n"
                "t=time.perf_counter();p=subprocess.run(sys.argv[2:],stdout=subprocess.PIPE)\n"
                "w=time.perf_counter()-t\n"
-               "r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-               "sys.stdout.write(f'{w} {r} {p.returncode}\\n'+p.stdout.decode())\n")
+               "u=resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+               "c=u.ru_utime+u.ru_stime\n"
+               "sys.stdout.write(f'{w} {u.ru_maxrss} {p.returncode} {c}\\n'+p.stdout.decode())\n")
     cpu = sorted(os.sched_getaffinity(0))[0]
     res = subprocess.run([sys.executable, "-c", wrapper, str(cpu), *cmd], capture_output=True, check=True)
     head, _, rest = res.stdout.decode().partition("\n")
-    wall, rss, rc = head.split()
+    wall, rss, rc, cpu = head.split()
     if int(rc) not in (0, 3):
         sys.exit(f"{' '.join(cmd[:3])} failed with status {rc}")
-    return float(wall), int(rss), rest
+    return float(wall), int(rss), rest, float(cpu)
 
 
 def empty_capture() -> Path:
@@ -104,32 +109,37 @@ def main() -> int:
     else:
         captures = {c: build_corpus(args.copies, c) for c in (args.corpus or ["all", "quic"])}
     empty = empty_capture()
-    b_start = measure(baseline(empty), args.repeat)[0]
-    c_start = measure(classifier(empty), args.repeat)[0]
+    b_start, _, _, b_start_cpu = measure(baseline(empty), args.repeat)
+    c_start, _, _, c_start_cpu = measure(classifier(empty), args.repeat)
     print(f"one CPU, best of {args.repeat}; start-up (a run on an empty capture): "
-          f"dpkt loop {b_start:.2f} s, classifier {c_start:.2f} s")
-    print(f"{'corpus':8}{'':22}{'packets/s':>12}{'steady pkt/s':>14}{'seconds':>9}{'peak RSS MiB':>14}")
+          f"dpkt loop {b_start:.2f} s ({b_start_cpu:.2f} s CPU), classifier {c_start:.2f} s "
+          f"({c_start_cpu:.2f} s CPU)")
+    print(f"{'corpus':8}{'':22}{'packets/s':>12}{'steady pkt/s':>14}{'seconds':>9}{'CPU s':>8}"
+          f"{'steady CPU s':>14}{'peak RSS MiB':>14}")
     results = {}
     for name, capture in captures.items():
-        b_wall, b_rss, b_out = measure(baseline(capture), args.repeat)
+        b_wall, b_rss, b_out, b_cpu = measure(baseline(capture), args.repeat)
         packets = int(b_out.split()[0])
-        c_wall, c_rss, _ = measure(classifier(capture), args.repeat)
+        c_wall, c_rss, _, c_cpu = measure(classifier(capture), args.repeat)
         stats = json.loads((WORK / "stats.json").read_text())
         if stats["packets"] != packets:
             sys.exit(f"classifier saw {stats['packets']} packets, dpkt {packets}")
         figures = {"capture": str(capture), "bytes": capture.stat().st_size, "packets": packets,
                    "flows": stats["flows"]}
-        for who, wall, start, rss in (("bare dpkt read loop", b_wall, b_start, b_rss),
-                                      ("classifier scan", c_wall, c_start, c_rss)):
+        for who, wall, start, rss, cpu, start_cpu in (
+                ("bare dpkt read loop", b_wall, b_start, b_rss, b_cpu, b_start_cpu),
+                ("classifier scan", c_wall, c_start, c_rss, c_cpu, c_start_cpu)):
             steady = packets / max(wall - start, 1e-9)
-            print(f"{name:8}{who:22}{packets / wall:12,.0f}{steady:14,.0f}{wall:9.2f}{rss / 1024:14.1f}")
+            print(f"{name:8}{who:22}{packets / wall:12,.0f}{steady:14,.0f}{wall:9.2f}{cpu:8.2f}"
+                  f"{cpu - start_cpu:14.2f}{rss / 1024:14.1f}")
             figures[who] = {"pps": packets / wall, "steady_pps": steady, "seconds": wall,
-                            "peak_rss_kib": rss}
+                            "cpu_seconds": cpu, "steady_cpu_seconds": cpu - start_cpu, "peak_rss_kib": rss}
         ratio = figures["classifier scan"]["steady_pps"] / figures["bare dpkt read loop"]["steady_pps"]
         print(f"{name:8}{capture.name}: {capture.stat().st_size / 1e6:.1f} MB, {packets} packets, "
               f"{stats['flows']} flows; classifier/baseline (steady) {ratio:.2f}")
         results[name] = figures
-    print("packets/s = packets / wall time of the whole process; steady = start-up subtracted")
+    print("packets/s = packets / wall time of the whole process; steady = start-up subtracted; "
+          "CPU s = least user + system time")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -42,6 +42,7 @@ ROLE_CATEGORY = {"payments": "payments", "sdk": "code-use", "cdn": "cdn", "app-s
 DEFAULT_CATEGORY = "hosting"
 _FLOW_NAMES = ("sni", "http-host", "http-proxy")
 _DOH_PORTS = (443,)
+_MAX_SHARED = 4096  # distinct attributions kept for sharing
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,9 @@ class Attributor:
         self.dnscache = dnscache
         self.seen_names = seen_names  # server address -> SNI/Host names its clients used
         self._app_operator = {app: op_id for op_id, op in sigs.operators.items() for app in op.apps}
+        # Equal attributions share one object: flows to the same server with the same name keep
+        # one between them while they live, rather than one each.
+        self._shared: dict[Attribution, Attribution] = {}
 
     def ech_public_name(self, sni: str) -> tuple[str, str | None, str | None] | None:
         """(text, signature, source) if ``sni`` is an ECH public name, from signatures or DNS."""
@@ -275,7 +279,7 @@ class Attributor:
         if app is None and operator is None:
             categories.clear()
         cats = tuple(c for c in CATEGORY_ORDER if c in categories)
-        return Attribution(
+        return self._share(Attribution(
             hostname=hostname,
             hostname_source=hostname_source,
             app=app,
@@ -288,7 +292,16 @@ class Attributor:
             server_owner=server_owner,
             encrypted_dns=encrypted,
             ech_public_name=hidden,
-        )
+        ))
+
+    def _share(self, attribution: Attribution) -> Attribution:
+        shared = self._shared.get(attribution)
+        if shared is not None:
+            return shared
+        if len(self._shared) >= _MAX_SHARED:
+            self._shared.clear()
+        self._shared[attribution] = attribution
+        return attribution
 
     def _encrypted_dns(self, flow: Flow, sni: str | None, evidence: list[Evidence]) -> str | None:
         """dot / doq / doh when the flow carries DNS this input cannot read, else None."""

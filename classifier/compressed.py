@@ -56,7 +56,7 @@ __all__ = [
     "source_for",
 ]
 
-CHUNK = 1 << 20  # bytes per read (decompressed bytes per step for gzip)
+CHUNK = 1 << 18  # bytes per read (decompressed bytes per step for gzip); 3 of them at most live at once
 _PIECE = 1 << 16  # compressed bytes fed per step: bounds the work redone on corruption
 _HELD_MAX = 64 << 20  # bzip2 output held back for its CRC check beyond this is passed on unchecked
 _KEPT_MAX = 32 << 20  # compressed bytes of a bzip2 stream kept from a pipe, to decode it again

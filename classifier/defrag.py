@@ -12,14 +12,23 @@ MAX_DATAGRAM = 65535
 
 
 class Defragmenter:
-    """Pieces of incomplete datagrams, keyed by (src, dst, proto, ident)."""
+    """Pieces of incomplete datagrams, keyed by (src, dst, proto, ident).
 
-    def __init__(self, max_datagrams: int = 1024, timeout: float = 30.0) -> None:
+    Bounded in datagrams, in time, and in bytes: overlapping pieces at many offsets could
+    otherwise hold far more than a datagram's size, so a datagram whose pieces hold more than
+    twice the largest datagram is dropped, and all pieces together stay within ``max_bytes``
+    (oldest datagrams dropped first).
+    """
+
+    def __init__(self, max_datagrams: int = 1024, timeout: float = 30.0, max_bytes: int = 16 << 20) -> None:
         self.max_datagrams = max_datagrams
         self.timeout = timeout
-        self._pending: dict[tuple, tuple[float, dict[int, bytes], list[int | None]]] = {}
+        self.max_bytes = max_bytes
+        # key -> (first piece's time, offset -> piece, [total length or None, bytes held])
+        self._pending: dict[tuple, tuple[float, dict[int, bytes], list]] = {}
+        self.held = 0  # bytes of all pieces held
         self.reassembled = 0
-        self.abandoned = 0  # dropped incomplete: too old, too many, or over-size
+        self.abandoned = 0  # dropped incomplete: too old, too many, too large or overlapping
 
     def add(self, key: tuple, ts: float, offset: int, more: bool, data: bytes) -> bytes | None:
         """Add one fragment's payload; the whole transport segment when it is complete."""
@@ -28,40 +37,54 @@ class Defragmenter:
             if len(self._pending) >= self.max_datagrams:
                 self._expire(ts)
                 if len(self._pending) >= self.max_datagrams:
-                    del self._pending[next(iter(self._pending))]
-                    self.abandoned += 1
-            entry = (ts, {}, [None])
+                    self._drop(next(iter(self._pending)))
+            entry = (ts, {}, [None, 0])
             self._pending[key] = entry
-        _, pieces, total = entry
+        _, pieces, state = entry
         if offset + len(data) > MAX_DATAGRAM:
-            del self._pending[key]
-            self.abandoned += 1
+            self._drop(key)
             return None
-        if offset not in pieces or len(pieces[offset]) < len(data):
+        old = pieces.get(offset)
+        if old is None or len(old) < len(data):
+            grow = len(data) - (len(old) if old is not None else 0)
             pieces[offset] = data
+            state[1] += grow
+            self.held += grow
+            if state[1] > 2 * MAX_DATAGRAM:
+                self._drop(key)
+                return None
+            while self.held > self.max_bytes:
+                self._drop(next(iter(self._pending)))
+            if key not in self._pending:
+                return None  # this datagram was the oldest
         if not more:
-            total[0] = offset + len(data)
-        if total[0] is None:
+            state[0] = offset + len(data)
+        total = state[0]
+        if total is None:
             return None
         have = 0
         for off in sorted(pieces):
             if off > have:
                 return None  # a hole
             have = max(have, off + len(pieces[off]))
-        if have < total[0]:
+        if have < total:
             return None
-        buf = bytearray(total[0])
+        buf = bytearray(total)
         for off in sorted(pieces):
-            if off >= total[0]:
+            if off >= total:
                 break  # past the end the last fragment set: not part of this datagram
-            piece = pieces[off][: total[0] - off]
+            piece = pieces[off][: total - off]
             buf[off:off + len(piece)] = piece
         del self._pending[key]
+        self.held -= state[1]
         self.reassembled += 1
         return bytes(buf)
 
+    def _drop(self, key: tuple) -> None:
+        """Abandon one incomplete datagram."""
+        self.held -= self._pending.pop(key)[2][1]
+        self.abandoned += 1
+
     def _expire(self, now: float) -> None:
-        old = [k for k, (t, _, _) in self._pending.items() if now - t > self.timeout]
-        for k in old:
-            del self._pending[k]
-        self.abandoned += len(old)
+        for k in [k for k, (t, _, _) in self._pending.items() if now - t > self.timeout]:
+            self._drop(k)

@@ -5,8 +5,9 @@ server address: the cache follows the CNAME chain from the queried name to the A
 ``v16.tiktokcdn.com -> ...edgesuite.net -> a1.akamai.net -> 92.122.95.99`` maps the address back
 to ``v16.tiktokcdn.com`` and keeps the chain (which shows the CDN). Entries live for their TTL in
 packet time, but at least ``min_ttl`` seconds: a client uses an answer for the connection it
-asked for even when the TTL is 0. The cache holds at most ``max_addresses`` addresses (oldest
-dropped first).
+asked for even when the TTL is 0. The cache holds at most ``max_addresses`` addresses and
+``max_public_names`` ECH public names (least recently answered dropped first, and counted): a
+flood of answers costs bounded memory.
 """
 
 from __future__ import annotations
@@ -104,12 +105,15 @@ def resolve(msg: Message) -> tuple[list[Resolution], list[MalformedError]]:
 class DnsCache:
     """address bytes -> recent answers for that address."""
 
-    def __init__(self, max_addresses: int = 200_000, min_ttl: float = 10.0) -> None:
+    def __init__(self, max_addresses: int = 200_000, min_ttl: float = 10.0,
+                 max_public_names: int = 10_000) -> None:
         self.max_addresses = max_addresses
+        self.max_public_names = max_public_names
         self.min_ttl = min_ttl
         self._by_addr: dict[bytes, list[DnsAnswer]] = {}
         self.answers = 0
-        self.dropped = 0
+        self.dropped = 0  # addresses dropped at max_addresses
+        self.dropped_public_names = 0  # ECH public names dropped at max_public_names
         # ECH public name -> (a name that published it, config_id): an outer SNI equal to one of
         # these is a public name, not the name the client is after.
         self.ech_public_names: dict[str, tuple[str, int]] = {}
@@ -137,9 +141,16 @@ class DnsCache:
                 self._put(addr, DnsAnswer(r.chain[0], r.chain, ts, ts + life, client))
                 recorded += 1
             for cfg in r.ech:
-                self.ech_public_names[cfg.public_name] = (r.chain[0], cfg.config_id)
+                self._put_public_name(cfg.public_name, (r.chain[0], cfg.config_id))
         self.answers += recorded
         return recorded
+
+    def _put_public_name(self, public_name: str, published: tuple[str, int]) -> None:
+        names = self.ech_public_names
+        if names.pop(public_name, None) is None and len(names) >= self.max_public_names:
+            del names[next(iter(names))]
+            self.dropped_public_names += 1
+        names[public_name] = published  # re-inserted: the dict stays in least-recent order
 
     def remember(self, addr: bytes, name: str, ts: float, client: bytes, lifetime: float) -> None:
         """Record that ``client`` reached ``addr`` under ``name`` (from SNI or Host, not DNS)."""

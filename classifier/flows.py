@@ -1,27 +1,45 @@
 """Bidirectional flows and the table that holds them.
 
-A flow is keyed by its 5-tuple in both directions (two dict entries point at the same flow, each
-with the packet's direction), so the per-packet lookup is one dict probe with no normalisation.
-The client is the sender of the first SYN (the receiver of a SYN-ACK), else of the first packet.
+A flow has one dict entry, under its 5-tuple written from the side with the higher port (from
+the higher address when both ports are equal), so both directions find it with one integer
+comparison and one dict probe; the packet's direction follows from comparing its source port (and
+address, when both ports are equal) with the flow's client side. The client is the sender of the
+first SYN (the receiver of a SYN-ACK), else of the first packet.
 
-Timeouts run in packet time. Expiry is lazy: each flow sits in a time bucket for the instant it
-could expire at; a sweep looks only at buckets that are due and re-files flows that saw traffic
-since, so a sweep costs in proportion to the flows that are due, not to the table size. The table
-has a hard cap on live flows; at the cap the least recently active flows are evicted (and
-reported, with ``end_reason`` "evicted").
+Timeouts run in packet time. Expiry is lazy: each live flow sits in exactly one time bucket, for
+the instant it could expire at; a sweep looks only at buckets that are due and re-files flows that
+saw traffic since, so a sweep costs in proportion to the flows that are due, not to the table
+size. The table has a hard cap on live flows; at the cap the least recently active flows are
+evicted (and reported, with ``end_reason`` "evicted").
+
+Memory is bounded by the live flows: a flow that ends leaves its bucket and the dict at once, so
+after ``on_end`` returns the table holds no reference to it. What only some flows need (inspection
+streams, facts, notes) is allocated when first used, and streams go as soon as the flow is
+decided: a live flow costs well under 1 KiB (``benchmarks/flood.py`` measures it).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter
+from types import MappingProxyType
 
 from .reassembly import Stream
 
 # Flow stages.
 INSPECTING = 0  # facts still being gathered: packets go through inspection
 DECIDED = 1  # verdict taken: packets only update counters (DNS flows still feed the cache)
+
+DEFAULT_MAX_FLOWS = 500_000
+MAX_NOTES = 8  # inspection problems kept per flow
+
+# Facts shared by every flow that has no other facts than these: most flows have none, or only the
+# protocol their first bytes showed, so they need no dict of their own.
+NO_FACTS: Mapping = MappingProxyType({})
+_PROTO_ONLY: dict[str, Mapping] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +49,7 @@ class FlowConfig:
     idle_tcp: float = 300.0
     idle_udp: float = 60.0
     closed_tcp: float = 10.0  # after both FINs or a RST: time left for stray packets
-    max_flows: int = 500_000
+    max_flows: int = DEFAULT_MAX_FLOWS
     inspect_bytes: int = 16384  # first bytes kept per direction for inspection
     inspect_segments: int = 24  # payload segments per direction before inspection gives up
     sweep_granularity: float = 1.0
@@ -42,9 +60,11 @@ class Flow:
 
     __slots__ = (
         "attribution",
+        "bucket",
         "c2s_bytes",
         "c2s_pkts",
         "client",
+        "client_isn",
         "client_port",
         "decision",
         "dns_client",
@@ -64,6 +84,7 @@ class Flow:
         "s2c_bytes",
         "s2c_pkts",
         "server",
+        "server_isn",
         "server_port",
         "stage",
         "streams",
@@ -86,9 +107,12 @@ class Flow:
         self.fin = 0  # bit 1: client FIN, bit 2: server FIN, bit 4: RST
         self.stage = INSPECTING
         self.inspecting = True  # packets go through inspection: not yet decided, or a DNS flow
-        self.streams: list[Stream] | None = None
-        self.facts: dict = {}
-        self.notes: list[str] = []
+        self.streams: list[Stream] | None = None  # made when the first payload arrives
+        # Sequence numbers of each side's SYN, kept until payload makes the streams.
+        self.client_isn: int | None = None
+        self.server_isn: int | None = None
+        self.facts: Mapping = NO_FACTS  # read-only until own_facts() gives the flow its own dict
+        self.notes: Sequence[str] = ()
         self.attribution = None
         self.decision = None
         self.end_reason: str | None = None
@@ -97,6 +121,7 @@ class Flow:
         self.iface: str | None = None
         self.neighbour: str | None = None  # link-layer next hop seen on the server side (MAC)
         self.dns_client = False  # flow carries DNS: its messages are parsed even after the decision
+        self.bucket: _Bucket | None = None  # the timeout bucket the table filed the flow in
 
     def add_packets(self, from_client: bool, packets: int, size: int) -> None:
         """Count packets to one direction (slow paths; the per-packet path does this inline)."""
@@ -107,10 +132,57 @@ class Flow:
             self.s2c_pkts += packets
             self.s2c_bytes += size
 
+    def own_facts(self) -> dict:
+        """The flow's facts as a dict it may change (copied from the shared ones on first use)."""
+        facts = self.facts
+        if type(facts) is not dict:
+            facts = self.facts = dict(facts)
+        return facts
+
+    def set_app_proto(self, kind: str) -> None:
+        """Record what the client's first bytes were; a flow with no other facts shares its dict."""
+        facts = self.facts
+        if type(facts) is dict:
+            facts["app_proto"] = kind
+            return
+        if len(facts) > (1 if "app_proto" in facts else 0):
+            self.own_facts()["app_proto"] = kind
+            return
+        shared = _PROTO_ONLY.get(kind)
+        if shared is None:
+            shared = _PROTO_ONLY[kind] = MappingProxyType({"app_proto": kind})
+        self.facts = shared
+
+    def add_note(self, text: str) -> None:
+        """Keep a problem met while inspecting (the first MAX_NOTES of them)."""
+        notes = self.notes
+        if type(notes) is not list:
+            notes = self.notes = list(notes)
+        if len(notes) < MAX_NOTES:
+            notes.append(text)
+
     @property
     def closed(self) -> bool:
         """Both FINs or a RST seen."""
         return self.fin & 4 != 0 or self.fin & 3 == 3
+
+
+class _Bucket(set):
+    """Flows to look at once packet time reaches bucket ``at``."""
+
+    __slots__ = ("at",)
+
+
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int, proto: int) -> tuple:
+    """The one key of a flow, the same for both directions (``Scanner.feed`` inlines this)."""
+    if sport > dport or (sport == dport and src >= dst):
+        return (src, sport, dst, dport, proto)
+    return (dst, dport, src, sport, proto)
+
+
+_ID = attrgetter("id")
+_FIRST_TS = attrgetter("first_ts")
+_LAST_TS = attrgetter("last_ts")
 
 
 class FlowTable:
@@ -119,13 +191,13 @@ class FlowTable:
     def __init__(self, config: FlowConfig, on_end: Callable[[Flow], None]) -> None:
         self.config = config
         self.on_end = on_end
-        self.entries: dict[tuple, tuple[Flow, bool]] = {}
+        self.entries: dict[tuple, Flow] = {}  # flow_key() -> live flow
         self.live = 0
         self.created = 0
         self.evicted = 0
         self.expired = 0
-        self._buckets: dict[int, list[Flow]] = {}
-        self._heap: list[int] = []
+        self._buckets: dict[int, _Bucket] = {}  # bucket number -> flows; every live flow in one
+        self._heap: list[int] = []  # bucket numbers (some of buckets already emptied and gone)
         self._gran = config.sweep_granularity
         self.next_sweep = float("inf")  # packet time of the earliest bucket that is due
 
@@ -138,36 +210,55 @@ class FlowTable:
             return c.closed_tcp if flow.closed else c.idle_tcp
         return c.idle_udp
 
-    def add(self, flow: Flow, key: tuple, reverse: tuple) -> None:
-        """Insert a new flow under both directional keys (the caller checked the cap)."""
-        self.entries[key] = (flow, True)
-        self.entries[reverse] = (flow, False)
+    def add(self, flow: Flow, key: tuple) -> None:
+        """Insert a new flow under its ``flow_key`` (the caller checked the cap)."""
+        self.entries[key] = flow
         self.live += 1
         self.created += 1
         self.schedule(flow, flow.first_ts + self.timeout(flow))
 
     def schedule(self, flow: Flow, deadline: float) -> None:
-        """File the flow for a look at ``deadline`` (a flow may be filed more than once)."""
+        """Make sure the flow is looked at by ``deadline`` (a look at an earlier instant re-files
+        it then, so a flow already filed earlier stays where it is)."""
+        if flow.ended:
+            return
         b = int(deadline // self._gran) + 1
-        lst = self._buckets.get(b)
-        if lst is None:
-            self._buckets[b] = [flow]
-            heapq.heappush(self._heap, b)
-            self.next_sweep = self._heap[0] * self._gran
-        else:
-            lst.append(flow)
+        current = flow.bucket
+        if current is not None:
+            if current.at <= b:
+                return
+            self._unfile(flow, current)
+        bucket = self._buckets.get(b)
+        if bucket is None:
+            bucket = self._buckets[b] = _Bucket()
+            bucket.at = b
+            heap = self._heap
+            if len(heap) > 2 * len(self._buckets) + 64:
+                heap[:] = sorted(self._buckets)  # drop the numbers of emptied buckets
+            else:
+                heapq.heappush(heap, b)
+            self.next_sweep = heap[0] * self._gran
+        bucket.add(flow)
+        flow.bucket = bucket
+
+    def _unfile(self, flow: Flow, bucket: _Bucket) -> None:
+        bucket.discard(flow)
+        flow.bucket = None
+        if not bucket:
+            del self._buckets[bucket.at]
 
     def end(self, flow: Flow, reason: str) -> None:
-        """Remove a flow now and report it."""
+        """Remove a flow now and report it; afterwards the table holds no reference to it."""
         if flow.ended:
             return
         flow.ended = True
         flow.end_reason = reason
-        key = (flow.client, flow.client_port, flow.server, flow.server_port, flow.proto)
-        entry = self.entries.get(key)
-        if entry is not None and entry[0] is flow:
+        bucket = flow.bucket
+        if bucket is not None:
+            self._unfile(flow, bucket)
+        key = flow_key(flow.client, flow.client_port, flow.server, flow.server_port, flow.proto)
+        if self.entries.get(key) is flow:
             del self.entries[key]
-            del self.entries[(flow.server, flow.server_port, flow.client, flow.client_port, flow.proto)]
         self.live -= 1
         self.on_end(flow)
 
@@ -179,8 +270,17 @@ class FlowTable:
         limit = int(now // gran)
         while heap and heap[0] <= limit:
             b = heapq.heappop(heap)
-            for flow in buckets.pop(b, ()):
-                if flow.ended:
+            due = buckets.pop(b, None)
+            if due is None:
+                continue
+            flows = sorted(due, key=_ID)  # in order of flow number, whatever the set's order
+            due.clear()
+            for flow in flows:
+                flow.bucket = None
+            flows.reverse()
+            while flows:
+                flow = flows.pop()
+                if flow.ended:  # ended by an earlier flow's on_end
                     continue
                 deadline = flow.last_ts + self.timeout(flow)
                 if deadline <= now:
@@ -191,25 +291,45 @@ class FlowTable:
         self.next_sweep = heap[0] * gran if heap else float("inf")
 
     def make_room(self, now: float) -> None:
-        """At the cap: expire what is due, then evict the least recently active flows."""
+        """At the cap: expire what is due, then evict the least recently active flows (1% of the
+        cap at a time; among equally recent ones, the lowest flow numbers)."""
         self.sweep(now)
         if self.live < self.config.max_flows:
             return
         count = max(1, self.config.max_flows // 100)
-        flows = [f for f, is_client in self.entries.values() if is_client]
-        for flow in heapq.nsmallest(count, flows, key=lambda f: f.last_ts):
+        victims = heapq.nsmallest(count + 1, self._flows(), key=_LAST_TS)
+        if len(victims) > count:
+            edge = victims[count - 1].last_ts
+            if victims[count].last_ts == edge:
+                # Equally recent flows straddle the cut: the lowest flow numbers go, whatever
+                # order the buckets hold them in.
+                victims = [f for f in victims if f.last_ts < edge]
+                tied = sorted((f for f in self._flows() if f.last_ts == edge), key=_ID)
+                victims += tied[: count - len(victims)]
+                del tied
+            else:
+                del victims[count]
+        victims.sort(key=_ID)
+        victims.sort(key=_LAST_TS)
+        victims.reverse()
+        while victims:
             self.evicted += 1
-            self.end(flow, "evicted")
+            self.end(victims.pop(), "evicted")
 
     def flush(self, reason: str = "end-of-input") -> None:
-        """End every live flow, in order of first packet."""
-        flows = sorted((f for f, is_client in self.entries.values() if is_client),
-                       key=lambda f: (f.first_ts, f.id))
-        for flow in flows:
-            self.end(flow, reason)
+        """End every live flow, in order of first packet (each released as soon as it is reported)."""
+        flows = sorted(self._flows(), key=_ID)
+        flows.sort(key=_FIRST_TS)  # stable: by first packet, then flow number
+        flows.reverse()
+        while flows:
+            self.end(flows.pop(), reason)
         self._buckets.clear()
         self._heap.clear()
         self.next_sweep = float("inf")
 
+    def _flows(self) -> Iterator[Flow]:
+        return chain.from_iterable(self._buckets.values())
+
     def __iter__(self) -> Iterator[Flow]:
-        return (f for f, is_client in self.entries.values() if is_client)
+        """Every live flow, in no particular order."""
+        return self._flows()

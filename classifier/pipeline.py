@@ -17,7 +17,7 @@ from .decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Decoded, decode, fragmen
 from .defrag import Defragmenter
 from .dnscache import DnsCache
 from .errors import MalformedError
-from .flows import DECIDED, Flow, FlowConfig, FlowTable
+from .flows import DECIDED, Flow, FlowConfig, FlowTable, flow_key
 from .inspect.driver import DNS_PORT, Inspection, is_dns_port
 from .policy import Policy
 from .report import InputStats
@@ -25,6 +25,8 @@ from .signatures import Signatures
 
 _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
+_MAX_ENDPOINTS = 4096
+_FIN_OR_RST = TCP_FIN | TCP_RST
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Scanner:
         self._fragments: dict[tuple, Flow] = {}  # fragment key -> flow of the first fragment
         self.defrag = Defragmenter()
         self._early_fragments: dict[tuple, tuple[int, int]] = {}  # key -> (fragments, bytes) before the first
+        self._endpoints: dict = {}  # address or server port -> the one object flows share for it
         self._next_id = 0
         self._file_start = 0  # value of self.packets when the current input started
 
@@ -93,16 +96,19 @@ class Scanner:
             payload = whole[7] if whole is not None else b""
 
         table = self.table
-        entry = table.entries.get((src, sport, dst, dport, proto))
-        if entry is None:
-            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
-            from_client = flow.client == src
+        # flows.flow_key, inline: this is the per-packet path
+        if sport > dport or (sport == dport and src >= dst):
+            key = (src, sport, dst, dport, proto)
         else:
-            flow, from_client = entry
-            if flow.fin and proto == 6 and flags & TCP_SYN and not flags & TCP_ACK and flow.closed:
-                table.end(flow, "closed")  # port reuse: a new connection on a closed 5-tuple
-                flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
-                from_client = True
+            key = (dst, dport, src, sport, proto)
+        flow = table.entries.get(key)
+        if flow is None:
+            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
+        elif flow.fin and proto == 6 and flags & TCP_SYN and not flags & TCP_ACK and flow.closed:
+            table.end(flow, "closed")  # port reuse: a new connection on a closed 5-tuple
+            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
+        # From the client: its port, and when both ports are equal, its address.
+        from_client = sport == flow.client_port and (sport != dport or src == flow.client)
         if ts > flow.last_ts:
             flow.last_ts = ts
         if from_client:  # inline rather than flow.add_packets: this is the per-packet path
@@ -111,7 +117,7 @@ class Scanner:
         else:
             flow.s2c_pkts += 1
             flow.s2c_bytes += ip_len
-        if proto == 6 and flags & (TCP_FIN | TCP_RST):
+        if proto == 6 and flags & _FIN_OR_RST:
             was_closed = flow.closed
             flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
             if flow.closed and not was_closed:
@@ -190,6 +196,13 @@ class Scanner:
             sent_by_client = not (sport == DNS_PORT and dport != DNS_PORT)
         if not sent_by_client:
             src, sport, dst, dport = dst, dport, src, sport
+        # Flows share the objects of the addresses and server ports they have in common.
+        shared = self._endpoints
+        if len(shared) >= _MAX_ENDPOINTS:
+            shared.clear()
+        src = shared.setdefault(src, src)
+        dst = shared.setdefault(dst, dst)
+        dport = shared.setdefault(dport, dport)
         self._next_id += 1
         flow = Flow(self._next_id, proto, src, sport, dst, dport, ts)
         flow.file = self.current_file
@@ -197,17 +210,19 @@ class Scanner:
             flow.iface = self.interfaces[iface].name
         if linktype == 1:
             # The next hop toward the server: destination MAC of client packets, source of the rest.
-            flow.neighbour = (frame[0:6] if sent_by_client else frame[6:12]).hex(":")
+            flow.neighbour = mac_text(frame[0:6] if sent_by_client else frame[6:12])
         flow.dns_client = is_dns_port(sport, dport)
         if flow.dns_client:
-            flow.facts["app_proto"] = "dns"
-        table.add(flow, (src, sport, dst, dport, proto), (dst, dport, src, sport, proto))
+            flow.set_app_proto("dns")
+        table.add(flow, flow_key(src, sport, dst, dport, proto))
         return flow
 
     def decide(self, flow: Flow) -> None:
         """Attribute the flow and apply the policy; from now on its packets are only counted."""
         flow.stage = DECIDED
         flow.inspecting = flow.dns_client  # DNS flows keep feeding the cache after the decision
+        if not flow.inspecting:
+            flow.streams = None  # up to inspect_bytes per direction that nothing reads any more
         attribution = self.attributor.attribute(flow)
         flow.attribution = attribution
         if attribution.hostname_source in ("sni", "http-host") and self.options.name_memory > 0:
@@ -299,3 +314,18 @@ class Scanner:
         stats.evicted = self.table.evicted
         stats.fragments = self.fragments
         stats.dns_answers = self.dnscache.answers
+        stats.dns_dropped = self.dnscache.dropped + self.dnscache.dropped_public_names
+
+
+_MACS: dict[bytes, str] = {}
+
+
+def mac_text(raw: bytes) -> str:
+    """``aa:bb:cc:dd:ee:ff``; one string per address (a link has few next hops, and every flow
+    keeps one)."""
+    text = _MACS.get(raw)
+    if text is None:
+        if len(_MACS) >= 4096:
+            _MACS.clear()
+        text = _MACS[raw] = raw.hex(":")
+    return text

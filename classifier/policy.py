@@ -26,6 +26,7 @@ import bisect
 import math
 import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -120,10 +121,15 @@ class Decision:
 
     action: str  # "block" | "log" | "allow"
     view: str
-    at: str
+    when: float  # the instant decided at, epoch seconds (the flow's own first-packet time: no copy)
     rule: str
     provisions: tuple[ProvisionStatus, ...]
     reason: str
+
+    @property
+    def at(self) -> str:
+        """The instant decided at, ISO 8601 UTC (formatted when read: a live flow keeps no copy)."""
+        return format_instant(self.when)
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,13 +605,14 @@ class Policy:
             starts, segs = table[pid]
             statuses.append(segs[bisect.bisect_right(starts, when) - 1])
         found = tuple(statuses)
-        at = format_instant(when)
 
+        # Reasons that do not name the instant are interned: the flows they decide share them.
         unenforced: ProvisionStatus | None = None
         for st in found:
             if st.status == STATUS_EFFECTIVE:
                 if st.unenforced is None:
-                    return Decision("block", view, at, RULE_EFFECTIVE, found, f"block: {st.reason}")
+                    reason = sys.intern(f"block: {st.reason}")
+                    return Decision("block", view, when, RULE_EFFECTIVE, found, reason)
                 if unenforced is None:
                     unenforced = st
         if unenforced is not None:
@@ -613,35 +620,32 @@ class Policy:
                 return Decision(
                     "block",
                     view,
-                    at,
+                    when,
                     RULE_UNENFORCED,
                     found,
-                    f"block: {unenforced.reason}; unenforced prohibitions block in this deployment",
+                    sys.intern(f"block: {unenforced.reason}; unenforced prohibitions block in this "
+                           "deployment"),
                 )
             return Decision(
                 "log",
                 view,
-                at,
+                when,
                 RULE_UNENFORCED,
                 found,
-                f"log: {unenforced.reason}; unenforced prohibitions do not block in this deployment",
+                sys.intern(f"log: {unenforced.reason}; unenforced prohibitions do not block in this "
+                           "deployment"),
             )
         if attributed:
             cats = "/".join(categories) or "no category"
             if found:
                 states = "; ".join(s.reason for s in found)
-                why = f"no provision covering {app} {cats} is effective at {at}: {states}"
+                at = format_instant(when)
+                reason = f"log: no provision covering {app} {cats} is effective at {at}: {states}"
             else:
-                why = f"no provision covers {app or 'this operator'} {cats} ({view} view)"
-            return Decision("log", view, at, RULE_ATTRIBUTED, found, f"log: {why}")
-        return Decision(
-            "allow",
-            view,
-            at,
-            RULE_NOT_ATTRIBUTED,
-            found,
-            f"allow: flow not attributed to an app or operator ({view} view)",
-        )
+                reason = sys.intern(f"log: no provision covers {app or 'this operator'} {cats} ({view} view)")
+            return Decision("log", view, when, RULE_ATTRIBUTED, found, reason)
+        return Decision("allow", view, when, RULE_NOT_ATTRIBUTED, found,
+                        sys.intern(f"allow: flow not attributed to an app or operator ({view} view)"))
 
     def timeline(self, view: str) -> list[tuple[str, str, str]]:
         """Every change of every provision's status in ``view``: (instant, provision, change)."""

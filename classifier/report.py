@@ -23,6 +23,7 @@ class InputStats:
     evicted: int = 0
     fragments: int = 0
     dns_answers: int = 0
+    dns_dropped: int = 0  # addresses and ECH public names the DNS cache dropped at its bounds
 
     def as_dict(self) -> dict:
         return {
@@ -30,23 +31,52 @@ class InputStats:
             "skipped": dict(self.skipped), "malformed": dict(self.malformed),
             "inspect_errors": dict(self.inspect_errors), "problems": list(self.problems),
             "evicted": self.evicted, "fragments": self.fragments, "dns_answers": self.dns_answers,
+            "dns_dropped": self.dns_dropped,
         }
 
 
+MAX_DISTINCT = 50_000  # distinct hostnames, servers or clients a summary keeps counts for
+
+
+class TopCounter(Counter):
+    """A Counter for a top-N list that keeps at most ``limit`` keys, so a run with millions of
+    distinct names costs bounded memory: past the limit, the less frequent half is forgotten
+    (``pruned`` says so). Counts stay exact for every key while the limit is never reached, and
+    a key frequent enough to matter for a short top list is kept beyond it."""
+
+    def __init__(self, limit: int = MAX_DISTINCT) -> None:
+        super().__init__()
+        self.limit = limit
+        self.pruned = False
+
+    def add(self, key: object) -> None:
+        self[key] += 1
+        if len(self) > self.limit:
+            keep = dict(self.most_common(self.limit // 2))
+            self.clear()
+            self.update(keep)
+            self.pruned = True
+
+
 class Summary:
-    """Accumulates records as they are written; renders a table at the end."""
+    """Accumulates records as they are written; renders a table at the end.
+
+    Memory does not grow with the number of flows: counts are per cell, and the per-name tables
+    are ``TopCounter``s.
+    """
 
     def __init__(self, top: int = 15) -> None:
         self.top = top
         self.cells: Counter[tuple[str, str, str]] = Counter()
         self.bytes: Counter[tuple[str, str, str]] = Counter()
-        self.hostnames: Counter[tuple[str, str, str]] = Counter()
+        self.hostnames = TopCounter()
         self.actions: Counter[str] = Counter()
         self.view: str | None = None
-        # Blind spots: flows whose names this input cannot show, by kind, with their clients.
+        # Blind spots: flows whose names this input cannot show, by kind, with their clients (the
+        # first MAX_DISTINCT of them: beyond that, "at least").
         self.blind: Counter[str] = Counter()
         self.blind_clients: dict[str, set[str]] = {}
-        self.blind_servers: dict[str, Counter[str]] = {}
+        self.blind_servers: dict[str, TopCounter] = {}
 
     def add(self, r: dict) -> None:
         key = (r["app"] or "-", r["category"] or "-", r["action"])
@@ -55,13 +85,17 @@ class Summary:
         self.actions[r["action"]] += 1
         self.view = r["view"]
         if r["hostname"]:
-            self.hostnames[(r["hostname"], r["app"] or "-", r["action"])] += 1
+            self.hostnames.add((r["hostname"], r["app"] or "-", r["action"]))
         kind = r["encrypted_dns"] or ("ech" if r["ech_public_name"] else None)
         if kind is not None:
             self.blind[kind] += 1
-            self.blind_clients.setdefault(kind, set()).add(r["src"])
-            server = r["sni"] or r["dst"]
-            self.blind_servers.setdefault(kind, Counter())[server] += 1
+            clients = self.blind_clients.setdefault(kind, set())
+            if len(clients) < MAX_DISTINCT:
+                clients.add(r["src"])
+            servers = self.blind_servers.get(kind)
+            if servers is None:
+                servers = self.blind_servers[kind] = TopCounter()
+            servers.add(r["sni"] or r["dst"])
 
     def render(self, out: IO[str], stats: InputStats) -> None:
         from rich.table import Table  # only when a summary is printed: rich is slow to import
@@ -77,7 +111,9 @@ class Summary:
         for (app, cat, action), n in sorted(self.cells.items(), key=lambda kv: (kv[0][0] == "-", kv[0])):
             t.add_row(app, cat, action, str(n), str(self.bytes[(app, cat, action)]))
         console.print(t)
-        console.print(f"Top {self.top} hostnames", highlight=False, markup=False)
+        approx = (f" (more than {MAX_DISTINCT} distinct names: counts of the rarer ones were dropped, "
+                  "so these may be low)" if self.hostnames.pruned else "")
+        console.print(f"Top {self.top} hostnames{approx}", highlight=False, markup=False)
         h = Table()
         for col in ("hostname", "app", "action", "flows"):
             h.add_column(col, justify="right" if col == "flows" else "left")
@@ -96,9 +132,10 @@ class Summary:
                 "ech": "ECH (the real server name is encrypted)"}
         lines = ["Blind spots: names this input cannot show"]
         for kind, flows in sorted(self.blind.items()):
-            clients = self.blind_clients[kind]
+            clients = len(self.blind_clients[kind])
+            many = "at least " if clients >= MAX_DISTINCT else ""
             top = ", ".join(f"{name} ({n})" for name, n in self.blind_servers[kind].most_common(3))
-            lines.append(f"  {what[kind]}: {flows} flows from {len(clients)} client(s), to {top}")
+            lines.append(f"  {what[kind]}: {flows} flows from {many}{clients} client(s), to {top}")
         return lines
 
 

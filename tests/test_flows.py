@@ -1,6 +1,6 @@
 """FlowTable: both directions find one flow, timeouts in packet time, close handling, the cap."""
 
-from classifier.flows import Flow, FlowConfig, FlowTable
+from classifier.flows import Flow, FlowConfig, FlowTable, flow_key
 
 C = b"\xc0\x00\x02\x01"
 S = b"\xcb\x00\x71\x09"
@@ -8,7 +8,7 @@ S = b"\xcb\x00\x71\x09"
 
 def make(table, fid, ts, proto=6, cport=40000):
     f = Flow(fid, proto, C, cport, S, 443, ts)
-    table.add(f, (C, cport, S, 443, proto), (S, 443, C, cport, proto))
+    table.add(f, flow_key(C, cport, S, 443, proto))
     return f
 
 
@@ -18,13 +18,13 @@ def touch(table, flow, ts):
         table.sweep(ts)
 
 
-def test_both_directions_find_the_flow_with_direction():
+def test_both_directions_find_the_flow_under_one_key():
     ended = []
     t = FlowTable(FlowConfig(), ended.append)
     f = make(t, 1, 0.0)
-    assert t.entries[(C, 40000, S, 443, 6)] == (f, True)
-    assert t.entries[(S, 443, C, 40000, 6)] == (f, False)
-    assert len(t) == 1
+    assert flow_key(C, 40000, S, 443, 6) == flow_key(S, 443, C, 40000, 6)
+    assert t.entries[flow_key(S, 443, C, 40000, 6)] is f
+    assert len(t.entries) == 1 and len(t) == 1
 
 
 def test_idle_timeouts_per_protocol():
@@ -41,7 +41,7 @@ def test_idle_timeouts_per_protocol():
     assert tcp not in ended
     t.sweep(151.5)
     assert ended[-1] is tcp and len(t) == 0
-    assert (C, 40000, S, 443, 6) not in t.entries
+    assert t.entries == {}
 
 
 def test_closed_tcp_ends_after_short_grace():

@@ -16,6 +16,7 @@ from typing import Any
 
 from classifier.datafile import read_toml
 from classifier.errors import DataError, UserError
+from classifier.flows import DEFAULT_MAX_FLOWS
 from classifier.timeutil import instant_of
 from classifier.validate import (
     BOOLEAN,
@@ -55,7 +56,7 @@ class GatewayConfig:
     idle_tcp: float = 300.0
     idle_udp: float = 60.0
     closed_tcp: float = 10.0
-    max_flows: int = 500_000
+    max_flows: int = DEFAULT_MAX_FLOWS
     # inline
     queue: int = 7
     queue_maxlen: int = 4096

@@ -43,8 +43,7 @@ class Inspection:
         reason = err.reason
         self.errors[reason] += 1
         self.error_examples.setdefault(reason, str(err))
-        if len(flow.notes) < 8:
-            flow.notes.append(str(err))
+        flow.add_note(str(err))
 
     # -- TCP ---------------------------------------------------------------------------------
 
@@ -52,8 +51,21 @@ class Inspection:
         """Feed one TCP segment; True when the flow has what it needs to be decided."""
         streams = flow.streams
         if streams is None:
+            # No payload yet: a SYN only fixes where a stream will start (most flows of a scan
+            # or a flood never carry any, and streams are most of what a live flow would cost).
+            if flags & TCP_SYN:
+                if from_client:
+                    flow.client_isn = seq
+                else:
+                    flow.server_isn = seq
+            if not payload:
+                return False
             limit = self.config.inspect_bytes
             streams = flow.streams = [Stream(limit), Stream(limit)]
+            if flow.client_isn is not None:
+                streams[0].syn(flow.client_isn)
+            if flow.server_isn is not None:
+                streams[1].syn(flow.server_isn)
         st = streams[0 if from_client else 1]
         if flags & TCP_SYN:
             st.syn(seq)
@@ -88,20 +100,20 @@ class Inspection:
                 kind = "mmtls"
             else:
                 kind = "unknown"
-            flow.facts["app_proto"] = kind
+            flow.set_app_proto(kind)
         try:
             parse = _HELLO_PARSERS.get(kind)
             if parse is not None:
                 hello = parse(data)
                 if hello is None:
                     return st.full
-                flow.facts[kind] = hello
+                flow.own_facts()[kind] = hello
                 return True
             if kind == "http":
                 req = flow.facts.get("http") or httpp.parse_http_request(data)
                 if req is None:
                     return st.full
-                flow.facts["http"] = req
+                flow.own_facts()["http"] = req
                 if req.method != "CONNECT":
                     return True
                 return self._tunnel(flow, st, data)
@@ -122,7 +134,7 @@ class Inspection:
         hello = tlsp.parse_client_hello(tunnel)
         if hello is None:
             return st.full
-        flow.facts["tls"] = hello
+        flow.own_facts()["tls"] = hello
         return True
 
     def _dns_tcp(self, flow: Flow, st: Stream, from_client: bool) -> None:
@@ -148,15 +160,16 @@ class Inspection:
             return "dns_responses" in flow.facts
         if not payload:
             return False
-        facts = flow.facts
-        state = facts.get("quic_state")
+        state = flow.facts.get("quic_state")
         if state is None:
             if not (from_client and quicp.looks_like_quic(payload)):
-                if from_client:
-                    facts.setdefault("app_proto", "unknown")
+                if from_client and "app_proto" not in flow.facts:
+                    flow.set_app_proto("unknown")
                 return from_client
+            facts = flow.own_facts()
             state = facts["quic_state"] = quicp.QuicInitialState()
             facts["app_proto"] = "quic"
+        facts = flow.own_facts()
         try:
             found = state.feed(payload, from_client)
         except MalformedError as err:
@@ -178,7 +191,7 @@ class Inspection:
             self._malformed(flow, err)
             return
         self.dns_messages += 1
-        facts = flow.facts
+        facts = flow.own_facts()
         names = facts.get("dns_queries")
         if names is None:
             names = facts["dns_queries"] = []
