@@ -95,8 +95,7 @@ def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats) 
         for i, (path, reader) in enumerate(readers):
             if i and not args.continuous:
                 scanner.finish()  # each file on its own: flows and names do not carry over
-                scanner.dnscache.clear()
-                scanner.seen_names.clear()
+                scanner.forget_names()
             scanner.start_input(Path(path).name if path != "-" else "-", reader.interfaces)
             stats.files += 1
             feed = scanner.feed
