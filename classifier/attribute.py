@@ -41,10 +41,6 @@ from .dnscache import DnsCache, DnsMatch
 from .flows import Flow
 from .signatures import Signatures
 
-CONFIDENCE_LEVELS = ("low", "medium", "high")  # weakest first
-# Evidence kinds that can give an app or an operator, so can stand behind a verdict.
-BASIS_KINDS = ("sni", "http-host", "http-proxy", "store", "mmtls", "dns", "cname", "dns-query",
-               "name-history", "dns-unsolicited", "prefix", "peering")
 CATEGORY_ORDER = ("payments", "app-store", "code-use", "cdn", "hosting", "transit-peering")
 # The category a host rule's role gives; other roles (api, update, telemetry, web) mean hosting.
 ROLE_CATEGORY = {"payments": "payments", "sdk": "code-use", "cdn": "cdn", "app-store": "app-store"}

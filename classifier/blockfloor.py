@@ -14,13 +14,20 @@ configuration: anyone can send one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from .attribute import BASIS_KINDS, CONFIDENCE_LEVELS, Attribution
-from .policy import Decision
+if TYPE_CHECKING:  # the command line imports this module for its vocabulary: it stays import-light
+    from .attribute import Attribution
+    from .policy import Decision
 
+CONFIDENCE_LEVELS = ("low", "medium", "high")  # weakest first
+# Evidence kinds that can give or confirm an app or operator (Attribution.basis).
+BASIS_KINDS = ("sni", "http-host", "http-proxy", "store", "mmtls", "dns", "cname", "dns-query",
+               "name-history", "dns-unsolicited", "prefix", "peering")
 RULE_BELOW_CONFIDENCE = "below-block-confidence"
 RULE_EVIDENCE = "evidence-cannot-block"
+FLOOR_RULES = (RULE_BELOW_CONFIDENCE, RULE_EVIDENCE)  # the decision rules the floor writes
 
 NEVER_BLOCKING = frozenset({"dns-unsolicited"})
 DEFAULT_CONFIDENCE = "medium"
@@ -46,6 +53,15 @@ def check_evidence(kinds: tuple[str, ...] | list[str]) -> str | None:
     if len(set(kinds)) != len(kinds):
         return "lists an evidence kind twice"
     return None
+
+
+def parse_evidence(text: str) -> tuple[str, ...]:
+    """A comma-separated list of evidence kinds from the command line; ValueError if it is wrong."""
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    problem = check_evidence(kinds)
+    if problem is not None:
+        raise ValueError(problem)
+    return kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,4 +97,4 @@ class BlockFloor:
         reason = (f"log, not block: {what} rests on {basis} (confidence {attribution.confidence}); "
                   f"a block needs confidence {self.confidence} or higher (--block-confidence) from "
                   f"{', '.join(self.evidence)} (--block-evidence); the policy alone: {decision.reason}")
-        return Decision("log", decision.view, decision.at, rule, decision.provisions, reason)
+        return replace(decision, action="log", rule=rule, reason=reason)

@@ -62,6 +62,30 @@ def positive(kind: type):
     return conv
 
 
+def evidence_arg(text: str) -> tuple[str, ...]:
+    from .blockfloor import parse_evidence
+    try:
+        return parse_evidence(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_floor_arguments(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """--block-confidence and --block-evidence: what a block needs beyond the policy (blockfloor).
+
+    ``defaults`` False leaves them None, so a config file's values stand unless a flag is given.
+    """
+    from .blockfloor import CONFIDENCE_LEVELS, DEFAULT_CONFIDENCE, DEFAULT_EVIDENCE
+    p.add_argument("--block-confidence", choices=CONFIDENCE_LEVELS,
+                   default=DEFAULT_CONFIDENCE if defaults else None,
+                   help=f"least confidence a block needs; weaker attributions are logged "
+                        f"(rule below-block-confidence) (default {DEFAULT_CONFIDENCE})")
+    p.add_argument("--block-evidence", type=evidence_arg, metavar="KIND,...",
+                   default=DEFAULT_EVIDENCE if defaults else None,
+                   help="evidence kinds that can support a block, comma-separated (default: "
+                        f"{','.join(DEFAULT_EVIDENCE)}; name-history may be added, dns-unsolicited never)")
+
+
 def add_output_arguments(p: argparse.ArgumentParser, format_help: str) -> None:
     """-o and --format, as every command that writes records has them."""
     p.add_argument("-o", "--output", metavar="FILE", help="write records here instead of standard output")
@@ -94,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_arguments(s, "jsonl: one JSON object per flow (default); csv: one row per flow; "
                             "table: summary of app x category x action and top hostnames")
     add_policy_arguments(s, "decide every flow at this instant instead of its first packet's time")
+    add_floor_arguments(s, defaults=True)
     s.add_argument("--peering", metavar="FILE", help="peering map: neighbour MAC/interface -> ASN (TOML)")
     s.add_argument("--continuous", action="store_true",
                    help="treat the captures as one stream (rotated files of one link): flows and DNS "

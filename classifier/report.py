@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO
 
+from .blockfloor import FLOOR_RULES
+
 
 @dataclass
 class InputStats:
@@ -23,6 +25,10 @@ class InputStats:
     evicted: int = 0
     fragments: int = 0
     dns_answers: int = 0
+    dns_queries: int = 0
+    # DNS responses bound to their query ("bound") or not (by reason), and queries that timed out
+    # or were evicted (classifier.dnsbind)
+    dns_binding: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
         return {
@@ -30,6 +36,7 @@ class InputStats:
             "skipped": dict(self.skipped), "malformed": dict(self.malformed),
             "inspect_errors": dict(self.inspect_errors), "problems": list(self.problems),
             "evicted": self.evicted, "fragments": self.fragments, "dns_answers": self.dns_answers,
+            "dns_queries": self.dns_queries, "dns_binding": dict(sorted(self.dns_binding.items())),
         }
 
 
@@ -47,6 +54,8 @@ class Summary:
         self.blind: Counter[str] = Counter()
         self.blind_clients: dict[str, set[str]] = {}
         self.blind_servers: dict[str, Counter[str]] = {}
+        # Flows the policy would block that the block floor logged instead, by rule and evidence.
+        self.withheld: Counter[tuple[str, str]] = Counter()
 
     def add(self, r: dict) -> None:
         key = (r["app"] or "-", r["category"] or "-", r["action"])
@@ -56,6 +65,8 @@ class Summary:
         self.view = r["view"]
         if r["hostname"]:
             self.hostnames[(r["hostname"], r["app"] or "-", r["action"])] += 1
+        if r["rule"] in FLOOR_RULES:
+            self.withheld[(r["rule"], r["hostname_source"] or "-")] += 1
         kind = r["encrypted_dns"] or ("ech" if r["ech_public_name"] else None)
         if kind is not None:
             self.blind[kind] += 1
@@ -83,7 +94,7 @@ class Summary:
         for (name, app, action), n in self.hostnames.most_common(self.top):
             h.add_row(name, app, action, str(n))
         console.print(h)
-        for line in self.blind_lines():
+        for line in self.blind_lines() + self.withheld_lines():
             console.print(line, highlight=False, markup=False)
         console.print(input_lines(stats), highlight=False, markup=False)
 
@@ -99,6 +110,17 @@ class Summary:
             top = ", ".join(f"{name} ({n})" for name, n in self.blind_servers[kind].most_common(3))
             lines.append(f"  {what[kind]}: {flows} flows from {len(clients)} client(s), to {top}")
         return lines
+
+
+    def withheld_lines(self) -> list[str]:
+        """Flows logged where the policy alone would block: the evidence was too weak (block floor)."""
+        if not self.withheld:
+            return []
+        total = sum(self.withheld.values())
+        parts = ", ".join(f"{rule} {n} (named by {source})"
+                          for (rule, source), n in sorted(self.withheld.items()))
+        return [f"Logged, not blocked, for weak evidence (--block-confidence, --block-evidence): "
+                f"{total} flows: {parts}"]
 
 
 def input_lines(stats: InputStats) -> str:
@@ -118,5 +140,13 @@ def input_lines(stats: InputStats) -> str:
     if stats.inspect_errors:
         lines.append("malformed application data: "
                      + ", ".join(f"{k} {v}" for k, v in stats.inspect_errors.most_common()))
+    binding = stats.dns_binding
+    if stats.dns_queries or binding:
+        line = f"DNS: {stats.dns_queries} queries, {binding['bound']} responses bound to them"
+        unbound = sorted((k, v) for k, v in binding.items() if k != "bound")
+        if unbound:
+            line += ("; not bound (low-confidence names at most): "
+                     + ", ".join(f"{k} {v}" for k, v in unbound))
+        lines.append(line)
     lines.extend(f"input problem: {p}" for p in stats.problems)
     return "\n".join(lines)

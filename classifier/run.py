@@ -9,6 +9,7 @@ import sys
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
+from .blockfloor import BlockFloor
 from .capture import CaptureError, open_capture
 from .flows import Flow, FlowConfig
 from .policy import Policy
@@ -30,6 +31,7 @@ def run_scan(args: argparse.Namespace) -> int:
     options = ScanOptions(
         view=args.view, as_of=args.as_of, unenforced_blocks=args.unenforced_blocks,
         flows=FlowConfig(idle_tcp=args.idle_tcp, idle_udp=args.idle_udp, max_flows=args.max_flows),
+        floor=BlockFloor(args.block_confidence, args.block_evidence),
     )
     stats = InputStats()
     summary = Summary()
@@ -144,3 +146,5 @@ def _collect(scanner: Scanner, stats: InputStats) -> None:
     stats.evicted = scanner.table.evicted
     stats.fragments = scanner.fragments
     stats.dns_answers = scanner.dnscache.answers
+    stats.dns_queries = scanner.inspection.queries.queries
+    stats.dns_binding = scanner.inspection.queries.counts
