@@ -23,8 +23,20 @@ if TYPE_CHECKING:  # the command line imports this module for its vocabulary: it
 
 CONFIDENCE_LEVELS = ("low", "medium", "high")  # weakest first
 # Evidence kinds that can give or confirm an app or operator (Attribution.basis).
-BASIS_KINDS = ("sni", "http-host", "http-proxy", "store", "mmtls", "dns", "cname", "dns-query",
-               "name-history", "dns-unsolicited", "prefix", "peering")
+BASIS_KINDS = (
+    "sni",
+    "http-host",
+    "http-proxy",
+    "store",
+    "mmtls",
+    "dns",
+    "cname",
+    "dns-query",
+    "name-history",
+    "dns-unsolicited",
+    "prefix",
+    "peering",
+)
 RULE_BELOW_CONFIDENCE = "below-block-confidence"
 RULE_EVIDENCE = "evidence-cannot-block"
 FLOOR_RULES = (RULE_BELOW_CONFIDENCE, RULE_EVIDENCE)  # the decision rules the floor writes
@@ -75,8 +87,9 @@ class BlockFloor:
 
     def __post_init__(self) -> None:
         if self.confidence not in _RANK:
-            raise ValueError(f"block confidence {self.confidence!r} is not one of "
-                             f"{', '.join(CONFIDENCE_LEVELS)}")
+            raise ValueError(
+                f"block confidence {self.confidence!r} is not one of {', '.join(CONFIDENCE_LEVELS)}"
+            )
         problem = check_evidence(self.evidence)
         if problem is not None:
             raise ValueError(f"block evidence: {problem}")
@@ -94,7 +107,9 @@ class BlockFloor:
         rule = RULE_BELOW_CONFIDENCE if rank < self._rank else RULE_EVIDENCE
         what = attribution.app or attribution.operator
         basis = ", ".join(attribution.basis) or "no evidence"
-        reason = (f"log, not block: {what} rests on {basis} (confidence {attribution.confidence}); "
-                  f"a block needs confidence {self.confidence} or higher (--block-confidence) from "
-                  f"{', '.join(self.evidence)} (--block-evidence); the policy alone: {decision.reason}")
+        reason = (
+            f"log, not block: {what} rests on {basis} (confidence {attribution.confidence}); "
+            f"a block needs confidence {self.confidence} or higher (--block-confidence) from "
+            f"{', '.join(self.evidence)} (--block-evidence); the policy alone: {decision.reason}"
+        )
         return replace(decision, action="log", rule=rule, reason=reason)

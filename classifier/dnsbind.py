@@ -116,8 +116,9 @@ class QueryTable:
         self._closed.pop(key, None)
         self._pending[key] = ts
 
-    def answer(self, ends: Endpoints, msg: Message, ts: float,
-               resolutions: list[Resolution]) -> tuple[str, Closed | None]:
+    def answer(
+        self, ends: Endpoints, msg: Message, ts: float, resolutions: list[Resolution]
+    ) -> tuple[str, Closed | None]:
         """Bind a response: (``bound`` or the reason it is not, the earlier answer to withdraw).
 
         ``resolutions`` are what this response resolved: kept with its query, so that a second,

@@ -24,13 +24,18 @@ TXID, CPORT = 0x4A1C, 40100
 
 
 def query(run, name, txid=TXID, client=C, cport=CPORT, resolver=R, rport=53):
-    run.send(IP(src=client, dst=resolver) / UDP(sport=cport, dport=rport) / DNS(id=txid, qd=DNSQR(qname=name)))
+    run.send(
+        IP(src=client, dst=resolver) / UDP(sport=cport, dport=rport) / DNS(id=txid, qd=DNSQR(qname=name))
+    )
 
 
 def response(run, name, addr, txid=TXID, client=C, cport=CPORT, resolver=R, rport=53, answers=None):
     an = answers if answers is not None else [DNSRR(rrname=name, type="A", rdata=addr, ttl=300)]
-    run.send(IP(src=resolver, dst=client) / UDP(sport=rport, dport=cport)
-             / DNS(id=txid, qr=1, qd=DNSQR(qname=name), an=an))
+    run.send(
+        IP(src=resolver, dst=client)
+        / UDP(sport=rport, dport=cport)
+        / DNS(id=txid, qr=1, qd=DNSQR(qname=name), an=an)
+    )
 
 
 def nameless_flow(run, server=X, client=C, cport=41000):
@@ -101,7 +106,12 @@ def test_unsolicited_answer_names_the_flow_only_with_low_confidence_and_never_bl
     nameless_flow(run)
     records = flows(run)
     a, d = the_tls_flow(records).attribution, the_tls_flow(records).decision
-    assert (a.hostname, a.hostname_source, a.app, a.confidence) == (TIKTOK, "dns-unsolicited", "tiktok", "low")
+    assert (a.hostname, a.hostname_source, a.app, a.confidence) == (
+        TIKTOK,
+        "dns-unsolicited",
+        "tiktok",
+        "low",
+    )
     assert "bound to no query (dns-unsolicited" in a.evidence[0].value
     assert d.action == "log" and d.rule == "below-block-confidence", d.reason
     assert "dns-unsolicited" in d.reason and "the policy alone: block" in d.reason
@@ -148,10 +158,15 @@ def test_answer_record_for_a_name_not_asked_is_ignored(sigs, policy):
 def test_cname_from_the_tiktok_name_to_the_asked_name_is_ignored(sigs, policy):
     run = Run(sigs, policy)
     query(run, "www.example.org")
-    response(run, "www.example.org", None, answers=[
-        DNSRR(rrname=TIKTOK, type="CNAME", rdata="www.example.org", ttl=300),
-        DNSRR(rrname="www.example.org", type="A", rdata=X, ttl=300),
-    ])
+    response(
+        run,
+        "www.example.org",
+        None,
+        answers=[
+            DNSRR(rrname=TIKTOK, type="CNAME", rdata="www.example.org", ttl=300),
+            DNSRR(rrname="www.example.org", type="A", rdata=X, ttl=300),
+        ],
+    )
     nameless_flow(run)
     flow = the_tls_flow(flows(run))
     assert flow.attribution.hostname == "www.example.org" and flow.attribution.app is None
@@ -256,22 +271,30 @@ def name_history(run):
     run.send(IP(src=C, dst=X) / UDP(sport=40201, dport=443) / (b"\x00" * 40), dt=5)
 
 
-@pytest.mark.parametrize(("confidence", "evidence", "action", "rule"), [
-    ("medium", DEFAULT_EVIDENCE, "log", "below-block-confidence"),  # the defaults
-    ("low", DEFAULT_EVIDENCE, "log", "evidence-cannot-block"),
-    ("medium", (*DEFAULT_EVIDENCE, "name-history"), "log", "below-block-confidence"),
-    ("low", (*DEFAULT_EVIDENCE, "name-history"), "block", "provision-effective"),
-])
+@pytest.mark.parametrize(
+    ("confidence", "evidence", "action", "rule"),
+    [
+        ("medium", DEFAULT_EVIDENCE, "log", "below-block-confidence"),  # the defaults
+        ("low", DEFAULT_EVIDENCE, "log", "evidence-cannot-block"),
+        ("medium", (*DEFAULT_EVIDENCE, "name-history"), "log", "below-block-confidence"),
+        ("low", (*DEFAULT_EVIDENCE, "name-history"), "block", "provision-effective"),
+    ],
+)
 def test_name_history_blocks_only_when_the_floor_allows_it(sigs, policy, confidence, evidence, action, rule):
     from classifier.scan import ScanOptions
+
     run = Run(sigs, policy, floor=BlockFloor(confidence, evidence))
     assert isinstance(run.scanner.options, ScanOptions)
     name_history(run)
     recs = {r.client_port: r for r in run.done()}
     assert recs[40200].decision.action == "block"  # the SNI flow itself: high confidence
     a, d = recs[40201].attribution, recs[40201].decision
-    assert (a.hostname_source, a.app, a.confidence, a.basis) == ("name-history", "tiktok", "low",
-                                                                  ("name-history",))
+    assert (a.hostname_source, a.app, a.confidence, a.basis) == (
+        "name-history",
+        "tiktok",
+        "low",
+        ("name-history",),
+    )
     assert (d.action, d.rule) == (action, rule)
     if action == "log":
         assert f"confidence {confidence} or higher" in d.reason and "name-history" in d.reason
