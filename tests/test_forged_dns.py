@@ -326,3 +326,70 @@ def test_unsolicited_answer_still_logged_with_the_lowest_floor(sigs, policy):
     nameless_flow(run)
     d = the_tls_flow(flows(run)).decision
     assert (d.action, d.rule) == ("log", "evidence-cannot-block")
+
+
+# -- the command line: --stats, the summary, the floor options ----------------------------------------
+
+
+def test_scan_command_counts_binding_and_withheld_blocks(tmp_path):
+    from conftest import run_cli, scan_records
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    packets = []
+    t = 1_740_000_000.0  # 2025-02-19
+
+    def add(pkt, dt=0.01):
+        nonlocal t
+        t += dt
+        frame = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / pkt
+        frame.time = t
+        packets.append(frame)
+
+    def tls(server, cport, name):
+        add(tcp(C, server, cport, 443, "S", 1000), dt=1)
+        add(tcp(server, C, 443, cport, "SA", 5000, 1001))
+        add(tcp(C, server, cport, 443, "PA", 1001, 5001, client_hello(name)))
+
+    add(IP(src=C, dst=R) / UDP(sport=CPORT, dport=53) / DNS(id=TXID, qd=DNSQR(qname=TIKTOK)))
+    add(
+        IP(src=R, dst=C)
+        / UDP(sport=53, dport=CPORT)
+        / DNS(id=TXID, qr=1, qd=DNSQR(qname=TIKTOK), an=DNSRR(rrname=TIKTOK, rdata=Y, ttl=300))
+    )
+    add(
+        IP(src=R, dst=C)
+        / UDP(sport=53, dport=CPORT + 1)
+        / DNS(id=TXID, qr=1, qd=DNSQR(qname=TIKTOK), an=DNSRR(rrname=TIKTOK, rdata=X, ttl=300))
+    )
+    tls(Y, 41001, None)  # named by the bound answer: block
+    tls(X, 41002, None)  # named by the unsolicited answer: log
+    tls("203.0.113.90", 41003, TIKTOK)  # SNI: block ...
+    add(IP(src=C, dst="203.0.113.90") / UDP(sport=41004, dport=443) / (b"\x00" * 40))  # ... name history
+    pcap = tmp_path / "forged.pcap"
+    wrpcap(str(pcap), packets)
+
+    stats_path = tmp_path / "stats.json"
+    records = {r["sport"]: r for r in scan_records(str(pcap), "--stats", str(stats_path))}
+    assert [records[p]["action"] for p in (41001, 41002, 41003, 41004)] == ["block", "log", "block", "log"]
+    assert records[41002]["rule"] == records[41004]["rule"] == "below-block-confidence"
+    stats = __import__("json").loads(stats_path.read_text())
+    assert stats["dns_queries"] == 1 and stats["dns_binding"] == {"bound": 1, "dns-unsolicited": 1}
+    summary = " ".join(run_cli("scan", str(pcap), "-o", str(tmp_path / "out.jsonl")).stderr.decode().split())
+    assert (
+        "DNS: 1 queries, 1 responses bound to them; not bound (low-confidence names at most): "
+        "dns-unsolicited 1" in summary
+    )
+    assert (
+        "2 flows: below-block-confidence 1 (named by dns-unsolicited), below-block-confidence 1 "
+        "(named by name-history)" in summary
+    )
+
+    evidence = ",".join((*DEFAULT_EVIDENCE, "name-history"))
+    loose = {
+        r["sport"]: r
+        for r in scan_records(str(pcap), "--block-confidence", "low", "--block-evidence", evidence)
+    }
+    assert loose[41004]["action"] == "block" and loose[41002]["rule"] == "evidence-cannot-block"
+    refused = run_cli("scan", str(pcap), "--block-evidence", f"{evidence},dns-unsolicited", check_status=2)
+    assert b"dns-unsolicited can never support a block" in refused.stderr
