@@ -159,9 +159,9 @@ class DnsCache:
                     self._by_addr[addr] = kept
                 else:
                     del self._by_addr[addr]
-            for cfg in r.ech:
-                if self.ech_public_names.get(cfg.public_name, (None,))[0] == name:
-                    del self.ech_public_names[cfg.public_name]
+            for public, (published_for, _config_id) in list(self.ech_public_names.items()):
+                if published_for == name:
+                    del self.ech_public_names[public]
         return removed
 
     def remember(self, addr: bytes, name: str, ts: float, client: bytes, lifetime: float) -> None:

@@ -203,9 +203,8 @@ class Inspection:
         for err in errors:
             self._malformed(flow, err)
         outcome, earlier = self.queries.answer(client_ends, msg, ts, resolutions)
-        if outcome == dnsbind.BOUND:
+        if outcome == dnsbind.BOUND:  # its question is the query's: the flow has its names already
             facts = flow.facts
-            self._dns_names(flow, msg)
             facts["dns_responses"] = facts.get("dns_responses", 0) + 1
             chains = facts.setdefault("dns_chains", [])
             for r in resolutions:
@@ -224,7 +223,7 @@ class Inspection:
             self.unbound_dns.add_resolutions(resolutions, ts, client, outcome)
 
     def _dns_names(self, flow: Flow, msg: dnsp.Message) -> None:
-        """The names a query (or the response bound to it) asked, for the DNS flow's record."""
+        """The names a query asked, for the DNS flow's record."""
         names = flow.facts.get("dns_queries")
         if names is None:
             names = flow.facts["dns_queries"] = []
