@@ -109,7 +109,7 @@ class QueryTable:
     """Queries waiting for their response, and the recently closed ones; counts every outcome.
 
     Each table keeps a queue of (time, key) in arrival order beside it, so expiry and eviction
-    take the oldest entries in constant time (an entry whose key was answered or renewed since is
+    take the oldest entries in constant time (an entry whose key was answered or forgotten since is
     skipped). Expiry runs at most once per second of packet time.
     """
 
@@ -145,7 +145,10 @@ class QueryTable:
         self._next_expiry = -math.inf
 
     def query(self, ends: Endpoints, msg: Message, ts: float) -> None:
-        """A client sent ``msg``: its response is now expected (a retransmission renews the wait)."""
+        """A client sent ``msg``: its response is now expected.
+
+        A retransmission does not renew the wait: the client gives up ``timeout`` after its first try.
+        """
         if not msg.questions:
             return  # nothing a response could be checked against
         if ts >= self._next_expiry:
@@ -153,14 +156,15 @@ class QueryTable:
         self.queries += 1
         key = _key(ends, msg)
         pending = self._pending
-        if key not in pending:
-            if len(pending) >= self.max_pending:
-                self._evict_oldest()
-            per, txid = self._per_endpoints, key[:5]
-            per[ends] = per.get(ends, 0) + 1
-            self._per_txid[txid] = self._per_txid.get(txid, 0) + 1
+        if key in pending:
+            return
+        if len(pending) >= self.max_pending:
+            self._evict_oldest()
+        per, txid = self._per_endpoints, key[:5]
+        per[ends] = per.get(ends, 0) + 1
+        self._per_txid[txid] = self._per_txid.get(txid, 0) + 1
         pending[key] = ts
-        self._pending_order.append((ts, *key))
+        self._queue(self._pending_order, pending, ts, key)
         self._closed.pop(key, None)
 
     def answer(
@@ -187,7 +191,8 @@ class QueryTable:
             if _resolved(closed[2:]) == _resolved(_flatten(resolutions)):
                 return self._count(DUPLICATE), None
             self._closed[key] = (closed_ts, True)  # withdrawn once
-            return self._count(CONFLICTING), Contested(closed_ts, _unflatten(closed[2:]))
+            earlier = _unflatten(closed[2:])
+            return self._count(CONFLICTING), Contested(closed_ts, earlier) if earlier else None
         if key[:5] in self._per_txid:
             return self._count(QUESTION_MISMATCH), None
         if ends in self._per_endpoints:
@@ -231,7 +236,7 @@ class QueryTable:
         while order and order[0][0] < limit:
             entry = order.popleft()
             ts, key = entry[0], entry[1:]
-            if pending.get(key) == ts:  # neither answered nor renewed since
+            if pending.get(key) == ts:  # not answered since
                 self._drop(key)
                 self.counts[UNANSWERED] += 1
                 self._close(key, (ts + self.timeout, False))
@@ -251,4 +256,13 @@ class QueryTable:
             if (found := closed.get(old)) is not None and found[0] == oldest[0]:
                 del closed[old]
         closed[key] = entry
-        order.append((entry[0], *key))
+        self._queue(order, closed, entry[0], key)
+
+    def _queue(self, order: deque, table: dict, ts: float, key: _Key) -> None:
+        """Append to an arrival-order queue; rebuild it from its table when stale entries (keys
+        answered or forgotten since) make up most of it, so it stays bounded like the table."""
+        order.append((ts, *key))
+        if len(order) > 2 * self.max_pending and len(order) > 2 * len(table):
+            live = [(v[0] if isinstance(v, tuple) else v, *k) for k, v in table.items()]
+            order.clear()
+            order.extend(sorted(live, key=lambda e: e[0]))
