@@ -7,7 +7,8 @@ The rules (also in the README):
   Tencent or ByteDance domains) gives the operator, not an app. An SNI that is the public name of
   an ECH deployment is not the flow's name: the real one is encrypted.
 * A flow without a name of its own is named by a DNS answer for its server address seen earlier
-  in the input, else by a name the same client used for the same (non-CDN) address shortly before.
+  in the input (bound to its query, ``dnsbind``), else by a name the same client used for the same
+  (non-CDN) address shortly before, else by an answer bound to no query (``dns-unsolicited``).
 * WeChat's **mmtls** framing names the app (protocols.toml) even without any name.
 * The **server address** is looked up in the operator and CDN prefix tables (longest prefix). An
   operator prefix alone gives the operator only: an operator's ASN is not the app (Tencent Cloud
@@ -20,8 +21,11 @@ The rules (also in the README):
 * A DNS flow whose query names an app is attributed to the app (it is the client looking the app
   up) but gets no category: a lookup is none of the services the orders name.
 * ``confidence``: high for a name from the flow itself (SNI, Host, store request), medium for a
-  name from DNS answers or history, a medium-confidence rule or mmtls alone, low for address or
-  next-hop only; mmtls on the app's operator's address is high.
+  name from a bound DNS answer, a medium-confidence rule or mmtls alone, low for a name from
+  history or from an unbound DNS answer (a guess about this flow, or possibly forged) and for
+  address or next-hop only; mmtls on the app's operator's address is high.
+* ``basis``: the evidence kinds that gave or confirmed the app (or, without one, the operator):
+  what ``blockfloor`` weighs before a block.
 * Encrypted DNS (DoT, DoQ, DoH to a known resolver) and ECH are reported as what they are: flows
   whose names this input cannot show.
 """
@@ -31,7 +35,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from .dnscache import DnsCache
+from .dnsbind import EXPLAIN
+from .dnscache import DnsCache, DnsMatch
 from .flows import Flow
 from .signatures import Signatures
 from .timeutil import format_instant
@@ -41,6 +46,7 @@ CATEGORY_ORDER = ("payments", "app-store", "code-use", "cdn", "hosting", "transi
 ROLE_CATEGORY = {"payments": "payments", "sdk": "code-use", "cdn": "cdn", "app-store": "app-store"}
 DEFAULT_CATEGORY = "hosting"
 _FLOW_NAMES = ("sni", "http-host", "http-proxy")
+_WEAK_NAMES = ("name-history", "dns-unsolicited")  # names guessed for this flow, not shown by it
 _DOH_PORTS = (443,)
 _MAX_SHARED = 4096  # distinct attributions kept for sharing
 
@@ -49,8 +55,8 @@ _MAX_SHARED = 4096  # distinct attributions kept for sharing
 class Evidence:
     """One reason behind an attribution, in the form the records print."""
 
-    kind: str  # sni | http-host | http-proxy | dns | name-history | dns-query | cname | store |
-    #            mmtls | ech | encrypted-dns | prefix | peering
+    kind: str  # sni | http-host | http-proxy | dns | name-history | dns-unsolicited | dns-query |
+    #            cname | store | mmtls | ech | encrypted-dns | prefix | peering
     value: str
     signature: str | None = None
     source: str | None = None
@@ -67,7 +73,8 @@ class Evidence:
 @dataclass(frozen=True, slots=True)
 class Attribution:
     hostname: str | None
-    hostname_source: str | None  # sni | http-proxy | http-host | dns | name-history | dns-query
+    hostname_source: str | None  # sni | http-proxy | http-host | dns | name-history | dns-unsolicited |
+    #                              dns-query
     app: str | None
     operator: str | None
     category: str | None
@@ -78,6 +85,7 @@ class Attribution:
     server_owner: str | None  # operator or CDN provider id owning the server prefix
     encrypted_dns: str | None = None  # dot | doq | doh: this flow carries DNS we cannot read
     ech_public_name: str | None = None  # the outer SNI, when it is an ECH public name
+    basis: tuple[str, ...] = ()  # evidence kinds that gave or confirmed the app (else the operator)
 
     @property
     def attributed(self) -> bool:
@@ -100,10 +108,12 @@ def client_hello(flow: Flow):
 class Attributor:
     """Applies the rules above with one set of signatures and the run's name caches."""
 
-    def __init__(self, sigs: Signatures, dnscache: DnsCache, seen_names: DnsCache | None = None) -> None:
+    def __init__(self, sigs: Signatures, dnscache: DnsCache, seen_names: DnsCache | None = None,
+                 unbound_dns: DnsCache | None = None) -> None:
         self.sigs = sigs
-        self.dnscache = dnscache
+        self.dnscache = dnscache  # answers bound to their query
         self.seen_names = seen_names  # server address -> SNI/Host names its clients used
+        self.unbound_dns = unbound_dns  # answers bound to no query: low-confidence names only
         self._app_operator = {app: op_id for op_id, op in sigs.operators.items() for app in op.apps}
         # Equal attributions share one object: flows to the same server with the same name keep
         # one between them while they live, rather than one each.
@@ -155,27 +165,29 @@ class Attributor:
         names, hidden = self._flow_names(flow, evidence)
 
         # No name in the flow: a DNS answer for the server address seen earlier names it; failing
-        # that, a name this client sent to this address before (never on a shared CDN address).
+        # that, a name this client sent to this address before (never on a shared CDN address);
+        # failing that, an answer bound to no query.
         dns_match = None
         if not names and not flow.dns_client:
             dns_match = self.dnscache.lookup(flow.server, flow.first_ts, flow.client)
             if dns_match is not None:
-                a = dns_match.answer
-                text = f"{ntop(flow.server)} answered for {a.name}"
-                if dns_match.others:
-                    text += f" (also for {', '.join(dns_match.others[:3])})"
-                names.append(("dns", a.name, text))
+                names.append(("dns", dns_match.answer.name, _answered(flow, dns_match)))
             elif self.seen_names is not None and (server_entry is None or server_entry.kind != "cdn"):
                 seen = self.seen_names.lookup(flow.server, flow.first_ts, flow.client)
                 if seen is not None and seen.same_client:
                     names.append(("name-history", seen.answer.name,
                                   f"this client named {ntop(flow.server)} {seen.answer.name} "
                                   f"since {format_instant(seen.answer.ts)}"))
+            if not names and self.unbound_dns is not None:
+                dns_match = self.unbound_dns.lookup(flow.server, flow.first_ts, flow.client)
+                if dns_match is not None:
+                    names.append(("dns-unsolicited", dns_match.answer.name, _answered(flow, dns_match)))
 
         hostname, hostname_source = (names[0][1], names[0][0]) if names else (None, None)
         app = operator = rule = None
         categories: set[str] = set()
         confidence = None
+        basis: list[str] = []
 
         # Names, best first: the first that matches a rule decides; every name is evidence.
         for kind, name, text in names:
@@ -190,7 +202,11 @@ class Attributor:
             role_cat = ROLE_CATEGORY.get(r.role)
             if role_cat is not None and kind != "dns-query":
                 categories.add(role_cat)
-            confidence = "high" if kind in _FLOW_NAMES and r.confidence == "high" else "medium"
+            if kind in _WEAK_NAMES:
+                confidence = "low"
+            else:
+                confidence = "high" if kind in _FLOW_NAMES and r.confidence == "high" else "medium"
+            basis.append(kind)
 
         # WeChat's mmtls framing names the app by itself.
         mm = flow.facts.get("mmtls")
@@ -205,12 +221,15 @@ class Attributor:
                 role_cat = ROLE_CATEGORY.get(proto_rule.role)
                 if role_cat is not None:
                     categories.add(role_cat)
+                basis.append("mmtls")
             elif app == proto_rule.app:
                 confidence = "high"
+                basis.append("mmtls")
 
         # A CNAME chain (of the DNS answer that named this flow, or of the answers a DNS flow
         # carried) can reach a CDN, or an app name behind a neutral name.
         chains = [dns_match.answer.chain] if dns_match is not None else flow.facts.get("dns_chains", [])
+        weak_chain = dns_match is not None and dns_match.answer.unbound is not None
         for chain in chains:
             for target in chain[1:]:
                 cn = sigs.cname_provider(target)
@@ -224,7 +243,8 @@ class Attributor:
                     if chain_rule is not None and chain_rule.app:
                         app = chain_rule.app
                         operator = operator or self._app_operator.get(app)
-                        confidence = "medium"
+                        confidence = "low" if weak_chain else "medium"
+                        basis.append("dns-unsolicited" if weak_chain else "cname")
                         evidence.append(Evidence("cname", f"{chain[0]} -> {target}",
                                                  chain_rule.id, chain_rule.source))
 
@@ -234,6 +254,9 @@ class Attributor:
             host = req.proxy_host or req.host or ""
             store = sigs.store_match(host, req.target)
             if store is not None:
+                if app != store.app:
+                    basis.clear()
+                basis.append("store")
                 app = store.app
                 operator = operator or self._app_operator.get(app)
                 categories.add("app-store")
@@ -251,6 +274,7 @@ class Attributor:
                 if operator is None:
                     operator = server_entry.owner
                     confidence = confidence or "low"
+                    basis.append("prefix")
                 elif proto_rule is not None and app == proto_rule.app and operator == server_entry.owner:
                     confidence = "high"  # mmtls on the app's own operator's address
                 categories.add("hosting")
@@ -266,7 +290,9 @@ class Attributor:
                 peer_op = sigs.operator_by_asn.get(asn)
                 if peer_op is not None:
                     evidence.append(Evidence("peering", f"next hop {key} is AS{asn}", f"peering:{key}"))
-                    operator = operator or peer_op
+                    if operator is None:
+                        operator = peer_op
+                        basis.append("peering")
                     confidence = confidence or "low"
                     categories.add("transit-peering")
                 break
@@ -292,6 +318,7 @@ class Attributor:
             server_owner=server_owner,
             encrypted_dns=encrypted,
             ech_public_name=hidden,
+            basis=tuple(dict.fromkeys(basis)) if (app or operator) else (),
         ))
 
     def _share(self, attribution: Attribution) -> Attribution:
@@ -326,4 +353,15 @@ class Attributor:
                                      f"({resolver.name})", resolver.id, resolver.source))
             return "doh"
         return None
+
+
+def _answered(flow: Flow, match: DnsMatch) -> str:
+    """Evidence text of a DNS answer for the flow's server address (and why it is weak, if it is)."""
+    a = match.answer
+    text = f"{ntop(flow.server)} answered for {a.name}"
+    if match.others:
+        text += f" (also for {', '.join(match.others[:3])})"
+    if a.unbound is not None:
+        text += f" in a response bound to no query ({a.unbound}: {EXPLAIN[a.unbound]})"
+    return text
 

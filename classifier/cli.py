@@ -14,7 +14,7 @@ import os
 import sys
 
 from . import __version__
-from .cliargs import add_output_arguments, add_policy_arguments, instant_arg, positive
+from .cliargs import add_floor_arguments, add_output_arguments, add_policy_arguments, instant_arg, positive
 from .errors import OutputError, UserError
 from .exitcodes import Exit, epilog
 from .flows import DEFAULT_MAX_FLOWS
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_arguments(s, "jsonl: one JSON object per flow (default); csv: one row per flow; "
                             "table: summary of app x category x action and top hostnames")
     add_policy_arguments(s, "decide every flow at this instant instead of its first packet's time")
+    add_floor_arguments(s, defaults=True)
     s.add_argument("--peering", metavar="FILE", help="peering map: neighbour MAC/interface -> ASN (TOML)")
     s.add_argument("--continuous", action="store_true",
                    help="treat the captures as one stream (rotated files of one link): flows and DNS "

@@ -59,3 +59,30 @@ def add_policy_arguments(p: argparse.ArgumentParser, as_of_help: str) -> None:
     )
     p.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
     p.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
+
+
+def evidence_arg(text: str) -> tuple[str, ...]:
+    """argparse type of ``--block-evidence``: comma-separated evidence kinds (blockfloor)."""
+    from .blockfloor import parse_evidence
+
+    try:
+        return parse_evidence(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_floor_arguments(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """--block-confidence and --block-evidence: what a block needs beyond the policy (blockfloor).
+
+    ``defaults`` False leaves them None, so a config file's values stand unless a flag is given.
+    """
+    from .blockfloor import CONFIDENCE_LEVELS, DEFAULT_CONFIDENCE, DEFAULT_EVIDENCE
+
+    p.add_argument("--block-confidence", choices=CONFIDENCE_LEVELS,
+                   default=DEFAULT_CONFIDENCE if defaults else None,
+                   help=f"least confidence a block needs; weaker attributions are logged "
+                        f"(rule below-block-confidence) (default {DEFAULT_CONFIDENCE})")
+    p.add_argument("--block-evidence", type=evidence_arg, metavar="KIND,...",
+                   default=DEFAULT_EVIDENCE if defaults else None,
+                   help="evidence kinds that can support a block, comma-separated (default: "
+                        f"{','.join(DEFAULT_EVIDENCE)}; name-history may be added, dns-unsolicited never)")

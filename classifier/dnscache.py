@@ -7,7 +7,9 @@ to ``v16.tiktokcdn.com`` and keeps the chain (which shows the CDN). Entries live
 packet time, but at least ``min_ttl`` seconds: a client uses an answer for the connection it
 asked for even when the TTL is 0. The cache holds at most ``max_addresses`` addresses and
 ``max_public_names`` ECH public names (least recently answered dropped first, and counted): a
-flood of answers costs bounded memory.
+flood of answers costs bounded memory. Only answers bound to their query (``dnsbind``) go into
+the scanner's main cache; the others go into a cache of their own, so they can neither shadow nor
+evict a bound answer.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class DnsAnswer:
     ts: float  # packet time of the answer
     expires: float  # ts + the smallest TTL along the chain (at least the cache's min_ttl)
     client: bytes  # address of the client that received the answer
+    unbound: str | None = None  # why the response was bound to no query (dnsbind), if it was not
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +135,14 @@ class DnsCache:
             return 0
         return self.add_resolutions(resolve(msg)[0], ts, client)
 
-    def add_resolutions(self, resolutions: list[Resolution], ts: float, client: bytes) -> int:
+    def add_resolutions(self, resolutions: list[Resolution] | tuple[Resolution, ...], ts: float,
+                        client: bytes, unbound: str | None = None) -> int:
         """Record what ``resolve`` found; returns how many addresses were recorded."""
         recorded = 0
         for r in resolutions:
             for addr, t in r.addresses:
                 life = max(self.min_ttl, t if r.cname_ttl is None else min(r.cname_ttl, t))
-                self._put(addr, DnsAnswer(r.chain[0], r.chain, ts, ts + life, client))
+                self._put(addr, DnsAnswer(r.chain[0], r.chain, ts, ts + life, client, unbound))
                 recorded += 1
             for cfg in r.ech:
                 self._put_public_name(cfg.public_name, (r.chain[0], cfg.config_id))
@@ -151,6 +155,26 @@ class DnsCache:
             del names[next(iter(names))]
             self.dropped_public_names += 1
         names[public_name] = published  # re-inserted: the dict stays in least-recent order
+
+    def withdraw(self, resolutions: tuple[Resolution, ...], client: bytes) -> int:
+        """Forget what an earlier response recorded for ``client`` (it turned out to be contested)."""
+        removed = 0
+        for r in resolutions:
+            name = r.chain[0]
+            for addr, _t in r.addresses:
+                lst = self._by_addr.get(addr)
+                if not lst:
+                    continue
+                kept = [a for a in lst if a.name != name or a.client != client]
+                removed += len(lst) - len(kept)
+                if kept:
+                    self._by_addr[addr] = kept
+                else:
+                    del self._by_addr[addr]
+            for public, (published_for, _config_id) in list(self.ech_public_names.items()):
+                if published_for == name:
+                    del self.ech_public_names[public]
+        return removed
 
     def remember(self, addr: bytes, name: str, ts: float, client: bytes, lifetime: float) -> None:
         """Record that ``client`` reached ``addr`` under ``name`` (from SNI or Host, not DNS)."""
@@ -170,7 +194,7 @@ class DnsCache:
             for a in lst:
                 if a.name == answer.name and a.client == answer.client:
                     answer = DnsAnswer(answer.name, answer.chain, a.ts, max(a.expires, answer.expires),
-                                       answer.client)
+                                       answer.client, answer.unbound)
             lst = [a for a in lst if a.name != answer.name or a.client != answer.client]
             del lst[: max(0, len(lst) - _MAX_NAMES_PER_ADDRESS + 1)]
         lst.append(answer)

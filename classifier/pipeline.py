@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .attribute import Attributor
+from .blockfloor import BlockFloor
 from .decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Decoded, decode, fragment, skip_reason, transport
 from .defrag import Defragmenter
 from .dnscache import DnsCache
@@ -38,6 +39,8 @@ class ScanOptions:
     # How long a name a client sent to an address (SNI, Host) may name that client's later
     # nameless flows to the same address (never on CDN addresses), in seconds of packet time.
     name_memory: float = 600.0
+    # What a block needs beyond the policy: confidence and evidence kinds (blockfloor).
+    floor: BlockFloor = field(default_factory=BlockFloor)
 
 
 class Scanner:
@@ -49,11 +52,12 @@ class Scanner:
         self.policy = policy
         self.options = options
         self.on_record = on_record
-        self.dnscache = DnsCache()
+        self.dnscache = DnsCache()  # answers bound to their query
+        self.unbound_dns = DnsCache()  # answers bound to no query: low-confidence names only
         self.seen_names = DnsCache()
-        self.inspection = Inspection(options.flows, self.dnscache)
+        self.inspection = Inspection(options.flows, self.dnscache, self.unbound_dns)
         memory = self.seen_names if options.name_memory > 0 else None
-        self.attributor = Attributor(sigs, self.dnscache, memory)
+        self.attributor = Attributor(sigs, self.dnscache, memory, self.unbound_dns)
         self.table = FlowTable(options.flows, self._ended)
         self.packets = 0
         self.skipped: Counter[str] = Counter()  # non-IP, other IP protocols: counted, not errors
@@ -229,10 +233,18 @@ class Scanner:
             self.seen_names.remember(flow.server, attribution.hostname, flow.first_ts, flow.client,
                                      self.options.name_memory)
         when = self.options.as_of if self.options.as_of is not None else flow.first_ts
-        flow.decision = self.policy.decide(
+        decision = self.policy.decide(
             attribution.app, attribution.categories, attribution.attributed, when,
             self.options.view, self.options.unenforced_blocks,
         )
+        flow.decision = self.options.floor.apply(decision, attribution)
+
+    def forget_names(self) -> None:
+        """A new, unrelated input starts: no name, answer or pending query carries over."""
+        self.dnscache.clear()
+        self.unbound_dns.clear()
+        self.seen_names.clear()
+        self.inspection.queries.clear()
 
     def close(self, flow: Flow, now: float) -> None:
         """The flow was reset by someone the capture does not show (a gateway's own RSTs): treat it
@@ -282,8 +294,7 @@ class Scanner:
         """
         if not carry_over:
             self.finish()
-            self.dnscache.clear()
-            self.seen_names.clear()
+            self.forget_names()
         self.current_file = name
         self.interfaces = interfaces if interfaces is not None else []  # the reader's own list: it grows
         self._file_start = self.packets
@@ -315,6 +326,8 @@ class Scanner:
         stats.fragments = self.fragments
         stats.dns_answers = self.dnscache.answers
         stats.dns_dropped = self.dnscache.dropped + self.dnscache.dropped_public_names
+        stats.dns_queries = self.inspection.queries.queries
+        stats.dns_binding = self.inspection.queries.counts
 
 
 _MACS: dict[bytes, str] = {}

@@ -35,7 +35,8 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "hostname": ("string|null",
                  "best name: SNI, else HTTP proxy target or Host, else DNS-derived, else DNS query"),
     "hostname_source": ("string|null",
-                        "sni, http-proxy, http-host, dns (answer for the server address) or dns-query"),
+                        "sni, http-proxy, http-host, dns (answer bound to its query, for the server "
+                        "address), name-history, dns-unsolicited (answer bound to no query) or dns-query"),
     "sni": ("string|null", "server_name of the ClientHello (over TLS, or in QUIC Initials)"),
     "alpn": ("array", "ALPN protocols offered"),
     "tls_versions": ("array", "TLS versions offered (supported_versions, else the legacy version)"),
@@ -52,15 +53,19 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "category": ("string|null",
                  "primary category: payments, app-store, code-use, cdn, hosting, transit-peering"),
     "categories": ("array", "every category that applies, primary first"),
-    "confidence": ("string|null", "high (name from the flow), medium (name from DNS), low (address only)"),
+    "confidence": ("string|null", "high (name from the flow), medium (name from a bound DNS answer), "
+                                  "low (name history, unbound DNS answer, or address only)"),
     "server_asn": ("integer|null", "ASN of the operator/CDN prefix holding the server address"),
     "server_owner": ("string|null", "operator or CDN provider holding the server address"),
     "action": ("string", "block, log or allow"),
     "view": ("string", "announced or in-force: the policy view that decided"),
     "decided_at": ("string", "the instant the policy was evaluated at (first packet, or --as-of)"),
     "rule": ("string", "the decision rule: provision-effective, provision-effective-unenforced, "
-                       "attributed-no-effective-provision, not-attributed"),
-    "reason": ("string", "one sentence: which provision, event and view decided"),
+                       "attributed-no-effective-provision, not-attributed; below-block-confidence or "
+                       "evidence-cannot-block when the policy said block but the evidence was too weak "
+                       "(logged instead)"),
+    "reason": ("string", "one sentence: which provision, event and view decided (and the block floor "
+                         "and weak evidence, when it withheld a block)"),
     "provisions": ("array", "every provision covering the app and categories, with its status then"),
     "evidence": ("array", "objects with kind, value, and signature/source where a signature matched"),
     "packets_c2s": ("integer", "packets client to server"),
@@ -68,7 +73,8 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "bytes_c2s": ("integer", "IP bytes client to server"),
     "bytes_s2c": ("integer", "IP bytes server to client"),
     "end_reason": ("string", "closed, idle, evicted or end-of-input"),
-    "notes": ("array", "problems met while inspecting this flow (malformed TLS/HTTP/DNS...)"),
+    "notes": ("array", "problems met while inspecting this flow (malformed TLS/HTTP/DNS, DNS responses "
+                       "bound to no query...)"),
 }
 
 

@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO
 
+from .blockfloor import FLOOR_RULES
+
 
 @dataclass
 class InputStats:
@@ -24,6 +26,10 @@ class InputStats:
     fragments: int = 0
     dns_answers: int = 0
     dns_dropped: int = 0  # addresses and ECH public names the DNS cache dropped at its bounds
+    dns_queries: int = 0
+    # DNS responses bound to their query ("bound") or not (by reason), and queries that timed out
+    # or were evicted (classifier.dnsbind)
+    dns_binding: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
         return {
@@ -32,6 +38,7 @@ class InputStats:
             "inspect_errors": dict(self.inspect_errors), "problems": list(self.problems),
             "evicted": self.evicted, "fragments": self.fragments, "dns_answers": self.dns_answers,
             "dns_dropped": self.dns_dropped,
+            "dns_queries": self.dns_queries, "dns_binding": dict(sorted(self.dns_binding.items())),
         }
 
 
@@ -77,6 +84,8 @@ class Summary:
         self.blind: Counter[str] = Counter()
         self.blind_clients: dict[str, set[str]] = {}
         self.blind_servers: dict[str, TopCounter] = {}
+        # Flows the policy would block that the block floor logged instead, by rule and evidence.
+        self.withheld: Counter[tuple[str, str]] = Counter()
 
     def add(self, r: dict) -> None:
         key = (r["app"] or "-", r["category"] or "-", r["action"])
@@ -86,6 +95,8 @@ class Summary:
         self.view = r["view"]
         if r["hostname"]:
             self.hostnames.add((r["hostname"], r["app"] or "-", r["action"]))
+        if r["rule"] in FLOOR_RULES:
+            self.withheld[(r["rule"], r["hostname_source"] or "-")] += 1
         kind = r["encrypted_dns"] or ("ech" if r["ech_public_name"] else None)
         if kind is not None:
             self.blind[kind] += 1
@@ -120,7 +131,7 @@ class Summary:
         for (name, app, action), n in self.hostnames.most_common(self.top):
             h.add_row(name, app, action, str(n))
         console.print(h)
-        for line in self.blind_lines():
+        for line in self.blind_lines() + self.withheld_lines():
             console.print(line, highlight=False, markup=False)
         console.print(input_lines(stats), highlight=False, markup=False)
 
@@ -137,6 +148,17 @@ class Summary:
             top = ", ".join(f"{name} ({n})" for name, n in self.blind_servers[kind].most_common(3))
             lines.append(f"  {what[kind]}: {flows} flows from {many}{clients} client(s), to {top}")
         return lines
+
+
+    def withheld_lines(self) -> list[str]:
+        """Flows logged where the policy alone would block: the evidence was too weak (block floor)."""
+        if not self.withheld:
+            return []
+        total = sum(self.withheld.values())
+        parts = ", ".join(f"{rule} {n} (named by {source})"
+                          for (rule, source), n in sorted(self.withheld.items()))
+        return [f"Logged, not blocked, for weak evidence (--block-confidence, --block-evidence): "
+                f"{total} flows: {parts}"]
 
 
 def input_lines(stats: InputStats) -> str:
@@ -156,5 +178,13 @@ def input_lines(stats: InputStats) -> str:
     if stats.inspect_errors:
         lines.append("malformed application data: "
                      + ", ".join(f"{k} {v}" for k, v in stats.inspect_errors.most_common()))
+    binding = stats.dns_binding
+    if stats.dns_queries or binding:
+        line = f"DNS: {stats.dns_queries} queries, {binding['bound']} responses bound to them"
+        unbound = sorted((k, v) for k, v in binding.items() if k != "bound")
+        if unbound:
+            line += ("; not bound (low-confidence names at most): "
+                     + ", ".join(f"{k} {v}" for k, v in unbound))
+        lines.append(line)
     lines.extend(f"input problem: {p}" for p in stats.problems)
     return "\n".join(lines)

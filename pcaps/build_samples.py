@@ -1150,9 +1150,10 @@ def build_hidden() -> tuple[bytes, list[dict]]:
     hello = client_hello(None, "hidden-05")
     c = Conv("hidden-05", ts("2020-09-21T13:04:00Z"), c4, next(port), "203.205.147.171", 443)
     c.exchange(hello, server_flight(hello, "hidden-05"))
-    add(c, "web.wechat.com", "wechat/tencent/hosting", "name-history prefix", "block",
+    add(c, "web.wechat.com", "wechat/tencent/hosting", "name-history prefix", "log",
         "ClientHello without SNI a minute after this client sent SNI web.wechat.com to the same "
-        "address (hidden-04): name-history; " + wechat_on)
+        "address (hidden-04): name-history, low confidence; the policy would block (" + wechat_on
+        + ") but name history cannot block by default (rule below-block-confidence)")
 
     qid = det_int("hidden-06/qid", 16)
     c = Conv("hidden-06", ts("2025-03-01T16:00:00Z"), c4, next(port), RESOLVER, 53, proto="udp")

@@ -9,7 +9,7 @@ import tracemalloc
 import weakref
 from contextlib import contextmanager
 
-from classifier.scan import Scanner, ScanOptions
+from classifier.pipeline import Scanner, ScanOptions
 
 from classifier.defrag import MAX_DATAGRAM, Defragmenter
 from classifier.dnscache import DnsCache, Resolution
@@ -81,7 +81,7 @@ def filed(table: FlowTable) -> int:
 
 
 def test_evicted_flows_are_released_at_once(sigs, policy, monkeypatch):
-    monkeypatch.setattr("classifier.scan.Flow", TrackedFlow)
+    monkeypatch.setattr("classifier.pipeline.Flow", TrackedFlow)
     sc, ended = scanner(sigs, policy, max_flows=100)
     with no_cycle_collector():
         refs = [

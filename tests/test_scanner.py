@@ -89,7 +89,9 @@ def test_port_reuse_after_close_is_a_new_flow(sigs, policy):
 
 
 def test_dns_over_tcp_two_messages_in_one_segment_name_a_later_flow(sigs, policy):
-    q = bytes(DNS(id=1, qd=DNSQR(qname="www.tiktok.com")))
+    q1 = bytes(DNS(id=1, qd=DNSQR(qname="www.tiktok.com")))
+    q2 = bytes(DNS(id=2, qd=DNSQR(qname="example.org")))
+    q = struct.pack("!H", len(q1)) + q1 + struct.pack("!H", len(q2)) + q2  # pipelined queries
     a1 = bytes(DNS(id=1, qr=1, qd=DNSQR(qname="www.tiktok.com"),
                    an=[DNSRR(rrname="www.tiktok.com", type="A", rdata="203.0.113.80", ttl=30)]))
     a2 = bytes(DNS(id=2, qr=1, qd=DNSQR(qname="example.org"),
@@ -98,9 +100,9 @@ def test_dns_over_tcp_two_messages_in_one_segment_name_a_later_flow(sigs, policy
     run = Run(sigs, policy)
     run.send(tcp(C, r, 40004, 53, "S", 1))
     run.send(tcp(r, C, 53, 40004, "SA", 9, 2))
-    run.send(tcp(C, r, 40004, 53, "PA", 2, 10, struct.pack("!H", len(q)) + q))
+    run.send(tcp(C, r, 40004, 53, "PA", 2, 10, q))
     both = struct.pack("!H", len(a1)) + a1 + struct.pack("!H", len(a2)) + a2
-    run.send(tcp(r, C, 53, 40004, "PA", 10, 2 + 2 + len(q), both))
+    run.send(tcp(r, C, 53, 40004, "PA", 10, 2 + len(q), both))
     assert run.scanner.dnscache.answers == 2
     run.send(tcp(C, "203.0.113.80", 40005, 443, "S", 1), dt=5)
     run.send(tcp(C, "203.0.113.80", 40005, 443, "PA", 2, 0, client_hello(None)))

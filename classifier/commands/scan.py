@@ -15,6 +15,7 @@ import sys
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
+from ..blockfloor import BlockFloor
 from ..capture import CaptureError, CaptureReader, open_capture
 from ..exitcodes import Exit
 from ..flows import Flow, FlowConfig
@@ -40,6 +41,7 @@ def run_scan(args: argparse.Namespace) -> int:
     options = ScanOptions(
         view=args.view, as_of=args.as_of, unenforced_blocks=args.unenforced_blocks,
         flows=FlowConfig(idle_tcp=args.idle_tcp, idle_udp=args.idle_udp, max_flows=args.max_flows),
+        floor=BlockFloor(args.block_confidence, args.block_evidence),
     )
     stats = InputStats()
     summary = Summary()

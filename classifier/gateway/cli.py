@@ -22,7 +22,7 @@ line says what), 130 stopped by SIGINT, 1 internal error. See docs/gateway.md.
 
 def register(subparsers, signature_subparsers) -> None:
     """Add ``gateway`` and ``export`` to the main parser."""
-    from classifier.cliargs import instant_arg, positive
+    from classifier.cliargs import add_floor_arguments, instant_arg, positive
 
     g = subparsers.add_parser(
         "gateway", help="classify (and with --enforce, block) live traffic on this Linux router",
@@ -39,6 +39,7 @@ def register(subparsers, signature_subparsers) -> None:
                    help="decide every flow at this fixed instant instead of the wall clock")
     g.add_argument("--unenforced-blocks", action="store_true", default=None,
                    help="in-force view: block during non-enforcement windows too")
+    add_floor_arguments(g, defaults=False)
     g.add_argument("--log", metavar="FILE", help="JSON-lines record log ('-': standard output)")
     g.add_argument("--peering", metavar="FILE", help="peering map (TOML)")
     g.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from classifier.blockfloor import CONFIDENCE_LEVELS, DEFAULT_CONFIDENCE, DEFAULT_EVIDENCE, check_evidence
 from classifier.datafile import read_toml
 from classifier.errors import DataError, UserError
 from classifier.flows import DEFAULT_MAX_FLOWS
@@ -48,6 +49,8 @@ class GatewayConfig:
     view: str = "announced"
     as_of: float | None = None
     unenforced_blocks: bool = False
+    block_confidence: str = DEFAULT_CONFIDENCE  # least confidence a block needs (blockfloor)
+    block_evidence: tuple[str, ...] = DEFAULT_EVIDENCE  # evidence kinds that can support a block
     log: str = "-"
     peering: str | None = None
     signatures: str | None = None
@@ -94,6 +97,8 @@ _KEYS: dict[tuple[str, str], tuple[str, Any]] = {
     ("gateway", "view"): ("view", VIEWS),
     ("gateway", "as_of"): ("as_of", "instant"),
     ("gateway", "unenforced_blocks"): ("unenforced_blocks", "bool"),
+    ("gateway", "block_confidence"): ("block_confidence", CONFIDENCE_LEVELS),
+    ("gateway", "block_evidence"): ("block_evidence", "strlist"),
     ("gateway", "log"): ("log", "path"),
     ("gateway", "peering"): ("peering", "path"),
     ("gateway", "signatures"): ("signatures", "path"),
@@ -223,6 +228,9 @@ def validate(cfg: GatewayConfig, name_of) -> GatewayConfig:
             raise bad("route_asns", f"{asn} is not an ASN")
     if cfg.mode == "monitor" and cfg.blackhole_routes:
         raise bad("blackhole_routes", "monitor mode enforces nothing; use inline or reactive")
+    problem = check_evidence(cfg.block_evidence)
+    if problem is not None:
+        raise bad("block_evidence", problem)
     if len(set(cfg.interfaces)) != len(cfg.interfaces):
         raise bad("interfaces", "lists an interface twice")
     for name in cfg.interfaces:
@@ -248,6 +256,8 @@ _FLAGS: dict[str, str] = {
     "view": "view",
     "as_of": "as_of",
     "unenforced_blocks": "unenforced_blocks",
+    "block_confidence": "block_confidence",
+    "block_evidence": "block_evidence",
     "log": "log",
     "peering": "peering",
     "signatures": "signatures",

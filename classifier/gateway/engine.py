@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
+from classifier.blockfloor import FLOOR_RULES, BlockFloor
 from classifier.flows import Flow, FlowConfig
 from classifier.pipeline import Scanner, ScanOptions
 from classifier.record import flow_record
@@ -46,8 +47,10 @@ class Engine:
             view=cfg.view, as_of=cfg.as_of, unenforced_blocks=cfg.unenforced_blocks,
             flows=FlowConfig(idle_tcp=cfg.idle_tcp, idle_udp=cfg.idle_udp, closed_tcp=cfg.closed_tcp,
                              max_flows=cfg.max_flows),
+            floor=BlockFloor(cfg.block_confidence, cfg.block_evidence),
         )
         self.scanner = Scanner(sigs, policy, options, self._ended)
+        stats.dns_binding = self.scanner.inspection.queries.counts  # read by the metrics collector
         self._ifaces: list[SimpleNamespace] = []
         self._iface_pos: dict[object, int] = {}
         self.scanner.start_input(label, self._ifaces)
@@ -76,13 +79,19 @@ class Engine:
         """First packet after the flow's decision: count it and act on it (once per flow)."""
         action = flow.decision.action
         self.actions[flow.id] = action
-        self.stats.flows += 1
-        self.stats.verdicts[action] += 1
+        self._count_verdict(flow)
         try:
             self.act(flow, action, packet)
         except Exception as err:  # acting must never stop the loop: count, carry on (fail-open)
             self.error("act", err)
         return action
+
+    def _count_verdict(self, flow: Flow) -> None:
+        stats = self.stats
+        stats.flows += 1
+        stats.verdicts[flow.decision.action] += 1
+        if flow.decision.rule in FLOOR_RULES:
+            stats.withheld[flow.decision.rule] += 1
 
     def act(self, flow: Flow, action: str, packet: bytes | None) -> None:
         """Carry out a verdict; monitor mode does nothing."""
@@ -110,8 +119,7 @@ class Engine:
             self.scanner.touch(flow, flow.last_ts, tuple(entry.counts))
         if self.actions.pop(flow.id, None) is None:
             # Decided only now, at its end (e.g. it never carried a name): count the verdict.
-            self.stats.flows += 1
-            self.stats.verdicts[flow.decision.action] += 1
+            self._count_verdict(flow)
         try:
             self.log.write(flow_record(flow))
         except OSError as err:

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from classifier.blockfloor import FLOOR_RULES
+
 NFQUEUE_PROC = Path("/proc/net/netfilter/nfnetlink_queue")
 
 
@@ -27,6 +29,8 @@ class Stats:
     resets: int = 0
     offloaded: int = 0
     errors: Counter = field(default_factory=Counter)  # kind -> count
+    withheld: Counter = field(default_factory=Counter)  # block-floor rule -> flows logged, not blocked
+    dns_binding: Counter = field(default_factory=Counter)  # DNS responses: bound, or why not (dnsbind)
 
 
 def queue_drops(queue: int, path: Path = NFQUEUE_PROC) -> tuple[int, int] | None:
@@ -68,6 +72,18 @@ class _Collector:
                                 labels=["mode", "action"])
         for action in ("block", "log", "allow"):
             m.add_metric([self.mode, action], s.verdicts.get(action, 0))
+        yield m
+        m = CounterMetricFamily("classifier_gateway_block_withheld",
+                                "Flows the policy would block, logged because the evidence was too weak "
+                                "(block_confidence, block_evidence)", labels=["mode", "rule"])
+        for rule in FLOOR_RULES:
+            m.add_metric([self.mode, rule], s.withheld.get(rule, 0))
+        yield m
+        m = CounterMetricFamily("classifier_gateway_dns", "DNS responses bound to their query ('bound') "
+                                "or not (by reason), and queries unanswered or evicted",
+                                labels=["mode", "outcome"])
+        for outcome, n in sorted(s.dns_binding.items()):
+            m.add_metric([self.mode, outcome], n)
         yield m
         m = CounterMetricFamily("classifier_gateway_dropped_packets",
                                 "Packets of blocked flows dropped by the gateway process", labels=labels)

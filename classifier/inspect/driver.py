@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+from .. import dnsbind
 from ..decode import TCP_SYN
 from ..dnscache import DnsCache, resolve
 from ..errors import MalformedError
-from ..flows import Flow, FlowConfig
+from ..flows import MAX_NOTES, Flow, FlowConfig
 from ..reassembly import Stream
 from . import dns as dnsp
 from . import http as httpp
@@ -27,12 +28,19 @@ _HELLO_PARSERS = {"tls": tlsp.parse_client_hello, "mmtls": mmtlsp.parse_client_h
 _MAX_QUERY_NAMES = 8
 
 
-class Inspection:
-    """Per-run inspection state: the DNS cache and the counters of what failed to parse."""
+# Unbound responses still worth a low-confidence name: they may be genuine answers whose query the
+# capture missed (or that came after the client gave up). Mismatched ones contradict a query.
+_WEAK_OUTCOMES = (dnsbind.UNSOLICITED, dnsbind.LATE, dnsbind.CONFLICTING)
 
-    def __init__(self, config: FlowConfig, dnscache: DnsCache) -> None:
+
+class Inspection:
+    """Per-run inspection state: the DNS caches, pending queries, what failed to parse."""
+
+    def __init__(self, config: FlowConfig, dnscache: DnsCache, unbound_dns: DnsCache | None = None) -> None:
         self.config = config
-        self.dnscache = dnscache
+        self.dnscache = dnscache  # answers bound to their query
+        self.unbound_dns = unbound_dns if unbound_dns is not None else DnsCache()  # the others
+        self.queries = dnsbind.QueryTable()
         self.errors: Counter[str] = Counter()
         self.error_examples: dict[str, str] = {}
         self.dns_messages = 0
@@ -191,6 +199,44 @@ class Inspection:
             self._malformed(flow, err)
             return
         self.dns_messages += 1
+        # (sender address, port, receiver address, port): a query's sender is the client, a
+        # response's receiver is.
+        if from_client:
+            ends = (flow.client, flow.client_port, flow.server, flow.server_port)
+        else:
+            ends = (flow.server, flow.server_port, flow.client, flow.client_port)
+        ts = flow.last_ts
+        if not msg.is_response:
+            self.queries.query(ends, msg, ts)
+            self._dns_names(flow, msg)
+            return
+        client_ends = (ends[2], ends[3], ends[0], ends[1])
+        client = client_ends[0]
+        resolutions, errors = resolve(msg)
+        for err in errors:
+            self._malformed(flow, err)
+        outcome, earlier = self.queries.answer(client_ends, msg, ts, resolutions)
+        if outcome == dnsbind.BOUND:  # its question is the query's: the flow has its names already
+            facts = flow.own_facts()
+            facts["dns_responses"] = facts.get("dns_responses", 0) + 1
+            chains = facts.setdefault("dns_chains", [])
+            for r in resolutions:
+                if len(r.chain) > 1 and r.chain not in chains and len(chains) < _MAX_QUERY_NAMES:
+                    chains.append(r.chain)
+            self.dnscache.add_resolutions(resolutions, ts, client)
+            return
+        if len(flow.notes) < MAX_NOTES:  # (a flood of forged responses formats nothing more)
+            asked = ", ".join(q.name for q in msg.questions) or "no question"
+            flow.add_note(f"DNS response id {msg.id:#06x} ({asked}) bound to no query: {outcome}: "
+                          f"{dnsbind.EXPLAIN[outcome]}")
+        if earlier is not None:  # two different answers to one query: neither is believed
+            self.dnscache.withdraw(earlier.resolutions, client)
+            self.unbound_dns.add_resolutions(earlier.resolutions, earlier.ts, client, outcome)
+        if outcome in _WEAK_OUTCOMES:
+            self.unbound_dns.add_resolutions(resolutions, ts, client, outcome)
+
+    def _dns_names(self, flow: Flow, msg: dnsp.Message) -> None:
+        """The names a query asked, for the DNS flow's record."""
         facts = flow.own_facts()
         names = facts.get("dns_queries")
         if names is None:
@@ -198,18 +244,6 @@ class Inspection:
         for q in msg.questions:
             if q.name not in names and len(names) < _MAX_QUERY_NAMES:
                 names.append(q.name)
-        if msg.is_response:
-            facts["dns_responses"] = facts.get("dns_responses", 0) + 1
-            resolutions, errors = resolve(msg)
-            for err in errors:
-                self._malformed(flow, err)
-            chains = facts.setdefault("dns_chains", [])
-            for r in resolutions:
-                if len(r.chain) > 1 and r.chain not in chains and len(chains) < _MAX_QUERY_NAMES:
-                    chains.append(r.chain)
-            # The resolver answers the client: the receiver of a response is the client.
-            client = flow.client if not from_client else flow.server
-            self.dnscache.add_resolutions(resolutions, flow.last_ts, client)
 
 
 def is_dns_port(sport: int, dport: int) -> bool:
