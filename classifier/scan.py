@@ -42,13 +42,16 @@ class Scanner:
     """One scan over one or more inputs that share a flow table and a DNS cache."""
 
     def __init__(self, sigs: Signatures, policy: Policy, options: ScanOptions,
-                 on_record: Callable[[Flow], None]) -> None:
+                 on_record: Callable[[Flow], None], dnscache: DnsCache | None = None,
+                 seen_names: DnsCache | None = None) -> None:
+        """``dnscache`` and ``seen_names`` may be given when several scanners share what they learn
+        (the gateway's queue workers); by default each scanner has its own."""
         self.sigs = sigs
         self.policy = policy
         self.options = options
         self.on_record = on_record
-        self.dnscache = DnsCache()
-        self.seen_names = DnsCache()
+        self.dnscache = dnscache if dnscache is not None else DnsCache()
+        self.seen_names = seen_names if seen_names is not None else DnsCache()
         self.inspection = Inspection(options.flows, self.dnscache)
         memory = self.seen_names if options.name_memory > 0 else None
         self.attributor = Attributor(sigs, self.dnscache, memory)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
+from classifier.dnscache import DnsCache
 from classifier.flows import Flow, FlowConfig
 from classifier.record import flow_record
 from classifier.scan import Scanner, ScanOptions
@@ -37,7 +38,11 @@ class Engine:
     counts_from_kernel = True  # False where the loop sees every packet itself (capture modes)
 
     def __init__(self, cfg: GatewayConfig, sigs, policy, log: RecordLog, stats: Stats,
-                 sets: FlowSets | None = None, label: str = "gateway") -> None:
+                 sets: FlowSets | None = None, label: str = "gateway",
+                 caches: tuple[DnsCache, DnsCache] | None = None,
+                 flow_number: Callable[[int], int] | None = None) -> None:
+        """``caches``: the scanner's DNS cache and name memory (shared between queue workers);
+        ``flow_number``: the record's flow number for a scanner flow id (unique across workers)."""
         self.cfg = cfg
         self.log = log
         self.stats = stats
@@ -47,7 +52,9 @@ class Engine:
             flows=FlowConfig(idle_tcp=cfg.idle_tcp, idle_udp=cfg.idle_udp, closed_tcp=cfg.closed_tcp,
                              max_flows=cfg.max_flows),
         )
-        self.scanner = Scanner(sigs, policy, options, self._ended)
+        dnscache, seen_names = caches if caches is not None else (None, None)
+        self.scanner = Scanner(sigs, policy, options, self._ended, dnscache, seen_names)
+        self.flow_number = flow_number
         self._ifaces: list[SimpleNamespace] = []
         self._iface_pos: dict[object, int] = {}
         self.scanner.start_input(label, self._ifaces)
@@ -112,8 +119,11 @@ class Engine:
             # Decided only now, at its end (e.g. it never carried a name): count the verdict.
             self.stats.flows += 1
             self.stats.verdicts[flow.decision.action] += 1
+        record = flow_record(flow)
+        if self.flow_number is not None:
+            record["flow"] = self.flow_number(flow.id)
         try:
-            self.log.write(flow_record(flow))
+            self.log.write(record)
         except OSError as err:
             # Records are the point of the gateway: losing them silently is worse than stopping.
             from classifier.errors import UserError

@@ -12,6 +12,11 @@ HTTP flow on its request...). Then:
 The queue rule has ``bypass``: with no process bound, packets pass. We also ask the kernel for
 fail-open when the queue is full, so a slow gateway degrades to "unclassified" instead of an
 outage. Any exception while handling a packet accepts the packet.
+
+Set elements are sent to the kernel in batches, but never later than ``FLUSH_AFTER_PACKETS``
+packets after the first of a batch was queued: a busy queue is never drained, and a batch that
+waited for the read loop to drain let a sustained flow run through Python long after its offload
+was decided.
 """
 
 from __future__ import annotations
@@ -33,6 +38,12 @@ _NFQA_CFG_MASK = 4
 _NFQA_CFG_FLAGS = 5
 _NFQA_CFG_F_FAIL_OPEN = 1
 _LINKTYPE_RAW = 101
+# Packets (of any flow) the queue hands us after a set element is queued, at most, before the
+# batch goes to the kernel. One nft transaction costs about two packets' time at 10k packets/s, and
+# a flow reaches offload only after ``offload_after`` queued packets, so this bounds both the
+# packets a decided flow still sends through Python and the share of time spent on transactions.
+FLUSH_AFTER_PACKETS = 8
+_NEVER = float("inf")
 
 
 def _nla(kind: int, payload: bytes) -> bytes:
@@ -63,11 +74,13 @@ class InlineEngine(Engine):
 
     mode = "inline"
 
-    def __init__(self, *args, resetter=None, **kwargs) -> None:
+    def __init__(self, *args, resetter=None, queue_num: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.resetter = resetter
+        self.queue_num = self.cfg.queue if queue_num is None else queue_num
         self.queue = None
         self._fd = -1
+        self._flush_at: float = _NEVER  # stats.packets value at which queued set elements are sent
         # flow id -> packets still to pass through the queue before the flow is offloaded: a short
         # flow costs less on the queue than two nft transactions
         self._offload_wait: dict[int, int] = {}
@@ -78,16 +91,16 @@ class InlineEngine(Engine):
 
         q = NetfilterQueue()
         try:
-            q.bind(self.cfg.queue, self._on_packet, max_len=self.cfg.queue_maxlen)
+            q.bind(self.queue_num, self._on_packet, max_len=self.cfg.queue_maxlen)
         except OSError as err:
             from classifier.errors import UserError
-            raise UserError(f"cannot bind NFQUEUE {self.cfg.queue}: {err} (is another process bound "
+            raise UserError(f"cannot bind NFQUEUE {self.queue_num}: {err} (is another process bound "
                             "to it? choose another with --queue)") from None
         self.queue = q
         self._fd = q.get_fd()
         if self.cfg.fail_open:
             try:
-                set_fail_open(self._fd, self.cfg.queue)
+                set_fail_open(self._fd, self.queue_num)
             except OSError as err:
                 self.error("fail-open", err)
 
@@ -97,7 +110,7 @@ class InlineEngine(Engine):
     def readable(self, fd: int) -> None:
         self.queue.run(block=False)
         if self.sets is not None and self.sets.pending:
-            self.sets.flush()  # after the verdicts at hand: nft calls never delay a waiting packet
+            self._flush_sets()  # after the verdicts at hand: nft calls never delay a waiting packet
 
     def _on_packet(self, pkt) -> None:
         """Per packet: feed the scanner, then the flow's verdict. Never raises."""
@@ -107,6 +120,20 @@ class InlineEngine(Engine):
             self.error("packet", err)
             with contextlib.suppress(Exception):  # a verdict was already given
                 pkt.accept()
+        if self.stats.packets >= self._flush_at:
+            self._flush_sets()  # the queue may never drain: do not wait for it
+
+    def _queued(self) -> None:
+        """A set element was queued: it goes to the kernel within FLUSH_AFTER_PACKETS packets."""
+        if self._flush_at == _NEVER:
+            self._flush_at = self.stats.packets + FLUSH_AFTER_PACKETS
+
+    def _flush_sets(self) -> None:
+        self._flush_at = _NEVER
+        try:
+            self.sets.flush()
+        except Exception as err:  # nft trouble must never stop the packets: count, carry on
+            self.error("nft-set", err)
 
     def _verdict(self, pkt) -> None:
         stats = self.stats
@@ -153,6 +180,7 @@ class InlineEngine(Engine):
             if sets is not None:
                 sets.add(flow, "block", now)
                 self.stats.offloaded += 1
+                self._queued()
         elif sets is not None and self.cfg.offload and not flow.dns_client:
             # DNS flows stay on the queue: their answers name later flows.
             if self.cfg.offload_after > 0:
@@ -164,6 +192,7 @@ class InlineEngine(Engine):
         if not flow.ended:
             self.sets.add(flow, "allow", now)
             self.stats.offloaded += 1
+            self._queued()
 
     def _ended(self, flow) -> None:
         self._offload_wait.pop(flow.id, None)
