@@ -182,8 +182,9 @@ def measure(lab: netlab.Lab, requests: int, seconds: float) -> dict:
 
 
 def start_gateway(lab: netlab.Lab, tmp: Path, *extra: str):
+    log = tmp / f"records-{time.monotonic_ns()}.jsonl"  # one log per gateway: records are found by port
     argv = [sys.executable, "-m", "classifier", "gateway", "--mode", "inline", "--enforce", "-i", "gw-cli",
-            "-i", "gw-srv", "--log", str(tmp / "records.jsonl"), "--metrics", METRICS, "--idle-udp", "5",
+            "-i", "gw-srv", "--log", str(log), "--metrics", METRICS, "--idle-udp", "5",
             "--sync-interval", "1", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     err = tmp / f"gateway-{time.monotonic_ns()}.err"
@@ -222,10 +223,10 @@ def element_packets(lab: netlab.Lab, sport: int) -> int:
     return total
 
 
-def flow_record(tmp: Path, sport: int, timeout: float = 30) -> dict:
+def flow_record(gw: subprocess.Popen, sport: int, timeout: float = 30) -> dict:
     """The record of our sustained flow (written when it ends: idle_udp after its last packet)."""
     deadline = time.monotonic() + timeout
-    log = tmp / "records.jsonl"
+    log = Path(gw.args[gw.args.index("--log") + 1])  # this gateway's own log
     while time.monotonic() < deadline:
         if log.exists():
             for line in reversed(log.read_text().splitlines()):
@@ -308,7 +309,7 @@ def measure_sustained(lab: netlab.Lab, tmp: Path, queues: int | None, pps: float
         if bg is not None:
             bg.wait(60)
         run["received"] = traffic(lab, "report", 0, [SERVER])["received"]
-        rec = flow_record(tmp, run["sport"]) if gw else None
+        rec = flow_record(gw, run["sport"]) if gw else None
     finally:
         if bg is not None:
             lab.stop(bg)
@@ -394,8 +395,7 @@ def main() -> int:
                 runs = [measure_sustained(lab, tmp, queues, args.flow_pps, args.flow_packets, busy)
                         for _ in range(args.repeat)]
                 srows.append(worst(runs))
-        log = tmp / "records.jsonl"
-        records = len(log.read_text().splitlines()) if log.exists() else 0
+        records = sum(len(log.read_text().splitlines()) for log in tmp.glob("records-*.jsonl"))
     print(f"gateway benchmark: {os.cpu_count()} CPUs, load average before the run "
           f"{os.getloadavg()[0]:.1f}, {records} flow records written")
     if rows:

@@ -265,3 +265,39 @@ def test_a_flow_the_queue_never_stops_sending_is_offloaded_within_a_bounded_numb
     assert offloaded_at <= cfg.offload_after + FLUSH_AFTER_PACKETS
     assert stats.offloaded == 1 and len(nft.sent) == 1  # one transaction, not one per packet
     assert "192.0.2.10 . udp . 40000 . 203.0.113.10 . 7009" in nft.sent[0]
+
+
+def test_a_queue_that_never_drains_still_gets_its_housekeeping_and_can_stop(sigs, policy):
+    """Counter reads, ticks and a stop request must not wait for the read loop to return."""
+    from classifier.gateway.inline import HOUSEKEEPING_PACKETS, InlineEngine
+
+    class _Log:
+        path = "test"
+
+        def write(self, record: dict) -> None:
+            pass
+
+    class _Queue:
+        unbound = False
+
+        def unbind(self) -> None:
+            self.unbound = True
+
+    cfg = gwconfig.GatewayConfig(mode="inline", as_of=1598918400.0)
+    engine = InlineEngine(cfg, sigs, policy, _Log(), Stats(), label="inline")
+    ticks: list[float] = []
+    engine.ticks.append(ticks.append)
+    engine.queue = queue = _Queue()
+    client, server = socket.inet_aton("192.0.2.10"), socket.inet_aton("203.0.113.10")
+
+    def packets(n: int) -> None:
+        for _ in range(n):
+            engine._on_packet(_Packet(_udp(client, 40000, server, 7009, b"y" * 100)))
+
+    packets(HOUSEKEEPING_PACKETS - 1)
+    assert not ticks
+    packets(1)
+    assert len(ticks) == 1  # housekeeping ran between two packets
+    engine.stop_requested = True
+    packets(HOUSEKEEPING_PACKETS)
+    assert queue.unbound and engine.queue is None  # unbound: the read loop returns, the bypass passes

@@ -13,10 +13,11 @@ The queue rule has ``bypass``: with no process bound, packets pass. We also ask 
 fail-open when the queue is full, so a slow gateway degrades to "unclassified" instead of an
 outage. Any exception while handling a packet accepts the packet.
 
-Set elements are sent to the kernel in batches, but never later than ``FLUSH_AFTER_PACKETS``
-packets after the first of a batch was queued: a busy queue is never drained, and a batch that
-waited for the read loop to drain let a sustained flow run through Python long after its offload
-was decided.
+A busy queue is never drained, so nothing may wait for the read loop to return: set elements are
+sent to the kernel in batches, but never later than ``FLUSH_AFTER_PACKETS`` packets after the first
+of a batch was queued (a batch that waited for the loop to drain let a sustained flow run through
+Python long after its offload was decided); and every ``HOUSEKEEPING_PACKETS`` packets the loop's
+other duties run between two packets (counter reads, ticks, log reopening, a stop request).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ _LINKTYPE_RAW = 101
 # a flow reaches offload only after ``offload_after`` queued packets, so this bounds both the
 # packets a decided flow still sends through Python and the share of time spent on transactions.
 FLUSH_AFTER_PACKETS = 8
+# Packets between two looks at the clock for housekeeping (a few milliseconds at full speed).
+HOUSEKEEPING_PACKETS = 256
 _NEVER = float("inf")
 
 
@@ -81,6 +84,8 @@ class InlineEngine(Engine):
         self.queue = None
         self._fd = -1
         self._flush_at: float = _NEVER  # stats.packets value at which queued set elements are sent
+        self._chores_at = HOUSEKEEPING_PACKETS  # stats.packets value of the next housekeeping look
+        self._due: float = HOUSEKEEPING_PACKETS  # the nearer of the two: one comparison per packet
         # flow id -> packets still to pass through the queue before the flow is offloaded: a short
         # flow costs less on the queue than two nft transactions
         self._offload_wait: dict[int, int] = {}
@@ -108,6 +113,8 @@ class InlineEngine(Engine):
         return [self._fd]
 
     def readable(self, fd: int) -> None:
+        if self.queue is None:  # unbound between two packets: stopping
+            return
         self.queue.run(block=False)
         if self.sets is not None and self.sets.pending:
             self._flush_sets()  # after the verdicts at hand: nft calls never delay a waiting packet
@@ -120,16 +127,40 @@ class InlineEngine(Engine):
             self.error("packet", err)
             with contextlib.suppress(Exception):  # a verdict was already given
                 pkt.accept()
-        if self.stats.packets >= self._flush_at:
-            self._flush_sets()  # the queue may never drain: do not wait for it
+        if self.stats.packets >= self._due:
+            self._between_packets()  # the queue may never drain: do not wait for it
+
+    def _between_packets(self) -> None:
+        """Due work between two packets: pending set elements, then (every HOUSEKEEPING_PACKETS)
+        what the read loop does when the queue drains. A stop request unbinds the queue, which
+        lets the read loop return (the bypass passes traffic from here on)."""
+        packets = self.stats.packets
+        if packets >= self._flush_at:
+            self._flush_sets()
+        if packets >= self._chores_at:
+            self._chores_at = packets + HOUSEKEEPING_PACKETS
+            if self.stop_requested:
+                self.close()
+                return
+            try:
+                self.housekeeping(time.time())
+                self.chores()
+            except Exception as err:  # housekeeping must never cost a packet its verdict
+                self.error("housekeeping", err)
+        self._due = min(self._flush_at, self._chores_at)
+
+    def chores(self) -> None:
+        """More work between packets under sustained load (the queue workers read their channel)."""
 
     def _queued(self) -> None:
         """A set element was queued: it goes to the kernel within FLUSH_AFTER_PACKETS packets."""
         if self._flush_at == _NEVER:
             self._flush_at = self.stats.packets + FLUSH_AFTER_PACKETS
+            self._due = min(self._flush_at, self._chores_at)
 
     def _flush_sets(self) -> None:
         self._flush_at = _NEVER
+        self._due = self._chores_at
         try:
             self.sets.flush()
         except Exception as err:  # nft trouble must never stop the packets: count, carry on

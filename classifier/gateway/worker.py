@@ -65,6 +65,10 @@ class QueueWorker(InlineEngine):
         if fd != self.sock.fileno():
             super().readable(fd)
             return
+        self.chores()
+
+    def chores(self) -> None:
+        """Relayed DNS answers and names (also between packets while the queue never drains)."""
         while True:
             try:
                 msg = self.receiver.recv()
