@@ -31,6 +31,7 @@ SINK_PORT = 7009
 EXTRA_CLIENTS = [f"192.0.2.{n}" for n in range(100, 116)]  # documentation addresses on the client side
 
 A = netlab.Lab.addr
+ROLES4 = tuple(A(role) for role in ("unrelated", "lookalike", "tencent", "resolver", "wechat", "tiktok"))
 
 
 @pytest.fixture(scope="module")
@@ -361,3 +362,30 @@ def test_two_queues_plan_is_installed_as_printed(lab, sig_dir, tmp_path):
         assert ("--queue-balance 7:8" in rules and "--queue-balance 7:8" in printed) or (
             "queue num 7-8" in nft and "queue num 7-8" in printed
         )
+
+
+@pytest.mark.parametrize("queues", [1, 2])
+def test_sigterm_stops_a_gateway_whose_queue_never_drains(lab, sig_dir, tmp_path, queues):
+    """More new flows than the gateway can take: the read loop never returns, yet SIGTERM stops
+    the gateway at once, records written, everything removed."""
+    # a new flow per datagram (the dearest packets for the gateway), to many addresses: both queues
+    blast = (
+        "import socket, time\nend = time.monotonic() + 20\ni = 0\n"
+        "while time.monotonic() < end:\n    i += 1\n    with socket.socket(2, 2) as s:\n"
+        f"        s.sendto(b'y' * 100, ({list(ROLES4)!r}[i % {len(ROLES4)}], {SINK_PORT}))\n"
+    )
+    args = base_args(sig_dir, "--queues", str(queues), "--no-offload", "--as-of", BEFORE)
+    gw = gh.Gateway(lab, tmp_path, *args).start()
+    sender = lab.popen("client", ["python3", "-c", blast])
+    try:
+        time.sleep(2)
+        queued = kernel_queued(lab)
+        assert sum(queued.values()) > 1000, queued
+        start = time.monotonic()
+        assert gw.stop(timeout=8) == 0, gw.stderr()
+        assert time.monotonic() - start < 8
+        assert sender.poll() is None  # the traffic was still coming when the gateway stopped
+    finally:
+        lab.stop(sender)
+    assert not gh.our_objects(lab)
+    assert len([r for r in gw.records() if r["dport"] == SINK_PORT]) > 1000
