@@ -47,14 +47,17 @@ class Scanner:
     """One scan over one or more inputs that share a flow table and a DNS cache."""
 
     def __init__(self, sigs: Signatures, policy: Policy, options: ScanOptions,
-                 on_record: Callable[[Flow], None]) -> None:
+                 on_record: Callable[[Flow], None], dnscache: DnsCache | None = None,
+                 seen_names: DnsCache | None = None) -> None:
+        """``dnscache`` and ``seen_names`` may be given when several scanners share what they learn
+        (the gateway's queue workers); by default each scanner has its own."""
         self.sigs = sigs
         self.policy = policy
         self.options = options
         self.on_record = on_record
-        self.dnscache = DnsCache()  # answers bound to their query
-        self.unbound_dns = DnsCache()  # answers bound to no query: low-confidence names only
-        self.seen_names = DnsCache()
+        self.dnscache = dnscache if dnscache is not None else DnsCache()  # answers bound to their query
+        self.unbound_dns = DnsCache()  # answers bound to no query: low-confidence names, never shared
+        self.seen_names = seen_names if seen_names is not None else DnsCache()
         self.inspection = Inspection(options.flows, self.dnscache, self.unbound_dns)
         memory = self.seen_names if options.name_memory > 0 else None
         self.attributor = Attributor(sigs, self.dnscache, memory, self.unbound_dns)

@@ -9,12 +9,11 @@ import tracemalloc
 import weakref
 from contextlib import contextmanager
 
-from classifier.pipeline import Scanner, ScanOptions
-
 from classifier.defrag import MAX_DATAGRAM, Defragmenter
 from classifier.dnscache import DnsCache, Resolution
 from classifier.flows import NO_FACTS, Flow, FlowConfig, FlowTable, flow_key
 from classifier.inspect.dns import EchConfig
+from classifier.pipeline import Scanner, ScanOptions
 from classifier.report import TopCounter
 
 T0 = 1_740_000_000.0

@@ -16,12 +16,12 @@ from scapy.layers.inet import IP, TCP, UDP
 from test_gateway_units import _args
 from test_scanner import client_hello
 
-from classifier.timeutil import parse_instant
 from classifier.errors import UserError
 from classifier.gateway import config as gwconfig
 from classifier.gateway.inline import InlineEngine
 from classifier.gateway.metrics import Stats
 from classifier.gateway.recordlog import RecordLog
+from classifier.timeutil import parse_instant
 
 C, R, X = "192.0.2.7", "198.51.100.53", "203.0.113.80"
 TIKTOK = "www.tiktok.com"

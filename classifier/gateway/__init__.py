@@ -10,6 +10,8 @@ Modules, one job each (see docs/gateway.md):
 * ``resets``: TCP resets toward both ends of a blocked connection.
 * ``engine``: what the packet loops share (scanner fed with wall-clock time, verdicts, records).
 * ``inline``, ``monitor``, ``reactive``: the three packet loops.
+* ``supervisor``, ``worker``, ``channel``, ``dnsshare``: inline mode on several queues (one worker
+  process per queue; the supervisor writes records, relays DNS answers, sums metrics).
 * ``routes``: blackhole routes for operator-owned hosting prefixes, tagged with our protocol number.
 * ``metrics``: Prometheus counters on loopback.
 * ``recordlog``: the JSON-lines log, flushed per line and reopened on SIGHUP.

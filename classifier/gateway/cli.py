@@ -45,6 +45,9 @@ def register(subparsers, signature_subparsers) -> None:
     g.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
     g.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
     g.add_argument("--queue", type=int, metavar="N", help="NFQUEUE number (inline; default 7)")
+    g.add_argument("--queues", type=positive(int), metavar="N",
+                   help="inline: N queues from --queue on, one worker process each; both directions of "
+                        "a flow reach the same worker (default 1)")
     g.add_argument("--backend", choices=("auto", "nft", "iptables"),
                    help="how packets reach the queue (inline; default auto: nft if the kernel has "
                         "the nft queue statement, else iptables)")

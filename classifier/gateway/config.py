@@ -37,6 +37,7 @@ from classifier.validate import (
 MODES = ("monitor", "inline", "reactive")
 VIEWS = ("announced", "in-force")
 BACKENDS = ("auto", "nft", "iptables")
+MAX_QUEUES = 64
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class GatewayConfig:
     max_flows: int = DEFAULT_MAX_FLOWS
     # inline
     queue: int = 7
+    queues: int = 1  # queues from `queue` on, one worker process each (flows spread by address hash)
     queue_maxlen: int = 4096
     backend: str = "auto"
     fail_open: bool = True
@@ -108,6 +110,7 @@ _KEYS: dict[tuple[str, str], tuple[str, Any]] = {
     ("flows", "closed_tcp"): ("closed_tcp", "float"),
     ("flows", "max_flows"): ("max_flows", "int"),
     ("inline", "queue"): ("queue", "int"),
+    ("inline", "queues"): ("queues", "int"),
     ("inline", "queue_maxlen"): ("queue_maxlen", "int"),
     ("inline", "backend"): ("backend", BACKENDS),
     ("inline", "fail_open"): ("fail_open", "bool"),
@@ -217,6 +220,10 @@ def validate(cfg: GatewayConfig, name_of) -> GatewayConfig:
                                    f"({getattr(cfg, shortest):g} s), or offloaded flows lose counts")
     if not 0 <= cfg.queue <= 65535:
         raise bad("queue", "must be a queue number 0-65535")
+    if not 1 <= cfg.queues <= MAX_QUEUES:
+        raise bad("queues", f"must be 1-{MAX_QUEUES} (one worker process per queue)")
+    if cfg.queue + cfg.queues - 1 > 65535:
+        raise bad("queues", f"queues {cfg.queue}-{cfg.queue + cfg.queues - 1} go past queue number 65535")
     if cfg.mark <= 0 or cfg.mark >= 1 << 32 or cfg.mark & (cfg.mark - 1):
         raise bad("mark", "must be a single bit of the 32-bit packet mark, e.g. 0x00100000")
     if not 5 <= cfg.route_protocol <= 255:
@@ -263,6 +270,7 @@ _FLAGS: dict[str, str] = {
     "signatures": "signatures",
     "policy": "policy",
     "queue": "queue",
+    "queues": "queues",
     "backend": "backend",
     "metrics": "metrics",
     "idle_tcp": "idle_tcp",

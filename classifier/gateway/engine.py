@@ -19,6 +19,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 from classifier.blockfloor import FLOOR_RULES, BlockFloor
+from classifier.dnscache import DnsCache
 from classifier.flows import Flow, FlowConfig
 from classifier.pipeline import Scanner, ScanOptions
 from classifier.record import flow_record
@@ -38,7 +39,11 @@ class Engine:
     counts_from_kernel = True  # False where the loop sees every packet itself (capture modes)
 
     def __init__(self, cfg: GatewayConfig, sigs, policy, log: RecordLog, stats: Stats,
-                 sets: FlowSets | None = None, label: str = "gateway") -> None:
+                 sets: FlowSets | None = None, label: str = "gateway",
+                 caches: tuple[DnsCache, DnsCache] | None = None,
+                 flow_number: Callable[[int], int] | None = None) -> None:
+        """``caches``: the scanner's DNS cache and name memory (shared between queue workers);
+        ``flow_number``: the record's flow number for a scanner flow id (unique across workers)."""
         self.cfg = cfg
         self.log = log
         self.stats = stats
@@ -49,8 +54,10 @@ class Engine:
                              max_flows=cfg.max_flows),
             floor=BlockFloor(cfg.block_confidence, cfg.block_evidence),
         )
-        self.scanner = Scanner(sigs, policy, options, self._ended)
+        dnscache, seen_names = caches if caches is not None else (None, None)
+        self.scanner = Scanner(sigs, policy, options, self._ended, dnscache, seen_names)
         stats.dns_binding = self.scanner.inspection.queries.counts  # read by the metrics collector
+        self.flow_number = flow_number
         self._ifaces: list[SimpleNamespace] = []
         self._iface_pos: dict[object, int] = {}
         self.scanner.start_input(label, self._ifaces)
@@ -120,8 +127,11 @@ class Engine:
         if self.actions.pop(flow.id, None) is None:
             # Decided only now, at its end (e.g. it never carried a name): count the verdict.
             self._count_verdict(flow)
+        record = flow_record(flow)
+        if self.flow_number is not None:
+            record["flow"] = self.flow_number(flow.id)
         try:
-            self.log.write(flow_record(flow))
+            self.log.write(record)
         except OSError as err:
             # Records are the point of the gateway: losing them silently is worse than stopping.
             from classifier.errors import UserError

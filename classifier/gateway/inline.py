@@ -12,6 +12,12 @@ HTTP flow on its request...). Then:
 The queue rule has ``bypass``: with no process bound, packets pass. We also ask the kernel for
 fail-open when the queue is full, so a slow gateway degrades to "unclassified" instead of an
 outage. Any exception while handling a packet accepts the packet.
+
+A busy queue is never drained, so nothing may wait for the read loop to return: set elements are
+sent to the kernel in batches, but never later than ``FLUSH_AFTER_PACKETS`` packets after the first
+of a batch was queued (a batch that waited for the loop to drain let a sustained flow run through
+Python long after its offload was decided); and every ``HOUSEKEEPING_PACKETS`` packets the loop's
+other duties run between two packets (counter reads, ticks, log reopening, a stop request).
 """
 
 from __future__ import annotations
@@ -33,6 +39,14 @@ _NFQA_CFG_MASK = 4
 _NFQA_CFG_FLAGS = 5
 _NFQA_CFG_F_FAIL_OPEN = 1
 _LINKTYPE_RAW = 101
+# Packets (of any flow) the queue hands us after a set element is queued, at most, before the
+# batch goes to the kernel. One nft transaction costs about two packets' time at 10k packets/s, and
+# a flow reaches offload only after ``offload_after`` queued packets, so this bounds both the
+# packets a decided flow still sends through Python and the share of time spent on transactions.
+FLUSH_AFTER_PACKETS = 8
+# Packets between two looks at the clock for housekeeping (a few milliseconds at full speed).
+HOUSEKEEPING_PACKETS = 256
+_NEVER = float("inf")
 
 
 def _nla(kind: int, payload: bytes) -> bytes:
@@ -63,11 +77,15 @@ class InlineEngine(Engine):
 
     mode = "inline"
 
-    def __init__(self, *args, resetter=None, **kwargs) -> None:
+    def __init__(self, *args, resetter=None, queue_num: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.resetter = resetter
+        self.queue_num = self.cfg.queue if queue_num is None else queue_num
         self.queue = None
         self._fd = -1
+        self._flush_at: float = _NEVER  # stats.packets value at which queued set elements are sent
+        self._chores_at = HOUSEKEEPING_PACKETS  # stats.packets value of the next housekeeping look
+        self._due: float = HOUSEKEEPING_PACKETS  # the nearer of the two: one comparison per packet
         # flow id -> packets still to pass through the queue before the flow is offloaded: a short
         # flow costs less on the queue than two nft transactions
         self._offload_wait: dict[int, int] = {}
@@ -78,16 +96,16 @@ class InlineEngine(Engine):
 
         q = NetfilterQueue()
         try:
-            q.bind(self.cfg.queue, self._on_packet, max_len=self.cfg.queue_maxlen)
+            q.bind(self.queue_num, self._on_packet, max_len=self.cfg.queue_maxlen)
         except OSError as err:
             from classifier.errors import UserError
-            raise UserError(f"cannot bind NFQUEUE {self.cfg.queue}: {err} (is another process bound "
+            raise UserError(f"cannot bind NFQUEUE {self.queue_num}: {err} (is another process bound "
                             "to it? choose another with --queue)") from None
         self.queue = q
         self._fd = q.get_fd()
         if self.cfg.fail_open:
             try:
-                set_fail_open(self._fd, self.cfg.queue)
+                set_fail_open(self._fd, self.queue_num)
             except OSError as err:
                 self.error("fail-open", err)
 
@@ -95,9 +113,11 @@ class InlineEngine(Engine):
         return [self._fd]
 
     def readable(self, fd: int) -> None:
+        if self.queue is None:  # unbound between two packets: stopping
+            return
         self.queue.run(block=False)
         if self.sets is not None and self.sets.pending:
-            self.sets.flush()  # after the verdicts at hand: nft calls never delay a waiting packet
+            self._flush_sets()  # after the verdicts at hand: nft calls never delay a waiting packet
 
     def _on_packet(self, pkt) -> None:
         """Per packet: feed the scanner, then the flow's verdict. Never raises."""
@@ -107,6 +127,44 @@ class InlineEngine(Engine):
             self.error("packet", err)
             with contextlib.suppress(Exception):  # a verdict was already given
                 pkt.accept()
+        if self.stats.packets >= self._due:
+            self._between_packets()  # the queue may never drain: do not wait for it
+
+    def _between_packets(self) -> None:
+        """Due work between two packets: pending set elements, then (every HOUSEKEEPING_PACKETS)
+        what the read loop does when the queue drains. A stop request unbinds the queue, which
+        lets the read loop return (the bypass passes traffic from here on)."""
+        packets = self.stats.packets
+        if packets >= self._flush_at:
+            self._flush_sets()
+        if packets >= self._chores_at:
+            self._chores_at = packets + HOUSEKEEPING_PACKETS
+            if self.stop_requested:
+                self.close()
+                return
+            try:
+                self.housekeeping(time.time())
+                self.chores()
+            except Exception as err:  # housekeeping must never cost a packet its verdict
+                self.error("housekeeping", err)
+        self._due = min(self._flush_at, self._chores_at)
+
+    def chores(self) -> None:
+        """More work between packets under sustained load (the queue workers read their channel)."""
+
+    def _queued(self) -> None:
+        """A set element was queued: it goes to the kernel within FLUSH_AFTER_PACKETS packets."""
+        if self._flush_at == _NEVER:
+            self._flush_at = self.stats.packets + FLUSH_AFTER_PACKETS
+            self._due = min(self._flush_at, self._chores_at)
+
+    def _flush_sets(self) -> None:
+        self._flush_at = _NEVER
+        self._due = self._chores_at
+        try:
+            self.sets.flush()
+        except Exception as err:  # nft trouble must never stop the packets: count, carry on
+            self.error("nft-set", err)
 
     def _verdict(self, pkt) -> None:
         stats = self.stats
@@ -153,6 +211,7 @@ class InlineEngine(Engine):
             if sets is not None:
                 sets.add(flow, "block", now)
                 self.stats.offloaded += 1
+                self._queued()
         elif sets is not None and self.cfg.offload and not flow.dns_client:
             # DNS flows stay on the queue: their answers name later flows.
             if self.cfg.offload_after > 0:
@@ -164,6 +223,7 @@ class InlineEngine(Engine):
         if not flow.ended:
             self.sets.add(flow, "allow", now)
             self.stats.offloaded += 1
+            self._queued()
 
     def _ended(self, flow) -> None:
         self._offload_wait.pop(flow.id, None)

@@ -9,6 +9,7 @@ read at scrape time in the gateway's network namespace.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,11 +48,13 @@ def queue_drops(queue: int, path: Path = NFQUEUE_PROC) -> tuple[int, int] | None
 
 
 class _Collector:
-    def __init__(self, stats: Stats, mode: str, queue: int | None, flows_live) -> None:
+    def __init__(self, stats: Stats, mode: str, queues: Sequence[int] | None, flows_live,
+                 queue_packets: Callable[[], dict[int, int]] | None = None) -> None:
         self.stats = stats
         self.mode = mode
-        self.queue = queue
+        self.queues = tuple(queues or ())
         self.flows_live = flows_live
+        self.queue_packets = queue_packets
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -104,22 +107,30 @@ class _Collector:
         m = CounterMetricFamily("classifier_gateway_queue_drops",
                                 "Packets the kernel could not queue to the gateway (queue full: "
                                 "'queue', netlink buffer full: 'socket')", labels=["queue", "reason"])
-        if self.queue is not None:
-            drops = queue_drops(self.queue)
+        for queue in self.queues:
+            drops = queue_drops(queue)
             if drops is not None:
-                m.add_metric([str(self.queue), "queue"], drops[0])
-                m.add_metric([str(self.queue), "socket"], drops[1])
+                m.add_metric([str(queue), "queue"], drops[0])
+                m.add_metric([str(queue), "socket"], drops[1])
+        yield m
+        m = CounterMetricFamily("classifier_gateway_queue_packets",
+                                "Packets the gateway took from each NFQUEUE (its worker's count)",
+                                labels=["queue"])
+        if self.queue_packets is not None:
+            for queue, n in sorted(self.queue_packets().items()):
+                m.add_metric([str(queue)], n)
         yield m
         g = GaugeMetricFamily("classifier_gateway_live_flows", "Flows in the flow table", labels=labels)
         g.add_metric([self.mode], self.flows_live())
         yield g
 
 
-def serve(stats: Stats, mode: str, queue: int | None, flows_live, host: str, port: int) -> tuple[object, int]:
+def serve(stats: Stats, mode: str, queues: Sequence[int] | None, flows_live, host: str, port: int,
+          queue_packets: Callable[[], dict[int, int]] | None = None) -> tuple[object, int]:
     """Start the endpoint on ``host:port`` (loopback, checked by the config); (server, bound port)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats, mode, queue, flows_live))
+    registry.register(_Collector(stats, mode, queues, flows_live, queue_packets))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server, server.server_address[1]

@@ -91,6 +91,19 @@ def choose_backend(cfg: GatewayConfig, nft) -> str:
     return "nft" if nft.works(queue_probe_script(cfg.queue)) else "iptables"
 
 
+def queue_numbers(cfg: GatewayConfig) -> range:
+    """The NFQUEUE numbers of an inline run: ``queue`` and the ``queues - 1`` after it."""
+    return range(cfg.queue, cfg.queue + cfg.queues)
+
+
+def _queue_spec(cfg: GatewayConfig, sep: str) -> str:
+    """``7`` or ``7<sep>8``: with several queues the kernel balances by a hash of the packet's two
+    addresses (sorted, so both directions of a flow hash alike) and protocol, never by CPU: a
+    flow's packets always reach the same worker, and IP fragments (no ports) go with their flow."""
+    numbers = queue_numbers(cfg)
+    return str(numbers[0]) if len(numbers) == 1 else f"{numbers[0]}{sep}{numbers[-1]}"
+
+
 def _set(name: str, family: int, cfg: GatewayConfig, comment: str) -> str:
     return (f"\tset {name} {{\n"
             f"\t\ttype {_TYPE[family]} . inet_proto . inet_service . {_TYPE[family]} . inet_service\n"
@@ -129,7 +142,7 @@ def nft_script(cfg: GatewayConfig, mode: str, backend: str | None,
         out.append(f"\t\tiifname != {{ {names} }} accept\n")
     out.append("\t\tmeta nfproto vmap { ipv4 : jump flows4, ipv6 : jump flows6 }\n")
     if mode == "inline" and backend == "nft":
-        out.append(f"\t\tmeta l4proto {{ tcp, udp }} queue num {cfg.queue} bypass\n")
+        out.append(f"\t\tmeta l4proto {{ tcp, udp }} queue num {_queue_spec(cfg, '-')} bypass\n")
     out.append("\t}\n")
     mark = f" meta mark set meta mark | 0x{cfg.mark:08x}" if backend == "iptables" else ""
     for fam in (4, 6):
@@ -166,8 +179,9 @@ def iptables_commands(cfg: GatewayConfig, mode: str, backend: str | None) -> lis
         base = [tool, "-w", "-t", "mangle"]
         cmds.append([*base, "-N", CHAIN])
         for proto in ("tcp", "udp"):
-            cmds.append([*base, "-A", CHAIN, "-p", proto, "-j", "NFQUEUE",
-                         "--queue-num", str(cfg.queue), "--queue-bypass"])
+            target = (["--queue-num", str(cfg.queue)] if cfg.queues == 1
+                      else ["--queue-balance", _queue_spec(cfg, ":")])
+            cmds.append([*base, "-A", CHAIN, "-p", proto, "-j", "NFQUEUE", *target, "--queue-bypass"])
         for iface in cfg.interfaces or (None,):
             cmds.append([*base, "-I", "FORWARD", "1", *(["-i", iface] if iface else []), *offloaded,
                          "-m", "comment", "--comment", TAG, "-j", CHAIN])
@@ -201,8 +215,11 @@ def build_plan(cfg: GatewayConfig, backend: str | None, routes: Iterable[str] = 
     created = list(created) if iptables else []
     notes = []
     if mode == "inline":
-        notes.append(f"NFQUEUE {cfg.queue} with bypass (fail-open when no process listens)"
+        notes.append(f"NFQUEUE {_queue_spec(cfg, '-')} with bypass (fail-open when no process listens)"
                      + ("; fail-open when the queue is full" if cfg.fail_open else ""))
+        if cfg.queues > 1:
+            notes.append(f"{cfg.queues} queues, one worker process each, balanced by a hash of each "
+                         "packet's addresses and protocol (both directions of a flow: one worker)")
     if created:
         notes.append(f"iptables creates the nft tables {' and '.join(created)}; removed on exit when empty")
     return Plan(mode, queue_backend, nft_script(cfg, mode, queue_backend, created),

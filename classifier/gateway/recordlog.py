@@ -34,6 +34,12 @@ class RecordLog:
     def write(self, record: dict) -> None:
         self.writer.write(record)
 
+    def write_line(self, line: str) -> None:
+        """A record a queue worker already encoded (one line, with its newline), flushed."""
+        out = self.writer.out
+        out.write(line)
+        out.flush()
+
     def reopen(self) -> None:
         """Close and open the path again (log rotation)."""
         if self.path == "-":

@@ -28,7 +28,8 @@ from . import netfilter, preflight, xtables
 from .config import GatewayConfig, resolve
 
 
-def _load(cfg: GatewayConfig):
+def load_signatures(cfg: GatewayConfig):
+    """The signatures and policy a run uses (validated; the cache makes this cheap for workers)."""
     from classifier.policy import Policy
     from classifier.signatures import Signatures, shipped_directory
 
@@ -76,7 +77,7 @@ def run_gateway(args: argparse.Namespace) -> int:
         return run_cleanup(cfg)
     enforce = bool(args.enforce)
     print_only = bool(args.print_only)
-    sigs, policy = _load(cfg)
+    sigs, policy = load_signatures(cfg)
 
     from .nftlib import Nft
     from .routes import RoutePlan, route_command
@@ -156,10 +157,14 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
     stats = Stats()
     mode = cfg.mode if enforce else "monitor"
     enforcing = enforce and cfg.mode != "monitor"
-    sets = FlowSets(nft, cfg.set_timeout) if enforcing else None
-    resetter = Resetter() if enforcing and cfg.resets else None
+    multiqueue = mode == "inline" and cfg.queues > 1  # the workers have their own sets and resetters
+    sets = FlowSets(nft, cfg.set_timeout) if enforcing and not multiqueue else None
+    resetter = Resetter() if enforcing and cfg.resets and not multiqueue else None
     label = f"{cfg.mode}{'' if enforce else ' (dry run)'}"
-    if mode == "inline":
+    if multiqueue:
+        from .supervisor import QueueSupervisor
+        engine = QueueSupervisor(cfg, log, stats, label)
+    elif mode == "inline":
         from .inline import InlineEngine
         engine = InlineEngine(cfg, sigs, policy, log, stats, sets=sets, label=label, resetter=resetter)
     elif mode == "reactive":
@@ -169,6 +174,12 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
     else:
         from .monitor import MonitorEngine
         engine = MonitorEngine(cfg, sigs, policy, log, stats, label=label, interfaces=cfg.interfaces)
+
+    def flows_live() -> int:
+        return engine.live_flows() if multiqueue else engine.scanner.table.live
+
+    def queue_packets() -> dict[int, int]:
+        return engine.queue_packets() if multiqueue else {cfg.queue: stats.packets}
 
     interrupted: list[int] = []
 
@@ -194,13 +205,16 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
         if cfg.metrics_address is not None:
             host, port = cfg.metrics_address
             try:
-                _server, bound = serve(stats, cfg.mode, cfg.queue if mode == "inline" else None,
-                                       lambda: engine.scanner.table.live, host, port)
+                inline = mode == "inline"
+                _server, bound = serve(stats, cfg.mode, netfilter.queue_numbers(cfg) if inline else None,
+                                       flows_live, host, port, queue_packets if inline else None)
             except OSError as err:
                 raise UserError(f"metrics: cannot listen on {cfg.metrics}: {err.strerror or err}") from None
             _say(f"metrics on http://{host if ':' not in host else f'[{host}]'}:{bound}/metrics")
         if enforcing:
-            if mode == "inline":
+            if multiqueue:
+                engine.start()  # every worker bound before the rules: no flow skips classification
+            elif mode == "inline":
                 engine.bind()  # bound before the rules: no window where flows skip classification
             installed = True
             netfilter.install(plan, nft)
@@ -210,7 +224,8 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
                 engine.ticks.append(lambda now: _apply_routes(routes, route_plan, cfg, now))
         where = ", ".join(cfg.interfaces) or "all interfaces"
         policy_time = "wall clock" if cfg.as_of is None else f"fixed at {args_as_of(cfg)}"
-        _say(f"running: {cfg.mode} mode on {where}, "
+        queues = f" on {cfg.queues} queues" if multiqueue else ""
+        _say(f"running: {cfg.mode} mode{queues} on {where}, "
              f"{'enforcing' if enforcing else 'dry run, nothing enforced'}, {cfg.view} view, "
              f"policy time {policy_time}, records to {cfg.log}")
         engine.run(rfd)

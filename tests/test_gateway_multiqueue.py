@@ -1,0 +1,326 @@
+"""Multi-queue inline mode and prompt offload, without root: config, plan, flow numbers, the shared
+DNS cache, the supervisor's handling of worker messages, and the offload flush bound."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+
+from classifier.errors import UserError
+from classifier.gateway import channel, netfilter
+from classifier.gateway import config as gwconfig
+from classifier.gateway.channel import WorkerSetup, WorkerStats
+from classifier.gateway.dnsshare import SharedDnsCache
+from classifier.gateway.metrics import Stats
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    from classifier.cli import build_parser
+
+    return build_parser().parse_args(["gateway", *argv])
+
+
+# -- config and plan -----------------------------------------------------------------------------
+
+
+def test_queues_from_file_and_flag(tmp_path):
+    path = tmp_path / "gw.toml"
+    path.write_text("[inline]\nqueue = 10\nqueues = 4\n")
+    cfg = gwconfig.load(path)
+    assert (cfg.queue, cfg.queues) == (10, 4)
+    assert list(netfilter.queue_numbers(cfg)) == [10, 11, 12, 13]
+    assert gwconfig.resolve(_args("-c", str(path), "--queues", "2")).queues == 2
+    assert gwconfig.GatewayConfig().queues == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[inline]\nqueues = 0\n", "[inline] queues: must be 1-64"),
+        ("[inline]\nqueues = 65\n", "[inline] queues: must be 1-64"),
+        ("[inline]\nqueue = 65535\nqueues = 2\n", "[inline] queues: queues 65535-65536 go past queue number"),
+        ("[inline]\nqueues = 2.5\n", "[inline] queues: must be an integer"),
+    ],
+)
+def test_queues_errors_name_file_and_key(tmp_path, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as exc:
+        gwconfig.load(path)
+    assert str(exc.value).startswith(f"{path}: ") and expected in str(exc.value)
+
+
+def test_queues_flag_error_names_the_flag():
+    with pytest.raises(UserError, match=r"^--queues: queues 65534-65536 go past"):
+        gwconfig.resolve(_args("--queue", "65534", "--queues", "3"))
+
+
+def test_plan_balances_over_the_queues_by_flow_hash_never_by_cpu():
+    cfg = gwconfig.GatewayConfig(mode="inline", queues=3, interfaces=("eth1",))
+    plan = netfilter.build_plan(cfg, "iptables")
+    queued = [argv for argv in plan.iptables if "NFQUEUE" in argv]
+    assert len(queued) == 4  # tcp and udp, iptables and ip6tables
+    for argv in queued:
+        assert argv[-3:] == ["--queue-balance", "7:9", "--queue-bypass"]
+        assert "--queue-cpu-fanout" not in argv and "--queue-num" not in argv
+    assert "NFQUEUE 7-9 with bypass" in plan.render(enforce=False)
+    assert "3 queues, one worker process each" in plan.render(enforce=False)
+    assert "queue num 7-9 bypass" in netfilter.build_plan(cfg, "nft").nft_script
+    one = netfilter.build_plan(gwconfig.GatewayConfig(mode="inline"), "iptables")
+    assert next(a for a in one.iptables if "NFQUEUE" in a)[-3:] == ["--queue-num", "7", "--queue-bypass"]
+    assert (
+        "queue num 7 bypass" in netfilter.build_plan(gwconfig.GatewayConfig(mode="inline"), "nft").nft_script
+    )
+
+
+# -- flow numbers --------------------------------------------------------------------------------
+
+
+def test_flow_numbers_are_unique_across_workers_and_restarts():
+    cfg = gwconfig.GatewayConfig(mode="inline", queues=3)
+    setups = [WorkerSetup(cfg, i, 3, 7 + i, "inline", 0) for i in range(3)]
+    numbers = [s.flow_number(n) for s in setups for n in range(1, 101)]
+    assert len(set(numbers)) == len(numbers) and min(numbers) == 1
+    # a restarted worker 1 starts above every number already written (here: up to 150)
+    restarted = WorkerSetup(cfg, 1, 3, 8, "inline", -(-150 // 3) * 3)
+    again = [restarted.flow_number(n) for n in range(1, 101)]
+    assert min(again) > 150 and not set(again) & set(numbers[:150])
+    assert all(n % 3 == 2 for n in again)  # still worker 1's residue: apart from the others
+
+
+# -- the shared DNS cache ------------------------------------------------------------------------
+
+
+def _resolution(name: str, addr: bytes):
+    from classifier.dnscache import Resolution
+
+    return Resolution((name,), ((addr, 300),), None, ())
+
+
+def test_shared_dns_cache_publishes_what_it_learns_first_hand_only():
+    published: list[tuple[bytes, tuple]] = []
+    seen = SharedDnsCache(lambda kind, args: published.append((kind, args)))
+    other = SharedDnsCache(lambda kind, args: pytest.fail("a relayed answer was published again"))
+    server, client = bytes([203, 0, 113, 80]), bytes([192, 0, 2, 10])
+    seen.add_resolutions([_resolution("v16-webapp.tiktok.com", server)], 100.0, client)
+    seen.remember(bytes([203, 0, 113, 10]), "www.google.com", 100.0, client, 600.0)
+    assert [k for k, _ in published] == [channel.DNS, channel.NAME]
+    assert other.lookup(server, 101.0, client) is None
+    for kind, args in published:  # as the supervisor relays them: pickled
+        other.learn(kind, pickle.loads(pickle.dumps(args)))
+    assert other.lookup(server, 101.0, client).answer.name == "v16-webapp.tiktok.com"
+    assert other.lookup(bytes([203, 0, 113, 10]), 101.0, client).answer.name == "www.google.com"
+    assert other.lookup(server, 99.0, client) is None  # an answer never names a flow that came before it
+
+
+def test_a_withdrawn_answer_is_withdrawn_in_every_worker():
+    """A second, different response to one query withdraws the believed answer (dnsbind): the
+    other workers, which were told the answer, must forget it too."""
+    published: list[tuple[bytes, tuple]] = []
+    seen = SharedDnsCache(lambda kind, args: published.append((kind, args)))
+    other = SharedDnsCache(lambda kind, args: pytest.fail("a relayed change was published again"))
+    server, client = bytes([203, 0, 113, 80]), bytes([192, 0, 2, 10])
+    answer = (_resolution("v16-webapp.tiktok.com", server),)
+    seen.add_resolutions(answer, 100.0, client)
+    seen.withdraw(answer, client)
+    assert [k for k, _ in published] == [channel.DNS, channel.WITHDRAW]
+    assert seen.lookup(server, 101.0, client) is None
+    other.learn(*_relayed(published[0]))
+    assert other.lookup(server, 101.0, client).answer.name == "v16-webapp.tiktok.com"
+    other.learn(*_relayed(published[1]))
+    assert other.lookup(server, 101.0, client) is None
+
+
+def _relayed(message: tuple[bytes, tuple]) -> tuple[bytes, tuple]:
+    kind, args = message
+    return kind, pickle.loads(pickle.dumps(args))
+
+
+# -- the supervisor, with socket pairs standing in for the workers --------------------------------
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    from classifier.gateway.recordlog import RecordLog
+    from classifier.gateway.supervisor import QueueSupervisor
+
+    cfg = gwconfig.GatewayConfig(mode="inline", queues=2, log=str(tmp_path / "r.jsonl"))
+    log = RecordLog(cfg.log)
+    sup = QueueSupervisor(cfg, log, Stats(), "inline")
+    workers = []
+    for slot in sup.slots:
+        ours, theirs = channel.pair()
+        slot.sock, slot.receiver = ours, channel.Receiver(ours)
+        sup._by_fd[ours.fileno()] = slot
+        sup._poller.register(ours.fileno())
+        workers.append(theirs)
+    yield sup, workers
+    log.close()
+    for w in workers:
+        w.close()
+
+
+def test_supervisor_writes_records_whole_and_relays_dns_to_the_other_workers(supervisor):
+    sup, workers = supervisor
+    channel.send_record(workers[0], 1, b'{"flow":1}\n')
+    channel.send_record(workers[1], 2, b'{"flow":2}\n')
+    channel.send_obj(
+        workers[0], channel.DNS, ([_resolution("a.example", b"\xcb\x00\x71\x50")], 1.0, b"\xc0\x00\x02\x0a")
+    )
+    for slot in sup.slots:
+        sup._drain(slot)
+    assert Path(sup.log.path).read_text() == '{"flow":1}\n{"flow":2}\n'
+    assert (sup.written, sup.slots[0].max_number, sup.slots[1].max_number) == (2, 1, 2)
+    kind, payload = channel.Receiver(workers[1]).recv()
+    assert kind == channel.DNS and pickle.loads(payload)[0][0].chain == ("a.example",)
+    with pytest.raises(BlockingIOError):  # not echoed to the worker that learned it
+        channel.Receiver(workers[0]).recv()
+
+
+def test_supervisor_sums_the_workers_counters_and_keeps_a_dead_workers(supervisor):
+    sup, workers = supervisor
+    a, b = Stats(packets=10, flows=2, offloaded=1), Stats(packets=5, flows=1)
+    a.verdicts.update({"allow": 2})
+    b.verdicts.update({"block": 1})
+    channel.send_obj(workers[0], channel.STATS, WorkerStats(a, 3))
+    channel.send_obj(workers[1], channel.STATS, WorkerStats(b, 4))
+    for slot in sup.slots:
+        sup._drain(slot)
+    assert (sup.stats.packets, sup.stats.flows, sup.stats.offloaded) == (15, 3, 1)
+    assert sup.stats.verdicts == {"allow": 2, "block": 1}
+    assert sup.queue_packets() == {7: 10, 8: 5} and sup.live_flows() == 7
+    workers[0].close()  # the worker of queue 7 is gone
+    sup._drain(sup.slots[0])
+    assert sup.slots[0].sock is None and sup.slots[0].restart_at is not None
+    assert sup.queue_packets() == {7: 10, 8: 5} and sup.stats.packets == 15  # counters stay monotonic
+    sup._restart = lambda slot, now: sup.own_errors.update(["worker"])  # no real process here
+    sup._tick(sup.slots[0].restart_at + 0.1)
+    sup._sum()
+    assert sup.stats.errors["worker"] == 1
+
+
+def test_supervisor_stops_when_the_log_cannot_be_written(tmp_path):
+    from classifier.gateway.recordlog import RecordLog
+    from classifier.gateway.supervisor import QueueSupervisor
+
+    cfg = gwconfig.GatewayConfig(mode="inline", queues=2, log="/dev/full")
+    sup = QueueSupervisor(cfg, RecordLog("/dev/full"), Stats(), "inline")
+    sup._write(b'{"flow":1}\n')
+    assert sup.stop_requested and isinstance(sup.fatal, UserError)
+    assert "cannot write the record log /dev/full: No space left on device" in str(sup.fatal)
+
+
+def test_a_worker_failure_message_stops_the_run(supervisor):
+    sup, workers = supervisor
+    channel.send(workers[1], channel.FAILED, b"cannot bind NFQUEUE 8: Operation not permitted")
+    sup._drain(sup.slots[1])
+    assert sup.stop_requested and str(sup.fatal) == "cannot bind NFQUEUE 8: Operation not permitted"
+
+
+# -- prompt offload --------------------------------------------------------------------------------
+
+
+class _Nft:
+    """Records the nft text the flow sets send."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def run(self, text: str, **_kw) -> str:
+        self.sent.append(text)
+        return ""
+
+
+class _Packet:
+    indev = 0
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.verdict = None
+
+    def get_payload(self) -> bytes:
+        return self.payload
+
+    def accept(self) -> None:
+        self.verdict = "accept"
+
+    def drop(self) -> None:
+        self.verdict = "drop"
+
+
+def _udp(src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> bytes:
+    length = 28 + len(payload)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, length, 1, 0, 64, 17, 0, src, dst)
+    return ip + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def test_a_flow_the_queue_never_stops_sending_is_offloaded_within_a_bounded_number_of_packets(sigs, policy):
+    """The read loop never drains (``readable`` is never left): the offload still reaches the
+    kernel within offload_after + FLUSH_AFTER_PACKETS packets of the flow's decision."""
+    from classifier.gateway.flowsets import FlowSets
+    from classifier.gateway.inline import FLUSH_AFTER_PACKETS, InlineEngine
+
+    cfg = gwconfig.GatewayConfig(mode="inline", as_of=1598918400.0, offload_after=16)
+
+    class _Log:
+        path = "test"
+
+        def write(self, record: dict) -> None:
+            pass
+
+    nft = _Nft()
+    stats = Stats()
+    engine = InlineEngine(cfg, sigs, policy, _Log(), stats, sets=FlowSets(nft, 3600), label="inline")
+    client, server = socket.inet_aton("192.0.2.10"), socket.inet_aton("203.0.113.10")
+    offloaded_at = None
+    for n in range(1, 201):
+        pkt = _Packet(_udp(client, 40000, server, 7009, b"y" * 100))
+        engine._on_packet(pkt)
+        assert pkt.verdict == "accept"
+        if offloaded_at is None and any("add element inet classifier_gw allow4" in t for t in nft.sent):
+            offloaded_at = n
+    assert offloaded_at is not None, "the offload waited for the queue to drain"
+    assert offloaded_at <= cfg.offload_after + FLUSH_AFTER_PACKETS
+    assert stats.offloaded == 1 and len(nft.sent) == 1  # one transaction, not one per packet
+    assert "192.0.2.10 . udp . 40000 . 203.0.113.10 . 7009" in nft.sent[0]
+
+
+def test_a_queue_that_never_drains_still_gets_its_housekeeping_and_can_stop(sigs, policy):
+    """Counter reads, ticks and a stop request must not wait for the read loop to return."""
+    from classifier.gateway.inline import HOUSEKEEPING_PACKETS, InlineEngine
+
+    class _Log:
+        path = "test"
+
+        def write(self, record: dict) -> None:
+            pass
+
+    class _Queue:
+        unbound = False
+
+        def unbind(self) -> None:
+            self.unbound = True
+
+    cfg = gwconfig.GatewayConfig(mode="inline", as_of=1598918400.0)
+    engine = InlineEngine(cfg, sigs, policy, _Log(), Stats(), label="inline")
+    ticks: list[float] = []
+    engine.ticks.append(ticks.append)
+    engine.queue = queue = _Queue()
+    client, server = socket.inet_aton("192.0.2.10"), socket.inet_aton("203.0.113.10")
+
+    def packets(n: int) -> None:
+        for _ in range(n):
+            engine._on_packet(_Packet(_udp(client, 40000, server, 7009, b"y" * 100)))
+
+    packets(HOUSEKEEPING_PACKETS - 1)
+    assert not ticks
+    packets(1)
+    assert len(ticks) == 1  # housekeeping ran between two packets
+    engine.stop_requested = True
+    packets(HOUSEKEEPING_PACKETS)
+    assert queue.unbound and engine.queue is None  # unbound: the read loop returns, the bypass passes
