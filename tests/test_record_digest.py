@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import REAL, ROOT, need_shared, run_cli
 
 DIGESTS = ROOT / "tests" / "data" / "record_digests.json"
@@ -45,7 +44,8 @@ def _digests(view: str, captures: list[Path], tmp_path: Path) -> dict[str, str]:
     # basename): refuse rather than mix their records.
     names = [p.name for p in captures]
     assert len(set(names)) == len(names), "two captures share a file name"
-    proc = run_cli("scan", "--view", view, "--stats", str(stats), "-q", *map(str, captures), check_status=None)
+    args = ("scan", "--view", view, "--stats", str(stats), "-q", *map(str, captures))
+    proc = run_cli(*args, check_status=None)
     assert proc.returncode in (0, 3), proc.stderr.decode(errors="replace")
     lines: dict[str, list[bytes]] = {name: [] for name in names}
     for line in proc.stdout.splitlines(keepends=True):
