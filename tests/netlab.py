@@ -365,6 +365,19 @@ class Lab:
         self._procs.append(proc)
         return proc
 
+    def running(self) -> list[subprocess.Popen]:
+        """The processes started with popen and not stopped yet (oldest first)."""
+        return list(self._procs)
+
+    def stop_started_after(self, earlier: Sequence[subprocess.Popen]) -> list[subprocess.Popen]:
+        """Stop every process started since ``earlier`` (a ``running()`` list): what a failed test
+        left running. Returns them; each is stopped with SIGTERM first, so a gateway removes its
+        own objects as it would on a normal stop."""
+        left = [p for p in self._procs if p not in earlier]
+        for proc in reversed(left):
+            self.stop(proc)
+        return left
+
     def stop(self, proc: subprocess.Popen) -> int | None:
         """Stop a process started with popen (SIGTERM, then SIGKILL) and return its exit status."""
         _stop(proc)

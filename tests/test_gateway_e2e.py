@@ -57,11 +57,17 @@ def clean_gateway(request):
         return
     lab = request.getfixturevalue("lab")
     assert not gh.our_objects(lab), "a previous test left objects behind"
+    before = lab.running()
     yield
+    # A failed test's gateway and traffic are stopped first (SIGTERM: the gateway removes its own
+    # objects), so the next test starts clean; a gateway left running is a defect even so.
+    gateways = [p for p in lab.stop_started_after(before) if "gateway" in map(str, p.args)]
     left = gh.our_objects(lab)
     if left:
         gh.run_cli_in(lab, "gateway", "gateway", "--cleanup")
         pytest.fail(f"objects left behind: {left}")
+    if gateways:
+        pytest.fail(f"{len(gateways)} gateway process(es) left running (stopped now)")
 
 
 def base_args(sig_dir, *extra: str) -> tuple[str, ...]:

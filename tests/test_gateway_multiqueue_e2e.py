@@ -55,11 +55,17 @@ def clean_gateway(request):
         return
     lab = request.getfixturevalue("lab")
     assert not gh.our_objects(lab), "a previous test left objects behind"
+    before = lab.running()
     yield
+    # A failed test's gateway and traffic are stopped first (SIGTERM: the gateway removes its own
+    # objects), so the next test starts clean; a gateway left running is a defect even so.
+    gateways = [p for p in lab.stop_started_after(before) if "gateway" in map(str, p.args)]
     left = gh.our_objects(lab)
     if left:
         gh.run_cli_in(lab, "gateway", "gateway", "--cleanup")
         pytest.fail(f"objects left behind: {left}")
+    if gateways:
+        pytest.fail(f"{len(gateways)} gateway process(es) left running (stopped now)")
 
 
 def base_args(sig_dir, *extra: str) -> tuple[str, ...]:
@@ -284,7 +290,7 @@ def test_a_sustained_flow_is_offloaded_within_a_bounded_number_of_packets(lab, s
     sink = lab.popen(
         "servers",
         [
-            "python3",
+            netlab.PYTHON,
             "-c",
             f"import socket\ns=socket.socket(2,2)\ns.bind(('0.0.0.0',{SINK_PORT}))\nwhile True: s.recv(2048)",
         ],
@@ -376,7 +382,7 @@ def test_sigterm_stops_a_gateway_whose_queue_never_drains(lab, sig_dir, tmp_path
     )
     args = base_args(sig_dir, "--queues", str(queues), "--no-offload", "--as-of", BEFORE)
     gw = gh.Gateway(lab, tmp_path, *args).start()
-    sender = lab.popen("client", ["python3", "-c", blast])
+    sender = lab.popen("client", [netlab.PYTHON, "-c", blast])
     try:
         time.sleep(2)
         queued = kernel_queued(lab)
