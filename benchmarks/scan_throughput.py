@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Packets/s and peak RSS of `classifier scan` beside a bare dpkt read loop, in one run.
+"""Packets/s, CPU time and peak RSS of `classifier scan` beside a bare dpkt read loop (and
+ndpiReader, nDPI's C classifier, when it is installed: `apt-get install libndpi-bin`), in one run.
 
 Builds the corpus with the shared script (8 copies of the real captures by default), then runs
 each contender in its own process pinned to one CPU, several times, and reports the best wall
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -35,22 +38,27 @@ print(n)
 """
 
 
-# Corpora: "all" is the issue's corpus (every real capture); "quic" only the QUIC captures, so
-# the once-per-flow Initial decryption shows in the figures.
+# Corpora: "all" is the issue's corpus (every real capture); "quic" the captures that carry QUIC
+# (named so, plus sites.pcapng, a browser session with QUIC), so the once-per-flow Initial
+# decryption shows in the figures.
 CORPORA = {
-    "all": "*.pcap*",
-    "quic": "*quic*.pcap*",
+    "all": ("*.pcap*",),
+    "quic": ("quic*.pcap*", "*_quic.pcap*", "sites.pcapng"),
 }
 
 
 def build_corpus(copies: int, corpus: str = "all") -> Path:
-    out = WORK / (f"corpus-{copies}.pcap" if corpus == "all" else f"corpus-{corpus}-{copies}.pcap")
+    """The corpus file, built once per set of captures (its name carries a digest of their names,
+    so a changed list is never answered by an old file)."""
+    real = SHARED / "pcaps" / "real"
+    captures = sorted({p for pattern in CORPORA[corpus] for p in glob.glob(str(real / pattern))})
+    if not captures:
+        sys.exit(f"no captures under {real}")
+    tag = hashlib.sha256("\n".join(Path(c).name for c in captures).encode()).hexdigest()[:8]
+    out = WORK / f"corpus-{corpus}-{copies}-{tag}.pcap"
     if out.exists():
         return out
     WORK.mkdir(parents=True, exist_ok=True)
-    captures = sorted(glob.glob(str(SHARED / "pcaps" / "real" / CORPORA[corpus])))
-    if not captures:
-        sys.exit(f"no captures under {SHARED / 'pcaps' / 'real'}")
     subprocess.run([sys.executable, str(SHARED / "bench" / "make_corpus.py"), str(out), str(copies),
                     *captures], check=True, stderr=subprocess.DEVNULL)
     return out
@@ -111,9 +119,15 @@ def main() -> int:
     empty = empty_capture()
     b_start, _, _, b_start_cpu = measure(baseline(empty), args.repeat)
     c_start, _, _, c_start_cpu = measure(classifier(empty), args.repeat)
+    ndpi = shutil.which("ndpiReader")
+    n_start = n_start_cpu = 0.0
+    if ndpi:
+        n_start, _, _, n_start_cpu = measure(ndpi_reader(ndpi, empty), args.repeat)
     print(f"one CPU, best of {args.repeat}; start-up (a run on an empty capture): "
           f"dpkt loop {b_start:.2f} s ({b_start_cpu:.2f} s CPU), classifier {c_start:.2f} s "
-          f"({c_start_cpu:.2f} s CPU)")
+          f"({c_start_cpu:.2f} s CPU)"
+          + (f", ndpiReader {n_start:.2f} s ({n_start_cpu:.2f} s CPU)" if ndpi else
+             "; ndpiReader not installed (apt-get install libndpi-bin adds it)"))
     print(f"{'corpus':8}{'':22}{'packets/s':>12}{'steady pkt/s':>14}{'seconds':>9}{'CPU s':>8}"
           f"{'steady CPU s':>14}{'peak RSS MiB':>14}")
     results = {}
@@ -126,23 +140,43 @@ def main() -> int:
             sys.exit(f"classifier saw {stats['packets']} packets, dpkt {packets}")
         figures = {"capture": str(capture), "bytes": capture.stat().st_size, "packets": packets,
                    "flows": stats["flows"]}
-        for who, wall, start, rss, cpu, start_cpu in (
-                ("bare dpkt read loop", b_wall, b_start, b_rss, b_cpu, b_start_cpu),
-                ("classifier scan", c_wall, c_start, c_rss, c_cpu, c_start_cpu)):
-            steady = packets / max(wall - start, 1e-9)
-            print(f"{name:8}{who:22}{packets / wall:12,.0f}{steady:14,.0f}{wall:9.2f}{cpu:8.2f}"
-                  f"{cpu - start_cpu:14.2f}{rss / 1024:14.1f}")
-            figures[who] = {"pps": packets / wall, "steady_pps": steady, "seconds": wall,
-                            "cpu_seconds": cpu, "steady_cpu_seconds": cpu - start_cpu, "peak_rss_kib": rss}
-        ratio = figures["classifier scan"]["steady_pps"] / figures["bare dpkt read loop"]["steady_pps"]
+        rows = [("bare dpkt read loop", b_wall, b_start, b_rss, b_cpu, b_start_cpu),
+                ("classifier scan", c_wall, c_start, c_rss, c_cpu, c_start_cpu)]
+        if ndpi:
+            n_wall, n_rss, _, n_cpu = measure(ndpi_reader(ndpi, capture), args.repeat)
+            rows.append(("ndpiReader", n_wall, n_start, n_rss, n_cpu, n_start_cpu))
+        for who, wall, start, rss, cpu, start_cpu in rows:
+            steady_cpu = cpu - start_cpu
+            # A run shorter than its own start-up (timer noise) has no steady rate: say so.
+            steady = f"{packets / (wall - start):14,.0f}" if wall - start > 0.01 else f"{'n/a':>14}"
+            print(f"{name:8}{who:22}{packets / wall:12,.0f}{steady}{wall:9.2f}{cpu:8.2f}"
+                  f"{steady_cpu:14.2f}{rss / 1024:14.1f}")
+            figures[who] = {"pps": packets / wall, "seconds": wall, "cpu_seconds": cpu,
+                            "steady_cpu_seconds": steady_cpu, "peak_rss_kib": rss}
+        ours = figures["classifier scan"]
+        for other in ("bare dpkt read loop", "ndpiReader"):
+            if other in figures:
+                whole = _ratio(ours["cpu_seconds"], figures[other]["cpu_seconds"])
+                steady = _ratio(ours["steady_cpu_seconds"], figures[other]["steady_cpu_seconds"])
+                print(f"{name:8}CPU time classifier / {other}: {whole} (whole process), {steady} "
+                      "(start-up subtracted)")
         print(f"{name:8}{capture.name}: {capture.stat().st_size / 1e6:.1f} MB, {packets} packets, "
-              f"{stats['flows']} flows; classifier/baseline (steady) {ratio:.2f}")
+              f"{stats['flows']} flows")
         results[name] = figures
     print("packets/s = packets / wall time of the whole process; steady = start-up subtracted; "
-          "CPU s = least user + system time")
+          "CPU s = least user + system time; compare CPU time on a shared machine")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}" if theirs > 0.01 else "n/a (the other's steady CPU time is below 0.01 s)"
+
+
+def ndpi_reader(program: str, path: Path) -> list[str]:
+    """nDPI's reference classifier on the same file, quiet, no output files."""
+    return [program, "-q", "-i", str(path)]
 
 
 def classifier(path: Path) -> list[str]:

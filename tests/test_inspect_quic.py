@@ -1028,3 +1028,15 @@ def test_real_capture_versions():
                     seen.add(facts.version_name)
                     break
     assert seen == {"draft-29", "mvfst-22", "Q024", "Q025", "Q030", "Q033", "Q035"}
+
+
+@pytest.mark.parametrize("key_len", [0, 8, 20, 32, 64, 65, 100])
+def test_pre_keyed_hmac_equals_the_standard_library(key_len):
+    """The pre-keyed HMAC used for Initial keys is HMAC-SHA256 for any key length (RFC 2104:
+    keys above the block size are hashed first)."""
+    import hashlib
+    import hmac
+
+    key = bytes(range(key_len))
+    for message in (b"", b"\x00" * 20, bytes(range(200))):
+        assert quic._PreKeyed(key).digest(message) == hmac.digest(key, message, hashlib.sha256)
