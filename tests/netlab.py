@@ -371,12 +371,13 @@ class Lab:
 
     def stop_started_after(self, earlier: Sequence[subprocess.Popen]) -> list[subprocess.Popen]:
         """Stop every process started since ``earlier`` (a ``running()`` list): what a failed test
-        left running. Returns them; each is stopped with SIGTERM first, so a gateway removes its
-        own objects as it would on a normal stop."""
+        left. Returns those that were still running; each is stopped with SIGTERM first, so a
+        gateway removes its own objects as it would on a normal stop."""
         left = [p for p in self._procs if p not in earlier]
+        running = [p for p in left if p.poll() is None]
         for proc in reversed(left):
             self.stop(proc)
-        return left
+        return running
 
     def stop(self, proc: subprocess.Popen) -> int | None:
         """Stop a process started with popen (SIGTERM, then SIGKILL) and return its exit status."""
