@@ -388,8 +388,10 @@ def test_sigterm_stops_a_gateway_whose_queue_never_drains(lab, sig_dir, tmp_path
         queued = kernel_queued(lab)
         assert sum(queued.values()) > 1000, queued
         start = time.monotonic()
-        assert gw.stop(timeout=8) == 0, gw.stderr()
-        assert time.monotonic() - start < 8
+        # Stopping writes every live flow's record (thousands here): allow for a loaded machine,
+        # but the flood (20 s) must still be running when the gateway is gone.
+        assert gw.stop(timeout=15) == 0, gw.stderr()
+        assert time.monotonic() - start < 15
         assert sender.poll() is None  # the traffic was still coming when the gateway stopped
     finally:
         lab.stop(sender)
