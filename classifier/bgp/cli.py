@@ -43,6 +43,20 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
                         "path, the collector's peer ASN")
     b.add_argument("--timeline", action="store_true",
                    help="write the timeline (one record per change, both views) instead of route records")
+    b.add_argument("--sessions", action="store_true",
+                   help="write one record per BGP session and operator (kind, next hops, state changes, "
+                        "prefixes announced/withdrawn/live, decision) instead of route records")
+    b.add_argument("--vrps", metavar="FILE",
+                   help="RPKI origin validation of every operator route against this VRP file "
+                        "(rpki-client json, Routinator json/jsonext/csv)")
+    b.add_argument("--irr", metavar="FILE",
+                   help="IRR dump (RPSL route/route6 objects, plain or compressed): is each operator "
+                        "prefix registered for its origin")
+    b.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
+                   help="compare two audits (JSON lines of this command): sessions, direct routes and "
+                        "operator prefixes that appeared or disappeared")
+    b.add_argument("--progress", action="store_true",
+                   help="one line per input on stderr (on by default with several inputs; -q silences it)")
     add_output_arguments(b, "jsonl (default), csv, or table: the auditor's summary")
     add_policy_arguments(b, "decide at this instant instead of the route's own time")
     b.add_argument("--peering", metavar="FILE",
@@ -78,11 +92,23 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
 def _bgp(args: argparse.Namespace) -> int:
     from classifier.errors import UserError
 
+    given = (("--local-asn", args.local_asn is not None), ("--timeline", args.timeline),
+             ("--sessions", args.sessions), ("--vrps", args.vrps), ("--irr", args.irr),
+             ("--progress", args.progress))
+    mrt_only = [opt for opt, present in given if present]
+    if args.diff:
+        if args.files or args.kernel or mrt_only:
+            raise UserError(f"bgp --diff compares two audits: no MRT files, --kernel or "
+                            f"{', '.join(mrt_only) or 'MRT options'} with it")
+        from .run import run_diff
+        return run_diff(args)
+    if args.timeline and args.sessions:
+        raise UserError("bgp: --timeline or --sessions, not both")
     if args.kernel:
         if args.files:
             raise UserError("bgp: give MRT files or --kernel, not both")
-        if args.local_asn is not None or args.timeline:
-            raise UserError("bgp --kernel: --local-asn and --timeline apply to MRT input only")
+        if mrt_only:
+            raise UserError(f"bgp --kernel: {', '.join(mrt_only)} apply to MRT input only")
         from .run import run_kernel
         return run_kernel(args)
     if not args.files:
