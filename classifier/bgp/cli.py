@@ -88,6 +88,24 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
     ep.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
     ep.set_defaults(func=_export)
 
+    ap = signature_subparsers.add_parser(
+        "export-as-path", help="export AS-path filters on the operator ASNs (FRR, BIRD, Junos, IOS-XR)",
+        description="Per operator, an AS-path filter matching any path that carries one of its ASNs: FRR "
+                    "'bgp as-path access-list', BIRD 'bgp_path ~ [= * ASN * =]', Junos as-path-group, "
+                    "IOS-XR as-path-set. With --neighbour (FRR, BIRD): a policy rejecting those paths from "
+                    "the neighbour, with the dates from which the policy blocks them in its comments.")
+    ap.add_argument("--format", choices=("frr", "bird", "junos", "iosxr"), required=True)
+    ap.add_argument("--operator", action="append", metavar="ID", help="only this operator (repeatable)")
+    ap.add_argument("--neighbour", action="append", default=[], metavar="ADDR",
+                    help="write a policy rejecting operator paths from this neighbour (repeatable)")
+    ap.add_argument("--local-asn", type=_asn, metavar="N", help="your ASN ('router bgp N' in the FRR policy)")
+    ap.add_argument("--view", choices=("announced", "in-force"), default="announced",
+                    help="which view's dates the policy comments give (default: announced)")
+    ap.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    ap.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
+    ap.add_argument("--policy", metavar="DIR", help="policy directory (default: the signatures' policy/)")
+    ap.set_defaults(func=_export_as_path)
+
 
 def _bgp(args: argparse.Namespace) -> int:
     from classifier.errors import UserError
@@ -166,3 +184,40 @@ def _export(args: argparse.Namespace) -> int:
     with TextOutput(args.output) as out:
         out.write(text)
     return Exit.OK
+
+
+def _export_as_path(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from classifier.errors import UserError
+    from classifier.exitcodes import Exit
+    from classifier.outputs import TextOutput
+    from classifier.policy import Policy
+    from classifier.signatures import Signatures
+
+    from .aspathfilter import OperatorAsns, render, window_lines
+    from .decide import CATEGORY
+
+    sigs = Signatures.load(args.signatures)
+    policy = Policy.load(Path(args.policy) if args.policy else sigs.directory / "policy")
+    operators = args.operator or sorted(sigs.operators)
+    unknown = [op for op in operators if op not in sigs.operators]
+    if unknown:
+        raise UserError(f"--operator {', '.join(unknown)}: unknown; "
+                        f"known: {', '.join(sorted(sigs.operators))}")
+    chosen = []
+    for op in operators:
+        o = sigs.operators[op]
+        asns = tuple(sorted(a for a, owner in sigs.operator_by_asn.items() if owner == op))
+        windows = tuple(line for app in o.apps for line in window_lines(policy, app, CATEGORY, args.view))
+        chosen.append(OperatorAsns(op, o.apps, asns, windows))
+    dates = sorted({a.date for a in sigs.asns.values() if a.owner in operators})
+    text = render(args.format, chosen, args.neighbour, args.local_asn,
+                  f"signatures {sigs.directory} (ASN data dated {', '.join(dates)}), policy {policy_name(args)}")
+    with TextOutput(args.output) as out:
+        out.write(text)
+    return Exit.OK
+
+
+def policy_name(args: argparse.Namespace) -> str:
+    return args.policy or "of the signatures"

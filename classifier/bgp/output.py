@@ -370,8 +370,8 @@ def render_table(out: IO[str], routes: list[dict[str, Any]], events: list[dict[s
         activity = {(s["peer_asn"], s["peer_ip"]): s for s in sessions}
         table("Session activity",
               ("session", "local AS", "first seen", "last seen", "messages", "state changes"),
-              [(f"AS{s['peer_asn']} {s['peer_ip']}", _asn(s["local_asn"]), _short(s["first_seen"]),
-                _short(s["last_seen"]), str(s["messages"]),
+              [(f"AS{s['peer_asn']} {s['peer_ip']}", _asn(s["local_asn"]), _short(s["first_seen"])[:16],
+                _short(s["last_seen"])[:16], str(s["messages"]),
                 f"{len(s['state_changes'])}; now {s['state']} since {_short(s['last_state_change'])}"
                 if s["state_changes"] else "none")
                for s in activity.values()], ("messages",), ("state changes",))
