@@ -92,7 +92,8 @@ def _name(operator: str) -> str:
 
 
 def _window_comments(mark: str, operators: Sequence[OperatorAsns]) -> list[str]:
-    lines = [f"{mark} when the policy blocks direct transit/peering with each operator (routers keep no dates):"]
+    lines = [f"{mark} when the policy blocks direct transit/peering with each operator "
+             "(routers keep no dates):"]
     for o in operators:
         lines += [f"{mark}   {o.operator} ({', '.join(f'AS{a}' for a in o.asns)}): {w}" for w in o.windows]
     return lines

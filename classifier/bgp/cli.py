@@ -212,8 +212,9 @@ def _export_as_path(args: argparse.Namespace) -> int:
         windows = tuple(line for app in o.apps for line in window_lines(policy, app, CATEGORY, args.view))
         chosen.append(OperatorAsns(op, o.apps, asns, windows))
     dates = sorted({a.date for a in sigs.asns.values() if a.owner in operators})
-    text = render(args.format, chosen, args.neighbour, args.local_asn,
-                  f"signatures {sigs.directory} (ASN data dated {', '.join(dates)}), policy {policy_name(args)}")
+    provenance = (f"signatures {sigs.directory} (ASN data dated {', '.join(dates)}), "
+                  f"policy {policy_name(args)}")
+    text = render(args.format, chosen, args.neighbour, args.local_asn, provenance)
     with TextOutput(args.output) as out:
         out.write(text)
     return Exit.OK
