@@ -105,7 +105,7 @@ def from_mrtparse(attrs: Iterable[Mapping[str, Any]] | None) -> RouteAttributes:
     aggregator = as4_aggregator = None
     for a in attrs:
         kind = next(iter(a["type"]))
-        value = a.get("value")
+        value: Any = a.get("value")
         if kind == ORIGIN and isinstance(value, dict):
             found["origin"] = ORIGIN_NAMES.get(next(iter(value)), str(next(iter(value))))
         elif kind == NEXT_HOP and isinstance(value, str):

@@ -16,8 +16,11 @@ from typing import Any
 
 from classifier.errors import UserError
 
-DIFF_COLUMNS = ("record", "change", "kind", "key", "peer_asn", "peer_ip", "prefix", "operator",
-                "neighbour_asn", "as_path", "origin_asn", "old_file", "new_file")
+DIFF_COLUMNS: tuple[str, ...] = (
+    "record", "change", "kind", "key", "peer_asn", "peer_ip", "prefix", "operator", "neighbour_asn",
+    "as_path",
+    "origin_asn", "old_file", "new_file",
+)
 
 
 @dataclass

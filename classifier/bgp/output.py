@@ -12,7 +12,7 @@ import csv
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol, cast
 
 from classifier.policy import VIEWS
 from classifier.timeutil import format_instant
@@ -25,14 +25,23 @@ from .mrt import FileStats
 from .routes import POLICY_CHANGE, Event, RouteRecord, RouteTable
 from .rpki import VrpSet
 
-ROUTE_COLUMNS = (
+
+class Writable(Protocol):
+    """Where records and tables go: a text file or :class:`classifier.outputs.TextOutput`."""
+
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> None: ...
+
+
+ROUTE_COLUMNS: tuple[str, ...] = (
     "record", "file", "source", "prefix", "origin_asn", "origin_as_set", "operator", "origin_operator",
     "app", "role", "operator_asns", "transit_asns", "as_path", "peer_asn", "peer_ip", "path_id",
     "viewpoint_asn", "neighbour_asn", "neighbour_operator", "relationship", "first_seen", "last_seen",
     "state", "announcements", "withdrawals", "action", "view", "decided_at", "rule", "reason", "provisions",
     *ATTRIBUTE_FIELDS, "rpki", "rpki_vrps", "irr", "irr_objects",
 )
-EVENT_COLUMNS = (
+EVENT_COLUMNS: tuple[str, ...] = (
     "record", "time", "event", "file", "prefix", "origin_asn", "origin_as_set", "operator", "app",
     "as_path", "previous_as_path", "peer_asn", "peer_ip", "path_id", "viewpoint_asn", "neighbour_asn",
     "relationship", "previous_relationship", "first_seen", "last_seen", "detail", "action", "view",
@@ -248,15 +257,15 @@ def input_lines(stats: Iterable[FileStats]) -> list[str]:
 def _flat(value: Any) -> Any:
     if value is None:
         return ""
-    if isinstance(value, list):
-        return ";".join(str(v) for v in value)
+    if isinstance(value, list):  # objects (kernel operator prefixes) as their values, space-separated
+        return ";".join(" ".join(map(str, v.values())) if isinstance(v, dict) else str(v) for v in value)
     return value
 
 
 class CsvRows:
     """A CSV writer with fixed columns; arrays joined with ';'."""
 
-    def __init__(self, out: IO[str], columns: tuple[str, ...]) -> None:
+    def __init__(self, out: Writable, columns: tuple[str, ...]) -> None:
         self.out = out
         self.columns = columns
         self._w = csv.writer(out)
@@ -269,12 +278,12 @@ class CsvRows:
         self.out.flush()
 
 
-def writer_for(fmt: str, out: IO[str], columns: tuple[str, ...]) -> Any:
+def writer_for(fmt: str, out: Writable, columns: tuple[str, ...]) -> Any:
     """JSON lines (the project's writer) or CSV with ``columns``."""
     if fmt == "csv":
         return CsvRows(out, columns)
     from classifier.record import JsonLinesWriter
-    return JsonLinesWriter(out)
+    return JsonLinesWriter(cast(IO[str], out))
 
 
 def _short(instant: str) -> str:
@@ -314,10 +323,10 @@ class _Tables:
     """Titled tables on one console: the title on its own line (never wrapped into the table's
     width), headers that do not wrap, long cells cut with an ellipsis so a row fits the terminal."""
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: Writable) -> None:
         from classifier.outputs import rich_console
 
-        self.console = rich_console(out, _width())
+        self.console = rich_console(cast(IO[str], out), _width())
 
     def say(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False, overflow="ignore", crop=False)
@@ -342,7 +351,7 @@ class _Tables:
         self.console.print(t)
 
 
-def render_table(out: IO[str], routes: list[dict[str, Any]], events: list[dict[str, Any]],
+def render_table(out: Writable, routes: list[dict[str, Any]], events: list[dict[str, Any]],
                  summary: Summary, stats: list[FileStats], apps: Mapping[str, tuple[str, ...]],
                  view: str, sessions: list[dict[str, Any]] | None = None, warnings: list[str] | None = None,
                  limit: int = 60) -> None:
@@ -433,7 +442,7 @@ def _peer(row: dict[str, Any], sessions: list[dict[str, Any]]) -> str:
     return f"AS{row['peer_asn']}" + (f" {row['peer_ip']}" if len(same) > 1 else "")
 
 
-def render_diff(out: IO[str], rows: list[dict[str, Any]], old: str, new: str) -> None:
+def render_diff(out: Writable, rows: list[dict[str, Any]], old: str, new: str) -> None:
     """The changes between two audits, by kind."""
     tables = _Tables(out)
     tables.say(f"Changes from {old} to {new}: {len(rows)}")
@@ -441,6 +450,7 @@ def render_diff(out: IO[str], rows: list[dict[str, Any]], old: str, new: str) ->
                           ("direct-route", ("change", "neighbour", "prefix", "as_path", "peer")),
                           ("operator-prefix", ("change", "prefix", "origin", "operator"))):
         chosen = [r for r in rows if r["kind"] == kind]
+        cells: list[tuple[str, ...]]
         if kind == "session":
             cells = [(r["change"], f"AS{r['peer_asn']} {r['peer_ip']}", r["operator"]) for r in chosen]
         elif kind == "direct-route":

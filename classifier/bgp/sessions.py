@@ -30,7 +30,7 @@ from .mrt import FileStats
 from .routes import RouteRecord, RouteTable
 from .updates import Peer
 
-SESSION_COLUMNS = (
+SESSION_COLUMNS: tuple[str, ...] = (
     "record", "peer_asn", "peer_ip", "local_asn", "session_type", "session_evidence", "next_hops",
     "first_seen", "last_seen", "messages", "state", "state_changes", "last_state_change", "operator", "apps",
     "relationship", "neighbour_asns", "announced", "withdrawn", "live", "direct_prefixes", "action", "view",
