@@ -63,12 +63,21 @@ def window_lines(policy: Policy, app: str, category: str, view: str) -> tuple[st
     windows = block_windows(policy, app, category, view)
     if not windows:
         return (f"{app}: the policy never blocks {category} in the {view} view",)
-    return tuple(f"{app}: blocked from {format_instant(a)}" + (f" until {format_instant(b)}" if b else "")
-                 + f" ({view} view)" for a, b in windows)
+    return tuple(
+        f"{app}: blocked from {format_instant(a)}"
+        + (f" until {format_instant(b)}" if b else "")
+        + f" ({view} view)"
+        for a, b in windows
+    )
 
 
-def render(fmt: str, operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_asn: int | None,
-           provenance: str) -> str:
+def render(
+    fmt: str,
+    operators: Sequence[OperatorAsns],
+    neighbours: Sequence[str],
+    local_asn: int | None,
+    provenance: str,
+) -> str:
     """The text of one export; ``neighbours`` adds the reject policy (FRR and BIRD only)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -92,30 +101,40 @@ def _name(operator: str) -> str:
 
 
 def _window_comments(mark: str, operators: Sequence[OperatorAsns]) -> list[str]:
-    lines = [f"{mark} when the policy blocks direct transit/peering with each operator "
-             "(routers keep no dates):"]
+    lines = [
+        f"{mark} when the policy blocks direct transit/peering with each operator (routers keep no dates):"
+    ]
     for o in operators:
         lines += [f"{mark}   {o.operator} ({', '.join(f'AS{a}' for a in o.asns)}): {w}" for w in o.windows]
     return lines
 
 
-def _frr(operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_asn: int | None,
-         head: str) -> str:
+def _frr(
+    operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_asn: int | None, head: str
+) -> str:
     lines = [f"! {head}", "! FRR as-path access-lists: each permits a path carrying one of the ASNs"]
     for o in operators:
         name = _name(o.operator)
-        lines += [f"bgp as-path access-list {name} seq {i * 5} permit _{asn}_"
-                  for i, asn in enumerate(o.asns, 1)]
+        lines += [
+            f"bgp as-path access-list {name} seq {i * 5} permit _{asn}_" for i, asn in enumerate(o.asns, 1)
+        ]
     if neighbours:
         lines += _window_comments("!", operators)
         lines.append("route-map CLASSIFIER-REJECT-OPERATORS deny 10")
         lines += [f" match as-path {_name(o.operator)}" for o in operators[:1]]
         for seq, o in enumerate(operators[1:], 2):
-            lines += ["exit", f"route-map CLASSIFIER-REJECT-OPERATORS deny {seq * 10}",
-                      f" match as-path {_name(o.operator)}"]
-        lines += ["exit", "route-map CLASSIFIER-REJECT-OPERATORS permit 1000", "exit",
-                  "! the neighbours below must already be configured (neighbor ADDR remote-as ...)",
-                  f"router bgp {local_asn}"]
+            lines += [
+                "exit",
+                f"route-map CLASSIFIER-REJECT-OPERATORS deny {seq * 10}",
+                f" match as-path {_name(o.operator)}",
+            ]
+        lines += [
+            "exit",
+            "route-map CLASSIFIER-REJECT-OPERATORS permit 1000",
+            "exit",
+            "! the neighbours below must already be configured (neighbor ADDR remote-as ...)",
+            f"router bgp {local_asn}",
+        ]
         for family, ipv in (("ipv4", 4), ("ipv6", 6)):
             chosen = [n for n in neighbours if ipaddress.ip_address(n).version == ipv]
             if not chosen:
@@ -127,8 +146,9 @@ def _frr(operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_asn
     return "\n".join(lines) + "\n"
 
 
-def _bird(operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_asn: int | None,
-          head: str) -> str:
+def _bird(
+    operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_asn: int | None, head: str
+) -> str:
     lines = [f"# {head}", "# BIRD 2: ASN sets, and a function true when the path carries one of them"]
     for o in operators:
         name = _name(o.operator).replace("-", "_")
@@ -137,8 +157,11 @@ def _bird(operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_as
         lines += [f"function path_through_{name.lower()}()", "{", f"  return {tests};", "}"]
     if neighbours:
         lines += _window_comments("#", operators)
-        lines += ["# the import filter of the BGP protocols (or wrap your own filter around it)",
-                  "filter classifier_reject_operators", "{"]
+        lines += [
+            "# the import filter of the BGP protocols (or wrap your own filter around it)",
+            "filter classifier_reject_operators",
+            "{",
+        ]
         sessions = " || ".join(f"from = {n}" for n in neighbours)
         for o in operators:
             name = _name(o.operator).replace("-", "_").lower()
@@ -147,8 +170,9 @@ def _bird(operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_as
     return "\n".join(lines) + "\n"
 
 
-def _junos(operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_asn: int | None,
-           head: str) -> str:
+def _junos(
+    operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_asn: int | None, head: str
+) -> str:
     lines = [f"/* {head} */", "policy-options {"]
     for o in operators:
         lines += ["replace:", f" as-path-group {_name(o.operator)} {{"]
@@ -158,11 +182,17 @@ def _junos(operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_a
     return "\n".join(lines) + "\n"
 
 
-def _iosxr(operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_asn: int | None,
-           head: str) -> str:
+def _iosxr(
+    operators: Sequence[OperatorAsns], neighbours: Sequence[str], local_asn: int | None, head: str
+) -> str:
     lines = [f"! {head}"]
     for o in operators:
         entries = [f"  ios-regex '_{asn}_'" for asn in o.asns]
-        lines += ["no as-path-set " + _name(o.operator), "as-path-set " + _name(o.operator),
-                  ",\n".join(entries), "end-set", "!"]
+        lines += [
+            "no as-path-set " + _name(o.operator),
+            "as-path-set " + _name(o.operator),
+            ",\n".join(entries),
+            "end-set",
+            "!",
+        ]
     return "\n".join(lines) + "\n"

@@ -17,9 +17,19 @@ from typing import Any
 from classifier.errors import UserError
 
 DIFF_COLUMNS: tuple[str, ...] = (
-    "record", "change", "kind", "key", "peer_asn", "peer_ip", "prefix", "operator", "neighbour_asn",
+    "record",
+    "change",
+    "kind",
+    "key",
+    "peer_asn",
+    "peer_ip",
+    "prefix",
+    "operator",
+    "neighbour_asn",
     "as_path",
-    "origin_asn", "old_file", "new_file",
+    "origin_asn",
+    "old_file",
+    "new_file",
 )
 
 
@@ -50,8 +60,10 @@ class AuditFacts:
                 except (json.JSONDecodeError, UnicodeDecodeError) as err:
                     raise UserError(f"--diff {name}: line {line_no}: not JSON: {err}") from None
                 if not isinstance(row, dict) or row.get("record") not in ("route", "session", "event"):
-                    raise UserError(f"--diff {name}: line {line_no}: not a route or session record of "
-                                    "classifier bgp (write the audits with --format jsonl)")
+                    raise UserError(
+                        f"--diff {name}: line {line_no}: not a route or session record of "
+                        "classifier bgp (write the audits with --format jsonl)"
+                    )
                 try:
                     facts._add(row)
                 except KeyError as err:
@@ -81,14 +93,22 @@ class AuditFacts:
 
 def changes(old: AuditFacts, new: AuditFacts) -> Iterator[dict[str, Any]]:
     """The diff records: sessions, then direct routes, then originated prefixes."""
-    for kind, a, b in (("session", old.sessions, new.sessions), ("direct-route", old.direct, new.direct),
-                       ("operator-prefix", old.originated, new.originated)):
-        for change, keys, rows in (("disappeared", sorted(a.keys() - b.keys(), key=str), a),
-                                   ("appeared", sorted(b.keys() - a.keys(), key=str), b)):
+    for kind, a, b in (
+        ("session", old.sessions, new.sessions),
+        ("direct-route", old.direct, new.direct),
+        ("operator-prefix", old.originated, new.originated),
+    ):
+        for change, keys, rows in (
+            ("disappeared", sorted(a.keys() - b.keys(), key=str), a),
+            ("appeared", sorted(b.keys() - a.keys(), key=str), b),
+        ):
             for key in keys:
                 r = rows[key]
                 yield {
-                    "record": "diff", "change": change, "kind": kind, "key": " ".join(map(str, key)),
+                    "record": "diff",
+                    "change": change,
+                    "kind": kind,
+                    "key": " ".join(map(str, key)),
                     "peer_asn": r.get("peer_asn") if kind != "operator-prefix" else None,
                     "peer_ip": r.get("peer_ip") if kind != "operator-prefix" else None,
                     "prefix": r.get("prefix") if kind != "session" else None,
@@ -96,5 +116,6 @@ def changes(old: AuditFacts, new: AuditFacts) -> Iterator[dict[str, Any]]:
                     "neighbour_asn": r.get("neighbour_asn") if kind == "direct-route" else None,
                     "as_path": r.get("as_path") if kind != "session" else None,
                     "origin_asn": r.get("origin_asn") if kind == "operator-prefix" else None,
-                    "old_file": old.file, "new_file": new.file,
+                    "old_file": old.file,
+                    "new_file": new.file,
                 }

@@ -82,8 +82,9 @@ class RouteObjects:
                 continue
             objects.append(RouteObject(prefix, origin, " ".join(attrs.get("source", "").split()[:1])))
         if not objects:
-            raise UserError(f"--irr {name}: no route or route6 object (an RPSL dump, e.g. radb.db or "
-                            "apnic.db.route)")
+            raise UserError(
+                f"--irr {name}: no route or route6 object (an RPSL dump, e.g. radb.db or apnic.db.route)"
+            )
         return cls(objects, name, skipped)
 
     def check(self, prefix: str, origin_asn: int | None) -> Registration:

@@ -329,7 +329,7 @@ class _Tables:
         self.console = rich_console(cast(IO[str], out), _width())
 
     def say(self, text: str) -> None:
-        self.console.print(text, highlight=False, markup=False, overflow="ignore", crop=False)
+        self.console.print(text, highlight=False, markup=False)
 
     def table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]],
               right: tuple[str, ...] = (), wide: tuple[str, ...] = ()) -> None:

@@ -127,16 +127,25 @@ def _csv_rows(name: str, text: str) -> list[Row]:
     columns = {"asn": None, "ip prefix": None, "max length": None}
     for col in columns:
         if col not in header:
-            raise UserError(f"--vrps {name}: line 1: CSV header lacks {col!r} (Routinator/rpki-client csv: "
-                            "ASN,IP Prefix,Max Length,Trust Anchor)")
+            raise UserError(
+                f"--vrps {name}: line 1: CSV header lacks {col!r} (Routinator/rpki-client csv: "
+                "ASN,IP Prefix,Max Length,Trust Anchor)"
+            )
     at = {col: header.index(col) for col in columns}
     ta_at = header.index("trust anchor") if "trust anchor" in header else None
     rows = []
     for line_no, row in enumerate(reader, 2):
         if len(row) < len(header):
             raise UserError(f"--vrps {name}: line {line_no}: {len(row)} fields, the header has {len(header)}")
-        rows.append((f"line {line_no}", row[at["asn"]], row[at["ip prefix"]], row[at["max length"]],
-                     row[ta_at].strip() if ta_at is not None else ""))
+        rows.append(
+            (
+                f"line {line_no}",
+                row[at["asn"]],
+                row[at["ip prefix"]],
+                row[at["max length"]],
+                row[ta_at].strip() if ta_at is not None else "",
+            )
+        )
     return rows
 
 
@@ -156,6 +165,8 @@ def _vrp(where: str, asn: Any, prefix: Any, max_length: Any, ta: str) -> Vrp:
     except ValueError:
         raise UserError(f"--vrps {where}: maxLength: {max_length!r} is not a number") from None
     if not network.prefixlen <= length <= network.max_prefixlen:
-        raise UserError(f"--vrps {where}: maxLength: {length} is outside {network.prefixlen}.."
-                        f"{network.max_prefixlen} for {network}")
+        raise UserError(
+            f"--vrps {where}: maxLength: {length} is outside {network.prefixlen}.."
+            f"{network.max_prefixlen} for {network}"
+        )
     return Vrp(network, length, number, ta)

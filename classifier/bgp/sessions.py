@@ -31,10 +31,33 @@ from .routes import RouteRecord, RouteTable
 from .updates import Peer
 
 SESSION_COLUMNS: tuple[str, ...] = (
-    "record", "peer_asn", "peer_ip", "local_asn", "session_type", "session_evidence", "next_hops",
-    "first_seen", "last_seen", "messages", "state", "state_changes", "last_state_change", "operator", "apps",
-    "relationship", "neighbour_asns", "announced", "withdrawn", "live", "direct_prefixes", "action", "view",
-    "decided_at", "rule", "reason", "provisions",
+    "record",
+    "peer_asn",
+    "peer_ip",
+    "local_asn",
+    "session_type",
+    "session_evidence",
+    "next_hops",
+    "first_seen",
+    "last_seen",
+    "messages",
+    "state",
+    "state_changes",
+    "last_state_change",
+    "operator",
+    "apps",
+    "relationship",
+    "neighbour_asns",
+    "announced",
+    "withdrawn",
+    "live",
+    "direct_prefixes",
+    "action",
+    "view",
+    "decided_at",
+    "rule",
+    "reason",
+    "provisions",
 )
 _ORDER = {DIRECT: 0, UNKNOWN: 1, INDIRECT: 2, OWN: 3}
 
@@ -47,8 +70,9 @@ class _Session:
     messages: int = 0
 
 
-def session_kind(peer_asn: int | None, local_asn: int | None,
-                 records: Iterable[RouteRecord]) -> tuple[str, str]:
+def session_kind(
+    peer_asn: int | None, local_asn: int | None, records: Iterable[RouteRecord]
+) -> tuple[str, str]:
     """(kind, evidence) of a session from the routes it carried (see the module docstring)."""
     records = list(records)
     if peer_asn is not None and local_asn is not None and peer_asn == local_asn:
@@ -58,8 +82,9 @@ def session_kind(peer_asn: int | None, local_asn: int | None,
     starting = sum(1 for r in records if r.info.path and r.info.path[0] == peer_asn)
     if not records or peer_asn is None:
         return "unknown", "no operator route to judge by"
-    tagged = sum(1 for r in records
-                 if any(c.split(":", 1)[0] == str(peer_asn) for c in r.attributes.communities))
+    tagged = sum(
+        1 for r in records if any(c.split(":", 1)[0] == str(peer_asn) for c in r.attributes.communities)
+    )
     tags = f"; {tagged} carry a community of AS{peer_asn}" if tagged else ""
     if starting == 0:
         return "route-server", f"AS{peer_asn} starts none of {len(records)} paths{tags}"
@@ -78,8 +103,13 @@ def _strictest(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(rows, key=rank) if rows else None
 
 
-def session_rows(table: RouteTable, route_rows: Iterable[dict[str, Any]], stats: Iterable[FileStats],
-                 apps: Mapping[str, tuple[str, ...]], view: str) -> list[dict[str, Any]]:
+def session_rows(
+    table: RouteTable,
+    route_rows: Iterable[dict[str, Any]],
+    stats: Iterable[FileStats],
+    apps: Mapping[str, tuple[str, ...]],
+    view: str,
+) -> list[dict[str, Any]]:
     """One record per session and operator concerned, sorted by peer ASN, then address."""
     sessions: dict[Peer, _Session] = defaultdict(_Session)
     for st in stats:
@@ -112,25 +142,41 @@ def session_rows(table: RouteTable, route_rows: Iterable[dict[str, Any]], stats:
             relationship = min((r.info.relationship for r in records), key=lambda x: _ORDER.get(x, 9))
             direct = [r for r in records if r.info.relationship == DIRECT]
             verdict = _strictest(decided.get((peer[0], peer[1], op), []))
-            out.append({
-                "record": "session", "peer_asn": peer[0], "peer_ip": peer[1], "local_asn": local,
-                "session_type": kind, "session_evidence": evidence, "next_hops": hops,
-                "first_seen": format_instant(first), "last_seen": format_instant(last),
-                "messages": s.messages, "state": changes[-1].new if changes else None,
-                "state_changes": [f"{format_instant(c.when)} {c.old}->{c.new}" for c in changes],
-                "last_state_change": format_instant(changes[-1].when) if changes else None,
-                "operator": op, "apps": list(apps.get(op, ())), "relationship": relationship,
-                "neighbour_asns": sorted({r.info.neighbour_asn for r in direct
-                                          if r.info.neighbour_asn is not None}),
-                "announced": len({r.prefix for r in records}),
-                "withdrawn": len({r.prefix for r in records if r.withdrawals or r.end == "withdrawn"}),
-                "live": len({r.prefix for r in records if r.end == "live"}),
-                "direct_prefixes": len({r.prefix for r in direct}),
-                "action": verdict["action"] if verdict else "log", "view": view,
-                "decided_at": verdict["decided_at"] if verdict else None,
-                "rule": verdict["rule"] if verdict else None,
-                "provisions": verdict["provisions"] if verdict else [],
-                "reason": verdict["reason"] if verdict else
-                f"log: no route of this session reaches {op} through a session with {op} ({relationship})",
-            })
+            out.append(
+                {
+                    "record": "session",
+                    "peer_asn": peer[0],
+                    "peer_ip": peer[1],
+                    "local_asn": local,
+                    "session_type": kind,
+                    "session_evidence": evidence,
+                    "next_hops": hops,
+                    "first_seen": format_instant(first),
+                    "last_seen": format_instant(last),
+                    "messages": s.messages,
+                    "state": changes[-1].new if changes else None,
+                    "state_changes": [f"{format_instant(c.when)} {c.old}->{c.new}" for c in changes],
+                    "last_state_change": format_instant(changes[-1].when) if changes else None,
+                    "operator": op,
+                    "apps": list(apps.get(op, ())),
+                    "relationship": relationship,
+                    "neighbour_asns": sorted(
+                        {r.info.neighbour_asn for r in direct if r.info.neighbour_asn is not None}
+                    ),
+                    "announced": len({r.prefix for r in records}),
+                    "withdrawn": len({r.prefix for r in records if r.withdrawals or r.end == "withdrawn"}),
+                    "live": len({r.prefix for r in records if r.end == "live"}),
+                    "direct_prefixes": len({r.prefix for r in direct}),
+                    "action": verdict["action"] if verdict else "log",
+                    "view": view,
+                    "decided_at": verdict["decided_at"] if verdict else None,
+                    "rule": verdict["rule"] if verdict else None,
+                    "provisions": verdict["provisions"] if verdict else [],
+                    "reason": verdict["reason"] if verdict else _no_direct(op, relationship),
+                }
+            )
     return out
+
+
+def _no_direct(operator: str, relationship: str) -> str:
+    return f"log: no route of this session reaches {operator} through a session with it ({relationship})"
