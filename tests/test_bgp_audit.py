@@ -442,3 +442,45 @@ def test_usage_errors_of_the_new_options(sess):
     ):
         proc = run_cli("bgp", *args, check_status=2)
         assert message in proc.stderr.decode()
+
+
+# --------------------------------------------------------------------------------------------
+# A 2026 RIB built from the real per-ASN prefix lists (tests/bgp_recent.py says why and how)
+
+
+@pytest.mark.real
+def test_recent_rib_with_bytedance_and_tencent(tmp_path):
+    import bgp_recent
+
+    need_shared(bgp_recent.ASN_LISTS)
+    path = tmp_path / "recent.mrt"
+    path.write_bytes(bgp_recent.build())
+    rows, _ = bgp(str(path))
+    origins: dict[int, set[str]] = {}
+    for r in rows:
+        origins.setdefault(r["origin_asn"], set()).add(r["prefix"])
+    listed = {a: set(bgp_recent.prefixes(a, 4) + bgp_recent.prefixes(a, 6)) for a in bgp_recent.UPSTREAM}
+    assert {a: len(p) for a, p in origins.items()} == {396986: 117, 138699: 10, 45090: 106, 132203: 196}
+    for asn, found in origins.items():
+        assert found <= listed[asn]
+    direct = by(rows, relationship="direct")
+    assert {(r["peer_asn"], r["neighbour_asn"]) for r in direct} == {
+        (64510, 396986),
+        (64510, 132203),
+        (64501, 138699),
+    }
+    # 2026: the TikTok item was suspended in 2020, the WeChat item rescinded in 2021: logged, saying so
+    assert {r["action"] for r in rows} == {"log"}
+    tiktok = next(r for r in direct if r["app"] == "tiktok")
+    assert "suspended by commerce-tiktok-notice-2020-11-12" in tiktok["reason"]
+    sessions, _ = bgp(str(path), "--sessions")
+    kinds = {
+        (s["peer_asn"], s["operator"]): (s["session_type"], s["relationship"], s["live"]) for s in sessions
+    }
+    assert kinds == {
+        (64500, "bytedance"): ("bilateral", "indirect", 127),
+        (64500, "tencent"): ("bilateral", "indirect", 302),
+        (64501, "bytedance"): ("bilateral", "direct", 1),
+        (64510, "bytedance"): ("route-server", "direct", 117),
+        (64510, "tencent"): ("route-server", "direct", 196),
+    }

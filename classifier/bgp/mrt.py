@@ -380,14 +380,14 @@ class MrtReader:
         else:
             st.skipped[TYPE_NAMES[mtype]] += 1
 
-    def _saw_peer(self, peer: Peer, when: float) -> None:
+    def _saw_peer(self, peer: Peer, when: float, messages: int = 1) -> None:
         span = self.stats.peers.get(peer)
         if span is None:
-            self.stats.peers[peer] = [when, when, 1]
+            self.stats.peers[peer] = [when, when, messages]
         else:
             span[0] = min(span[0], when)
             span[1] = max(span[1], when)
-            span[2] += 1
+            span[2] += messages
 
     # -- decoding ----------------------------------------------------------------------------
 
@@ -422,7 +422,7 @@ class MrtReader:
             if subtype == PEER_INDEX_TABLE:
                 self.peers = [(int(e["peer_as"]), e["peer_ip"]) for e in d["peer_entries"]]
                 for peer in self.peers:
-                    self._saw_peer(peer, when)
+                    self._saw_peer(peer, when, messages=0)  # a RIB peer: seen at the dump, no messages
                 return ()
             if subtype in RIB_UNICAST:
                 return list(self._rib(when, f"{d['prefix']}/{d['length']}", d["rib_entries"]))
