@@ -428,9 +428,15 @@ def render_table(out: Writable, routes: list[dict[str, Any]], events: list[dict[
         if len(shown) > limit:
             say(f"... {len(shown) - limit} more: use --timeline --format jsonl or csv")
         if direct:
-            say(f"Why (first {min(5, len(direct))} direct routes, {view} view; times UTC):")
-            for r in direct[:5]:
-                say(f"  {r['prefix']} {r['as_path']}: {r['reason'].split(' [', 1)[0]}")
+            # one reason per decision (rule and provisions' status), as given for its first route
+            reasons: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[str]]] = {}
+            for r in direct:
+                key = (r["action"], r["rule"], tuple(r["provisions"]))
+                reasons.setdefault(key, (r["reason"].split(" [", 1)[0], []))[1].append(r["prefix"])
+            say(f"Why ({view} view; times UTC), once per decision:")
+            for reason, nets in reasons.values():
+                more = f" and {len(nets) - 2} more" if len(nets) > 2 else ""
+                say(f"  {len(nets)} direct routes ({', '.join(nets[:2])}{more}): {reason}")
         say(f"{summary.routes} operator route paths, {summary.direct} direct")
     for line in input_lines(stats):
         say(line)

@@ -26,6 +26,7 @@ from typing import Any
 from classifier.timeutil import format_instant
 
 from .aspath import DIRECT, INDIRECT, OWN, UNKNOWN
+from .decide import RULE_INDIRECT, RULE_OWN, RULE_VIEWPOINT
 from .mrt import FileStats
 from .routes import RouteRecord, RouteTable
 from .updates import Peer
@@ -60,6 +61,7 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "provisions",
 )
 _ORDER = {DIRECT: 0, UNKNOWN: 1, INDIRECT: 2, OWN: 3}
+_RULES = {INDIRECT: RULE_INDIRECT, OWN: RULE_OWN, UNKNOWN: RULE_VIEWPOINT}
 
 
 @dataclass
@@ -170,7 +172,7 @@ def session_rows(
                     "action": verdict["action"] if verdict else "log",
                     "view": view,
                     "decided_at": verdict["decided_at"] if verdict else None,
-                    "rule": verdict["rule"] if verdict else None,
+                    "rule": verdict["rule"] if verdict else _RULES.get(relationship),
                     "provisions": verdict["provisions"] if verdict else [],
                     "reason": verdict["reason"] if verdict else _no_direct(op, relationship),
                 }
