@@ -484,3 +484,31 @@ def test_recent_rib_with_bytedance_and_tencent(tmp_path):
         (64510, "bytedance"): ("route-server", "direct", 117),
         (64510, "tencent"): ("route-server", "direct", 196),
     }
+
+
+def test_vrp_and_rpsl_units(tmp_path):
+    from classifier.bgp.irr import RouteObjects
+    from classifier.bgp.rpki import VrpSet
+
+    vrps = tmp_path / "vrps.csv"
+    vrps.write_text(
+        "# a comment line\nASN,IP Prefix,Max Length,Trust Anchor\n"
+        "AS138699,2404:9dc0::/32,48,apnic\nAS0,0.0.0.0/0,32,unknown\n"
+    )
+    vset = VrpSet.load(str(vrps))
+    assert vset.validate("2404:9dc0:1::/48", 138699).state == "valid"
+    assert vset.validate("2404:9dc0:1:1::/64", 138699).state == "invalid-length"
+    assert vset.validate("2404:9dc1::/32", 138699).state == "not-found"
+    # an AS0 VRP for the whole space makes every IPv4 route covered: only AS0 "matches", never valid
+    assert vset.validate("71.18.0.0/20", 396986).state == "invalid-asn"
+    assert vset.validate("71.18.0.0/20", None).state == "invalid-asn"  # AS_SET origin
+
+    rpsl = tmp_path / "ripe.db.route"
+    rpsl.write_text(
+        "route6: 2605:340::/32\n+\torigin: AS64999\norigin: AS396986 # trailing comment\n"
+        "source: RIPE\n\nroute: not-a-prefix\norigin: AS1\n"
+    )
+    objects = RouteObjects.load(str(rpsl))
+    assert (objects.count, objects.skipped) == (1, 1)
+    assert objects.check("2605:340::/32", 396986).state == "registered"
+    assert objects.check("2605:340:1::/48", 396986).state == "covered"
