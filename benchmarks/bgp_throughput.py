@@ -7,7 +7,8 @@ small share (``--operator-share``) of prefixes originated or transited by operat
 full table. ``--compress gzip`` or ``bzip2`` measures the same RIB compressed (as collectors
 publish it). Each contender runs in its own process pinned to one CPU; the best wall time and the
 least CPU time (user + system) of ``--repeat`` runs and the peak RSS of the process are reported.
-CPU time is what to compare on a shared machine. The baseline (a bare
+CPU time is what to compare on a shared machine. ``--input FILE`` times a given MRT file instead
+(e.g. the PCH update burst in ../shared/mrt) with the same contenders. The baseline (a bare
 ``for r in mrtparse.Reader(file)`` loop) runs on the same file in the same run, so the ratio is
 what to compare across machines. ``--compare-with DIR`` also runs the ``classifier`` of another
 checkout (e.g. the main branch) on the same file; the contenders take turns, so a change in the
@@ -15,7 +16,7 @@ machine's load hits them alike.
 
     python benchmarks/bgp_throughput.py [--prefixes 300000] [--peers 8] [--repeat 1]
                                         [--compress none|gzip|bzip2] [--no-baseline]
-                                        [--compare-with DIR]
+                                        [--compare-with DIR] [--input FILE]
 """
 
 from __future__ import annotations
@@ -126,6 +127,42 @@ def run(contenders: list[Contender], repeat: int) -> None:
                 c.wall, c.rss, c.out = wall, usage.ru_maxrss, out
 
 
+def time_file(args: argparse.Namespace) -> None:
+    """The contenders on a given file: CPU seconds and records/s (the baseline counts records too)."""
+    source = args.input.resolve()
+
+    def classifier(cwd: Path | None, stats: Path) -> Contender:
+        return Contender([sys.executable, "-m", "classifier", "bgp", str(source), "-o", os.devnull, "-q",
+                          "--stats", str(stats)], cwd)
+
+    contenders = {"classifier bgp": (classifier(ROOT, WORK / "bgp-stats.json"), WORK / "bgp-stats.json")}
+    if args.compare_with:
+        other = WORK / "bgp-stats-compared.json"
+        contenders[f"{args.compare_with.name} bgp"] = (classifier(args.compare_with.resolve(), other), other)
+    if not args.no_baseline:
+        contenders["bare mrtparse loop"] = (Contender([sys.executable, "-c", BASELINE, str(source)]), None)
+    run([c for c, _ in contenders.values()], args.repeat)
+    records = None
+    routes = {}
+    for name, (_, stats) in contenders.items():
+        if stats is not None:
+            found = json.loads(stats.read_text())
+            records = found["files"][0]["records"]
+            routes[name] = found["routes"]
+    if len(set(routes.values())) > 1:
+        sys.exit(f"the contenders disagree on the operator routes: {routes}")
+    print(f"{source.name}: {records} records, {source.stat().st_size / 1e6:.1f} MB, "
+          f"{next(iter(routes.values()))} operator routes")
+    print(f"{'contender':<20} {'seconds':>9} {'CPU s':>8} {'records/s':>12} {'peak RSS MiB':>13}")
+    for name, (c, _) in contenders.items():
+        rate = (records or 0) / c.wall
+        print(f"{name:<20} {c.wall:>9.2f} {c.cpu:>8.2f} {rate:>12,.0f} {c.rss / 1024:>13.1f}")
+    first = contenders["classifier bgp"][0]
+    for name, (c, _) in contenders.items():
+        if name != "classifier bgp":
+            print(f"{name} CPU time / classifier bgp CPU time: {c.cpu / first.cpu:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prefixes", type=int, default=300_000)
@@ -138,9 +175,14 @@ def main() -> None:
     ap.add_argument("--compare-with", metavar="DIR", type=Path,
                     help="also time the classifier of this checkout (e.g. a worktree of main)")
     ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    ap.add_argument("--input", metavar="FILE", type=Path,
+                    help="time this MRT file (any type, any compression) instead of a synthetic RIB")
     args = ap.parse_args()
 
     WORK.mkdir(parents=True, exist_ok=True)
+    if args.input:
+        time_file(args)
+        return
     rib = WORK / f"rib-{args.prefixes}x{args.peers}.mrt"
     if not rib.exists():
         t = time.perf_counter()

@@ -74,6 +74,12 @@ def route(rows: list[dict], prefix: str) -> dict:
     return found[0]
 
 
+def ops(row: dict) -> list[str]:
+    """The route's operator prefixes (objects) as "prefix ASn relation" lines."""
+    assert all(set(p) == {"prefix", "asn", "relation"} for p in row["operator_prefixes"])
+    return [f"{p['prefix']} AS{p['asn']} {p['relation']}" for p in row["operator_prefixes"]]
+
+
 def test_kernel_routes_carrying_operator_prefixes(netns):
     name, vrf = netns
     rows = kernel(name)
@@ -84,31 +90,31 @@ def test_kernel_routes_carrying_operator_prefixes(netns):
     assert (bgp["table_name"], bgp["protocol"], bgp["type"]) == ("main", "bgp", "unicast")
     assert (bgp["gateways"], bgp["interfaces"], bgp["relation"]) == (["192.0.2.2"], ["veth0"], "exact")
     assert (bgp["operator"], bgp["app"]) == ("bytedance", "tiktok")
-    assert "71.18.0.0/20 AS396986 exact" in bgp["operator_prefixes"]
+    assert "71.18.0.0/20 AS396986 exact" in ops(bgp)
     # AS11983's more-specifics inside it have no route of their own: this one carries them
-    assert "71.18.6.0/24 AS11983 covers" in bgp["operator_prefixes"]
+    assert "71.18.6.0/24 AS11983 covers" in ops(bgp)
     assert bgp["operator_asns"] == [11983, 396986]
 
     static = route(rows, "1.12.0.0/21")
     assert (static["protocol"], static["relation"], static["operator"], static["app"]) == (
         "static", "exact", "tencent", "wechat")
-    assert static["operator_prefixes"] == ["1.12.0.0/21 AS45090 exact"]
+    assert ops(static) == ["1.12.0.0/21 AS45090 exact"]
 
     multipath = route(rows, "43.128.0.0/12")
     assert (multipath["protocol"], multipath["relation"]) == ("zebra", "covers")
     assert multipath["operator"] == "tencent"
     assert multipath["nexthops"] == ["via 192.0.2.2 dev veth0 weight 1", "via 192.0.2.3 dev veth0 weight 2"]
     assert multipath["gateways"] == ["192.0.2.2", "192.0.2.3"]
-    assert "43.129.0.0/16 AS132203 covers" in multipath["operator_prefixes"]
+    assert "43.129.0.0/16 AS132203 covers" in ops(multipath)
 
     blackhole = route(rows, "71.18.1.0/24")
     assert (blackhole["type"], blackhole["relation"], blackhole["nexthops"]) == ("blackhole", "inside", [])
-    assert blackhole["operator_prefixes"] == ["71.18.0.0/20 AS396986 inside"]
+    assert ops(blackhole) == ["71.18.0.0/20 AS396986 inside"]
 
     v6 = route(rows, "2605:340::/32")
     assert (v6["table"], v6["family"], v6["interfaces"], v6["relation"]) == (100, 6, ["veth1"], "covers")
     assert v6["vrf"] == ("vrf-blue" if vrf else None)
-    assert any(p.startswith("2605:340:") and "AS396986" in p for p in v6["operator_prefixes"])
+    assert any(p.startswith("2605:340:") and "AS396986" in p for p in ops(v6))
 
     # no peering map: the kernel cannot say whose the next hop is
     assert {(r["relationship"], r["action"], r["rule"]) for r in rows} == {
@@ -136,6 +142,10 @@ def test_kernel_table_and_csv(netns):
     name, _ = netns
     table = run_cli("bgp", "--kernel", "--netns", name, "--format", "table").stdout.decode()
     assert "Routes carrying operator prefixes in netns" in table
+    rows = kernel(name)
+    carrying = len({(r["table"], r["route"]) for r in rows})
+    assert f"{carrying} of " in table
+    assert f" routes, {len(rows)} rows (one per route, operator and app)" in table
     assert "Next hops and interfaces carrying operator prefixes" in table
     assert "via 192.0.2.2 dev veth0" in table and "71.18.0.0/20" in table and "198.51.100.0/24" not in table
     text = run_cli("bgp", "--kernel", "--netns", name, "--format", "csv", "-q").stdout.decode()

@@ -21,3 +21,14 @@ echo "installing Debian packages: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# frr and bird2 are installed for their syntax checkers only (vtysh -C, bird -p): a routing daemon
+# started by the package would touch this machine's routes, so stop and disable any that started.
+for service in frr bird; do
+  if printf '%s\n' "${missing[@]}" | grep -qx "${service/bird/bird2}"; then
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      systemctl disable --now "$service" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$service" ]; then
+      "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+    fi
+  fi
+done

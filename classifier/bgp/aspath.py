@@ -28,6 +28,7 @@ ATTR_AS4_PATH = 17
 DIRECT = "direct"
 INDIRECT = "indirect"
 OWN = "own"  # the viewpoint AS itself originates the route: there is no neighbour
+UNKNOWN = "unknown"  # recorded by another AS than the viewpoint: no neighbour can be named
 
 
 def from_segments(segments: Iterable[Mapping[str, Any]]) -> Path:
@@ -129,7 +130,7 @@ class PathClassifier:
 
     def __init__(self, operator_by_asn: Mapping[int, str]) -> None:
         self.operator_by_asn = dict(operator_by_asn)
-        self._cache: dict[tuple[Path, int | None], PathInfo] = {}
+        self._cache: dict[tuple[Path, int | None, bool], PathInfo] = {}
 
     def concerns(self, path: Sequence[Element]) -> bool:
         """True if an operator ASN appears anywhere on the path."""
@@ -142,16 +143,18 @@ class PathClassifier:
                 return True
         return False
 
-    def classify(self, path: Path, viewpoint: int | None) -> PathInfo | None:
-        key = (path, viewpoint)
+    def classify(self, path: Path, viewpoint: int | None, foreign: bool = False) -> PathInfo | None:
+        """``foreign``: the path was recorded by another AS than ``viewpoint`` (a collector's
+        session), so the viewpoint's neighbour cannot be read from it: relationship ``unknown``."""
+        key = (path, viewpoint, foreign)
         hit = self._cache.get(key)
         if hit is not None or not self.concerns(path):
             return hit
-        info = self._build(path, viewpoint)
+        info = self._build(path, viewpoint, foreign)
         self._cache[key] = info
         return info
 
-    def _build(self, path: Path, viewpoint: int | None) -> PathInfo:
+    def _build(self, path: Path, viewpoint: int | None, foreign: bool = False) -> PathInfo:
         ops = self.operator_by_asn
         last = path[-1] if path else None
         origin_asn: int | None = None
@@ -173,7 +176,9 @@ class PathClassifier:
         rest = strip_viewpoint(path, viewpoint)
         neighbour_asn: int | None = None
         neighbour_operator: str | None = None
-        if not rest:
+        if foreign:
+            relationship = UNKNOWN
+        elif not rest:
             relationship = OWN
         else:
             first = rest[0]

@@ -20,6 +20,7 @@ import ipaddress
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from classifier.compressed import InputError, Source, open_input
 from classifier.errors import MalformedError, UserError
@@ -28,7 +29,7 @@ from classifier.timeutil import format_instant
 
 from .mrt import BGP4MP, BGP4MP_ET, MAX_RECORD, TABLE_DUMP, TABLE_DUMP_V2, MrtReader, Needles
 from .prefixes import Network, collapse
-from .updates import Peer
+from .updates import Peer, SessionState
 
 MMDB_MARKER = b"\xab\xcd\xefMaxMind.com"
 MMDB_ASN_KEY = "autonomous_system_number"
@@ -59,7 +60,8 @@ class _OriginVotes:
         return frozenset()  # withdrawals do not matter to a list of originated prefixes
 
     def announce(self, file: str, source: str, when: float, peer: Peer, prefix: str,
-                 path_id: int | None, path: tuple, seen: float) -> None:
+                 path_id: int | None, path: tuple, seen: float, attributes: Any = None,
+                 local_asn: int | None = None) -> None:
         if not path:
             return
         origin = path[-1]
@@ -73,6 +75,9 @@ class _OriginVotes:
         return
 
     def session_down(self, file: str, when: float, peer: Peer, state: str) -> None:
+        return
+
+    def session_state(self, file: str, event: SessionState) -> None:
         return
 
     def seen_until(self, when: float) -> None:

@@ -43,6 +43,20 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
                         "path, the collector's peer ASN")
     b.add_argument("--timeline", action="store_true",
                    help="write the timeline (one record per change, both views) instead of route records")
+    b.add_argument("--sessions", action="store_true",
+                   help="write one record per BGP session and operator (kind, next hops, state changes, "
+                        "prefixes announced/withdrawn/live, decision) instead of route records")
+    b.add_argument("--vrps", metavar="FILE",
+                   help="RPKI origin validation of every operator route against this VRP file "
+                        "(rpki-client json, Routinator json/jsonext/csv)")
+    b.add_argument("--irr", metavar="FILE",
+                   help="IRR dump (RPSL route/route6 objects, plain or compressed): is each operator "
+                        "prefix registered for its origin")
+    b.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
+                   help="compare two audits (JSON lines of this command): sessions, direct routes and "
+                        "operator prefixes that appeared or disappeared")
+    b.add_argument("--progress", action="store_true",
+                   help="one line per input on stderr (on by default with several inputs; -q silences it)")
     add_output_arguments(b, "jsonl (default), csv, or table: the auditor's summary")
     add_policy_arguments(b, "decide at this instant instead of the route's own time")
     b.add_argument("--peering", metavar="FILE",
@@ -74,15 +88,45 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
     ep.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
     ep.set_defaults(func=_export)
 
+    ap = signature_subparsers.add_parser(
+        "export-as-path", help="export AS-path filters on the operator ASNs (FRR, BIRD, Junos, IOS-XR)",
+        description="Per operator, an AS-path filter matching any path that carries one of its ASNs: FRR "
+                    "'bgp as-path access-list', BIRD 'bgp_path ~ [= * ASN * =]', Junos as-path-group, "
+                    "IOS-XR as-path-set. With --neighbour (FRR, BIRD): a policy rejecting those paths from "
+                    "the neighbour, with the dates from which the policy blocks them in its comments.")
+    ap.add_argument("--format", choices=("frr", "bird", "junos", "iosxr"), required=True)
+    ap.add_argument("--operator", action="append", metavar="ID", help="only this operator (repeatable)")
+    ap.add_argument("--neighbour", action="append", default=[], metavar="ADDR",
+                    help="write a policy rejecting operator paths from this neighbour (repeatable)")
+    ap.add_argument("--local-asn", type=_asn, metavar="N", help="your ASN ('router bgp N' in the FRR policy)")
+    ap.add_argument("--view", choices=("announced", "in-force"), default="announced",
+                    help="which view's dates the policy comments give (default: announced)")
+    ap.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    ap.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
+    ap.add_argument("--policy", metavar="DIR", help="policy directory (default: the signatures' policy/)")
+    ap.set_defaults(func=_export_as_path)
+
 
 def _bgp(args: argparse.Namespace) -> int:
     from classifier.errors import UserError
 
+    given = (("--local-asn", args.local_asn is not None), ("--timeline", args.timeline),
+             ("--sessions", args.sessions), ("--vrps", args.vrps), ("--irr", args.irr),
+             ("--progress", args.progress))
+    mrt_only = [opt for opt, present in given if present]
+    if args.diff:
+        if args.files or args.kernel or mrt_only:
+            raise UserError(f"bgp --diff compares two audits: no MRT files, --kernel or "
+                            f"{', '.join(mrt_only) or 'MRT options'} with it")
+        from .run import run_diff
+        return run_diff(args)
+    if args.timeline and args.sessions:
+        raise UserError("bgp: --timeline or --sessions, not both")
     if args.kernel:
         if args.files:
             raise UserError("bgp: give MRT files or --kernel, not both")
-        if args.local_asn is not None or args.timeline:
-            raise UserError("bgp --kernel: --local-asn and --timeline apply to MRT input only")
+        if mrt_only:
+            raise UserError(f"bgp --kernel: {', '.join(mrt_only)} apply to MRT input only")
         from .run import run_kernel
         return run_kernel(args)
     if not args.files:
@@ -140,3 +184,41 @@ def _export(args: argparse.Namespace) -> int:
     with TextOutput(args.output) as out:
         out.write(text)
     return Exit.OK
+
+
+def _export_as_path(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from classifier.errors import UserError
+    from classifier.exitcodes import Exit
+    from classifier.outputs import TextOutput
+    from classifier.policy import Policy
+    from classifier.signatures import Signatures
+
+    from .aspathfilter import OperatorAsns, render, window_lines
+    from .decide import CATEGORY
+
+    sigs = Signatures.load(args.signatures)
+    policy = Policy.load(Path(args.policy) if args.policy else sigs.directory / "policy")
+    operators = args.operator or sorted(sigs.operators)
+    unknown = [op for op in operators if op not in sigs.operators]
+    if unknown:
+        raise UserError(f"--operator {', '.join(unknown)}: unknown; "
+                        f"known: {', '.join(sorted(sigs.operators))}")
+    chosen = []
+    for op in operators:
+        o = sigs.operators[op]
+        asns = tuple(sorted(a for a, owner in sigs.operator_by_asn.items() if owner == op))
+        windows = tuple(line for app in o.apps for line in window_lines(policy, app, CATEGORY, args.view))
+        chosen.append(OperatorAsns(op, o.apps, asns, windows))
+    dates = sorted({a.date for a in sigs.asns.values() if a.owner in operators})
+    provenance = (f"signatures {sigs.directory} (ASN data dated {', '.join(dates)}), "
+                  f"policy {policy_name(args)}")
+    text = render(args.format, chosen, args.neighbour, args.local_asn, provenance)
+    with TextOutput(args.output) as out:
+        out.write(text)
+    return Exit.OK
+
+
+def policy_name(args: argparse.Namespace) -> str:
+    return args.policy or "of the signatures"

@@ -20,12 +20,13 @@ from classifier.errors import UserError
 from classifier.policy import RULE_UNENFORCED, VIEWS, Policy
 from classifier.timeutil import format_instant, parse_instant
 
-from .aspath import DIRECT, OWN, PathInfo
+from .aspath import DIRECT, OWN, UNKNOWN, PathInfo
 
 CATEGORY = "transit-peering"
 RULE_INDIRECT = "indirect-path"
 RULE_OWN = "operator-network"
 RULE_NEXT_HOP_UNKNOWN = "next-hop-unknown"
+RULE_VIEWPOINT = "viewpoint-mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,11 @@ class Decider:
             return Verdict("log", view, at, RULE_OWN,
                            f"log: AS{info.viewpoint} is itself an ASN of {info.operator} and originates "
                            f"{prefix}: no neighbour, so no transit or peering to decide ({view} view)", ())
+        if info.relationship == UNKNOWN:
+            return Verdict("log", view, at, RULE_VIEWPOINT,
+                           f"log: AS{info.viewpoint} (--local-asn) did not record this path and it does not "
+                           f"start with AS{info.viewpoint}: a collector's session, not AS{info.viewpoint}'s; "
+                           f"no neighbour of AS{info.viewpoint} can be named for {prefix} ({view} view)", ())
         via = f"AS{info.neighbour_asn}" if info.neighbour_asn is not None else "an AS_SET"
         return Verdict("log", view, at, RULE_INDIRECT,
                        f"log: indirect path: AS{info.viewpoint} reaches {prefix} through {via}, not "

@@ -21,12 +21,15 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from classifier.errors import UserError
 
 from .decide import Decider
 from .prefixes import OperatorPrefix, OperatorPrefixes
+
+if TYPE_CHECKING:
+    from .output import Writable
 
 # Linux's RTPROT_* values (include/uapi/linux/rtnetlink.h); /etc/iproute2/rt_protos overrides.
 KERNEL_PROTOCOLS = {
@@ -258,7 +261,8 @@ def audit_routes(snapshot: Snapshot, prefixes: OperatorPrefixes, sigs: Any, deci
                     "gateways": sorted({h.gateway for h in r.nexthops if h.gateway}),
                     "interfaces": sorted({h.iface for h in r.nexthops if h.iface}),
                     "relation": relation,
-                    "operator_prefixes": [f"{p.network} AS{p.asn} {rel}" for p, rel in items],
+                    "operator_prefixes": [{"prefix": str(p.network), "asn": p.asn, "relation": rel}
+                                          for p, rel in items],
                     "operator_asns": sorted({p.asn for p, _ in items}), "operator": operator, "app": app,
                     "neighbour_asn": neighbour, "relationship": relationship,
                     "action": v.action, "view": v.view, "decided_at": v.at, "rule": v.rule,
@@ -277,15 +281,16 @@ def _neighbour(hops: Iterable[NextHop], peering: dict[str, int]) -> int | None:
     return found
 
 
-def render_kernel(out: IO[str], rows: list[dict[str, Any]], snapshot: Snapshot, view: str) -> None:
+def render_kernel(out: Writable, rows: list[dict[str, Any]], snapshot: Snapshot, view: str) -> None:
     """Routes carrying operator prefixes, per table; then which interfaces and next hops carry them."""
     from rich.table import Table
 
     from classifier.outputs import rich_console
 
-    console = rich_console(out, 160)
-    console.print(f"Routes carrying operator prefixes in {snapshot.where} ({view} view): "
-                  f"{len({r['route'] + str(r['table']) for r in rows})} of {len(snapshot.routes)} routes",
+    console = rich_console(cast(IO[str], out), 160)
+    carrying = len({(r["table"], r["route"]) for r in rows})
+    console.print(f"Routes carrying operator prefixes in {snapshot.where} ({view} view): {carrying} of "
+                  f"{len(snapshot.routes)} routes, {len(rows)} rows (one per route, operator and app)",
                   highlight=False, markup=False)
     t = Table()
     for col in ("table", "route", "protocol", "next hops", "relation", "operator prefixes", "operator",
@@ -293,7 +298,7 @@ def render_kernel(out: IO[str], rows: list[dict[str, Any]], snapshot: Snapshot, 
         t.add_column(col)
     for r in rows:
         table = r["table_name"] + (f" (vrf {r['vrf']})" if r["vrf"] else "")
-        ops = r["operator_prefixes"]
+        ops = [f"{p['prefix']} AS{p['asn']} {p['relation']}" for p in r["operator_prefixes"]]
         shown = ", ".join(ops[:3]) + (f" (+{len(ops) - 3} more)" if len(ops) > 3 else "")
         t.add_row(table, r["route"], r["protocol"], "; ".join(r["nexthops"]) or r["type"], r["relation"],
                   shown, f"{r['operator']}/{r['app']}", r["relationship"], r["action"])
@@ -302,7 +307,7 @@ def render_kernel(out: IO[str], rows: list[dict[str, Any]], snapshot: Snapshot, 
     for r in rows:
         for hop in r["nexthops"] or [r["type"]]:
             nets = per_hop.setdefault((hop.split(" weight ")[0], r["operator"]), set())
-            nets.update(p.split()[0] for p in r["operator_prefixes"])
+            nets.update(p["prefix"] for p in r["operator_prefixes"])
     h = Table(title="Next hops and interfaces carrying operator prefixes", title_justify="left")
     for col in ("next hop", "operator", "operator prefixes"):
         h.add_column(col, justify="right" if col == "operator prefixes" else "left")

@@ -50,10 +50,12 @@ from .updates import (
     Announcement,
     Peer,
     RouteEvent,
+    SessionState,
     Withdrawal,
     is_update,
     peek_bgp4mp,
     session_change,
+    state_change,
     touches_any,
     update_events,
 )
@@ -88,11 +90,16 @@ class Sink(Protocol):
         ...
 
     def announce(self, file: str, source: str, when: float, peer: Peer, prefix: str,
-                 path_id: int | None, path: aspath.Path, seen: float) -> None: ...
+                 path_id: int | None, path: aspath.Path, seen: float, attributes: Any = None,
+                 local_asn: int | None = None) -> None: ...
 
     def withdraw(self, file: str, when: float, peer: Peer, prefix: str, path_id: int | None) -> None: ...
 
     def session_down(self, file: str, when: float, peer: Peer, state: str) -> None: ...
+
+    def session_state(self, file: str, event: SessionState) -> None:
+        """Every BGP4MP state change (after :meth:`session_down` for one that leaves Established)."""
+        ...
 
     def seen_until(self, when: float) -> None:
         """The input went on until ``when`` (its last record), decoded or not."""
@@ -118,6 +125,8 @@ class FileStats:
     last_ts: float | None = None  # with the microseconds of BGP4MP_ET
     problems: list[str] = field(default_factory=list)
     complete: bool = False
+    # per peer: [first seen, last seen, BGP4MP messages and state changes] (RIB peers: the dump time)
+    peers: dict[Peer, list[float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -342,10 +351,17 @@ class MrtReader:
             rest = 16 if mtype == BGP4MP_ET else 12  # where the BGP4MP message starts
             if subtype in STATE_CHANGE:
                 st.state_changes += 1
+                self._saw_peer(peek_bgp4mp(record, rest, STATE_CHANGE[subtype])[0], when)
                 self._decode(number, offset, record)
             elif subtype in MESSAGE:
                 as_size = MESSAGE[subtype]
                 peer, message_at = peek_bgp4mp(record, rest, as_size)
+                span = st.peers.get(peer)
+                if span is None:
+                    st.peers[peer] = [when, when, 1]
+                else:
+                    span[1] = when
+                    span[2] += 1
                 if message_at is None:  # not even the BGP4MP header parses: let mrtparse say why
                     self._decode(number, offset, record)
                     return
@@ -363,6 +379,15 @@ class MrtReader:
                 st.skipped[f"{TYPE_NAMES[mtype]} subtype {subtype}"] += 1
         else:
             st.skipped[TYPE_NAMES[mtype]] += 1
+
+    def _saw_peer(self, peer: Peer, when: float, messages: int = 1) -> None:
+        span = self.stats.peers.get(peer)
+        if span is None:
+            self.stats.peers[peer] = [when, when, messages]
+        else:
+            span[0] = min(span[0], when)
+            span[1] = max(span[1], when)
+            span[2] += messages
 
     # -- decoding ----------------------------------------------------------------------------
 
@@ -396,6 +421,8 @@ class MrtReader:
         if mtype == TABLE_DUMP_V2:
             if subtype == PEER_INDEX_TABLE:
                 self.peers = [(int(e["peer_as"]), e["peer_ip"]) for e in d["peer_entries"]]
+                for peer in self.peers:
+                    self._saw_peer(peer, when, messages=0)  # a RIB peer: seen at the dump, no messages
                 return ()
             if subtype in RIB_UNICAST:
                 return list(self._rib(when, f"{d['prefix']}/{d['length']}", d["rib_entries"]))
@@ -407,10 +434,11 @@ class MrtReader:
             path = aspath.from_attributes(d["path_attributes"], two_byte=True)
             originated = float(next(iter(d["originated_time"])))
             return [Announcement("rib", _sane(originated, when), (int(d["peer_as"]), d["peer_ip"]),
-                                 f"{d['prefix']}/{d['length']}", None, path, when)]
+                                 f"{d['prefix']}/{d['length']}", None, path, when, d["path_attributes"])]
         if subtype in STATE_CHANGE:
             down = session_change(when, d)
-            return [down] if down is not None else ()
+            change = state_change(when, d)
+            return [down, change] if down is not None else [change]
         return list(update_events(when, subtype, d))
 
     def _rib(self, when: float, prefix: str, entries: list[dict[str, Any]]) -> Iterable[Announcement]:
@@ -419,15 +447,18 @@ class MrtReader:
             peer = self.peers[index] if index < len(self.peers) else (None, f"peer-index-{index}")
             path = aspath.from_attributes(e["path_attributes"], two_byte=False)
             originated = float(next(iter(e["originated_time"])))
-            yield Announcement("rib", _sane(originated, when), peer, prefix, e.get("path_id"), path, when)
+            yield Announcement("rib", _sane(originated, when), peer, prefix, e.get("path_id"), path, when,
+                               e["path_attributes"])
 
     def _emit(self, event: RouteEvent) -> None:
         sink = self.sink
         if isinstance(event, Announcement):
             sink.announce(self.name, event.source, event.when, event.peer, event.prefix, event.path_id,
-                          event.path, event.seen)
+                          event.path, event.seen, event.attributes, event.local_asn)
         elif isinstance(event, Withdrawal):
             sink.withdraw(self.name, event.when, event.peer, event.prefix, event.path_id)
+        elif isinstance(event, SessionState):
+            sink.session_state(self.name, event)
         else:
             sink.session_down(self.name, event.when, event.peer, event.state)
 

@@ -12,23 +12,36 @@ import csv
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol, cast
 
 from classifier.policy import VIEWS
 from classifier.timeutil import format_instant
 
 from .aspath import DIRECT, PathInfo
+from .attributes import FIELDS as ATTRIBUTE_FIELDS
 from .decide import Decider, Verdict
+from .irr import RouteObjects
 from .mrt import FileStats
 from .routes import POLICY_CHANGE, Event, RouteRecord, RouteTable
+from .rpki import VrpSet
 
-ROUTE_COLUMNS = (
+
+class Writable(Protocol):
+    """Where records and tables go: a text file or :class:`classifier.outputs.TextOutput`."""
+
+    def write(self, text: str, /) -> Any: ...
+
+    def flush(self) -> None: ...
+
+
+ROUTE_COLUMNS: tuple[str, ...] = (
     "record", "file", "source", "prefix", "origin_asn", "origin_as_set", "operator", "origin_operator",
     "app", "role", "operator_asns", "transit_asns", "as_path", "peer_asn", "peer_ip", "path_id",
     "viewpoint_asn", "neighbour_asn", "neighbour_operator", "relationship", "first_seen", "last_seen",
     "state", "announcements", "withdrawals", "action", "view", "decided_at", "rule", "reason", "provisions",
+    *ATTRIBUTE_FIELDS, "rpki", "rpki_vrps", "irr", "irr_objects",
 )
-EVENT_COLUMNS = (
+EVENT_COLUMNS: tuple[str, ...] = (
     "record", "time", "event", "file", "prefix", "origin_asn", "origin_as_set", "operator", "app",
     "as_path", "previous_as_path", "peer_asn", "peer_ip", "path_id", "viewpoint_asn", "neighbour_asn",
     "relationship", "previous_relationship", "first_seen", "last_seen", "detail", "action", "view",
@@ -57,12 +70,26 @@ class Records:
     """Turns the route table into records, deciding each with the policy."""
 
     def __init__(self, table: RouteTable, decider: Decider, apps: Mapping[str, tuple[str, ...]],
-                 view: str, as_of: float | None) -> None:
+                 view: str, as_of: float | None, vrps: VrpSet | None = None,
+                 irr: RouteObjects | None = None) -> None:
         self.table = table
         self.decider = decider
         self.apps = apps
         self.view = view
         self.as_of = as_of
+        self.vrps = vrps
+        self.irr = irr
+
+    def _origin_checks(self, prefix: str, origin_asn: int | None) -> dict[str, Any]:
+        """RPKI origin validation and IRR registration of (prefix, origin), when files were given."""
+        out: dict[str, Any] = {"rpki": None, "rpki_vrps": [], "irr": None, "irr_objects": []}
+        if self.vrps is not None:
+            v = self.vrps.validate(prefix, origin_asn)
+            out["rpki"], out["rpki_vrps"] = v.state, [str(x) for x in v.vrps]
+        if self.irr is not None:
+            r = self.irr.check(prefix, origin_asn)
+            out["irr"], out["irr_objects"] = r.state, [str(x) for x in r.objects]
+        return out
 
     def _verdict(self, record: RouteRecord, app: str, when: float, view: str) -> Verdict:
         return self.decider.decide(record.info, app, record.prefix,
@@ -72,6 +99,8 @@ class Records:
         """One record per route path and app, in order of first sight."""
         for r in self.table.records:
             info = r.info
+            checks = self._origin_checks(r.prefix, info.origin_asn)
+            attributes = r.attributes.as_fields()
             for app in self.apps.get(info.operator, ()):
                 if self.as_of is not None:
                     v = self.decider.decide(info, app, r.prefix, self.as_of, self.view)
@@ -86,7 +115,7 @@ class Records:
                     "neighbour_operator": info.neighbour_operator,
                     "first_seen": format_instant(r.first_seen), "last_seen": format_instant(r.last_seen),
                     "state": r.end, "announcements": r.announcements, "withdrawals": r.withdrawals,
-                    **_verdict_fields(v), "provisions": list(v.provisions),
+                    **_verdict_fields(v), "provisions": list(v.provisions), **attributes, **checks,
                 }
 
     def events(self) -> list[dict[str, Any]]:
@@ -228,15 +257,15 @@ def input_lines(stats: Iterable[FileStats]) -> list[str]:
 def _flat(value: Any) -> Any:
     if value is None:
         return ""
-    if isinstance(value, list):
-        return ";".join(str(v) for v in value)
+    if isinstance(value, list):  # objects (kernel operator prefixes) as their values, space-separated
+        return ";".join(" ".join(map(str, v.values())) if isinstance(v, dict) else str(v) for v in value)
     return value
 
 
 class CsvRows:
     """A CSV writer with fixed columns; arrays joined with ';'."""
 
-    def __init__(self, out: IO[str], columns: tuple[str, ...]) -> None:
+    def __init__(self, out: Writable, columns: tuple[str, ...]) -> None:
         self.out = out
         self.columns = columns
         self._w = csv.writer(out)
@@ -249,12 +278,12 @@ class CsvRows:
         self.out.flush()
 
 
-def writer_for(fmt: str, out: IO[str], columns: tuple[str, ...]) -> Any:
+def writer_for(fmt: str, out: Writable, columns: tuple[str, ...]) -> Any:
     """JSON lines (the project's writer) or CSV with ``columns``."""
     if fmt == "csv":
         return CsvRows(out, columns)
     from classifier.record import JsonLinesWriter
-    return JsonLinesWriter(out)
+    return JsonLinesWriter(cast(IO[str], out))
 
 
 def _short(instant: str) -> str:
@@ -276,34 +305,85 @@ def _status(action: str, rule: str, provisions: list[str]) -> str:
     return f"{action} ({'; '.join(states) or 'no provision'})"
 
 
-def render_table(out: IO[str], routes: list[dict[str, Any]], events: list[dict[str, Any]],
-                 summary: Summary, stats: list[FileStats], apps: Mapping[str, tuple[str, ...]],
-                 view: str, limit: int = 60) -> None:
-    """The auditor's view: origins, transit, neighbours, direct routes and their timeline."""
-    from rich.table import Table
+def _width() -> int:
+    """The terminal's width when there is one (at least 100), else 120 columns."""
+    import shutil
 
-    from classifier.outputs import rich_console
+    return max(100, shutil.get_terminal_size((120, 24)).columns)
 
-    console = rich_console(out, 180)
 
-    def say(text: str) -> None:
-        console.print(text, highlight=False, markup=False)
+def _prefix_order(prefix: str) -> tuple[int, int, int]:
+    import ipaddress
 
-    def table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], right: tuple[str, ...] = ()):
+    net = ipaddress.ip_network(prefix, strict=False)
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+class _Tables:
+    """Titled tables on one console: the title on its own line (never wrapped into the table's
+    width), headers that do not wrap, long cells cut with an ellipsis so a row fits the terminal."""
+
+    def __init__(self, out: Writable) -> None:
+        from classifier.outputs import rich_console
+
+        self.console = rich_console(cast(IO[str], out), _width())
+
+    def say(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False)
+
+    def table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]],
+              right: tuple[str, ...] = (), wide: tuple[str, ...] = ()) -> None:
+        from rich import box
+        from rich.table import Table
+
         if not rows:
-            say(f"{title}: none")
+            self.say(f"{title}: none")
             return
-        t = Table(title=title, title_justify="left")
-        for col in columns:
-            t.add_column(col, justify="right" if col in right else "left")
+        self.say(title)
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+        for i, col in enumerate(columns):
+            longest = max([len(col)] + [len(row[i]) for row in rows])
+            # only the free-form columns may shrink (cut with an ellipsis); the rest keep their width
+            t.add_column(col, justify="right" if col in right else "left", no_wrap=True,
+                         overflow="ellipsis", min_width=min(longest, 12) if col in wide else longest)
         for row in rows:
             t.add_row(*row)
-        console.print(t)
+        self.console.print(t)
+
+
+def render_table(out: Writable, routes: list[dict[str, Any]], events: list[dict[str, Any]],
+                 summary: Summary, stats: list[FileStats], apps: Mapping[str, tuple[str, ...]],
+                 view: str, sessions: list[dict[str, Any]] | None = None, warnings: list[str] | None = None,
+                 limit: int = 60) -> None:
+    """The auditor's view: sessions, origins, transit, neighbours, direct routes and their timeline;
+    each list once, sorted by neighbour then prefix."""
+    tables = _Tables(out)
+    say, table = tables.say, tables.table
 
     say(f"BGP audit of {len(stats)} input(s) ({view} view)")
+    for line in warnings or ():
+        say(line)
     if not summary.routes:
         say("No route concerns an operator ASN.")
     else:
+        sessions = sessions or []
+        table("Sessions carrying operator routes (per operator; ann/wdr/live: distinct prefixes)",
+              ("session", "type", "operator", "relation", "via", "ann", "wdr", "live", "direct",
+               f"{view} decision"),
+              [(f"AS{s['peer_asn']} {s['peer_ip']}", s["session_type"], s["operator"], s["relationship"],
+                " ".join(f"AS{a}" for a in s["neighbour_asns"]) or "-", str(s["announced"]),
+                str(s["withdrawn"]), str(s["live"]), str(s["direct_prefixes"]),
+                _status(s["action"], s["rule"], s["provisions"]) if s["rule"] else s["action"])
+               for s in sessions],
+              ("ann", "wdr", "live", "direct"), ("via",))
+        activity = {(s["peer_asn"], s["peer_ip"]): s for s in sessions}
+        table("Session activity",
+              ("session", "local AS", "first seen", "last seen", "messages", "state changes"),
+              [(f"AS{s['peer_asn']} {s['peer_ip']}", _asn(s["local_asn"]), _short(s["first_seen"])[:16],
+                _short(s["last_seen"])[:16], str(s["messages"]),
+                f"{len(s['state_changes'])}; now {s['state']} since {_short(s['last_state_change'])}"
+                if s["state_changes"] else "none")
+               for s in activity.values()], ("messages",), ("state changes",))
         rows: list[tuple[str, ...]] = []
         for op in sorted(set(summary.origins) | set(summary.origin_sets)):
             app = "/".join(apps.get(op, ()))
@@ -323,28 +403,67 @@ def render_table(out: IO[str], routes: list[dict[str, Any]], events: list[dict[s
               [(_asn(vp), _asn(nb), rel, op, str(len(p))) for (vp, nb, rel, op), p in neighbours],
               ("prefixes",))
 
-        direct = [r for r in routes if r["relationship"] == DIRECT]
-        table(f"Direct routes ({len(direct)})",
-              ("prefix", "as_path", "peer", "app", "first_seen", "last_seen", "state", f"{view} decision",
-               "decided_at"),
-              [(r["prefix"], r["as_path"], f"AS{r['peer_asn']}", r["app"], _short(r["first_seen"]),
-                _short(r["last_seen"]), r["state"], _status(r["action"], r["rule"], r["provisions"]),
-                _short(r["decided_at"])) for r in direct[:limit]])
+        direct = sorted((r for r in routes if r["relationship"] == DIRECT),
+                        key=lambda r: (r["neighbour_asn"] or 0, _prefix_order(r["prefix"]),
+                                       r["peer_asn"] or 0, r["peer_ip"], r["path_id"] or 0, r["app"]))
+        checks = any(r["rpki"] is not None or r["irr"] is not None for r in direct)
+        columns = ("neighbour", "prefix", "as_path", "peer", "app", "first seen", "state",
+                   *(("rpki", "irr") if checks else ()), f"{view} decision")
+        table(f"Direct routes ({len(direct)}), by neighbour then prefix", columns,
+              [(f"AS{r['neighbour_asn']}", r["prefix"], r["as_path"], _peer(r, sessions), r["app"],
+                _short(r["first_seen"])[:16], r["state"],
+                *((r["rpki"] or "-", r["irr"] or "-") if checks else ()),
+                _status(r["action"], r["rule"], r["provisions"])) for r in direct[:limit]],
+              (), ("as_path", "peer"))
         if len(direct) > limit:
             say(f"... {len(direct) - limit} more direct routes: use --format jsonl or csv")
 
         shown = [e for e in events if DIRECT in (e["relationship"], e["previous_relationship"])]
         table(f"Timeline of direct routes ({len(shown)} of {len(events)} events)",
               ("time", "event", "prefix", "as_path", "peer", "app", "announced", "in-force"),
-              [(_short(e["time"]), e["event"], e["prefix"], e["as_path"], f"AS{e['peer_asn']}", e["app"],
+              [(_short(e["time"]), e["event"], e["prefix"], e["as_path"], _peer(e, sessions), e["app"],
                 _status(e["action_announced"], e["rule_announced"], e["provisions_announced"]),
                 _status(e["action_in_force"], e["rule_in_force"], e["provisions_in_force"]))
-               for e in shown[:limit]])
+               for e in shown[:limit]], (), ("as_path",))
         if len(shown) > limit:
             say(f"... {len(shown) - limit} more: use --timeline --format jsonl or csv")
         if direct:
-            say(f"Why (first {min(5, len(direct))} direct routes, {view} view; times UTC):")
-            for r in direct[:5]:
-                say(f"  {r['prefix']} {r['as_path']}: {r['reason'].split(' [', 1)[0]}")
-    for line in summary.lines(apps) + input_lines(stats):
+            # one reason per decision (rule and provisions' status), as given for its first route
+            reasons: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[str]]] = {}
+            for r in direct:
+                key = (r["action"], r["rule"], tuple(r["provisions"]))
+                reasons.setdefault(key, (r["reason"].split(" [", 1)[0], []))[1].append(r["prefix"])
+            say(f"Why ({view} view; times UTC), once per decision:")
+            for reason, nets in reasons.values():
+                more = f" and {len(nets) - 2} more" if len(nets) > 2 else ""
+                say(f"  {len(nets)} direct routes ({', '.join(nets[:2])}{more}): {reason}")
+        say(f"{summary.routes} operator route paths, {summary.direct} direct")
+    for line in input_lines(stats):
         say(line)
+
+
+def _peer(row: dict[str, Any], sessions: list[dict[str, Any]]) -> str:
+    """The peer ASN, with its address when several sessions share that ASN."""
+    same = {s["peer_ip"] for s in sessions if s["peer_asn"] == row["peer_asn"]}
+    return f"AS{row['peer_asn']}" + (f" {row['peer_ip']}" if len(same) > 1 else "")
+
+
+def render_diff(out: Writable, rows: list[dict[str, Any]], old: str, new: str) -> None:
+    """The changes between two audits, by kind."""
+    tables = _Tables(out)
+    tables.say(f"Changes from {old} to {new}: {len(rows)}")
+    for kind, columns in (("session", ("change", "peer", "operator")),
+                          ("direct-route", ("change", "neighbour", "prefix", "as_path", "peer")),
+                          ("operator-prefix", ("change", "prefix", "origin", "operator"))):
+        chosen = [r for r in rows if r["kind"] == kind]
+        cells: list[tuple[str, ...]]
+        if kind == "session":
+            cells = [(r["change"], f"AS{r['peer_asn']} {r['peer_ip']}", r["operator"]) for r in chosen]
+        elif kind == "direct-route":
+            chosen.sort(key=lambda r: (r["neighbour_asn"] or 0, _prefix_order(r["prefix"])))
+            cells = [(r["change"], _asn(r["neighbour_asn"]), r["prefix"], r["as_path"],
+                      f"AS{r['peer_asn']} {r['peer_ip']}") for r in chosen]
+        else:
+            chosen.sort(key=lambda r: _prefix_order(r["prefix"]))
+            cells = [(r["change"], r["prefix"], _asn(r["origin_asn"]), r["operator"]) for r in chosen]
+        tables.table(f"{kind}s", columns, cells, (), ("as_path",))

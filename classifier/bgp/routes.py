@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from .aspath import PathClassifier, PathInfo, text
-from .updates import Peer, prefix_key
+from .attributes import NO_ATTRIBUTES, RouteAttributes, from_mrtparse
+from .updates import Peer, SessionState, prefix_key
 
 ANNOUNCE = "announce"
 PATH_CHANGE = "path-change"
@@ -48,6 +50,7 @@ class RouteRecord:
     announcements: int = 1
     withdrawals: int = 0
     end: str = "live"  # live, withdrawn, replaced, session-down
+    attributes: RouteAttributes = NO_ATTRIBUTES  # of the latest announcement of this path
 
 
 @dataclass(slots=True)
@@ -71,6 +74,11 @@ class RouteTable:
     def __init__(self, classifier: PathClassifier, local_asn: int | None = None) -> None:
         self.classifier = classifier
         self.local_asn = local_asn
+        # sessions: the BGP4MP state changes and the recording router's ASN, per peer
+        self.state_changes: dict[Peer, list[SessionState]] = {}
+        self.session_local: dict[Peer, int | None] = {}
+        # --local-asn on sessions another AS recorded: operator routes per (peer, recording ASN)
+        self.foreign: Counter[tuple[Peer, int]] = Counter()
         self.live: dict[RouteKey, RouteRecord] = {}
         self.records: list[RouteRecord] = []
         self.events: list[Event] = []
@@ -84,29 +92,39 @@ class RouteTable:
         return self._peer_prefixes.get(peer) or Counter()
 
     def announce(self, file: str, source: str, when: float, peer: Peer, prefix: str,
-                 path_id: int | None, path: tuple, seen: float) -> None:
+                 path_id: int | None, path: tuple, seen: float, attributes: Any = None,
+                 local_asn: int | None = None) -> None:
         self._saw(seen)
         key = (peer[0], peer[1], prefix, path_id)
         current = self.live.get(key)
         if current is None and not self.classifier.concerns(path):
             return
+        if local_asn is not None:
+            self.session_local[peer] = local_asn
         viewpoint = self.local_asn if self.local_asn is not None else peer[0]
-        info = self.classifier.classify(path, viewpoint)
+        # a session another AS recorded whose path does not start with --local-asn: not its view
+        foreign = (self.local_asn is not None and local_asn is not None and local_asn != self.local_asn
+                   and peer[0] != self.local_asn and (not path or path[0] != self.local_asn))
+        info = self.classifier.classify(path, viewpoint, foreign)
+        if info is not None and foreign and local_asn is not None:
+            self.foreign[(peer, local_asn)] += 1
         if current is not None:
             if info is not None and current.info is info:
                 current.announcements += 1
                 current.last_seen = max(current.last_seen, seen)
+                if attributes is not None:
+                    current.attributes = from_mrtparse(attributes)
                 return
             self._close(current, when, "replaced")
             if info is None:
                 self._event(when, REPLACED, file, current, as_path=text(path), emit=source == "update")
                 return
-            record = self._open(key, file, source, when, seen, info)
+            record = self._open(key, file, source, when, seen, info, attributes)
             self._event(when, PATH_CHANGE, file, record, previous=current, emit=source == "update")
             return
         if info is None:
             return
-        record = self._open(key, file, source, when, seen, info)
+        record = self._open(key, file, source, when, seen, info, attributes)
         self._event(when, ANNOUNCE, file, record, emit=source == "update")
 
     def seen_until(self, when: float) -> None:
@@ -129,6 +147,12 @@ class RouteTable:
             current = self.live[key]
             self._close(current, when, "session-down")
             self._event(when, SESSION_DOWN, file, current, detail=f"session went to {state}")
+
+    def session_state(self, file: str, event: SessionState) -> None:
+        self._saw(event.when)
+        self.state_changes.setdefault(event.peer, []).append(event)
+        if event.local_asn is not None:
+            self.session_local[event.peer] = event.local_asn
 
     # -- results ------------------------------------------------------------------------------
 
@@ -154,7 +178,7 @@ class RouteTable:
             self.data_end = when
 
     def _open(self, key: RouteKey, file: str, source: str, when: float, seen: float,
-              info: PathInfo) -> RouteRecord:
+              info: PathInfo, attributes: Any) -> RouteRecord:
         # a path that comes back (announce, withdraw, announce again) continues its record
         record = self._by_path.get((key, info))
         if record is None:
@@ -164,6 +188,8 @@ class RouteTable:
         else:
             record.announcements += 1
             record.last_seen = max(record.last_seen, seen)
+        if attributes is not None:
+            record.attributes = from_mrtparse(attributes)
         record.intervals.append([when, None])
         record.end = "live"
         self.live[key] = record

@@ -18,7 +18,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Container, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import aspath
@@ -52,6 +52,9 @@ class Announcement:
     path_id: int | None  # ADD-PATH identifier
     path: aspath.Path
     seen: float  # when the input showed it (the dump time of a RIB entry)
+    # mrtparse's path attributes, read (attributes.from_mrtparse) only if the route concerns an operator
+    attributes: Any = field(default=None, compare=False)
+    local_asn: int | None = field(default=None, compare=False)  # the recording router's (BGP4MP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +76,18 @@ class SessionDown:
     state: str  # the state it went to, as mrtparse names it
 
 
-RouteEvent = Announcement | Withdrawal | SessionDown
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """A BGP4MP state change of a peer's session (every one: the session view lists them)."""
+
+    when: float
+    peer: Peer
+    local_asn: int | None
+    old: str  # FSM state names as mrtparse gives them ("Established", "Idle", ...)
+    new: str
+
+
+RouteEvent = Announcement | Withdrawal | SessionDown | SessionState
 
 
 def update_events(when: float, subtype: int, d: dict[str, Any]) -> Iterator[Announcement | Withdrawal]:
@@ -83,6 +97,7 @@ def update_events(when: float, subtype: int, d: dict[str, Any]) -> Iterator[Anno
     if next(iter(msg["type"])) != BGP_UPDATE:
         return
     peer = (int(d["peer_as"]), d["peer_ip"])
+    local = int(d["local_as"]) if d.get("local_as") is not None else None
     for w in msg.get("withdrawn_routes", ()):
         yield Withdrawal(when, peer, f"{w['prefix']}/{w['length']}", w.get("path_id"))
     attrs = msg.get("path_attributes", ())
@@ -99,7 +114,8 @@ def update_events(when: float, subtype: int, d: dict[str, Any]) -> Iterator[Anno
         return
     path = aspath.from_attributes(attrs, two_byte=MESSAGE[subtype] == 2)
     for n in announced:
-        yield Announcement("update", when, peer, f"{n['prefix']}/{n['length']}", n.get("path_id"), path, when)
+        yield Announcement("update", when, peer, f"{n['prefix']}/{n['length']}", n.get("path_id"), path, when,
+                           attrs, local)
 
 
 def session_change(when: float, d: dict[str, Any]) -> SessionDown | None:
@@ -109,6 +125,13 @@ def session_change(when: float, d: dict[str, Any]) -> SessionDown | None:
     if old == ESTABLISHED and new != ESTABLISHED:
         return SessionDown(when, (int(d["peer_as"]), d["peer_ip"]), next(iter(d["new_state"].values())))
     return None
+
+
+def state_change(when: float, d: dict[str, Any]) -> SessionState:
+    """Any decoded BGP4MP state change, for the session view."""
+    local = int(d["local_as"]) if d.get("local_as") is not None else None
+    return SessionState(when, (int(d["peer_as"]), d["peer_ip"]), local,
+                        next(iter(d["old_state"].values())), next(iter(d["new_state"].values())))
 
 
 def is_unicast(value: Any) -> bool:
