@@ -151,12 +151,12 @@ _CSV_CELLS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
 )
 
 
-def _compile_flow_record() -> Callable[[Flow], dict[str, Any]]:
-    """``flow_record`` from the ``fill`` expressions: one dict display, no call per field."""
-    names = [f.name for f in FIELDS]
+def compile_flow_record(fields: tuple[RecordField, ...]) -> Callable[[Flow], dict[str, Any]]:
+    """A record function from the ``fill`` expressions: one dict display, no call per field."""
+    names = [f.name for f in fields]
     if len(set(names)) != len(names):
         raise ValueError("record fields: a name is declared twice")
-    items = ",\n".join(f"        {f.name!r}: {f.fill}" for f in FIELDS)
+    items = ",\n".join(f"        {f.name!r}: {f.fill}" for f in fields)
     source = (
         "def flow_record(flow):\n"
         "    a = flow.attribution\n"
@@ -178,7 +178,7 @@ def _compile_flow_record() -> Callable[[Flow], dict[str, Any]]:
     return function
 
 
-flow_record = _compile_flow_record()
+flow_record = compile_flow_record(FIELDS)
 
 
 class JsonLinesWriter:
