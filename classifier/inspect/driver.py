@@ -217,8 +217,8 @@ class Inspection:
         client_ends = (ends[2], ends[3], ends[0], ends[1])
         client = client_ends[0]
         resolutions, errors = resolve(msg)
-        for err in errors:
-            self._malformed(flow, err)
+        for problem in errors:
+            self._malformed(flow, problem)
         outcome, earlier = self.queries.answer(client_ends, msg, ts, resolutions)
         if outcome == dnsbind.BOUND:  # its question is the query's: the flow has its names already
             facts = flow.own_facts()
