@@ -210,7 +210,19 @@ class CsvWriter:
         self._cells = _CSV_CELLS
 
     def write(self, record: dict[str, Any]) -> None:
-        self._w.writerow([render(record[name]) for name, render in self._cells])
+        row = []
+        for name, render in self._cells:
+            v = record[name]
+            if render is not csv_value:
+                v = render(v)
+            elif isinstance(v, list):  # csv_value, inline: most cells take this rule
+                v = ";".join(str(x) for x in v)
+            elif v is None:
+                v = ""
+            elif isinstance(v, bool):
+                v = "true" if v else "false"
+            row.append(v)
+        self._w.writerow(row)
 
     def close(self) -> None:
         self.out.flush()
