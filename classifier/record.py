@@ -7,9 +7,9 @@ all derive from it, so adding a field is one entry there.
 
 ``fill`` is a Python expression over the decided flow (``flow``), its attribution (``a``), its
 decision (``d``), its facts (``facts``), its ClientHello over TLS or QUIC (``hello``), QUIC facts
-(``quic``) and HTTP request (``req``); ``flow_record`` is compiled from them into one function that
-builds the record as a dict display, as fast as writing it out by hand (records are a per-flow
-cost of every scan).
+(``quic``) and HTTP request (``req``), or a function of the flow for a value that needs more than an
+expression; ``flow_record`` is compiled from them into one function that builds the record as a dict
+display, as fast as writing it out by hand (records are a per-flow cost of every scan).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class RecordField:
     name: str
     json_type: str  # "string", "integer|null", "array"... as the README table shows it
     meaning: str
-    fill: str  # expression giving the value (module docstring: the names it may use)
+    fill: str | Callable[[Flow], Any]  # expression giving the value (module docstring), or function
     csv: Callable[[Any], Any] | None = csv_value  # the value as one CSV cell; None: not in CSV
     csv_last: bool = False  # column after every other one (where CSV readers have found it so far)
 
@@ -156,7 +156,18 @@ def compile_flow_record(fields: tuple[RecordField, ...]) -> Callable[[Flow], dic
     names = [f.name for f in fields]
     if len(set(names)) != len(names):
         raise ValueError("record fields: a name is declared twice")
-    items = ",\n".join(f"        {f.name!r}: {f.fill}" for f in fields)
+    scope: dict[str, Any] = {
+        "client_hello": client_hello, "ntop": ntop, "format_instant": format_instant,
+        "_TLS_VERSIONS": _TLS_VERSIONS, "provision_dict": provision_dict,
+    }
+    values = []
+    for i, f in enumerate(fields):
+        if isinstance(f.fill, str):
+            values.append(f.fill)
+        else:
+            scope[f"_fill_{i}"] = f.fill
+            values.append(f"_fill_{i}(flow)")
+    items = ",\n".join(f"        {f.name!r}: {value}" for f, value in zip(fields, values, strict=True))
     source = (
         "def flow_record(flow):\n"
         "    a = flow.attribution\n"
@@ -167,10 +178,6 @@ def compile_flow_record(fields: tuple[RecordField, ...]) -> Callable[[Flow], dic
         "    req = facts.http\n"
         f"    return {{\n{items},\n    }}\n"
     )
-    scope: dict[str, Any] = {
-        "client_hello": client_hello, "ntop": ntop, "format_instant": format_instant,
-        "_TLS_VERSIONS": _TLS_VERSIONS, "provision_dict": provision_dict,
-    }
     exec(compile(source, f"<record fields of {__name__}>", "exec"), scope)
     function: Callable[[Flow], dict[str, Any]] = scope["flow_record"]
     function.__doc__ = "The record of one decided flow, with exactly the keys of SCHEMA, in its order."

@@ -50,10 +50,16 @@ def test_a_new_field_is_one_declaration(flow):
         '"even" if flow.client_port % 2 == 0 else "odd"',
         csv=lambda v: v.upper(),
     )
-    make = compile_flow_record((*FIELDS, extra))
+    computed = RecordField(
+        "server_hex", "string", "server address in hex", lambda f: f.server.hex(), csv=None
+    )
+    make = compile_flow_record((*FIELDS, extra, computed))
     rec = make(flow)
-    assert list(rec)[-1] == "client_port_parity" and rec["client_port_parity"] == "even"
-    assert {k: v for k, v in rec.items() if k != "client_port_parity"} == record.flow_record(flow)
+    assert list(rec)[-2:] == ["client_port_parity", "server_hex"]
+    assert rec["client_port_parity"] == "even" and rec["server_hex"] == "cb00713c"
+    assert {k: v for k, v in rec.items() if k not in ("client_port_parity", "server_hex")} == (
+        record.flow_record(flow)
+    )
 
 
 def test_csv_cells_come_from_each_fields_rule(flow):
