@@ -175,11 +175,9 @@ class Attributor:
             basis.append(kind)
 
         # A protocol whose framing is an app's own (WeChat's mmtls) names the app by itself.
-        proto_rule = None
-        greeting = flow.facts.greeting
-        if greeting is not None:
-            kind = flow.facts.app_proto or ""
-            proto_rule = sigs.protocols.get(kind)
+        greeting = flow.facts.greeting  # set only for a registered protocol, which app_proto names
+        kind = flow.facts.app_proto or ""
+        proto_rule = sigs.protocols.get(kind) if greeting is not None else None
         if proto_rule is not None:
             text = self._protocols[kind].describe(greeting)
             evidence.append(Evidence(kind, text, proto_rule.id, proto_rule.source))

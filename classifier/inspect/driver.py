@@ -2,7 +2,8 @@
 
 The inspectors themselves (``classifier.inspect``) are pure functions of bytes. This module feeds
 them: it keeps the first bytes of each TCP direction in sequence order, picks the protocol from
-the client's first bytes (never from the port, except DNS), and records the facts on the flow.
+the client's first bytes (never from the port, except DNS: TLS, HTTP, then the protocols of
+``registry``, which it knows only through that table), and records the facts on the flow.
 It answers one question per packet: is there now enough to decide the flow?
 """
 
