@@ -23,7 +23,6 @@ import orjson
 
 from .attribute import client_hello, ntop
 from .flows import Flow
-from .policy import ProvisionStatus
 from .timeutil import format_instant
 
 _TLS_VERSIONS = {0x0300: "SSL3.0", 0x0301: "TLS1.0", 0x0302: "TLS1.1", 0x0303: "TLS1.2", 0x0304: "TLS1.3"}
@@ -58,12 +57,6 @@ class RecordField:
     fill: str | Callable[[Flow], Any]  # expression giving the value (module docstring), or function
     csv: Callable[[Any], Any] | None = csv_value  # the value as one CSV cell; None: not in CSV
     csv_last: bool = False  # column after every other one (where CSV readers have found it so far)
-
-
-def provision_dict(p: ProvisionStatus) -> dict[str, Any]:
-    """A provision's status as a record shows it."""
-    return {"id": p.provision, "category": p.category, "status": p.status, "effective": p.effective,
-            "event": p.event, "unenforced": p.unenforced, "reason": p.reason}
 
 
 F = RecordField
@@ -126,7 +119,9 @@ FIELDS: tuple[RecordField, ...] = (
     F("reason", "string", "one sentence: which provision, event and view decided (and the block floor "
                           "and weak evidence, when it withheld a block)", "d.reason"),
     F("provisions", "array", "every provision covering the app and categories, with its status then",
-      "[provision_dict(p) for p in d.provisions]", csv=_csv_provisions, csv_last=True),
+      '[{"id": p.provision, "category": p.category, "status": p.status, "effective": p.effective, '
+      '"event": p.event, "unenforced": p.unenforced, "reason": p.reason} for p in d.provisions]',
+      csv=_csv_provisions, csv_last=True),
     F("evidence", "array", "objects with kind, value, and signature/source where a signature matched",
       "[e.as_dict() for e in a.evidence]", csv=_csv_evidence),
     F("packets_c2s", "integer", "packets client to server", "flow.c2s_pkts"),
@@ -158,7 +153,7 @@ def compile_flow_record(fields: tuple[RecordField, ...]) -> Callable[[Flow], dic
         raise ValueError("record fields: a name is declared twice")
     scope: dict[str, Any] = {
         "client_hello": client_hello, "ntop": ntop, "format_instant": format_instant,
-        "_TLS_VERSIONS": _TLS_VERSIONS, "provision_dict": provision_dict,
+        "_TLS_VERSIONS": _TLS_VERSIONS,
     }
     values = []
     for i, f in enumerate(fields):
