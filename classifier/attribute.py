@@ -9,7 +9,9 @@ The rules (also in the README):
 * A flow without a name of its own is named by a DNS answer for its server address seen earlier
   in the input (bound to its query, ``dnsbind``), else by a name the same client used for the same
   (non-CDN) address shortly before, else by an answer bound to no query (``dns-unsolicited``).
-* WeChat's **mmtls** framing names the app (protocols.toml) even without any name.
+* A protocol whose framing is an app's own (WeChat's **mmtls**: a protocol of
+  ``classifier.inspect.registry`` with an entry in protocols.toml) names the app even without any
+  name.
 * The **server address** is looked up in the operator and CDN prefix tables (longest prefix). An
   operator prefix alone gives the operator only: an operator's ASN is not the app (Tencent Cloud
   hosts unrelated customers).
@@ -21,9 +23,10 @@ The rules (also in the README):
 * A DNS flow whose query names an app is attributed to the app (it is the client looking the app
   up) but gets no category: a lookup is none of the services the orders name.
 * ``confidence``: high for a name from the flow itself (SNI, Host, store request), medium for a
-  name from a bound DNS answer, a medium-confidence rule or mmtls alone, low for a name from
-  history or from an unbound DNS answer (a guess about this flow, or possibly forged) and for
-  address or next-hop only; mmtls on the app's operator's address is high.
+  name from a bound DNS answer, a medium-confidence rule or such a protocol alone (its entry's
+  confidence), low for a name from history or from an unbound DNS answer (a guess about this
+  flow, or possibly forged) and for address or next-hop only; the protocol on the app's
+  operator's address is high.
 * ``basis``: the evidence kinds that gave or confirmed the app (or, without one, the operator):
   what ``blockfloor`` weighs before a block.
 * Encrypted DNS (DoT, DoQ, DoH to a known resolver) and ECH are reported as what they are: flows
@@ -33,11 +36,13 @@ The rules (also in the README):
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 
 from .dnsbind import EXPLAIN
 from .dnscache import DnsCache, DnsMatch
+from .evidence import Attribution, Evidence
 from .flows import Flow
+from .inspect import registry
+from .inspect.tls import ClientHello
 from .signatures import Signatures
 from .timeutil import format_instant
 
@@ -51,56 +56,16 @@ _DOH_PORTS = (443,)
 _MAX_SHARED = 4096  # distinct attributions kept for sharing
 
 
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """One reason behind an attribution, in the form the records print."""
-
-    kind: str  # sni | http-host | http-proxy | dns | name-history | dns-unsolicited | dns-query |
-    #            cname | store | mmtls | ech | encrypted-dns | prefix | peering
-    value: str
-    signature: str | None = None
-    source: str | None = None
-
-    def as_dict(self) -> dict:
-        d = {"kind": self.kind, "value": self.value}
-        if self.signature is not None:
-            d["signature"] = self.signature
-        if self.source is not None:
-            d["source"] = self.source
-        return d
-
-
-@dataclass(frozen=True, slots=True)
-class Attribution:
-    hostname: str | None
-    hostname_source: str | None  # sni | http-proxy | http-host | dns | name-history | dns-unsolicited |
-    #                              dns-query
-    app: str | None
-    operator: str | None
-    category: str | None
-    categories: tuple[str, ...]
-    confidence: str | None
-    evidence: tuple[Evidence, ...]
-    server_asn: int | None
-    server_owner: str | None  # operator or CDN provider id owning the server prefix
-    encrypted_dns: str | None = None  # dot | doq | doh: this flow carries DNS we cannot read
-    ech_public_name: str | None = None  # the outer SNI, when it is an ECH public name
-    basis: tuple[str, ...] = ()  # evidence kinds that gave or confirmed the app (else the operator)
-
-    @property
-    def attributed(self) -> bool:
-        return self.app is not None or self.operator is not None
-
-
 def ntop(addr: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
 
 
-def client_hello(flow: Flow):
+def client_hello(flow: Flow) -> ClientHello | None:
     """The flow's ClientHello, over TLS or inside QUIC Initials (None if neither)."""
-    hello = flow.facts.get("tls")
+    facts = flow.facts
+    hello = facts.tls
     if hello is None:
-        quic = flow.facts.get("quic")
+        quic = facts.quic
         hello = quic.client_hello if quic is not None else None
     return hello
 
@@ -115,6 +80,7 @@ class Attributor:
         self.seen_names = seen_names  # server address -> SNI/Host names its clients used
         self.unbound_dns = unbound_dns  # answers bound to no query: low-confidence names only
         self._app_operator = {app: op_id for op_id, op in sigs.operators.items() for app in op.apps}
+        self._protocols = registry.protocols()  # how each protocol describes its greeting
         # Equal attributions share one object: flows to the same server with the same name keep
         # one between them while they live, rather than one each.
         self._shared: dict[Attribution, Attribution] = {}
@@ -138,7 +104,7 @@ class Attributor:
         names = []
         hidden = None
         hello = client_hello(flow)
-        quic = facts.get("quic")
+        quic = facts.quic
         sni = hello.sni if hello is not None else (quic.sni if quic is not None else None)
         if sni:
             public = self.ech_public_name(sni) if hello is not None and hello.ech else None
@@ -148,13 +114,13 @@ class Attributor:
             else:
                 text = sni if quic is None else f"{sni} (QUIC {quic.version_name})"
                 names.append(("sni", sni, text))
-        req = facts.get("http")
+        req = facts.http
         if req is not None:
             if req.proxy_host:
                 names.append(("http-proxy", req.proxy_host, f"{req.method} {req.target}"))
             if req.host:
                 names.append(("http-host", req.host, req.host))
-        for q in facts.get("dns_queries", ())[:1]:
+        for q in (facts.dns_queries or ())[:1]:
             names.append(("dns-query", q, q))
         return names, hidden
 
@@ -208,12 +174,13 @@ class Attributor:
                 confidence = "high" if kind in _FLOW_NAMES and r.confidence == "high" else "medium"
             basis.append(kind)
 
-        # WeChat's mmtls framing names the app by itself.
-        mm = flow.facts.get("mmtls")
-        proto_rule = sigs.protocols.get("mmtls") if mm is not None else None
+        # A protocol whose framing is an app's own (WeChat's mmtls) names the app by itself.
+        greeting = flow.facts.greeting  # set only for a registered protocol, which app_proto names
+        kind = flow.facts.app_proto or ""
+        proto_rule = sigs.protocols.get(kind) if greeting is not None else None
         if proto_rule is not None:
-            text = f"mmtls {mm.mode} ClientHello, record version {mm.version:#06x}"
-            evidence.append(Evidence("mmtls", text, proto_rule.id, proto_rule.source))
+            text = self._protocols[kind].describe(greeting)
+            evidence.append(Evidence(kind, text, proto_rule.id, proto_rule.source))
             if app is None:
                 app = proto_rule.app
                 operator = operator or self._app_operator.get(app)
@@ -221,14 +188,14 @@ class Attributor:
                 role_cat = ROLE_CATEGORY.get(proto_rule.role)
                 if role_cat is not None:
                     categories.add(role_cat)
-                basis.append("mmtls")
+                basis.append(kind)
             elif app == proto_rule.app:
                 confidence = "high"
-                basis.append("mmtls")
+                basis.append(kind)
 
         # A CNAME chain (of the DNS answer that named this flow, or of the answers a DNS flow
         # carried) can reach a CDN, or an app name behind a neutral name.
-        chains = [dns_match.answer.chain] if dns_match is not None else flow.facts.get("dns_chains", [])
+        chains = [dns_match.answer.chain] if dns_match is not None else flow.facts.dns_chains or []
         weak_chain = dns_match is not None and dns_match.answer.unbound is not None
         for chain in chains:
             for target in chain[1:]:
@@ -249,7 +216,7 @@ class Attributor:
                                                  chain_rule.id, chain_rule.source))
 
         # App-store: a clear-text request to a store host for one of the apps' packages.
-        req = flow.facts.get("http")
+        req = flow.facts.http
         if req is not None:
             host = req.proxy_host or req.host or ""
             store = sigs.store_match(host, req.target)
@@ -276,7 +243,7 @@ class Attributor:
                     confidence = confidence or "low"
                     basis.append("prefix")
                 elif proto_rule is not None and app == proto_rule.app and operator == server_entry.owner:
-                    confidence = "high"  # mmtls on the app's own operator's address
+                    confidence = "high"  # the app's own protocol on its operator's address
                 categories.add("hosting")
             elif app or operator:
                 categories.add("cdn")
@@ -334,9 +301,9 @@ class Attributor:
         """dot / doq / doh when the flow carries DNS this input cannot read, else None."""
         sigs = self.sigs
         facts = flow.facts
-        handshake = facts.get("tls") is not None or facts.get("quic") is not None
+        handshake = facts.tls is not None or facts.quic is not None
         port = sigs.encrypted_ports.get((flow.proto, flow.server_port))
-        if port is not None and (handshake or facts.get("app_proto") in (None, "unknown", "quic")):
+        if port is not None and (handshake or facts.app_proto in (None, "unknown", "quic")):
             evidence.append(Evidence("encrypted-dns", f"{port.kind.upper()} on port {port.port}",
                                      port.id, port.source))
             return port.kind

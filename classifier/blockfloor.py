@@ -60,11 +60,21 @@ def check_evidence(kinds: tuple[str, ...] | list[str]) -> str | None:
     for kind in kinds:
         if kind in NEVER_BLOCKING:
             return f"{kind} can never support a block: a DNS answer bound to no query may be forged"
-        if kind not in BASIS_KINDS:
-            return f"unknown evidence kind {kind!r} (known: {', '.join(BLOCKABLE_KINDS)})"
+        if kind not in BASIS_KINDS and kind not in _registered_protocols():
+            known = (*BLOCKABLE_KINDS, *(p for p in _registered_protocols() if p not in BASIS_KINDS))
+            return f"unknown evidence kind {kind!r} (known: {', '.join(known)})"
     if len(set(kinds)) != len(kinds):
         return "lists an evidence kind twice"
     return None
+
+
+def _registered_protocols() -> tuple[str, ...]:
+    """Ids of the protocols that name an app by their framing: each is an evidence kind too. A
+    protocol not listed in BASIS_KINDS can support a block only when the operator names it
+    (--block-evidence, gateway block_evidence): a new recogniser does not block by default."""
+    from .inspect import registry  # only when a list is checked: the inspectors are heavy imports
+
+    return tuple(registry.protocols())
 
 
 def parse_evidence(text: str) -> tuple[str, ...]:

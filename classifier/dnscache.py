@@ -91,17 +91,17 @@ def resolve(msg: Message) -> tuple[list[Resolution], list[MalformedError]]:
     out = []
     for q in msg.questions:
         chain = [q.name]
-        ttl = None
+        cname_ttl: int | None = None  # the smallest along the chain
         cur = q.name
         while cur in cnames and len(chain) < _MAX_CHAIN:
             cur, t = cnames[cur]
-            ttl = t if ttl is None else min(ttl, t)
+            cname_ttl = t if cname_ttl is None else min(cname_ttl, t)
             if cur in chain:
                 break
             chain.append(cur)
         found = tuple(dict.fromkeys(pair for name in reversed(chain) for pair in addrs.get(name, ())))
         ech = tuple(cfg for name in chain for sb in bindings.get(name, ()) for cfg in sb.ech)
-        out.append(Resolution(tuple(chain), found, ttl, ech))
+        out.append(Resolution(tuple(chain), found, cname_ttl, ech))
     return out, errors
 
 

@@ -21,13 +21,18 @@ decided: a live flow costs well under 1 KiB (``benchmarks/flood.py`` measures it
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
-from types import MappingProxyType
+from typing import TYPE_CHECKING
 
+from .facts import NO_FACTS, FlowFacts, proto_only
 from .reassembly import Stream
+
+if TYPE_CHECKING:  # types only: what a decided flow holds
+    from .evidence import Attribution
+    from .policy import Decision
 
 # Flow stages.
 INSPECTING = 0  # facts still being gathered: packets go through inspection
@@ -35,11 +40,6 @@ DECIDED = 1  # verdict taken: packets only update counters (DNS flows still feed
 
 DEFAULT_MAX_FLOWS = 500_000
 MAX_NOTES = 8  # inspection problems kept per flow
-
-# Facts shared by every flow that has no other facts than these: most flows have none, or only the
-# protocol their first bytes showed, so they need no dict of their own.
-NO_FACTS: Mapping = MappingProxyType({})
-_PROTO_ONLY: dict[str, Mapping] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +111,10 @@ class Flow:
         # Sequence numbers of each side's SYN, kept until payload makes the streams.
         self.client_isn: int | None = None
         self.server_isn: int | None = None
-        self.facts: Mapping = NO_FACTS  # read-only until own_facts() gives the flow its own dict
+        self.facts: FlowFacts = NO_FACTS  # shared and read-only until own_facts() gives the flow its own
         self.notes: Sequence[str] = ()
-        self.attribution = None
-        self.decision = None
+        self.attribution: Attribution | None = None  # set once, when the flow is decided
+        self.decision: Decision | None = None  # set with the attribution
         self.end_reason: str | None = None
         self.ended = False
         self.file: str | None = None
@@ -132,26 +132,20 @@ class Flow:
             self.s2c_pkts += packets
             self.s2c_bytes += size
 
-    def own_facts(self) -> dict:
-        """The flow's facts as a dict it may change (copied from the shared ones on first use)."""
+    def own_facts(self) -> FlowFacts:
+        """The flow's facts, which it may change (copied from the shared ones on first use)."""
         facts = self.facts
-        if type(facts) is not dict:
-            facts = self.facts = dict(facts)
+        if type(facts) is not FlowFacts:
+            facts = self.facts = facts.copy()
         return facts
 
     def set_app_proto(self, kind: str) -> None:
-        """Record what the client's first bytes were; a flow with no other facts shares its dict."""
+        """Record what the client's first bytes were; a flow with no other facts shares them."""
         facts = self.facts
-        if type(facts) is dict:
-            facts["app_proto"] = kind
-            return
-        if len(facts) > (1 if "app_proto" in facts else 0):
-            self.own_facts()["app_proto"] = kind
-            return
-        shared = _PROTO_ONLY.get(kind)
-        if shared is None:
-            shared = _PROTO_ONLY[kind] = MappingProxyType({"app_proto": kind})
-        self.facts = shared
+        if type(facts) is FlowFacts:
+            facts.app_proto = kind
+        else:  # shared facts hold nothing but app_proto
+            self.facts = proto_only(kind)
 
     def add_note(self, text: str) -> None:
         """Keep a problem met while inspecting (the first MAX_NOTES of them)."""
@@ -167,10 +161,11 @@ class Flow:
         return self.fin & 4 != 0 or self.fin & 3 == 3
 
 
-class _Bucket(set):
+class _Bucket(set["Flow"]):
     """Flows to look at once packet time reaches bucket ``at``."""
 
     __slots__ = ("at",)
+    at: int
 
 
 def flow_key(src: bytes, sport: int, dst: bytes, dport: int, proto: int) -> tuple:

@@ -232,8 +232,10 @@ class Scanner:
             flow.streams = None  # up to inspect_bytes per direction that nothing reads any more
         attribution = self.attributor.attribute(flow)
         flow.attribution = attribution
-        if attribution.hostname_source in ("sni", "http-host") and self.options.name_memory > 0:
-            self.seen_names.remember(flow.server, attribution.hostname, flow.first_ts, flow.client,
+        hostname = attribution.hostname
+        if (hostname is not None and attribution.hostname_source in ("sni", "http-host")
+                and self.options.name_memory > 0):
+            self.seen_names.remember(flow.server, hostname, flow.first_ts, flow.client,
                                      self.options.name_memory)
         when = self.options.as_of if self.options.as_of is not None else flow.first_ts
         decision = self.policy.decide(

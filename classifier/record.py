@@ -1,14 +1,23 @@
-"""Flow records: the declared schema, and the JSON-lines and CSV writers.
+"""Flow records: the one declaration of their fields, and the JSON-lines and CSV writers.
 
-Every flow becomes exactly one record. ``SCHEMA`` declares each key with its type and meaning; the
-README's schema table is generated from it (``classifier schema``), and a test checks that every
-record has exactly these keys.
+Every flow becomes exactly one record. ``FIELDS`` declares each key once: its JSON type and
+meaning (the README's schema table is generated from them, ``classifier schema``), how it is
+filled from the flow, and how it goes into CSV. ``SCHEMA``, ``flow_record`` and ``CSV_COLUMNS``
+all derive from it, so adding a field is one entry there.
+
+``fill`` is a Python expression over the decided flow (``flow``), its attribution (``a``), its
+decision (``d``), its facts (``facts``), its ClientHello over TLS or QUIC (``hello``), QUIC facts
+(``quic``) and HTTP request (``req``), or a function of the flow for a value that needs more than an
+expression; ``flow_record`` is compiled from them into one function that builds the record as a dict
+display, as fast as writing it out by hand (records are a per-flow cost of every scan).
 """
 
 from __future__ import annotations
 
 import csv
-from typing import IO
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
 
 import orjson
 
@@ -18,123 +27,160 @@ from .timeutil import format_instant
 
 _TLS_VERSIONS = {0x0300: "SSL3.0", 0x0301: "TLS1.0", 0x0302: "TLS1.1", 0x0303: "TLS1.2", 0x0304: "TLS1.3"}
 
+
+def csv_value(v: Any) -> Any:
+    """A JSON value in one CSV cell: arrays joined with ';', null empty, booleans true/false."""
+    if isinstance(v, list):
+        return ";".join(str(x) for x in v)
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v
+
+
+def _csv_evidence(v: list[dict[str, str]]) -> str:
+    return ";".join(f"{e['kind']}={e['value']}" for e in v)
+
+
+def _csv_provisions(v: list[dict[str, Any]]) -> str:
+    return ";".join(f"{p['id']}:{p['status']}" for p in v)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordField:
+    """One key of every flow record."""
+
+    name: str
+    json_type: str  # "string", "integer|null", "array"... as the README table shows it
+    meaning: str
+    fill: str | Callable[[Flow], Any]  # expression giving the value (module docstring), or function
+    csv: Callable[[Any], Any] | None = csv_value  # the value as one CSV cell; None: not in CSV
+    csv_last: bool = False  # column after every other one (where CSV readers have found it so far)
+
+
+F = RecordField
+FIELDS: tuple[RecordField, ...] = (
+    F("file", "string|null", "input the flow came from", "flow.file"),
+    F("flow", "integer", "flow number within the run, in order of first packet", "flow.id"),
+    F("first_ts", "string", "first packet, ISO 8601 UTC", "format_instant(flow.first_ts, True)"),
+    F("last_ts", "string", "last packet, ISO 8601 UTC", "format_instant(flow.last_ts, True)"),
+    F("proto", "string", "tcp or udp", '"tcp" if flow.proto == 6 else "udp"'),
+    F("src", "string", "client address (sender of the SYN, else of the first packet)", "ntop(flow.client)"),
+    F("sport", "integer", "client port", "flow.client_port"),
+    F("dst", "string", "server address", "ntop(flow.server)"),
+    F("dport", "integer", "server port", "flow.server_port"),
+    F("iface", "string|null", "capture interface name (pcapng if_name), if known", "flow.iface"),
+    F("app_proto", "string|null",
+      "tls, quic, http, dns, mmtls or unknown: what the client's first bytes were", "facts.app_proto"),
+    F("hostname", "string|null",
+      "best name: SNI, else HTTP proxy target or Host, else DNS-derived, else DNS query", "a.hostname"),
+    F("hostname_source", "string|null",
+      "sni, http-proxy, http-host, dns (answer bound to its query, for the server "
+      "address), name-history, dns-unsolicited (answer bound to no query) or dns-query",
+      "a.hostname_source"),
+    F("sni", "string|null", "server_name of the ClientHello (over TLS, or in QUIC Initials)",
+      "hello.sni if hello else (quic.sni if quic else None)"),
+    F("alpn", "array", "ALPN protocols offered",
+      "list(hello.alpn) if hello else list(quic.alpn) if quic else []"),
+    F("tls_versions", "array", "TLS versions offered (supported_versions, else the legacy version)",
+      '[_TLS_VERSIONS.get(v, f"0x{v:04x}") for v in hello.versions] if hello else []'),
+    F("quic_version", "string|null", "QUIC version of the Initial: 1, 2, draft-29, Q050...",
+      "quic.version_name if quic else None"),
+    F("ech", "boolean", "encrypted_client_hello extension present (real ECH or GREASE)",
+      "bool(hello and hello.ech)"),
+    F("ech_public_name", "string|null",
+      "the outer SNI when it is an ECH public name: the real name is hidden", "a.ech_public_name"),
+    F("encrypted_dns", "string|null", "dot, doq or doh: the flow carries DNS this input cannot read",
+      "a.encrypted_dns"),
+    F("http_method", "string|null", "HTTP request method", "req.method if req else None"),
+    F("http_host", "string|null", "HTTP Host header", "req.host if req else None"),
+    F("dns_queries", "array", "names asked on a DNS flow", "list(facts.dns_queries or ())"),
+    F("app", "string|null", "tiktok, wechat or null", "a.app"),
+    F("operator", "string|null", "bytedance, tencent or null", "a.operator"),
+    F("category", "string|null",
+      "primary category: payments, app-store, code-use, cdn, hosting, transit-peering", "a.category"),
+    F("categories", "array", "every category that applies, primary first", "list(a.categories)"),
+    F("confidence", "string|null", "high (name from the flow), medium (name from a bound DNS answer), "
+                                   "low (name history, unbound DNS answer, or address only)",
+      "a.confidence"),
+    F("server_asn", "integer|null", "ASN of the operator/CDN prefix holding the server address",
+      "a.server_asn"),
+    F("server_owner", "string|null", "operator or CDN provider holding the server address",
+      "a.server_owner"),
+    F("action", "string", "block, log or allow", "d.action"),
+    F("view", "string", "announced or in-force: the policy view that decided", "d.view"),
+    F("decided_at", "string", "the instant the policy was evaluated at (first packet, or --as-of)",
+      "d.at"),
+    F("rule", "string", "the decision rule: provision-effective, provision-effective-unenforced, "
+                        "attributed-no-effective-provision, not-attributed; below-block-confidence or "
+                        "evidence-cannot-block when the policy said block but the evidence was too weak "
+                        "(logged instead)", "d.rule"),
+    F("reason", "string", "one sentence: which provision, event and view decided (and the block floor "
+                          "and weak evidence, when it withheld a block)", "d.reason"),
+    F("provisions", "array", "every provision covering the app and categories, with its status then",
+      '[{"id": p.provision, "category": p.category, "status": p.status, "effective": p.effective, '
+      '"event": p.event, "unenforced": p.unenforced, "reason": p.reason} for p in d.provisions]',
+      csv=_csv_provisions, csv_last=True),
+    F("evidence", "array", "objects with kind, value, and signature/source where a signature matched",
+      "[e.as_dict() for e in a.evidence]", csv=_csv_evidence),
+    F("packets_c2s", "integer", "packets client to server", "flow.c2s_pkts"),
+    F("packets_s2c", "integer", "packets server to client", "flow.s2c_pkts"),
+    F("bytes_c2s", "integer", "IP bytes client to server", "flow.c2s_bytes"),
+    F("bytes_s2c", "integer", "IP bytes server to client", "flow.s2c_bytes"),
+    F("end_reason", "string", "closed, idle, evicted or end-of-input", "flow.end_reason"),
+    F("notes", "array", "problems met while inspecting this flow (malformed TLS/HTTP/DNS, DNS responses "
+                        "bound to no query...)", "list(flow.notes)", csv=None),
+)
+del F
+
 # key -> (JSON type, meaning)
-SCHEMA: dict[str, tuple[str, str]] = {
-    "file": ("string|null", "input the flow came from"),
-    "flow": ("integer", "flow number within the run, in order of first packet"),
-    "first_ts": ("string", "first packet, ISO 8601 UTC"),
-    "last_ts": ("string", "last packet, ISO 8601 UTC"),
-    "proto": ("string", "tcp or udp"),
-    "src": ("string", "client address (sender of the SYN, else of the first packet)"),
-    "sport": ("integer", "client port"),
-    "dst": ("string", "server address"),
-    "dport": ("integer", "server port"),
-    "iface": ("string|null", "capture interface name (pcapng if_name), if known"),
-    "app_proto": ("string|null",
-                  "tls, quic, http, dns, mmtls or unknown: what the client's first bytes were"),
-    "hostname": ("string|null",
-                 "best name: SNI, else HTTP proxy target or Host, else DNS-derived, else DNS query"),
-    "hostname_source": ("string|null",
-                        "sni, http-proxy, http-host, dns (answer bound to its query, for the server "
-                        "address), name-history, dns-unsolicited (answer bound to no query) or dns-query"),
-    "sni": ("string|null", "server_name of the ClientHello (over TLS, or in QUIC Initials)"),
-    "alpn": ("array", "ALPN protocols offered"),
-    "tls_versions": ("array", "TLS versions offered (supported_versions, else the legacy version)"),
-    "quic_version": ("string|null", "QUIC version of the Initial: 1, 2, draft-29, Q050..."),
-    "ech": ("boolean", "encrypted_client_hello extension present (real ECH or GREASE)"),
-    "ech_public_name": ("string|null",
-                        "the outer SNI when it is an ECH public name: the real name is hidden"),
-    "encrypted_dns": ("string|null", "dot, doq or doh: the flow carries DNS this input cannot read"),
-    "http_method": ("string|null", "HTTP request method"),
-    "http_host": ("string|null", "HTTP Host header"),
-    "dns_queries": ("array", "names asked on a DNS flow"),
-    "app": ("string|null", "tiktok, wechat or null"),
-    "operator": ("string|null", "bytedance, tencent or null"),
-    "category": ("string|null",
-                 "primary category: payments, app-store, code-use, cdn, hosting, transit-peering"),
-    "categories": ("array", "every category that applies, primary first"),
-    "confidence": ("string|null", "high (name from the flow), medium (name from a bound DNS answer), "
-                                  "low (name history, unbound DNS answer, or address only)"),
-    "server_asn": ("integer|null", "ASN of the operator/CDN prefix holding the server address"),
-    "server_owner": ("string|null", "operator or CDN provider holding the server address"),
-    "action": ("string", "block, log or allow"),
-    "view": ("string", "announced or in-force: the policy view that decided"),
-    "decided_at": ("string", "the instant the policy was evaluated at (first packet, or --as-of)"),
-    "rule": ("string", "the decision rule: provision-effective, provision-effective-unenforced, "
-                       "attributed-no-effective-provision, not-attributed; below-block-confidence or "
-                       "evidence-cannot-block when the policy said block but the evidence was too weak "
-                       "(logged instead)"),
-    "reason": ("string", "one sentence: which provision, event and view decided (and the block floor "
-                         "and weak evidence, when it withheld a block)"),
-    "provisions": ("array", "every provision covering the app and categories, with its status then"),
-    "evidence": ("array", "objects with kind, value, and signature/source where a signature matched"),
-    "packets_c2s": ("integer", "packets client to server"),
-    "packets_s2c": ("integer", "packets server to client"),
-    "bytes_c2s": ("integer", "IP bytes client to server"),
-    "bytes_s2c": ("integer", "IP bytes server to client"),
-    "end_reason": ("string", "closed, idle, evicted or end-of-input"),
-    "notes": ("array", "problems met while inspecting this flow (malformed TLS/HTTP/DNS, DNS responses "
-                       "bound to no query...)"),
-}
+SCHEMA: dict[str, tuple[str, str]] = {f.name: (f.json_type, f.meaning) for f in FIELDS}
+
+_CSV_FIELDS = tuple(f for f in FIELDS if f.csv is not None and not f.csv_last) + tuple(
+    f for f in FIELDS if f.csv is not None and f.csv_last
+)
+CSV_COLUMNS: list[str] = [f.name for f in _CSV_FIELDS]  # the CSV header, in column order
+_CSV_CELLS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
+    (f.name, f.csv) for f in _CSV_FIELDS if f.csv is not None
+)
 
 
-def flow_record(flow: Flow) -> dict:
-    """The record of one decided flow, with exactly the keys of SCHEMA."""
-    a = flow.attribution
-    d = flow.decision
-    facts = flow.facts
-    hello = client_hello(flow)
-    quic = facts.get("quic")
-    req = facts.get("http")
-    return {
-        "file": flow.file,
-        "flow": flow.id,
-        "first_ts": format_instant(flow.first_ts, True),
-        "last_ts": format_instant(flow.last_ts, True),
-        "proto": "tcp" if flow.proto == 6 else "udp",
-        "src": ntop(flow.client),
-        "sport": flow.client_port,
-        "dst": ntop(flow.server),
-        "dport": flow.server_port,
-        "iface": flow.iface,
-        "app_proto": facts.get("app_proto"),
-        "hostname": a.hostname,
-        "hostname_source": a.hostname_source,
-        "sni": hello.sni if hello else (quic.sni if quic else None),
-        "alpn": list(hello.alpn) if hello else list(quic.alpn) if quic else [],
-        "tls_versions": [_TLS_VERSIONS.get(v, f"0x{v:04x}") for v in hello.versions] if hello else [],
-        "quic_version": quic.version_name if quic else None,
-        "ech": bool(hello and hello.ech),
-        "ech_public_name": a.ech_public_name,
-        "encrypted_dns": a.encrypted_dns,
-        "http_method": req.method if req else None,
-        "http_host": req.host if req else None,
-        "dns_queries": list(facts.get("dns_queries", ())),
-        "app": a.app,
-        "operator": a.operator,
-        "category": a.category,
-        "categories": list(a.categories),
-        "confidence": a.confidence,
-        "server_asn": a.server_asn,
-        "server_owner": a.server_owner,
-        "action": d.action,
-        "view": d.view,
-        "decided_at": d.at,
-        "rule": d.rule,
-        "reason": d.reason,
-        "provisions": [
-            {"id": p.provision, "category": p.category, "status": p.status, "effective": p.effective,
-             "event": p.event, "unenforced": p.unenforced, "reason": p.reason}
-            for p in d.provisions
-        ],
-        "evidence": [e.as_dict() for e in a.evidence],
-        "packets_c2s": flow.c2s_pkts,
-        "packets_s2c": flow.s2c_pkts,
-        "bytes_c2s": flow.c2s_bytes,
-        "bytes_s2c": flow.s2c_bytes,
-        "end_reason": flow.end_reason,
-        "notes": list(flow.notes),
+def compile_flow_record(fields: tuple[RecordField, ...]) -> Callable[[Flow], dict[str, Any]]:
+    """A record function from the ``fill`` expressions: one dict display, no call per field."""
+    names = [f.name for f in fields]
+    if len(set(names)) != len(names):
+        raise ValueError("record fields: a name is declared twice")
+    scope: dict[str, Any] = {
+        "client_hello": client_hello, "ntop": ntop, "format_instant": format_instant,
+        "_TLS_VERSIONS": _TLS_VERSIONS,
     }
+    values = []
+    for i, f in enumerate(fields):
+        if isinstance(f.fill, str):
+            values.append(f.fill)
+        else:
+            scope[f"_fill_{i}"] = f.fill
+            values.append(f"_fill_{i}(flow)")
+    items = ",\n".join(f"        {f.name!r}: {value}" for f, value in zip(fields, values, strict=True))
+    source = (
+        "def flow_record(flow):\n"
+        "    a = flow.attribution\n"
+        "    d = flow.decision\n"
+        "    facts = flow.facts\n"
+        "    hello = client_hello(flow)\n"
+        "    quic = facts.quic\n"
+        "    req = facts.http\n"
+        f"    return {{\n{items},\n    }}\n"
+    )
+    exec(compile(source, f"<record fields of {__name__}>", "exec"), scope)
+    function: Callable[[Flow], dict[str, Any]] = scope["flow_record"]
+    function.__doc__ = "The record of one decided flow, with exactly the keys of SCHEMA, in its order."
+    function.__module__ = __name__
+    return function
+
+
+flow_record = compile_flow_record(FIELDS)
 
 
 class JsonLinesWriter:
@@ -147,7 +193,7 @@ class JsonLinesWriter:
         self.out = out
         self.line_buffered = line_buffered
 
-    def write(self, record: dict) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         self.out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE).decode())
         if self.line_buffered:
             self.out.flush()
@@ -156,31 +202,28 @@ class JsonLinesWriter:
         self.out.flush()
 
 
-CSV_COLUMNS = [k for k in SCHEMA if k not in ("provisions", "notes")]
-
-
 class CsvWriter:
-    """Flat CSV: arrays joined with ';', evidence as 'kind=value', provisions as 'id:status'."""
+    """Flat CSV: arrays joined with ';', evidence as 'kind=value', provisions as 'id:status' (last)."""
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self._w = csv.writer(out)
-        self._w.writerow([*CSV_COLUMNS, "provisions"])
+        self._w.writerow(CSV_COLUMNS)
+        self._cells = _CSV_CELLS
 
-    def write(self, record: dict) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         row = []
-        for k in CSV_COLUMNS:
-            v = record[k]
-            if k == "evidence":
-                v = ";".join(f"{e['kind']}={e['value']}" for e in v)
-            elif isinstance(v, list):
+        for name, render in self._cells:
+            v = record[name]
+            if render is not csv_value:
+                v = render(v)
+            elif isinstance(v, list):  # csv_value, inline: most cells take this rule
                 v = ";".join(str(x) for x in v)
             elif v is None:
                 v = ""
             elif isinstance(v, bool):
                 v = "true" if v else "false"
             row.append(v)
-        row.append(";".join(f"{p['id']}:{p['status']}" for p in record["provisions"]))
         self._w.writerow(row)
 
     def close(self) -> None:
@@ -190,5 +233,5 @@ class CsvWriter:
 def schema_markdown() -> str:
     """The schema as a Markdown table, for the README."""
     lines = ["| key | type | meaning |", "|---|---|---|"]
-    lines += [f"| `{k}` | {t.replace('|', chr(92) + '|')} | {m} |" for k, (t, m) in SCHEMA.items()]
+    lines += [f"| `{f.name}` | {f.json_type.replace('|', chr(92) + '|')} | {f.meaning} |" for f in FIELDS]
     return "\n".join(lines)

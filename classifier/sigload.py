@@ -23,13 +23,14 @@ App ids and rule roles must be words of the vocabulary (``classifier.vocabulary`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from classifier.datafile import read_text, read_toml
 from classifier.errors import SignatureError
+from classifier.inspect import registry
 from classifier.sigmatch import PrefixTable
 from classifier.sigmodel import (
     App,
@@ -58,6 +59,7 @@ from classifier.validate import (
     Entry,
     Field,
     Invalid,
+    Kind,
     Schema,
     array_of_tables,
     choice,
@@ -166,15 +168,43 @@ NEIGHBOUR = Schema(
 )
 
 
-def _rule_schemas(vocabulary: Vocabulary) -> tuple[Schema, Schema, Schema]:
-    """App rules, operator rules and protocol rules: their roles come from the vocabulary."""
+def _rule_schemas(vocabulary: Vocabulary) -> tuple[Schema, Schema]:
+    """App rules and operator rules: their roles come from the vocabulary."""
     common = (Field("role", choice(vocabulary.roles)), Field("confidence", choice(CONFIDENCES)))
     names = (optional("suffix", HOSTNAME), optional("host", HOSTNAME))
     one = (("suffix", "host"),)
     return (
         _schema("rule", *names, *common, exactly_one=one),
         _schema("rule", Field("operator", TEXT), *names, *common, exactly_one=one),
-        _schema("protocol", Field("app", TEXT), *common),
+    )
+
+
+def _registered_protocol(known: Iterable[str]) -> Kind:
+    """The id of a protocol an inspector registers (classifier.inspect.registry): an entry for a
+    protocol nothing recognises would never match, so it is refused rather than ignored."""
+    known = tuple(known)
+    listed = ", ".join(known) or "none"
+
+    def check(value: Any) -> str:
+        ident = IDENT.convert(value)
+        if ident not in known:
+            raise Invalid(f"{ident!r} is no protocol an inspector registers (registered: {listed})")
+        return ident
+
+    return Kind("the id of a registered protocol", check)
+
+
+def protocol_schema(vocabulary: Vocabulary, known: Iterable[str]) -> Schema:
+    """A protocols.toml entry: which app a registered protocol names, with what role and confidence."""
+    return Schema(
+        "protocol",
+        (
+            Field("id", _registered_protocol(known)),
+            Field("app", TEXT),
+            Field("role", choice(vocabulary.roles)),
+            Field("confidence", choice(CONFIDENCES)),
+            *_SOURCED,
+        ),
     )
 
 
@@ -189,7 +219,7 @@ class _Loader:
     def __init__(self, directory: Path, vocabulary: Vocabulary) -> None:
         self.dir = directory
         self.vocabulary = vocabulary
-        self.app_rule, self.operator_rule, self.protocol = _rule_schemas(vocabulary)
+        self.app_rule, self.operator_rule = _rule_schemas(vocabulary)
         self.ids: dict[str, str] = {}  # id -> file that defined it
         self.patterns: dict[tuple[str, bool], tuple[str, str]] = {}  # (pattern, exact) -> (file, id)
 
@@ -438,12 +468,14 @@ def _load_encrypted(
 
 
 def _load_protocols(ld: _Loader, path: Path, apps: dict[str, App]) -> tuple[ProtocolRule, ...]:
-    """protocols.toml: protocols whose framing names the app (file optional)."""
+    """protocols.toml: which app each registered protocol names (file optional; a protocol without
+    an entry is still recognised, as its flows' app_proto, but names no app)."""
     if not path.exists():
         return ()
     doc = ld.read(path, ("protocol",))
+    schema = protocol_schema(ld.vocabulary, registry.protocols())
     out = []
-    for e in ld.entries(doc, "protocol", ld.protocol, path):
+    for e in ld.entries(doc, "protocol", schema, path):
         if e["app"] not in apps:
             raise e.fail(f"unknown app {e['app']!r}", "app")
         out.append(ProtocolRule(e["id"], e["app"], e["role"], e["confidence"], *_sourced(e)))

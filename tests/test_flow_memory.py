@@ -9,8 +9,11 @@ import tracemalloc
 import weakref
 from contextlib import contextmanager
 
+import pytest
+
 from classifier.defrag import MAX_DATAGRAM, Defragmenter
 from classifier.dnscache import DnsCache, Resolution
+from classifier.facts import FlowFacts
 from classifier.flows import NO_FACTS, Flow, FlowConfig, FlowTable, flow_key
 from classifier.inspect.dns import EchConfig
 from classifier.pipeline import Scanner, ScanOptions
@@ -166,7 +169,7 @@ def test_streams_come_with_payload_and_go_with_the_decision(sigs, policy):
     assert flow.streams is not None and flow.facts is NO_FACTS
     sc.feed(T0 + 0.03, 1, tcp(c, cport, SERVER, 8443, 0x18, seq=1001, data=first))
     assert flow.decision is not None and flow.streams is None
-    assert flow.facts["http"].host == "a.example"
+    assert flow.facts.http is not None and flow.facts.http.host == "a.example"
 
 
 def test_flows_share_facts_and_notes_until_they_have_their_own():
@@ -175,11 +178,16 @@ def test_flows_share_facts_and_notes_until_they_have_their_own():
     assert a.facts is b.facts is NO_FACTS and a.notes == ()
     a.set_app_proto("unknown")
     b.set_app_proto("unknown")
-    assert a.facts is b.facts and a.facts == {"app_proto": "unknown"}
-    a.own_facts()["quic"] = "x"
-    assert a.facts == {"app_proto": "unknown", "quic": "x"} and b.facts == {"app_proto": "unknown"}
+    assert a.facts is b.facts and a.facts.app_proto == "unknown"
+    with pytest.raises(AttributeError, match="read-only"):
+        a.facts.greeting = "x"  # shared: a forgotten own_facts() cannot reach every flow
+    with pytest.raises(AttributeError, match="read-only"):
+        NO_FACTS.dns_responses += 1
+    a.own_facts().greeting = "x"
+    assert type(a.facts) is FlowFacts and a.facts.greeting == "x" and a.facts.app_proto == "unknown"
+    assert b.facts.greeting is None and b.facts.app_proto == "unknown" and NO_FACTS.app_proto is None
     a.set_app_proto("quic")
-    assert a.facts["app_proto"] == "quic" and b.facts["app_proto"] == "unknown"
+    assert a.facts.app_proto == "quic" and a.facts.greeting == "x" and b.facts.app_proto == "unknown"
     for i in range(20):
         a.add_note(f"problem {i}")
     assert len(a.notes) == 8 and b.notes == ()

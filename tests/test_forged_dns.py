@@ -142,7 +142,7 @@ def test_question_rewritten_to_the_tiktok_name_is_ignored(sigs, policy):
     assert flow.attribution.app is None and flow.decision.action == "allow"
     assert run.scanner.inspection.queries.counts == {"dns-question-mismatch": 1}
     (dns_flow,) = [r for r in records.values() if r.dns_client]
-    assert dns_flow.facts["dns_queries"] == ["www.example.org"]  # the forged question names nothing
+    assert dns_flow.facts.dns_queries == ["www.example.org"]  # the forged question names nothing
 
 
 def test_answer_record_for_a_name_not_asked_is_ignored(sigs, policy):

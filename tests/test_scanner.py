@@ -108,7 +108,7 @@ def test_dns_over_tcp_two_messages_in_one_segment_name_a_later_flow(sigs, policy
     run.send(tcp(C, "203.0.113.80", 40005, 443, "PA", 2, 0, client_hello(None)))
     run.send(tcp(C, "203.0.113.80", 40006, 443, "S", 1), dt=60)  # after the 30 s TTL
     records = {rec.client_port: rec for rec in run.done()}
-    assert records[40004].attribution.app == "tiktok" and records[40004].facts["dns_responses"] == 2
+    assert records[40004].attribution.app == "tiktok" and records[40004].facts.dns_responses == 2
     named = records[40005].attribution
     assert named.hostname == "www.tiktok.com" and named.hostname_source == "dns"
     assert named.app == "tiktok" and named.confidence == "medium"
@@ -215,7 +215,7 @@ def test_mmtls_long_connection_is_wechat(sigs, policy):
     tls_flow(run, "203.0.113.96", 443, hello_1rtt(), 40031)  # unknown address
     recs = {r.client_port: r for r in run.done()}
     on_tencent = recs[40030].attribution
-    assert recs[40030].facts["app_proto"] == "mmtls"
+    assert recs[40030].facts.app_proto == "mmtls" and recs[40030].facts.greeting.mode == "1-rtt"
     assert on_tencent.app == "wechat" and on_tencent.confidence == "high"
     assert {e.kind for e in on_tencent.evidence} == {"mmtls", "prefix"}
     elsewhere = recs[40031].attribution

@@ -84,6 +84,7 @@ class Engine:
 
     def decided(self, flow: Flow, packet: bytes | None) -> str:
         """First packet after the flow's decision: count it and act on it (once per flow)."""
+        assert flow.decision is not None, "a flow is acted on once the scanner has decided it"
         action = flow.decision.action
         self.actions[flow.id] = action
         self._count_verdict(flow)
@@ -94,11 +95,13 @@ class Engine:
         return action
 
     def _count_verdict(self, flow: Flow) -> None:
+        decision = flow.decision
+        assert decision is not None, "a verdict is counted once the scanner has decided the flow"
         stats = self.stats
         stats.flows += 1
-        stats.verdicts[flow.decision.action] += 1
-        if flow.decision.rule in FLOOR_RULES:
-            stats.withheld[flow.decision.rule] += 1
+        stats.verdicts[decision.action] += 1
+        if decision.rule in FLOOR_RULES:
+            stats.withheld[decision.rule] += 1
 
     def act(self, flow: Flow, action: str, packet: bytes | None) -> None:
         """Carry out a verdict; monitor mode does nothing."""

@@ -2,7 +2,8 @@
 
 The inspectors themselves (``classifier.inspect``) are pure functions of bytes. This module feeds
 them: it keeps the first bytes of each TCP direction in sequence order, picks the protocol from
-the client's first bytes (never from the port, except DNS), and records the facts on the flow.
+the client's first bytes (never from the port, except DNS: TLS, HTTP, then the protocols of
+``registry``, which it knows only through that table), and records the facts on the flow.
 It answers one question per packet: is there now enough to decide the flow?
 """
 
@@ -18,13 +19,11 @@ from ..flows import MAX_NOTES, Flow, FlowConfig
 from ..reassembly import Stream
 from . import dns as dnsp
 from . import http as httpp
-from . import mmtls as mmtlsp
 from . import quic as quicp
+from . import registry
 from . import tls as tlsp
 
 DNS_PORT = 53
-# Protocols whose client greeting is all we need: the parser returns None until it is complete.
-_HELLO_PARSERS = {"tls": tlsp.parse_client_hello, "mmtls": mmtlsp.parse_client_hello}
 _MAX_QUERY_NAMES = 8
 
 
@@ -44,6 +43,7 @@ class Inspection:
         self.errors: Counter[str] = Counter()
         self.error_examples: dict[str, str] = {}
         self.dns_messages = 0
+        self.protocols = registry.protocols()  # protocols recognised by their greeting
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ class Inspection:
         if flow.dns_client:
             if grew:
                 self._dns_tcp(flow, st, from_client)
-            return "dns_responses" in flow.facts
+            return flow.facts.dns_responses > 0
         if not from_client:
             # A server that speaks first (SMTP, FTP banners...) means there is no client
             # greeting to wait for; otherwise server bytes change nothing.
@@ -96,7 +96,7 @@ class Inspection:
 
     def _client_bytes(self, flow: Flow, st: Stream) -> bool:
         data = bytes(st.data)
-        kind = flow.facts.get("app_proto")
+        kind = flow.facts.app_proto
         if kind is None:
             if len(data) < 4:
                 return False  # too few bytes to tell the protocol yet
@@ -104,27 +104,31 @@ class Inspection:
                 kind = "tls"
             elif httpp.looks_like_http_request(data):
                 kind = "http"
-            elif mmtlsp.looks_like_mmtls(data):
-                kind = "mmtls"
             else:
-                kind = "unknown"
+                kind = registry.recognise(data) or "unknown"
             flow.set_app_proto(kind)
         try:
-            parse = _HELLO_PARSERS.get(kind)
-            if parse is not None:
-                hello = parse(data)
+            if kind == "tls":
+                hello = tlsp.parse_client_hello(data)
                 if hello is None:
                     return st.full
-                flow.own_facts()[kind] = hello
+                flow.own_facts().tls = hello
                 return True
             if kind == "http":
-                req = flow.facts.get("http") or httpp.parse_http_request(data)
+                req = flow.facts.http or httpp.parse_http_request(data)
                 if req is None:
                     return st.full
-                flow.own_facts()["http"] = req
+                flow.own_facts().http = req
                 if req.method != "CONNECT":
                     return True
                 return self._tunnel(flow, st, data)
+            proto = self.protocols.get(kind)
+            if proto is not None:  # a protocol whose greeting is all we need
+                greeting = proto.parse_greeting(data)
+                if greeting is None:
+                    return st.full
+                flow.own_facts().greeting = greeting
+                return True
         except MalformedError as err:
             self._malformed(flow, err)
             return True
@@ -142,7 +146,7 @@ class Inspection:
         hello = tlsp.parse_client_hello(tunnel)
         if hello is None:
             return st.full
-        flow.own_facts()["tls"] = hello
+        flow.own_facts().tls = hello
         return True
 
     def _dns_tcp(self, flow: Flow, st: Stream, from_client: bool) -> None:
@@ -165,28 +169,29 @@ class Inspection:
             # its end if no response comes.
             if payload:
                 self._dns_message(flow, payload, from_client)
-            return "dns_responses" in flow.facts
+            return flow.facts.dns_responses > 0
         if not payload:
             return False
-        state = flow.facts.get("quic_state")
+        state = flow.facts.quic_state
         if state is None:
             if not (from_client and quicp.looks_like_quic(payload)):
-                if from_client and "app_proto" not in flow.facts:
+                if from_client and flow.facts.app_proto is None:
                     flow.set_app_proto("unknown")
                 return from_client
             facts = flow.own_facts()
-            state = facts["quic_state"] = quicp.QuicInitialState()
-            facts["app_proto"] = "quic"
+            state = facts.quic_state = quicp.QuicInitialState()
+            facts.app_proto = "quic"
         facts = flow.own_facts()
+        found: quicp.QuicFacts | None
         try:
             found = state.feed(payload, from_client)
         except MalformedError as err:
             self._malformed(flow, err)
             found = None
         if found is not None:
-            facts["quic"] = found
+            facts.quic = found
         if found is not None or state.done:
-            del facts["quic_state"]  # once per flow: the state (keys, CRYPTO data) goes
+            facts.quic_state = None  # once per flow: the state (keys, CRYPTO data) goes
             return True
         return False
 
@@ -213,13 +218,15 @@ class Inspection:
         client_ends = (ends[2], ends[3], ends[0], ends[1])
         client = client_ends[0]
         resolutions, errors = resolve(msg)
-        for err in errors:
-            self._malformed(flow, err)
+        for problem in errors:
+            self._malformed(flow, problem)
         outcome, earlier = self.queries.answer(client_ends, msg, ts, resolutions)
         if outcome == dnsbind.BOUND:  # its question is the query's: the flow has its names already
             facts = flow.own_facts()
-            facts["dns_responses"] = facts.get("dns_responses", 0) + 1
-            chains = facts.setdefault("dns_chains", [])
+            facts.dns_responses += 1
+            chains = facts.dns_chains
+            if chains is None:
+                chains = facts.dns_chains = []
             for r in resolutions:
                 if len(r.chain) > 1 and r.chain not in chains and len(chains) < _MAX_QUERY_NAMES:
                     chains.append(r.chain)
@@ -238,9 +245,9 @@ class Inspection:
     def _dns_names(self, flow: Flow, msg: dnsp.Message) -> None:
         """The names a query asked, for the DNS flow's record."""
         facts = flow.own_facts()
-        names = facts.get("dns_queries")
+        names = facts.dns_queries
         if names is None:
-            names = facts["dns_queries"] = []
+            names = facts.dns_queries = []
         for q in msg.questions:
             if q.name not in names and len(names) < _MAX_QUERY_NAMES:
                 names.append(q.name)

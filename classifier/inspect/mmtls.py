@@ -5,7 +5,8 @@ mmtls is Tencent's TLS 1.3 derivative that WeChat uses on its long and short con
 with version bytes 0xf1 0x03 / 0xf1 0x04, and a ClientHello body starts with a 4-byte section
 length and the constant 01 03 f1 (Citizen Lab, "Should We Chat, Too?", 2024, and
 citizenlab/wechat-security-report docs/mmtls-network-format.md). Only the first few bytes are
-needed to recognise it; nothing in it is decrypted.
+needed to recognise it; nothing in it is decrypted. Which app it names, and how surely, is data
+(``signatures/protocols.toml``, entry ``mmtls``); this module registers how to recognise it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from classifier.errors import MalformedError
+from classifier.inspect.registry import AppProtocol, register
 
 RECORD_HANDSHAKE = 0x16  # 1-RTT handshake
 RECORD_EARLY = 0x19  # 0-RTT handshake (PSK resumption)
@@ -66,3 +68,11 @@ def parse_client_hello(data: bytes) -> MmtlsHello | None:
         record_length=length,
         cipher_suites=suites,
     )
+
+
+def describe(hello: MmtlsHello) -> str:
+    """The evidence text of an mmtls greeting."""
+    return f"mmtls {hello.mode} ClientHello, record version {hello.version:#06x}"
+
+
+PROTOCOL = register(AppProtocol("mmtls", looks_like_mmtls, parse_client_hello, describe))
