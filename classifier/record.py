@@ -77,6 +77,31 @@ SCHEMA: dict[str, tuple[str, str]] = {
                        "bound to no query...)"),
 }
 
+# -- tunnel: the encapsulation a flow was carried in (kept apart from the fields above, which are
+# being restructured into one schema declaration; merge it in as one more entry there).
+SCHEMA["tunnel"] = (
+    "array|null",
+    "null, or the tunnels the flow was carried in, outermost first: objects with type (gre, erspan1, "
+    "erspan2, erspan3, pptp, vxlan, geneve, gtp-u, ipip, 6in4, 4in6, 6in6), src and dst (outer "
+    "addresses, src on the client side) and id (GRE key, PPTP call id, ERSPAN session, VNI, GTP-U TEID "
+    "of the flow's first packet; null if the type has none)",
+)
+
+
+def tunnel_field(flow: Flow) -> list[dict] | None:
+    """The ``tunnel`` value of a flow's record."""
+    if flow.tunnel is None:
+        return None
+    return [{"type": t.kind, "src": ntop(t.src), "dst": ntop(t.dst), "id": t.ident} for t in flow.tunnel]
+
+
+def tunnel_text(layers: list[dict] | None) -> str:
+    """The ``tunnel`` value as one CSV cell: ``type:src>dst#id`` per layer, joined with ';'."""
+    return ";".join(
+        f"{t['type']}:{t['src']}>{t['dst']}" + (f"#{t['id']}" if t["id"] is not None else "")
+        for t in layers or ()
+    )
+
 
 def flow_record(flow: Flow) -> dict:
     """The record of one decided flow, with exactly the keys of SCHEMA."""
@@ -134,6 +159,7 @@ def flow_record(flow: Flow) -> dict:
         "bytes_s2c": flow.s2c_bytes,
         "end_reason": flow.end_reason,
         "notes": list(flow.notes),
+        "tunnel": tunnel_field(flow),
     }
 
 
@@ -173,6 +199,8 @@ class CsvWriter:
             v = record[k]
             if k == "evidence":
                 v = ";".join(f"{e['kind']}={e['value']}" for e in v)
+            elif k == "tunnel":
+                v = tunnel_text(v)
             elif isinstance(v, list):
                 v = ";".join(str(x) for x in v)
             elif v is None:
