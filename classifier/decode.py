@@ -2,7 +2,7 @@
 
 One function, no objects: this runs for every packet, so it slices and indexes the frame directly
 instead of building dpkt objects (a dpkt Ethernet/IP/TCP parse costs several times the whole
-budget of a packet here). The result is a ``Decoded`` named tuple; anything that is not TCP or UDP
+budget of a packet here). The result is a plain tuple (``Decoded``); anything that is not TCP or UDP
 over IP returns ``None`` and ``skip_reason`` says why, off the fast path.
 
 Supported link types (``linktypes.SUPPORTED``): Ethernet (802.1Q, 802.1ad/QinQ, MPLS, PPPoE
@@ -21,7 +21,6 @@ layers it came through in ``tunnel`` (outermost first; None when there were none
 from __future__ import annotations
 
 from struct import Struct
-from typing import NamedTuple
 
 from . import linktypes
 from .errors import MalformedError
@@ -96,28 +95,18 @@ _UDP = Struct("!HHH")  # sport, dport, length
 _IP4_FAST = Struct("!BxHxxHxBxx4s4s")
 
 
-class Decoded(NamedTuple):
-    """One decoded packet. ``frag_key`` is None for unfragmented packets; for a first fragment
-    and for later fragments it is (src, dst, proto, ident[, tunnel]). Later fragments have
-    sport == dport == -1 and an empty payload. ``tunnel`` is None, or the encapsulation layers the
-    packet came through, outermost first."""
-
-    proto: int
-    src: bytes
-    sport: int
-    dst: bytes
-    dport: int
-    flags: int  # TCP flags (0 for UDP)
-    seq: int  # TCP sequence number (0 for UDP)
-    payload: bytes
-    ip_len: int  # bytes of the (innermost) IP packet, as its header says
-    frag_key: tuple | None
-    tunnel: tuple[Tunnel, ...] | None
-
-
-# tuple.__new__ straight, not Decoded(...): the keyword-capable constructor costs twice as much,
-# and this runs for every packet.
-_new = tuple.__new__
+# A decoded packet: a plain tuple, read by unpacking into named variables (or by the positions
+# below). Not a NamedTuple: building one and unpacking it cost about 120 ns more per packet, 2-5% of
+# a scan's CPU time (benchmarks/scan_throughput.py), since only exact tuples get the fast paths.
+#   (proto, src, sport, dst, dport, flags, seq, payload, ip_len, frag_key, tunnel)
+# proto 6 or 17; flags and seq are TCP's (0 for UDP); ip_len is the bytes of the (innermost) IP
+# packet as its header says. frag_key is None for unfragmented packets; for a first fragment and
+# for later fragments it is (src, dst, proto, ident[, tunnel]); later fragments have
+# sport == dport == -1 and an empty payload. tunnel is None, or the encapsulation layers the packet
+# came through, outermost first.
+Decoded = tuple[int, bytes, int, bytes, int, int, int, bytes, int, "tuple | None",
+                "tuple[Tunnel, ...] | None"]
+PROTO, SRC, SPORT, DST, DPORT, FLAGS, SEQ, PAYLOAD, IP_LEN, FRAG_KEY, TUNNEL = range(11)
 
 
 def decode(linktype: int, frame: bytes) -> Decoded | None:
@@ -138,48 +127,63 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
                 sport, dport, seq, _ack, doff, flags = _TCP.unpack_from(frame, 34)
                 start = 34 + (doff >> 4) * 4
                 if start >= 54 and start <= end:
-                    return _new(Decoded, (6, src, sport, dst, dport, flags, seq, frame[start:end], total,
-                                          None, None))
+                    return (6, src, sport, dst, dport, flags, seq, frame[start:end], total, None, None)
             elif proto == 17:
                 sport, dport, ulen = _UDP.unpack_from(frame, 34)
                 if dport not in UDP_PORTS:
                     if ulen >= 8 and 34 + ulen < end:
                         end = 34 + ulen
-                    return _new(Decoded, (17, src, sport, dst, dport, 0, 0, frame[42:end], total, None, None))
-    found = _walk(linktype, frame)
-    return found if found.__class__ is Decoded else None
+                    return (17, src, sport, dst, dport, 0, 0, frame[42:end], total, None, None)
+    etype, off = locate_ip(linktype, frame)
+    if etype == 0x0800:
+        found = _ipv4(frame, off)
+    elif etype == 0x86DD:
+        found = _ipv6(frame, off)
+    else:
+        return None
+    if found.__class__ is tuple:
+        return found
+    if found.__class__ is str:
+        return None
+    found = _inside(found)
+    return found if found.__class__ is tuple else None
 
 
 def _walk(linktype: int, frame: bytes) -> Decoded | str:
-    """The general path: link layer, then IP, through tunnels, to TCP/UDP; a skip reason if the
-    frame holds none."""
+    """What decode() does, with the reason when the frame holds no TCP/UDP (the slow path)."""
     if linktype not in linktypes.SUPPORTED:
         return f"unsupported-linktype:{linktype}:{linktypes.name(linktype)}"
     etype, off = locate_ip(linktype, frame)
+    if etype == ETH_IPV4:
+        found = _ipv4(frame, off)
+    elif etype == ETH_IPV6:
+        found = _ipv6(frame, off)
+    else:
+        return _link_reason(linktype, frame, etype)
+    return _inside(found) if found.__class__ is Inner else found
+
+
+def _inside(found: Inner) -> Decoded | str:
+    """Follow tunnels from the first one to the TCP/UDP packet inside (or a skip reason)."""
     layers: tuple[Tunnel, ...] = ()
     while True:
-        if etype == ETH_IPV4:
-            found = _ipv4(frame, off)
-        elif etype == ETH_IPV6:
-            found = _ipv6(frame, off)
-        elif layers:
-            return f"{layers[-1].kind}:{_non_ip(etype)}"
-        else:
-            return _link_reason(linktype, frame, etype)
-        if found.__class__ is not Inner:
-            if not layers:
-                return found
-            if found.__class__ is str:
-                return f"{layers[-1].kind}:{found}"
-            tunnel = layers
-            if found.frag_key is not None:
-                # inner fragments of different tunnels are different datagrams
-                found = found._replace(frag_key=(*found.frag_key, tunnel))
-            return found._replace(tunnel=tunnel)
         layers += (found.tunnel,)
         if len(layers) > MAX_DEPTH:
             raise MalformedError(found.tunnel.kind, "depth", f"over {MAX_DEPTH} nested tunnels")
         frame, etype, off = found.frame, found.etype, found.off
+        if etype == ETH_IPV4:
+            found = _ipv4(frame, off)
+        elif etype == ETH_IPV6:
+            found = _ipv6(frame, off)
+        else:
+            return f"{layers[-1].kind}:{_non_ip(etype)}"
+        if found.__class__ is tuple:
+            frag_key = found[FRAG_KEY]
+            if frag_key is not None:  # inner fragments of different tunnels are different datagrams
+                frag_key = (*frag_key, layers)
+            return (*found[:FRAG_KEY], frag_key, layers)
+        if found.__class__ is str:
+            return f"{layers[-1].kind}:{found}"
 
 
 def _non_ip(etype: int) -> str:
@@ -228,7 +232,7 @@ def _ipv4(frame: bytes, off: int) -> Decoded | Inner | str:
         if frag & 0x1FFF:
             if proto != 6 and proto != 17:
                 return f"ip-proto:{proto}"
-            return _new(Decoded, (proto, src, -1, dst, -1, 0, 0, b"", total, frag_key, None))
+            return (proto, src, -1, dst, -1, 0, 0, b"", total, frag_key, None)
     return _transport(frame, l4, end, proto, src, dst, total, frag_key)
 
 
@@ -267,7 +271,7 @@ def _ipv6(frame: bytes, off: int) -> Decoded | Inner | str:
             if offset_flags & 0xFFF8:
                 if nxt != 6 and nxt != 17:
                     return f"ip-proto:{nxt}"
-                return _new(Decoded, (nxt, src, -1, dst, -1, 0, 0, b"", plen + 40, frag_key, None))
+                return (nxt, src, -1, dst, -1, 0, 0, b"", plen + 40, frag_key, None)
         elif nxt in IP_PROTOS:
             break
         else:
@@ -290,8 +294,8 @@ def _transport(frame: bytes, l4: int, end: int, proto: int, src: bytes, dst: byt
             raise MalformedError("tcp", "data_offset", f"header length {hlen} is below 20")
         if l4 + hlen > end:
             raise MalformedError("tcp", "data_offset", f"header length {hlen} runs past the packet")
-        return _new(Decoded, (6, src, sport, dst, dport, flags, seq, frame[l4 + hlen:end], ip_len, frag_key,
-                              None))
+        return (6, src, sport, dst, dport, flags, seq, frame[l4 + hlen:end], ip_len, frag_key,
+                              None)
     if proto == 17:
         if l4 + 8 > end:
             raise MalformedError("udp", "header", f"{end - l4} bytes left, a UDP header needs 8")
@@ -301,7 +305,7 @@ def _transport(frame: bytes, l4: int, end: int, proto: int, src: bytes, dst: byt
             end = l4 + ulen
         if dport in UDP_PORTS and frag_key is None and tunnels:
             return open_udp(frame, l4 + 8, end, dport, src, dst)
-        return _new(Decoded, (17, src, sport, dst, dport, 0, 0, frame[l4 + 8:end], ip_len, frag_key, None))
+        return (17, src, sport, dst, dport, 0, 0, frame[l4 + 8:end], ip_len, frag_key, None)
     if proto in IP_PROTOS and tunnels:
         if frag_key is not None:  # outer fragments of tunnel packets are not reassembled
             return f"fragmented-tunnel:ip-proto:{proto}"
@@ -365,4 +369,4 @@ def transport(proto: int, src: bytes, dst: bytes, segment: bytes, ip_len: int) -
     """Decode a reassembled transport segment (header included) as ``decode`` would decode the
     datagram's first fragment: its own ports, even when they are a tunnel's (not opened)."""
     found = _transport(segment, 0, len(segment), proto, src, dst, ip_len, None, False)
-    return found if found.__class__ is Decoded else None
+    return found if found.__class__ is tuple else None

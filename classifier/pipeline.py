@@ -14,7 +14,21 @@ from dataclasses import dataclass, field
 
 from .attribute import Attributor
 from .blockfloor import BlockFloor
-from .decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Decoded, decode, fragment, skip_reason, transport
+from .decode import (
+    FLAGS,
+    PAYLOAD,
+    PROTO,
+    SEQ,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Decoded,
+    decode,
+    fragment,
+    skip_reason,
+    transport,
+)
 from .defrag import Defragmenter
 from .dnscache import DnsCache
 from .errors import MalformedError
@@ -101,7 +115,7 @@ class Scanner:
                 return self._later_fragment(ts, frag_key, src, ip_len, whole)
             # A first fragment: its transport header makes the flow; its payload is only a part
             # of the datagram, so inspection waits for the reassembled whole.
-            payload = whole.payload if whole is not None else b""
+            payload = whole[PAYLOAD] if whole is not None else b""
 
         table = self.table
         # flows.flow_key, inline: this is the per-packet path
@@ -188,7 +202,7 @@ class Scanner:
         if ts > flow.last_ts:
             flow.last_ts = ts
         if whole is not None and flow.inspecting:
-            self._inspect(flow, from_client, whole.proto, whole.seq, whole.flags, whole.payload)
+            self._inspect(flow, from_client, whole[PROTO], whole[SEQ], whole[FLAGS], whole[PAYLOAD])
         return flow
 
     # -- flows ---------------------------------------------------------------------------------

@@ -70,16 +70,30 @@ TUNNELS = [
     Tunnel("tunnel-6in4.pcap", "6in4", (6,), bpf="ip proto 41"),
     Tunnel("tunnel-4in6.pcap", "4in6", (4,), outer=6, bpf="ip6 proto 4"),
     Tunnel("tunnel-geneve.pcap", "geneve", (4, 6), bpf="udp port 6081", options=("--vni", "6081")),
-    Tunnel("tunnel-gtpu.pcap", "gtpu", (4, 6), bpf="udp port 2152",
-           client_options=("--teid-out", "4097", "--pdu-session"), server_options=("--teid-out", "8194")),
+    Tunnel(
+        "tunnel-gtpu.pcap",
+        "gtpu",
+        (4, 6),
+        bpf="udp port 2152",
+        client_options=("--teid-out", "4097", "--pdu-session"),
+        server_options=("--teid-out", "8194"),
+    ),
 ]
 
 # What every capture must show: (family, client, server role, SNI or name)
 TRAFFIC = {
-    4: [("tls", "tiktok", "www.tiktok.com"), ("s_client", "wechat", "web.wechat.com"),
-        ("quic", "tiktok", "m.tiktok.com"), ("http", "tencent", "www.qq.com"), ("dns", "resolver", "www.tiktok.com")],
-    6: [("tls", "wechat", "short.weixin.qq.com"), ("quic", "wechat", "web.wechat.com"),
-        ("dns", "resolver", "web.wechat.com")],
+    4: [
+        ("tls", "tiktok", "www.tiktok.com"),
+        ("s_client", "wechat", "web.wechat.com"),
+        ("quic", "tiktok", "m.tiktok.com"),
+        ("http", "tencent", "www.qq.com"),
+        ("dns", "resolver", "www.tiktok.com"),
+    ],
+    6: [
+        ("tls", "wechat", "short.weixin.qq.com"),
+        ("quic", "wechat", "web.wechat.com"),
+        ("dns", "resolver", "web.wechat.com"),
+    ],
 }
 
 
@@ -117,20 +131,60 @@ def setup(lab: netlab.Lab, tunnel: Tunnel) -> str:
         local, remote = UNDERLAY[ns][tunnel.outer == 6], UNDERLAY[peer][tunnel.outer == 6]
         if tunnel.kind == "vxlan":
             lower = lab.client_if if ns == "client" else lab.server_if
-            lab._ip("link", "add", dev, "type", "vxlan", "id", "4242", "local", local, "remote", remote,
-                    "dstport", "4789", "dev", lower, ns=ns)
+            lab._ip(
+                "link",
+                "add",
+                dev,
+                "type",
+                "vxlan",
+                "id",
+                "4242",
+                "local",
+                local,
+                "remote",
+                remote,
+                "dstport",
+                "4789",
+                "dev",
+                lower,
+                ns=ns,
+            )
         else:
             extra = tunnel.client_options if ns == "client" else tunnel.server_options
-            proc = lab.popen(ns, [netlab.PYTHON, ENDPOINT, "--kind", tunnel.kind, "--dev", dev, "--local", local,
-                                  "--remote", remote, *tunnel.options, *extra], log=f"endpoint-{tunnel.kind}-{ns}.log")
+            proc = lab.popen(
+                ns,
+                [
+                    netlab.PYTHON,
+                    ENDPOINT,
+                    "--kind",
+                    tunnel.kind,
+                    "--dev",
+                    dev,
+                    "--local",
+                    local,
+                    "--remote",
+                    remote,
+                    *tunnel.options,
+                    *extra,
+                ],
+                log=f"endpoint-{tunnel.kind}-{ns}.log",
+            )
             lab._wait_for(proc, "READY", 10, what=f"{tunnel.kind} endpoint in {ns}")
         lab._ip("link", "set", dev, "mtu", str(MTU), "up", ns=ns)
     for ns, peer in (("client", "servers"), ("servers", "client")):
         for family in tunnel.families:
             mine, theirs = OVERLAY[ns][family == 6], OVERLAY[peer][family == 6]
             v = "-6" if family == 6 else "-4"
-            lab._ip(v, "addr", "add", f"{mine}/{128 if family == 6 else 32}", "dev", dev,
-                    *(("nodad",) if family == 6 else ()), ns=ns)
+            lab._ip(
+                v,
+                "addr",
+                "add",
+                f"{mine}/{128 if family == 6 else 32}",
+                "dev",
+                dev,
+                *(("nodad",) if family == 6 else ()),
+                ns=ns,
+            )
             if ns == "servers":
                 if tunnel.kind == "vxlan" and family == 6:
                     lab._ip("-6", "addr", "add", f"{VXLAN_LINK_LOCAL}/64", "dev", dev, "nodad", ns=ns)
@@ -173,8 +227,11 @@ def capture_plain(lab: netlab.Lab, out: Path) -> list[str]:
 
 def capture_nflog(lab: netlab.Lab, out: Path) -> list[str]:
     """tcpdump -i nflog:GROUP while nft logs every packet the client sends and receives."""
-    rules = (f"table inet clf_nflog {{\n chain out {{ type filter hook output priority 0; log group {NFLOG_GROUP}; }}\n"
-             f" chain in {{ type filter hook input priority 0; log group {NFLOG_GROUP}; }}\n}}\n")
+    rules = (
+        "table inet clf_nflog {\n"
+        f" chain out {{ type filter hook output priority 0; log group {NFLOG_GROUP}; }}\n"
+        f" chain in {{ type filter hook input priority 0; log group {NFLOG_GROUP}; }}\n}}\n"
+    )
     lab.run("client", ["nft", "-f", "-"], input=rules, check=True)
     try:
         with lab.capture("client", f"nflog:{NFLOG_GROUP}", out):
@@ -206,21 +263,37 @@ def derive(plain: Path, outdir: Path) -> dict[str, Path]:
         out = []
         for seq, f in enumerate(frames):
             if kind == 2:
-                head = GRE(proto=0x88BE, seqnum_present=1, sequence_number=seq) / ERSPAN_II(session_id=session)
+                head = GRE(proto=0x88BE, seqnum_present=1, sequence_number=seq) / ERSPAN_II(
+                    session_id=session
+                )
             else:
                 head = GRE(proto=0x22EB, seqnum_present=1, sequence_number=seq) / ERSPAN_III(
-                    session_id=session, timestamp=int(f.time * 1e6) & 0xFFFFFFFF, gra=2)
-            pkt = Ether(src="02:00:00:00:02:50", dst="02:00:00:00:02:51") / IP(
-                src="192.0.2.250", dst="192.0.2.251", id=seq & 0xFFFF) / head / Ether(bytes(f))
+                    session_id=session, timestamp=int(f.time * 1e6) & 0xFFFFFFFF, gra=2
+                )
+            pkt = (
+                Ether(src="02:00:00:00:02:50", dst="02:00:00:00:02:51")
+                / IP(src="192.0.2.250", dst="192.0.2.251", id=seq & 0xFFFF)
+                / head
+                / Ether(bytes(f))
+            )
             out.append((float(f.time), bytes(pkt)))
         write(name, 1, out)
     ip_packets = [(float(f.time), bytes(f[Ether].payload), sent(f)) for f in frames]
-    write("linktype-ppp.pcap", 9, [(t, (b"\xff\x03\x00\x21" if p[0] >> 4 == 4 else b"\xff\x03\x00\x57") + p)
-                                   for t, p, _ in ip_packets])
-    write("linktype-ppp-hdlc.pcap", 50, [(t, (b"\xff\x03\x00\x21" if p[0] >> 4 == 4 else b"\xff\x03\x00\x57") + p)
-                                         for t, p, _ in ip_packets])
-    write("linktype-ppp-dir.pcap", 204, [(t, (b"\x01" if out else b"\x00") + b"\xff\x03\x00\x21" + p)
-                                         for t, p, out in ip_packets])
+    write(
+        "linktype-ppp.pcap",
+        9,
+        [(t, (b"\xff\x03\x00\x21" if p[0] >> 4 == 4 else b"\xff\x03\x00\x57") + p) for t, p, _ in ip_packets],
+    )
+    write(
+        "linktype-ppp-hdlc.pcap",
+        50,
+        [(t, (b"\xff\x03\x00\x21" if p[0] >> 4 == 4 else b"\xff\x03\x00\x57") + p) for t, p, _ in ip_packets],
+    )
+    write(
+        "linktype-ppp-dir.pcap",
+        204,
+        [(t, (b"\x01" if out else b"\x00") + b"\xff\x03\x00\x21" + p) for t, p, out in ip_packets],
+    )
     ap, station = "02:00:00:00:0a:01", client_mac
     radio = []
     for t, p, out in ip_packets:
@@ -228,8 +301,19 @@ def derive(plain: Path, outdir: Path) -> dict[str, Path]:
             dot11 = Dot11(type=2, subtype=8, FCfield=1, addr1=ap, addr2=station, addr3=netlab.MACS["srv0"])
         else:
             dot11 = Dot11(type=2, subtype=8, FCfield=2, addr1=station, addr2=ap, addr3=netlab.MACS["srv0"])
-        frame = RadioTap(present="Flags+Rate+Channel", Flags=0, Rate=108, ChannelFrequency=5180,
-                         ChannelFlags="OFDM+5GHz") / dot11 / Dot11QoS(TID=0) / LLC() / SNAP(code=0x0800)
+        frame = (
+            RadioTap(
+                present="Flags+Rate+Channel",
+                Flags=0,
+                Rate=108,
+                ChannelFrequency=5180,
+                ChannelFlags="OFDM+5GHz",
+            )
+            / dot11
+            / Dot11QoS(TID=0)
+            / LLC()
+            / SNAP(code=0x0800)
+        )
         radio.append((t, bytes(frame) + p))
     write("linktype-radiotap.pcap", 127, radio)
     return made
@@ -247,8 +331,23 @@ def write_pcap(path: Path, linktype: int, packets: list[tuple[float, bytes]]) ->
 
 def tshark_snis(path: Path) -> list[str]:
     """The SNI of every ClientHello tshark decodes (TLS and QUIC)."""
-    proc = subprocess.run(["tshark", "-n", "-r", str(path), "-Y", "tls.handshake.type == 1", "-T", "fields",
-                           "-e", "tls.handshake.extensions_server_name"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [
+            "tshark",
+            "-n",
+            "-r",
+            str(path),
+            "-Y",
+            "tls.handshake.type == 1",
+            "-T",
+            "fields",
+            "-e",
+            "tls.handshake.extensions_server_name",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return sorted({s for line in proc.stdout.split() for s in line.split(",") if s})
 
 

@@ -19,7 +19,7 @@ from scapy.layers.ppp import HDLC, PPP
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from classifier.decode import decode, fragment, skip_reason
+from classifier.decode import DPORT, FRAG_KEY, PAYLOAD, SPORT, TUNNEL, decode, fragment, skip_reason
 from classifier.errors import MalformedError
 from classifier.flows import FlowConfig
 from classifier.pipeline import Scanner, ScanOptions
@@ -124,23 +124,24 @@ def test_encapsulation_yields_the_inner_packet_and_its_tunnels(name):
     packet, layers = ENCAPSULATIONS[name]
     d = decode(1, bytes(packet))
     assert d is not None, skip_reason(1, bytes(packet))
+    proto, src, sport, dst, dport, _flags, seq, payload, ip_len, _frag_key, tunnel = d
     if "6in" in name:
-        assert (d.proto, d.sport, d.dport, d.payload) == (17, 5353, 443, b"quic")
-        assert d.src == a("2001:db8:1::7")
+        assert (proto, sport, dport, payload) == (17, 5353, 443, b"quic")
+        assert src == a("2001:db8:1::7")
     else:
-        assert (d.proto, d.src, d.sport, d.dst, d.dport) == (6, a(SUB), 40000, a(SRV), 443)
-        assert d.payload == b"\x16\x03\x01hello" and d.seq == 7 and d.ip_len == 20 + 20 + 8
-    assert [(t.kind, t.ident) for t in d.tunnel] == layers
+        assert (proto, src, sport, dst, dport) == (6, a(SUB), 40000, a(SRV), 443)
+        assert payload == b"\x16\x03\x01hello" and seq == 7 and ip_len == 20 + 20 + 8
+    assert [(t.kind, t.ident) for t in tunnel] == layers
     outer = (a(OUT6_A), a(OUT6_B)) if name in ("4in6", "6in6") else (a(OUT_A), a(OUT_B))
-    assert (d.tunnel[0].src, d.tunnel[0].dst) == outer
+    assert (tunnel[0].src, tunnel[0].dst) == outer
 
 
 def test_untunnelled_packets_have_no_tunnel_and_tunnel_ports_need_the_header():
     plain = decode(1, bytes(Ether() / inner()))
-    assert plain.tunnel is None and plain.frag_key is None
+    assert plain[TUNNEL] is None and plain[FRAG_KEY] is None
     # A tunnel port as the *source* port is an ordinary UDP flow (the reply of a client on 4789).
     reply = decode(1, bytes(Ether() / IP(src=OUT_A, dst=OUT_B) / UDP(sport=4789, dport=40000) / Raw(b"x")))
-    assert reply.tunnel is None and reply.payload == b"x"
+    assert reply[TUNNEL] is None and reply[PAYLOAD] == b"x"
 
 
 def test_depth_is_bounded():
@@ -153,7 +154,7 @@ def test_depth_is_bounded():
     four = inner()
     for _ in range(4):
         four = IP(src=OUT_A, dst=OUT_B, proto=4) / four
-    assert len(decode(101, bytes(four)).tunnel) == 4
+    assert len(decode(101, bytes(four))[TUNNEL]) == 4
 
 
 @pytest.mark.parametrize(
@@ -225,7 +226,7 @@ def test_inner_fragments_are_keyed_by_their_tunnel():
     first, second = scapy_fragment(big, fragsize=40)
     frames = [bytes(udp4(2152, 2152) / GTP_U_Header(teid=5) / f) for f in (first, second)]
     d1, d2 = decode(1, frames[0]), decode(1, frames[1])
-    assert d1.frag_key == d2.frag_key and d1.frag_key[-1] == d1.tunnel and d2.sport == -1
+    assert d1[FRAG_KEY] == d2[FRAG_KEY] and d1[FRAG_KEY][-1] == d1[TUNNEL] and d2[SPORT] == -1
     assert fragment(1, frames[1])[0] == 40  # the inner fragment's offset, not the outer packet's
 
 
@@ -262,7 +263,7 @@ PPP_IP = bytes(inner())
 def test_link_types_reach_the_ip_packet(linktype, frame):
     d = decode(linktype, frame)
     assert d is not None, skip_reason(linktype, frame)
-    assert (d.sport, d.dport, d.payload) == (40000, 443, b"\x16\x03\x01hello")
+    assert (d[SPORT], d[DPORT], d[PAYLOAD]) == (40000, 443, b"\x16\x03\x01hello")
 
 
 def nflog(packet: bytes, order: str = "<") -> bytes:
@@ -279,7 +280,7 @@ def nflog(packet: bytes, order: str = "<") -> bytes:
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_nflog_payload_in_either_byte_order(order):
     d = decode(239, nflog(PPP_IP, order))
-    assert d.dport == 443 and d.payload == b"\x16\x03\x01hello"
+    assert d[DPORT] == 443 and d[PAYLOAD] == b"\x16\x03\x01hello"
     assert skip_reason(239, struct.pack("!BBH", 2, 0, 5) + struct.pack("<HH", 8, 1) + b"\0" * 4) == (
         "non-ip:nflog-without-payload"
     )
