@@ -4,10 +4,12 @@ field; overlapping inner addresses in different tunnels are different flows."""
 
 from __future__ import annotations
 
+import csv
 import ipaddress
 import struct
 
 import pytest
+from conftest import ROOT, run_cli
 from scapy.contrib.erspan import ERSPAN_II, ERSPAN_III, ERSPAN_PlatformSpecific
 from scapy.contrib.geneve import GENEVE
 from scapy.contrib.gtp import GTP_U_Header, GTPPDUSessionContainer
@@ -381,3 +383,17 @@ def test_both_directions_of_a_tunnelled_flow_are_one_flow(sigs, policy):
     (record,) = scan(sigs, policy, frames)
     assert (record["src"], record["dst"], record["packets_c2s"], record["packets_s2c"]) == (SUB, SRV, 2, 1)
     assert record["tunnel"] == [{"type": "gtp-u", "src": OUT_A, "dst": OUT_B, "id": 0x22}]
+
+
+def test_scan_names_an_unsupported_link_type_once_and_writes_the_tunnel_in_csv(tmp_path):
+    pcap = tmp_path / "user0.pcap"
+    records = b"".join(struct.pack("<IIII", 1_700_000_000 + i, 0, 4, 4) + b"abcd" for i in range(3))
+    pcap.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 147) + records)
+    summary = run_cli("scan", str(pcap), "-o", str(tmp_path / "out.jsonl")).stderr.decode()
+    assert summary.count("unsupported-linktype:147:USER0 3") == 1, summary
+    csv_text = run_cli(
+        "scan", str(ROOT / "pcaps" / "tunnel-gtpu.pcap"), "--format", "csv", "-q"
+    ).stdout.decode()
+    header, first = csv_text.splitlines()[:2]
+    cell = next(csv.reader([first]))[header.split(",").index("tunnel")]
+    assert cell == "gtp-u:192.0.2.10>192.0.2.1#4097"
