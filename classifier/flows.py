@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from .facts import NO_FACTS, FlowFacts, proto_only
 from .reassembly import Stream
+from .tunnels import Tunnel, tunnel_key
 
 if TYPE_CHECKING:  # types only: what a decided flow holds
     from .evidence import Attribution
@@ -88,6 +89,7 @@ class Flow:
         "server_port",
         "stage",
         "streams",
+        "tunnel",
     )
 
     def __init__(self, fid: int, proto: int, client: bytes, cport: int, server: bytes, sport: int,
@@ -122,6 +124,9 @@ class Flow:
         self.neighbour: str | None = None  # link-layer next hop seen on the server side (MAC)
         self.dns_client = False  # flow carries DNS: its messages are parsed even after the decision
         self.bucket: _Bucket | None = None  # the timeout bucket the table filed the flow in
+        # Encapsulation layers the flow came through (outermost first, outer source on the client
+        # side); part of the flow's key. None for most flows.
+        self.tunnel: tuple[Tunnel, ...] | None = None
 
     def add_packets(self, from_client: bool, packets: int, size: int) -> None:
         """Count packets to one direction (slow paths; the per-packet path does this inline)."""
@@ -168,11 +173,15 @@ class _Bucket(set["Flow"]):
     at: int
 
 
-def flow_key(src: bytes, sport: int, dst: bytes, dport: int, proto: int) -> tuple:
-    """The one key of a flow, the same for both directions (``Scanner.feed`` inlines this)."""
+def flow_key(src: bytes, sport: int, dst: bytes, dport: int, proto: int,
+             tunnel: tuple[Tunnel, ...] | None = None) -> tuple:
+    """The one key of a flow, the same for both directions (``Scanner.feed`` inlines this); a
+    tunnelled flow's key ends with its tunnels' identity."""
     if sport > dport or (sport == dport and src >= dst):
-        return (src, sport, dst, dport, proto)
-    return (dst, dport, src, sport, proto)
+        key = (src, sport, dst, dport, proto)
+    else:
+        key = (dst, dport, src, sport, proto)
+    return key if tunnel is None else (*key, tunnel_key(tunnel))
 
 
 _ID = attrgetter("id")
@@ -251,7 +260,7 @@ class FlowTable:
         bucket = flow.bucket
         if bucket is not None:
             self._unfile(flow, bucket)
-        key = flow_key(flow.client, flow.client_port, flow.server, flow.server_port, flow.proto)
+        key = flow_key(flow.client, flow.client_port, flow.server, flow.server_port, flow.proto, flow.tunnel)
         if self.entries.get(key) is flow:
             del self.entries[key]
         self.live -= 1

@@ -14,7 +14,21 @@ from dataclasses import dataclass, field
 
 from .attribute import Attributor
 from .blockfloor import BlockFloor
-from .decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Decoded, decode, fragment, skip_reason, transport
+from .decode import (
+    FLAGS,
+    PAYLOAD,
+    PROTO,
+    SEQ,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Decoded,
+    decode,
+    fragment,
+    skip_reason,
+    transport,
+)
 from .defrag import Defragmenter
 from .dnscache import DnsCache
 from .errors import MalformedError
@@ -23,6 +37,7 @@ from .inspect.driver import DNS_PORT, Inspection, is_dns_port
 from .policy import Policy
 from .report import InputStats
 from .signatures import Signatures
+from .tunnels import Tunnel, oriented, tunnel_key
 
 _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
@@ -93,14 +108,14 @@ class Scanner:
             except (IndexError, MalformedError):
                 self.skipped["non-ip:short"] += 1
             return None
-        proto, src, sport, dst, dport, flags, seq, payload, ip_len, frag_key = d
+        proto, src, sport, dst, dport, flags, seq, payload, ip_len, frag_key, tunnel = d
         if frag_key is not None:
             whole = self._fragment(linktype, frame, ts, frag_key)
             if sport < 0:
                 return self._later_fragment(ts, frag_key, src, ip_len, whole)
             # A first fragment: its transport header makes the flow; its payload is only a part
             # of the datagram, so inspection waits for the reassembled whole.
-            payload = whole[7] if whole is not None else b""
+            payload = whole[PAYLOAD] if whole is not None else b""
 
         table = self.table
         # flows.flow_key, inline: this is the per-packet path
@@ -108,12 +123,14 @@ class Scanner:
             key = (src, sport, dst, dport, proto)
         else:
             key = (dst, dport, src, sport, proto)
+        if tunnel is not None:  # the same inner addresses in another tunnel are another flow
+            key = (*key, tunnel_key(tunnel))
         flow = table.entries.get(key)
         if flow is None:
-            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
+            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags, tunnel)
         elif flow.fin and proto == 6 and flags & TCP_SYN and not flags & TCP_ACK and flow.closed:
             table.end(flow, "closed")  # port reuse: a new connection on a closed 5-tuple
-            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags)
+            flow = self._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags, tunnel)
         # From the client: its port, and when both ports are equal, its address.
         from_client = sport == flow.client_port and (sport != dport or src == flow.client)
         if ts > flow.last_ts:
@@ -161,7 +178,7 @@ class Scanner:
         segment = self.defrag.add(key, ts, offset, more, data)
         if segment is None:
             return None
-        src, dst, proto, _ident = key
+        src, dst, proto = key[0], key[1], key[2]  # (src, dst, proto, ident[, tunnel])
         try:
             return transport(proto, src, dst, segment, len(segment))
         except MalformedError as err:
@@ -185,13 +202,14 @@ class Scanner:
         if ts > flow.last_ts:
             flow.last_ts = ts
         if whole is not None and flow.inspecting:
-            self._inspect(flow, from_client, whole[0], whole[6], whole[5], whole[7])
+            self._inspect(flow, from_client, whole[PROTO], whole[SEQ], whole[FLAGS], whole[PAYLOAD])
         return flow
 
     # -- flows ---------------------------------------------------------------------------------
 
     def _new_flow(self, ts: float, linktype: int, frame: bytes, iface: int, proto: int, src: bytes,
-                  sport: int, dst: bytes, dport: int, flags: int) -> Flow:
+                  sport: int, dst: bytes, dport: int, flags: int,
+                  tunnel: tuple[Tunnel, ...] | None = None) -> Flow:
         table = self.table
         if table.live >= table.config.max_flows:
             table.make_room(ts)
@@ -203,6 +221,8 @@ class Scanner:
             sent_by_client = not (sport == DNS_PORT and dport != DNS_PORT)
         if not sent_by_client:
             src, sport, dst, dport = dst, dport, src, sport
+            if tunnel is not None:
+                tunnel = oriented(tunnel)
         # Flows share the objects of the addresses and server ports they have in common.
         shared = self._endpoints
         if len(shared) >= _MAX_ENDPOINTS:
@@ -213,6 +233,7 @@ class Scanner:
         self._next_id += 1
         flow = Flow(self._next_id, proto, src, sport, dst, dport, ts)
         flow.file = self.current_file
+        flow.tunnel = tunnel
         if iface < len(self.interfaces):
             flow.iface = self.interfaces[iface].name
         if linktype == 1:
@@ -221,7 +242,7 @@ class Scanner:
         flow.dns_client = is_dns_port(sport, dport)
         if flow.dns_client:
             flow.set_app_proto("dns")
-        table.add(flow, flow_key(src, sport, dst, dport, proto))
+        table.add(flow, flow_key(src, sport, dst, dport, proto, tunnel))
         return flow
 
     def decide(self, flow: Flow) -> None:

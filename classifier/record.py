@@ -47,6 +47,21 @@ def _csv_provisions(v: list[dict[str, Any]]) -> str:
     return ";".join(f"{p['id']}:{p['status']}" for p in v)
 
 
+def tunnel_field(flow: Flow) -> list[dict] | None:
+    """The ``tunnel`` value of a flow's record."""
+    if flow.tunnel is None:
+        return None
+    return [{"type": t.kind, "src": ntop(t.src), "dst": ntop(t.dst), "id": t.ident} for t in flow.tunnel]
+
+
+def tunnel_text(layers: list[dict] | None) -> str:
+    """The ``tunnel`` value as one CSV cell: ``type:src>dst#id`` per layer, joined with ';'."""
+    return ";".join(
+        f"{t['type']}:{t['src']}>{t['dst']}" + (f"#{t['id']}" if t["id"] is not None else "")
+        for t in layers or ()
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RecordField:
     """One key of every flow record."""
@@ -131,6 +146,12 @@ FIELDS: tuple[RecordField, ...] = (
     F("end_reason", "string", "closed, idle, evicted or end-of-input", "flow.end_reason"),
     F("notes", "array", "problems met while inspecting this flow (malformed TLS/HTTP/DNS, DNS responses "
                         "bound to no query...)", "list(flow.notes)", csv=None),
+    F("tunnel", "array|null",
+      "null, or the tunnels the flow was carried in, outermost first: objects with type (gre, erspan1, "
+      "erspan2, erspan3, pptp, vxlan, geneve, gtp-u, ipip, 6in4, 4in6, 6in6), src and dst (outer "
+      "addresses, src on the client side) and id (GRE key, PPTP call id, ERSPAN session, VNI, GTP-U TEID "
+      "of the flow's first packet; null if the type has none)",
+      tunnel_field, csv=tunnel_text),
 )
 del F
 
@@ -144,7 +165,6 @@ CSV_COLUMNS: list[str] = [f.name for f in _CSV_FIELDS]  # the CSV header, in col
 _CSV_CELLS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
     (f.name, f.csv) for f in _CSV_FIELDS if f.csv is not None
 )
-
 
 def compile_flow_record(fields: tuple[RecordField, ...]) -> Callable[[Flow], dict[str, Any]]:
     """A record function from the ``fill`` expressions: one dict display, no call per field."""

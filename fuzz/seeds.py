@@ -22,7 +22,14 @@ from pathlib import Path
 
 from fuzz import quic_initial
 from fuzz.surface import (
+    DPORT,
+    FRAG_KEY,
     LINKTYPES,
+    PAYLOAD,
+    PROTO,
+    SPORT,
+    SRC,
+    TUNNEL,
     UNSUPPORTED_LINKTYPE,
     CaptureError,
     MalformedError,
@@ -138,14 +145,22 @@ def _from_capture(path: Path, seeds: Seeds) -> None:
                 shape = (
                     (linktype, None)
                     if d is None
-                    else (linktype, d[0], len(d[1]), d[9] is not None, bool(d[7]), min(d[2], d[4]) < 1024)
+                    else (
+                        linktype,
+                        d[PROTO],
+                        len(d[SRC]),
+                        d[FRAG_KEY] is not None,
+                        bool(d[PAYLOAD]),
+                        min(d[SPORT], d[DPORT]) < 1024,
+                        tuple(t.kind for t in d[TUNNEL] or ()),
+                    )
                 )
             if shape not in shapes and linktype in choices:
                 shapes.add(shape)
                 seeds.add("decode", bytes([choices.index(linktype)]) + frame)
             if d is None:
                 continue
-            proto, src, sport, dst, dport, flags, seq, payload, _ip_len, frag_key = d
+            proto, src, sport, dst, dport, flags, seq, payload, _ip_len, frag_key, _tunnel = d
             if frag_key is not None:
                 piece = fragment(linktype, frame)
                 if piece is not None:

@@ -30,6 +30,7 @@ from fuzz import quic_initial
 from fuzz.surface import (
     LINKTYPES,
     MAX_DATAGRAM,
+    MAX_TUNNEL_DEPTH,
     UNSUPPORTED_LINKTYPE,
     CaptureError,
     CaptureProblem,
@@ -213,11 +214,16 @@ def fuzz_decode(data: bytes) -> None:
         with contextlib.suppress(MalformedError):
             _check(isinstance(skip_reason(linktype, frame), str), "skip_reason is not text")
     elif d:
-        proto, src, sport, dst, dport, _flags, _seq, payload, _ip_len, frag_key = d
+        proto, src, sport, dst, dport, _flags, _seq, payload, _ip_len, frag_key, tunnel = d
         _check(proto in (6, 17), f"decoded protocol {proto}")
         _check(len(src) == len(dst) and len(src) in (4, 16), "address sizes")
         _check(-1 <= sport <= 0xFFFF and -1 <= dport <= 0xFFFF, "port range")
         _check(len(payload) <= len(frame), "payload longer than the frame")
+        if tunnel is not None:  # bounded depth, outer addresses of one family per layer
+            _check(1 <= len(tunnel) <= MAX_TUNNEL_DEPTH, f"{len(tunnel)} tunnel layers")
+            for layer in tunnel:
+                _check(len(layer.src) == len(layer.dst) and len(layer.src) in (4, 16), "tunnel address sizes")
+                _check(layer.ident is None or 0 <= layer.ident <= 0xFFFFFFFF, "tunnel id range")
         if frag_key is not None:  # decode vouched for the headers: fragment() must not fail
             piece = fragment(linktype, frame)
             _check(piece is None or (piece[0] >= 0 and len(piece[2]) <= len(frame)), "fragment piece")

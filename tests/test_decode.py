@@ -26,10 +26,10 @@ def tcp4(payload=b"hello", **kw):
 
 def test_ethernet_ipv4_tcp_fields():
     frame = bytes(Ether() / tcp4())
-    proto, src, sport, dst, dport, flags, seq, payload, ip_len, frag = decode(1, frame)
+    proto, src, sport, dst, dport, flags, seq, payload, ip_len, frag, tunnel = decode(1, frame)
     assert (proto, src, sport, dst, dport) == (6, A4, 40000, B4, 443)
     assert flags == 0x18 and seq == 1000 and payload == b"hello"
-    assert ip_len == 20 + 20 + 5 and frag is None
+    assert ip_len == 20 + 20 + 5 and frag is None and tunnel is None
 
 
 def test_ethernet_padding_is_not_payload():
@@ -118,7 +118,7 @@ def test_non_ip_and_other_protocols_are_not_errors():
     assert skip_reason(1, icmp) == "ip-proto:1"
     llc = b"\x01\x80\xc2\x00\x00\x00" + b"\x00" * 6 + struct.pack("!H", 38) + b"\x42" * 38
     assert decode(1, llc) is None and skip_reason(1, llc) == "non-ip:802.3"
-    assert decode(147, b"anything") is None and skip_reason(147, b"x") == "unsupported-linktype:147"
+    assert decode(147, b"anything") is None and skip_reason(147, b"x") == "unsupported-linktype:147:USER0"
     vlan_arp = bytes(Ether() / Dot1Q(vlan=3) / ARP())
     assert skip_reason(1, vlan_arp) == "non-ip:0x0806"
 

@@ -51,7 +51,12 @@ def need_tshark() -> str:
 
 
 def own_captures() -> list[str]:
-    return ["demo.pcap", *sorted(p.name for p in PCAPS.glob("quic*.pcap"))]
+    return ["demo.pcap", *sorted(p.name for p in PCAPS.glob("quic*.pcap")), *tunnel_captures()]
+
+
+def tunnel_captures() -> list[str]:
+    """Captures made through tunnels and on other link types by pcaps/build_tunnels.py."""
+    return sorted(p.name for pattern in ("tunnel-*.pcap", "linktype-*.pcap") for p in PCAPS.glob(pattern))
 
 
 def real_captures() -> list[str]:
@@ -103,7 +108,8 @@ def tshark_hellos(name: str) -> dict[tuple, dict]:
         types = row["tls.handshake.type"].split(",")
         tcp = bool(row["tcp.srcport"])
         proto = "tcp" if tcp else "udp"
-        stream = (proto, int(first(row["tcp.stream" if tcp else "udp.stream"])))
+        # the innermost conversation: through GTP-U every flow shares the outer UDP stream
+        stream = (proto, int(last(row["tcp.stream" if tcp else "udp.stream"])))
         if stream in hellos:
             continue  # not the conversation's first ClientHello
         # one frame can hold several handshake messages (and QUIC packets): the first ClientHello's SNI

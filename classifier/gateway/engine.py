@@ -89,7 +89,11 @@ class Engine:
         self.actions[flow.id] = action
         self._count_verdict(flow)
         try:
-            self.act(flow, action, packet)
+            # A tunnelled flow's 5-tuple is the inner one: set elements and RSTs made from it would
+            # hit untunnelled traffic that happens to share it, never the tunnel. Only the
+            # per-packet verdict (inline) acts on a tunnelled flow.
+            if flow.tunnel is None:
+                self.act(flow, action, packet)
         except Exception as err:  # acting must never stop the loop: count, carry on (fail-open)
             self.error("act", err)
         return action
