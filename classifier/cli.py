@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(and reported). Memory follows it: a bare live flow costs under 1 KiB, real "
                         f"traffic about 1.6 KiB per flow, so the default {DEFAULT_MAX_FLOWS} bounds "
                         "the flow table near 0.5 GiB for a flood and 0.8 GiB for real traffic")
+    s.add_argument("--workers", type=positive(int), default=1, metavar="N",
+                   help="scan with N processes (default 1: one process). The records, their order, "
+                        "flow numbers and the statistics are exactly those of one process; every "
+                        "worker reads all the captures (files only, not '-') and reports the flows "
+                        "of its share of server addresses (docs/ARCHITECTURE.md, Scale-out)")
     s.add_argument("--stats", metavar="FILE", help="also write the input statistics as JSON here")
     s.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     s.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")

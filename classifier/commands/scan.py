@@ -12,25 +12,27 @@ import argparse
 import io
 import json
 import sys
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..blockfloor import BlockFloor
-from ..capture import CaptureError, CaptureReader, open_capture
+from ..errors import UserError
 from ..exitcodes import Exit
-from ..flows import Flow, FlowConfig
-from ..outputs import TextOutput, check_writable, printable, refuse_clobbering, write_text_file
+from ..flows import FlowConfig
+from ..outputs import TextOutput, check_writable, refuse_clobbering, write_text_file
 from ..pipeline import Scanner, ScanOptions
 from ..policy import Policy
 from ..record import CsvWriter, JsonLinesWriter, flow_record
 from ..report import InputStats, Summary, input_lines
+from ..scaninputs import scan_inputs
 from ..signatures import Signatures, shipped_directory
-
-_PROGRESS_MIN_BYTES = 8 << 20  # a progress bar only for inputs worth watching
-_PROGRESS_EVERY = 8192  # packets between progress updates
 
 
 def run_scan(args: argparse.Namespace) -> int:
+    workers = getattr(args, "workers", 1)
+    if workers > 1 and "-" in args.captures:
+        raise UserError("--workers: every worker reads the captures itself, so standard input ('-') "
+                        "cannot be one: give files, or --workers 1")
     refuse_clobbering([("-o", args.output), ("--stats", args.stats)], args.captures,
                       stdout_written=not args.output)
     if args.stats:
@@ -55,16 +57,21 @@ def run_scan(args: argparse.Namespace) -> int:
         else:
             writer = None
 
-        def on_record(flow: Flow) -> None:
-            rec = flow_record(flow)
+        def on_record(rec: dict) -> None:
             summary.add(rec)
             if writer is not None:
                 writer.write(rec)
 
-        scanner = Scanner(sigs, policy, options, on_record)
-        failed = _scan_inputs(args, scanner, stats)
-        scanner.finish()
-        scanner.fill_stats(stats)
+        progress = not args.no_progress
+        if workers > 1:
+            from ..parallel import scan_parallel
+            stats, failed = scan_parallel(sigs, policy, options, args.captures, args.continuous,
+                                          workers, progress, on_record)
+        else:
+            scanner = Scanner(sigs, policy, options, lambda flow: on_record(flow_record(flow)))
+            failed = scan_inputs(args.captures, scanner, stats, args.continuous, progress)
+            scanner.finish()
+            scanner.fill_stats(stats)
         if writer is not None:
             writer.close()
         if args.format == "table":
@@ -78,68 +85,3 @@ def run_scan(args: argparse.Namespace) -> int:
     if args.stats:
         write_text_file(args.stats, json.dumps(stats.as_dict(), indent=2) + "\n")
     return Exit.INPUT if failed or stats.problems else Exit.OK
-
-
-def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats) -> bool:
-    """Feed every capture to the scanner; True if some input could not be opened."""
-    failed = False
-    readers: list[tuple[str, CaptureReader]] = []
-    try:
-        for path in args.captures:
-            try:
-                readers.append((path, open_capture(path)))
-            except CaptureError as err:
-                stats.problems.append(printable(str(err)))
-                failed = True
-        _feed(args, scanner, stats, readers)
-    finally:
-        for _, reader in readers:
-            reader.close()
-    return failed
-
-
-def _feed(args: argparse.Namespace, scanner: Scanner, stats: InputStats,
-          readers: list[tuple[str, CaptureReader]]) -> None:
-    sizes = [r.size for _, r in readers]
-    total = sum(s for s in sizes if s) if all(sizes) else None
-    show = (not args.no_progress and sys.stderr.isatty() and total is not None
-            and total >= _PROGRESS_MIN_BYTES)
-    progress_ctx = _progress(total) if show and total is not None else nullcontext(None)
-    with progress_ctx as progress:
-        done_bytes = 0
-        for path, reader in readers:
-            name = printable(Path(path).name) if path != "-" else "-"
-            scanner.start_input(name, reader.interfaces, carry_over=args.continuous)
-            reader.on_malformed = scanner.malformed_packet
-            stats.files += 1
-            feed = scanner.feed
-            try:
-                if progress is None:
-                    for record in reader:
-                        feed(*record)
-                else:
-                    for n, record in enumerate(reader, 1):
-                        feed(*record)
-                        if n % _PROGRESS_EVERY == 0:
-                            progress[0].update(progress[1], completed=done_bytes + reader.position)
-            finally:
-                stats.problems.extend(printable(str(p)) for p in reader.problems)
-            done_bytes += reader.size or 0
-
-
-class _progress:
-    """A rich progress bar on stderr, as a context manager yielding (progress, task)."""
-
-    def __init__(self, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-        self._p = Progress("scanning", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                           console=Console(file=sys.stderr), transient=True)
-        self._total = total
-
-    def __enter__(self):
-        self._p.__enter__()
-        return self._p, self._p.add_task("scan", total=self._total)
-
-    def __exit__(self, *exc):
-        return self._p.__exit__(*exc)
