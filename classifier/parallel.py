@@ -47,6 +47,7 @@ class PartResult:
     stats: InputStats
     first_seen: dict[str, int]
     failed: bool  # some input could not be opened
+    created: int = 0  # flows the partition's table created (every partition's)
 
 
 Batch = list[tuple[int, dict]]
@@ -75,7 +76,7 @@ def run_part(
     scanner.fill_stats(stats)
     emit(batch, scanner.ended)
     first_seen = scanner.inspection.first_seen  # type: ignore[attr-defined]
-    return PartResult(stats, dict(first_seen), failed)
+    return PartResult(stats, dict(first_seen), failed, scanner.table.created)
 
 
 def _worker(conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob) -> None:

@@ -14,6 +14,7 @@ import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..blockfloor import BlockFloor
 from ..errors import UserError
@@ -27,16 +28,36 @@ from ..report import InputStats, Summary, input_lines
 from ..scaninputs import scan_inputs
 from ..signatures import Signatures, shipped_directory
 
+if TYPE_CHECKING:
+    from ..parquetout import ParquetPartWriter
+
+    RecordWriter = JsonLinesWriter | CsvWriter | ParquetPartWriter
+
 
 def run_scan(args: argparse.Namespace) -> int:
     workers = getattr(args, "workers", 1)
-    if workers > 1 and "-" in args.captures:
-        raise UserError("--workers: every worker reads the captures itself, so standard input ('-') "
-                        "cannot be one: give files, or --workers 1")
-    refuse_clobbering([("-o", args.output), ("--stats", args.stats)], args.captures,
+    scheduler = getattr(args, "dask", None)
+    parquet = args.format == "parquet"
+    captures = list(args.captures)
+    if scheduler is not None:
+        from ..dasking import expand_inputs, import_dask
+
+        import_dask()  # without the extra: one line saying how to get it, before any work
+        captures = expand_inputs(captures)
+    if (workers > 1 or scheduler is not None) and "-" in captures:
+        raise UserError("--workers/--dask: every worker reads the captures itself, so standard input "
+                        "('-') cannot be one: give files")
+    if parquet and not args.output:
+        raise UserError("--format parquet writes a directory of parts: name it with -o DIR")
+    refuse_clobbering([("-o", None if parquet else args.output), ("--stats", args.stats)], captures,
                       stdout_written=not args.output)
     if args.stats:
         check_writable(args.stats)
+    if parquet:
+        from ..parquetout import check_directory, require_pyarrow
+
+        require_pyarrow()
+        check_directory(args.output)
     sig_dir = Path(args.signatures) if args.signatures else shipped_directory()
     sigs = Signatures.load(sig_dir, peering=args.peering)
     policy = Policy.load(Path(args.policy) if args.policy else sig_dir / "policy")
@@ -49,13 +70,8 @@ def run_scan(args: argparse.Namespace) -> int:
     summary = Summary()
 
     with ExitStack() as stack:
-        out = stack.enter_context(TextOutput(args.output))
-        if args.format == "jsonl":
-            writer: JsonLinesWriter | CsvWriter | None = JsonLinesWriter(out)
-        elif args.format == "csv":
-            writer = CsvWriter(out)
-        else:
-            writer = None
+        out = stack.enter_context(TextOutput(None if parquet else args.output))
+        writer = _writer(args, out, scheduler is not None)
 
         def on_record(rec: dict) -> None:
             summary.add(rec)
@@ -63,13 +79,20 @@ def run_scan(args: argparse.Namespace) -> int:
                 writer.write(rec)
 
         progress = not args.no_progress
-        if workers > 1:
+        if scheduler is not None:
+            from ..dasking import scan_dask
+
+            stats, failed = scan_dask(scheduler, sigs, policy, options, captures, args.continuous,
+                                      workers, args.output if parquet else None, writer, summary,
+                                      not (args.quiet or args.no_progress))
+        elif workers > 1:
             from ..parallel import scan_parallel
-            stats, failed = scan_parallel(sigs, policy, options, args.captures, args.continuous,
+
+            stats, failed = scan_parallel(sigs, policy, options, captures, args.continuous,
                                           workers, progress, on_record)
         else:
             scanner = Scanner(sigs, policy, options, lambda flow: on_record(flow_record(flow)))
-            failed = scan_inputs(args.captures, scanner, stats, args.continuous, progress)
+            failed = scan_inputs(captures, scanner, stats, args.continuous, progress)
             scanner.finish()
             scanner.fill_stats(stats)
         if writer is not None:
@@ -85,3 +108,17 @@ def run_scan(args: argparse.Namespace) -> int:
     if args.stats:
         write_text_file(args.stats, json.dumps(stats.as_dict(), indent=2) + "\n")
     return Exit.INPUT if failed or stats.problems else Exit.OK
+
+
+def _writer(args: argparse.Namespace, out: TextOutput, dask: bool) -> RecordWriter | None:
+    """The record writer of ``--format`` (None for the table; with --dask and parquet the tasks
+    write their own parts)."""
+    if args.format == "jsonl":
+        return JsonLinesWriter(out)
+    if args.format == "csv":
+        return CsvWriter(out)
+    if args.format == "parquet" and not dask:
+        from ..parquetout import ParquetPartWriter, part_name
+
+        return ParquetPartWriter(str(Path(args.output) / part_name(0)))
+    return None
