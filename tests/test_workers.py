@@ -63,8 +63,9 @@ def test_real_captures_as_one_stream_in_both_views(tmp_path: Path) -> None:
     _assert_same_as_one_process(tmp_path, _real(), "--continuous", "--view", "in-force", workers=(2,))
 
 
-def test_samples(tmp_path: Path) -> None:
-    _assert_same_as_one_process(tmp_path, _samples())
+def test_samples_and_an_input_that_cannot_be_opened(tmp_path: Path) -> None:
+    # malformed.pcap is truncated and has malformed packets: problems and examples merge too.
+    _assert_same_as_one_process(tmp_path, [*_samples(), str(tmp_path / "missing.pcap")])
 
 
 @pytest.fixture(scope="module")
