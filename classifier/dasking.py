@@ -183,6 +183,8 @@ class DaskRun:
         for finished, fut in enumerate(self._dd.as_completed(futures), 1):
             try:
                 done[index[fut.key]] = fut.result()
+            except UserError:  # e.g. a part that could not be written (OutputError, exit 4)
+                raise
             except Exception as err:  # a bug in a task (input problems are results, not errors)
                 what = f"{type(err).__name__}: {err}"
                 raise WorkerFailed(f"Dask task {index[fut.key]} failed: {what}") from None
