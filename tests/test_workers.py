@@ -141,3 +141,13 @@ def test_a_worker_that_dies_is_reported(
     err = capsys.readouterr().err
     assert status == 1
     assert "died (exit status 9)" in err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "table"])
+def test_csv_and_table_are_the_same(fmt: str) -> None:
+    captures = _samples()
+    one = run_cli("scan", "-q", "--format", fmt, *captures, check_status=None)
+    many = run_cli("scan", "-q", "--format", fmt, "--workers", "2", *captures, check_status=None)
+    assert one.returncode == many.returncode == 3  # malformed.pcap is truncated
+    assert one.stdout.count(b"\n") > 10
+    assert many.stdout == one.stdout
