@@ -33,7 +33,7 @@ install: $(BIN)/python
 install-test: $(BIN)/python
 	bash tools/install-system-packages.sh tools/debian-packages.txt
 	$(BIN)/python -m pip install -q $(PIN) pip
-	$(PIP_INSTALL) -e '.[test]'
+	$(PIP_INSTALL) -e '.[test,dask]'
 
 lint: install-test
 	$(BIN)/ruff check .

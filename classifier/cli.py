@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("captures", nargs="+", metavar="CAPTURE",
                    help="pcap or pcapng file, optionally gzip-compressed; '-' reads standard input")
     add_output_arguments(s, "jsonl: one JSON object per flow (default); csv: one row per flow; "
-                            "table: summary of app x category x action and top hostnames")
+                            "table: summary of app x category x action and top hostnames; parquet: "
+                            "-o names a directory of part-NNNNN.parquet files (one per Dask task) with "
+                            "the record schema (needs the extra dask)",
+                         formats=("jsonl", "table", "csv", "parquet"))
     add_policy_arguments(s, "decide every flow at this instant instead of its first packet's time")
     add_floor_arguments(s, defaults=True)
     s.add_argument("--peering", metavar="FILE", help="peering map: neighbour MAC/interface -> ASN (TOML)")
@@ -51,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "(and reported). Memory follows it: a bare live flow costs under 1 KiB, real "
                         f"traffic about 1.6 KiB per flow, so the default {DEFAULT_MAX_FLOWS} bounds "
                         "the flow table near 0.5 GiB for a flood and 0.8 GiB for real traffic")
+    s.add_argument("--workers", type=positive(int), default=1, metavar="N",
+                   help="scan with N processes (default 1: one process). The records, their order, "
+                        "flow numbers and the statistics are exactly those of one process; every "
+                        "worker reads all the captures (files only, not '-') and reports the flows "
+                        "of its share of server addresses (docs/ARCHITECTURE.md, Scale-out)")
+    s.add_argument("--dask", metavar="SCHEDULER",
+                   help="run the scan as Dask tasks: 'local' (a cluster of --workers processes on this "
+                        "machine, default one per core) or a scheduler address such as tcp://host:8786 "
+                        "(the workers read the captures from the same paths: docs/scale-out.md). "
+                        "CAPTURE may then also be a directory or a quoted glob. Needs the extra: "
+                        "pip install 'classifier[dask]'")
     s.add_argument("--stats", metavar="FILE", help="also write the input statistics as JSON here")
     s.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     s.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")

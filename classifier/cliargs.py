@@ -37,10 +37,11 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     return conv
 
 
-def add_output_arguments(p: argparse.ArgumentParser, format_help: str) -> None:
+def add_output_arguments(p: argparse.ArgumentParser, format_help: str,
+                         formats: tuple[str, ...] = ("jsonl", "table", "csv")) -> None:
     """-o and --format, as every command that writes records has them."""
     p.add_argument("-o", "--output", metavar="FILE", help="write records here instead of standard output")
-    p.add_argument("--format", choices=("jsonl", "table", "csv"), default="jsonl", help=format_help)
+    p.add_argument("--format", choices=formats, default="jsonl", help=format_help)
 
 
 def add_policy_arguments(p: argparse.ArgumentParser, as_of_help: str) -> None:

@@ -56,6 +56,10 @@ class TopCounter(Counter):
         self.limit = limit
         self.pruned = False
 
+    def __reduce__(self) -> tuple:
+        # Counter's own pickling would pass the counts as ``limit``: keep limit, flag and counts.
+        return self.__class__, (self.limit,), {"pruned": self.pruned}, None, iter(self.items())
+
     def add(self, key: object) -> None:
         self[key] += 1
         if len(self) > self.limit:

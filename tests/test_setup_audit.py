@@ -172,13 +172,13 @@ def _pins() -> dict[str, str]:
 
 
 def _needed() -> dict[str, str]:
-    """Every distribution the project needs with extras gateway and test (transitively): its version."""
+    """Every distribution the project needs with extras gateway, test and dask (transitively): its version."""
     from importlib import metadata
 
     from packaging.requirements import Requirement
 
     found: dict[str, str] = {}
-    todo = [("classifier", frozenset({"gateway", "test"}))]
+    todo = [("classifier", frozenset({"gateway", "test", "dask"}))]
     done: set[tuple[str, frozenset[str]]] = set()
     while todo:
         name, extras = todo.pop()

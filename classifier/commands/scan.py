@@ -12,29 +12,52 @@ import argparse
 import io
 import json
 import sys
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..blockfloor import BlockFloor
-from ..capture import CaptureError, CaptureReader, open_capture
+from ..errors import UserError
 from ..exitcodes import Exit
-from ..flows import Flow, FlowConfig
-from ..outputs import TextOutput, check_writable, printable, refuse_clobbering, write_text_file
+from ..flows import FlowConfig
+from ..outputs import TextOutput, check_writable, refuse_clobbering, write_text_file
 from ..pipeline import Scanner, ScanOptions
 from ..policy import Policy
 from ..record import CsvWriter, JsonLinesWriter, flow_record
 from ..report import InputStats, Summary, input_lines
+from ..scaninputs import scan_inputs
 from ..signatures import Signatures, shipped_directory
 
-_PROGRESS_MIN_BYTES = 8 << 20  # a progress bar only for inputs worth watching
-_PROGRESS_EVERY = 8192  # packets between progress updates
+if TYPE_CHECKING:
+    from ..parquetout import ParquetPartWriter
+
+    RecordWriter = JsonLinesWriter | CsvWriter | ParquetPartWriter
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    refuse_clobbering([("-o", args.output), ("--stats", args.stats)], args.captures,
+    workers = getattr(args, "workers", 1)
+    scheduler = getattr(args, "dask", None)
+    parquet = args.format == "parquet"
+    captures = list(args.captures)
+    if scheduler is not None:
+        from ..dasking import expand_inputs, import_dask
+
+        import_dask()  # without the extra: one line saying how to get it, before any work
+        captures = expand_inputs(captures)
+    if (workers > 1 or scheduler is not None) and "-" in captures:
+        raise UserError("--workers/--dask: every worker reads the captures itself, so standard input "
+                        "('-') cannot be one: give files")
+    if parquet and not args.output:
+        raise UserError("--format parquet writes a directory of parts: name it with -o DIR")
+    refuse_clobbering([("-o", None if parquet else args.output), ("--stats", args.stats)], captures,
                       stdout_written=not args.output)
     if args.stats:
         check_writable(args.stats)
+    if parquet:
+        from ..parquetout import check_directory, require_pyarrow
+
+        require_pyarrow()
+        check_directory(args.output)
     sig_dir = Path(args.signatures) if args.signatures else shipped_directory()
     sigs = Signatures.load(sig_dir, peering=args.peering)
     policy = Policy.load(Path(args.policy) if args.policy else sig_dir / "policy")
@@ -47,24 +70,31 @@ def run_scan(args: argparse.Namespace) -> int:
     summary = Summary()
 
     with ExitStack() as stack:
-        out = stack.enter_context(TextOutput(args.output))
-        if args.format == "jsonl":
-            writer: JsonLinesWriter | CsvWriter | None = JsonLinesWriter(out)
-        elif args.format == "csv":
-            writer = CsvWriter(out)
-        else:
-            writer = None
+        out = stack.enter_context(TextOutput(None if parquet else args.output))
+        writer = _writer(args, out, scheduler is not None)
 
-        def on_record(flow: Flow) -> None:
-            rec = flow_record(flow)
+        def on_record(rec: dict) -> None:
             summary.add(rec)
             if writer is not None:
                 writer.write(rec)
 
-        scanner = Scanner(sigs, policy, options, on_record)
-        failed = _scan_inputs(args, scanner, stats)
-        scanner.finish()
-        scanner.fill_stats(stats)
+        progress = not args.no_progress
+        if scheduler is not None:
+            from ..dasking import scan_dask
+
+            stats, failed = scan_dask(scheduler, sigs, policy, options, captures, args.continuous,
+                                      workers, args.output if parquet else None, writer, summary,
+                                      not (args.quiet or args.no_progress))
+        elif workers > 1:
+            from ..parallel import scan_parallel
+
+            stats, failed = scan_parallel(sigs, policy, options, captures, args.continuous,
+                                          workers, progress, on_record)
+        else:
+            scanner = Scanner(sigs, policy, options, lambda flow: on_record(flow_record(flow)))
+            failed = scan_inputs(captures, scanner, stats, args.continuous, progress)
+            scanner.finish()
+            scanner.fill_stats(stats)
         if writer is not None:
             writer.close()
         if args.format == "table":
@@ -80,66 +110,15 @@ def run_scan(args: argparse.Namespace) -> int:
     return Exit.INPUT if failed or stats.problems else Exit.OK
 
 
-def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats) -> bool:
-    """Feed every capture to the scanner; True if some input could not be opened."""
-    failed = False
-    readers: list[tuple[str, CaptureReader]] = []
-    try:
-        for path in args.captures:
-            try:
-                readers.append((path, open_capture(path)))
-            except CaptureError as err:
-                stats.problems.append(printable(str(err)))
-                failed = True
-        _feed(args, scanner, stats, readers)
-    finally:
-        for _, reader in readers:
-            reader.close()
-    return failed
+def _writer(args: argparse.Namespace, out: TextOutput, dask: bool) -> RecordWriter | None:
+    """The record writer of ``--format`` (None for the table; with --dask and parquet the tasks
+    write their own parts)."""
+    if args.format == "jsonl":
+        return JsonLinesWriter(out)
+    if args.format == "csv":
+        return CsvWriter(out)
+    if args.format == "parquet" and not dask:
+        from ..parquetout import ParquetPartWriter, part_name
 
-
-def _feed(args: argparse.Namespace, scanner: Scanner, stats: InputStats,
-          readers: list[tuple[str, CaptureReader]]) -> None:
-    sizes = [r.size for _, r in readers]
-    total = sum(s for s in sizes if s) if all(sizes) else None
-    show = (not args.no_progress and sys.stderr.isatty() and total is not None
-            and total >= _PROGRESS_MIN_BYTES)
-    progress_ctx = _progress(total) if show and total is not None else nullcontext(None)
-    with progress_ctx as progress:
-        done_bytes = 0
-        for path, reader in readers:
-            name = printable(Path(path).name) if path != "-" else "-"
-            scanner.start_input(name, reader.interfaces, carry_over=args.continuous)
-            reader.on_malformed = scanner.malformed_packet
-            stats.files += 1
-            feed = scanner.feed
-            try:
-                if progress is None:
-                    for record in reader:
-                        feed(*record)
-                else:
-                    for n, record in enumerate(reader, 1):
-                        feed(*record)
-                        if n % _PROGRESS_EVERY == 0:
-                            progress[0].update(progress[1], completed=done_bytes + reader.position)
-            finally:
-                stats.problems.extend(printable(str(p)) for p in reader.problems)
-            done_bytes += reader.size or 0
-
-
-class _progress:
-    """A rich progress bar on stderr, as a context manager yielding (progress, task)."""
-
-    def __init__(self, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-        self._p = Progress("scanning", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                           console=Console(file=sys.stderr), transient=True)
-        self._total = total
-
-    def __enter__(self):
-        self._p.__enter__()
-        return self._p, self._p.add_task("scan", total=self._total)
-
-    def __exit__(self, *exc):
-        return self._p.__exit__(*exc)
+        return ParquetPartWriter(str(Path(args.output) / part_name(0)))
+    return None

@@ -1,0 +1,141 @@
+"""A scanner that reports only the flows of one partition, yet sees exactly what one process sees.
+
+``classifier scan --workers N`` (and each Dask task of ``--dask --continuous``) runs N of these
+over the same packets. Each keeps the *whole* flow table (every flow is created, counted, timed
+out, closed and evicted exactly as in one process, with the same flow numbers) and inspects every
+DNS flow (so the DNS caches, pending queries and ECH public names are the same everywhere), but it
+inspects, decides and reports only the flows whose server address falls in its partition. Name
+memory (SNI/Host names clients used for a server address) is looked up by server address, so all
+flows that may share a remembered name are in the same partition. docs/ARCHITECTURE.md
+"Scale-out" gives the whole argument and its limits.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+
+from .errors import MalformedError
+from .flows import DECIDED, Flow
+from .inspect.driver import Inspection
+from .pipeline import Scanner, ScanOptions
+from .policy import Policy
+from .report import InputStats
+from .signatures import Signatures
+
+
+def partition_of(server: bytes, parts: int) -> int:
+    """The partition of a server address: stable across processes and machines (unlike ``hash``)."""
+    return zlib.crc32(server) % parts
+
+
+class _PartInspection(Inspection):
+    """Counts an inspection error only for the flows its scanner reports, so that the errors of a
+    DNS flow (which every partition inspects) are counted once, by the partition that owns it; and
+    notes at which packet each reason was first seen, to pick the example one process would keep."""
+
+    def __init__(self, scanner: PartScanner, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.scanner = scanner
+        self.first_seen: dict[str, int] = {}  # reason -> packet number (of the run) of the example
+
+    def _malformed(self, flow: Flow, err: MalformedError) -> None:
+        if not self.scanner.owns(flow):
+            flow.add_note(str(err))  # the flow is reported elsewhere, where the error is counted
+            return
+        if err.reason not in self.error_examples:
+            self.first_seen[err.reason] = self.scanner.packets
+        super()._malformed(flow, err)
+
+
+class PartScanner(Scanner):
+    """``Scanner`` for partition ``part`` of ``parts``: ``on_record(flow, seq)`` gets only the flows
+    it owns, with ``seq``, the number of flows (of every partition) that had ended by then, which
+    orders the records of all partitions exactly as one process writes them. Every ``tick`` flows
+    it calls ``on_record(None, seq)``: nothing more of this partition ended up to ``seq``, so a
+    merger need not wait for it."""
+
+    def __init__(
+        self,
+        sigs: Signatures,
+        policy: Policy,
+        options: ScanOptions,
+        on_record: Callable[[Flow | None, int], None],
+        part: int,
+        parts: int,
+        tick: int = 4096,
+    ) -> None:
+        super().__init__(sigs, policy, options, self._report)
+        self.inspection = _PartInspection(self, options.flows, self.dnscache, self.unbound_dns)
+        self.part = part
+        self.parts = parts
+        self.report_record = on_record
+        self.ended = 0  # flows of every partition that have ended
+        self.tick = tick
+        self._parts: dict[bytes, int] = {}  # server address -> partition (a few per flow)
+
+    def owns(self, flow: Flow) -> bool:
+        """True if this partition reports ``flow``."""
+        server = flow.server
+        part = self._parts.get(server)
+        if part is None:
+            if len(self._parts) >= 65536:
+                self._parts.clear()
+            part = self._parts[server] = partition_of(server, self.parts)
+        return part == self.part
+
+    def _new_flow(self, *args: object) -> Flow:  # type: ignore[override]
+        flow = super()._new_flow(*args)  # type: ignore[arg-type]
+        if not flow.dns_client and not self.owns(flow):
+            flow.inspecting = False  # counted and timed like any flow, never inspected here
+        return flow
+
+    def _ended(self, flow: Flow) -> None:
+        self.ended += 1
+        if self.owns(flow):
+            super()._ended(flow)  # decides if need be, counts it, calls _report
+            return
+        if flow.dns_client and flow.stage != DECIDED:
+            # A DNS flow ends undecided here as in every partition: decide it alike, so whatever
+            # a decision records for later flows stays the same in all of them.
+            self.decide(flow)
+        if self.ended % self.tick == 0:
+            self.report_record(None, self.ended)
+
+    def _report(self, flow: Flow) -> None:
+        self.report_record(flow, self.ended)
+
+
+def merge_part_stats(parts: list[tuple[InputStats, dict[str, int]]]) -> InputStats:
+    """One process's stats from the partitions' (stats, first packet of each inspection error).
+
+    Everything counted before a flow's partition matters (packets, decode errors, skipped
+    packets, fragments, evictions, DNS answers and bindings, capture problems) is the same in every
+    partition: it is taken from the first. Records and inspection errors are per partition: summed,
+    and each reason's example is the one seen first.
+    """
+    first = parts[0][0]
+    merged = InputStats(
+        files=first.files,
+        packets=first.packets,
+        skipped=first.skipped,
+        malformed=first.malformed,
+        malformed_examples=first.malformed_examples,
+        problems=first.problems,
+        evicted=first.evicted,
+        fragments=first.fragments,
+        dns_answers=first.dns_answers,
+        dns_dropped=first.dns_dropped,
+        dns_queries=first.dns_queries,
+        dns_binding=first.dns_binding,
+    )
+    seen_at: dict[str, int] = {}
+    for stats, first_seen in parts:
+        merged.flows += stats.flows
+        merged.inspect_errors.update(stats.inspect_errors)
+        for reason, example in stats.inspect_examples.items():
+            at = first_seen.get(reason, 0)
+            if reason not in seen_at or at < seen_at[reason]:
+                seen_at[reason] = at
+                merged.inspect_examples[reason] = example
+    return merged

@@ -1,0 +1,102 @@
+"""Feed a list of captures to a scanner: the part of ``classifier scan`` every worker repeats.
+
+One process, each ``--workers`` partition and each Dask task run the same loop over the same
+inputs, so the packets a scanner sees, their numbers in each file and the problems of each
+capture are the same wherever it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+from .capture import CaptureError, CaptureReader, open_capture
+from .outputs import printable
+from .pipeline import Scanner
+from .report import InputStats
+
+_PROGRESS_MIN_BYTES = 8 << 20  # a progress bar only for inputs worth watching
+_PROGRESS_EVERY = 8192  # packets between progress updates
+
+
+def scan_inputs(
+    captures: list[str], scanner: Scanner, stats: InputStats, continuous: bool, progress: bool
+) -> bool:
+    """Feed every capture to the scanner; True if some input could not be opened.
+
+    ``continuous``: the captures are one stream (flows and DNS answers carry over between them);
+    ``progress``: a progress bar on stderr if it is a terminal and the inputs are worth watching.
+    """
+    failed = False
+    readers: list[tuple[str, CaptureReader]] = []
+    try:
+        for path in captures:
+            try:
+                readers.append((path, open_capture(path)))
+            except CaptureError as err:
+                stats.problems.append(printable(str(err)))
+                failed = True
+        _feed(scanner, stats, readers, continuous, progress)
+    finally:
+        for _, reader in readers:
+            reader.close()
+    return failed
+
+
+def _feed(
+    scanner: Scanner,
+    stats: InputStats,
+    readers: list[tuple[str, CaptureReader]],
+    continuous: bool,
+    progress_wanted: bool,
+) -> None:
+    sizes = [r.size for _, r in readers]
+    total = sum(s for s in sizes if s) if all(sizes) else None
+    show = progress_wanted and sys.stderr.isatty() and total is not None and total >= _PROGRESS_MIN_BYTES
+    progress_ctx = _progress(total) if show and total is not None else nullcontext(None)
+    with progress_ctx as progress:
+        done_bytes = 0
+        for path, reader in readers:
+            name = printable(Path(path).name) if path != "-" else "-"
+            scanner.start_input(name, reader.interfaces, carry_over=continuous)
+            reader.on_malformed = scanner.malformed_packet
+            stats.files += 1
+            feed = scanner.feed
+            try:
+                if progress is None:
+                    for record in reader:
+                        feed(*record)
+                else:
+                    for n, record in enumerate(reader, 1):
+                        feed(*record)
+                        if n % _PROGRESS_EVERY == 0:
+                            progress[0].update(progress[1], completed=done_bytes + reader.position)
+            finally:
+                stats.problems.extend(printable(str(p)) for p in reader.problems)
+            done_bytes += reader.size or 0
+
+
+class _progress:
+    """A rich progress bar on stderr, as a context manager yielding (progress, task)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        self._p = Progress(
+            "scanning",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
+            transient=True,
+        )
+        self._total = total
+
+    def __enter__(self):
+        self._p.__enter__()
+        return self._p, self._p.add_task("scan", total=self._total)
+
+    def __exit__(self, *exc):
+        return self._p.__exit__(*exc)

@@ -1,0 +1,153 @@
+"""``classifier scan --workers N`` writes exactly what one process writes.
+
+Every worker keeps the whole flow table and inspects every DNS flow, but reports only the flows of
+its share of server addresses (classifier/partition.py); the parent merges the records back into
+one-process order. So the records (bytes, order and flow numbers included) and the statistics
+must be identical to ``--workers 1``, on the real captures (each on its own and as one stream),
+the samples, a multi-copy corpus whose copies reach the same servers from different clients (name
+memory and DNS answers across clients), at the flow cap and with short timeouts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REAL, ROOT, SHARED, need_shared, run_cli
+
+from classifier import parallel
+from classifier.cli import main
+from classifier.partition import partition_of
+
+
+def _real() -> list[str]:
+    return sorted(str(p) for p in need_shared(REAL).iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+def _samples() -> list[str]:
+    return sorted(str(p) for p in (ROOT / "pcaps").iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
+def _scan(tmp_path: Path, label: str, captures: list[str], *options: str) -> tuple[bytes, bytes]:
+    """(records, stats) of one scan, as files."""
+    out, stats = tmp_path / f"{label}.jsonl", tmp_path / f"{label}.stats.json"
+    proc = run_cli(
+        "scan", "-q", "-o", str(out), "--stats", str(stats), *options, *captures, check_status=None
+    )
+    assert proc.returncode in (0, 3), proc.stderr.decode(errors="replace")
+    return out.read_bytes(), stats.read_bytes()
+
+
+def _assert_same_as_one_process(
+    tmp_path: Path, captures: list[str], *options: str, workers: tuple[int, ...] = (2, 3)
+) -> bytes:
+    one = _scan(tmp_path, "w1", captures, *options)
+    assert one[0].count(b"\n") > 0
+    for n in workers:
+        many = _scan(tmp_path, f"w{n}", captures, "--workers", str(n), *options)
+        assert many[1] == one[1], f"--workers {n}: statistics differ"
+        assert many[0] == one[0], f"--workers {n}: records differ"
+    return one[0]
+
+
+@pytest.mark.real
+def test_real_captures_each_on_its_own(tmp_path: Path) -> None:
+    _assert_same_as_one_process(tmp_path, _real())
+
+
+@pytest.mark.real
+def test_real_captures_as_one_stream_in_both_views(tmp_path: Path) -> None:
+    _assert_same_as_one_process(tmp_path, _real(), "--continuous")
+    _assert_same_as_one_process(tmp_path, _real(), "--continuous", "--view", "in-force", workers=(2,))
+
+
+def test_samples_and_an_input_that_cannot_be_opened(tmp_path: Path) -> None:
+    # malformed.pcap is truncated and has malformed packets: problems and examples merge too.
+    _assert_same_as_one_process(tmp_path, [*_samples(), str(tmp_path / "missing.pcap")])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Three copies of the real captures, each copy's clients shifted: the same servers reached
+    by different clients, so names learnt from one client's DNS answers and SNIs name another's
+    flows (the cross-flow evidence a naive 5-tuple sharding loses)."""
+    out = tmp_path_factory.mktemp("corpus") / "corpus-3.pcap"
+    subprocess.run(
+        [sys.executable, str(need_shared(SHARED / "bench") / "make_corpus.py"), str(out), "3", *_real()],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return str(out)
+
+
+@pytest.mark.real
+def test_corpus_with_cross_client_names(tmp_path: Path, corpus: str) -> None:
+    records = _assert_same_as_one_process(tmp_path, [corpus])
+    # The corpus does exercise what a partition could lose: names from DNS answers and from
+    # another flow's SNI (name history).
+    assert b'"hostname_source":"dns"' in records
+    assert b'"hostname_source":"name-history"' in records
+
+
+@pytest.mark.real
+def test_corpus_at_the_flow_cap_and_with_short_timeouts(tmp_path: Path, corpus: str) -> None:
+    records = _assert_same_as_one_process(
+        tmp_path, [corpus], "--max-flows", "40", "--idle-udp", "0.5", "--idle-tcp", "2"
+    )
+    assert b'"end_reason":"evicted"' in records
+    assert b'"end_reason":"idle"' in records
+
+
+def test_partition_is_stable_and_spreads() -> None:
+    # crc32, not hash(): the same in every process and on every machine.
+    assert partition_of(bytes([192, 0, 2, 1]), 7) == partition_of(bytes([192, 0, 2, 1]), 7)
+    parts = {partition_of(bytes([198, 51, 100, i]), 4) for i in range(64)}
+    assert parts == {0, 1, 2, 3}
+
+
+def test_standard_input_is_refused_with_one_line() -> None:
+    sample = (ROOT / "pcaps" / "demo.pcap").read_bytes()
+    proc = run_cli("scan", "--workers", "2", "-", stdin=sample, check_status=2)
+    err = proc.stderr.decode()
+    assert err.count("\n") == 1 and "standard input" in err and "--workers" in err
+
+
+def test_a_failing_worker_is_one_line_and_no_hang(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(parallel, "run_part", boom)  # the forked workers inherit it
+    status = main(["scan", "-q", "--workers", "2", str(ROOT / "pcaps" / "demo.pcap")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.count("\n") == 1 and "scan worker" in err and "RuntimeError: boom" in err
+
+
+def test_a_worker_that_dies_is_reported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    def die(*args: object, **kwargs: object) -> None:
+        os._exit(9)  # as if killed (the OOM killer)
+
+    monkeypatch.setattr(parallel, "run_part", die)
+    status = main(["scan", "-q", "--workers", "2", str(ROOT / "pcaps" / "demo.pcap")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "died (exit status 9)" in err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "table"])
+def test_csv_and_table_are_the_same(fmt: str) -> None:
+    captures = _samples()
+    one = run_cli("scan", "-q", "--format", fmt, *captures, check_status=None)
+    many = run_cli("scan", "-q", "--format", fmt, "--workers", "2", *captures, check_status=None)
+    assert one.returncode == many.returncode == 3  # malformed.pcap is truncated
+    assert one.stdout.count(b"\n") > 10
+    assert many.stdout == one.stdout
