@@ -45,13 +45,14 @@ def arrow_schema() -> Any:
             ]
         ),
         "evidence": pa.struct([("kind", text), ("value", text), ("signature", text), ("source", text)]),
+        "tunnel": pa.struct([("type", text), ("src", text), ("dst", text), ("id", pa.int64())]),
     }
     scalars = {"string": text, "integer": pa.int64(), "boolean": pa.bool_()}
     fields = []
     for key, (kind, _meaning) in SCHEMA.items():
         base, _, null = kind.partition("|")
         if base == "array":
-            fields.append(pa.field(key, pa.list_(objects.get(key, text)), nullable=False))
+            fields.append(pa.field(key, pa.list_(objects.get(key, text)), nullable=null == "null"))
         else:
             fields.append(pa.field(key, scalars[base], nullable=null == "null"))
     return pa.schema(fields)
