@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                         f"traffic about 1.6 KiB per flow, so the default {DEFAULT_MAX_FLOWS} bounds "
                         "the flow table near 0.5 GiB for a flood and 0.8 GiB for real traffic")
     s.add_argument("--stats", metavar="FILE", help="also write the input statistics as JSON here")
+    s.add_argument("--html", metavar="FILE", help="also write the HTML report of this run here "
+                                                  "(as `classifier report` would)")
+    s.add_argument("--write-pcap", metavar="FILE",
+                   help="also write every packet of every attributed flow (app or operator) here, as "
+                        "pcap, in input order (README: 'Back to packets')")
+    s.add_argument("--write-pcap-where", metavar="FIELD=VALUE[,...]",
+                   help="only flows whose record has these values, e.g. action=block,app=wechat "
+                        "(alternatives with '|': app=wechat|tiktok)")
     s.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     s.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     s.set_defaults(func=_scan)
@@ -71,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     chk.set_defaults(func=_signatures)
 
     sub.add_parser("schema", help="print the flow record schema (Markdown)").set_defaults(func=_schema)
+
+    rep = sub.add_parser("report", help="one self-contained HTML report of scan or bgp records",
+                         description="Aggregate JSON-lines records of `classifier scan` or `classifier bgp` "
+                                     "(routes and --timeline) into one HTML file: tables and SVG plots, "
+                                     "no script, nothing fetched when it is viewed.",
+                         epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("records", nargs="+", metavar="RECORDS",
+                     help="JSON-lines file of scan or bgp records ('-': standard input)")
+    rep.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    rep.add_argument("--policy", metavar="DIR", help="policy directory for the policy timeline "
+                                                     "(default: the shipped one)")
+    rep.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    rep.set_defaults(func=_report)
 
     # Commands that live in their own packages register themselves here. Their register()
     # functions must stay import-light: heavy imports belong in the function they set as func.
@@ -115,6 +136,11 @@ def _scan(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from .commands.schema import run_schema
     return run_schema(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .commands.report import run_report
+    return run_report(args)
 
 
 def _policy(args: argparse.Namespace) -> int:

@@ -14,27 +14,35 @@ import json
 import sys
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..blockfloor import BlockFloor
 from ..capture import CaptureError, CaptureReader, open_capture
+from ..errors import UserError
 from ..exitcodes import Exit
 from ..flows import Flow, FlowConfig
 from ..outputs import TextOutput, check_writable, printable, refuse_clobbering, write_text_file
+from ..pcapout import PacketSink, feeding, parse_where
 from ..pipeline import Scanner, ScanOptions
 from ..policy import Policy
 from ..record import CsvWriter, JsonLinesWriter, flow_record
 from ..report import InputStats, Summary, input_lines
 from ..signatures import Signatures, shipped_directory
 
+if TYPE_CHECKING:
+    from ..reportdata import ScanAggregate
+
 _PROGRESS_MIN_BYTES = 8 << 20  # a progress bar only for inputs worth watching
 _PROGRESS_EVERY = 8192  # packets between progress updates
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    refuse_clobbering([("-o", args.output), ("--stats", args.stats)], args.captures,
-                      stdout_written=not args.output)
-    if args.stats:
-        check_writable(args.stats)
+    refuse_clobbering([("-o", args.output), ("--stats", args.stats), ("--html", args.html),
+                       ("--write-pcap", args.write_pcap)], args.captures, stdout_written=not args.output)
+    for extra in (args.stats, args.html, args.write_pcap):
+        if extra:
+            check_writable(extra)
+    sink = _packet_sink(args)
     sig_dir = Path(args.signatures) if args.signatures else shipped_directory()
     sigs = Signatures.load(sig_dir, peering=args.peering)
     policy = Policy.load(Path(args.policy) if args.policy else sig_dir / "policy")
@@ -45,6 +53,7 @@ def run_scan(args: argparse.Namespace) -> int:
     )
     stats = InputStats()
     summary = Summary()
+    html = _html_aggregate(args)
 
     with ExitStack() as stack:
         out = stack.enter_context(TextOutput(args.output))
@@ -60,11 +69,19 @@ def run_scan(args: argparse.Namespace) -> int:
             summary.add(rec)
             if writer is not None:
                 writer.write(rec)
+            if html is not None:
+                html.add(rec)
+            if sink is not None:
+                sink.flow_ended(flow)
 
         scanner = Scanner(sigs, policy, options, on_record)
-        failed = _scan_inputs(args, scanner, stats)
+        failed = _scan_inputs(args, scanner, stats, sink)
         scanner.finish()
         scanner.fill_stats(stats)
+        if sink is not None:
+            sink.close()
+            if not args.quiet:
+                print(sink.summary(), file=sys.stderr)
         if writer is not None:
             writer.close()
         if args.format == "table":
@@ -77,10 +94,33 @@ def run_scan(args: argparse.Namespace) -> int:
             sys.stderr.write(input_lines(stats) + "\n")
     if args.stats:
         write_text_file(args.stats, json.dumps(stats.as_dict(), indent=2) + "\n")
+    if html is not None:
+        from ..htmlreport import render_html
+
+        write_text_file(args.html, render_html(html, policy, stats.as_dict()))
     return Exit.INPUT if failed or stats.problems else Exit.OK
 
 
-def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats) -> bool:
+def _packet_sink(args: argparse.Namespace) -> PacketSink | None:
+    """The --write-pcap output, or None (then --write-pcap-where makes no sense)."""
+    if not args.write_pcap:
+        if args.write_pcap_where:
+            raise UserError("--write-pcap-where needs --write-pcap FILE")
+        return None
+    where = parse_where(args.write_pcap_where) if args.write_pcap_where else ()
+    return PacketSink(args.write_pcap, list(args.captures), where)
+
+
+def _html_aggregate(args: argparse.Namespace) -> ScanAggregate | None:
+    if not args.html:
+        return None
+    from ..reportdata import ScanAggregate
+
+    return ScanAggregate()
+
+
+def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats,
+                 sink: PacketSink | None = None) -> bool:
     """Feed every capture to the scanner; True if some input could not be opened."""
     failed = False
     readers: list[tuple[str, CaptureReader]] = []
@@ -91,7 +131,7 @@ def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats) 
             except CaptureError as err:
                 stats.problems.append(printable(str(err)))
                 failed = True
-        _feed(args, scanner, stats, readers)
+        _feed(args, scanner, stats, readers, sink)
     finally:
         for _, reader in readers:
             reader.close()
@@ -99,7 +139,7 @@ def _scan_inputs(args: argparse.Namespace, scanner: Scanner, stats: InputStats) 
 
 
 def _feed(args: argparse.Namespace, scanner: Scanner, stats: InputStats,
-          readers: list[tuple[str, CaptureReader]]) -> None:
+          readers: list[tuple[str, CaptureReader]], sink: PacketSink | None = None) -> None:
     sizes = [r.size for _, r in readers]
     total = sum(s for s in sizes if s) if all(sizes) else None
     show = (not args.no_progress and sys.stderr.isatty() and total is not None
@@ -112,7 +152,7 @@ def _feed(args: argparse.Namespace, scanner: Scanner, stats: InputStats,
             scanner.start_input(name, reader.interfaces, carry_over=args.continuous)
             reader.on_malformed = scanner.malformed_packet
             stats.files += 1
-            feed = scanner.feed
+            feed = scanner.feed if sink is None else feeding(scanner.feed, sink)
             try:
                 if progress is None:
                     for record in reader:
