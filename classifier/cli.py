@@ -19,15 +19,18 @@ from .errors import OutputError, UserError
 from .exitcodes import Exit, epilog
 from .flows import DEFAULT_MAX_FLOWS
 
+DESCRIPTION = ("Classify WeChat/TikTok infrastructure traffic in captures, on a live gateway and in BGP "
+               "routes, and decide block or log per the dated US orders; every verdict says why.")
+
 # Modules with register(subparsers, signature_subparsers) adding their own commands.
 PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="classifier", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="classifier", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"classifier {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("scan", help="classify the flows of pcap/pcapng captures",
                        description="Classify every flow of the captures; one record per flow.",
@@ -72,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     pol.set_defaults(func=_policy)
 
     sig = sub.add_parser("signatures", help="signature tools")
-    sigsub = sig.add_subparsers(dest="sig_command", required=True)
+    sigsub = sig.add_subparsers(dest="sig_command", metavar="COMMAND", required=True)
     chk = sigsub.add_parser("check", help="load and validate a signature directory")
     chk.add_argument("directory", nargs="?", help="default: the shipped set")
     chk.add_argument("--peering", metavar="FILE")
@@ -104,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warn_ignored_options(args)
     try:
         return int(args.func(args))
     except OutputError as err:
@@ -126,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"classifier: internal error: {type(err).__name__}: {err} "
               "(please report it; rerun with CLASSIFIER_DEBUG=1 for a traceback)", file=sys.stderr)
         return Exit.INTERNAL
+
+
+def warn_ignored_options(args: argparse.Namespace) -> None:
+    """Say so when a flag given can have no effect, rather than ignore it silently."""
+    if getattr(args, "unenforced_blocks", None) and getattr(args, "view", None) == "announced":
+        print("classifier: warning: --unenforced-blocks applies to the in-force view only (non-enforcement "
+              "windows are a legal status); it changes nothing in the announced view", file=sys.stderr)
 
 
 def _scan(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 
 from .errors import MalformedError, UserError
-from .report import TopCounter
+from .report import TopCounter, action_label
 from .timeutil import parse_instant
 
 MAX_BUCKETS = 240  # time buckets per plot; beyond, buckets merge two by two
@@ -132,7 +132,7 @@ class ScanAggregate:
         self.views[r.get("view") or "-"] += 1
         app = r.get("app") or "-"
         action = r.get("action") or "-"
-        key = (app, r.get("category") or "-", action)
+        key = (app, r.get("category") or "-", action_label(r) if "rule" in r else action)
         self.cells[key] += 1
         self.cell_bytes[key] += size
         self.actions.add(ts, action)

@@ -84,7 +84,10 @@ def run_scan(args: argparse.Namespace) -> int:
                 print(sink.summary(), file=sys.stderr)
         if writer is not None:
             writer.close()
-        if args.format == "table":
+        if failed and not stats.files:  # no input could be opened: the problems, not empty tables
+            for problem in stats.problems:
+                print(f"classifier: error: {problem}", file=sys.stderr)
+        elif args.format == "table":
             summary.render(out, stats)
         elif not args.quiet:
             buf = io.StringIO()

@@ -77,7 +77,7 @@ def register(subparsers, signature_subparsers) -> None:
     g.set_defaults(func=_gateway)
 
     e = subparsers.add_parser("export", help="export the policy for other systems")
-    esub = e.add_subparsers(dest="export_command", required=True)
+    esub = e.add_subparsers(dest="export_command", metavar="FORMAT", required=True)
     r = esub.add_parser("rpz", help="Response Policy Zone for a resolver (Unbound, BIND)",
                         description="Write an RPZ: app names whose provision is effective at the "
                                     "instant are blocked, other app/operator names pass through (logged).")

@@ -97,6 +97,8 @@ class Engine:
         stats = self.stats
         stats.flows += 1
         stats.verdicts[flow.decision.action] += 1
+        a = flow.attribution
+        stats.apps[(a.app or "none", a.category or "none", flow.decision.action)] += 1
         if flow.decision.rule in FLOOR_RULES:
             stats.withheld[flow.decision.rule] += 1
 
