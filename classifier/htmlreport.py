@@ -221,7 +221,7 @@ def policy_plot(policy: Policy, pids: Sequence[str], view: str, data_span: tuple
 def _policy_section(
     policy: Policy | None, pids: Sequence[str], view: str, span: tuple[float, float] | None
 ) -> list[str]:
-    out = [f'<h2 id="policy">Policy timeline of the provisions that decided ({_e(view)} view)</h2>']
+    out = [f'<h2 id="policy">Policy timeline of the provisions covering these records ({_e(view)} view)</h2>']
     if policy is None:
         out.append('<p class="note">No policy given.</p>')
         return out
@@ -275,7 +275,7 @@ def _scan(agg: ScanAggregate, policy: Policy | None, stats: dict | None) -> list
     out.append(stacked_plot(agg.actions, "plot-actions", "flows by action, by first packet"))
     out.append('<h2 id="top">Top hostnames and server ASNs per app (or operator)</h2><div class="cols">')
     for owner in sorted(set(agg.hostnames) | set(agg.asns)):
-        out.append(f"<div><h3>{_e(owner)}</h3>")
+        out.append(f"<div><h3>{_e(owner if owner != '-' else 'not attributed')}</h3>")
         out.append(_table(("hostname", "flows"), agg.hostnames.get(owner, Counter()).most_common(15), (1,)))
         out.append(
             _table(
