@@ -8,6 +8,7 @@ on a busy machine) and the peak RSS. The baseline is measured in the same run on
 so the ratio is what to compare across machines.
 
     python benchmarks/scan_throughput.py [--copies 8] [--repeat 3] [--capture FILE] [--json OUT]
+                                         [--scan-args '--write-pcap /tmp/out.pcap']
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import glob
 import json
 import os
+import shlex
 import struct
 import subprocess
 import sys
@@ -101,7 +103,11 @@ def main() -> int:
                     help="corpus to measure (repeatable; default: all and quic)")
     ap.add_argument("--capture", help="measure this capture instead of building corpora")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--scan-args", default="", metavar="'OPTIONS'",
+                    help="extra options for classifier scan, e.g. '--write-pcap /tmp/out.pcap' or "
+                         "'--html /tmp/r.html': what they cost, beside the same baseline")
     args = ap.parse_args()
+    extra = shlex.split(args.scan_args)
 
     WORK.mkdir(parents=True, exist_ok=True)
     if args.capture:
@@ -110,7 +116,7 @@ def main() -> int:
         captures = {c: build_corpus(args.copies, c) for c in (args.corpus or ["all", "quic"])}
     empty = empty_capture()
     b_start, _, _, b_start_cpu = measure(baseline(empty), args.repeat)
-    c_start, _, _, c_start_cpu = measure(classifier(empty), args.repeat)
+    c_start, _, _, c_start_cpu = measure(classifier(empty, extra), args.repeat)
     print(f"one CPU, best of {args.repeat}; start-up (a run on an empty capture): "
           f"dpkt loop {b_start:.2f} s ({b_start_cpu:.2f} s CPU), classifier {c_start:.2f} s "
           f"({c_start_cpu:.2f} s CPU)")
@@ -120,7 +126,7 @@ def main() -> int:
     for name, capture in captures.items():
         b_wall, b_rss, b_out, b_cpu = measure(baseline(capture), args.repeat)
         packets = int(b_out.split()[0])
-        c_wall, c_rss, _, c_cpu = measure(classifier(capture), args.repeat)
+        c_wall, c_rss, _, c_cpu = measure(classifier(capture, extra), args.repeat)
         stats = json.loads((WORK / "stats.json").read_text())
         if stats["packets"] != packets:
             sys.exit(f"classifier saw {stats['packets']} packets, dpkt {packets}")
@@ -145,9 +151,9 @@ def main() -> int:
     return 0
 
 
-def classifier(path: Path) -> list[str]:
+def classifier(path: Path, extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "classifier", "scan", str(path), "-o", os.devnull, "-q",
-            "--stats", str(WORK / "stats.json")]
+            "--stats", str(WORK / "stats.json"), *(extra or ())]
 
 
 def baseline(path: Path) -> list[str]:

@@ -44,7 +44,10 @@ def _digests(view: str, captures: list[Path], tmp_path: Path) -> dict[str, str]:
     # basename): refuse rather than mix their records.
     names = [p.name for p in captures]
     assert len(set(names)) == len(names), "two captures share a file name"
-    args = ("scan", "--view", view, "--stats", str(stats), "-q", *map(str, captures))
+    # Paths relative to the project (the command runs there): the statistics quote them, and the
+    # digest must not depend on where the checkout is.
+    relative = [os.path.relpath(p, ROOT) for p in captures]
+    args = ("scan", "--view", view, "--stats", str(stats), "-q", *relative)
     proc = run_cli(*args, check_status=None)
     assert proc.returncode in (0, 3), proc.stderr.decode(errors="replace")
     lines: dict[str, list[bytes]] = {name: [] for name in names}
