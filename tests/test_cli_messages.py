@@ -5,7 +5,9 @@ option a gateway error names, and build-prefixes on a RIB without operator route
 from __future__ import annotations
 
 import io
+import os
 import re
+import stat
 
 from conftest import ROOT, SHARED, need_shared, run_cli
 
@@ -34,8 +36,9 @@ def test_unenforced_blocks_in_the_announced_view_is_warned_about():
     assert "warning: --unenforced-blocks applies to the in-force view only" in err
     err = run_cli("scan", DEMO, "-q", "-o", "/dev/null", "--unenforced-blocks", "--view", "in-force").stderr
     assert b"warning" not in err
-    err = run_cli("export", "rpz", "--unenforced-blocks", "-q", "-o", "/dev/null").stderr.decode()
+    err = run_cli("export", "rpz", "--unenforced-blocks", "-q", "-o", os.devnull).stderr.decode()
     assert "warning: --unenforced-blocks" in err
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)  # written to, never replaced by a regular file
 
 
 def test_scan_of_a_missing_file_prints_the_error_not_empty_tables(tmp_path):

@@ -55,11 +55,24 @@ def instant(as_of: float | None) -> float:
 
 def write_export(output: str | None, text: str) -> None:
     """Write to ``output`` atomically (a reader reloading mid-write never sees half a file), or to
-    standard output when it is None or '-'."""
-    import sys
+    standard output when it is None or '-'.
 
-    if not output or output == "-":
-        sys.stdout.write(text)
+    Only a regular file (or a new one) is replaced by renaming a temporary file over it: a device
+    (``/dev/null``), a FIFO or a terminal is written in place, never replaced by a regular file.
+    """
+    import os
+    import stat
+
+    from classifier.outputs import TextOutput
+
+    target = None if not output or output == "-" else output
+    try:
+        mode = os.stat(target).st_mode if target is not None else None
+    except OSError:
+        mode = None
+    if target is None or (mode is not None and not stat.S_ISREG(mode)):
+        with TextOutput(target) as out:
+            out.write(text)
         return
     out = Path(output)
     tmp = out.with_name(out.name + ".tmp")
