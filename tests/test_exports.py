@@ -3,8 +3,8 @@ lists loaded in BIRD.
 
 Zeek is not in Debian 12 main, nor Suricata (bookworm has no candidate), so those two are checked by
 format here: the Intel file's ``#fields`` layout, and every Suricata rule through a parser of the
-rule grammar (header, options, escaping, unique SIDs). The RPZ loads in Unbound in the gateway
-end-to-end tests; the nft export loads in nft in tests/test_bgp_prefixes.py.
+rule grammar (header, options, escaping, unique SIDs). The RPZ loads in a real Unbound on loopback
+here; the nft export loads in nft in tests/test_bgp_prefixes.py; the BIRD sets load in bird -p.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,72 @@ def test_bird_export_loads_in_bird(tmp_path):
     conf.write_text(f'router id 192.0.2.1;\ninclude "{bad}";\n')
     proc = subprocess.run([need_bird(), "-p", "-c", str(conf)], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
+
+
+# -- the RPZ in Unbound (loopback only) -------------------------------------------------------------
+
+UNBOUND_CONF = """server:
+    interface: 127.0.0.1@{port}
+    port: {port}
+    username: ""
+    chroot: ""
+    directory: "{dir}"
+    pidfile: "{dir}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    do-not-query-localhost: yes
+    module-config: "respip validator iterator"
+rpz:
+    name: "rpz.classifier."
+    zonefile: "{zone}"
+    rpz-log: yes
+"""
+
+
+def need(command: str) -> str:
+    path = shutil.which(command)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{command} is not installed, and CI must run this test (tools/debian-packages.txt)")
+        pytest.skip(f"{command} is not installed")
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rpz_export_loads_in_unbound_and_answers_nxdomain(tmp_path):
+    zone = tmp_path / "zone.rpz"
+    run_cli("export", "rpz", "--as-of", "2025-03-01", "-q", "-o", str(zone))
+    port = free_port()
+    conf = tmp_path / "unbound.conf"
+    conf.write_text(UNBOUND_CONF.format(port=port, dir=tmp_path, zone=zone))
+    check = subprocess.run([need("unbound-checkconf"), str(conf)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    server = subprocess.Popen(
+        [need("unbound"), "-d", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        answer = ""
+        for _ in range(50):  # until it listens (at most ~5 s)
+            proc = subprocess.run(
+                [need("dig"), "+time=1", "+tries=1", "-p", str(port), "@127.0.0.1", "www.tiktok.com", "A"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            answer = proc.stdout
+            if "status:" in answer:
+                break
+            time.sleep(0.1)
+        assert "status: NXDOMAIN" in answer, answer
+    finally:
+        server.terminate()
+        log = server.communicate(timeout=10)[0]
+    assert "rpz: applied *.tiktok.com. rpz-nxdomain" in log, log
