@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from . import __version__
 from .policy import Policy
-from .reportdata import Aggregate, BgpAggregate, Buckets, ScanAggregate
+from .reportdata import MAX_PREFIXES, Aggregate, BgpAggregate, Buckets, ScanAggregate
 from .timeutil import format_instant, parse_instant
 
 COLOURS = {
@@ -333,6 +333,10 @@ def _scan(agg: ScanAggregate, policy: Policy | None, stats: dict | None) -> list
     return out
 
 
+def _at_least(n: int, limit: int) -> str:
+    return f"at least {n}" if n >= limit else str(n)
+
+
 def _bgp(agg: BgpAggregate, policy: Policy | None) -> list[str]:
     view = _main_view(agg.views)
     span = (agg.first, agg.last) if agg.first is not None and agg.last is not None else None
@@ -351,7 +355,7 @@ def _bgp(agg: BgpAggregate, policy: Policy | None) -> list[str]:
             k[3],
             k[4],
             v[0],
-            len(agg.neighbour_prefixes.get(k, ())),
+            _at_least(len(agg.neighbour_prefixes.get(k, ())), MAX_PREFIXES),
             v[1],
             v[2],
         )

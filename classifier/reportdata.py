@@ -23,6 +23,7 @@ from .timeutil import parse_instant
 MAX_BUCKETS = 240  # time buckets per plot; beyond, buckets merge two by two
 MAX_ROWS = 500  # grouped rows kept for a table (the most frequent)
 MAX_PROBLEMS = 20
+MAX_PREFIXES = 20_000  # distinct prefixes counted per neighbour row
 
 
 class Buckets:
@@ -127,8 +128,9 @@ class ScanAggregate:
         self.packets += r.get("packets_c2s", 0) + r.get("packets_s2c", 0)
         size = r.get("bytes_c2s", 0) + r.get("bytes_s2c", 0)
         self.bytes += size
-        if len(self.files) < MAX_ROWS:
-            self.files[r.get("file") or "-"] += 1
+        name = r.get("file") or "-"
+        if name in self.files or len(self.files) < MAX_ROWS:  # beyond: counted in no file's row
+            self.files[name] += 1
         self.views[r.get("view") or "-"] += 1
         app = r.get("app") or "-"
         action = r.get("action") or "-"
@@ -219,14 +221,14 @@ class BgpAggregate:
         )
         row = self.neighbours.get(key)
         if row is None:
-            if len(self.neighbours) >= 4 * MAX_ROWS:
+            if len(self.neighbours) >= MAX_ROWS:
                 key = ("other", "-", "-", "-", "-")
             row = self.neighbours.setdefault(key, [0, 0, 0])
         row[0] += 1
         row[1] += r.get("announcements") or 0
         row[2] += r.get("withdrawals") or 0
         prefixes = self.neighbour_prefixes.setdefault(key, set())
-        if len(prefixes) < 100_000:
+        if len(prefixes) < MAX_PREFIXES:  # beyond: the table says "at least"
             prefixes.add(r.get("prefix") or "-")
 
     def _span(self, ts: float) -> None:

@@ -279,3 +279,30 @@ def test_report_renders_in_chromium_without_console_errors(tmp_path, demo_record
     shot = tmp_path / "r.png"
     chromium(out, tmp_path, f"--screenshot={shot}", "--window-size=1200,2000")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_large_inputs_are_aggregated_not_listed(tmp_path, demo_records):
+    from classifier.reportdata import MAX_ROWS
+
+    rec = next(r for r in records_of(demo_records) if r["action"] == "block")
+    path = tmp_path / "many.jsonl"
+    with path.open("w") as f:
+        for i in range(3 * MAX_ROWS):
+            f.write(
+                json.dumps(
+                    {
+                        **rec,
+                        "flow": i,
+                        "hostname": f"h{i}.tiktok.com",
+                        "first_ts": f"2025-03-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z",
+                    }
+                )
+                + "\n"
+            )
+    out = tmp_path / "many.html"
+    run_cli("report", str(path), "-o", str(out), "-q")
+    page = Page(out.read_text())
+    block_rows = [r for r in page.rows if len(r) == 7 and r[0] != "app"]
+    assert len(block_rows) == MAX_ROWS
+    assert f"{3 * MAX_ROWS - MAX_ROWS} more blocked flows in smaller groups not shown" in out.read_text()
+    assert page.svgs["plot-actions"] <= 240 + 3  # bars per bucket, at most 240 buckets (+ legend)
