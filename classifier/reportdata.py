@@ -248,9 +248,9 @@ def record_kind(r: dict) -> str | None:
     return None
 
 
-def read_records(paths: Iterable[str], problems: list[str]) -> Iterator[tuple[str, dict]]:
-    """(kind, record) for every usable line of the JSON-lines files; each unusable line adds one
-    problem naming file and line (the first MAX_PROBLEMS; then a count)."""
+def read_records(paths: Iterable[str], problems: list[str]) -> Iterator[tuple[str, dict, str]]:
+    """(kind, record, "file: line n") for every usable line of the JSON-lines files; each unusable
+    line adds one problem naming file and line (the first MAX_PROBLEMS; then a count)."""
     bad = 0
     for path in paths:
         name = "-" if path == "-" else Path(path).name
@@ -281,7 +281,7 @@ def read_records(paths: Iterable[str], problems: list[str]) -> Iterator[tuple[st
                     if bad <= MAX_PROBLEMS:
                         problems.append(f"{name}: line {n}: {why}")
                     continue
-                yield kind, r
+                yield kind, r, f"{name}: line {n}"
     if bad > MAX_PROBLEMS:
         problems.append(f"... and {bad - MAX_PROBLEMS} more unusable lines")
 
@@ -300,12 +300,19 @@ def _check_times(r: dict, kind: str) -> None:
 def aggregate(paths: Iterable[str], problems: list[str]) -> Aggregate:
     """One aggregate of every record; UserError if the files mix scan and BGP records or hold none."""
     agg: Aggregate | None = None
-    for kind, r in read_records(paths, problems):
+    for kind, r, where in read_records(paths, problems):
         if agg is None:
             agg = ScanAggregate() if kind == "scan" else BgpAggregate()
         elif agg.kind != kind:
             raise UserError(f"the inputs mix {agg.kind} and {kind} records: make one report of each")
-        agg.add(r)
+        try:
+            agg.add(r)
+        except (TypeError, AttributeError, ValueError, KeyError) as err:
+            # A record whose fields have other types than the schema's: named, the rest goes on
+            # (counted in no total; counts it added before the bad field stay).
+            agg.records -= 1
+            if len(problems) < MAX_PROBLEMS:
+                problems.append(f"{where}: a field is not of its schema type ({type(err).__name__}: {err})")
     if agg is None:
         more = f" ({problems[0]})" if problems else ""
         raise UserError(f"no scan or bgp records in {', '.join(paths)}{more}")

@@ -180,11 +180,13 @@ def test_bgp_report_has_neighbour_table_and_announcement_timeline(tmp_path):
 def test_bad_lines_are_named_and_the_rest_reported(tmp_path, demo_records):
     path = tmp_path / "mixed.jsonl"
     lines = demo_records.read_text().splitlines()
-    path.write_text("\n".join([lines[0], "{not json", '{"a": 1}', *lines[1:]]) + "\n")
+    odd = {**json.loads(lines[0]), "bytes_c2s": "many", "evidence": "x"}
+    path.write_text("\n".join([lines[0], "{not json", '{"a": 1}', json.dumps(odd), *lines[1:]]) + "\n")
     out = tmp_path / "r.html"
     proc = run_cli("report", str(path), "-o", str(out), "-q", check_status=3)
     err = proc.stderr.decode()
     assert "mixed.jsonl: line 2: not JSON" in err and "mixed.jsonl: line 3: neither" in err
+    assert "mixed.jsonl: line 4: a field is not of its schema type" in err
     assert "Traceback" not in err
     totals = [r for r in Page(out.read_text()).rows if len(r) == 5 and r[2] in ("block", "log", "allow")]
     assert sum(int(r[3]) for r in totals) == len(lines)

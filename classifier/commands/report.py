@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..exitcodes import Exit
 from ..htmlreport import render_html
-from ..outputs import refuse_clobbering, write_text_file
+from ..outputs import check_writable, refuse_clobbering, write_text_file
 from ..policy import Policy
 from ..reportdata import aggregate
 from ..signatures import shipped_directory
@@ -16,6 +16,7 @@ from ..signatures import shipped_directory
 
 def run_report(args: argparse.Namespace) -> int:
     refuse_clobbering([("-o", args.output)], args.records, stdout_written=False)
+    check_writable(args.output)  # now, not after reading millions of records
     policy_dir = Path(args.policy) if args.policy else shipped_directory() / "policy"
     policy = Policy.load(policy_dir)
     problems: list[str] = []
