@@ -128,6 +128,7 @@ def test_bad_where_and_clobbering_are_refused_before_anything_is_written(tmp_pat
             "it changes until the flow ends",
         ),
         (("--write-pcap", str(tmp_path / "x.pcap"), "--write-pcap-where", "app"), "is not field=value"),
+        (("--write-pcap", "-"), "give a file name"),
     ]:
         proc = run_cli("scan", DEMO, "-q", "-o", os.devnull, *args, check_status=2)
         err = proc.stderr.decode()

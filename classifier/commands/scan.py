@@ -110,6 +110,8 @@ def _packet_sink(args: argparse.Namespace) -> PacketSink | None:
         if args.write_pcap_where:
             raise UserError("--write-pcap-where needs --write-pcap FILE")
         return None
+    if args.write_pcap == "-":
+        raise UserError("--write-pcap -: give a file name (standard output carries the records)")
     where = parse_where(args.write_pcap_where) if args.write_pcap_where else ()
     return PacketSink(args.write_pcap, list(args.captures), where)
 
