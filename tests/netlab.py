@@ -61,7 +61,7 @@ PREFIX = "clf-"
 #: requires all of them; run()/popen() refuse any other, so a new one is declared here and its package
 #: in tools/debian-packages.txt (tests/test_setup_audit.py checks that list covers this table).
 TOOLS = ("ip", "sysctl", "tcpdump", "unbound", "unbound-checkconf", "dig", "curl", "openssl", "timeout",
-         "python3", "nft", "iptables", "ip6tables", "setpriv", "cat", "sleep")
+         "nft", "iptables", "ip6tables", "setpriv", "cat", "sleep")
 
 # --- address plan (documentation ranges only) -------------------------------------------------
 

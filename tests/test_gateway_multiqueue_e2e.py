@@ -284,7 +284,7 @@ def test_a_sustained_flow_is_offloaded_within_a_bounded_number_of_packets(lab, s
     sink = lab.popen(
         "servers",
         [
-            "python3",
+            netlab.PYTHON,
             "-c",
             f"import socket\ns=socket.socket(2,2)\ns.bind(('0.0.0.0',{SINK_PORT}))\nwhile True: s.recv(2048)",
         ],
@@ -376,7 +376,7 @@ def test_sigterm_stops_a_gateway_whose_queue_never_drains(lab, sig_dir, tmp_path
     )
     args = base_args(sig_dir, "--queues", str(queues), "--no-offload", "--as-of", BEFORE)
     gw = gh.Gateway(lab, tmp_path, *args).start()
-    sender = lab.popen("client", ["python3", "-c", blast])
+    sender = lab.popen("client", [netlab.PYTHON, "-c", blast])
     try:
         time.sleep(2)
         queued = kernel_queued(lab)
