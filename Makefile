@@ -9,8 +9,8 @@ BIN := $(VENV)/bin
 demo: install
 	$(BIN)/classifier scan pcaps/demo.pcap --format table
 	@mkdir -p out
-	$(BIN)/classifier scan pcaps/demo.pcap -o out/demo.jsonl -q
-	@echo "one JSON record per flow: out/demo.jsonl"
+	$(BIN)/classifier scan pcaps/demo.pcap -o out/demo.jsonl -q --html out/demo.html
+	@echo "one JSON record per flow: out/demo.jsonl; the HTML report: out/demo.html"
 
 test: install-test
 	$(BIN)/ruff check .
@@ -22,8 +22,11 @@ test: install-test
 PIN := -c constraints.txt
 PIP_INSTALL := $(BIN)/python -m pip install -q $(PIN) --build-constraint constraints.txt
 
+# The venv needs no Debian package but python3-venv (installed by the script if ensurepip is
+# missing); `make demo` installs nothing else system-wide. The packages the tests need (tshark,
+# unbound, chromium...) are installed by install-test only.
 $(BIN)/python:
-	bash tools/install-system-packages.sh tools/debian-packages.txt
+	bash tools/install-system-packages.sh
 	$(PYTHON) -m venv $(VENV)
 
 install: $(BIN)/python

@@ -9,6 +9,7 @@ on a busy machine) and the peak RSS. The baseline is measured in the same run on
 so the ratio is what to compare across machines.
 
     python benchmarks/scan_throughput.py [--copies 8] [--repeat 3] [--capture FILE] [--json OUT]
+                                         [--scan-args '--write-pcap /tmp/out.pcap']
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import glob
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import struct
 import subprocess
@@ -109,7 +111,11 @@ def main() -> int:
                     help="corpus to measure (repeatable; default: all and quic)")
     ap.add_argument("--capture", help="measure this capture instead of building corpora")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--scan-args", default="", metavar="'OPTIONS'",
+                    help="extra options for classifier scan, e.g. '--write-pcap /tmp/out.pcap' or "
+                         "'--html /tmp/r.html': what they cost, beside the same baseline")
     args = ap.parse_args()
+    extra = shlex.split(args.scan_args)
 
     WORK.mkdir(parents=True, exist_ok=True)
     if args.capture:
@@ -118,7 +124,7 @@ def main() -> int:
         captures = {c: build_corpus(args.copies, c) for c in (args.corpus or ["all", "quic"])}
     empty = empty_capture()
     b_start, _, _, b_start_cpu = measure(baseline(empty), args.repeat)
-    c_start, _, _, c_start_cpu = measure(classifier(empty), args.repeat)
+    c_start, _, _, c_start_cpu = measure(classifier(empty, extra), args.repeat)
     ndpi = shutil.which("ndpiReader")
     n_start = n_start_cpu = 0.0
     if ndpi:
@@ -134,7 +140,7 @@ def main() -> int:
     for name, capture in captures.items():
         b_wall, b_rss, b_out, b_cpu = measure(baseline(capture), args.repeat)
         packets = int(b_out.split()[0])
-        c_wall, c_rss, _, c_cpu = measure(classifier(capture), args.repeat)
+        c_wall, c_rss, _, c_cpu = measure(classifier(capture, extra), args.repeat)
         stats = json.loads((WORK / "stats.json").read_text())
         if stats["packets"] != packets:
             sys.exit(f"classifier saw {stats['packets']} packets, dpkt {packets}")
@@ -179,9 +185,9 @@ def ndpi_reader(program: str, path: Path) -> list[str]:
     return [program, "-q", "-i", str(path)]
 
 
-def classifier(path: Path) -> list[str]:
+def classifier(path: Path, extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "classifier", "scan", str(path), "-o", os.devnull, "-q",
-            "--stats", str(WORK / "stats.json")]
+            "--stats", str(WORK / "stats.json"), *(extra or ())]
 
 
 def baseline(path: Path) -> list[str]:

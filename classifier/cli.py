@@ -19,15 +19,18 @@ from .errors import OutputError, UserError
 from .exitcodes import Exit, epilog
 from .flows import DEFAULT_MAX_FLOWS
 
+DESCRIPTION = ("Classify WeChat/TikTok infrastructure traffic in captures, on a live gateway and in BGP "
+               "routes, and decide block or log per the dated US orders; every verdict says why.")
+
 # Modules with register(subparsers, signature_subparsers) adding their own commands.
 PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="classifier", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="classifier", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"classifier {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("scan", help="classify the flows of pcap/pcapng captures",
                        description="Classify every flow of the captures; one record per flow.",
@@ -66,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "CAPTURE may then also be a directory or a quoted glob. Needs the extra: "
                         "pip install 'classifier[dask]'")
     s.add_argument("--stats", metavar="FILE", help="also write the input statistics as JSON here")
+    s.add_argument("--html", metavar="FILE", help="also write the HTML report of this run here "
+                                                  "(as `classifier report` would)")
+    s.add_argument("--write-pcap", metavar="FILE",
+                   help="also write every packet of every attributed flow (app or operator) here, as "
+                        "pcap, in input order (README: 'Back to packets')")
+    s.add_argument("--write-pcap-where", metavar="FIELD=VALUE[,...]",
+                   help="only flows whose record has these values, e.g. action=block,app=wechat "
+                        "(alternatives with '|': app=wechat|tiktok)")
     s.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     s.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     s.set_defaults(func=_scan)
@@ -78,13 +89,26 @@ def build_parser() -> argparse.ArgumentParser:
     pol.set_defaults(func=_policy)
 
     sig = sub.add_parser("signatures", help="signature tools")
-    sigsub = sig.add_subparsers(dest="sig_command", required=True)
+    sigsub = sig.add_subparsers(dest="sig_command", metavar="COMMAND", required=True)
     chk = sigsub.add_parser("check", help="load and validate a signature directory")
     chk.add_argument("directory", nargs="?", help="default: the shipped set")
     chk.add_argument("--peering", metavar="FILE")
     chk.set_defaults(func=_signatures)
 
     sub.add_parser("schema", help="print the flow record schema (Markdown)").set_defaults(func=_schema)
+
+    rep = sub.add_parser("report", help="one self-contained HTML report of scan or bgp records",
+                         description="Aggregate JSON-lines records of `classifier scan` or `classifier bgp` "
+                                     "(routes and --timeline) into one HTML file: tables and SVG plots, "
+                                     "no script, nothing fetched when it is viewed.",
+                         epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    rep.add_argument("records", nargs="+", metavar="RECORDS",
+                     help="JSON-lines file of scan or bgp records ('-': standard input)")
+    rep.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
+    rep.add_argument("--policy", metavar="DIR", help="policy directory for the policy timeline "
+                                                     "(default: the shipped one)")
+    rep.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    rep.set_defaults(func=_report)
 
     # Commands that live in their own packages register themselves here. Their register()
     # functions must stay import-light: heavy imports belong in the function they set as func.
@@ -97,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warn_ignored_options(args)
     try:
         return int(args.func(args))
     except OutputError as err:
@@ -121,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.INTERNAL
 
 
+def warn_ignored_options(args: argparse.Namespace) -> None:
+    """Say so when a flag given can have no effect, rather than ignore it silently."""
+    if getattr(args, "unenforced_blocks", None) and getattr(args, "view", None) == "announced":
+        print("classifier: warning: --unenforced-blocks applies to the in-force view only (non-enforcement "
+              "windows are a legal status); it changes nothing in the announced view", file=sys.stderr)
+
+
 def _scan(args: argparse.Namespace) -> int:
     from .commands.scan import run_scan
     return run_scan(args)
@@ -129,6 +161,11 @@ def _scan(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from .commands.schema import run_schema
     return run_schema(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .commands.report import run_report
+    return run_report(args)
 
 
 def _policy(args: argparse.Namespace) -> int:

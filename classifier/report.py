@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from .blockfloor import FLOOR_RULES
+from .policy import RULE_UNENFORCED
 
 
 @dataclass
@@ -40,6 +41,13 @@ class InputStats:
             "dns_dropped": self.dns_dropped,
             "dns_queries": self.dns_queries, "dns_binding": dict(sorted(self.dns_binding.items())),
         }
+
+
+def action_label(r: dict) -> str:
+    """The action as a summary shows it: a prohibition in force but not enforced (in-force view)
+    is "log (unenforced)", or "block (unenforced)" with --unenforced-blocks, never a plain one."""
+    action = r["action"]
+    return f"{action} (unenforced)" if r["rule"] == RULE_UNENFORCED else action
 
 
 MAX_DISTINCT = 50_000  # distinct hostnames, servers or clients a summary keeps counts for
@@ -92,13 +100,14 @@ class Summary:
         self.withheld: Counter[tuple[str, str]] = Counter()
 
     def add(self, r: dict) -> None:
-        key = (r["app"] or "-", r["category"] or "-", r["action"])
+        action = action_label(r)
+        key = (r["app"] or "-", r["category"] or "-", action)
         self.cells[key] += 1
         self.bytes[key] += r["bytes_c2s"] + r["bytes_s2c"]
         self.actions[r["action"]] += 1
         self.view = r["view"]
         if r["hostname"]:
-            self.hostnames.add((r["hostname"], r["app"] or "-", r["action"]))
+            self.hostnames.add((r["hostname"], r["app"] or "-", action))
         if r["rule"] in FLOOR_RULES:
             self.withheld[(r["rule"], r["hostname_source"] or "-")] += 1
         kind = r["encrypted_dns"] or ("ech" if r["ech_public_name"] else None)

@@ -8,8 +8,10 @@ capture are the same wherever it runs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 from .capture import CaptureError, CaptureReader, open_capture
 from .outputs import printable
@@ -21,12 +23,19 @@ _PROGRESS_EVERY = 8192  # packets between progress updates
 
 
 def scan_inputs(
-    captures: list[str], scanner: Scanner, stats: InputStats, continuous: bool, progress: bool
+    captures: list[str],
+    scanner: Scanner,
+    stats: InputStats,
+    continuous: bool,
+    progress: bool,
+    wrap_feed: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
 ) -> bool:
     """Feed every capture to the scanner; True if some input could not be opened.
 
     ``continuous``: the captures are one stream (flows and DNS answers carry over between them);
-    ``progress``: a progress bar on stderr if it is a terminal and the inputs are worth watching.
+    ``progress``: a progress bar on stderr if it is a terminal and the inputs are worth watching;
+    ``wrap_feed``: replaces ``Scanner.feed`` by what it returns for it (``--write-pcap`` keeps
+    each packet and its flow).
     """
     failed = False
     readers: list[tuple[str, CaptureReader]] = []
@@ -37,7 +46,7 @@ def scan_inputs(
             except CaptureError as err:
                 stats.problems.append(printable(str(err)))
                 failed = True
-        _feed(scanner, stats, readers, continuous, progress)
+        _feed(scanner, stats, readers, continuous, progress, wrap_feed)
     finally:
         for _, reader in readers:
             reader.close()
@@ -50,6 +59,7 @@ def _feed(
     readers: list[tuple[str, CaptureReader]],
     continuous: bool,
     progress_wanted: bool,
+    wrap_feed: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
 ) -> None:
     sizes = [r.size for _, r in readers]
     total = sum(s for s in sizes if s) if all(sizes) else None
@@ -62,7 +72,7 @@ def _feed(
             scanner.start_input(name, reader.interfaces, carry_over=continuous)
             reader.on_malformed = scanner.malformed_packet
             stats.files += 1
-            feed = scanner.feed
+            feed = scanner.feed if wrap_feed is None else wrap_feed(scanner.feed)
             try:
                 if progress is None:
                     for record in reader:

@@ -24,6 +24,7 @@ from typing import Any
 
 from classifier.compressed import InputError, Source, open_input
 from classifier.errors import MalformedError, UserError
+from classifier.progress import Progress
 from classifier.signatures import Signatures
 from classifier.timeutil import format_instant
 
@@ -51,8 +52,9 @@ class Collected:
 class _OriginVotes:
     """A reader sink that counts, per prefix, the peers seeing each operator origin."""
 
-    def __init__(self, operator_asns: set[int]) -> None:
+    def __init__(self, operator_asns: set[int], progress: Progress | None = None) -> None:
         self.operator_asns = operator_asns
+        self.progress = progress
         self.votes: dict[str, Counter[int]] = defaultdict(Counter)
         self.as_set_origins: set[str] = set()
 
@@ -62,6 +64,8 @@ class _OriginVotes:
     def announce(self, file: str, source: str, when: float, peer: Peer, prefix: str,
                  path_id: int | None, path: tuple, seen: float, attributes: Any = None,
                  local_asn: int | None = None) -> None:
+        if self.progress is not None:
+            self.progress.tick()
         if not path:
             return
         origin = path[-1]
@@ -123,19 +127,21 @@ def is_mrt(path: str) -> bool:
     return mtype in (TABLE_DUMP, TABLE_DUMP_V2, BGP4MP, BGP4MP_ET) and length <= MAX_RECORD
 
 
-def from_mrt(paths: list[str], sigs: Signatures) -> Collected:
+def from_mrt(paths: list[str], sigs: Signatures, progress: bool = True) -> Collected:
     asns = set(sigs.operator_by_asn)
-    sink = _OriginVotes(asns)
     needles = Needles(asns)
     out = Collected()
     last: float | None = None
     entries = 0
-    for path in paths:
-        st = MrtReader(path, Path(path).name, needles, sink).run()
-        out.problems.extend(st.problems)
-        entries += st.rib_entries
-        if st.last_ts is not None:
-            last = st.last_ts if last is None else max(last, st.last_ts)
+    names = ", ".join(Path(p).name for p in paths)
+    with Progress(f"reading {names}", "operator routes", progress) as shown:
+        sink = _OriginVotes(asns, shown)
+        for path in paths:
+            st = MrtReader(path, Path(path).name, needles, sink).run()
+            out.problems.extend(st.problems)
+            entries += st.rib_entries
+            if st.last_ts is not None:
+                last = st.last_ts if last is None else max(last, st.last_ts)
     if last is None:
         raise UserError(f"{', '.join(paths)}: no MRT record read")
     for prefix, votes in sink.votes.items():
@@ -157,7 +163,7 @@ def from_mrt(paths: list[str], sigs: Signatures) -> Collected:
     return out
 
 
-def from_mmdb(path: str, sigs: Signatures) -> Collected:
+def from_mmdb(path: str, sigs: Signatures, progress: bool = True) -> Collected:
     import maxminddb
 
     data, compression = _read(path)  # plain, gzip or bzip2, as for MRT
@@ -169,9 +175,10 @@ def from_mmdb(path: str, sigs: Signatures) -> Collected:
         raise UserError(f"{path}: not a readable MMDB file: {err}") from None
     asns = set(sigs.operator_by_asn)
     out = Collected()
-    with reader:
+    with reader, Progress(f"reading {Path(path).name}", "networks", progress) as shown:
         meta = reader.metadata()
         for network, record in reader:
+            shown.tick()
             asn = record.get(MMDB_ASN_KEY) if isinstance(record, dict) else None
             if asn in asns:
                 out.prefixes[asn].add(str(network))
@@ -209,7 +216,14 @@ def settle(prefixes: dict[int, set[str]]) -> tuple[dict[int, list[Network]], lis
 
 
 def write_lists(collected: Collected, sigs: Signatures, out_dir: Path) -> list[str]:
-    """Write AS<n>-ipv4.txt / -ipv6.txt for every operator ASN; returns one line per file."""
+    """Write AS<n>-ipv4.txt / -ipv6.txt for every operator ASN; returns one line per file.
+
+    An input holding no operator prefix at all writes nothing (UserError): empty lists would
+    replace good ones and make every operator address unknown."""
+    if not any(collected.prefixes.values()):
+        asns = ", ".join(f"AS{n}" for n, a in sorted(sigs.asns.items()) if a.kind == "operator")
+        raise UserError(f"build-prefixes: {collected.source or 'the input'}: no prefix originated by an "
+                        f"operator ASN ({asns}); nothing written to {out_dir}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:

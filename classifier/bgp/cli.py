@@ -73,6 +73,7 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
     bp.add_argument("sources", nargs="+", metavar="SOURCE", help="MRT file(s), or one MMDB file")
     bp.add_argument("-o", "--out", required=True, metavar="DIR", help="directory to write the lists into")
     bp.add_argument("--signatures", metavar="DIR", help="signature directory naming the operator ASNs")
+    bp.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     bp.set_defaults(func=_build)
 
     ep = signature_subparsers.add_parser(
@@ -149,9 +150,9 @@ def _build(args: argparse.Namespace) -> int:
     sigs = Signatures.load(args.signatures)
     kinds = {path: is_mrt(path) for path in args.sources}
     if all(kinds.values()):
-        collected = from_mrt(args.sources, sigs)
+        collected = from_mrt(args.sources, sigs, not args.no_progress)
     elif len(args.sources) == 1:
-        collected = from_mmdb(args.sources[0], sigs)
+        collected = from_mmdb(args.sources[0], sigs, not args.no_progress)
     else:
         raise UserError("build-prefixes: give MRT files, or exactly one MMDB file")
     for line in write_lists(collected, sigs, Path(args.out)):

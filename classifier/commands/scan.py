@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 from ..blockfloor import BlockFloor
 from ..errors import UserError
 from ..exitcodes import Exit
-from ..flows import FlowConfig
+from ..flows import Flow, FlowConfig
 from ..outputs import TextOutput, check_writable, refuse_clobbering, write_text_file
+from ..pcapout import PacketSink, feeding, parse_where
 from ..pipeline import Scanner, ScanOptions
 from ..policy import Policy
 from ..record import CsvWriter, JsonLinesWriter, flow_record
@@ -30,6 +31,7 @@ from ..signatures import Signatures, shipped_directory
 
 if TYPE_CHECKING:
     from ..parquetout import ParquetPartWriter
+    from ..reportdata import ScanAggregate
 
     RecordWriter = JsonLinesWriter | CsvWriter | ParquetPartWriter
 
@@ -49,10 +51,19 @@ def run_scan(args: argparse.Namespace) -> int:
                         "('-') cannot be one: give files")
     if parquet and not args.output:
         raise UserError("--format parquet writes a directory of parts: name it with -o DIR")
-    refuse_clobbering([("-o", None if parquet else args.output), ("--stats", args.stats)], captures,
+    if args.html and scheduler is not None:
+        raise UserError("--html with --dask: the tasks aggregate apart; write records (-o) and run "
+                        "classifier report on them")
+    if args.write_pcap and (workers > 1 or scheduler is not None):
+        raise UserError("--write-pcap keeps packets in input order in one process: "
+                        "use it without --workers/--dask")
+    refuse_clobbering([("-o", None if parquet else args.output), ("--stats", args.stats),
+                       ("--html", args.html), ("--write-pcap", args.write_pcap)], captures,
                       stdout_written=not args.output)
-    if args.stats:
-        check_writable(args.stats)
+    for extra in (args.stats, args.html, args.write_pcap):
+        if extra:
+            check_writable(extra)
+    sink = _packet_sink(args)
     if parquet:
         from ..parquetout import check_directory, require_pyarrow
 
@@ -68,15 +79,20 @@ def run_scan(args: argparse.Namespace) -> int:
     )
     stats = InputStats()
     summary = Summary()
+    html = _html_aggregate(args)
 
     with ExitStack() as stack:
         out = stack.enter_context(TextOutput(None if parquet else args.output))
         writer = _writer(args, out, scheduler is not None)
 
-        def on_record(rec: dict) -> None:
+        def on_record(rec: dict, flow: Flow | None = None) -> None:
             summary.add(rec)
             if writer is not None:
                 writer.write(rec)
+            if html is not None:
+                html.add(rec)
+            if sink is not None and flow is not None:
+                sink.flow_ended(flow)
 
         progress = not args.no_progress
         if scheduler is not None:
@@ -91,13 +107,21 @@ def run_scan(args: argparse.Namespace) -> int:
             stats, failed = scan_parallel(sigs, policy, options, captures, args.continuous,
                                           workers, progress, on_record)
         else:
-            scanner = Scanner(sigs, policy, options, lambda flow: on_record(flow_record(flow)))
-            failed = scan_inputs(captures, scanner, stats, args.continuous, progress)
+            scanner = Scanner(sigs, policy, options, lambda flow: on_record(flow_record(flow), flow))
+            wrap = None if sink is None else (lambda feed: feeding(feed, sink))
+            failed = scan_inputs(captures, scanner, stats, args.continuous, progress, wrap)
             scanner.finish()
             scanner.fill_stats(stats)
+            if sink is not None:
+                sink.close()
+                if not args.quiet:
+                    print(sink.summary(), file=sys.stderr)
         if writer is not None:
             writer.close()
-        if args.format == "table":
+        if failed and not stats.files:  # no input could be opened: the problems, not empty tables
+            for problem in stats.problems:
+                print(f"classifier: error: {problem}", file=sys.stderr)
+        elif args.format == "table":
             summary.render(out, stats)
         elif not args.quiet:
             buf = io.StringIO()
@@ -107,6 +131,10 @@ def run_scan(args: argparse.Namespace) -> int:
             sys.stderr.write(input_lines(stats) + "\n")
     if args.stats:
         write_text_file(args.stats, json.dumps(stats.as_dict(), indent=2) + "\n")
+    if html is not None:
+        from ..htmlreport import render_html
+
+        write_text_file(args.html, render_html(html, policy, stats.as_dict()))
     return Exit.INPUT if failed or stats.problems else Exit.OK
 
 
@@ -122,3 +150,23 @@ def _writer(args: argparse.Namespace, out: TextOutput, dask: bool) -> RecordWrit
 
         return ParquetPartWriter(str(Path(args.output) / part_name(0)))
     return None
+
+
+def _packet_sink(args: argparse.Namespace) -> PacketSink | None:
+    """The --write-pcap output, or None (then --write-pcap-where makes no sense)."""
+    if not args.write_pcap:
+        if args.write_pcap_where:
+            raise UserError("--write-pcap-where needs --write-pcap FILE")
+        return None
+    if args.write_pcap == "-":
+        raise UserError("--write-pcap -: give a file name (standard output carries the records)")
+    where = parse_where(args.write_pcap_where) if args.write_pcap_where else ()
+    return PacketSink(args.write_pcap, list(args.captures), where)
+
+
+def _html_aggregate(args: argparse.Namespace) -> ScanAggregate | None:
+    if not args.html:
+        return None
+    from ..reportdata import ScanAggregate
+
+    return ScanAggregate()

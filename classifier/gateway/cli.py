@@ -77,22 +77,48 @@ def register(subparsers, signature_subparsers) -> None:
     g.set_defaults(func=_gateway)
 
     e = subparsers.add_parser("export", help="export the policy for other systems")
-    esub = e.add_subparsers(dest="export_command", required=True)
+    esub = e.add_subparsers(dest="export_command", metavar="FORMAT", required=True)
     r = esub.add_parser("rpz", help="Response Policy Zone for a resolver (Unbound, BIND)",
                         description="Write an RPZ: app names whose provision is effective at the "
                                     "instant are blocked, other app/operator names pass through (logged).")
-    r.add_argument("--as-of", metavar="INSTANT", type=instant_arg, help="policy instant (default: now)")
-    r.add_argument("--view", choices=("announced", "in-force"), default="announced")
-    r.add_argument("--unenforced-blocks", action="store_true",
-                   help="in-force view: block during non-enforcement windows too")
+    _dated_export_arguments(r, instant_arg)
     r.add_argument("--sinkhole", metavar="ADDR",
                    help="answer blocked names with this address (A/AAAA) or name (CNAME) instead of NXDOMAIN")
     r.add_argument("--ttl", type=positive(int), default=60, help="TTL of the zone's records (default 60)")
-    r.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
-    r.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
-    r.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
-    r.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     r.set_defaults(func=_export_rpz)
+
+    z = esub.add_parser("zeek-intel", help="Zeek Intel framework file of the names blocked at the instant",
+                        description="Write a Zeek Intel file (Intel::read_files): one Intel::DOMAIN "
+                                    "indicator per name whose provision is effective at the instant, with "
+                                    "app, category, provision and signature in meta.desc.")
+    _dated_export_arguments(z, instant_arg)
+    z.add_argument("--operator-prefixes", action="store_true",
+                   help="also the operators' prefixes as Intel::SUBNET (logged, never blocked)")
+    z.set_defaults(func=_export_zeek)
+
+    su = esub.add_parser("suricata", help="Suricata rules (tls.sni, quic.sni, dns.query, http.host) "
+                                          "for the names blocked at the instant",
+                         description="Write Suricata 7 rules matching the names whose provision is "
+                                     "effective at the instant, app and provision in msg and metadata.")
+    _dated_export_arguments(su, instant_arg)
+    su.add_argument("--action", choices=("alert", "drop", "reject"), default="alert",
+                    help="rule action (default alert; drop/reject for an IPS)")
+    su.add_argument("--sid-base", type=positive(int), default=3_000_000_000, metavar="N",
+                    help="lowest SID; SIDs are N to N+99999999, derived from the signature (default "
+                         "3000000000)")
+    su.set_defaults(func=_export_suricata)
+
+
+def _dated_export_arguments(p: argparse.ArgumentParser, instant_arg) -> None:
+    """The options every policy-dated export shares: instant, view, data, output."""
+    p.add_argument("--as-of", metavar="INSTANT", type=instant_arg, help="policy instant (default: now)")
+    p.add_argument("--view", choices=("announced", "in-force"), default="announced")
+    p.add_argument("--unenforced-blocks", action="store_true",
+                   help="in-force view: block during non-enforcement windows too")
+    p.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
+    p.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -103,3 +129,13 @@ def _gateway(args: argparse.Namespace) -> int:
 def _export_rpz(args: argparse.Namespace) -> int:
     from .rpz import run_export_rpz
     return run_export_rpz(args)
+
+
+def _export_zeek(args: argparse.Namespace) -> int:
+    from .zeekintel import run_export_zeek
+    return run_export_zeek(args)
+
+
+def _export_suricata(args: argparse.Namespace) -> int:
+    from .suricata import run_export_suricata
+    return run_export_suricata(args)

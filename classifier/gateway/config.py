@@ -78,6 +78,7 @@ class GatewayConfig:
     # routes
     blackhole_routes: bool = False
     route_asns: tuple[int, ...] = ()
+    route_asns_named: str = ""  # how messages name route_asns when a flag gave it ("--route-asn")
     route_protocol: int = 241
     # metrics
     metrics: str | None = "127.0.0.1:9597"
@@ -304,6 +305,8 @@ def resolve(args: argparse.Namespace) -> GatewayConfig:
         changes[attr] = value
     if not changes:
         return cfg
+    if "route_asns" in changes:
+        changes["route_asns_named"] = _FLAG_NAMES["route_asns"]
     merged = replace(cfg, **changes)
     def name_of(attr: str) -> str:
         if (attr in changes or cfg.source == "<defaults>") and attr in _FLAG_NAMES:

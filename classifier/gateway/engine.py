@@ -104,6 +104,9 @@ class Engine:
         stats = self.stats
         stats.flows += 1
         stats.verdicts[decision.action] += 1
+        a = flow.attribution
+        app, category = (a.app, a.category) if a is not None else (None, None)
+        stats.apps[(app or "none", category or "none", decision.action)] += 1
         if decision.rule in FLOOR_RULES:
             stats.withheld[decision.rule] += 1
 

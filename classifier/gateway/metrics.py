@@ -26,6 +26,7 @@ class Stats:
     flows: int = 0  # flows decided
     records: int = 0
     verdicts: Counter = field(default_factory=Counter)  # action -> flows
+    apps: Counter = field(default_factory=Counter)  # (app, category, action) -> flows ("none": no app)
     dropped: int = 0  # packets the gateway dropped itself (inline)
     resets: int = 0
     offloaded: int = 0
@@ -47,14 +48,38 @@ def queue_drops(queue: int, path: Path = NFQUEUE_PROC) -> tuple[int, int] | None
     return None
 
 
+# (provision, app, category, status) of every provision at scrape time; status is "effective",
+# "unenforced" (in force, not enforced), "not-yet-effective" or "ended".
+ProvisionStates = Callable[[], list[tuple[str, str, str, str]]]
+
+
+def provision_states(policy, view: str, as_of: float | None) -> ProvisionStates:
+    """Each provision's state in ``view`` at scrape time (the wall clock, or the fixed ``as_of``)."""
+    import time
+
+    def states() -> list[tuple[str, str, str, str]]:
+        when = as_of if as_of is not None else time.time()
+        out = []
+        for pid, p in sorted(policy.provisions.items()):
+            st = policy.status(pid, when, view)
+            status = "unenforced" if st.status == "effective" and st.unenforced else st.status
+            out.append((pid, p.app, p.category, status))
+        return out
+
+    return states
+
+
 class _Collector:
     def __init__(self, stats: Stats, mode: str, queues: Sequence[int] | None, flows_live,
-                 queue_packets: Callable[[], dict[int, int]] | None = None) -> None:
+                 queue_packets: Callable[[], dict[int, int]] | None = None,
+                 provisions: ProvisionStates | None = None, view: str = "announced") -> None:
         self.stats = stats
         self.mode = mode
         self.queues = tuple(queues or ())
         self.flows_live = flows_live
         self.queue_packets = queue_packets
+        self.provisions = provisions
+        self.view = view
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -75,6 +100,12 @@ class _Collector:
                                 labels=["mode", "action"])
         for action in ("block", "log", "allow"):
             m.add_metric([self.mode, action], s.verdicts.get(action, 0))
+        yield m
+        m = CounterMetricFamily("classifier_gateway_app_verdicts",
+                                "Flow verdicts by app ('none': no app), category and action",
+                                labels=["mode", "app", "category", "action"])
+        for (app, category, action), n in sorted(s.apps.items()):
+            m.add_metric([self.mode, app, category, action], n)
         yield m
         m = CounterMetricFamily("classifier_gateway_block_withheld",
                                 "Flows the policy would block, logged because the evidence was too weak "
@@ -123,14 +154,29 @@ class _Collector:
         g = GaugeMetricFamily("classifier_gateway_live_flows", "Flows in the flow table", labels=labels)
         g.add_metric([self.mode], self.flows_live())
         yield g
+        if self.provisions is not None:
+            states = self.provisions()
+            g = GaugeMetricFamily("classifier_gateway_provisions_effective",
+                                  "Provisions effective (and enforced) now in the gateway's policy view",
+                                  labels=["view"])
+            g.add_metric([self.view], sum(1 for *_p, status in states if status == "effective"))
+            yield g
+            g = GaugeMetricFamily("classifier_gateway_provision_effective",
+                                  "1 while the provision is effective and enforced now, else 0; status "
+                                  "says where it stands",
+                                  labels=["view", "provision", "app", "category", "status"])
+            for pid, app, category, status in states:
+                g.add_metric([self.view, pid, app, category, status], 1 if status == "effective" else 0)
+            yield g
 
 
 def serve(stats: Stats, mode: str, queues: Sequence[int] | None, flows_live, host: str, port: int,
-          queue_packets: Callable[[], dict[int, int]] | None = None) -> tuple[object, int]:
+          queue_packets: Callable[[], dict[int, int]] | None = None,
+          provisions: ProvisionStates | None = None, view: str = "announced") -> tuple[object, int]:
     """Start the endpoint on ``host:port`` (loopback, checked by the config); (server, bound port)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(stats, mode, queues, flows_live, queue_packets))
+    registry.register(_Collector(stats, mode, queues, flows_live, queue_packets, provisions, view))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server, server.server_address[1]

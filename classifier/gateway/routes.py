@@ -77,7 +77,7 @@ class RoutePlan:
         hosting_apps = {p.app for p in policy.provisions.values() if p.category == HOSTING}
         for asn in cfg.route_asns:
             a = sigs.asns.get(asn)
-            where = f"{cfg.source}: [routes] asns"
+            where = cfg.route_asns_named or f"{cfg.source}: [routes] asns"
             if a is None:
                 raise UserError(f"{where}: AS{asn} is not in the signatures")
             if a.kind != "operator":

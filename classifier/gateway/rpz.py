@@ -13,21 +13,19 @@ trigger wins" matches the classifier's "most specific rule wins", so ``www.qq.co
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import hashlib
 import ipaddress
 import sys
 from pathlib import Path
 
-from classifier.attribute import DEFAULT_CATEGORY, ROLE_CATEGORY
 from classifier.errors import UserError
+
+from .blocklist import instant, name_verdicts, rule_category, write_export
+
+__all__ = ["build_zone", "rule_category", "run_export_rpz"]
 
 PASSTHRU = "rpz-passthru."
 NXDOMAIN = "."
-
-
-def rule_category(role: str) -> str:
-    """The category a host rule's role gives, as the attribution stage gives it."""
-    return ROLE_CATEGORY.get(role, DEFAULT_CATEGORY)
 
 
 def _block_rdata(sinkhole: str | None) -> tuple[str, str]:
@@ -54,15 +52,11 @@ def build_zone(sigs, policy, when: float, view: str, sinkhole: str | None = None
     # and its wildcard unless an exact rule already owns the name.
     owners: dict[str, tuple[bool, str]] = {}
     exact_owned: set[str] = set()
-    rules = sorted(sigs.hosts.rules, key=lambda r: (r.pattern, not r.exact))
-    for rule in rules:
-        if rule.app is not None:
-            category = rule_category(rule.role)
-            d = policy.decide(rule.app, (category,), True, when, view, unenforced_blocks)
-            blocked = d.action == "block"
-            why = f"{rule.id}: {rule.app} {category} (role {rule.role}): {d.reason}"
+    for v in name_verdicts(sigs, policy, when, view, unenforced_blocks):
+        rule = v.rule
+        if v.category is not None:
+            why = f"{rule.id}: {rule.app} {v.category} (role {rule.role}): {v.reason}"
         else:
-            blocked = False
             why = f"{rule.id}: operator {rule.operator} only (role {rule.role}): log"
         names = [rule.pattern] if rule.exact else [rule.pattern, f"*.{rule.pattern}"]
         for owner in names:
@@ -70,10 +64,9 @@ def build_zone(sigs, policy, when: float, view: str, sinkhole: str | None = None
                 exact_owned.add(owner)
             elif owner in exact_owned:
                 continue
-            owners.setdefault(owner, (blocked, why))
+            owners.setdefault(owner, (v.blocked, why))
 
-    serial = int(when) & 0xFFFFFFFF
-    lines = [
+    head = [
         "; Response Policy Zone written by `classifier export rpz`",
         f"; policy instant {format_instant(when)}, {view} view"
         + ("; unenforced prohibitions block" if unenforced_blocks else ""),
@@ -81,9 +74,8 @@ def build_zone(sigs, policy, when: float, view: str, sinkhole: str | None = None
         "; blocked names: " + ("NXDOMAIN (CNAME .)" if sinkhole is None else f"{rtype} {rdata} (sinkhole)"),
         "; other app and operator names: rpz-passthru (answered as usual; logged with rpz-log: yes)",
         f"$TTL {ttl}",
-        f"@ SOA localhost. hostmaster.localhost. {serial} 3600 600 86400 {ttl}",
-        "@ NS localhost.",
     ]
+    lines: list[str] = []
     counts = {"block": 0, "passthru": 0}
     last_comment = None
     for owner in sorted(owners, key=lambda o: (o.removeprefix("*.").split(".")[::-1], o.startswith("*."))):
@@ -97,7 +89,14 @@ def build_zone(sigs, policy, when: float, view: str, sinkhole: str | None = None
         else:
             lines.append(f"{owner} CNAME {PASSTHRU}")
             counts["passthru"] += 1
-    return "\n".join(lines) + "\n", counts
+    # The serial is a digest of everything the zone says: it changes whenever the content does
+    # (signatures changed at the same instant included) and never otherwise. It does not grow
+    # monotonically: a resolver reading the file (Unbound, BIND's file zones) only compares it
+    # for equality; a secondary fed by zone transfer should be given the file, not an AXFR.
+    digest = hashlib.sha256("\n".join([f"$TTL {ttl}", *lines]).encode()).digest()
+    serial = int.from_bytes(digest[:4], "big") or 1
+    soa = [f"@ SOA localhost. hostmaster.localhost. {serial} 3600 600 86400 {ttl}", "@ NS localhost."]
+    return "\n".join([*head, *soa, *lines]) + "\n", counts
 
 
 def run_export_rpz(args: argparse.Namespace) -> int:
@@ -108,18 +107,9 @@ def run_export_rpz(args: argparse.Namespace) -> int:
     sig_dir = Path(args.signatures) if args.signatures else shipped_directory()
     sigs = Signatures.load(sig_dir)
     policy = Policy.load(Path(args.policy) if args.policy else sig_dir / "policy")
-    when = args.as_of if args.as_of is not None else dt.datetime.now(dt.UTC).timestamp()
+    when = instant(args.as_of)
     text, counts = build_zone(sigs, policy, when, args.view, args.sinkhole, args.unenforced_blocks, args.ttl)
-    if args.output and args.output != "-":
-        out = Path(args.output)
-        tmp = out.with_name(out.name + ".tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(out)  # a resolver reloading mid-write never sees half a zone
-        except OSError as err:
-            raise UserError(f"cannot write {out}: {err.strerror or err}") from None
-    else:
-        sys.stdout.write(text)
+    write_export(args.output, text)
     if not args.quiet:
         print(f"rpz: {counts['block']} blocked, {counts['passthru']} passed-through names", file=sys.stderr)
     return 0

@@ -148,7 +148,7 @@ def _refuse_or_remove_leftovers(cfg: GatewayConfig, nft, cleanup_first: bool) ->
 
 def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
     from .flowsets import FlowSets
-    from .metrics import Stats, serve
+    from .metrics import Stats, provision_states, serve
     from .recordlog import RecordLog
     from .resets import Resetter
     from .routes import Routes
@@ -207,7 +207,8 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
             try:
                 inline = mode == "inline"
                 _server, bound = serve(stats, cfg.mode, netfilter.queue_numbers(cfg) if inline else None,
-                                       flows_live, host, port, queue_packets if inline else None)
+                                       flows_live, host, port, queue_packets if inline else None,
+                                       provision_states(policy, cfg.view, cfg.as_of), cfg.view)
             except OSError as err:
                 raise UserError(f"metrics: cannot listen on {cfg.metrics}: {err.strerror or err}") from None
             _say(f"metrics on http://{host if ':' not in host else f'[{host}]'}:{bound}/metrics")

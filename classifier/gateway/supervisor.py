@@ -254,7 +254,7 @@ class QueueSupervisor:
         s = self.stats
         s.packets, s.flows, s.records, s.dropped = total.packets, total.flows, total.records, total.dropped
         s.resets, s.offloaded = total.resets, total.offloaded
-        s.verdicts, s.errors = total.verdicts, total.errors
+        s.verdicts, s.errors, s.apps = total.verdicts, total.errors, total.apps
         s.withheld, s.dns_binding = total.withheld, total.dns_binding
 
     def live_flows(self) -> int:
@@ -345,6 +345,7 @@ def _add(total: Stats, part: Stats) -> None:
     total.resets += part.resets
     total.offloaded += part.offloaded
     total.verdicts.update(part.verdicts)
+    total.apps.update(part.apps)
     total.errors.update(part.errors)
     total.withheld.update(part.withheld)
     total.dns_binding.update(part.dns_binding)
