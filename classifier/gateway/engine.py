@@ -69,6 +69,10 @@ class Engine:
         self._next_sweep = 0.0
         self._next_sync = 0.0
 
+    def live_flows(self) -> int:
+        """Flows in the flow table now (the metrics' gauge; the supervisor sums its workers')."""
+        return self.scanner.table.live
+
     # -- interfaces ------------------------------------------------------------------------------
 
     def iface_index(self, key: object, name: str | None) -> int:
@@ -84,7 +88,9 @@ class Engine:
 
     def decided(self, flow: Flow, packet: bytes | None) -> str:
         """First packet after the flow's decision: count it and act on it (once per flow)."""
-        action = flow.decision.action
+        decision = flow.decision
+        assert decision is not None, "the scanner calls decided() only for decided flows"
+        action = decision.action
         self.actions[flow.id] = action
         self._count_verdict(flow)
         try:
@@ -94,11 +100,13 @@ class Engine:
         return action
 
     def _count_verdict(self, flow: Flow) -> None:
+        decision = flow.decision
+        assert decision is not None, "counted only once the scanner has decided the flow"
         stats = self.stats
         stats.flows += 1
-        stats.verdicts[flow.decision.action] += 1
-        if flow.decision.rule in FLOOR_RULES:
-            stats.withheld[flow.decision.rule] += 1
+        stats.verdicts[decision.action] += 1
+        if decision.rule in FLOOR_RULES:
+            stats.withheld[decision.rule] += 1
 
     def act(self, flow: Flow, action: str, packet: bytes | None) -> None:
         """Carry out a verdict; monitor mode does nothing."""
@@ -123,7 +131,7 @@ class Engine:
         sets = self.sets
         entry = sets.release(flow) if sets is not None else None
         if entry is not None and self.counts_from_kernel:
-            self.scanner.touch(flow, flow.last_ts, tuple(entry.counts))
+            self.scanner.touch(flow, flow.last_ts, entry.counts)
         if self.actions.pop(flow.id, None) is None:
             # Decided only now, at its end (e.g. it never carried a name): count the verdict.
             self._count_verdict(flow)
@@ -159,7 +167,7 @@ class Engine:
         if sets is not None:
             if sets.flows and now >= self._next_sync:
                 self._next_sync = now + self.cfg.sync_interval
-                self._sync(now)
+                self._sync(sets, now)
             sets.flush()
             if sets.errors:
                 self.stats.errors["nft-set"] = sets.errors
@@ -167,9 +175,8 @@ class Engine:
             self.reopen_requested = False
             self.log.reopen()
 
-    def _sync(self, now: float) -> None:
+    def _sync(self, sets: FlowSets, now: float) -> None:
         """Flows whose kernel counters grew are alive; elements that vanished are added again."""
-        sets = self.sets
         before = {fid: e.packets for fid, e in sets.flows.items()}
         snap = sets.snapshot()
         for fid, entry in sets.flows.items():
