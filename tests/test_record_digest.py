@@ -44,7 +44,10 @@ def _digests(view: str, captures: list[Path], tmp_path: Path) -> dict[str, str]:
     # basename): refuse rather than mix their records.
     names = [p.name for p in captures]
     assert len(set(names)) == len(names), "two captures share a file name"
-    args = ("scan", "--view", view, "--stats", str(stats), "-q", *map(str, captures))
+    # Relative to the checkout (run_cli runs there): the statistics name inputs in their problems,
+    # so absolute paths would tie the digest to where the repository was cloned.
+    inputs = [os.path.relpath(p, ROOT) for p in captures]
+    args = ("scan", "--view", view, "--stats", str(stats), "-q", *inputs)
     proc = run_cli(*args, check_status=None)
     assert proc.returncode in (0, 3), proc.stderr.decode(errors="replace")
     lines: dict[str, list[bytes]] = {name: [] for name in names}
