@@ -154,7 +154,14 @@ def test_a_worker_takes_relayed_answers_and_names_into_its_scanners_caches(sigs,
     ours, theirs = channel.pair()
     cfg = gwconfig.GatewayConfig(mode="inline", queues=2, as_of=1598918400.0)
     worker = QueueWorker(
-        cfg, sigs, policy, ChannelLog(theirs), Stats(), label="inline", queue_num=1, sock=theirs,
+        cfg,
+        sigs,
+        policy,
+        ChannelLog(theirs),
+        Stats(),
+        label="inline",
+        queue_num=1,
+        sock=theirs,
         caches=(SharedDnsCache(publish), SharedDnsCache(publish)),
     )
     server, named, client = bytes([203, 0, 113, 80]), bytes([203, 0, 113, 10]), bytes([192, 0, 2, 10])

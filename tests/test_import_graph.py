@@ -193,8 +193,14 @@ def test_the_table_check_names_the_missing_module_the_gone_one_and_a_bad_layer(t
     pkg = _package(tmp_path, {"tunnels.py": "", "inspect/__init__.py": "", "inspect/registry.py": ""})
     doc = tmp_path / "ARCHITECTURE.md"
     doc.write_text(
-        _rows({"classifier/__init__.py": "base", "classifier/inspect/__init__.py": "parse",
-               "classifier/inspect/registry.py": "parser", "classifier/old.py": "base"})
+        _rows(
+            {
+                "classifier/__init__.py": "base",
+                "classifier/inspect/__init__.py": "parse",
+                "classifier/inspect/registry.py": "parser",
+                "classifier/old.py": "base",
+            }
+        )
     )
     assert table_problems(pkg, doc) == [
         "classifier/tunnels.py is not in the module table of ARCHITECTURE.md: add the row "
@@ -204,8 +210,16 @@ def test_the_table_check_names_the_missing_module_the_gone_one_and_a_bad_layer(t
         "ARCHITECTURE.md: classifier/inspect/registry.py has layer 'parser'; "
         "the layers are base, parse, data, state, judge, pipeline, front",
     ]
-    doc.write_text(_rows({"classifier/__init__.py": "base", "classifier/inspect/__init__.py": "parse",
-                          "classifier/inspect/registry.py": "parse", "classifier/tunnels.py": "state"}))
+    doc.write_text(
+        _rows(
+            {
+                "classifier/__init__.py": "base",
+                "classifier/inspect/__init__.py": "parse",
+                "classifier/inspect/registry.py": "parse",
+                "classifier/tunnels.py": "state",
+            }
+        )
+    )
     assert table_problems(pkg, doc) == []
 
 
@@ -223,20 +237,38 @@ def test_the_table_check_names_the_missing_module_the_gone_one_and_a_bad_layer(t
             ["classifier.sigload (data) imports classifier.decode (parse)"],
         ),
         (  # one front package reaching into another
-            {"gateway/__init__.py": "", "gateway/rpz.py": "from classifier.bgp import prefixes\n",
-             "bgp/__init__.py": "", "bgp/prefixes.py": ""},
-            {"classifier.gateway": "front", "classifier.gateway.rpz": "front", "classifier.bgp": "front",
-             "classifier.bgp.prefixes": "front"},
-            ["classifier.gateway.rpz imports classifier.bgp: classifier.gateway and classifier.bgp "
-             "import none of each other",
-             "classifier.gateway.rpz imports classifier.bgp.prefixes: classifier.gateway and "
-             "classifier.bgp import none of each other"],
+            {
+                "gateway/__init__.py": "",
+                "gateway/rpz.py": "from classifier.bgp import prefixes\n",
+                "bgp/__init__.py": "",
+                "bgp/prefixes.py": "",
+            },
+            {
+                "classifier.gateway": "front",
+                "classifier.gateway.rpz": "front",
+                "classifier.bgp": "front",
+                "classifier.bgp.prefixes": "front",
+            },
+            [
+                "classifier.gateway.rpz imports classifier.bgp: classifier.gateway and classifier.bgp "
+                "import none of each other",
+                "classifier.gateway.rpz imports classifier.bgp.prefixes: classifier.gateway and "
+                "classifier.bgp import none of each other",
+            ],
         ),
         (  # downward and sideways within a layer are fine
-            {"pipeline.py": "from . import flows, report\n", "flows.py": "",
-             "report.py": "from . import record\n", "record.py": ""},
-            {"classifier.pipeline": "pipeline", "classifier.flows": "state", "classifier.report": "judge",
-             "classifier.record": "judge"},
+            {
+                "pipeline.py": "from . import flows, report\n",
+                "flows.py": "",
+                "report.py": "from . import record\n",
+                "record.py": "",
+            },
+            {
+                "classifier.pipeline": "pipeline",
+                "classifier.flows": "state",
+                "classifier.report": "judge",
+                "classifier.record": "judge",
+            },
             [],
         ),
     ],

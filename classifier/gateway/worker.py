@@ -52,8 +52,9 @@ class ChannelLog:
 class QueueWorker(InlineEngine):
     """The inline engine, plus the channel: relayed DNS answers in, counters out once a second."""
 
-    def __init__(self, *args, sock: socket.socket, caches: tuple[SharedDnsCache, SharedDnsCache],
-                 **kwargs) -> None:
+    def __init__(
+        self, *args, sock: socket.socket, caches: tuple[SharedDnsCache, SharedDnsCache], **kwargs
+    ) -> None:
         """``caches``: the scanner's DNS cache and name memory, which take in what others learned."""
         super().__init__(*args, caches=caches, **kwargs)
         self.shared_caches = caches
