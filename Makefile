@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test lint bench samples signatures fuzz clean
+.PHONY: demo test install install-test lint hooks bench samples signatures fuzz clean
 
 demo: install
 	$(BIN)/classifier scan pcaps/demo.pcap --format table
@@ -12,8 +12,12 @@ demo: install
 	$(BIN)/classifier scan pcaps/demo.pcap -o out/demo.jsonl -q --html out/demo.html
 	@echo "one JSON record per flow: out/demo.jsonl; the HTML report: out/demo.html"
 
+# Lint, formatting and types first (seconds), then the suite; the same checks pre-commit runs
+# (.pre-commit-config.yaml). mypy reads what to check from [tool.mypy] in pyproject.toml.
 test: install-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra
 
 # Every Python package comes in the exact version constraints.txt names, build environments included,
@@ -40,6 +44,12 @@ install-test: $(BIN)/python
 
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The same checks at every `git commit` (.pre-commit-config.yaml; local hooks on this venv, no network).
+hooks: install-test
+	$(BIN)/pre-commit install
 
 bench: install
 	$(BIN)/python benchmarks/scan_throughput.py
@@ -58,4 +68,4 @@ signatures: install-test
 	$(BIN)/python tools/build_signatures.py
 
 clean:
-	rm -rf $(VENV) out benchmarks/work build *.egg-info
+	rm -rf $(VENV) out benchmarks/work build *.egg-info .mypy_cache

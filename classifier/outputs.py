@@ -18,11 +18,20 @@ import os
 import stat
 import sys
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from typing import IO, Any, Protocol, TextIO, cast
 
 from .errors import OutputError, UserError
 
 STDOUT = "standard output"
+
+
+class TextSink(Protocol):
+    """What record writers and tables need of where they write: an open text file, a StringIO or a
+    ``TextOutput`` (whose failures name the output) all qualify."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 def refuse_clobbering(
@@ -122,7 +131,7 @@ def write_text_file(path: str, text: str) -> None:
         out.close()
 
 
-def rich_console(out: IO[str] | TextOutput, width: int) -> Any:
+def rich_console(out: TextSink, width: int) -> Any:
     """A rich Console writing to ``out`` that prints text literally and lets a broken pipe propagate.
 
     rich's own answer to a broken pipe is to exit with status 1; the command line instead ends
@@ -137,7 +146,9 @@ def rich_console(out: IO[str] | TextOutput, width: int) -> Any:
 
     # Text from the wire (hostnames, SNI) is printed as it is: "[/x]" would otherwise be rich
     # markup (an exception, or a styled and altered name) and ":smile:" an emoji.
-    return PipeConsole(file=out, width=width, soft_wrap=False, markup=False, emoji=False)
+    # rich asks a file for write and flush, and for isatty and encoding where it has them.
+    file = cast(IO[str], out)
+    return PipeConsole(file=file, width=width, soft_wrap=False, markup=False, emoji=False)
 
 
 def _error(name: str, err: OSError) -> OutputError:
@@ -153,7 +164,7 @@ class TextOutput:
         self._stdout = path is None
         self._failed = False
         if path is None:
-            self._f: IO[str] = sys.stdout
+            self._f: TextIO = sys.stdout
             return
         try:
             self._f = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()

@@ -452,7 +452,7 @@ def _load_encrypted(
     for e in ld.entries(doc, "port", PORT_ENTRY, path):
         proto = {"tcp": 6, "udp": 17}[e["proto"]]
         ports.append(EncryptedPort(e["id"], e["kind"], proto, e["port"], *_sourced(e)))
-    resolvers, suffixes, seen = [], set(), {}
+    resolvers, suffixes, seen = [], set(), dict[str, str]()
     for e in ld.entries(doc, "resolver", RESOLVER, path):
         for host in e["hosts"]:
             if seen.setdefault(host, e["id"]) != e["id"]:

@@ -141,6 +141,41 @@ def _relayed(message: tuple[bytes, tuple]) -> tuple[bytes, tuple]:
     return kind, pickle.loads(pickle.dumps(args))
 
 
+def test_a_worker_takes_relayed_answers_and_names_into_its_scanners_caches(sigs, policy):
+    """What the supervisor relays lands in the caches the worker's scanner consults (answers in the
+    DNS cache, names in the name memory), and is not published again."""
+    from classifier.gateway.worker import ChannelLog, QueueWorker
+
+    published: list[bytes] = []
+
+    def publish(kind: bytes, _args: tuple) -> None:
+        published.append(kind)
+
+    ours, theirs = channel.pair()
+    cfg = gwconfig.GatewayConfig(mode="inline", queues=2, as_of=1598918400.0)
+    worker = QueueWorker(
+        cfg,
+        sigs,
+        policy,
+        ChannelLog(theirs),
+        Stats(),
+        label="inline",
+        queue_num=1,
+        sock=theirs,
+        caches=(SharedDnsCache(publish), SharedDnsCache(publish)),
+    )
+    server, named, client = bytes([203, 0, 113, 80]), bytes([203, 0, 113, 10]), bytes([192, 0, 2, 10])
+    channel.send_obj(ours, channel.DNS, ([_resolution("v16-webapp.tiktok.com", server)], 100.0, client, None))
+    channel.send_obj(ours, channel.NAME, (named, "www.google.com", 100.0, client, 600.0))
+    worker.chores()
+    assert worker.scanner.dnscache.lookup(server, 101.0, client).answer.name == "v16-webapp.tiktok.com"
+    assert worker.scanner.seen_names.lookup(named, 101.0, client).answer.name == "www.google.com"
+    assert worker.scanner.dnscache.lookup(named, 101.0, client) is None  # a name is not an answer
+    assert published == [] and worker.stats.errors.get("dns-share", 0) == 0
+    ours.close()
+    theirs.close()
+
+
 # -- the supervisor, with socket pairs standing in for the workers --------------------------------
 
 

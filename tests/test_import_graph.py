@@ -1,4 +1,5 @@
-"""No import cycles in the package, counting imports inside functions too.
+"""No import cycles in the package, counting imports inside functions too; every module named in
+docs/ARCHITECTURE.md, with a layer that its imports keep to.
 
 A cycle hidden in a function (``run.py`` importing ``cli`` back for its exit codes) still ties two
 modules together: neither can be understood, tested or moved without the other. The graph is read
@@ -10,12 +11,23 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "classifier"
+ARCHITECTURE = PACKAGE_DIR.parent / "docs" / "ARCHITECTURE.md"
+# The layers of docs/ARCHITECTURE.md, lowest first: a module imports its own layer or lower ones.
+LAYERS = ("base", "parse", "data", "state", "judge", "pipeline", "front")
+APART = {("data", "parse")}  # (importer, imported): ordered, yet signatures know nothing of packets
+# ... save the protocol registry: sigload checks that each protocols.toml id names a protocol an
+# inspector registers (the registry holds functions, and imports no parser).
+APART_EXCEPT = {"classifier.inspect", "classifier.inspect.registry"}
+# Front-end packages that import none of each other (what two share belongs a layer down).
+FRONT_PACKAGES = ("classifier.commands", "classifier.gateway", "classifier.bgp")
+_MODULE_ROW = re.compile(r"^\|\s*`(classifier/[^`]+\.py)`\s*\|\s*([^|]*?)\s*\|", re.MULTILINE)
 
 
 def module_names(package_dir: Path) -> dict[str, Path]:
@@ -51,6 +63,62 @@ def import_graph(package_dir: Path) -> dict[str, set[str]]:
                 targets.update(f"{prefix}.{alias.name}" for alias in node.names)  # submodules
         graph[name] = {t for t in targets if t in modules and t != name}
     return graph
+
+
+def module_paths(package_dir: Path) -> dict[str, str]:
+    """Dotted module name -> its path as the docs write it (``classifier/gateway/engine.py``)."""
+    root = package_dir.parent
+    return {name: path.relative_to(root).as_posix() for name, path in module_names(package_dir).items()}
+
+
+def documented_layers(text: str) -> dict[str, str]:
+    """Module path -> layer, from the rows of the module table (``| `classifier/x.py` | layer | job |``)."""
+    return dict(_MODULE_ROW.findall(text))
+
+
+def table_problems(package_dir: Path, doc: Path) -> list[str]:
+    """Modules the doc's module table does not name (or names with no known layer), and rows naming
+    a module that does not exist: each one line telling the author what to change where."""
+    layers = documented_layers(doc.read_text(encoding="utf-8"))
+    paths = set(module_paths(package_dir).values())
+    where = doc.relative_to(package_dir.parent).as_posix()  # docs/ARCHITECTURE.md
+    problems = []
+    for path in sorted(paths - set(layers)):
+        problems.append(
+            f"{path} is not in the module table of {where}: add the row "
+            f"| `{path}` | <layer> | <its job> | (layers, lowest first: {', '.join(LAYERS)})"
+        )
+    for path in sorted(set(layers) - paths):
+        problems.append(f"{where} names {path}, which does not exist: remove or rename its row")
+    for path, layer in sorted(layers.items()):
+        if path in paths and layer not in LAYERS:
+            problems.append(f"{where}: {path} has layer {layer!r}; the layers are {', '.join(LAYERS)}")
+    return problems
+
+
+def _front_package(module: str) -> str | None:
+    return next((p for p in FRONT_PACKAGES if module == p or module.startswith(p + ".")), None)
+
+
+def layer_violations(graph: dict[str, set[str]], layer_of: dict[str, str]) -> list[str]:
+    """Imports that break the layer rules: upward, between layers kept apart, across front packages."""
+    found = []
+    for importer in sorted(graph):
+        upper = layer_of.get(importer)
+        if upper not in LAYERS:
+            continue  # reported by table_problems
+        for imported in sorted(graph[importer]):
+            lower = layer_of.get(imported)
+            if lower not in LAYERS:
+                continue
+            apart = (upper, lower) in APART and imported not in APART_EXCEPT
+            if LAYERS.index(lower) > LAYERS.index(upper) or apart:
+                found.append(f"{importer} ({upper}) imports {imported} ({lower})")
+                continue
+            mine, theirs = _front_package(importer), _front_package(imported)
+            if mine and theirs and mine != theirs:
+                found.append(f"{importer} imports {imported}: {mine} and {theirs} import none of each other")
+    return found
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -92,6 +160,127 @@ def test_the_package_has_no_import_cycle():
     graph = import_graph(PACKAGE_DIR)
     assert len(graph) > 40  # the walk found the package
     assert cycles(graph) == []
+
+
+def test_architecture_names_every_module_with_its_layer():
+    problems = table_problems(PACKAGE_DIR, ARCHITECTURE)
+    assert not problems, "docs/ARCHITECTURE.md is out of date:\n" + "\n".join(problems)
+
+
+def test_imports_keep_to_the_layers_of_architecture_md():
+    paths = module_paths(PACKAGE_DIR)
+    by_path = documented_layers(ARCHITECTURE.read_text(encoding="utf-8"))
+    layer_of = {name: by_path.get(path, "") for name, path in paths.items()}
+    assert set(layer_of.values()) >= set(LAYERS)  # the table was read: every layer has a module
+    violations = layer_violations(import_graph(PACKAGE_DIR), layer_of)
+    assert not violations, (
+        "imports against the layers of docs/ARCHITECTURE.md (move the shared part down a layer, or "
+        "change the module's layer in the table if its job changed):\n" + "\n".join(violations)
+    )
+
+
+def _package(tmp_path: Path, files: dict[str, str]) -> Path:
+    pkg = tmp_path / "classifier"
+    for rel, text in {"__init__.py": "", **files}.items():
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text(textwrap.dedent(text))
+    return pkg
+
+
+def _rows(layers: dict[str, str]) -> str:
+    return "| module | layer | job |\n|---|---|---|\n" + "".join(
+        f"| `{path}` | {layer} | a job |\n" for path, layer in layers.items()
+    )
+
+
+def test_the_table_check_names_the_missing_module_the_gone_one_and_a_bad_layer(tmp_path):
+    pkg = _package(tmp_path, {"tunnels.py": "", "inspect/__init__.py": "", "inspect/registry.py": ""})
+    doc = tmp_path / "ARCHITECTURE.md"
+    doc.write_text(
+        _rows(
+            {
+                "classifier/__init__.py": "base",
+                "classifier/inspect/__init__.py": "parse",
+                "classifier/inspect/registry.py": "parser",
+                "classifier/old.py": "base",
+            }
+        )
+    )
+    assert table_problems(pkg, doc) == [
+        "classifier/tunnels.py is not in the module table of ARCHITECTURE.md: add the row "
+        "| `classifier/tunnels.py` | <layer> | <its job> | "
+        "(layers, lowest first: base, parse, data, state, judge, pipeline, front)",
+        "ARCHITECTURE.md names classifier/old.py, which does not exist: remove or rename its row",
+        "ARCHITECTURE.md: classifier/inspect/registry.py has layer 'parser'; "
+        "the layers are base, parse, data, state, judge, pipeline, front",
+    ]
+    doc.write_text(
+        _rows(
+            {
+                "classifier/__init__.py": "base",
+                "classifier/inspect/__init__.py": "parse",
+                "classifier/inspect/registry.py": "parse",
+                "classifier/tunnels.py": "state",
+            }
+        )
+    )
+    assert table_problems(pkg, doc) == []
+
+
+@pytest.mark.parametrize(
+    ("files", "layers", "expected"),
+    [
+        (  # upward, inside a function
+            {"errors.py": "def f():\n    from .flows import Flow\n", "flows.py": ""},
+            {"classifier.errors": "base", "classifier.flows": "state"},
+            ["classifier.errors (base) imports classifier.flows (state)"],
+        ),
+        (  # signatures knowing packets: ordered, yet apart
+            {"sigload.py": "from classifier.decode import decode\n", "decode.py": ""},
+            {"classifier.sigload": "data", "classifier.decode": "parse"},
+            ["classifier.sigload (data) imports classifier.decode (parse)"],
+        ),
+        (  # one front package reaching into another
+            {
+                "gateway/__init__.py": "",
+                "gateway/rpz.py": "from classifier.bgp import prefixes\n",
+                "bgp/__init__.py": "",
+                "bgp/prefixes.py": "",
+            },
+            {
+                "classifier.gateway": "front",
+                "classifier.gateway.rpz": "front",
+                "classifier.bgp": "front",
+                "classifier.bgp.prefixes": "front",
+            },
+            [
+                "classifier.gateway.rpz imports classifier.bgp: classifier.gateway and classifier.bgp "
+                "import none of each other",
+                "classifier.gateway.rpz imports classifier.bgp.prefixes: classifier.gateway and "
+                "classifier.bgp import none of each other",
+            ],
+        ),
+        (  # downward and sideways within a layer are fine
+            {
+                "pipeline.py": "from . import flows, report\n",
+                "flows.py": "",
+                "report.py": "from . import record\n",
+                "record.py": "",
+            },
+            {
+                "classifier.pipeline": "pipeline",
+                "classifier.flows": "state",
+                "classifier.report": "judge",
+                "classifier.record": "judge",
+            },
+            [],
+        ),
+    ],
+    ids=["upward", "apart", "front-packages", "allowed"],
+)
+def test_the_layer_check_finds_what_breaks_the_rules(tmp_path, files, layers, expected):
+    graph = import_graph(_package(tmp_path, files))
+    assert layer_violations(graph, {"classifier": "base", **layers}) == expected
 
 
 def test_every_module_imports():

@@ -69,6 +69,10 @@ class Engine:
         self._next_sweep = 0.0
         self._next_sync = 0.0
 
+    def live_flows(self) -> int:
+        """Flows in the flow table now (the metrics' gauge; the supervisor sums its workers')."""
+        return self.scanner.table.live
+
     # -- interfaces ------------------------------------------------------------------------------
 
     def iface_index(self, key: object, name: str | None) -> int:
@@ -133,7 +137,7 @@ class Engine:
         sets = self.sets
         entry = sets.release(flow) if sets is not None else None
         if entry is not None and self.counts_from_kernel:
-            self.scanner.touch(flow, flow.last_ts, tuple(entry.counts))
+            self.scanner.touch(flow, flow.last_ts, entry.counts)
         if self.actions.pop(flow.id, None) is None:
             # Decided only now, at its end (e.g. it never carried a name): count the verdict.
             self._count_verdict(flow)
@@ -169,7 +173,7 @@ class Engine:
         if sets is not None:
             if sets.flows and now >= self._next_sync:
                 self._next_sync = now + self.cfg.sync_interval
-                self._sync(now)
+                self._sync(sets, now)
             sets.flush()
             if sets.errors:
                 self.stats.errors["nft-set"] = sets.errors
@@ -177,9 +181,8 @@ class Engine:
             self.reopen_requested = False
             self.log.reopen()
 
-    def _sync(self, now: float) -> None:
+    def _sync(self, sets: FlowSets, now: float) -> None:
         """Flows whose kernel counters grew are alive; elements that vanished are added again."""
-        sets = self.sets
         before = {fid: e.packets for fid, e in sets.flows.items()}
         snap = sets.snapshot()
         for fid, entry in sets.flows.items():

@@ -154,10 +154,10 @@ class FlowSets:
                         per[key] = (packets, size)
             totals[name] = per
         for entry in self.flows.values():
-            per = totals.get(entry.set)
-            if per is None:
+            counts = totals.get(entry.set)
+            if counts is None:
                 continue
-            a, b = per.get(entry.c2s), per.get(entry.s2c)
+            a, b = counts.get(entry.c2s), counts.get(entry.s2c)
             if a is not None or b is not None:
                 a, b = a or (0, 0), b or (0, 0)
                 entry.counts = (a[0], a[1], b[0], b[1])

@@ -27,10 +27,14 @@ import os
 import socket
 import struct
 import time
+from typing import TYPE_CHECKING
 
 from classifier.flows import DECIDED
 
 from .engine import Engine
+
+if TYPE_CHECKING:
+    from netfilterqueue import NetfilterQueue
 
 _NLM_F_REQUEST = 1
 _NFNL_SUBSYS_QUEUE = 3
@@ -81,7 +85,7 @@ class InlineEngine(Engine):
         super().__init__(*args, **kwargs)
         self.resetter = resetter
         self.queue_num = self.cfg.queue if queue_num is None else queue_num
-        self.queue = None
+        self.queue: NetfilterQueue | None = None
         self._fd = -1
         self._flush_at: float = _NEVER  # stats.packets value at which queued set elements are sent
         self._chores_at = HOUSEKEEPING_PACKETS  # stats.packets value of the next housekeeping look
@@ -161,6 +165,8 @@ class InlineEngine(Engine):
     def _flush_sets(self) -> None:
         self._flush_at = _NEVER
         self._due = self._chores_at
+        if self.sets is None:  # elements are queued only where there are sets
+            return
         try:
             self.sets.flush()
         except Exception as err:  # nft trouble must never stop the packets: count, carry on
@@ -220,7 +226,7 @@ class InlineEngine(Engine):
                 self._offload(flow, now)
 
     def _offload(self, flow, now: float) -> None:
-        if not flow.ended:
+        if not flow.ended and self.sets is not None:
             self.sets.add(flow, "allow", now)
             self.stats.offloaded += 1
             self._queued()

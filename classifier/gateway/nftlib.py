@@ -26,9 +26,9 @@ class Nft:
     """Runs nft command text; ``json`` output for listings."""
 
     def __init__(self) -> None:
-        self._lib = None
-        self._ctx = None
-        self._json_ctx = None
+        self._lib: ctypes.CDLL | None = None
+        self._ctx: int | None = None
+        self._json_ctx: int | None = None
         name = ctypes.util.find_library("nftables") or "libnftables.so.1"
         try:
             lib = ctypes.CDLL(name)
@@ -52,8 +52,7 @@ class Nft:
         elif shutil.which("nft") is None:
             raise UserError("nftables is not installed: neither libnftables nor the nft command was found")
 
-    def _context(self, as_json: bool) -> int:
-        lib = self._lib
+    def _context(self, lib: ctypes.CDLL, as_json: bool) -> int:
         attr = "_json_ctx" if as_json else "_ctx"
         ctx = getattr(self, attr)
         if ctx is None:
@@ -77,7 +76,7 @@ class Nft:
                 raise NftError(_first_error(proc.stderr, text))
             return proc.stdout
         lib = self._lib
-        ctx = self._context(as_json)
+        ctx = self._context(lib, as_json)
         if check:
             lib.nft_ctx_set_dry_run(ctx, True)
         try:

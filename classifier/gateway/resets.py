@@ -86,7 +86,7 @@ def resets_for(seg: TcpSegment, forwarded: bool) -> list[bytes]:
     ``forwarded``: the segment went on to its receiver (reactive mode), so the receiver now
     expects the sequence number after it; otherwise (inline, dropped) it still expects ``seq``.
     """
-    out = []
+    out: list[bytes] = []
     next_seq = seg.seq
     if forwarded:
         next_seq += seg.payload_len + (1 if seg.flags & _SYN else 0) + (1 if seg.flags & _FIN else 0)

@@ -135,7 +135,7 @@ class Routes:
 
     def ours(self) -> list[tuple[str, int, int]]:
         """(prefix, table, family) of every route with our protocol number, in every table."""
-        found = []
+        found: list[tuple[str, int, int]] = []
         for fam in (socket.AF_INET, socket.AF_INET6):
             for r in self.ipr.route("dump", family=fam):
                 if r.get("proto") != self.protocol:

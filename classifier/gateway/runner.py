@@ -21,11 +21,17 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from classifier.errors import UserError
 
 from . import netfilter, preflight, xtables
 from .config import GatewayConfig, resolve
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .inline import InlineEngine
+    from .supervisor import QueueSupervisor
 
 
 def load_signatures(cfg: GatewayConfig):
@@ -161,12 +167,17 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
     sets = FlowSets(nft, cfg.set_timeout) if enforcing and not multiqueue else None
     resetter = Resetter() if enforcing and cfg.resets and not multiqueue else None
     label = f"{cfg.mode}{'' if enforce else ' (dry run)'}"
+    # The supervisor has the engine's interface as far as this function uses it; binding differs.
+    engine: Engine | QueueSupervisor
+    supervisor: QueueSupervisor | None = None
+    inline_engine: InlineEngine | None = None
     if multiqueue:
         from .supervisor import QueueSupervisor
-        engine = QueueSupervisor(cfg, log, stats, label)
+        engine = supervisor = QueueSupervisor(cfg, log, stats, label)
     elif mode == "inline":
         from .inline import InlineEngine
-        engine = InlineEngine(cfg, sigs, policy, log, stats, sets=sets, label=label, resetter=resetter)
+        engine = inline_engine = InlineEngine(cfg, sigs, policy, log, stats, sets=sets, label=label,
+                                              resetter=resetter)
     elif mode == "reactive":
         from .reactive import ReactiveEngine
         engine = ReactiveEngine(cfg, sigs, policy, log, stats, sets=sets, label=label,
@@ -176,10 +187,10 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
         engine = MonitorEngine(cfg, sigs, policy, log, stats, label=label, interfaces=cfg.interfaces)
 
     def flows_live() -> int:
-        return engine.live_flows() if multiqueue else engine.scanner.table.live
+        return engine.live_flows()
 
     def queue_packets() -> dict[int, int]:
-        return engine.queue_packets() if multiqueue else {cfg.queue: stats.packets}
+        return supervisor.queue_packets() if supervisor is not None else {cfg.queue: stats.packets}
 
     interrupted: list[int] = []
 
@@ -213,10 +224,10 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
                 raise UserError(f"metrics: cannot listen on {cfg.metrics}: {err.strerror or err}") from None
             _say(f"metrics on http://{host if ':' not in host else f'[{host}]'}:{bound}/metrics")
         if enforcing:
-            if multiqueue:
-                engine.start()  # every worker bound before the rules: no flow skips classification
-            elif mode == "inline":
-                engine.bind()  # bound before the rules: no window where flows skip classification
+            if supervisor is not None:
+                supervisor.start()  # every worker bound before the rules: no flow skips classification
+            elif inline_engine is not None:
+                inline_engine.bind()  # bound before the rules: no window where flows skip classification
             installed = True
             netfilter.install(plan, nft)
             if route_plan is not None and route_plan.candidates:

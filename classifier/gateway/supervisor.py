@@ -22,6 +22,7 @@ import os
 import pickle
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,7 +58,7 @@ class Slot:
     index: int
     queue: int
     proc: subprocess.Popen | None = None
-    sock: object = None  # our end of the channel
+    sock: socket.socket | None = None  # our end of the channel
     receiver: channel.Receiver | None = None
     ready: bool = False
     latest: WorkerStats | None = None  # the running worker's last counters
@@ -195,10 +196,13 @@ class QueueSupervisor:
 
     def _ended(self, slot: Slot) -> None:
         """A worker's channel closed: reap it; outside a stop, count the crash and plan a restart."""
-        fd = slot.sock.fileno()
+        sock = slot.sock
+        if sock is None:  # already reaped
+            return
+        fd = sock.fileno()
         self._poller.unregister(fd)
         del self._by_fd[fd]
-        slot.sock.close()
+        sock.close()
         slot.sock = slot.receiver = None
         status = None
         if slot.proc is not None:

@@ -52,8 +52,12 @@ class ChannelLog:
 class QueueWorker(InlineEngine):
     """The inline engine, plus the channel: relayed DNS answers in, counters out once a second."""
 
-    def __init__(self, *args, sock: socket.socket, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, *args, sock: socket.socket, caches: tuple[SharedDnsCache, SharedDnsCache], **kwargs
+    ) -> None:
+        """``caches``: the scanner's DNS cache and name memory, which take in what others learned."""
+        super().__init__(*args, caches=caches, **kwargs)
+        self.shared_caches = caches
         self.sock = sock
         self.receiver = channel.Receiver(sock)
         self.ticks.append(lambda _now: self.send_stats())
@@ -81,7 +85,8 @@ class QueueWorker(InlineEngine):
                 return
             kind, payload = msg
             if kind in (channel.DNS, channel.NAME, channel.WITHDRAW):
-                cache = self.scanner.seen_names if kind == channel.NAME else self.scanner.dnscache
+                dns, names = self.shared_caches
+                cache = names if kind == channel.NAME else dns
                 try:
                     cache.learn(kind, pickle.loads(payload))
                 except Exception as err:

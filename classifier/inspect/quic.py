@@ -39,6 +39,7 @@ import re
 import struct
 from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Literal
 
 from classifier.errors import MalformedError
 from classifier.inspect import normalize_hostname
@@ -810,7 +811,7 @@ def _gquic_frames(b: bytes, v: _Version, pn_len: int, crypto_frames: bool) -> li
     """Handshake (offset, data) of a gQUIC frame sequence: stream-1 STREAM data, or CRYPTO frames
     (type 0x08, IETF encoding) for Q050/T05x (Wireshark ``packet-gquic.c``, lsquic)."""
     n = len(b)
-    order = "big" if v.big_endian else "little"
+    order: Literal["big", "little"] = "big" if v.big_endian else "little"
     pos = 0
     out: list[tuple[int, bytes]] = []
     while pos < n:
