@@ -22,6 +22,7 @@ from .pipeline import Scanner, ScanOptions
 from .policy import Policy
 from .report import InputStats
 from .signatures import Signatures
+from .tunnels import Tunnel
 
 
 def partition_of(server: bytes, parts: int) -> int:
@@ -84,8 +85,21 @@ class PartScanner(Scanner):
             part = self._parts[server] = partition_of(server, self.parts)
         return part == self.part
 
-    def _new_flow(self, *args: object) -> Flow:  # type: ignore[override]
-        flow = super()._new_flow(*args)  # type: ignore[arg-type]
+    def _new_flow(
+        self,
+        ts: float,
+        linktype: int,
+        frame: bytes,
+        iface: int,
+        proto: int,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        flags: int,
+        tunnel: tuple[Tunnel, ...] | None = None,
+    ) -> Flow:
+        flow = super()._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags, tunnel)
         if not flow.dns_client and not self.owns(flow):
             flow.inspecting = False  # counted and timed like any flow, never inspected here
         return flow

@@ -148,8 +148,8 @@ class _Writers:
             import dpkt
 
             try:
-                with open(self.path, "wb") as f:
-                    dpkt.pcap.Writer(f, snaplen=262144, linktype=1, nano=True)
+                with open(self.path, "wb") as empty:
+                    dpkt.pcap.Writer(empty, snaplen=262144, linktype=1, nano=True)
             except OSError as err:
                 raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from None
             self.files.append(str(self.path))
