@@ -76,7 +76,7 @@ def run_part(
     scanner.finish()
     scanner.fill_stats(stats)
     emit(batch, scanner.ended)
-    first_seen = scanner.inspection.first_seen  # type: ignore[attr-defined]
+    first_seen = scanner.inspection.first_seen
     return PartResult(stats, dict(first_seen), failed, scanner.table.created)
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 
+from .dnscache import DnsCache
 from .errors import MalformedError
-from .flows import DECIDED, Flow
+from .flows import DECIDED, Flow, FlowConfig
 from .inspect.driver import Inspection
 from .pipeline import Scanner, ScanOptions
 from .policy import Policy
@@ -35,8 +36,14 @@ class _PartInspection(Inspection):
     DNS flow (which every partition inspects) are counted once, by the partition that owns it; and
     notes at which packet each reason was first seen, to pick the example one process would keep."""
 
-    def __init__(self, scanner: PartScanner, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        scanner: PartScanner,
+        config: FlowConfig,
+        dnscache: DnsCache,
+        unbound_dns: DnsCache | None = None,
+    ) -> None:
+        super().__init__(config, dnscache, unbound_dns)
         self.scanner = scanner
         self.first_seen: dict[str, int] = {}  # reason -> packet number (of the run) of the example
 
@@ -55,6 +62,8 @@ class PartScanner(Scanner):
     orders the records of all partitions exactly as one process writes them. Every ``tick`` flows
     it calls ``on_record(None, seq)``: nothing more of this partition ended up to ``seq``, so a
     merger need not wait for it."""
+
+    inspection: _PartInspection  # set in __init__, in place of the Scanner's
 
     def __init__(
         self,
