@@ -21,6 +21,7 @@ layers it came through in ``tunnel`` (outermost first; None when there were none
 from __future__ import annotations
 
 from struct import Struct
+from typing import Final
 
 from . import linktypes
 from .errors import MalformedError
@@ -107,7 +108,18 @@ _IP4_FAST = Struct("!BxHxxHxBxx4s4s")
 Decoded = tuple[
     int, bytes, int, bytes, int, int, int, bytes, int, "tuple | None", "tuple[Tunnel, ...] | None"
 ]
-PROTO, SRC, SPORT, DST, DPORT, FLAGS, SEQ, PAYLOAD, IP_LEN, FRAG_KEY, TUNNEL = range(11)
+# Final literals, so the type checker knows which field an index reads.
+PROTO: Final = 0
+SRC: Final = 1
+SPORT: Final = 2
+DST: Final = 3
+DPORT: Final = 4
+FLAGS: Final = 5
+SEQ: Final = 6
+PAYLOAD: Final = 7
+IP_LEN: Final = 8
+FRAG_KEY: Final = 9
+TUNNEL: Final = 10
 
 
 def decode(linktype: int, frame: bytes) -> Decoded | None:
@@ -144,10 +156,10 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
         return None
     if found.__class__ is tuple:
         return found
-    if found.__class__ is str:
-        return None
-    found = _inside(found)
-    return found if found.__class__ is tuple else None
+    if found.__class__ is Inner:
+        inside = _inside(found)
+        return inside if inside.__class__ is tuple else None
+    return None  # a skip reason
 
 
 def _walk(linktype: int, frame: bytes) -> Decoded | str:
@@ -161,17 +173,19 @@ def _walk(linktype: int, frame: bytes) -> Decoded | str:
         found = _ipv6(frame, off)
     else:
         return _link_reason(linktype, frame, etype)
-    return _inside(found) if found.__class__ is Inner else found
+    return _inside(found) if isinstance(found, Inner) else found
 
 
-def _inside(found: Inner) -> Decoded | str:
+def _inside(first: Inner) -> Decoded | str:
     """Follow tunnels from the first one to the TCP/UDP packet inside (or a skip reason)."""
     layers: tuple[Tunnel, ...] = ()
+    inner = first
     while True:
-        layers += (found.tunnel,)
+        layers += (inner.tunnel,)
         if len(layers) > MAX_DEPTH:
-            raise MalformedError(found.tunnel.kind, "depth", f"over {MAX_DEPTH} nested tunnels")
-        frame, etype, off = found.frame, found.etype, found.off
+            raise MalformedError(inner.tunnel.kind, "depth", f"over {MAX_DEPTH} nested tunnels")
+        frame, etype, off = inner.frame, inner.etype, inner.off
+        found: Decoded | Inner | str
         if etype == ETH_IPV4:
             found = _ipv4(frame, off)
         elif etype == ETH_IPV6:
@@ -185,6 +199,8 @@ def _inside(found: Inner) -> Decoded | str:
             return (*found[:FRAG_KEY], frag_key, layers)
         if found.__class__ is str:
             return f"{layers[-1].kind}:{found}"
+        assert found.__class__ is Inner  # _ipv4/_ipv6 return a packet, a reason or a tunnel
+        inner = found
 
 
 def _non_ip(etype: int) -> str:

@@ -86,7 +86,7 @@ def stacked_plot(buckets: Buckets, plot_id: str, title: str) -> str:
     scale = (h - bottom - 15) / top
     for slot, counts in sorted(buckets.counts.items()):
         x = left + (slot - first) * bar
-        y = h - bottom
+        y: float = h - bottom
         for i, name in enumerate(series):
             n = counts.get(name, 0)
             if not n:
@@ -241,8 +241,8 @@ def _head(title: str) -> list[str]:
     ]
 
 
-def _main_view(views: dict) -> str:
-    return max(views, key=views.get) if views else "announced"
+def _main_view(views: dict[str, int]) -> str:
+    return max(views, key=views.__getitem__) if views else "announced"
 
 
 def _scan(agg: ScanAggregate, policy: Policy | None, stats: dict | None) -> list[str]:
@@ -262,7 +262,7 @@ def _scan(agg: ScanAggregate, policy: Policy | None, stats: dict | None) -> list
             f"{_e('; '.join(stats.get('problems') or ()) or 'none')}.</p>"
         )
     out.append('<h2 id="totals">Flows by app, category and action</h2>')
-    rows = [
+    rows: list[tuple[object, ...]] = [
         (a, c, act, n, agg.cell_bytes[(a, c, act)])
         for (a, c, act), n in sorted(agg.cells.items(), key=lambda kv: (kv[0][0] == "-", kv[0]))
     ]
@@ -347,7 +347,7 @@ def _bgp(agg: BgpAggregate, policy: Policy | None) -> list[str]:
         f"{_e(', '.join(sorted(agg.views)))}. Written by classifier {_e(__version__)}.</p>"
     )
     out.append('<h2 id="neighbours">Routes per neighbour</h2>')
-    rows = [
+    rows: list[tuple[object, ...]] = [
         (
             f"AS{k[0]}" if isinstance(k[0], int) else k[0],
             k[1],

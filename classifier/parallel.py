@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from typing import cast
 
 from .flows import Flow
 from .partition import PartScanner, merge_part_stats
@@ -75,7 +76,7 @@ def run_part(
     scanner.finish()
     scanner.fill_stats(stats)
     emit(batch, scanner.ended)
-    first_seen = scanner.inspection.first_seen  # type: ignore[attr-defined]
+    first_seen = scanner.inspection.first_seen
     return PartResult(stats, dict(first_seen), failed, scanner.table.created)
 
 
@@ -146,10 +147,12 @@ def _merge(conns: dict[Connection, int], procs: list, on_record: Callable[[dict]
     pending: list[tuple[int, dict]] = []
     live = list(conns)
     while live:
-        for conn in wait(live):
-            part = conns[conn]  # type: ignore[index]
+        # wait() returns only objects of the list it is given, all Connections here; its stub
+        # declares every kind it accepts (sockets, file descriptors) instead.
+        for conn in cast(list[Connection], wait(live)):
+            part = conns[conn]
             try:
-                msg = conn.recv()  # type: ignore[union-attr]
+                msg = conn.recv()
             except EOFError:
                 procs[part].join()
                 raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None

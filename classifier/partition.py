@@ -15,13 +15,15 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 
+from .dnscache import DnsCache
 from .errors import MalformedError
-from .flows import DECIDED, Flow
+from .flows import DECIDED, Flow, FlowConfig
 from .inspect.driver import Inspection
 from .pipeline import Scanner, ScanOptions
 from .policy import Policy
 from .report import InputStats
 from .signatures import Signatures
+from .tunnels import Tunnel
 
 
 def partition_of(server: bytes, parts: int) -> int:
@@ -34,8 +36,14 @@ class _PartInspection(Inspection):
     DNS flow (which every partition inspects) are counted once, by the partition that owns it; and
     notes at which packet each reason was first seen, to pick the example one process would keep."""
 
-    def __init__(self, scanner: PartScanner, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        scanner: PartScanner,
+        config: FlowConfig,
+        dnscache: DnsCache,
+        unbound_dns: DnsCache | None = None,
+    ) -> None:
+        super().__init__(config, dnscache, unbound_dns)
         self.scanner = scanner
         self.first_seen: dict[str, int] = {}  # reason -> packet number (of the run) of the example
 
@@ -54,6 +62,8 @@ class PartScanner(Scanner):
     orders the records of all partitions exactly as one process writes them. Every ``tick`` flows
     it calls ``on_record(None, seq)``: nothing more of this partition ended up to ``seq``, so a
     merger need not wait for it."""
+
+    inspection: _PartInspection  # set in __init__, in place of the Scanner's
 
     def __init__(
         self,
@@ -84,8 +94,21 @@ class PartScanner(Scanner):
             part = self._parts[server] = partition_of(server, self.parts)
         return part == self.part
 
-    def _new_flow(self, *args: object) -> Flow:  # type: ignore[override]
-        flow = super()._new_flow(*args)  # type: ignore[arg-type]
+    def _new_flow(
+        self,
+        ts: float,
+        linktype: int,
+        frame: bytes,
+        iface: int,
+        proto: int,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        flags: int,
+        tunnel: tuple[Tunnel, ...] | None = None,
+    ) -> Flow:
+        flow = super()._new_flow(ts, linktype, frame, iface, proto, src, sport, dst, dport, flags, tunnel)
         if not flow.dns_client and not self.owns(flow):
             flow.inspecting = False  # counted and timed like any flow, never inspected here
         return flow

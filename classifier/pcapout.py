@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from .errors import OutputError, UserError
 from .flows import DECIDED, Flow
@@ -107,6 +107,12 @@ def attributed(flow: Flow) -> bool:
     return a is not None and (a.app is not None or a.operator is not None)
 
 
+class _PacketWriter(Protocol):
+    """What is used of a ``dpkt.pcap.Writer`` (dpkt has no type information)."""
+
+    def writepkt(self, pkt: bytes, ts: float | None = None) -> None: ...
+
+
 class _Writers:
     """One dpkt pcap writer per link type, opened on its first packet."""
 
@@ -114,7 +120,7 @@ class _Writers:
         self.path = Path(path)
         self.inputs = inputs
         self.files: list[str] = []
-        self._open: dict[int, tuple[BinaryIO, object, str]] = {}
+        self._open: dict[int, tuple[BinaryIO, _PacketWriter, str]] = {}
 
     def write(self, linktype: int, ts: float, frame: bytes) -> None:
         entry = self._open.get(linktype)
@@ -122,11 +128,11 @@ class _Writers:
             entry = self._start(linktype)
         _f, writer, name = entry
         try:
-            writer.writepkt(frame, ts=ts)  # type: ignore[attr-defined]
+            writer.writepkt(frame, ts=ts)
         except OSError as err:
             raise OutputError(f"cannot write {name}: {err.strerror or err}") from None
 
-    def _start(self, linktype: int) -> tuple[BinaryIO, object, str]:
+    def _start(self, linktype: int) -> tuple[BinaryIO, _PacketWriter, str]:
         import dpkt
 
         if self._open:
@@ -148,8 +154,8 @@ class _Writers:
             import dpkt
 
             try:
-                with open(self.path, "wb") as f:
-                    dpkt.pcap.Writer(f, snaplen=262144, linktype=1, nano=True)
+                with open(self.path, "wb") as empty:
+                    dpkt.pcap.Writer(empty, snaplen=262144, linktype=1, nano=True)
             except OSError as err:
                 raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from None
             self.files.append(str(self.path))

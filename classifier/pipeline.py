@@ -125,6 +125,7 @@ class Scanner:
 
         table = self.table
         # flows.flow_key, inline: this is the per-packet path
+        key: tuple  # the 5-tuple, plus the tunnel identity for tunnelled packets
         if sport > dport or (sport == dport and src >= dst):
             key = (src, sport, dst, dport, proto)
         else:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from .attribute import client_hello, ntop
 from .flows import Flow
+from .outputs import TextSink
 from .timeutil import format_instant
 
 _TLS_VERSIONS = {0x0300: "SSL3.0", 0x0301: "TLS1.0", 0x0302: "TLS1.1", 0x0303: "TLS1.2", 0x0304: "TLS1.3"}
@@ -291,7 +292,7 @@ class JsonLinesWriter:
     orjson, not the json module: encoding is a per-flow cost, and orjson does it ten times faster.
     """
 
-    def __init__(self, out: IO[str], line_buffered: bool = False) -> None:
+    def __init__(self, out: TextSink, line_buffered: bool = False) -> None:
         self.out = out
         self.line_buffered = line_buffered
 
@@ -307,7 +308,7 @@ class JsonLinesWriter:
 class CsvWriter:
     """Flat CSV: arrays joined with ';', evidence as 'kind=value', provisions as 'id:status' (last)."""
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: TextSink) -> None:
         self.out = out
         self._w = csv.writer(out)
         self._w.writerow(CSV_COLUMNS)

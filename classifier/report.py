@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import IO
 
 from .blockfloor import FLOOR_RULES
+from .outputs import TextSink
 from .policy import RULE_UNENFORCED
 
 
@@ -128,7 +128,7 @@ class Summary:
                 servers = self.blind_servers[kind] = TopCounter()
             servers.add(r["sni"] or r["dst"])
 
-    def render(self, out: IO[str], stats: InputStats) -> None:
+    def render(self, out: TextSink, stats: InputStats) -> None:
         from rich.table import Table  # only when a summary is printed: rich is slow to import
 
         from .outputs import rich_console

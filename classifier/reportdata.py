@@ -262,28 +262,32 @@ def read_records(paths: Iterable[str], problems: list[str]) -> Iterator[tuple[st
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                why = None
-                try:
-                    r = orjson.loads(line)
-                except orjson.JSONDecodeError as err:
-                    why = f"not JSON ({err.msg})"
-                else:
-                    kind = record_kind(r) if isinstance(r, dict) else None
-                    if kind is None:
-                        why = "neither a scan nor a bgp record"
-                if why is None:
-                    try:
-                        _check_times(r, kind)
-                    except (MalformedError, UserError, TypeError) as err:
-                        why = str(err)
-                if why is not None:
+                parsed = _parse_line(line)
+                if isinstance(parsed, str):
                     bad += 1
                     if bad <= MAX_PROBLEMS:
-                        problems.append(f"{name}: line {n}: {why}")
+                        problems.append(f"{name}: line {n}: {parsed}")
                     continue
+                kind, r = parsed
                 yield kind, r, f"{name}: line {n}"
     if bad > MAX_PROBLEMS:
         problems.append(f"... and {bad - MAX_PROBLEMS} more unusable lines")
+
+
+def _parse_line(line: bytes) -> tuple[str, dict] | str:
+    """(kind, record) of one JSON line, or why the line is unusable."""
+    try:
+        r = orjson.loads(line)
+    except orjson.JSONDecodeError as err:
+        return f"not JSON ({err.msg})"
+    kind = record_kind(r) if isinstance(r, dict) else None
+    if kind is None:
+        return "neither a scan nor a bgp record"
+    try:
+        _check_times(r, kind)
+    except (MalformedError, UserError, TypeError) as err:
+        return str(err)
+    return kind, r
 
 
 def _check_times(r: dict, kind: str) -> None:

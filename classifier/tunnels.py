@@ -54,13 +54,19 @@ class Tunnel(NamedTuple):
     ident: int | None
 
 
-class Inner(NamedTuple):
-    """Where an encapsulated packet is: ``frame`` holds it, ``etype``/``off`` as locate_ip says."""
+class Inner:
+    """Where an encapsulated packet is: ``frame`` holds it, ``etype``/``off`` as locate_ip says.
 
-    tunnel: Tunnel
-    frame: bytes
-    etype: int
-    off: int
+    A plain class, not a tuple: decode tells its results apart by ``__class__ is tuple``, and a
+    tuple subclass here would let the type checker confuse an Inner with a decoded packet."""
+
+    __slots__ = ("etype", "frame", "off", "tunnel")
+
+    def __init__(self, tunnel: Tunnel, frame: bytes, etype: int, off: int) -> None:
+        self.tunnel = tunnel
+        self.frame = frame
+        self.etype = etype
+        self.off = off
 
 
 def tunnel_key(layers: tuple[Tunnel, ...]) -> tuple:

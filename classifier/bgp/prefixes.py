@@ -86,5 +86,8 @@ def collapse(networks: Iterable[str]) -> list[Network]:
     v6: list[ipaddress.IPv6Network] = []
     for text in networks:
         net = ipaddress.ip_network(text, strict=False)
-        (v4 if net.version == 4 else v6).append(net)  # type: ignore[arg-type]
+        if isinstance(net, ipaddress.IPv4Network):
+            v4.append(net)
+        else:
+            v6.append(net)
     return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]

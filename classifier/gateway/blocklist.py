@@ -15,6 +15,7 @@ from pathlib import Path
 
 from classifier.attribute import DEFAULT_CATEGORY, ROLE_CATEGORY
 from classifier.errors import OutputError
+from classifier.sigmodel import HostRule
 
 
 def rule_category(role: str) -> str:
@@ -26,7 +27,7 @@ def rule_category(role: str) -> str:
 class NameVerdict:
     """One host rule at the instant: blocked or not, by which provision, and why."""
 
-    rule: object  # classifier.sigmodel.HostRule
+    rule: HostRule
     category: str | None  # None for operator-only rules (no app)
     blocked: bool
     provision: str | None  # the effective provision that blocks it
@@ -71,10 +72,10 @@ def write_export(output: str | None, text: str) -> None:
     except OSError:
         mode = None
     if target is None or (mode is not None and not stat.S_ISREG(mode)):
-        with TextOutput(target) as out:
-            out.write(text)
+        with TextOutput(target) as sink:
+            sink.write(text)
         return
-    out = Path(output)
+    out = Path(target)
     tmp = out.with_name(out.name + ".tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
