@@ -45,7 +45,7 @@ CATEGORY_ORDER = ("payments", "app-store", "code-use", "cdn", "hosting", "transi
 # The category a host rule's role gives; other roles (api, update, telemetry, web) mean hosting.
 ROLE_CATEGORY = {"payments": "payments", "sdk": "code-use", "cdn": "cdn", "app-store": "app-store"}
 DEFAULT_CATEGORY = "hosting"
-_FLOW_NAMES = ("sni", "http-host", "http-proxy")
+_FLOW_NAMES = ("sni", "http-host", "http-proxy", "socks")
 _WEAK_NAMES = ("name-history", "dns-unsolicited")  # names guessed for this flow, not shown by it
 _DOH_PORTS = (443,)
 _MAX_SHARED = 4096  # distinct attributions kept for sharing
@@ -55,7 +55,7 @@ _MAX_SHARED = 4096  # distinct attributions kept for sharing
 class Evidence:
     """One reason behind an attribution, in the form the records print."""
 
-    kind: str  # sni | http-host | http-proxy | dns | name-history | dns-unsolicited | dns-query |
+    kind: str  # sni | http-host | http-proxy | socks | dns | name-history | dns-unsolicited | dns-query |
     #            cname | store | mmtls | ech | encrypted-dns | prefix | peering
     value: str
     signature: str | None = None
@@ -73,8 +73,8 @@ class Evidence:
 @dataclass(frozen=True, slots=True)
 class Attribution:
     hostname: str | None
-    hostname_source: str | None  # sni | http-proxy | http-host | dns | name-history | dns-unsolicited |
-    #                              dns-query
+    hostname_source: str | None  # sni | socks | http-proxy | http-host | dns | name-history |
+    #                              dns-unsolicited | dns-query
     app: str | None
     operator: str | None
     category: str | None
@@ -148,6 +148,9 @@ class Attributor:
             else:
                 text = sni if quic is None else f"{sni} (QUIC {quic.version_name})"
                 names.append(("sni", sni, text))
+        prelude = facts.get("prelude")
+        if prelude is not None and prelude.host:  # the destination a SOCKS client asked its proxy for
+            names.append(("socks", prelude.host, f"{prelude.kind} CONNECT {prelude.target}"))
         req = facts.get("http")
         if req is not None:
             if req.proxy_host:

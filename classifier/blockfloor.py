@@ -27,6 +27,7 @@ BASIS_KINDS = (
     "sni",
     "http-host",
     "http-proxy",
+    "socks",
     "store",
     "mmtls",
     "dns",

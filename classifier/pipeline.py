@@ -227,7 +227,8 @@ class Scanner:
     def decide(self, flow: Flow) -> None:
         """Attribute the flow and apply the policy; from now on its packets are only counted."""
         flow.stage = DECIDED
-        flow.inspecting = flow.dns_client  # DNS flows keep feeding the cache after the decision
+        # DNS flows keep feeding the cache after the decision; TLS flows read the ServerHello (JA4S)
+        flow.inspecting = flow.dns_client or self.inspection.awaits_server_hello(flow)
         if not flow.inspecting:
             flow.streams = None  # up to inspect_bytes per direction that nothing reads any more
         attribution = self.attributor.attribute(flow)

@@ -33,9 +33,9 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "app_proto": ("string|null",
                   "tls, quic, http, dns, mmtls or unknown: what the client's first bytes were"),
     "hostname": ("string|null",
-                 "best name: SNI, else HTTP proxy target or Host, else DNS-derived, else DNS query"),
+                 "best name: SNI, else SOCKS or HTTP proxy target or Host, else DNS-derived, else DNS query"),
     "hostname_source": ("string|null",
-                        "sni, http-proxy, http-host, dns (answer bound to its query, for the server "
+                        "sni, socks, http-proxy, http-host, dns (answer bound to its query, for the server "
                         "address), name-history, dns-unsolicited (answer bound to no query) or dns-query"),
     "sni": ("string|null", "server_name of the ClientHello (over TLS, or in QUIC Initials)"),
     "alpn": ("array", "ALPN protocols offered"),
@@ -75,6 +75,11 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "end_reason": ("string", "closed, idle, evicted or end-of-input"),
     "notes": ("array", "problems met while inspecting this flow (malformed TLS/HTTP/DNS, DNS responses "
                        "bound to no query...)"),
+    "prelude": ("string|null", "what came before the ClientHello: socks4, socks5 (target in evidence "
+                               "'socks'), smtp, imap, pop3, ftp, xmpp (STARTTLS), ldap (StartTLS), "
+                               "postgres (SSLRequest) or rdp (X.224)"),
+    "ja4": ("string|null", "JA4 fingerprint of the ClientHello (TLS or QUIC), FoxIO specification"),
+    "ja4s": ("string|null", "JA4S fingerprint of the ServerHello, when the server's answer was seen"),
 }
 
 
@@ -86,6 +91,7 @@ def flow_record(flow: Flow) -> dict:
     hello = client_hello(flow)
     quic = facts.get("quic")
     req = facts.get("http")
+    prelude = facts.get("prelude")
     return {
         "file": flow.file,
         "flow": flow.id,
@@ -134,6 +140,9 @@ def flow_record(flow: Flow) -> dict:
         "bytes_s2c": flow.s2c_bytes,
         "end_reason": flow.end_reason,
         "notes": list(flow.notes),
+        "prelude": prelude.kind if prelude is not None else None,
+        "ja4": facts.get("ja4"),
+        "ja4s": facts.get("ja4s"),
     }
 
 
