@@ -46,7 +46,8 @@ def _digests(view: str, captures: list[Path], tmp_path: Path) -> dict[str, str]:
     assert len(set(names)) == len(names), "two captures share a file name"
     # Paths relative to the checkout (run_cli runs there): the statistics name the files, and the
     # digests must not depend on where the tree is checked out.
-    args = ("scan", "--view", view, "--stats", str(stats), "-q", *(os.path.relpath(p, ROOT) for p in captures))
+    paths = [os.path.relpath(p, ROOT) for p in captures]
+    args = ("scan", "--view", view, "--stats", str(stats), "-q", *paths)
     proc = run_cli(*args, check_status=None)
     assert proc.returncode in (0, 3), proc.stderr.decode(errors="replace")
     lines: dict[str, list[bytes]] = {name: [] for name in names}
