@@ -51,7 +51,7 @@ def need_tshark() -> str:
 
 
 def own_captures() -> list[str]:
-    return ["demo.pcap", *sorted(p.name for p in PCAPS.glob("quic*.pcap"))]
+    return ["demo.pcap", "preludes.pcap", "tfo.pcap", *sorted(p.name for p in PCAPS.glob("quic*.pcap"))]
 
 
 def real_captures() -> list[str]:
