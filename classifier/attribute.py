@@ -55,8 +55,8 @@ _MAX_SHARED = 4096  # distinct attributions kept for sharing
 class Evidence:
     """One reason behind an attribution, in the form the records print."""
 
-    kind: str  # sni | http-host | http-proxy | socks | dns | name-history | dns-unsolicited | dns-query |
-    #            cname | store | mmtls | ech | encrypted-dns | prefix | peering
+    kind: str  # sni | http-host | http-proxy | socks | ja4 | dns | name-history | dns-unsolicited |
+    #            dns-query | cname | store | mmtls | ech | encrypted-dns | prefix | peering
     value: str
     signature: str | None = None
     source: str | None = None
@@ -228,6 +228,19 @@ class Attributor:
             elif app == proto_rule.app:
                 confidence = "high"
                 basis.append("mmtls")
+
+        # A JA4 fingerprint of an app's own TLS stack: weak (stacks are shared, and a client can
+        # copy one), so it names the app only when nothing else does, at low confidence, and the
+        # block floor never lets it block alone.
+        ja4 = flow.facts.get("ja4")
+        ja4_rule = sigs.ja4.get(ja4) if ja4 is not None and sigs.ja4 else None
+        if ja4_rule is not None:
+            evidence.append(Evidence("ja4", ja4, ja4_rule.id, ja4_rule.source))
+            if app is None:
+                app = ja4_rule.app
+                operator = operator or self._app_operator.get(app)
+                confidence = "low"
+                basis.append("ja4")
 
         # A CNAME chain (of the DNS answer that named this flow, or of the answers a DNS flow
         # carried) can reach a CDN, or an app name behind a neutral name.
