@@ -15,7 +15,7 @@ from classifier.cli import main as cli_main
 from classifier.decode import decode, fragment, skip_reason, transport
 from classifier.defrag import MAX_DATAGRAM, Defragmenter
 from classifier.errors import MalformedError
-from classifier.inspect import dns, http, mmtls, quic, tls
+from classifier.inspect import dns, http, ja4, mmtls, prelude, quic, serverhello, tls
 from classifier.reassembly import Stream
 from classifier.signatures import Signatures
 
@@ -43,9 +43,12 @@ __all__ = [
     "dns",
     "fragment",
     "http",
+    "ja4",
     "mmtls",
     "open_capture",
+    "prelude",
     "quic",
+    "serverhello",
     "skip_reason",
     "tls",
     "transport",
