@@ -119,3 +119,24 @@ def test_prelude_then_no_tls_gives_up(sigs, policy):
     rec = only(run.done())
     assert (rec["app_proto"], rec["prelude"], rec["sni"]) == ("unknown", "postgres", None)
     assert MAX_PRELUDE_BYTES >= 1024
+
+
+def test_server_hello_is_read_after_the_decision_within_bounds(sigs, policy):
+    """The verdict never waits for the ServerHello; reading it stops at the ServerHello, or after
+    8 more client segments with no answer (the client's bytes are dropped at the decision)."""
+    run = Run(sigs, policy)
+    talk = Talk(run, 40007, 443)
+    talk.say(True, client_hello(NAME))
+    flow = next(iter(run.scanner.table))
+    assert flow.decision is not None and flow.inspecting and not flow.streams[0].data
+    talk.say(False, server_hello(0x1301, [(0x002B, b"\x03\x04")]))
+    assert not flow.inspecting and flow.streams is None and flow.facts["ja4s"].startswith("t130100_1301_")
+
+    talk = Talk(run, 40008, 443)
+    talk.say(True, client_hello(NAME))
+    flow = next(f for f in run.scanner.table if f.client_port == 40008)
+    for _ in range(7):
+        talk.say(True, b"\x17\x03\x03\x00\x01\x00")
+    assert flow.inspecting
+    talk.say(True, b"\x17\x03\x03\x00\x01\x00")
+    assert not flow.inspecting and flow.streams is None and "ja4s" not in flow.facts

@@ -213,7 +213,12 @@ class Inspection:
         streams = flow.streams
         if streams is None or "tls" not in flow.facts or flow.proto != 6:
             return False
-        return not self._read_server_hello(flow, streams[1])
+        if self._read_server_hello(flow, streams[1]):
+            return False
+        client = streams[0]  # only its segment count matters from now on: its bytes go
+        del client.data[:]
+        client.pending.clear()
+        return True
 
     def _server_hello(self, flow: Flow, from_client: bool, seq: int, flags: int, payload: bytes) -> bool:
         streams = flow.streams
