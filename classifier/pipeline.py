@@ -41,6 +41,9 @@ class ScanOptions:
     name_memory: float = 600.0
     # What a block needs beyond the policy: confidence and evidence kinds (blockfloor).
     floor: BlockFloor = field(default_factory=BlockFloor)
+    # Read a decided TLS flow's ServerHello for its JA4S (bounded). The gateway does not: its
+    # flows leave the scanner's hands at the verdict.
+    server_hello: bool = True
 
 
 class Scanner:
@@ -228,7 +231,9 @@ class Scanner:
         """Attribute the flow and apply the policy; from now on its packets are only counted."""
         flow.stage = DECIDED
         # DNS flows keep feeding the cache after the decision; TLS flows read the ServerHello (JA4S)
-        flow.inspecting = flow.dns_client or self.inspection.awaits_server_hello(flow)
+        flow.inspecting = flow.dns_client or (
+            self.options.server_hello and self.inspection.awaits_server_hello(flow)
+        )
         if not flow.inspecting:
             flow.streams = None  # up to inspect_bytes per direction that nothing reads any more
         attribution = self.attributor.attribute(flow)
