@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import orjson
 
-from .attribute import client_hello, ntop
+from .attribute import client_hello, flow_ja4, ntop
 from .flows import Flow
 from .timeutil import format_instant
 
@@ -89,9 +89,10 @@ FIELDS: tuple[RecordField, ...] = (
     F("app_proto", "string|null",
       "tls, quic, http, dns, mmtls or unknown: what the client's first bytes were", "facts.app_proto"),
     F("hostname", "string|null",
-      "best name: SNI, else HTTP proxy target or Host, else DNS-derived, else DNS query", "a.hostname"),
+      "best name: SNI, else SOCKS or HTTP proxy target or Host, else DNS-derived, else DNS query",
+      "a.hostname"),
     F("hostname_source", "string|null",
-      "sni, http-proxy, http-host, dns (answer bound to its query, for the server "
+      "sni, socks, http-proxy, http-host, dns (answer bound to its query, for the server "
       "address), name-history, dns-unsolicited (answer bound to no query) or dns-query",
       "a.hostname_source"),
     F("sni", "string|null", "server_name of the ClientHello (over TLS, or in QUIC Initials)",
@@ -152,6 +153,14 @@ FIELDS: tuple[RecordField, ...] = (
       "addresses, src on the client side) and id (GRE key, PPTP call id, ERSPAN session, VNI, GTP-U TEID "
       "of the flow's first packet; null if the type has none)",
       tunnel_field, csv=tunnel_text),
+    F("prelude", "string|null", "what came before the ClientHello: socks4, socks5 (target in evidence "
+                                "'socks'), smtp, imap, pop3, ftp, xmpp (STARTTLS), ldap (StartTLS), "
+                                "postgres (SSLRequest) or rdp (X.224)",
+      "facts.prelude.kind if facts.prelude is not None else None"),
+    F("ja4", "string|null", "JA4 fingerprint of the ClientHello (TLS or QUIC), FoxIO specification",
+      flow_ja4),
+    F("ja4s", "string|null", "JA4S fingerprint of the ServerHello, when the scan read it (--ja4s)",
+      "facts.ja4s"),
 )
 del F
 

@@ -76,6 +76,7 @@ def run_scan(args: argparse.Namespace) -> int:
         view=args.view, as_of=args.as_of, unenforced_blocks=args.unenforced_blocks,
         flows=FlowConfig(idle_tcp=args.idle_tcp, idle_udp=args.idle_udp, max_flows=args.max_flows),
         floor=BlockFloor(args.block_confidence, args.block_evidence),
+        server_hello=args.ja4s,
     )
     stats = InputStats()
     summary = Summary()
