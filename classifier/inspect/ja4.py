@@ -52,8 +52,32 @@ def _count(n: int) -> str:
     return f"{min(n, 99):02d}"
 
 
+# JA4s already computed, by everything they depend on: clients of one TLS stack send the same
+# ClientHello shape, so most flows of a capture find theirs here instead of formatting and hashing.
+_MEMO: dict[tuple, str] = {}
+_MEMO_MAX = 4096
+
+
 def ja4(hello: ClientHello, quic: bool = False) -> str:
     """The JA4 of a ClientHello sent over TCP (``t``) or in QUIC Initials (``q``)."""
+    key = (
+        quic,
+        hello.versions,
+        hello.legacy_version,
+        hello.extensions,
+        hello.cipher_bytes,
+        hello.signature_algorithm_bytes,
+        hello.alpn_first,
+    )
+    found = _MEMO.get(key)
+    if found is None:
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        found = _MEMO[key] = _ja4(hello, quic)
+    return found
+
+
+def _ja4(hello: ClientHello, quic: bool) -> str:
     version = max(hello.versions) if hello.versions else hello.legacy_version
     exts = hello.extensions
     a = "".join(
@@ -61,17 +85,19 @@ def ja4(hello: ClientHello, quic: bool = False) -> str:
             "q" if quic else "t",
             _VERSIONS.get(version, "00"),
             "d" if EXT_SERVER_NAME in exts else "i",
-            _count(len(hello.cipher_list)),
+            _count(hello.cipher_suites),
             _count(len(exts)),
             _alpn_chars(hello.alpn_first),
         )
     )
-    b = _hash12(_hex_list(sorted(hello.cipher_list))) if hello.cipher_list else _EMPTY_HASH
+    ciphers = hello.cipher_list
+    b = _hash12(_hex_list(sorted(ciphers))) if ciphers else _EMPTY_HASH
     kept = sorted(e for e in exts if e not in (EXT_SERVER_NAME, EXT_ALPN))
     if kept:
         text = _hex_list(kept)
-        if hello.signature_algorithms:
-            text += "_" + _hex_list(hello.signature_algorithms)
+        signature_algorithms = hello.signature_algorithms
+        if signature_algorithms:
+            text += "_" + _hex_list(signature_algorithms)
         c = _hash12(text)
     else:
         c = _EMPTY_HASH

@@ -60,10 +60,25 @@ class ClientHello:
     cipher_suites: int  # count, GREASE removed
     extensions: tuple[int, ...]  # types in order, GREASE removed
     ech_config_id: int | None = None  # config_id of an outer ECH extension (RFC 9849 5)
-    # What a JA4 fingerprint needs besides the above (GREASE removed, in the order sent):
-    cipher_list: tuple[int, ...] = ()
-    signature_algorithms: tuple[int, ...] = ()
+    # What a JA4 fingerprint needs besides the above, kept as the wire bytes (a slice costs less
+    # than decoding on every ClientHello; only a fingerprint reads them, through the properties):
+    cipher_bytes: bytes = b""  # the cipher_suites list, GREASE included
+    signature_algorithm_bytes: bytes = b""  # the signature_algorithms list, GREASE included
     alpn_first: bytes = b""  # the first ALPN protocol name as sent (b"" when none)
+
+    @property
+    def cipher_list(self) -> tuple[int, ...]:
+        """The cipher suites in the order sent, GREASE removed."""
+        return _u16_list(self.cipher_bytes)
+
+    @property
+    def signature_algorithms(self) -> tuple[int, ...]:
+        """signature_algorithms (RFC 8446 section 4.2.3) in the client's order, GREASE removed."""
+        return _u16_list(self.signature_algorithm_bytes)
+
+
+def _u16_list(data: bytes) -> tuple[int, ...]:
+    return tuple(v for (v,) in _U16.iter_unpack(data) if not is_grease(v))
 
 
 def is_grease(value: int) -> bool:
@@ -162,7 +177,8 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
         raise _err("client_hello.cipher_suites", f"cipher suites length {cs_len} is zero or odd")
     if pos + cs_len > n:
         raise _err("client_hello.cipher_suites", "cipher suites overrun the message")
-    cipher_list = tuple(v for (v,) in _U16.iter_unpack(b[pos : pos + cs_len]) if not is_grease(v))
+    cipher_bytes = bytes(b[pos : pos + cs_len])
+    cipher_suites = sum(1 for (v,) in _U16.iter_unpack(cipher_bytes) if not is_grease(v))
     pos += cs_len
 
     if pos >= n:
@@ -177,7 +193,7 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
     sni: str | None = None
     alpn: tuple[str, ...] = ()
     alpn_first = b""
-    sig_algs: tuple[int, ...] = ()
+    sig_algs = b""
     versions: tuple[int, ...] | None = None
     ech = False
     ech_config_id: int | None = None
@@ -223,11 +239,11 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
         versions=versions if versions is not None else (legacy_version,),
         legacy_version=legacy_version,
         ech=ech,
-        cipher_suites=len(cipher_list),
+        cipher_suites=cipher_suites,
         extensions=tuple(ext_types),
         ech_config_id=ech_config_id,
-        cipher_list=cipher_list,
-        signature_algorithms=sig_algs,
+        cipher_bytes=cipher_bytes,
+        signature_algorithm_bytes=sig_algs,
         alpn_first=alpn_first,
     )
 
@@ -294,17 +310,17 @@ def _alpn(b: bytes, start: int, end: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _signature_algorithms(b: bytes, start: int, end: int) -> tuple[int, ...]:
-    """signature_algorithms (RFC 8446 section 4.2.3) in the client's order, GREASE removed.
+def _signature_algorithms(b: bytes, start: int, end: int) -> bytes:
+    """The signature_algorithms list's bytes (RFC 8446 section 4.2.3), decoded only by a fingerprint.
 
     Only a fingerprint needs them, so a malformed list gives what parses rather than an error that
     would cost the ClientHello's name.
     """
     if end - start < 2:
-        return ()
+        return b""
     stop = min(end, start + 2 + ((b[start] << 8) | b[start + 1]))
     stop -= (stop - start) % 2
-    return tuple(v for (v,) in _U16.iter_unpack(b[start + 2 : stop]) if not is_grease(v))
+    return bytes(b[start + 2 : stop])
 
 
 def _supported_versions(b: bytes, start: int, end: int) -> tuple[int, ...]:
