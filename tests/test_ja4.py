@@ -192,3 +192,25 @@ def test_ja4s_alpn_and_piecemeal_records():
     for n in range(len(raw)):
         assert parse_server_hello(raw[:n]) is None
     assert ja4s(parse_server_hello(raw + b"\x14\x03\x03\x00\x01\x01")).startswith("t1302h2_1302_")
+
+
+def test_memoised_ja4_follows_every_input():
+    """JA4 is memoised by the ClientHello's fingerprint inputs: a hello that differs in one of them
+    (signature algorithms, cipher order, transport) must not get another's cached value."""
+    base = ja4(hello(CHROME_CIPHERS, CHROME_EXTS))
+    assert ja4(hello(CHROME_CIPHERS, CHROME_EXTS)) == base
+    assert ja4(hello(CHROME_CIPHERS, CHROME_EXTS, sigalgs=CHROME_SIGALGS[:-1])) != base
+    assert ja4(hello(CHROME_CIPHERS, CHROME_EXTS), quic=True) == "q" + base[1:]
+    # cipher order does not change JA4 (sorted), but a different set does
+    assert ja4(hello(CHROME_CIPHERS[::-1], CHROME_EXTS)) == base
+    assert ja4(hello(CHROME_CIPHERS[:-1], CHROME_EXTS)) != base
+
+
+def test_client_hello_keeps_fingerprint_lists_as_wire_bytes():
+    """The parser slices the cipher and signature_algorithms lists (GREASE included) and decodes
+    them only when a fingerprint asks, GREASE removed."""
+    parsed = hello(CHROME_CIPHERS, CHROME_EXTS)  # GREASE first, as Chrome sends it
+    assert parsed.cipher_bytes[:2] == struct.pack("!H", GREASE)
+    assert parsed.cipher_list == tuple(CHROME_CIPHERS)
+    assert parsed.cipher_suites == len(CHROME_CIPHERS)
+    assert parsed.signature_algorithms == tuple(CHROME_SIGALGS)

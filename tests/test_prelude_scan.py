@@ -153,3 +153,15 @@ def test_server_hello_is_not_read_unless_asked(sigs, policy):
     talk.say(False, server_hello(0x1301, [(0x002B, b"\x03\x04")]))
     rec = only(run.done())
     assert rec["ja4s"] is None and rec["ja4"].startswith("t13d")
+
+
+def test_ja4_is_computed_at_record_time_not_on_the_packet_path(sigs, policy):
+    """The decision needs no JA4 (the shipped JA4 table is empty): the packet that decides the flow
+    leaves it uncomputed, and the record computes it once."""
+    run = Run(sigs, policy)
+    talk = Talk(run, 40010, 443)
+    talk.say(True, client_hello(NAME))
+    flow = next(iter(run.scanner.table))
+    assert flow.decision is not None and flow.facts.tls is not None and flow.facts.ja4 is None
+    rec = flow_record(flow)
+    assert rec["ja4"].startswith("t13d") and flow.facts.ja4 == rec["ja4"]
