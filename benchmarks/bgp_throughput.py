@@ -64,8 +64,10 @@ def build_rib(path: Path, prefixes: int, peers: int, operator_share: float, seed
         community = w.attr(8, struct.pack(">HH", peer_as & 0xFFFF, rng.randrange(1000)), 0xC0)
         return w.rib_attrs(w.seq(*path_asns)) + community
 
-    plain_pool = [[attrs(peer_as, 65000 + rng.randrange(400), rng.randrange(1, 5)) for _ in range(64)]
-                  for _, peer_as in peer_list]
+    plain_pool = [
+        [attrs(peer_as, 65000 + rng.randrange(400), rng.randrange(1, 5)) for _ in range(64)]
+        for _, peer_as in peer_list
+    ]
     with path.open("wb") as f:
         f.write(w.peer_index_table(dump, peer_list))
         for i in range(prefixes):
@@ -114,8 +116,13 @@ def run(contenders: list[Contender], repeat: int) -> None:
     for _ in range(repeat):
         for c in contenders:
             start = time.perf_counter()
-            proc = subprocess.Popen(c.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=c.cwd,
-                                    preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+            proc = subprocess.Popen(
+                c.cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=c.cwd,
+                preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+            )
             out = proc.stdout.read().decode() if proc.stdout else ""
             _, status, usage = os.wait4(proc.pid, 0)
             code = os.waitstatus_to_exitcode(status)
@@ -132,8 +139,21 @@ def time_file(args: argparse.Namespace) -> None:
     source = args.input.resolve()
 
     def classifier(cwd: Path | None, stats: Path) -> Contender:
-        return Contender([sys.executable, "-m", "classifier", "bgp", str(source), "-o", os.devnull, "-q",
-                          "--stats", str(stats)], cwd)
+        return Contender(
+            [
+                sys.executable,
+                "-m",
+                "classifier",
+                "bgp",
+                str(source),
+                "-o",
+                os.devnull,
+                "-q",
+                "--stats",
+                str(stats),
+            ],
+            cwd,
+        )
 
     contenders = {"classifier bgp": (classifier(ROOT, WORK / "bgp-stats.json"), WORK / "bgp-stats.json")}
     if args.compare_with:
@@ -151,8 +171,10 @@ def time_file(args: argparse.Namespace) -> None:
             routes[name] = found["routes"]
     if len(set(routes.values())) > 1:
         sys.exit(f"the contenders disagree on the operator routes: {routes}")
-    print(f"{source.name}: {records} records, {source.stat().st_size / 1e6:.1f} MB, "
-          f"{next(iter(routes.values()))} operator routes")
+    print(
+        f"{source.name}: {records} records, {source.stat().st_size / 1e6:.1f} MB, "
+        f"{next(iter(routes.values()))} operator routes"
+    )
     print(f"{'contender':<20} {'seconds':>9} {'CPU s':>8} {'records/s':>12} {'peak RSS MiB':>13}")
     for name, (c, _) in contenders.items():
         rate = (records or 0) / c.wall
@@ -169,14 +191,26 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=8)
     ap.add_argument("--operator-share", type=float, default=0.001)
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--compress", choices=("none", "gzip", "bzip2"), default="none",
-                    help="read the RIB compressed this way")
+    ap.add_argument(
+        "--compress",
+        choices=("none", "gzip", "bzip2"),
+        default="none",
+        help="read the RIB compressed this way",
+    )
     ap.add_argument("--no-baseline", action="store_true", help="skip the (slow) bare mrtparse loop")
-    ap.add_argument("--compare-with", metavar="DIR", type=Path,
-                    help="also time the classifier of this checkout (e.g. a worktree of main)")
+    ap.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        type=Path,
+        help="also time the classifier of this checkout (e.g. a worktree of main)",
+    )
     ap.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
-    ap.add_argument("--input", metavar="FILE", type=Path,
-                    help="time this MRT file (any type, any compression) instead of a synthetic RIB")
+    ap.add_argument(
+        "--input",
+        metavar="FILE",
+        type=Path,
+        help="time this MRT file (any type, any compression) instead of a synthetic RIB",
+    )
     args = ap.parse_args()
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -187,14 +221,29 @@ def main() -> None:
     if not rib.exists():
         t = time.perf_counter()
         build_rib(rib, args.prefixes, args.peers, args.operator_share)
-        print(f"built {rib.name}: {rib.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s",
-              file=sys.stderr)
+        print(
+            f"built {rib.name}: {rib.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f} s",
+            file=sys.stderr,
+        )
     source = compressed_copy(rib, args.compress)
     entries = args.prefixes * args.peers
 
     def classifier(cwd: Path | None, stats: Path) -> Contender:
-        return Contender([sys.executable, "-m", "classifier", "bgp", str(source), "-o", os.devnull, "-q",
-                          "--stats", str(stats)], cwd)
+        return Contender(
+            [
+                sys.executable,
+                "-m",
+                "classifier",
+                "bgp",
+                str(source),
+                "-o",
+                os.devnull,
+                "-q",
+                "--stats",
+                str(stats),
+            ],
+            cwd,
+        )
 
     contenders = {"classifier bgp": (classifier(ROOT, WORK / "bgp-stats.json"), WORK / "bgp-stats.json")}
     if args.compare_with:
@@ -206,8 +255,13 @@ def main() -> None:
 
     results = {}
     for name, (c, stats) in contenders.items():
-        figures = {"seconds": c.wall, "cpu_seconds": c.cpu, "prefixes_per_s": args.prefixes / c.wall,
-                   "entries_per_s": entries / c.wall, "peak_rss_mib": c.rss / 1024}
+        figures = {
+            "seconds": c.wall,
+            "cpu_seconds": c.cpu,
+            "prefixes_per_s": args.prefixes / c.wall,
+            "entries_per_s": entries / c.wall,
+            "peak_rss_mib": c.rss / 1024,
+        }
         if stats is None:
             assert int(c.out.split()[0]) == args.prefixes + 1
         else:
@@ -217,14 +271,20 @@ def main() -> None:
             figures["operator_routes"] = found["routes"]
         results[name] = figures
 
-    print(f"RIB: {args.prefixes} prefixes x {args.peers} peers = {entries} entries, "
-          f"{rib.stat().st_size / 1e6:.1f} MB, read as {source.name} ({source.stat().st_size / 1e6:.1f} MB), "
-          f"operator share {args.operator_share}")
-    print(f"{'contender':<20} {'seconds':>9} {'CPU s':>8} {'prefixes/s':>12} {'entries/s':>12} "
-          f"{'peak RSS MiB':>13}")
+    print(
+        f"RIB: {args.prefixes} prefixes x {args.peers} peers = {entries} entries, "
+        f"{rib.stat().st_size / 1e6:.1f} MB, read as {source.name} ({source.stat().st_size / 1e6:.1f} MB), "
+        f"operator share {args.operator_share}"
+    )
+    print(
+        f"{'contender':<20} {'seconds':>9} {'CPU s':>8} {'prefixes/s':>12} {'entries/s':>12} "
+        f"{'peak RSS MiB':>13}"
+    )
     for name, r in results.items():
-        print(f"{name:<20} {r['seconds']:>9.2f} {r['cpu_seconds']:>8.2f} {r['prefixes_per_s']:>12,.0f} "
-              f"{r['entries_per_s']:>12,.0f} {r['peak_rss_mib']:>13.1f}")
+        print(
+            f"{name:<20} {r['seconds']:>9.2f} {r['cpu_seconds']:>8.2f} {r['prefixes_per_s']:>12,.0f} "
+            f"{r['entries_per_s']:>12,.0f} {r['peak_rss_mib']:>13.1f}"
+        )
     for name in results:
         if name != "classifier bgp":
             ratio = results[name]["cpu_seconds"] / results["classifier bgp"]["cpu_seconds"]

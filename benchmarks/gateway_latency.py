@@ -174,8 +174,11 @@ print(json.dumps(out))
 
 
 def measure(lab: netlab.Lab, requests: int, seconds: float) -> dict:
-    proc = lab.run("client", [sys.executable, "-c", CLIENT_SCRIPT, SERVER, ECHO_PORT, SINK_PORT, 80,
-                              requests, seconds], timeout=300)
+    proc = lab.run(
+        "client",
+        [sys.executable, "-c", CLIENT_SCRIPT, SERVER, ECHO_PORT, SINK_PORT, 80, requests, seconds],
+        timeout=300,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"client failed: {proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -183,9 +186,28 @@ def measure(lab: netlab.Lab, requests: int, seconds: float) -> dict:
 
 def start_gateway(lab: netlab.Lab, tmp: Path, *extra: str):
     log = tmp / f"records-{time.monotonic_ns()}.jsonl"  # one log per gateway: records are found by port
-    argv = [sys.executable, "-m", "classifier", "gateway", "--mode", "inline", "--enforce", "-i", "gw-cli",
-            "-i", "gw-srv", "--log", str(log), "--metrics", METRICS, "--idle-udp", "5",
-            "--sync-interval", "1", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "classifier",
+        "gateway",
+        "--mode",
+        "inline",
+        "--enforce",
+        "-i",
+        "gw-cli",
+        "-i",
+        "gw-srv",
+        "--log",
+        str(log),
+        "--metrics",
+        METRICS,
+        "--idle-udp",
+        "5",
+        "--sync-interval",
+        "1",
+        *extra,
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     err = tmp / f"gateway-{time.monotonic_ns()}.err"
     with open(err, "wb") as fh:
@@ -286,13 +308,20 @@ def measure_queues(lab: netlab.Lab, tmp: Path, queues: int, seconds: float) -> d
         f1 = scrape(lab).get(flows_key, 0)
     finally:
         lab.stop(gw)
-    return {"queues": queues, "pps": through / seconds, "cpu_us": (cpu1 - cpu0) / max(1, through) * 1e6,
-            "offered": spread["sent"] / seconds, "per_queue": per_q,
-            "flows": (f1 - f0) / seconds, "flows_offered": newflows["sent"] / seconds}
+    return {
+        "queues": queues,
+        "pps": through / seconds,
+        "cpu_us": (cpu1 - cpu0) / max(1, through) * 1e6,
+        "offered": spread["sent"] / seconds,
+        "per_queue": per_q,
+        "flows": (f1 - f0) / seconds,
+        "flows_offered": newflows["sent"] / seconds,
+    }
 
 
-def measure_sustained(lab: netlab.Lab, tmp: Path, queues: int | None, pps: float, count: int,
-                      busy: bool = False) -> dict:
+def measure_sustained(
+    lab: netlab.Lab, tmp: Path, queues: int | None, pps: float, count: int, busy: bool = False
+) -> dict:
     """One paced UDP flow; with a gateway (``queues``), the packets of it that went through Python
     after its decision: its record's packets minus what the kernel counted on its set elements,
     minus the deciding packet. ``busy``: new flows as fast as the client can make them, to another
@@ -301,8 +330,12 @@ def measure_sustained(lab: netlab.Lab, tmp: Path, queues: int | None, pps: float
     bg = None
     try:
         if busy:
-            bg = lab.popen("client", traffic_argv("background", 9, count / pps + 1, SPREAD),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            bg = lab.popen(
+                "client",
+                traffic_argv("background", 9, count / pps + 1, SPREAD),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             time.sleep(0.5)
         run = traffic(lab, "paced", 0, [SERVER], pps, count)
         kernel = element_packets(lab, run["sport"]) if gw else 0
@@ -319,9 +352,14 @@ def measure_sustained(lab: netlab.Lab, tmp: Path, queues: int | None, pps: float
     setup = "plain forwarding"
     if queues:
         setup = f"inline, {queues} queue{'s' if queues > 1 else ''}{', busy' if busy else ''}"
-    return {"setup": setup, "sent": run["sent"], "received": run["received"],
-            "rate": run["sent"] / run["seconds"], "loss": 1 - run["received"] / max(1, run["sent"]),
-            "python": python}
+    return {
+        "setup": setup,
+        "sent": run["sent"],
+        "received": run["received"],
+        "rate": run["sent"] / run["seconds"],
+        "loss": 1 - run["received"] / max(1, run["sent"]),
+        "python": python,
+    }
 
 
 def worst(runs: list[dict]) -> dict:
@@ -341,10 +379,16 @@ def summary(name: str, m: dict) -> dict:
     def p95(key: str) -> float:
         return statistics.quantiles(m[key], n=20)[18]
 
-    return {"setup": name, "http_med": med("http_ms"), "http_p95": p95("http_ms"),
-            "udp1_med": med("udp_one_flow_ms"), "udpnew_med": med("udp_new_flow_ms"),
-            "udpnew_p95": p95("udp_new_flow_ms"), "pps": m["udp_pps"],
-            "loss": 1 - m["udp_received"] / max(1, m["udp_sent"])}
+    return {
+        "setup": name,
+        "http_med": med("http_ms"),
+        "http_p95": p95("http_ms"),
+        "udp1_med": med("udp_one_flow_ms"),
+        "udpnew_med": med("udp_new_flow_ms"),
+        "udpnew_p95": p95("udp_new_flow_ms"),
+        "pps": m["udp_pps"],
+        "loss": 1 - m["udp_received"] / max(1, m["udp_sent"]),
+    }
 
 
 def main() -> int:
@@ -355,8 +399,12 @@ def main() -> int:
     ap.add_argument("--flow-pps", type=float, default=10_000, help="rate of the sustained flow")
     ap.add_argument("--flow-packets", type=int, default=60_000, help="length of the sustained flow")
     ap.add_argument("--repeat", type=int, default=3, help="runs of the sustained flow per setup (default 3)")
-    ap.add_argument("--only", choices=("latency", "queues", "sustained"), action="append",
-                    help="run only these parts (repeatable; default all)")
+    ap.add_argument(
+        "--only",
+        choices=("latency", "queues", "sustained"),
+        action="append",
+        help="run only these parts (repeatable; default all)",
+    )
     args = ap.parse_args()
     parts = set(args.only or ("latency", "queues", "sustained"))
     why = netlab.lab_unavailable()
@@ -390,59 +438,86 @@ def main() -> int:
             for queues in sorted({1, args.queues}):
                 qrows.append(measure_queues(lab, tmp, queues, args.seconds))
         if "sustained" in parts:
-            for queues, busy in ((None, False), (1, False), (args.queues, False), (1, True),
-                                 (args.queues, True)):
-                runs = [measure_sustained(lab, tmp, queues, args.flow_pps, args.flow_packets, busy)
-                        for _ in range(args.repeat)]
+            for queues, busy in (
+                (None, False),
+                (1, False),
+                (args.queues, False),
+                (1, True),
+                (args.queues, True),
+            ):
+                runs = [
+                    measure_sustained(lab, tmp, queues, args.flow_pps, args.flow_packets, busy)
+                    for _ in range(args.repeat)
+                ]
                 srows.append(worst(runs))
         records = sum(len(log.read_text().splitlines()) for log in tmp.glob("records-*.jsonl"))
-    print(f"gateway benchmark: {os.cpu_count()} CPUs, load average before the run "
-          f"{os.getloadavg()[0]:.1f}, {records} flow records written")
+    print(
+        f"gateway benchmark: {os.cpu_count()} CPUs, load average before the run "
+        f"{os.getloadavg()[0]:.1f}, {records} flow records written"
+    )
     if rows:
         base = rows[0]
         print(f"\nlatency: {args.requests} requests per figure, {args.seconds:g} s UDP blast")
-        head = (f"{'setup':<20} {'HTTP new conn ms':>17} {'p95':>7} {'UDP 1 flow ms':>14} "
-                f"{'UDP new flow ms':>16} {'p95':>7} {'UDP pkts/s':>11} {'loss':>6}")
+        head = (
+            f"{'setup':<20} {'HTTP new conn ms':>17} {'p95':>7} {'UDP 1 flow ms':>14} "
+            f"{'UDP new flow ms':>16} {'p95':>7} {'UDP pkts/s':>11} {'loss':>6}"
+        )
         print(head)
         print("-" * len(head))
         for r in rows:
-            print(f"{r['setup']:<20} {r['http_med']:>17.3f} {r['http_p95']:>7.3f} {r['udp1_med']:>14.3f} "
-                  f"{r['udpnew_med']:>16.3f} {r['udpnew_p95']:>7.3f} {r['pps']:>11,.0f} {r['loss']:>6.1%}")
+            print(
+                f"{r['setup']:<20} {r['http_med']:>17.3f} {r['http_p95']:>7.3f} {r['udp1_med']:>14.3f} "
+                f"{r['udpnew_med']:>16.3f} {r['udpnew_p95']:>7.3f} {r['pps']:>11,.0f} {r['loss']:>6.1%}"
+            )
         print("added latency (median) vs plain forwarding:")
         for r in rows[1:]:
-            print(f"  {r['setup']:<18} HTTP new connection {r['http_med'] - base['http_med']:+.3f} ms, "
-                  f"UDP one flow {r['udp1_med'] - base['udp1_med']:+.3f} ms, "
-                  f"UDP new flow {r['udpnew_med'] - base['udpnew_med']:+.3f} ms, "
-                  f"UDP throughput {r['pps'] / base['pps']:.0%} of plain")
+            print(
+                f"  {r['setup']:<18} HTTP new connection {r['http_med'] - base['http_med']:+.3f} ms, "
+                f"UDP one flow {r['udp1_med'] - base['udp1_med']:+.3f} ms, "
+                f"UDP new flow {r['udpnew_med'] - base['udpnew_med']:+.3f} ms, "
+                f"UDP throughput {r['pps'] / base['pps']:.0%} of plain"
+            )
     if qrows:
         one = qrows[0]
-        print(f"\ninline, --no-offload: every packet through Python; {len(SPREAD)} UDP flows on "
-              f"{len(SPREAD)} server addresses for {args.seconds:g} s")
-        head = (f"{'queues':>6} {'pkts/s via Python':>18} {'CPU us/pkt':>11} {'offered pkts/s':>15} "
-                f"{'new flows/s':>12} {'offered':>9}  per queue")
+        print(
+            f"\ninline, --no-offload: every packet through Python; {len(SPREAD)} UDP flows on "
+            f"{len(SPREAD)} server addresses for {args.seconds:g} s"
+        )
+        head = (
+            f"{'queues':>6} {'pkts/s via Python':>18} {'CPU us/pkt':>11} {'offered pkts/s':>15} "
+            f"{'new flows/s':>12} {'offered':>9}  per queue"
+        )
         print(head)
         print("-" * len(head))
         for r in qrows:
             per = ", ".join(f"{q}: {n:,.0f}" for q, n in sorted(r["per_queue"].items()))
-            print(f"{r['queues']:>6} {r['pps']:>18,.0f} {r['cpu_us']:>11.1f} {r['offered']:>15,.0f} "
-                  f"{r['flows']:>12,.0f} {r['flows_offered']:>9,.0f}  {per}")
+            print(
+                f"{r['queues']:>6} {r['pps']:>18,.0f} {r['cpu_us']:>11.1f} {r['offered']:>15,.0f} "
+                f"{r['flows']:>12,.0f} {r['flows_offered']:>9,.0f}  {per}"
+            )
         for r in qrows[1:]:
             want = SCALE_TARGET * r["queues"]
-            print(f"  {r['queues']} queues: {r['pps'] / one['pps']:.2f} x one queue (target >= {want:.1f} x, "
-                  f"with {r['queues']} idle cores: {'met' if r['pps'] / one['pps'] >= want else 'NOT met'}); "
-                  f"new flows/s {r['flows'] / one['flows']:.2f} x")
+            print(
+                f"  {r['queues']} queues: {r['pps'] / one['pps']:.2f} x one queue (target >= {want:.1f} x, "
+                f"with {r['queues']} idle cores: {'met' if r['pps'] / one['pps'] >= want else 'NOT met'}); "
+                f"new flows/s {r['flows'] / one['flows']:.2f} x"
+            )
         ok = "met" if one["flows"] >= NEW_FLOWS_TARGET else "NOT met"
         print(f"  new flows/s, one queue: {one['flows']:,.0f} (target >= {NEW_FLOWS_TARGET:,}: {ok})")
     if srows:
         bound = OFFLOAD_AFTER + FLUSH_AFTER_PACKETS
         plain = srows[0]["loss"]
-        print(f"\nsustained UDP flow: {args.flow_packets:,} packets at {args.flow_pps:,.0f}/s, offload_after "
-              f"{OFFLOAD_AFTER}, worst of {args.repeat} runs. 'busy': new flows to another port as fast as "
-              "the client can, so the queue never drains.\nTargets: loss <= plain forwarding's; packets "
-              f"through Python after the decision <= offload_after + {FLUSH_AFTER_PACKETS} = {bound}, plus, "
-              f"when busy, what already waited in the queue (at most queue_maxlen = {QUEUE_MAXLEN})")
-        head = (f"{'setup':<24} {'sent':>8} {'received':>9} {'pkts/s':>8} {'loss':>7}  "
-                f"{'via Python after decision (worst; each run)':>44} {'target':>7}")
+        print(
+            f"\nsustained UDP flow: {args.flow_packets:,} packets at {args.flow_pps:,.0f}/s, offload_after "
+            f"{OFFLOAD_AFTER}, worst of {args.repeat} runs. 'busy': new flows to another port as fast as "
+            "the client can, so the queue never drains.\nTargets: loss <= plain forwarding's; packets "
+            f"through Python after the decision <= offload_after + {FLUSH_AFTER_PACKETS} = {bound}, plus, "
+            f"when busy, what already waited in the queue (at most queue_maxlen = {QUEUE_MAXLEN})"
+        )
+        head = (
+            f"{'setup':<24} {'sent':>8} {'received':>9} {'pkts/s':>8} {'loss':>7}  "
+            f"{'via Python after decision (worst; each run)':>44} {'target':>7}"
+        )
         print(head)
         print("-" * len(head))
         for r in srows:
@@ -453,8 +528,10 @@ def main() -> int:
                 via = f"{r['python']:,.0f}; " + ", ".join(f"{n:,.0f}" for n in r["python_all"])
                 met = r["python"] <= limit and r["loss"] <= plain + 1e-9
                 target, verdict = f"{limit:,}", "  met" if met else "  NOT met"
-            print(f"{r['setup']:<24} {r['sent']:>8,} {r['received']:>9,} {r['rate']:>8,.0f} "
-                  f"{r['loss']:>7.2%}  {via:>44} {target:>7}{verdict}")
+            print(
+                f"{r['setup']:<24} {r['sent']:>8,} {r['received']:>9,} {r['rate']:>8,.0f} "
+                f"{r['loss']:>7.2%}  {via:>44} {target:>7}{verdict}"
+            )
     return 0
 
 

@@ -65,8 +65,11 @@ def build_corpus(copies: int, corpus: str = "all") -> Path:
     if out.exists():
         return out
     WORK.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, str(SHARED / "bench" / "make_corpus.py"), str(out), str(copies),
-                    *captures], check=True, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(SHARED / "bench" / "make_corpus.py"), str(out), str(copies), *captures],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
     return out
 
 
@@ -84,13 +87,15 @@ def measure(cmd: list[str], repeat: int) -> tuple[float, int, str, float]:
 
 def _child(cmd: list[str]) -> tuple[float, int, str, float]:
     """Peak RSS per child: run through a tiny wrapper that reports its child's ru_maxrss."""
-    wrapper = ("import os,resource,subprocess,sys,time\n"
-               "os.sched_setaffinity(0,{int(sys.argv[1])})\n"
-               "t=time.perf_counter();p=subprocess.run(sys.argv[2:],stdout=subprocess.PIPE)\n"
-               "w=time.perf_counter()-t\n"
-               "u=resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-               "c=u.ru_utime+u.ru_stime\n"
-               "sys.stdout.write(f'{w} {u.ru_maxrss} {p.returncode} {c}\\n'+p.stdout.decode())\n")
+    wrapper = (
+        "import os,resource,subprocess,sys,time\n"
+        "os.sched_setaffinity(0,{int(sys.argv[1])})\n"
+        "t=time.perf_counter();p=subprocess.run(sys.argv[2:],stdout=subprocess.PIPE)\n"
+        "w=time.perf_counter()-t\n"
+        "u=resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "c=u.ru_utime+u.ru_stime\n"
+        "sys.stdout.write(f'{w} {u.ru_maxrss} {p.returncode} {c}\\n'+p.stdout.decode())\n"
+    )
     cpu = sorted(os.sched_getaffinity(0))[0]
     res = subprocess.run([sys.executable, "-c", wrapper, str(cpu), *cmd], capture_output=True, check=True)
     head, _, rest = res.stdout.decode().partition("\n")
@@ -111,15 +116,28 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--copies", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--corpus", choices=sorted(CORPORA), action="append",
-                    help="corpus to measure (repeatable; default: all and quic)")
+    ap.add_argument(
+        "--corpus",
+        choices=sorted(CORPORA),
+        action="append",
+        help="corpus to measure (repeatable; default: all and quic)",
+    )
     ap.add_argument("--capture", help="measure this capture instead of building corpora")
     ap.add_argument("--json", help="also write the figures here")
-    ap.add_argument("--scan-args", default="", metavar="'OPTIONS'",
-                    help="extra options for classifier scan, e.g. '--write-pcap /tmp/out.pcap' or "
-                         "'--html /tmp/r.html': what they cost, beside the same baseline")
-    ap.add_argument("--against", action="append", default=[], metavar="DIR",
-                    help="also measure the classifier package of this source tree (repeatable)")
+    ap.add_argument(
+        "--scan-args",
+        default="",
+        metavar="'OPTIONS'",
+        help="extra options for classifier scan, e.g. '--write-pcap /tmp/out.pcap' or "
+        "'--html /tmp/r.html': what they cost, beside the same baseline",
+    )
+    ap.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also measure the classifier package of this source tree (repeatable)",
+    )
     args = ap.parse_args()
     for tree in args.against:
         if not (Path(tree) / "classifier" / "__main__.py").is_file():
@@ -138,13 +156,20 @@ def main() -> int:
     n_start = n_start_cpu = 0.0
     if ndpi:
         n_start, _, _, n_start_cpu = measure(ndpi_reader(ndpi, empty), args.repeat)
-    print(f"one CPU, best of {args.repeat}; start-up (a run on an empty capture): "
-          f"dpkt loop {b_start:.2f} s ({b_start_cpu:.2f} s CPU), classifier {c_start:.2f} s "
-          f"({c_start_cpu:.2f} s CPU)"
-          + (f", ndpiReader {n_start:.2f} s ({n_start_cpu:.2f} s CPU)" if ndpi else
-             "; ndpiReader not installed (apt-get install libndpi-bin adds it)"))
-    print(f"{'corpus':8}{'':22}{'packets/s':>12}{'steady pkt/s':>14}{'seconds':>9}{'CPU s':>8}"
-          f"{'steady CPU s':>14}{'peak RSS MiB':>14}")
+    print(
+        f"one CPU, best of {args.repeat}; start-up (a run on an empty capture): "
+        f"dpkt loop {b_start:.2f} s ({b_start_cpu:.2f} s CPU), classifier {c_start:.2f} s "
+        f"({c_start_cpu:.2f} s CPU)"
+        + (
+            f", ndpiReader {n_start:.2f} s ({n_start_cpu:.2f} s CPU)"
+            if ndpi
+            else "; ndpiReader not installed (apt-get install libndpi-bin adds it)"
+        )
+    )
+    print(
+        f"{'corpus':8}{'':22}{'packets/s':>12}{'steady pkt/s':>14}{'seconds':>9}{'CPU s':>8}"
+        f"{'steady CPU s':>14}{'peak RSS MiB':>14}"
+    )
     results = {}
     for name, capture in captures.items():
         b_wall, b_rss, b_out, b_cpu = measure(baseline(capture), args.repeat)
@@ -153,10 +178,16 @@ def main() -> int:
         stats = json.loads((WORK / "stats.json").read_text())
         if stats["packets"] != packets:
             sys.exit(f"classifier saw {stats['packets']} packets, dpkt {packets}")
-        figures = {"capture": str(capture), "bytes": capture.stat().st_size, "packets": packets,
-                   "flows": stats["flows"]}
-        rows = [("bare dpkt read loop", b_wall, b_start, b_rss, b_cpu, b_start_cpu),
-                ("classifier scan", c_wall, c_start, c_rss, c_cpu, c_start_cpu)]
+        figures = {
+            "capture": str(capture),
+            "bytes": capture.stat().st_size,
+            "packets": packets,
+            "flows": stats["flows"],
+        }
+        rows = [
+            ("bare dpkt read loop", b_wall, b_start, b_rss, b_cpu, b_start_cpu),
+            ("classifier scan", c_wall, c_start, c_rss, c_cpu, c_start_cpu),
+        ]
         for tree in args.against:
             a_start, _, _, a_start_cpu = measure(classifier(empty, extra, tree), args.repeat)
             a_wall, a_rss, _, a_cpu = measure(classifier(capture, extra, tree), args.repeat)
@@ -168,23 +199,36 @@ def main() -> int:
             steady_cpu = cpu - start_cpu
             # A run shorter than its own start-up (timer noise) has no steady rate: say so.
             steady = f"{packets / (wall - start):14,.0f}" if wall - start > 0.01 else f"{'n/a':>14}"
-            print(f"{name:8}{who:22}{packets / wall:12,.0f}{steady}{wall:9.2f}{cpu:8.2f}"
-                  f"{steady_cpu:14.2f}{rss / 1024:14.1f}")
-            figures[who] = {"pps": packets / wall, "seconds": wall, "cpu_seconds": cpu,
-                            "steady_cpu_seconds": steady_cpu, "peak_rss_kib": rss}
+            print(
+                f"{name:8}{who:22}{packets / wall:12,.0f}{steady}{wall:9.2f}{cpu:8.2f}"
+                f"{steady_cpu:14.2f}{rss / 1024:14.1f}"
+            )
+            figures[who] = {
+                "pps": packets / wall,
+                "seconds": wall,
+                "cpu_seconds": cpu,
+                "steady_cpu_seconds": steady_cpu,
+                "peak_rss_kib": rss,
+            }
         ours = figures["classifier scan"]
         others = [r[0] for r in rows[2:] if r[0] != "ndpiReader"]
         for other in ("bare dpkt read loop", "ndpiReader", *others):
             if other in figures:
                 whole = _ratio(ours["cpu_seconds"], figures[other]["cpu_seconds"])
                 steady = _ratio(ours["steady_cpu_seconds"], figures[other]["steady_cpu_seconds"])
-                print(f"{name:8}CPU time classifier / {other}: {whole} (whole process), {steady} "
-                      "(start-up subtracted)")
-        print(f"{name:8}{capture.name}: {capture.stat().st_size / 1e6:.1f} MB, {packets} packets, "
-              f"{stats['flows']} flows")
+                print(
+                    f"{name:8}CPU time classifier / {other}: {whole} (whole process), {steady} "
+                    "(start-up subtracted)"
+                )
+        print(
+            f"{name:8}{capture.name}: {capture.stat().st_size / 1e6:.1f} MB, {packets} packets, "
+            f"{stats['flows']} flows"
+        )
         results[name] = figures
-    print("packets/s = packets / wall time of the whole process; steady = start-up subtracted; "
-          "CPU s = least user + system time; compare CPU time on a shared machine")
+    print(
+        "packets/s = packets / wall time of the whole process; steady = start-up subtracted; "
+        "CPU s = least user + system time; compare CPU time on a shared machine"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
@@ -205,8 +249,10 @@ def classifier(path: Path, extra: list[str] | None = None, tree: str | None = No
     args = ["scan", str(path), "-o", os.devnull, "-q", "--stats", str(WORK / "stats.json"), *(extra or ())]
     if tree is None:
         return [sys.executable, "-m", "classifier", *args]
-    run = ("import runpy,sys;sys.path.insert(0,sys.argv.pop(1));"
-           "runpy.run_module('classifier',run_name='__main__')")
+    run = (
+        "import runpy,sys;sys.path.insert(0,sys.argv.pop(1));"
+        "runpy.run_module('classifier',run_name='__main__')"
+    )
     return [sys.executable, "-P", "-c", run, str(Path(tree).resolve()), *args]
 
 

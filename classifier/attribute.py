@@ -89,8 +89,13 @@ def flow_ja4(flow: Flow) -> str | None:
 class Attributor:
     """Applies the rules above with one set of signatures and the run's name caches."""
 
-    def __init__(self, sigs: Signatures, dnscache: DnsCache, seen_names: DnsCache | None = None,
-                 unbound_dns: DnsCache | None = None) -> None:
+    def __init__(
+        self,
+        sigs: Signatures,
+        dnscache: DnsCache,
+        seen_names: DnsCache | None = None,
+        unbound_dns: DnsCache | None = None,
+    ) -> None:
         self.sigs = sigs
         self.dnscache = dnscache  # answers bound to their query
         self.seen_names = seen_names  # server address -> SNI/Host names its clients used
@@ -108,12 +113,16 @@ class Attributor:
             return f"outer SNI {sni} is an ECH public name", known.id, known.source
         seen = self.dnscache.ech_public_names.get(sni)
         if seen is not None:
-            return (f"outer SNI {sni} is the ECH public name an HTTPS record for {seen[0]} published",
-                    None, None)
+            return (
+                f"outer SNI {sni} is the ECH public name an HTTPS record for {seen[0]} published",
+                None,
+                None,
+            )
         return None
 
-    def _flow_names(self, flow: Flow,
-                    evidence: list[Evidence]) -> tuple[list[tuple[str, str, str]], str | None]:
+    def _flow_names(
+        self, flow: Flow, evidence: list[Evidence]
+    ) -> tuple[list[tuple[str, str, str]], str | None]:
         """(kind, name, evidence text) of the names the flow itself shows, best first; and the
         outer SNI when it is an ECH public name (so not a name of this flow)."""
         facts = flow.facts
@@ -160,9 +169,14 @@ class Attributor:
             elif self.seen_names is not None and (server_entry is None or server_entry.kind != "cdn"):
                 seen = self.seen_names.lookup(flow.server, flow.first_ts, flow.client)
                 if seen is not None and seen.same_client:
-                    names.append(("name-history", seen.answer.name,
-                                  f"this client named {ntop(flow.server)} {seen.answer.name} "
-                                  f"since {format_instant(seen.answer.ts)}"))
+                    names.append(
+                        (
+                            "name-history",
+                            seen.answer.name,
+                            f"this client named {ntop(flow.server)} {seen.answer.name} "
+                            f"since {format_instant(seen.answer.ts)}",
+                        )
+                    )
             if not names and self.unbound_dns is not None:
                 dns_match = self.unbound_dns.lookup(flow.server, flow.first_ts, flow.client)
                 if dns_match is not None:
@@ -244,8 +258,9 @@ class Attributor:
                         operator = operator or self._app_operator.get(app)
                         confidence = "low" if weak_chain else "medium"
                         basis.append("dns-unsolicited" if weak_chain else "cname")
-                        evidence.append(Evidence("cname", f"{chain[0]} -> {target}",
-                                                 chain_rule.id, chain_rule.source))
+                        evidence.append(
+                            Evidence("cname", f"{chain[0]} -> {target}", chain_rule.id, chain_rule.source)
+                        )
 
         # App-store: a clear-text request to a store host for one of the apps' packages.
         req = flow.facts.http
@@ -267,8 +282,14 @@ class Attributor:
         if server_entry is not None:
             server_asn = server_entry.asn
             server_owner = server_entry.owner
-            evidence.append(Evidence("prefix", f"{ntop(flow.server)} in {server_entry.network} "
-                                     f"(AS{server_entry.asn})", server_entry.id, server_entry.source))
+            evidence.append(
+                Evidence(
+                    "prefix",
+                    f"{ntop(flow.server)} in {server_entry.network} (AS{server_entry.asn})",
+                    server_entry.id,
+                    server_entry.source,
+                )
+            )
             if server_entry.kind == "operator":
                 if operator is None:
                     operator = server_entry.owner
@@ -298,27 +319,32 @@ class Attributor:
 
         encrypted = self._encrypted_dns(flow, hostname if hostname_source == "sni" else hidden, evidence)
 
-        if (app is not None and hostname_source != "dns-query"
-                and not categories & {"cdn", "payments", "app-store", "code-use"}):
+        if (
+            app is not None
+            and hostname_source != "dns-query"
+            and not categories & {"cdn", "payments", "app-store", "code-use"}
+        ):
             categories.add("hosting")  # the app's own name served from a non-CDN address
         if app is None and operator is None:
             categories.clear()
         cats = tuple(c for c in CATEGORY_ORDER if c in categories)
-        return self._share(Attribution(
-            hostname=hostname,
-            hostname_source=hostname_source,
-            app=app,
-            operator=operator,
-            category=cats[0] if cats else None,
-            categories=cats,
-            confidence=confidence if (app or operator) else None,
-            evidence=tuple(evidence),
-            server_asn=server_asn,
-            server_owner=server_owner,
-            encrypted_dns=encrypted,
-            ech_public_name=hidden,
-            basis=tuple(dict.fromkeys(basis)) if (app or operator) else (),
-        ))
+        return self._share(
+            Attribution(
+                hostname=hostname,
+                hostname_source=hostname_source,
+                app=app,
+                operator=operator,
+                category=cats[0] if cats else None,
+                categories=cats,
+                confidence=confidence if (app or operator) else None,
+                evidence=tuple(evidence),
+                server_asn=server_asn,
+                server_owner=server_owner,
+                encrypted_dns=encrypted,
+                ech_public_name=hidden,
+                basis=tuple(dict.fromkeys(basis)) if (app or operator) else (),
+            )
+        )
 
     def _share(self, attribution: Attribution) -> Attribution:
         shared = self._shared.get(attribution)
@@ -336,20 +362,28 @@ class Attributor:
         handshake = facts.tls is not None or facts.quic is not None
         port = sigs.encrypted_ports.get((flow.proto, flow.server_port))
         if port is not None and (handshake or facts.app_proto in (None, "unknown", "quic")):
-            evidence.append(Evidence("encrypted-dns", f"{port.kind.upper()} on port {port.port}",
-                                     port.id, port.source))
+            evidence.append(
+                Evidence("encrypted-dns", f"{port.kind.upper()} on port {port.port}", port.id, port.source)
+            )
             return port.kind
         if flow.server_port not in _DOH_PORTS or not handshake:
             return None
         resolver = sigs.resolver_for(sni) if sni else None
         if resolver is not None:
-            evidence.append(Evidence("encrypted-dns", f"DoH to {sni} ({resolver.name})",
-                                     resolver.id, resolver.source))
+            evidence.append(
+                Evidence("encrypted-dns", f"DoH to {sni} ({resolver.name})", resolver.id, resolver.source)
+            )
             return "doh"
         resolver = sigs.resolver_addresses.get(flow.server)
         if resolver is not None and not sni:
-            evidence.append(Evidence("encrypted-dns", f"HTTPS without SNI to {ntop(flow.server)} "
-                                     f"({resolver.name})", resolver.id, resolver.source))
+            evidence.append(
+                Evidence(
+                    "encrypted-dns",
+                    f"HTTPS without SNI to {ntop(flow.server)} ({resolver.name})",
+                    resolver.id,
+                    resolver.source,
+                )
+            )
             return "doh"
         return None
 
@@ -363,4 +397,3 @@ def _answered(flow: Flow, match: DnsMatch) -> str:
     if a.unbound is not None:
         text += f" in a response bound to no query ({a.unbound}: {EXPLAIN[a.unbound]})"
     return text
-

@@ -162,8 +162,16 @@ class CaptureReader:
     malformed: Counter[str]
     on_malformed: Callable[[MalformedError], None] | None
 
-    def __init__(self, path: str, display: str, f: BinaryIO, owned: bool, raw: RawInput,
-                 compressed: bool, size: int | None) -> None:
+    def __init__(
+        self,
+        path: str,
+        display: str,
+        f: BinaryIO,
+        owned: bool,
+        raw: RawInput,
+        compressed: bool,
+        size: int | None,
+    ) -> None:
         self.path = path
         self.compressed = compressed
         self.interfaces = []
@@ -203,8 +211,9 @@ class CaptureReader:
                 self._problem(0, None, f"truncated file header: 24 bytes needed, {len(buf)} present")
                 self._gen: Iterator[tuple[float, int, bytes, int]] = iter(())
                 return
-            _ver_major, _ver_minor, _zone, _sigfigs, snaplen, network = \
-                _STRUCTS[order].pcap_hdr.unpack_from(buf, 4)
+            _ver_major, _ver_minor, _zone, _sigfigs, snaplen, network = _STRUCTS[order].pcap_hdr.unpack_from(
+                buf, 4
+            )
             linktype = network & 0x03FFFFFF  # upper bits carry FCS information (as libpcap masks it)
             self.interfaces.append(Interface(linktype, None, snaplen))
             limit = max(min(snaplen, _MAX_BLOCK), _MAX_RECORD)
@@ -214,8 +223,7 @@ class CaptureReader:
             self._gen = self._pcapng_records(buf, 0)
         else:
             hexed = " ".join(f"{b:02x}" for b in magic)
-            raise CaptureError(f"{display}: {what} is not a pcap or pcapng capture "
-                               f"(starts with {hexed})")
+            raise CaptureError(f"{display}: {what} is not a pcap or pcapng capture (starts with {hexed})")
 
     # -- public surface ---------------------------------------------------------------------------
 
@@ -294,8 +302,9 @@ class CaptureReader:
             return parts[0]
         return b"".join(parts)
 
-    def _pcap_records(self, buf: bytes, pos: int, st: _Structs, units: float, linktype: int,
-                      limit: int) -> Iterator[tuple[float, int, bytes, int]]:
+    def _pcap_records(
+        self, buf: bytes, pos: int, st: _Structs, units: float, linktype: int, limit: int
+    ) -> Iterator[tuple[float, int, bytes, int]]:
         unpack = st.pcap_rec.unpack_from
         more = self._more
         n = len(buf)
@@ -309,13 +318,19 @@ class CaptureReader:
                 n = len(buf)
                 if n < 16:
                     if n:
-                        self._problem(self._base, self.records + dropped + 1,
-                                      f"truncated record header: 16 bytes needed, {n} present")
+                        self._problem(
+                            self._base,
+                            self.records + dropped + 1,
+                            f"truncated record header: 16 bytes needed, {n} present",
+                        )
                     return
             sec, frac, incl, _orig = unpack(buf, pos)
             if incl > limit:
-                self._stop(self._base + pos, self.records + dropped + 1,
-                           f"corrupt record: header says {incl} bytes, more than the limit {limit}")
+                self._stop(
+                    self._base + pos,
+                    self.records + dropped + 1,
+                    f"corrupt record: header says {incl} bytes, more than the limit {limit}",
+                )
                 return
             end = pos + 16 + incl
             if end > n:
@@ -324,16 +339,22 @@ class CaptureReader:
                 n = len(buf)
                 end = 16 + incl
                 if end > n:
-                    self._problem(self._base, self.records + dropped + 1,
-                                  f"truncated record: header says {incl} bytes, {n - 16} present")
+                    self._problem(
+                        self._base,
+                        self.records + dropped + 1,
+                        f"truncated record: header says {incl} bytes, {n - 16} present",
+                    )
                     return
             if frac < units:
                 self.records += 1
-                yield sec + frac / units, linktype, buf[pos + 16:end], 0
+                yield sec + frac / units, linktype, buf[pos + 16 : end], 0
             else:
                 dropped += 1
-                self._bad_timestamp("pcap", f"fraction {frac} is not below one second "
-                                            f"({'microseconds' if units == 1e6 else 'nanoseconds'})")
+                self._bad_timestamp(
+                    "pcap",
+                    f"fraction {frac} is not below one second "
+                    f"({'microseconds' if units == 1e6 else 'nanoseconds'})",
+                )
             pos = end
 
     def _pcapng_records(self, buf: bytes, pos: int) -> Iterator[tuple[float, int, bytes, int]]:
@@ -356,14 +377,20 @@ class CaptureReader:
             if n - pos >= 24:
                 btype, blen, iid, hi, lo, caplen = fast(buf, pos)
                 end = pos + blen
-                if (btype == 6 and end <= n and iid < nif and caplen + 32 <= blen <= max_block
-                        and not blen & 3 and u32(buf, end - 4)[0] == blen):
+                if (
+                    btype == 6
+                    and end <= n
+                    and iid < nif
+                    and caplen + 32 <= blen <= max_block
+                    and not blen & 3
+                    and u32(buf, end - 4)[0] == blen
+                ):
                     gidx, linktype, units, tsoffset, _snap = ifaces[iid]
                     ts = ((hi << 32) | lo) / units + tsoffset
                     if ts_min <= ts <= ts_max:
                         last_ts = ts
                         self.records += 1
-                        yield ts, linktype, buf[pos + 28:pos + 28 + caplen], gidx
+                        yield ts, linktype, buf[pos + 28 : pos + 28 + caplen], gidx
                     else:
                         skipped += 1
                         self._bad_timestamp("pcapng", _range_detail(hi, lo, units, tsoffset, ts))
@@ -377,19 +404,23 @@ class CaptureReader:
                 n = len(buf)
                 if n < 12:
                     if n:
-                        problem(self._base, None,
-                                f"truncated block: {n} bytes left, a block needs at least 12")
+                        problem(
+                            self._base, None, f"truncated block: {n} bytes left, a block needs at least 12"
+                        )
                     return
             btype, blen = st.u32x2.unpack_from(buf, pos)
             if btype == _SHB:  # the same number in either byte order; the section sets the order
-                bom = buf[pos + 8:pos + 12]
+                bom = buf[pos + 8 : pos + 12]
                 if bom == _BOM_LE:
                     st = _STRUCTS["<"]
                 elif bom == _BOM_BE:
                     st = _STRUCTS[">"]
                 else:
-                    self._stop(self._base + pos, None,
-                               f"corrupt section header block: byte-order magic is {bom.hex()}")
+                    self._stop(
+                        self._base + pos,
+                        None,
+                        f"corrupt section header block: byte-order magic is {bom.hex()}",
+                    )
                     return
                 fast = st.epb_fast.unpack_from
                 u32 = st.u32.unpack_from
@@ -397,8 +428,13 @@ class CaptureReader:
             kind = _PACKET_BLOCKS.get(btype)
             number = self.records + skipped + 1 if kind else None
             if blen < 12 or blen & 3 or blen > max_block:
-                why = ("is less than 12" if blen < 12 else
-                       "is not a multiple of 4" if blen & 3 else f"exceeds the {max_block >> 20} MiB limit")
+                why = (
+                    "is less than 12"
+                    if blen < 12
+                    else "is not a multiple of 4"
+                    if blen & 3
+                    else f"exceeds the {max_block >> 20} MiB limit"
+                )
                 self._stop(self._base + pos, number, f"corrupt block: total length {blen} {why}")
                 return
             end = pos + blen
@@ -408,13 +444,19 @@ class CaptureReader:
                 n = len(buf)
                 end = blen
                 if end > n:
-                    problem(self._base, number,
-                            f"truncated {kind or 'block'}: block length says {blen} bytes, {n} present")
+                    problem(
+                        self._base,
+                        number,
+                        f"truncated {kind or 'block'}: block length says {blen} bytes, {n} present",
+                    )
                     return
             (trailer,) = u32(buf, end - 4)
             if trailer != blen:
-                self._stop(self._base + pos, number,
-                           f"corrupt block: trailing length {trailer} differs from leading length {blen}")
+                self._stop(
+                    self._base + pos,
+                    number,
+                    f"corrupt block: trailing length {trailer} differs from leading length {blen}",
+                )
                 return
             offset = self._base + pos
 
@@ -428,12 +470,18 @@ class CaptureReader:
                     else:  # the obsolete Packet Block: 16-bit interface id, then a drop count
                         iid, _drops, hi, lo, caplen = st.pb.unpack_from(buf, pos + 8)
                     if caplen > blen - 32:
-                        problem(offset, number, f"{kind}: captured length {caplen} exceeds the block's "
-                                f"{blen - 32} data bytes")
+                        problem(
+                            offset,
+                            number,
+                            f"{kind}: captured length {caplen} exceeds the block's {blen - 32} data bytes",
+                        )
                         skipped += 1
                     elif iid >= nif:
-                        problem(offset, number,
-                                f"packet names interface {iid}, but the section has {nif} interface(s)")
+                        problem(
+                            offset,
+                            number,
+                            f"packet names interface {iid}, but the section has {nif} interface(s)",
+                        )
                         skipped += 1
                     else:
                         gidx, linktype, units, tsoffset, _snap = ifaces[iid]
@@ -441,7 +489,7 @@ class CaptureReader:
                         if ts_min <= ts <= ts_max:
                             last_ts = ts
                             self.records += 1
-                            yield ts, linktype, buf[pos + 28:pos + 28 + caplen], gidx
+                            yield ts, linktype, buf[pos + 28 : pos + 28 + caplen], gidx
                         else:
                             skipped += 1
                             self._bad_timestamp("pcapng", _range_detail(hi, lo, units, tsoffset, ts))
@@ -450,8 +498,11 @@ class CaptureReader:
                     problem(offset, number, f"simple packet block too short ({blen} bytes)")
                     skipped += 1
                 elif not nif:
-                    problem(offset, number,
-                            "simple packet block, but the section has no interface description block")
+                    problem(
+                        offset,
+                        number,
+                        "simple packet block, but the section has no interface description block",
+                    )
                     skipped += 1
                 else:
                     gidx, linktype, _units, _tsoffset, snaplen = ifaces[0]
@@ -460,7 +511,7 @@ class CaptureReader:
                     if snaplen:
                         caplen = min(caplen, snaplen)
                     self.records += 1
-                    yield last_ts, linktype, buf[pos + 12:pos + 12 + caplen], gidx
+                    yield last_ts, linktype, buf[pos + 12 : pos + 12 + caplen], gidx
             elif btype == _IDB:
                 if blen < 20:
                     problem(offset, None, f"interface description block too short ({blen} bytes)")
@@ -468,8 +519,12 @@ class CaptureReader:
                     linktype, _reserved, snaplen = st.idb.unpack_from(buf, pos + 8)
                     name, units, tsoffset, bad = _idb_options(buf, pos + 16, end - 4, st)
                     if bad:
-                        problem(offset, None, f"interface description block: malformed options ({bad}); "
-                                "interface kept with the options read so far")
+                        problem(
+                            offset,
+                            None,
+                            f"interface description block: malformed options ({bad}); "
+                            "interface kept with the options read so far",
+                        )
                     ifaces.append((len(self.interfaces), linktype, units, tsoffset, snaplen))
                     nif = len(ifaces)
                     self.interfaces.append(Interface(linktype, name, snaplen))
@@ -490,8 +545,10 @@ class CaptureReader:
 def _range_detail(hi: int, lo: int, units: int, tsoffset: int, ts: float) -> str:
     """What is wrong with a pcapng timestamp, in the file's own terms."""
     offset = f" + if_tsoffset {tsoffset} s" if tsoffset else ""
-    return (f"{(hi << 32) | lo} ticks of 1/{units} s{offset} = {ts:.0f} s since 1970, outside "
-            "1970-01-01..9999-12-31T23:59:59Z")
+    return (
+        f"{(hi << 32) | lo} ticks of 1/{units} s{offset} = {ts:.0f} s since 1970, outside "
+        "1970-01-01..9999-12-31T23:59:59Z"
+    )
 
 
 def _idb_options(buf: bytes, o: int, stop: int, st: _Structs) -> tuple[str | None, int, int, str]:
@@ -507,10 +564,10 @@ def _idb_options(buf: bytes, o: int, stop: int, st: _Structs) -> tuple[str | Non
         if o + olen > stop:
             return name, units, tsoffset, f"option {code} runs past the block"
         if code == _OPT_IF_NAME:
-            name = buf[o:o + olen].rstrip(b"\0").decode("utf-8", "replace")
+            name = buf[o : o + olen].rstrip(b"\0").decode("utf-8", "replace")
         elif code == _OPT_IF_TSRESOL and olen >= 1:
             r = buf[o]
-            units = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
+            units = 2 ** (r & 0x7F) if r & 0x80 else 10**r
         elif code == _OPT_IF_TSOFFSET and olen >= 8:
             (tsoffset,) = st.q.unpack_from(buf, o)
         o += (olen + 3) & ~3

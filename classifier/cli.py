@@ -19,68 +19,120 @@ from .errors import OutputError, UserError
 from .exitcodes import Exit, epilog
 from .flows import DEFAULT_MAX_FLOWS
 
-DESCRIPTION = ("Classify WeChat/TikTok infrastructure traffic in captures, on a live gateway and in BGP "
-               "routes, and decide block or log per the dated US orders; every verdict says why.")
+DESCRIPTION = (
+    "Classify WeChat/TikTok infrastructure traffic in captures, on a live gateway and in BGP "
+    "routes, and decide block or log per the dated US orders; every verdict says why."
+)
 
 # Modules with register(subparsers, signature_subparsers) adding their own commands.
 PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="classifier", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="classifier", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"classifier {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    s = sub.add_parser("scan", help="classify the flows of pcap/pcapng captures",
-                       description="Classify every flow of the captures; one record per flow.",
-                       epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("captures", nargs="+", metavar="CAPTURE",
-                   help="pcap or pcapng file, optionally gzip-compressed; '-' reads standard input")
-    add_output_arguments(s, "jsonl: one JSON object per flow (default); csv: one row per flow; "
-                            "table: summary of app x category x action and top hostnames; parquet: "
-                            "-o names a directory of part-NNNNN.parquet files (one per Dask task) with "
-                            "the record schema (needs the extra dask)",
-                         formats=("jsonl", "table", "csv", "parquet"))
+    s = sub.add_parser(
+        "scan",
+        help="classify the flows of pcap/pcapng captures",
+        description="Classify every flow of the captures; one record per flow.",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument(
+        "captures",
+        nargs="+",
+        metavar="CAPTURE",
+        help="pcap or pcapng file, optionally gzip-compressed; '-' reads standard input",
+    )
+    add_output_arguments(
+        s,
+        "jsonl: one JSON object per flow (default); csv: one row per flow; "
+        "table: summary of app x category x action and top hostnames; parquet: "
+        "-o names a directory of part-NNNNN.parquet files (one per Dask task) with "
+        "the record schema (needs the extra dask)",
+        formats=("jsonl", "table", "csv", "parquet"),
+    )
     add_policy_arguments(s, "decide every flow at this instant instead of its first packet's time")
     add_floor_arguments(s, defaults=True)
     s.add_argument("--peering", metavar="FILE", help="peering map: neighbour MAC/interface -> ASN (TOML)")
-    s.add_argument("--continuous", action="store_true",
-                   help="treat the captures as one stream (rotated files of one link): flows and DNS "
-                        "answers carry over between files. Default: each file on its own")
-    s.add_argument("--idle-tcp", type=positive(float), default=300.0, metavar="SECONDS",
-                   help="TCP idle timeout in packet time (default 300)")
-    s.add_argument("--idle-udp", type=positive(float), default=60.0, metavar="SECONDS",
-                   help="UDP idle timeout in packet time (default 60)")
-    s.add_argument("--max-flows", type=positive(int), default=DEFAULT_MAX_FLOWS, metavar="N",
-                   help="hard cap on live flows; beyond it the least recently active are evicted "
-                        "(and reported). Memory follows it: a bare live flow costs under 1 KiB, real "
-                        f"traffic about 1.6 KiB per flow, so the default {DEFAULT_MAX_FLOWS} bounds "
-                        "the flow table near 0.5 GiB for a flood and 0.8 GiB for real traffic")
-    s.add_argument("--workers", type=positive(int), default=1, metavar="N",
-                   help="scan with N processes (default 1: one process). The records, their order, "
-                        "flow numbers and the statistics are exactly those of one process; every "
-                        "worker reads all the captures (files only, not '-') and reports the flows "
-                        "of its share of server addresses (docs/ARCHITECTURE.md, Scale-out)")
-    s.add_argument("--dask", metavar="SCHEDULER",
-                   help="run the scan as Dask tasks: 'local' (a cluster of --workers processes on this "
-                        "machine, default one per core) or a scheduler address such as tcp://host:8786 "
-                        "(the workers read the captures from the same paths: docs/scale-out.md). "
-                        "CAPTURE may then also be a directory or a quoted glob. Needs the extra: "
-                        "pip install 'classifier[dask]'")
-    s.add_argument("--ja4s", action="store_true",
-                   help="also read each TLS flow's ServerHello after its decision (at most 8 more "
-                        "segments) for the record field ja4s; off by default, as it costs CPU on every "
-                        "TLS flow. The verdict never waits for it")
+    s.add_argument(
+        "--continuous",
+        action="store_true",
+        help="treat the captures as one stream (rotated files of one link): flows and DNS "
+        "answers carry over between files. Default: each file on its own",
+    )
+    s.add_argument(
+        "--idle-tcp",
+        type=positive(float),
+        default=300.0,
+        metavar="SECONDS",
+        help="TCP idle timeout in packet time (default 300)",
+    )
+    s.add_argument(
+        "--idle-udp",
+        type=positive(float),
+        default=60.0,
+        metavar="SECONDS",
+        help="UDP idle timeout in packet time (default 60)",
+    )
+    s.add_argument(
+        "--max-flows",
+        type=positive(int),
+        default=DEFAULT_MAX_FLOWS,
+        metavar="N",
+        help="hard cap on live flows; beyond it the least recently active are evicted "
+        "(and reported). Memory follows it: a bare live flow costs under 1 KiB, real "
+        f"traffic about 1.6 KiB per flow, so the default {DEFAULT_MAX_FLOWS} bounds "
+        "the flow table near 0.5 GiB for a flood and 0.8 GiB for real traffic",
+    )
+    s.add_argument(
+        "--workers",
+        type=positive(int),
+        default=1,
+        metavar="N",
+        help="scan with N processes (default 1: one process). The records, their order, "
+        "flow numbers and the statistics are exactly those of one process; every "
+        "worker reads all the captures (files only, not '-') and reports the flows "
+        "of its share of server addresses (docs/ARCHITECTURE.md, Scale-out)",
+    )
+    s.add_argument(
+        "--dask",
+        metavar="SCHEDULER",
+        help="run the scan as Dask tasks: 'local' (a cluster of --workers processes on this "
+        "machine, default one per core) or a scheduler address such as tcp://host:8786 "
+        "(the workers read the captures from the same paths: docs/scale-out.md). "
+        "CAPTURE may then also be a directory or a quoted glob. Needs the extra: "
+        "pip install 'classifier[dask]'",
+    )
+    s.add_argument(
+        "--ja4s",
+        action="store_true",
+        help="also read each TLS flow's ServerHello after its decision (at most 8 more "
+        "segments) for the record field ja4s; off by default, as it costs CPU on every "
+        "TLS flow. The verdict never waits for it",
+    )
     s.add_argument("--stats", metavar="FILE", help="also write the input statistics as JSON here")
-    s.add_argument("--html", metavar="FILE", help="also write the HTML report of this run here "
-                                                  "(as `classifier report` would)")
-    s.add_argument("--write-pcap", metavar="FILE",
-                   help="also write every packet of every attributed flow (app or operator) here, as "
-                        "pcap, in input order (README: 'Back to packets')")
-    s.add_argument("--write-pcap-where", metavar="FIELD=VALUE[,...]",
-                   help="only flows whose record has these values, e.g. action=block,app=wechat "
-                        "(alternatives with '|': app=wechat|tiktok)")
+    s.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the HTML report of this run here (as `classifier report` would)",
+    )
+    s.add_argument(
+        "--write-pcap",
+        metavar="FILE",
+        help="also write every packet of every attributed flow (app or operator) here, as "
+        "pcap, in input order (README: 'Back to packets')",
+    )
+    s.add_argument(
+        "--write-pcap-where",
+        metavar="FIELD=VALUE[,...]",
+        help="only flows whose record has these values, e.g. action=block,app=wechat "
+        "(alternatives with '|': app=wechat|tiktok)",
+    )
     s.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     s.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     s.set_defaults(func=_scan)
@@ -101,16 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the flow record schema (Markdown)").set_defaults(func=_schema)
 
-    rep = sub.add_parser("report", help="one self-contained HTML report of scan or bgp records",
-                         description="Aggregate JSON-lines records of `classifier scan` or `classifier bgp` "
-                                     "(routes and --timeline) into one HTML file: tables and SVG plots, "
-                                     "no script, nothing fetched when it is viewed.",
-                         epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    rep.add_argument("records", nargs="+", metavar="RECORDS",
-                     help="JSON-lines file of scan or bgp records ('-': standard input)")
+    rep = sub.add_parser(
+        "report",
+        help="one self-contained HTML report of scan or bgp records",
+        description="Aggregate JSON-lines records of `classifier scan` or `classifier bgp` "
+        "(routes and --timeline) into one HTML file: tables and SVG plots, "
+        "no script, nothing fetched when it is viewed.",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument(
+        "records",
+        nargs="+",
+        metavar="RECORDS",
+        help="JSON-lines file of scan or bgp records ('-': standard input)",
+    )
     rep.add_argument("-o", "--output", required=True, metavar="FILE", help="the HTML file to write")
-    rep.add_argument("--policy", metavar="DIR", help="policy directory for the policy timeline "
-                                                     "(default: the shipped one)")
+    rep.add_argument(
+        "--policy", metavar="DIR", help="policy directory for the policy timeline (default: the shipped one)"
+    )
     rep.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     rep.set_defaults(func=_report)
 
@@ -145,40 +206,51 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug: say so in one line; CLASSIFIER_DEBUG=1 shows the traceback
         if os.environ.get("CLASSIFIER_DEBUG"):
             raise
-        print(f"classifier: internal error: {type(err).__name__}: {err} "
-              "(please report it; rerun with CLASSIFIER_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(
+            f"classifier: internal error: {type(err).__name__}: {err} "
+            "(please report it; rerun with CLASSIFIER_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
         return Exit.INTERNAL
 
 
 def warn_ignored_options(args: argparse.Namespace) -> None:
     """Say so when a flag given can have no effect, rather than ignore it silently."""
     if getattr(args, "unenforced_blocks", None) and getattr(args, "view", None) == "announced":
-        print("classifier: warning: --unenforced-blocks applies to the in-force view only (non-enforcement "
-              "windows are a legal status); it changes nothing in the announced view", file=sys.stderr)
+        print(
+            "classifier: warning: --unenforced-blocks applies to the in-force view only (non-enforcement "
+            "windows are a legal status); it changes nothing in the announced view",
+            file=sys.stderr,
+        )
 
 
 def _scan(args: argparse.Namespace) -> int:
     from .commands.scan import run_scan
+
     return run_scan(args)
 
 
 def _schema(args: argparse.Namespace) -> int:
     from .commands.schema import run_schema
+
     return run_schema(args)
 
 
 def _report(args: argparse.Namespace) -> int:
     from .commands.report import run_report
+
     return run_report(args)
 
 
 def _policy(args: argparse.Namespace) -> int:
     from .commands.policy import run_policy
+
     return run_policy(args)
 
 
 def _signatures(args: argparse.Namespace) -> int:
     from .commands.signatures import run_check
+
     return run_check(args)
 
 

@@ -37,8 +37,9 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     return conv
 
 
-def add_output_arguments(p: argparse.ArgumentParser, format_help: str,
-                         formats: tuple[str, ...] = ("jsonl", "table", "csv")) -> None:
+def add_output_arguments(
+    p: argparse.ArgumentParser, format_help: str, formats: tuple[str, ...] = ("jsonl", "table", "csv")
+) -> None:
     """-o and --format, as every command that writes records has them."""
     p.add_argument("-o", "--output", metavar="FILE", help="write records here instead of standard output")
     p.add_argument("--format", choices=formats, default="jsonl", help=format_help)
@@ -79,11 +80,18 @@ def add_floor_arguments(p: argparse.ArgumentParser, defaults: bool) -> None:
     """
     from .blockfloor import CONFIDENCE_LEVELS, DEFAULT_CONFIDENCE, DEFAULT_EVIDENCE
 
-    p.add_argument("--block-confidence", choices=CONFIDENCE_LEVELS,
-                   default=DEFAULT_CONFIDENCE if defaults else None,
-                   help=f"least confidence a block needs; weaker attributions are logged "
-                        f"(rule below-block-confidence) (default {DEFAULT_CONFIDENCE})")
-    p.add_argument("--block-evidence", type=evidence_arg, metavar="KIND,...",
-                   default=DEFAULT_EVIDENCE if defaults else None,
-                   help="evidence kinds that can support a block, comma-separated (default: "
-                        f"{','.join(DEFAULT_EVIDENCE)}; name-history may be added, dns-unsolicited never)")
+    p.add_argument(
+        "--block-confidence",
+        choices=CONFIDENCE_LEVELS,
+        default=DEFAULT_CONFIDENCE if defaults else None,
+        help=f"least confidence a block needs; weaker attributions are logged "
+        f"(rule below-block-confidence) (default {DEFAULT_CONFIDENCE})",
+    )
+    p.add_argument(
+        "--block-evidence",
+        type=evidence_arg,
+        metavar="KIND,...",
+        default=DEFAULT_EVIDENCE if defaults else None,
+        help="evidence kinds that can support a block, comma-separated (default: "
+        f"{','.join(DEFAULT_EVIDENCE)}; name-history may be added, dns-unsolicited never)",
+    )

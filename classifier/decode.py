@@ -104,8 +104,9 @@ _IP4_FAST = Struct("!BxHxxHxBxx4s4s")
 # for later fragments it is (src, dst, proto, ident[, tunnel]); later fragments have
 # sport == dport == -1 and an empty payload. tunnel is None, or the encapsulation layers the packet
 # came through, outermost first.
-Decoded = tuple[int, bytes, int, bytes, int, int, int, bytes, int, "tuple | None",
-                "tuple[Tunnel, ...] | None"]
+Decoded = tuple[
+    int, bytes, int, bytes, int, int, int, bytes, int, "tuple | None", "tuple[Tunnel, ...] | None"
+]
 PROTO, SRC, SPORT, DST, DPORT, FLAGS, SEQ, PAYLOAD, IP_LEN, FRAG_KEY, TUNNEL = range(11)
 
 
@@ -223,8 +224,8 @@ def _ipv4(frame: bytes, off: int) -> Decoded | Inner | str:
     if l4 > end:
         raise MalformedError("ipv4", "options", "header length runs past the captured packet")
     proto = frame[off + 9]
-    src = frame[off + 12:off + 16]
-    dst = frame[off + 16:off + 20]
+    src = frame[off + 12 : off + 16]
+    dst = frame[off + 16 : off + 20]
     frag = (frame[off + 6] << 8) | frame[off + 7]
     frag_key = None
     if frag & 0x3FFF:  # MF set or offset != 0
@@ -244,8 +245,8 @@ def _ipv6(frame: bytes, off: int) -> Decoded | Inner | str:
         raise MalformedError("ipv6", "version", f"version {frame[off] >> 4} in an IPv6 frame")
     plen = (frame[off + 4] << 8) | frame[off + 5]
     nxt = frame[off + 6]
-    src = frame[off + 8:off + 24]
-    dst = frame[off + 24:off + 40]
+    src = frame[off + 8 : off + 24]
+    dst = frame[off + 24 : off + 40]
     end = off + 40 + plen if plen else n  # payload length 0: jumbogram, runs to the end
     if end > n:
         end = n
@@ -283,8 +284,17 @@ def _ipv6(frame: bytes, off: int) -> Decoded | Inner | str:
     return _transport(frame, l4, end, nxt, src, dst, plen + 40, frag_key)
 
 
-def _transport(frame: bytes, l4: int, end: int, proto: int, src: bytes, dst: bytes,
-               ip_len: int, frag_key: tuple | None, tunnels: bool = True) -> Decoded | Inner | str:
+def _transport(
+    frame: bytes,
+    l4: int,
+    end: int,
+    proto: int,
+    src: bytes,
+    dst: bytes,
+    ip_len: int,
+    frag_key: tuple | None,
+    tunnels: bool = True,
+) -> Decoded | Inner | str:
     if proto == 6:
         if l4 + 20 > end:
             raise MalformedError("tcp", "header", f"{end - l4} bytes left, a TCP header needs 20")
@@ -294,8 +304,7 @@ def _transport(frame: bytes, l4: int, end: int, proto: int, src: bytes, dst: byt
             raise MalformedError("tcp", "data_offset", f"header length {hlen} is below 20")
         if l4 + hlen > end:
             raise MalformedError("tcp", "data_offset", f"header length {hlen} runs past the packet")
-        return (6, src, sport, dst, dport, flags, seq, frame[l4 + hlen:end], ip_len, frag_key,
-                              None)
+        return (6, src, sport, dst, dport, flags, seq, frame[l4 + hlen : end], ip_len, frag_key, None)
     if proto == 17:
         if l4 + 8 > end:
             raise MalformedError("udp", "header", f"{end - l4} bytes left, a UDP header needs 8")
@@ -305,7 +314,7 @@ def _transport(frame: bytes, l4: int, end: int, proto: int, src: bytes, dst: byt
             end = l4 + ulen
         if dport in UDP_PORTS and frag_key is None and tunnels:
             return open_udp(frame, l4 + 8, end, dport, src, dst)
-        return (17, src, sport, dst, dport, 0, 0, frame[l4 + 8:end], ip_len, frag_key, None)
+        return (17, src, sport, dst, dport, 0, 0, frame[l4 + 8 : end], ip_len, frag_key, None)
     if proto in IP_PROTOS and tunnels:
         if frag_key is not None:  # outer fragments of tunnel packets are not reassembled
             return f"fragmented-tunnel:ip-proto:{proto}"
@@ -345,7 +354,7 @@ def fragment(linktype: int, frame: bytes) -> tuple[int, bool, bytes] | None:
         ihl = (frame[off] & 15) * 4
         total = (frame[off + 2] << 8) | frame[off + 3]
         flags = (frame[off + 6] << 8) | frame[off + 7]
-        return (flags & 0x1FFF) * 8, bool(flags & 0x2000), frame[off + ihl:off + total]
+        return (flags & 0x1FFF) * 8, bool(flags & 0x2000), frame[off + ihl : off + total]
     if etype != ETH_IPV6:
         return None
     plen = (frame[off + 4] << 8) | frame[off + 5]
@@ -355,7 +364,7 @@ def fragment(linktype: int, frame: bytes) -> tuple[int, bool, bytes] | None:
     for _ in range(16):
         if nxt == _IPV6_FRAGMENT:
             offset_flags = (frame[l4 + 2] << 8) | frame[l4 + 3]
-            return offset_flags & 0xFFF8, bool(offset_flags & 1), frame[l4 + 8:end]
+            return offset_flags & 0xFFF8, bool(offset_flags & 1), frame[l4 + 8 : end]
         if nxt in _IPV6_EXT or nxt == _IPV6_AH:
             hlen = (frame[l4 + 1] + 2) * 4 if nxt == _IPV6_AH else (frame[l4 + 1] + 1) * 8
             nxt = frame[l4]

@@ -74,7 +74,7 @@ class Defragmenter:
             if off >= total:
                 break  # past the end the last fragment set: not part of this datagram
             piece = pieces[off][: total - off]
-            buf[off:off + len(piece)] = piece
+            buf[off : off + len(piece)] = piece
         del self._pending[key]
         self.held -= state[1]
         self.reassembled += 1

@@ -76,8 +76,7 @@ def resolve(msg: Message) -> tuple[list[Resolution], list[MalformedError]]:
         ttl = rr.ttl if rr.ttl < 0x80000000 else 0  # RFC 2181 8: top bit set means zero
         if rr.rtype == TYPE_CNAME and rr.value:
             cnames.setdefault(rr.name, (rr.value, ttl))
-        elif (rr.rtype == TYPE_A and len(rr.rdata) == 4) or (
-                rr.rtype == TYPE_AAAA and len(rr.rdata) == 16):
+        elif (rr.rtype == TYPE_A and len(rr.rdata) == 4) or (rr.rtype == TYPE_AAAA and len(rr.rdata) == 16):
             addrs.setdefault(rr.name, []).append((bytes(rr.rdata), ttl))
         elif rr.rtype == TYPE_HTTPS or rr.rtype == TYPE_SVCB:
             try:
@@ -108,8 +107,9 @@ def resolve(msg: Message) -> tuple[list[Resolution], list[MalformedError]]:
 class DnsCache:
     """address bytes -> recent answers for that address."""
 
-    def __init__(self, max_addresses: int = 200_000, min_ttl: float = 10.0,
-                 max_public_names: int = 10_000) -> None:
+    def __init__(
+        self, max_addresses: int = 200_000, min_ttl: float = 10.0, max_public_names: int = 10_000
+    ) -> None:
         self.max_addresses = max_addresses
         self.max_public_names = max_public_names
         self.min_ttl = min_ttl
@@ -135,8 +135,13 @@ class DnsCache:
             return 0
         return self.add_resolutions(resolve(msg)[0], ts, client)
 
-    def add_resolutions(self, resolutions: list[Resolution] | tuple[Resolution, ...], ts: float,
-                        client: bytes, unbound: str | None = None) -> int:
+    def add_resolutions(
+        self,
+        resolutions: list[Resolution] | tuple[Resolution, ...],
+        ts: float,
+        client: bytes,
+        unbound: str | None = None,
+    ) -> int:
         """Record what ``resolve`` found; returns how many addresses were recorded."""
         recorded = 0
         for r in resolutions:
@@ -193,8 +198,14 @@ class DnsCache:
             # started under the earlier answer (and is decided late) still finds it.
             for a in lst:
                 if a.name == answer.name and a.client == answer.client:
-                    answer = DnsAnswer(answer.name, answer.chain, a.ts, max(a.expires, answer.expires),
-                                       answer.client, answer.unbound)
+                    answer = DnsAnswer(
+                        answer.name,
+                        answer.chain,
+                        a.ts,
+                        max(a.expires, answer.expires),
+                        answer.client,
+                        answer.unbound,
+                    )
             lst = [a for a in lst if a.name != answer.name or a.client != answer.client]
             del lst[: max(0, len(lst) - _MAX_NAMES_PER_ADDRESS + 1)]
         lst.append(answer)

@@ -92,8 +92,9 @@ class Flow:
         "tunnel",
     )
 
-    def __init__(self, fid: int, proto: int, client: bytes, cport: int, server: bytes, sport: int,
-                 ts: float) -> None:
+    def __init__(
+        self, fid: int, proto: int, client: bytes, cport: int, server: bytes, sport: int, ts: float
+    ) -> None:
         self.id = fid
         self.proto = proto
         self.client = client
@@ -173,8 +174,9 @@ class _Bucket(set["Flow"]):
     at: int
 
 
-def flow_key(src: bytes, sport: int, dst: bytes, dport: int, proto: int,
-             tunnel: tuple[Tunnel, ...] | None = None) -> tuple:
+def flow_key(
+    src: bytes, sport: int, dst: bytes, dport: int, proto: int, tunnel: tuple[Tunnel, ...] | None = None
+) -> tuple:
     """The one key of a flow, the same for both directions (``Scanner.feed`` inlines this); a
     tunnelled flow's key ends with its tunnels' identity."""
     if sport > dport or (sport == dport and src >= dst):

@@ -65,9 +65,15 @@ class ScanOptions:
 class Scanner:
     """One scan over one or more inputs that share a flow table and a DNS cache."""
 
-    def __init__(self, sigs: Signatures, policy: Policy, options: ScanOptions,
-                 on_record: Callable[[Flow], None], dnscache: DnsCache | None = None,
-                 seen_names: DnsCache | None = None) -> None:
+    def __init__(
+        self,
+        sigs: Signatures,
+        policy: Policy,
+        options: ScanOptions,
+        on_record: Callable[[Flow], None],
+        dnscache: DnsCache | None = None,
+        seen_names: DnsCache | None = None,
+    ) -> None:
         """``dnscache`` and ``seen_names`` may be given when several scanners share what they learn
         (the gateway's queue workers); by default each scanner has its own."""
         self.sigs = sigs
@@ -161,8 +167,9 @@ class Scanner:
             table.sweep(ts)
         return flow
 
-    def _inspect(self, flow: Flow, from_client: bool, proto: int, seq: int, flags: int,
-                 payload: bytes) -> None:
+    def _inspect(
+        self, flow: Flow, from_client: bool, proto: int, seq: int, flags: int, payload: bytes
+    ) -> None:
         if proto == 6:
             ready = self.inspection.tcp(flow, from_client, seq, flags, payload)
         else:
@@ -189,8 +196,9 @@ class Scanner:
             self._count_malformed(err)
             return None
 
-    def _later_fragment(self, ts: float, key: tuple, src: bytes, ip_len: int,
-                        whole: Decoded | None) -> Flow | None:
+    def _later_fragment(
+        self, ts: float, key: tuple, src: bytes, ip_len: int, whole: Decoded | None
+    ) -> Flow | None:
         """Count a non-first fragment to the flow of its first fragment; inspect a completed whole."""
         flow = self._fragments.get(key)
         if flow is None or flow.ended:
@@ -211,9 +219,20 @@ class Scanner:
 
     # -- flows ---------------------------------------------------------------------------------
 
-    def _new_flow(self, ts: float, linktype: int, frame: bytes, iface: int, proto: int, src: bytes,
-                  sport: int, dst: bytes, dport: int, flags: int,
-                  tunnel: tuple[Tunnel, ...] | None = None) -> Flow:
+    def _new_flow(
+        self,
+        ts: float,
+        linktype: int,
+        frame: bytes,
+        iface: int,
+        proto: int,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        flags: int,
+        tunnel: tuple[Tunnel, ...] | None = None,
+    ) -> Flow:
         table = self.table
         if table.live >= table.config.max_flows:
             table.make_room(ts)
@@ -261,14 +280,22 @@ class Scanner:
         attribution = self.attributor.attribute(flow)
         flow.attribution = attribution
         hostname = attribution.hostname
-        if (hostname is not None and attribution.hostname_source in ("sni", "http-host")
-                and self.options.name_memory > 0):
-            self.seen_names.remember(flow.server, hostname, flow.first_ts, flow.client,
-                                     self.options.name_memory)
+        if (
+            hostname is not None
+            and attribution.hostname_source in ("sni", "http-host")
+            and self.options.name_memory > 0
+        ):
+            self.seen_names.remember(
+                flow.server, hostname, flow.first_ts, flow.client, self.options.name_memory
+            )
         when = self.options.as_of if self.options.as_of is not None else flow.first_ts
         decision = self.policy.decide(
-            attribution.app, attribution.categories, attribution.attributed, when,
-            self.options.view, self.options.unenforced_blocks,
+            attribution.app,
+            attribution.categories,
+            attribution.attributed,
+            when,
+            self.options.view,
+            self.options.unenforced_blocks,
         )
         flow.decision = self.options.floor.apply(decision, attribution)
 

@@ -623,8 +623,9 @@ class Policy:
                     when,
                     RULE_UNENFORCED,
                     found,
-                    sys.intern(f"block: {unenforced.reason}; unenforced prohibitions block in this "
-                           "deployment"),
+                    sys.intern(
+                        f"block: {unenforced.reason}; unenforced prohibitions block in this deployment"
+                    ),
                 )
             return Decision(
                 "log",
@@ -632,8 +633,9 @@ class Policy:
                 when,
                 RULE_UNENFORCED,
                 found,
-                sys.intern(f"log: {unenforced.reason}; unenforced prohibitions do not block in this "
-                           "deployment"),
+                sys.intern(
+                    f"log: {unenforced.reason}; unenforced prohibitions do not block in this deployment"
+                ),
             )
         if attributed:
             cats = "/".join(categories) or "no category"
@@ -644,8 +646,14 @@ class Policy:
             else:
                 reason = sys.intern(f"log: no provision covers {app or 'this operator'} {cats} ({view} view)")
             return Decision("log", view, when, RULE_ATTRIBUTED, found, reason)
-        return Decision("allow", view, when, RULE_NOT_ATTRIBUTED, found,
-                        sys.intern(f"allow: flow not attributed to an app or operator ({view} view)"))
+        return Decision(
+            "allow",
+            view,
+            when,
+            RULE_NOT_ATTRIBUTED,
+            found,
+            sys.intern(f"allow: flow not attributed to an app or operator ({view} view)"),
+        )
 
     def timeline(self, view: str) -> list[tuple[str, str, str]]:
         """Every change of every provision's status in ``view``: (instant, provision, change)."""

@@ -51,11 +51,11 @@ class Stream:
         end = off + len(payload)
         if end <= have:
             return False  # retransmission of bytes we already have
-        self.data += payload[have - off:]
+        self.data += payload[have - off :]
         if self.pending:
             self._drain()
         if len(self.data) >= self.limit:
-            del self.data[self.limit:]
+            del self.data[self.limit :]
             self.full = True
             self.pending.clear()
         return True
@@ -71,4 +71,4 @@ class Stream:
                 seg = self.pending.pop(o)
                 have = len(self.data)
                 if o + len(seg) > have:
-                    self.data += seg[have - o:]
+                    self.data += seg[have - o :]

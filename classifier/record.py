@@ -86,81 +86,171 @@ FIELDS: tuple[RecordField, ...] = (
     F("dst", "string", "server address", "ntop(flow.server)"),
     F("dport", "integer", "server port", "flow.server_port"),
     F("iface", "string|null", "capture interface name (pcapng if_name), if known", "flow.iface"),
-    F("app_proto", "string|null",
-      "tls, quic, http, dns, mmtls or unknown: what the client's first bytes were", "facts.app_proto"),
-    F("hostname", "string|null",
-      "best name: SNI, else SOCKS or HTTP proxy target or Host, else DNS-derived, else DNS query",
-      "a.hostname"),
-    F("hostname_source", "string|null",
-      "sni, socks, http-proxy, http-host, dns (answer bound to its query, for the server "
-      "address), name-history, dns-unsolicited (answer bound to no query) or dns-query",
-      "a.hostname_source"),
-    F("sni", "string|null", "server_name of the ClientHello (over TLS, or in QUIC Initials)",
-      "hello.sni if hello else (quic.sni if quic else None)"),
-    F("alpn", "array", "ALPN protocols offered",
-      "list(hello.alpn) if hello else list(quic.alpn) if quic else []"),
-    F("tls_versions", "array", "TLS versions offered (supported_versions, else the legacy version)",
-      '[_TLS_VERSIONS.get(v, f"0x{v:04x}") for v in hello.versions] if hello else []'),
-    F("quic_version", "string|null", "QUIC version of the Initial: 1, 2, draft-29, Q050...",
-      "quic.version_name if quic else None"),
-    F("ech", "boolean", "encrypted_client_hello extension present (real ECH or GREASE)",
-      "bool(hello and hello.ech)"),
-    F("ech_public_name", "string|null",
-      "the outer SNI when it is an ECH public name: the real name is hidden", "a.ech_public_name"),
-    F("encrypted_dns", "string|null", "dot, doq or doh: the flow carries DNS this input cannot read",
-      "a.encrypted_dns"),
+    F(
+        "app_proto",
+        "string|null",
+        "tls, quic, http, dns, mmtls or unknown: what the client's first bytes were",
+        "facts.app_proto",
+    ),
+    F(
+        "hostname",
+        "string|null",
+        "best name: SNI, else SOCKS or HTTP proxy target or Host, else DNS-derived, else DNS query",
+        "a.hostname",
+    ),
+    F(
+        "hostname_source",
+        "string|null",
+        "sni, socks, http-proxy, http-host, dns (answer bound to its query, for the server "
+        "address), name-history, dns-unsolicited (answer bound to no query) or dns-query",
+        "a.hostname_source",
+    ),
+    F(
+        "sni",
+        "string|null",
+        "server_name of the ClientHello (over TLS, or in QUIC Initials)",
+        "hello.sni if hello else (quic.sni if quic else None)",
+    ),
+    F(
+        "alpn",
+        "array",
+        "ALPN protocols offered",
+        "list(hello.alpn) if hello else list(quic.alpn) if quic else []",
+    ),
+    F(
+        "tls_versions",
+        "array",
+        "TLS versions offered (supported_versions, else the legacy version)",
+        '[_TLS_VERSIONS.get(v, f"0x{v:04x}") for v in hello.versions] if hello else []',
+    ),
+    F(
+        "quic_version",
+        "string|null",
+        "QUIC version of the Initial: 1, 2, draft-29, Q050...",
+        "quic.version_name if quic else None",
+    ),
+    F(
+        "ech",
+        "boolean",
+        "encrypted_client_hello extension present (real ECH or GREASE)",
+        "bool(hello and hello.ech)",
+    ),
+    F(
+        "ech_public_name",
+        "string|null",
+        "the outer SNI when it is an ECH public name: the real name is hidden",
+        "a.ech_public_name",
+    ),
+    F(
+        "encrypted_dns",
+        "string|null",
+        "dot, doq or doh: the flow carries DNS this input cannot read",
+        "a.encrypted_dns",
+    ),
     F("http_method", "string|null", "HTTP request method", "req.method if req else None"),
     F("http_host", "string|null", "HTTP Host header", "req.host if req else None"),
     F("dns_queries", "array", "names asked on a DNS flow", "list(facts.dns_queries or ())"),
     F("app", "string|null", "tiktok, wechat or null", "a.app"),
     F("operator", "string|null", "bytedance, tencent or null", "a.operator"),
-    F("category", "string|null",
-      "primary category: payments, app-store, code-use, cdn, hosting, transit-peering", "a.category"),
+    F(
+        "category",
+        "string|null",
+        "primary category: payments, app-store, code-use, cdn, hosting, transit-peering",
+        "a.category",
+    ),
     F("categories", "array", "every category that applies, primary first", "list(a.categories)"),
-    F("confidence", "string|null", "high (name from the flow), medium (name from a bound DNS answer), "
-                                   "low (name history, unbound DNS answer, or address only)",
-      "a.confidence"),
-    F("server_asn", "integer|null", "ASN of the operator/CDN prefix holding the server address",
-      "a.server_asn"),
-    F("server_owner", "string|null", "operator or CDN provider holding the server address",
-      "a.server_owner"),
+    F(
+        "confidence",
+        "string|null",
+        "high (name from the flow), medium (name from a bound DNS answer), "
+        "low (name history, unbound DNS answer, or address only)",
+        "a.confidence",
+    ),
+    F(
+        "server_asn",
+        "integer|null",
+        "ASN of the operator/CDN prefix holding the server address",
+        "a.server_asn",
+    ),
+    F("server_owner", "string|null", "operator or CDN provider holding the server address", "a.server_owner"),
     F("action", "string", "block, log or allow", "d.action"),
     F("view", "string", "announced or in-force: the policy view that decided", "d.view"),
-    F("decided_at", "string", "the instant the policy was evaluated at (first packet, or --as-of)",
-      "d.at"),
-    F("rule", "string", "the decision rule: provision-effective, provision-effective-unenforced, "
-                        "attributed-no-effective-provision, not-attributed; below-block-confidence or "
-                        "evidence-cannot-block when the policy said block but the evidence was too weak "
-                        "(logged instead)", "d.rule"),
-    F("reason", "string", "one sentence: which provision, event and view decided (and the block floor "
-                          "and weak evidence, when it withheld a block)", "d.reason"),
-    F("provisions", "array", "every provision covering the app and categories, with its status then",
-      '[{"id": p.provision, "category": p.category, "status": p.status, "effective": p.effective, '
-      '"event": p.event, "unenforced": p.unenforced, "reason": p.reason} for p in d.provisions]',
-      csv=_csv_provisions, csv_last=True),
-    F("evidence", "array", "objects with kind, value, and signature/source where a signature matched",
-      "[e.as_dict() for e in a.evidence]", csv=_csv_evidence),
+    F("decided_at", "string", "the instant the policy was evaluated at (first packet, or --as-of)", "d.at"),
+    F(
+        "rule",
+        "string",
+        "the decision rule: provision-effective, provision-effective-unenforced, "
+        "attributed-no-effective-provision, not-attributed; below-block-confidence or "
+        "evidence-cannot-block when the policy said block but the evidence was too weak "
+        "(logged instead)",
+        "d.rule",
+    ),
+    F(
+        "reason",
+        "string",
+        "one sentence: which provision, event and view decided (and the block floor "
+        "and weak evidence, when it withheld a block)",
+        "d.reason",
+    ),
+    F(
+        "provisions",
+        "array",
+        "every provision covering the app and categories, with its status then",
+        '[{"id": p.provision, "category": p.category, "status": p.status, "effective": p.effective, '
+        '"event": p.event, "unenforced": p.unenforced, "reason": p.reason} for p in d.provisions]',
+        csv=_csv_provisions,
+        csv_last=True,
+    ),
+    F(
+        "evidence",
+        "array",
+        "objects with kind, value, and signature/source where a signature matched",
+        "[e.as_dict() for e in a.evidence]",
+        csv=_csv_evidence,
+    ),
     F("packets_c2s", "integer", "packets client to server", "flow.c2s_pkts"),
     F("packets_s2c", "integer", "packets server to client", "flow.s2c_pkts"),
     F("bytes_c2s", "integer", "IP bytes client to server", "flow.c2s_bytes"),
     F("bytes_s2c", "integer", "IP bytes server to client", "flow.s2c_bytes"),
     F("end_reason", "string", "closed, idle, evicted or end-of-input", "flow.end_reason"),
-    F("notes", "array", "problems met while inspecting this flow (malformed TLS/HTTP/DNS, DNS responses "
-                        "bound to no query...)", "list(flow.notes)", csv=None),
-    F("tunnel", "array|null",
-      "null, or the tunnels the flow was carried in, outermost first: objects with type (gre, erspan1, "
-      "erspan2, erspan3, pptp, vxlan, geneve, gtp-u, ipip, 6in4, 4in6, 6in6), src and dst (outer "
-      "addresses, src on the client side) and id (GRE key, PPTP call id, ERSPAN session, VNI, GTP-U TEID "
-      "of the flow's first packet; null if the type has none)",
-      tunnel_field, csv=tunnel_text),
-    F("prelude", "string|null", "what came before the ClientHello: socks4, socks5 (target in evidence "
-                                "'socks'), smtp, imap, pop3, ftp, xmpp (STARTTLS), ldap (StartTLS), "
-                                "postgres (SSLRequest) or rdp (X.224)",
-      "facts.prelude.kind if facts.prelude is not None else None"),
-    F("ja4", "string|null", "JA4 fingerprint of the ClientHello (TLS or QUIC), FoxIO specification",
-      flow_ja4),
-    F("ja4s", "string|null", "JA4S fingerprint of the ServerHello, when the scan read it (--ja4s)",
-      "facts.ja4s"),
+    F(
+        "notes",
+        "array",
+        "problems met while inspecting this flow (malformed TLS/HTTP/DNS, DNS responses "
+        "bound to no query...)",
+        "list(flow.notes)",
+        csv=None,
+    ),
+    F(
+        "tunnel",
+        "array|null",
+        "null, or the tunnels the flow was carried in, outermost first: objects with type (gre, erspan1, "
+        "erspan2, erspan3, pptp, vxlan, geneve, gtp-u, ipip, 6in4, 4in6, 6in6), src and dst (outer "
+        "addresses, src on the client side) and id (GRE key, PPTP call id, ERSPAN session, VNI, GTP-U TEID "
+        "of the flow's first packet; null if the type has none)",
+        tunnel_field,
+        csv=tunnel_text,
+    ),
+    F(
+        "prelude",
+        "string|null",
+        "what came before the ClientHello: socks4, socks5 (target in evidence "
+        "'socks'), smtp, imap, pop3, ftp, xmpp (STARTTLS), ldap (StartTLS), "
+        "postgres (SSLRequest) or rdp (X.224)",
+        "facts.prelude.kind if facts.prelude is not None else None",
+    ),
+    F(
+        "ja4",
+        "string|null",
+        "JA4 fingerprint of the ClientHello (TLS or QUIC), FoxIO specification",
+        flow_ja4,
+    ),
+    F(
+        "ja4s",
+        "string|null",
+        "JA4S fingerprint of the ServerHello, when the scan read it (--ja4s)",
+        "facts.ja4s",
+    ),
 )
 del F
 
@@ -175,13 +265,16 @@ _CSV_CELLS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
     (f.name, f.csv) for f in _CSV_FIELDS if f.csv is not None
 )
 
+
 def compile_flow_record(fields: tuple[RecordField, ...]) -> Callable[[Flow], dict[str, Any]]:
     """A record function from the ``fill`` expressions: one dict display, no call per field."""
     names = [f.name for f in fields]
     if len(set(names)) != len(names):
         raise ValueError("record fields: a name is declared twice")
     scope: dict[str, Any] = {
-        "client_hello": client_hello, "ntop": ntop, "format_instant": format_instant,
+        "client_hello": client_hello,
+        "ntop": ntop,
+        "format_instant": format_instant,
         "_TLS_VERSIONS": _TLS_VERSIONS,
     }
     values = []

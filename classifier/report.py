@@ -34,12 +34,19 @@ class InputStats:
 
     def as_dict(self) -> dict:
         return {
-            "files": self.files, "packets": self.packets, "flows": self.flows,
-            "skipped": dict(self.skipped), "malformed": dict(self.malformed),
-            "inspect_errors": dict(self.inspect_errors), "problems": list(self.problems),
-            "evicted": self.evicted, "fragments": self.fragments, "dns_answers": self.dns_answers,
+            "files": self.files,
+            "packets": self.packets,
+            "flows": self.flows,
+            "skipped": dict(self.skipped),
+            "malformed": dict(self.malformed),
+            "inspect_errors": dict(self.inspect_errors),
+            "problems": list(self.problems),
+            "evicted": self.evicted,
+            "fragments": self.fragments,
+            "dns_answers": self.dns_answers,
             "dns_dropped": self.dns_dropped,
-            "dns_queries": self.dns_queries, "dns_binding": dict(sorted(self.dns_binding.items())),
+            "dns_queries": self.dns_queries,
+            "dns_binding": dict(sorted(self.dns_binding.items())),
         }
 
 
@@ -127,16 +134,23 @@ class Summary:
         from .outputs import rich_console
 
         console = rich_console(out, 120)
-        console.print(f"Flows by app, category and action ({self.view or 'announced'} view)",
-                      highlight=False, markup=False)
+        console.print(
+            f"Flows by app, category and action ({self.view or 'announced'} view)",
+            highlight=False,
+            markup=False,
+        )
         t = Table()
         for col in ("app", "category", "action", "flows", "bytes"):
             t.add_column(col, justify="right" if col in ("flows", "bytes") else "left")
         for (app, cat, action), n in sorted(self.cells.items(), key=lambda kv: (kv[0][0] == "-", kv[0])):
             t.add_row(app, cat, action, str(n), str(self.bytes[(app, cat, action)]))
         console.print(t)
-        approx = (f" (more than {MAX_DISTINCT} distinct names: counts of the rarer ones were dropped, "
-                  "so these may be low)" if self.hostnames.pruned else "")
+        approx = (
+            f" (more than {MAX_DISTINCT} distinct names: counts of the rarer ones were dropped, "
+            "so these may be low)"
+            if self.hostnames.pruned
+            else ""
+        )
         console.print(f"Top {self.top} hostnames{approx}", highlight=False, markup=False)
         h = Table()
         for col in ("hostname", "app", "action", "flows"):
@@ -152,8 +166,12 @@ class Summary:
         """What this input cannot show: clients resolving over encrypted DNS, names hidden by ECH."""
         if not self.blind:
             return []
-        what = {"doh": "DNS over HTTPS", "dot": "DNS over TLS", "doq": "DNS over QUIC",
-                "ech": "ECH (the real server name is encrypted)"}
+        what = {
+            "doh": "DNS over HTTPS",
+            "dot": "DNS over TLS",
+            "doq": "DNS over QUIC",
+            "ech": "ECH (the real server name is encrypted)",
+        }
         lines = ["Blind spots: names this input cannot show"]
         for kind, flows in sorted(self.blind.items()):
             clients = len(self.blind_clients[kind])
@@ -162,16 +180,18 @@ class Summary:
             lines.append(f"  {what[kind]}: {flows} flows from {many}{clients} client(s), to {top}")
         return lines
 
-
     def withheld_lines(self) -> list[str]:
         """Flows logged where the policy alone would block: the evidence was too weak (block floor)."""
         if not self.withheld:
             return []
         total = sum(self.withheld.values())
-        parts = ", ".join(f"{rule} {n} (named by {source})"
-                          for (rule, source), n in sorted(self.withheld.items()))
-        return [f"Logged, not blocked, for weak evidence (--block-confidence, --block-evidence): "
-                f"{total} flows: {parts}"]
+        parts = ", ".join(
+            f"{rule} {n} (named by {source})" for (rule, source), n in sorted(self.withheld.items())
+        )
+        return [
+            f"Logged, not blocked, for weak evidence (--block-confidence, --block-evidence): "
+            f"{total} flows: {parts}"
+        ]
 
 
 def input_lines(stats: InputStats) -> str:
@@ -182,22 +202,25 @@ def input_lines(stats: InputStats) -> str:
         f"{f', {stats.fragments} IP fragments' if stats.fragments else ''}",
     ]
     if stats.skipped:
-        lines.append("not TCP/UDP (counted, not errors): "
-                     + ", ".join(f"{k} {v}" for k, v in stats.skipped.most_common()))
+        lines.append(
+            "not TCP/UDP (counted, not errors): "
+            + ", ".join(f"{k} {v}" for k, v in stats.skipped.most_common())
+        )
     if stats.malformed:
         lines.append("malformed packets: " + ", ".join(f"{k} {v}" for k, v in stats.malformed.most_common()))
         for examples in stats.malformed_examples.values():
             lines.extend(f"  e.g. {e}" for e in examples[:1])
     if stats.inspect_errors:
-        lines.append("malformed application data: "
-                     + ", ".join(f"{k} {v}" for k, v in stats.inspect_errors.most_common()))
+        lines.append(
+            "malformed application data: "
+            + ", ".join(f"{k} {v}" for k, v in stats.inspect_errors.most_common())
+        )
     binding = stats.dns_binding
     if stats.dns_queries or binding:
         line = f"DNS: {stats.dns_queries} queries, {binding['bound']} responses bound to them"
         unbound = sorted((k, v) for k, v in binding.items() if k != "bound")
         if unbound:
-            line += ("; not bound (low-confidence names at most): "
-                     + ", ".join(f"{k} {v}" for k, v in unbound))
+            line += "; not bound (low-confidence names at most): " + ", ".join(f"{k} {v}" for k, v in unbound)
         lines.append(line)
     lines.extend(f"input problem: {p}" for p in stats.problems)
     return "\n".join(lines)

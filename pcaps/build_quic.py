@@ -41,14 +41,14 @@ KEEP = 10  # packets kept per flow: the handshake (and a Retry / Version Negotia
 @dataclass
 class Flow:
     sni: str
-    role: str                 # netlab.SERVERS role of the server address
-    version: str              # what the client offers: "1", "2", "draft-29" or a comma list
+    role: str  # netlab.SERVERS role of the server address
+    version: str  # what the client offers: "1", "2", "draft-29" or a comma list
     sport: int
     family: int = 4
-    big: bool = False         # 1200-byte transport parameter: ClientHello spans two Initial packets
-    first_version: str = ""   # version of the client's first Initial (default: first offered)
-    final_version: str = ""   # version the connection ends up with (default: first offered)
-    retry: bool = False       # the server sends Retry first
+    big: bool = False  # 1200-byte transport parameter: ClientHello spans two Initial packets
+    first_version: str = ""  # version of the client's first Initial (default: first offered)
+    final_version: str = ""  # version the connection ends up with (default: first offered)
+    retry: bool = False  # the server sends Retry first
     why: str = ""
 
     def __post_init__(self) -> None:
@@ -59,7 +59,7 @@ class Flow:
 @dataclass
 class Capture:
     name: str
-    start: str                # ISO instant of the first flow; flow i starts i minutes later
+    start: str  # ISO instant of the first flow; flow i starts i minutes later
     flows: list[Flow]
     retry: bool = False
     server_versions: tuple[str, ...] = ("1", "2", "draft-29")
@@ -71,78 +71,135 @@ TT, TV, WC, QQ = "www.tiktok.com", "api16-normal-c-useast1a.tiktokv.com", "web.w
 FAKE, FAKE2, GOOGLE = "faketiktok.com", "tiktok.com.example.net", "www.google.com"
 
 CAPTURES = [
-    Capture("quic-v1.pcap", "2025-03-01T12:00:00Z", about="QUIC v1 (RFC 9000): both apps, look-alikes, "
-            "a shared CDN address, IPv6", flows=[
-                Flow(TT, "tiktok", "1", 50101),
-                Flow(TV, "tiktok", "1", 50102),
-                Flow(WC, "wechat", "1", 50103),
-                Flow(QQ, "tencent", "1", 50104),
-                Flow(FAKE, "lookalike", "1", 50105),
-                Flow(FAKE2, "lookalike", "1", 50106),
-                Flow(GOOGLE, "unrelated", "1", 50107),
-                Flow("v16-webapp.tiktok.com", "cdn", "1", 50108),
-                Flow("static.example.com", "cdn", "1", 50109),
-                Flow(TT, "tiktok", "1", 50110, family=6),
-            ]),
-    Capture("quic-v2.pcap", "2025-03-01T13:00:00Z", about="QUIC v2 (RFC 9369) from the first packet",
-            flows=[
-                Flow(TT, "tiktok", "2", 50201),
-                Flow(TV, "tiktok", "2", 50202),
-                Flow(WC, "wechat", "2", 50203),
-                Flow(FAKE, "lookalike", "2", 50204),
-                Flow(QQ, "tencent", "2", 50205),
-                Flow(WC, "wechat", "2", 50206, family=6),
-            ]),
-    Capture("quic-draft29.pcap", "2025-03-01T14:00:00Z", about="QUIC draft-29 (0xff00001d), ALPN h3-29",
-            flows=[
-                Flow(TT, "tiktok", "draft-29", 50291),
-                Flow(TV, "tiktok", "draft-29", 50292),
-                Flow(WC, "wechat", "draft-29", 50293),
-                Flow(FAKE2, "lookalike", "draft-29", 50294),
-                Flow(QQ, "tencent", "draft-29", 50295),
-            ]),
-    Capture("quic-bigch.pcap", "2025-03-01T15:00:00Z", about="ClientHello over 1200 bytes: its CRYPTO data "
-            "spans two Initial packets (two datagrams)", flows=[
-                Flow(TV, "tiktok", "1", 50301, big=True),
-                Flow(WC, "wechat", "2", 50302, big=True),
-                Flow(FAKE, "lookalike", "1", 50303, big=True),
-                Flow(TT, "tiktok", "draft-29", 50304, big=True),
-                Flow(TT, "tiktok", "1", 50305, family=6, big=True),
-            ]),
-    Capture("quic-retry.pcap", "2025-03-01T16:00:00Z", retry=True, about="the server sends Retry; the "
-            "client's second Initial (new DCID, token) repeats the ClientHello", flows=[
-                Flow(TT, "tiktok", "1", 50401, retry=True),
-                Flow(WC, "wechat", "2", 50402, retry=True),
-                Flow(QQ, "tencent", "draft-29", 50403, retry=True),
-                Flow(TV, "tiktok", "1", 50404, retry=True, big=True),
-            ]),
-    Capture("quic-vn.pcap", "2025-03-01T17:00:00Z", server_versions=("1",), about="Version Negotiation: "
-            "the server speaks only v1; the client's first Initial is v2 or draft-29, then v1 on the "
-            "same ports", flows=[
-                Flow(TT, "tiktok", "2,1", 50501, final_version="1"),
-                Flow(WC, "wechat", "draft-29,1", 50502, final_version="1"),
-            ]),
+    Capture(
+        "quic-v1.pcap",
+        "2025-03-01T12:00:00Z",
+        about="QUIC v1 (RFC 9000): both apps, look-alikes, a shared CDN address, IPv6",
+        flows=[
+            Flow(TT, "tiktok", "1", 50101),
+            Flow(TV, "tiktok", "1", 50102),
+            Flow(WC, "wechat", "1", 50103),
+            Flow(QQ, "tencent", "1", 50104),
+            Flow(FAKE, "lookalike", "1", 50105),
+            Flow(FAKE2, "lookalike", "1", 50106),
+            Flow(GOOGLE, "unrelated", "1", 50107),
+            Flow("v16-webapp.tiktok.com", "cdn", "1", 50108),
+            Flow("static.example.com", "cdn", "1", 50109),
+            Flow(TT, "tiktok", "1", 50110, family=6),
+        ],
+    ),
+    Capture(
+        "quic-v2.pcap",
+        "2025-03-01T13:00:00Z",
+        about="QUIC v2 (RFC 9369) from the first packet",
+        flows=[
+            Flow(TT, "tiktok", "2", 50201),
+            Flow(TV, "tiktok", "2", 50202),
+            Flow(WC, "wechat", "2", 50203),
+            Flow(FAKE, "lookalike", "2", 50204),
+            Flow(QQ, "tencent", "2", 50205),
+            Flow(WC, "wechat", "2", 50206, family=6),
+        ],
+    ),
+    Capture(
+        "quic-draft29.pcap",
+        "2025-03-01T14:00:00Z",
+        about="QUIC draft-29 (0xff00001d), ALPN h3-29",
+        flows=[
+            Flow(TT, "tiktok", "draft-29", 50291),
+            Flow(TV, "tiktok", "draft-29", 50292),
+            Flow(WC, "wechat", "draft-29", 50293),
+            Flow(FAKE2, "lookalike", "draft-29", 50294),
+            Flow(QQ, "tencent", "draft-29", 50295),
+        ],
+    ),
+    Capture(
+        "quic-bigch.pcap",
+        "2025-03-01T15:00:00Z",
+        about="ClientHello over 1200 bytes: its CRYPTO data spans two Initial packets (two datagrams)",
+        flows=[
+            Flow(TV, "tiktok", "1", 50301, big=True),
+            Flow(WC, "wechat", "2", 50302, big=True),
+            Flow(FAKE, "lookalike", "1", 50303, big=True),
+            Flow(TT, "tiktok", "draft-29", 50304, big=True),
+            Flow(TT, "tiktok", "1", 50305, family=6, big=True),
+        ],
+    ),
+    Capture(
+        "quic-retry.pcap",
+        "2025-03-01T16:00:00Z",
+        retry=True,
+        about="the server sends Retry; the client's second Initial (new DCID, token) repeats the ClientHello",
+        flows=[
+            Flow(TT, "tiktok", "1", 50401, retry=True),
+            Flow(WC, "wechat", "2", 50402, retry=True),
+            Flow(QQ, "tencent", "draft-29", 50403, retry=True),
+            Flow(TV, "tiktok", "1", 50404, retry=True, big=True),
+        ],
+    ),
+    Capture(
+        "quic-vn.pcap",
+        "2025-03-01T17:00:00Z",
+        server_versions=("1",),
+        about="Version Negotiation: "
+        "the server speaks only v1; the client's first Initial is v2 or draft-29, then v1 on the "
+        "same ports",
+        flows=[
+            Flow(TT, "tiktok", "2,1", 50501, final_version="1"),
+            Flow(WC, "wechat", "draft-29,1", 50502, final_version="1"),
+        ],
+    ),
 ]
 
 # What a correct classifier reports for each name on these (documentation-range, unlisted)
 # addresses on 2025-03-01, announced view. Checked against `classifier scan` of TLS-over-TCP
 # flows with the same names, addresses and instants (the scanner's settled TLS path).
 FACTS: dict[str, tuple[str | None, str | None, str | None, str, str]] = {
-    TT: ("tiktok", "bytedance", "hosting", "block",
-         "TikTok name from an address outside any CDN: hosting; PAFACA in effect from 2025-01-19"),
-    TV: ("tiktok", "bytedance", "hosting", "block",
-         "TikTok API name from an address outside any CDN: hosting; PAFACA in effect from 2025-01-19"),
-    "v16-webapp.tiktok.com": ("tiktok", "bytedance", "hosting", "block",
-                              "TikTok name; the SNI alone (no DNS, no CDN prefix here) gives hosting"),
-    WC: ("wechat", "tencent", "hosting", "log",
-         "WeChat name; the 2020 WeChat items were rescinded in June 2021"),
-    QQ: (None, "tencent", None, "log",
-         "look-alike: Tencent's own site, operator-level rule only, not the app"),
+    TT: (
+        "tiktok",
+        "bytedance",
+        "hosting",
+        "block",
+        "TikTok name from an address outside any CDN: hosting; PAFACA in effect from 2025-01-19",
+    ),
+    TV: (
+        "tiktok",
+        "bytedance",
+        "hosting",
+        "block",
+        "TikTok API name from an address outside any CDN: hosting; PAFACA in effect from 2025-01-19",
+    ),
+    "v16-webapp.tiktok.com": (
+        "tiktok",
+        "bytedance",
+        "hosting",
+        "block",
+        "TikTok name; the SNI alone (no DNS, no CDN prefix here) gives hosting",
+    ),
+    WC: (
+        "wechat",
+        "tencent",
+        "hosting",
+        "log",
+        "WeChat name; the 2020 WeChat items were rescinded in June 2021",
+    ),
+    QQ: (
+        None,
+        "tencent",
+        None,
+        "log",
+        "look-alike: Tencent's own site, operator-level rule only, not the app",
+    ),
     FAKE: (None, None, None, "allow", "look-alike: not on a label boundary of tiktok.com"),
     FAKE2: (None, None, None, "allow", "look-alike: tiktok.com is not the registrable suffix"),
     GOOGLE: (None, None, None, "allow", "unrelated name"),
-    "static.example.com": (None, None, None, "allow",
-                           "unrelated name on the same address as the TikTok CDN name"),
+    "static.example.com": (
+        None,
+        None,
+        None,
+        "allow",
+        "unrelated name on the same address as the TikTok CDN name",
+    ),
 }
 
 
@@ -152,8 +209,9 @@ def run_case(lab: netlab.Lab, cap: Capture, raw: Path) -> list[dict]:
     with lab.capture("client", lab.client_if, raw, "udp port 443"):
         for f in cap.flows:
             addr = lab.addr(f.role, f.family)
-            res = lab.quic_get("client", addr, f.sni, version=f.version, sport=f.sport,
-                               big_client_hello=f.big, timeout=10)
+            res = lab.quic_get(
+                "client", addr, f.sni, version=f.version, sport=f.sport, big_client_hello=f.big, timeout=10
+            )
             if not res.ok or f"sni={f.sni}\n" not in res.body:
                 raise SystemExit(f"{cap.name}: {f.sni} v{f.version} failed: {res}\n{lab.log('quic')}")
             if res.detail.get("version") != f.final_version or res.detail.get("retry") != f.retry:
@@ -216,10 +274,32 @@ def tshark_check(path: Path, cap: Capture) -> None:
         print(f"  tshark not installed: {path.name} not cross-checked")
         return
     proc = subprocess.run(
-        ["tshark", "-n", "-r", str(path), "-o", "udp.check_checksum:TRUE", "-Y", "tls.handshake.type == 1",
-         "-T", "fields", "-E", "separator=\t", "-e", "udp.srcport", "-e", "quic.version",
-         "-e", "tls.handshake.extensions_server_name", "-e", "udp.checksum.status"],
-        capture_output=True, text=True, check=True)
+        [
+            "tshark",
+            "-n",
+            "-r",
+            str(path),
+            "-o",
+            "udp.check_checksum:TRUE",
+            "-Y",
+            "tls.handshake.type == 1",
+            "-T",
+            "fields",
+            "-E",
+            "separator=\t",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "quic.version",
+            "-e",
+            "tls.handshake.extensions_server_name",
+            "-e",
+            "udp.checksum.status",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     seen: dict[int, tuple[str, str]] = {}
     for line in proc.stdout.splitlines():
         sport, versions, sni, status = line.split("\t")
@@ -243,26 +323,30 @@ def expected_rows(cap: Capture, rows: list[dict]) -> list[dict]:
         if f.retry:
             note.append("after a Retry")
         if f.first_version != f.final_version:
-            note.append(f"Version Negotiation, then a second ClientHello in QUIC {f.final_version} "
-                        "(quic_version is the first's)")
-        out.append({
-            "flow": f"{stem}-{i:02d}",
-            "capture": cap.name,
-            "src": netlab.CLIENT4 if f.family == 4 else netlab.CLIENT6,
-            "sport": f.sport,
-            "dst": netlab.Lab.addr(f.role, f.family),
-            "dport": 443,
-            "proto": "udp",
-            "first_ts": format_instant(row["first_ts"]),
-            "hostname": f.sni,
-            "app": app,
-            "operator": operator,
-            "category": category,
-            "evidence_kinds": ["sni"],
-            "action_announced": action,
-            "quic_version": f.first_version,
-            "why": "; ".join([f"QUIC {f.first_version}", *note, why]),
-        })
+            note.append(
+                f"Version Negotiation, then a second ClientHello in QUIC {f.final_version} "
+                "(quic_version is the first's)"
+            )
+        out.append(
+            {
+                "flow": f"{stem}-{i:02d}",
+                "capture": cap.name,
+                "src": netlab.CLIENT4 if f.family == 4 else netlab.CLIENT6,
+                "sport": f.sport,
+                "dst": netlab.Lab.addr(f.role, f.family),
+                "dport": 443,
+                "proto": "udp",
+                "first_ts": format_instant(row["first_ts"]),
+                "hostname": f.sni,
+                "app": app,
+                "operator": operator,
+                "category": category,
+                "evidence_kinds": ["sni"],
+                "action_announced": action,
+                "quic_version": f.first_version,
+                "why": "; ".join([f"QUIC {f.first_version}", *note, why]),
+            }
+        )
     return out
 
 
@@ -282,8 +366,10 @@ def main(argv: list[str]) -> int:
             rows = rewrite(cap, raw, out)
             tshark_check(out, cap)
             expected += expected_rows(cap, rows)
-            print(f"{out}: {out.stat().st_size} bytes, {len(rows)} flows, "
-                  f"{sum(r['packets'] for r in rows)} packets")
+            print(
+                f"{out}: {out.stat().st_size} bytes, {len(rows)} flows, "
+                f"{sum(r['packets'] for r in rows)} packets"
+            )
     path = outdir / "expected" / "quic.json"
     path.write_text(json.dumps(expected, indent=2) + "\n")
     print(f"{path}: {len(expected)} flows")

@@ -156,23 +156,29 @@ class ClientHellos:
                 stored = json.loads(source.read_text())["hellos"]
                 self.by_sni = {sni: bytes.fromhex(hexa) for sni, hexa in stored.items()}
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-                raise SystemExit(f"build_samples: {source}: cannot read the stored ClientHellos ({err}); "
-                                 "rebuild them with --refresh-client-hellos") from None
+                raise SystemExit(
+                    f"build_samples: {source}: cannot read the stored ClientHellos ({err}); "
+                    "rebuild them with --refresh-client-hellos"
+                ) from None
 
     def template(self, sni: str | None) -> bytes:
         key = sni or ""
         if self.refresh and key not in self.by_sni:
             self.by_sni[key] = openssl_client_hello(sni)
         if key not in self.by_sni:
-            raise SystemExit(f"build_samples: {self.source}: no stored ClientHello for SNI {key!r}; "
-                             "add it with --refresh-client-hellos")
+            raise SystemExit(
+                f"build_samples: {self.source}: no stored ClientHello for SNI {key!r}; "
+                "add it with --refresh-client-hellos"
+            )
         return self.by_sni[key]
 
     def document(self) -> str:
         """The JSON text of client_hellos.json for the hellos used so far."""
-        about = ("ClientHello records made by Python's ssl module (ALPN h2, http/1.1), keyed by SNI ('' = "
-                 "none), random, legacy session id and key_share bytes zeroed; pcaps/build_samples.py fills "
-                 "those per flow. Remake with `build_samples.py --refresh-client-hellos`.")
+        about = (
+            "ClientHello records made by Python's ssl module (ALPN h2, http/1.1), keyed by SNI ('' = "
+            "none), random, legacy session id and key_share bytes zeroed; pcaps/build_samples.py fills "
+            "those per flow. Remake with `build_samples.py --refresh-client-hellos`."
+        )
         doc = {
             "about": about,
             "openssl": ssl.OPENSSL_VERSION,
@@ -561,17 +567,35 @@ def build_demo() -> tuple[bytes, list[dict]]:
 
     # ---- 2020-09-19, the day before the WeChat items
     c = tls_conv("demo-01", "2020-09-19T12:00:00Z", c4, next(port), "203.205.147.171", "web.wechat.com")
-    add(c, "web.wechat.com", "wechat/tencent/hosting", "sni prefix", "log",
-        f"WeChat name on an AS132203 address, but before the start: {wechat_before}")
+    add(
+        c,
+        "web.wechat.com",
+        "wechat/tencent/hosting",
+        "sni prefix",
+        "log",
+        f"WeChat name on an AS132203 address, but before the start: {wechat_before}",
+    )
 
     # ---- 2020-09-21, WeChat items in the announced schedule
     c = tls_conv("demo-02", "2020-09-21T12:00:00Z", c4, next(port), "203.205.147.171", "web.wechat.com")
-    add(c, "web.wechat.com", "wechat/tencent/hosting", "sni prefix", "block",
-        f"WeChat web client on Tencent AS132203: hosting; {wechat_on}")
+    add(
+        c,
+        "web.wechat.com",
+        "wechat/tencent/hosting",
+        "sni prefix",
+        "block",
+        f"WeChat web client on Tencent AS132203: hosting; {wechat_on}",
+    )
 
     c = tls_conv("demo-03", "2020-09-21T12:01:00Z", c4, next(port), "203.205.147.172", "pay.weixin.qq.com")
-    add(c, "pay.weixin.qq.com", "wechat/tencent/payments", "sni prefix", "block",
-        "WeChat Pay endpoint: payments item (hosting also applies: AS132203); " + wechat_on)
+    add(
+        c,
+        "pay.weixin.qq.com",
+        "wechat/tencent/payments",
+        "sni prefix",
+        "block",
+        "WeChat Pay endpoint: payments item (hosting also applies: AS132203); " + wechat_on,
+    )
 
     req = (
         b"GET /cgi-bin/micromsg-bin/newgetdns?uin=0&clientversion=0x28000a3b&scene=0&net=1 HTTP/1.1\r\n"
@@ -580,37 +604,79 @@ def build_demo() -> tuple[bytes, list[dict]]:
     )
     resp = http_response(det("demo-04/body", 64), extra="Content-Type: application/octet-stream\r\n")
     c = Conv("demo-04", ts("2020-09-21T12:02:00Z"), c4, next(port), "203.205.147.180", 80).exchange(req, resp)
-    add(c, "hkminorshort.weixin.qq.com", "wechat/tencent/hosting", "http-host prefix", "block",
-        "plain-HTTP WeChat backend (Host header, MicroMessenger UA) on AS132203; " + wechat_on)
+    add(
+        c,
+        "hkminorshort.weixin.qq.com",
+        "wechat/tencent/hosting",
+        "http-host prefix",
+        "block",
+        "plain-HTTP WeChat backend (Host header, MicroMessenger UA) on AS132203; " + wechat_on,
+    )
 
     answer = [("short.weixin.qq.com", "A", "203.205.147.215")]
     c = dns_conv("demo-05", "2020-09-21T12:03:00Z", c4, 53001, "short.weixin.qq.com", answer)
-    add(c, "short.weixin.qq.com", "wechat/tencent/-", "dns-query", "log",
+    add(
+        c,
+        "short.weixin.qq.com",
+        "wechat/tencent/-",
+        "dns-query",
+        "log",
         "DNS lookup of a WeChat name through a third-party resolver: names the app, the resolver is no "
-        "WeChat service, so no category (unsure: a classifier may also call this allow)")
+        "WeChat service, so no category (unsure: a classifier may also call this allow)",
+    )
 
     c = tls_conv("demo-06", "2020-09-21T12:03:01Z", c4, next(port), "203.205.147.215", None)
-    add(c, "short.weixin.qq.com", "wechat/tencent/hosting", "dns prefix", "block",
+    add(
+        c,
+        "short.weixin.qq.com",
+        "wechat/tencent/hosting",
+        "dns prefix",
+        "block",
         "ClientHello without SNI; the address was answered for short.weixin.qq.com one second earlier "
-        "(demo-05, TTL 300); AS132203; " + wechat_on)
+        "(demo-05, TTL 300); AS132203; " + wechat_on,
+    )
 
     c = tls_conv("demo-07", "2020-09-21T12:04:00Z", c4, next(port), "203.205.146.20", "www.qq.com")
-    add(c, "www.qq.com", "-/tencent/hosting", "sni prefix", "log",
-        "QQ portal, not WeChat: qq.com is shared, only host-level rules name WeChat; operator prefix only")
+    add(
+        c,
+        "www.qq.com",
+        "-/tencent/hosting",
+        "sni prefix",
+        "log",
+        "QQ portal, not WeChat: qq.com is shared, only host-level rules name WeChat; operator prefix only",
+    )
 
     c = tls_conv("demo-08", "2020-09-21T12:04:30Z", c4, next(port), "203.205.146.21", "vv.video.qq.com")
-    add(c, "vv.video.qq.com", "-/tencent/hosting", "sni prefix", "log",
-        "Tencent Video, not WeChat (the real 1kxun.pcap trap); operator prefix only")
+    add(
+        c,
+        "vv.video.qq.com",
+        "-/tencent/hosting",
+        "sni prefix",
+        "log",
+        "Tencent Video, not WeChat (the real 1kxun.pcap trap); operator prefix only",
+    )
 
     c = tls_conv("demo-09", "2020-09-21T12:05:00Z", c4, next(port), "43.137.0.10", "game.example.com")
-    add(c, "game.example.com", "-/tencent/hosting", "sni prefix", "log",
-        "unrelated customer on Tencent Cloud (AS45090 43.136.0.0/13): an operator's ASN is not the app")
+    add(
+        c,
+        "game.example.com",
+        "-/tencent/hosting",
+        "sni prefix",
+        "log",
+        "unrelated customer on Tencent Cloud (AS45090 43.136.0.0/13): an operator's ASN is not the app",
+    )
 
     c = tls_conv("demo-10", "2020-09-21T12:06:00Z", c4, next(port), "92.122.95.100", "res.wx.qq.com")
-    add(c, "res.wx.qq.com", "wechat/tencent/cdn", "sni prefix", "block",
+    add(
+        c,
+        "res.wx.qq.com",
+        "wechat/tencent/cdn",
+        "sni prefix",
+        "block",
         "WeChat static name served from an Akamai (AS20940) edge: cdn item; "
         + wechat_on
-        + " (synthetic: placement on Akamai is made up for the test)")
+        + " (synthetic: placement on Akamai is made up for the test)",
+    )
 
     body = det("demo-11/body", 16)
     req = (
@@ -622,24 +688,48 @@ def build_demo() -> tuple[bytes, list[dict]]:
     c = Conv("demo-11", ts("2020-09-21T12:07:00Z"), c4, next(port), PROXY, 8080).exchange(
         req, http_response(b"", extra="Via: 1.1 proxy.example\r\n")
     )
-    add(c, "hkextshort.weixin.qq.com", "wechat/tencent/hosting", "http-proxy http-host", "block",
+    add(
+        c,
+        "hkextshort.weixin.qq.com",
+        "wechat/tencent/hosting",
+        "http-proxy http-host",
+        "block",
         "absolute-URI request through a forward proxy to a WeChat backend; category hosting assumed for "
-        "the proxied target (unsure: the proxy itself is no WeChat server); " + wechat_on)
+        "the proxied target (unsure: the proxy itself is no WeChat server); " + wechat_on,
+    )
 
     c = tls_conv("demo-12", "2020-09-21T12:08:00Z", c4, next(port), "203.205.147.190", "api.weixin.qq.com")
-    add(c, "api.weixin.qq.com", "wechat/tencent/hosting", "sni prefix", "block",
+    add(
+        c,
+        "api.weixin.qq.com",
+        "wechat/tencent/hosting",
+        "sni prefix",
+        "block",
         "WeChat API host on AS132203: the signatures give api.weixin.qq.com the role api, so hosting "
-        "(calls from third-party servers would be code-use, which the path does not show); " + wechat_on)
+        "(calls from third-party servers would be code-use, which the path does not show); " + wechat_on,
+    )
 
     c = tls_conv("demo-13", "2020-09-21T12:09:00Z", c4, next(port), "203.0.113.22", "mywechat.com")
-    add(c, "mywechat.com", "-/-/-", "sni", "allow",
-        "look-alike: mywechat.com is not wechat.com nor a subdomain of it; documentation-range server")
+    add(
+        c,
+        "mywechat.com",
+        "-/-/-",
+        "sni",
+        "allow",
+        "look-alike: mywechat.com is not wechat.com nor a subdomain of it; documentation-range server",
+    )
 
     c = tls_conv(
         "demo-14", "2020-09-21T12:10:00Z", c6, next(port), "240d:c000:2000:8::15", "webpush.web.wechat.com"
     )
-    add(c, "webpush.web.wechat.com", "wechat/tencent/hosting", "sni prefix", "block",
-        "IPv6: WeChat web push on Tencent AS132203 240d:c000:2000::/35; " + wechat_on)
+    add(
+        c,
+        "webpush.web.wechat.com",
+        "wechat/tencent/hosting",
+        "sni prefix",
+        "block",
+        "IPv6: WeChat web push on Tencent AS132203 240d:c000:2000::/35; " + wechat_on,
+    )
 
     # ---- 2020-10-15: TikTok app-store item in the announced schedule, hosting not yet
     tiktok_2020_hosting = (
@@ -647,8 +737,14 @@ def build_demo() -> tuple[bytes, list[dict]]:
         "(never took effect); PAFACA not yet in force"
     )
     c = tls_conv("demo-15", "2020-10-15T12:00:00Z", c4, next(port), "71.18.1.11", "www.tiktok.com")
-    add(c, "www.tiktok.com", "tiktok/bytedance/hosting", "sni prefix", "log",
-        "TikTok on ByteDance AS396986; " + tiktok_2020_hosting)
+    add(
+        c,
+        "www.tiktok.com",
+        "tiktok/bytedance/hosting",
+        "sni prefix",
+        "log",
+        "TikTok on ByteDance AS396986; " + tiktok_2020_hosting,
+    )
 
     store_req = (
         b"GET /store/apps/details?id=com.zhiliaoapp.musically&hl=en_US HTTP/1.1\r\nHost: play.google.com\r\n"
@@ -663,19 +759,37 @@ def build_demo() -> tuple[bytes, list[dict]]:
     c = Conv("demo-16", ts("2020-10-15T12:01:00Z"), c4, next(port), "142.250.72.14", 80).exchange(
         store_req, store_resp
     )
-    add(c, "play.google.com", "tiktok/bytedance/app-store", "http-host store", "block",
+    add(
+        c,
+        "play.google.com",
+        "tiktok/bytedance/app-store",
+        "http-host store",
+        "block",
         "store page for TikTok's Android package; 2020 TikTok app-store item announced from 2020-09-27 "
-        "23:59 EST (2020-09-28T04:59Z) until the 2020-11-12 notice")
+        "23:59 EST (2020-09-28T04:59Z) until the 2020-11-12 notice",
+    )
 
     c = tls_conv("demo-17", "2020-10-15T12:02:00Z", c4, next(port), "71.18.1.14", "open-api.tiktok.com")
-    add(c, "open-api.tiktok.com", "tiktok/bytedance/code-use", "sni prefix", "log",
+    add(
+        c,
+        "open-api.tiktok.com",
+        "tiktok/bytedance/code-use",
+        "sni prefix",
+        "log",
         "TikTok developer API (code-use; unsure: may be tagged hosting); neither took effect: "
-        + tiktok_2020_hosting)
+        + tiktok_2020_hosting,
+    )
 
     # ---- 2022-01-01: after the rescission
     c = tls_conv("demo-18", "2022-01-01T12:00:00Z", c4, next(port), "203.205.147.171", "web.wechat.com")
-    add(c, "web.wechat.com", "wechat/tencent/hosting", "sni prefix", "log",
-        "WeChat identification rescinded June 2021 (EO 14034, Commerce rescission); WeChat not under PAFACA")
+    add(
+        c,
+        "web.wechat.com",
+        "wechat/tencent/hosting",
+        "sni prefix",
+        "log",
+        "WeChat identification rescinded June 2021 (EO 14034, Commerce rescission); WeChat not under PAFACA",
+    )
 
     # ---- 2025-03-01: PAFACA in force (announced view ignores the non-enforcement EOs)
     pafaca = "PAFACA app-store+hosting for TikTok from 2025-01-19 until the 2026-01-22 divestiture"
@@ -687,21 +801,39 @@ def build_demo() -> tuple[bytes, list[dict]]:
     c = tls_conv(
         "demo-19", "2025-03-01T15:00:00Z", c4, next(port), "71.18.1.10", "api16-normal-c-useast1a.tiktokv.com"
     )
-    add(c, "api16-normal-c-useast1a.tiktokv.com", "tiktok/bytedance/hosting", "sni prefix", "block",
-        "TikTok app API on ByteDance AS396986: hosting; " + pafaca + nonenf)
+    add(
+        c,
+        "api16-normal-c-useast1a.tiktokv.com",
+        "tiktok/bytedance/hosting",
+        "sni prefix",
+        "block",
+        "TikTok app API on ByteDance AS396986: hosting; " + pafaca + nonenf,
+    )
 
     c = tls_conv(
         "demo-20", "2025-03-01T15:01:00Z", c4, next(port), "71.18.6.20", "api16-normal-useast5.us.tiktokv.com"
     )
-    add(c, "api16-normal-useast5.us.tiktokv.com", "tiktok/bytedance/hosting", "sni prefix", "block",
+    add(
+        c,
+        "api16-normal-useast5.us.tiktokv.com",
+        "tiktok/bytedance/hosting",
+        "sni prefix",
+        "block",
         "71.18.6.0/24 is an AS11983 (TikTok U.S. Data Security) more-specific inside AS396986's "
-        "71.18.0.0/20: longest match must still say ByteDance/TikTok; " + pafaca)
+        "71.18.0.0/20: longest match must still say ByteDance/TikTok; " + pafaca,
+    )
 
     c = tls_conv("demo-21", "2025-03-01T15:02:00Z", c4, next(port), "92.122.95.99", "vcs-va.tiktokv.com")
-    add(c, "vcs-va.tiktokv.com", "tiktok/bytedance/cdn", "sni prefix", "log",
+    add(
+        c,
+        "vcs-va.tiktokv.com",
+        "tiktok/bytedance/cdn",
+        "sni prefix",
+        "log",
         "TikTok name on an Akamai AS20940 edge (as in the real sites.pcapng): cdn; "
         + cdn_2025
-        + " (unsure if PAFACA 'internet hosting' reaches CDNs)")
+        + " (unsure if PAFACA 'internet hosting' reaches CDNs)",
+    )
 
     chain = [
         ("v16-webapp.tiktok.com", "CNAME", "v16-webapp.tiktok.com.edgesuite.net"),
@@ -709,32 +841,68 @@ def build_demo() -> tuple[bytes, list[dict]]:
         ("a1234.dscd.akamai.net", "A", "92.122.95.120"),
     ]
     c = dns_conv("demo-22", "2025-03-01T15:03:00Z", c4, 53002, "v16-webapp.tiktok.com", chain)
-    add(c, "v16-webapp.tiktok.com", "tiktok/bytedance/-", "dns-query cname", "log",
+    add(
+        c,
+        "v16-webapp.tiktok.com",
+        "tiktok/bytedance/-",
+        "dns-query cname",
+        "log",
         "DNS lookup of a TikTok name through a third-party resolver, answered with a CNAME chain into "
-        "Akamai; no category for the lookup itself (unsure: may also be allow)")
+        "Akamai; no category for the lookup itself (unsure: may also be allow)",
+    )
 
     c = tls_conv("demo-23", "2025-03-01T15:03:01Z", c4, next(port), "92.122.95.120", None)
-    add(c, "v16-webapp.tiktok.com", "tiktok/bytedance/cdn", "dns cname prefix", "log",
+    add(
+        c,
+        "v16-webapp.tiktok.com",
+        "tiktok/bytedance/cdn",
+        "dns cname prefix",
+        "log",
         "no SNI; address answered (demo-22) at the end of v16-webapp.tiktok.com -> *.edgesuite.net -> "
-        "*.akamai.net: cdn; " + cdn_2025)
+        "*.akamai.net: cdn; " + cdn_2025,
+    )
 
     c = tls_conv(
         "demo-24", "2025-03-01T15:04:00Z", c4, next(port), "151.101.1.223", "p16-sign-va.tiktokcdn.com"
     )
-    add(c, "p16-sign-va.tiktokcdn.com", "tiktok/bytedance/cdn", "sni prefix", "log",
-        "TikTok media name on a Fastly AS54113 address: cdn; " + cdn_2025)
+    add(
+        c,
+        "p16-sign-va.tiktokcdn.com",
+        "tiktok/bytedance/cdn",
+        "sni prefix",
+        "log",
+        "TikTok media name on a Fastly AS54113 address: cdn; " + cdn_2025,
+    )
 
     c = tls_conv("demo-25", "2025-03-01T15:05:00Z", c4, next(port), "151.101.65.100", "pypi.org")
-    add(c, "pypi.org", "-/-/-", "sni prefix", "allow",
-        "unrelated site on the same Fastly /16 as demo-24: CDN address alone is never the app")
+    add(
+        c,
+        "pypi.org",
+        "-/-/-",
+        "sni prefix",
+        "allow",
+        "unrelated site on the same Fastly /16 as demo-24: CDN address alone is never the app",
+    )
 
     c = tls_conv("demo-26", "2025-03-01T15:06:00Z", c4, next(port), "203.0.113.20", "faketiktok.com")
-    add(c, "faketiktok.com", "-/-/-", "sni", "allow",
-        "look-alike: faketiktok.com is not tiktok.com nor a subdomain of it")
+    add(
+        c,
+        "faketiktok.com",
+        "-/-/-",
+        "sni",
+        "allow",
+        "look-alike: faketiktok.com is not tiktok.com nor a subdomain of it",
+    )
 
     c = tls_conv("demo-27", "2025-03-01T15:06:30Z", c4, next(port), "203.0.113.21", "tiktok.com.example.net")
-    add(c, "tiktok.com.example.net", "-/-/-", "sni", "allow",
-        "look-alike: tiktok.com appears as a label prefix, the name is under example.net")
+    add(
+        c,
+        "tiktok.com.example.net",
+        "-/-/-",
+        "sni",
+        "allow",
+        "look-alike: tiktok.com appears as a label prefix, the name is under example.net",
+    )
 
     c = tls_conv("demo-28", "2025-03-01T15:07:00Z", c4, next(port), "142.250.72.4", "www.google.com")
     add(c, "www.google.com", "-/-/-", "sni", "allow", "unrelated")
@@ -751,24 +919,42 @@ def build_demo() -> tuple[bytes, list[dict]]:
     c.send(True, hello)
     c.send(False, server_flight(hello, "demo-29"), dt_ms=60)
     c.close()
-    add(c, "www.tiktok.com", "tiktok/bytedance/hosting", "http-proxy http-host sni", "block",
+    add(
+        c,
+        "www.tiktok.com",
+        "tiktok/bytedance/hosting",
+        "http-proxy http-host sni",
+        "block",
         "CONNECT tunnel to www.tiktok.com:443, the tunnelled ClientHello repeats the name; category hosting "
-        "assumed for the proxied target (unsure); " + pafaca)
+        "assumed for the proxied target (unsure); " + pafaca,
+    )
 
     c = tls_conv(
         "demo-30", "2025-03-01T15:09:00Z", c6, next(port), "2605:340:cd51:4900::3d", "www.tiktok.com"
     )
-    add(c, "www.tiktok.com", "tiktok/bytedance/hosting", "sni prefix", "block",
-        "IPv6: ByteDance AS396986 2605:340:c000::/35; " + pafaca)
+    add(
+        c,
+        "www.tiktok.com",
+        "tiktok/bytedance/hosting",
+        "sni prefix",
+        "block",
+        "IPv6: ByteDance AS396986 2605:340:c000::/35; " + pafaca,
+    )
 
     c = Conv("demo-31", ts("2025-03-01T15:10:00Z"), c4, next(port), "71.18.1.12", 443, proto="udp")
     for i, (from_client, n, dt_ms) in enumerate(
         [(True, 1200, 0), (False, 1200, 30), (True, 60, 1), (False, 300, 25), (True, 40, 5)]
     ):
         c.udp(from_client, bytes([0x40 | det_int(f"demo-31/{i}/b0", 6)]) + det(f"demo-31/{i}", n - 1), dt_ms)
-    add(c, None, "-/bytedance/hosting", "prefix", "log",
+    add(
+        c,
+        None,
+        "-/bytedance/hosting",
+        "prefix",
+        "log",
         "opaque UDP/443 (QUIC short-header-like bytes, no Initial, no name) to ByteDance AS396986: "
-        "operator only, app unknown")
+        "operator only, app unknown",
+    )
 
     label = "demo-32"
     hello = client_hello("m.tiktok.com", label)
@@ -785,20 +971,38 @@ def build_demo() -> tuple[bytes, list[dict]]:
     c.tcp(False, "A", dt_ms=24)
     c.send(False, server_flight(hello, label), dt_ms=5)
     c.close()
-    add(c, "m.tiktok.com", "tiktok/bytedance/hosting", "sni prefix", "block",
+    add(
+        c,
+        "m.tiktok.com",
+        "tiktok/bytedance/hosting",
+        "sni prefix",
+        "block",
         f"ClientHello split at byte {cut} (inside the SNI), second part sent first, then the first, then "
-        "the second again (retransmission): reassembly must still give the SNI; " + pafaca)
+        "the second again (retransmission): reassembly must still give the SNI; " + pafaca,
+    )
 
     c = Conv("demo-33", ts("2025-03-01T15:12:00Z"), c4, next(port), "142.250.72.14", 80).exchange(
         store_req, store_resp
     )
-    add(c, "play.google.com", "tiktok/bytedance/app-store", "http-host store", "block",
-        "store page for com.zhiliaoapp.musically: app-store; " + pafaca + nonenf)
+    add(
+        c,
+        "play.google.com",
+        "tiktok/bytedance/app-store",
+        "http-host store",
+        "block",
+        "store page for com.zhiliaoapp.musically: app-store; " + pafaca + nonenf,
+    )
 
     # ---- 2026-03-01: after the qualified divestiture
     c = tls_conv("demo-34", "2026-03-01T12:00:00Z", c4, next(port), "71.18.1.10", "www.tiktok.com")
-    add(c, "www.tiktok.com", "tiktok/bytedance/hosting", "sni prefix", "log",
-        "after the 2026-01-22 qualified divestiture (TikTok USDS Joint Venture) PAFACA no longer prohibits")
+    add(
+        c,
+        "www.tiktok.com",
+        "tiktok/bytedance/hosting",
+        "sni prefix",
+        "log",
+        "after the 2026-01-22 qualified divestiture (TikTok USDS Joint Venture) PAFACA no longer prohibits",
+    )
 
     records = sorted((r for c, _ in flows for r in frames(c)), key=lambda r: r[0])
     return pcap_bytes(records), [e for _, e in flows]
@@ -1097,13 +1301,26 @@ def ech_outer(label: str) -> bytes:
 
 def https_record(public_name: bytes, hint: str) -> bytes:
     """HTTPS (type 65) rdata: priority 1, target ".", alpn h2, ipv4hint, ech with one ECHConfig."""
-    contents = (b"\x07\x00\x20\x00\x20" + det("ech-key", 32) + b"\x00\x04\x00\x01\x00\x01\x00"
-                + bytes([len(public_name)]) + public_name + b"\x00\x00")
+    contents = (
+        b"\x07\x00\x20\x00\x20"
+        + det("ech-key", 32)
+        + b"\x00\x04\x00\x01\x00\x01\x00"
+        + bytes([len(public_name)])
+        + public_name
+        + b"\x00\x00"
+    )
     cfg = b"\xfe\x0d" + struct.pack("!H", len(contents)) + contents
     ech = struct.pack("!H", len(cfg)) + cfg
     v4 = bytes(int(x) for x in hint.split("."))
-    return (b"\x00\x01\x00" + struct.pack("!HH", 1, 3) + b"\x02h2" + struct.pack("!HH", 4, 4) + v4
-            + struct.pack("!HH", 5, len(ech)) + ech)
+    return (
+        b"\x00\x01\x00"
+        + struct.pack("!HH", 1, 3)
+        + b"\x02h2"
+        + struct.pack("!HH", 4, 4)
+        + v4
+        + struct.pack("!HH", 5, len(ech))
+        + ech
+    )
 
 
 def mmtls_hello(label: str) -> bytes:
@@ -1128,90 +1345,174 @@ def build_hidden() -> tuple[bytes, list[dict]]:
 
     c = Conv("hidden-01", ts("2020-09-21T13:00:00Z"), c4, next(port), "203.205.147.171", 8080)
     c.exchange(mmtls_hello("hidden-01"), det("hidden-01/resp", 200))
-    add(c, None, "wechat/tencent/hosting", "mmtls prefix", "block",
-        "WeChat long connection in mmtls (no SNI) on Tencent AS132203: framing + address; " + wechat_on)
+    add(
+        c,
+        None,
+        "wechat/tencent/hosting",
+        "mmtls prefix",
+        "block",
+        "WeChat long connection in mmtls (no SNI) on Tencent AS132203: framing + address; " + wechat_on,
+    )
 
     c = Conv("hidden-02", ts("2020-09-21T13:01:00Z"), c4, next(port), "203.0.113.70", 443)
     c.exchange(mmtls_hello("hidden-02"), det("hidden-02/resp", 200))
-    add(c, None, "wechat/tencent/hosting", "mmtls", "block",
-        "mmtls framing alone (medium confidence) on an address no signature knows; " + wechat_on)
+    add(
+        c,
+        None,
+        "wechat/tencent/hosting",
+        "mmtls",
+        "block",
+        "mmtls framing alone (medium confidence) on an address no signature knows; " + wechat_on,
+    )
 
     body = mmtls_hello("hidden-03")
-    req = (b"POST /mmtls/1c2f3a4b HTTP/1.1\r\nHost: hkextshort.weixin.qq.com\r\n"
-           b"User-Agent: MicroMessenger Client\r\nContent-Type: application/octet-stream\r\n"
-           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    req = (
+        b"POST /mmtls/1c2f3a4b HTTP/1.1\r\nHost: hkextshort.weixin.qq.com\r\n"
+        b"User-Agent: MicroMessenger Client\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
     c = Conv("hidden-03", ts("2020-09-21T13:02:00Z"), c4, next(port), "203.205.147.180", 80)
     c.exchange(req, http_response(b""))
-    add(c, "hkextshort.weixin.qq.com", "wechat/tencent/hosting", "http-host prefix", "block",
-        "WeChat short link: mmtls inside an HTTP POST to /mmtls/, named by Host; " + wechat_on)
+    add(
+        c,
+        "hkextshort.weixin.qq.com",
+        "wechat/tencent/hosting",
+        "http-host prefix",
+        "block",
+        "WeChat short link: mmtls inside an HTTP POST to /mmtls/, named by Host; " + wechat_on,
+    )
 
     c = tls_conv("hidden-04", "2020-09-21T13:03:00Z", c4, next(port), "203.205.147.171", "web.wechat.com")
     add(c, "web.wechat.com", "wechat/tencent/hosting", "sni prefix", "block", "named by SNI; " + wechat_on)
     hello = client_hello(None, "hidden-05")
     c = Conv("hidden-05", ts("2020-09-21T13:04:00Z"), c4, next(port), "203.205.147.171", 443)
     c.exchange(hello, server_flight(hello, "hidden-05"))
-    add(c, "web.wechat.com", "wechat/tencent/hosting", "name-history prefix", "log",
+    add(
+        c,
+        "web.wechat.com",
+        "wechat/tencent/hosting",
+        "name-history prefix",
+        "log",
         "ClientHello without SNI a minute after this client sent SNI web.wechat.com to the same "
-        "address (hidden-04): name-history, low confidence; the policy would block (" + wechat_on
-        + ") but name history cannot block by default (rule below-block-confidence)")
+        "address (hidden-04): name-history, low confidence; the policy would block ("
+        + wechat_on
+        + ") but name history cannot block by default (rule below-block-confidence)",
+    )
 
     qid = det_int("hidden-06/qid", 16)
     c = Conv("hidden-06", ts("2025-03-01T16:00:00Z"), c4, next(port), RESOLVER, 53, proto="udp")
     c.udp(True, dns_query(qid, "www.tiktok.com", "HTTPS"))
     rdata = https_record(b"ech.example.net", "203.0.113.71")
     an = [DNSRR(rrname="www.tiktok.com", type=65, ttl=300, rdata=rdata)]
-    c.udp(False, bytes(DNS(id=qid, qr=1, rd=1, ra=1, qd=DNSQR(qname="www.tiktok.com", qtype="HTTPS"), an=an)),
-          dt_ms=15)
-    add(c, "www.tiktok.com", "tiktok/bytedance/-", "dns-query", "log",
-        "HTTPS record lookup: alpn h2, ipv4hint 203.0.113.71, ECH config with public name ech.example.net")
+    c.udp(
+        False,
+        bytes(DNS(id=qid, qr=1, rd=1, ra=1, qd=DNSQR(qname="www.tiktok.com", qtype="HTTPS"), an=an)),
+        dt_ms=15,
+    )
+    add(
+        c,
+        "www.tiktok.com",
+        "tiktok/bytedance/-",
+        "dns-query",
+        "log",
+        "HTTPS record lookup: alpn h2, ipv4hint 203.0.113.71, ECH config with public name ech.example.net",
+    )
     hello = with_extension(client_hello("ech.example.net", "hidden-07"), 0xFE0D, ech_outer("hidden-07"))
     c = Conv("hidden-07", ts("2025-03-01T16:00:01Z"), c4, next(port), "203.0.113.71", 443)
     c.exchange(hello, server_flight(hello, "hidden-07"))
-    add(c, "www.tiktok.com", "tiktok/bytedance/hosting", "ech dns", "block",
+    add(
+        c,
+        "www.tiktok.com",
+        "tiktok/bytedance/hosting",
+        "ech dns",
+        "block",
         "ECH: outer SNI ech.example.net is the public name hidden-06 published; the address came from "
-        "the HTTPS record's ipv4hint for www.tiktok.com; " + pafaca, ech_public_name="ech.example.net")
+        "the HTTPS record's ipv4hint for www.tiktok.com; " + pafaca,
+        ech_public_name="ech.example.net",
+    )
 
     hello = with_extension(client_hello("cloudflare-ech.com", "hidden-08"), 0xFE0D, ech_outer("hidden-08"))
     c = Conv("hidden-08", ts("2025-03-01T16:01:00Z"), c4, next(port), "203.0.113.72", 443)
     c.exchange(hello, server_flight(hello, "hidden-08"))
-    add(c, None, "-/-/-", "ech", "allow",
+    add(
+        c,
+        None,
+        "-/-/-",
+        "ech",
+        "allow",
         "ECH with Cloudflare's public name and no DNS answer for the address: name hidden, nothing "
-        "to attribute (a blind spot)", ech_public_name="cloudflare-ech.com")
+        "to attribute (a blind spot)",
+        ech_public_name="cloudflare-ech.com",
+    )
 
     hello = with_extension(client_hello("www.tiktok.com", "hidden-09"), 0xFE0D, ech_outer("hidden-09"))
     c = Conv("hidden-09", ts("2025-03-01T16:02:00Z"), c4, next(port), "71.18.1.10", 443)
     c.exchange(hello, server_flight(hello, "hidden-09"))
-    add(c, "www.tiktok.com", "tiktok/bytedance/hosting", "sni prefix", "block",
-        "ECH extension with the real name as SNI (ECH GREASE): the SNI is the name; " + pafaca)
+    add(
+        c,
+        "www.tiktok.com",
+        "tiktok/bytedance/hosting",
+        "sni prefix",
+        "block",
+        "ECH extension with the real name as SNI (ECH GREASE): the SNI is the name; " + pafaca,
+    )
 
     c = tls_conv("hidden-10", "2025-03-01T16:03:00Z", c4, next(port), "8.8.8.8", "dns.google")
-    add(c, "dns.google", "-/-/-", "sni encrypted-dns", "allow",
+    add(
+        c,
+        "dns.google",
+        "-/-/-",
+        "sni encrypted-dns",
+        "allow",
         "DNS over HTTPS to Google Public DNS: this client's lookups are not in the input",
-        encrypted_dns="doh")
+        encrypted_dns="doh",
+    )
     hello = client_hello("one.one.one.one", "hidden-11")
     c = Conv("hidden-11", ts("2025-03-01T16:04:00Z"), c4, next(port), "1.1.1.1", 853)
     c.exchange(hello, server_flight(hello, "hidden-11"))
-    add(c, "one.one.one.one", "-/-/-", "sni encrypted-dns prefix", "allow",
+    add(
+        c,
+        "one.one.one.one",
+        "-/-/-",
+        "sni encrypted-dns prefix",
+        "allow",
         "DNS over TLS on port 853 (1.1.1.1 is in Cloudflare's AS13335, a CDN prefix: evidence, no owner)",
-        encrypted_dns="dot")
+        encrypted_dns="dot",
+    )
     c = Conv("hidden-12", ts("2025-03-01T16:05:00Z"), c4, next(port), "203.0.113.73", 853, proto="udp")
     c.udp(True, b"\xc0\x00\x00\x00\x01" + det("hidden-12/quic", 1195))
     c.udp(False, b"\xc0\x00\x00\x00\x01" + det("hidden-12/quic-s", 300), dt_ms=20)
-    add(c, None, "-/-/-", "encrypted-dns", "allow", "DNS over QUIC on UDP 853 (opaque datagrams)",
-        encrypted_dns="doq")
+    add(
+        c,
+        None,
+        "-/-/-",
+        "encrypted-dns",
+        "allow",
+        "DNS over QUIC on UDP 853 (opaque datagrams)",
+        encrypted_dns="doq",
+    )
 
     flows.sort(key=lambda f: f[0].t0)
     return pcap_bytes([(p.t, ethernet(p.ip, p.from_client)) for c, _ in flows for p in c.pkts]), [
-        e for _, e in flows]
+        e for _, e in flows
+    ]
 
 
 def main(argv: list[str]) -> int:
     global _hellos
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("outdir", nargs="?", type=Path, default=Path(__file__).resolve().parent,
-                        help="where to write (default: the directory of this script)")
-    parser.add_argument("--refresh-client-hellos", action="store_true",
-                        help=f"make the ClientHellos with this OpenSSL and write OUTDIR/{HELLO_FILE}")
+    parser.add_argument(
+        "outdir",
+        nargs="?",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="where to write (default: the directory of this script)",
+    )
+    parser.add_argument(
+        "--refresh-client-hellos",
+        action="store_true",
+        help=f"make the ClientHellos with this OpenSSL and write OUTDIR/{HELLO_FILE}",
+    )
     args = parser.parse_args(argv[1:])
     out: Path = args.outdir
     _hellos = ClientHellos(refresh=args.refresh_client_hellos)

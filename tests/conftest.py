@@ -27,6 +27,7 @@ def need_shared(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def sigs():
     from classifier.signatures import Signatures
+
     return Signatures.load()
 
 
@@ -34,14 +35,17 @@ def sigs():
 def policy():
     from classifier.policy import Policy
     from classifier.signatures import shipped_directory
+
     return Policy.load(shipped_directory() / "policy")
 
 
-def run_cli(*args: str, stdin: bytes | None = None,
-            check_status: int | None = 0) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, stdin: bytes | None = None, check_status: int | None = 0
+) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess (as a user would), return the completed process."""
-    proc = subprocess.run([sys.executable, "-m", "classifier", *args], input=stdin, capture_output=True,
-                          cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "classifier", *args], input=stdin, capture_output=True, cwd=ROOT, timeout=300
+    )
     if check_status is not None:
         assert proc.returncode == check_status, (proc.returncode, proc.stderr.decode(errors="replace"))
     return proc

@@ -36,8 +36,14 @@ ROUTE_PROTOCOL = 241
 #: A wrapper that runs a command as an ordinary user (uid/gid 65534, no groups) holding no capability
 #: but CAP_DAC_READ_SEARCH, so it can still read the checkout wherever it is (a fresh clone in /root,
 #: mode 0700). `unshare --user` fails with EPERM in a chroot or container; setpriv works everywhere.
-UNPRIVILEGED = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                "--inh-caps=-all,+dac_read_search", "--ambient-caps=-all,+dac_read_search")
+UNPRIVILEGED = (
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all,+dac_read_search",
+    "--ambient-caps=-all,+dac_read_search",
+)
 MANGLE_TABLES = ("ip mangle", "ip6 mangle")  # what iptables-nft creates for `iptables -t mangle`
 
 
@@ -54,8 +60,11 @@ def make_signatures(tmp: Path) -> Path:
         for rel, prefix in ((entry.ipv4, v4), (entry.ipv6, v6)):
             path = dest / rel
             text = path.read_text()
-            path.write_text(text + ("" if text.endswith("\n") else "\n")
-                            + f"# test only: a documentation prefix of the gateway lab\n{prefix}\n")
+            path.write_text(
+                text
+                + ("" if text.endswith("\n") else "\n")
+                + f"# test only: a documentation prefix of the gateway lab\n{prefix}\n"
+            )
     Signatures.load(dest)  # still valid
     return dest
 
@@ -72,14 +81,31 @@ def make_policy(tmp: Path, provisions: list[tuple[str, str, str, float]], name: 
 
     dest = tmp / name
     shutil.copytree(shipped_directory() / "policy", dest)
-    lines = ["[[instrument]]", 'id = "gateway-test-instrument"', 'title = "Gateway test instrument"',
-             'citation = "none: test data"', "issued = 2026-01-01", 'source = "tests/gateway_helpers.py"',
-             "date = 2026-01-01", ""]
+    lines = [
+        "[[instrument]]",
+        'id = "gateway-test-instrument"',
+        'title = "Gateway test instrument"',
+        'citation = "none: test data"',
+        "issued = 2026-01-01",
+        'source = "tests/gateway_helpers.py"',
+        "date = 2026-01-01",
+        "",
+    ]
     for pid, app, category, effective in provisions:
-        lines += ["[[provision]]", f'id = "{pid}"', 'instrument = "gateway-test-instrument"',
-                  f'app = "{app}"', f'category = "{category}"', 'summary = "test provision"',
-                  f'effective = "{instant(effective)}"', 'clock_time = "test"', 'reading = "test"',
-                  'source = "tests/gateway_helpers.py"', "date = 2026-01-01", ""]
+        lines += [
+            "[[provision]]",
+            f'id = "{pid}"',
+            'instrument = "gateway-test-instrument"',
+            f'app = "{app}"',
+            f'category = "{category}"',
+            'summary = "test provision"',
+            f'effective = "{instant(effective)}"',
+            'clock_time = "test"',
+            'reading = "test"',
+            'source = "tests/gateway_helpers.py"',
+            "date = 2026-01-01",
+            "",
+        ]
     (dest / "zz-gateway-test.toml").write_text("\n".join(lines))
     Policy.load(dest)
     return dest
@@ -151,12 +177,15 @@ class Gateway:
             if found:
                 return found
             time.sleep(0.2)
-        raise AssertionError(f"no {what} after {timeout} s; records: "
-                             f"{[(r['hostname'], r['action']) for r in self.records()]}\n{self.stderr()}")
+        raise AssertionError(
+            f"no {what} after {timeout} s; records: "
+            f"{[(r['hostname'], r['action']) for r in self.records()]}\n{self.stderr()}"
+        )
 
 
-def run_cli_in(lab: netlab.Lab, ns: str, *args: str, timeout: float = 60,
-               prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_cli_in(
+    lab: netlab.Lab, ns: str, *args: str, timeout: float = 60, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     """``classifier ARGS`` inside a namespace (optionally under a wrapper like setpriv)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [*prefix, sys.executable, "-m", "classifier", *args]
@@ -216,12 +245,15 @@ def _slow_tls_get(addr: str, sni: str, pause: float, timeout: float) -> bool:
     import socket
     import ssl
     import time
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((addr, 443), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=sni) as tls:
+        with (
+            socket.create_connection((addr, 443), timeout=timeout) as raw,
+            ctx.wrap_socket(raw, server_hostname=sni) as tls,
+        ):
             time.sleep(pause)
             tls.sendall(f"GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
             data = tls.recv(4096)
@@ -230,7 +262,6 @@ def _slow_tls_get(addr: str, sni: str, pause: float, timeout: float) -> bool:
         return False
 
 
-def tls_get_after_pause(lab: netlab.Lab, addr: str, sni: str, pause: float = 1.0,
-                        timeout: float = 5) -> bool:
+def tls_get_after_pause(lab: netlab.Lab, addr: str, sni: str, pause: float = 1.0, timeout: float = 5) -> bool:
     """A TLS client that waits ``pause`` seconds between the handshake and its request."""
     return lab.ns_exec("client", _slow_tls_get, addr, sni, pause, timeout, timeout=timeout + pause + 10)

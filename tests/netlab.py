@@ -60,8 +60,23 @@ PREFIX = "clf-"
 #: Every program the lab and the tests run through it (besides this Python). lab_unavailable()
 #: requires all of them; run()/popen() refuse any other, so a new one is declared here and its package
 #: in tools/debian-packages.txt (tests/test_setup_audit.py checks that list covers this table).
-TOOLS = ("ip", "sysctl", "tcpdump", "unbound", "unbound-checkconf", "dig", "curl", "openssl", "timeout",
-         "nft", "iptables", "ip6tables", "setpriv", "cat", "sleep")
+TOOLS = (
+    "ip",
+    "sysctl",
+    "tcpdump",
+    "unbound",
+    "unbound-checkconf",
+    "dig",
+    "curl",
+    "openssl",
+    "timeout",
+    "nft",
+    "iptables",
+    "ip6tables",
+    "setpriv",
+    "cat",
+    "sleep",
+)
 
 # --- address plan (documentation ranges only) -------------------------------------------------
 
@@ -73,13 +88,13 @@ RESOLVER4, RESOLVER6 = "198.51.100.53", "2001:db8:2::53"
 
 #: role -> (IPv4, IPv6) of the servers namespace. Every server listens on every one of them.
 SERVERS: dict[str, tuple[str, str]] = {
-    "tiktok": ("198.51.100.10", "2001:db8:2::10"),     # "operator" hosting a TikTok name
-    "wechat": ("198.51.100.20", "2001:db8:2::20"),     # "operator" hosting a WeChat name
-    "tencent": ("198.51.100.21", "2001:db8:2::21"),    # the operator's own site (www.qq.com), not the app
-    "resolver": (RESOLVER4, RESOLVER6),                # Unbound
+    "tiktok": ("198.51.100.10", "2001:db8:2::10"),  # "operator" hosting a TikTok name
+    "wechat": ("198.51.100.20", "2001:db8:2::20"),  # "operator" hosting a WeChat name
+    "tencent": ("198.51.100.21", "2001:db8:2::21"),  # the operator's own site (www.qq.com), not the app
+    "resolver": (RESOLVER4, RESOLVER6),  # Unbound
     "unrelated": ("203.0.113.10", "2001:db8:2::100"),  # www.google.com
     "lookalike": ("203.0.113.20", "2001:db8:2::120"),  # faketiktok.com, tiktok.com.example.net
-    "cdn": ("203.0.113.80", "2001:db8:2::80"),         # ONE shared CDN address: TikTok + unrelated names
+    "cdn": ("203.0.113.80", "2001:db8:2::80"),  # ONE shared CDN address: TikTok + unrelated names
 }
 
 #: test name -> role whose addresses it resolves to (A and AAAA)
@@ -107,8 +122,10 @@ QUIC_VERSIONS: dict[str, int] = {"1": 0x00000001, "2": 0x6B3343CF, "draft-29": 0
 
 # fixed, locally administered MACs so captures are stable from run to run
 MACS = {
-    "cli0": "02:00:00:00:00:10", "gw-cli": "02:00:00:00:00:01",
-    "gw-srv": "02:00:00:00:01:01", "srv0": "02:00:00:00:01:10",
+    "cli0": "02:00:00:00:00:10",
+    "gw-cli": "02:00:00:00:00:01",
+    "gw-srv": "02:00:00:00:01:01",
+    "srv0": "02:00:00:00:01:10",
 }
 
 _seq = itertools.count()
@@ -267,8 +284,24 @@ class Lab:
             self.run(ns, ["sysctl", "-q", "-w", f"{key.replace('__', '.')}={value}"], check=True)
 
     def _veth(self, a_ns: str, a_if: str, b_ns: str, b_if: str) -> None:
-        self._ip("link", "add", a_if, "netns", self.ns(a_ns), "address", MACS[a_if], "type", "veth",
-                 "peer", "name", b_if, "netns", self.ns(b_ns), "address", MACS[b_if])
+        self._ip(
+            "link",
+            "add",
+            a_if,
+            "netns",
+            self.ns(a_ns),
+            "address",
+            MACS[a_if],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            self.ns(b_ns),
+            "address",
+            MACS[b_if],
+        )
 
     def _addrs(self, ns: str, iface: str, addrs: Sequence[str]) -> None:
         for a in addrs:
@@ -301,13 +334,46 @@ class Lab:
         self._ip("-6", "route", "add", "default", "via", GW_CLIENT6, ns="client")
 
     def _make_certificate(self) -> None:
-        names = sorted({*NAMES, *CNAMES, "*.tiktok.com", "*.tiktokv.com", "*.wechat.com", "*.qq.com",
-                        "*.weixin.qq.com", "*.example.com", "*.example.net", "*.google.com", "localhost"})
+        names = sorted(
+            {
+                *NAMES,
+                *CNAMES,
+                "*.tiktok.com",
+                "*.tiktokv.com",
+                "*.wechat.com",
+                "*.qq.com",
+                "*.weixin.qq.com",
+                "*.example.com",
+                "*.example.net",
+                "*.google.com",
+                "localhost",
+            }
+        )
         san = ",".join([f"DNS:{n}" for n in names] + [f"IP:{a}" for pair in SERVERS.values() for a in pair])
         proc = subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-days", "7", "-subj", "/CN=classifier netlab", "-addext", f"subjectAltName={san}",
-             "-keyout", str(self.key), "-out", str(self.cert)], capture_output=True, text=True)
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "7",
+                "-subj",
+                "/CN=classifier netlab",
+                "-addext",
+                f"subjectAltName={san}",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise LabError(f"openssl req failed: {proc.stderr.strip()}")
 
@@ -330,24 +396,41 @@ class Lab:
         """``ip netns exec NS argv...``, for a declared program only (see TOOLS)."""
         program = str(argv[0]) if argv else ""
         if program not in TOOLS and program != PYTHON:
-            raise LabError(f"{program!r} is not in netlab.TOOLS: declare it there, and its Debian package "
-                           "in tools/debian-packages.txt")
+            raise LabError(
+                f"{program!r} is not in netlab.TOOLS: declare it there, and its Debian package "
+                "in tools/debian-packages.txt"
+            )
         return ["ip", "netns", "exec", self.ns(ns), *map(str, argv)]
 
-    def run(self, ns: str, argv: Sequence[str], *, input: str | bytes | None = None, timeout: float = 30,
-            check: bool = False, text: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        ns: str,
+        argv: Sequence[str],
+        *,
+        input: str | bytes | None = None,
+        timeout: float = 30,
+        check: bool = False,
+        text: bool = True,
+        env: dict | None = None,
+    ) -> subprocess.CompletedProcess:
         """Run argv inside ns to completion (``ip netns exec``); raise on failure only when check."""
         full = self._in_ns(ns, argv)
         if text and isinstance(input, bytes):
             input = input.decode()
-        proc = subprocess.run(full, input=input, capture_output=True, timeout=timeout, text=text,
-                              env=env)
+        proc = subprocess.run(full, input=input, capture_output=True, timeout=timeout, text=text, env=env)
         if check and proc.returncode != 0:
             raise LabError(f"{' '.join(full)} exited {proc.returncode}: {proc.stderr!s}")
         return proc
 
-    def popen(self, ns: str, argv: Sequence[str], *, log: str | Path | None = None, env: dict | None = None,
-              **kwargs: Any) -> subprocess.Popen:
+    def popen(
+        self,
+        ns: str,
+        argv: Sequence[str],
+        *,
+        log: str | Path | None = None,
+        env: dict | None = None,
+        **kwargs: Any,
+    ) -> subprocess.Popen:
         """Start argv inside ns in its own process group; it is stopped when the lab closes.
 
         With ``log`` (a file name, relative to the lab directory), stdout and stderr go there.
@@ -356,8 +439,15 @@ class Lab:
         if log is not None:
             path = self.dir / log
             with open(path, "ab") as fh:
-                proc = subprocess.Popen(full, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, env=env, **kwargs)
+                proc = subprocess.Popen(
+                    full,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env=env,
+                    **kwargs,
+                )
             proc.log_path = path  # type: ignore[attr-defined]
         else:
             kwargs.setdefault("stdin", subprocess.DEVNULL)
@@ -433,8 +523,9 @@ class Lab:
         return value
 
     @contextlib.contextmanager
-    def capture(self, ns: str, iface: str, path: str | Path, bpf: str = "", *, snaplen: int = 0,
-                settle: float = 0.3) -> Iterator[dict]:
+    def capture(
+        self, ns: str, iface: str, path: str | Path, bpf: str = "", *, snaplen: int = 0, settle: float = 0.3
+    ) -> Iterator[dict]:
         """tcpdump -U -w path on iface inside ns for the duration of the block.
 
         Returns once tcpdump says it is listening; on exit waits ``settle`` seconds for packets in
@@ -489,8 +580,9 @@ class Lab:
 
     # --- servers (all in the servers namespace) ---------------------------------------------------
 
-    def _start_server(self, name: str, argv: Sequence[str], marker: str = "READY",
-                      timeout: float = 20) -> None:
+    def _start_server(
+        self, name: str, argv: Sequence[str], marker: str = "READY", timeout: float = 20
+    ) -> None:
         self.stop_server(name)
         proc = self.popen("servers", argv, log=f"{name}.log")
         self._servers[name] = proc
@@ -508,19 +600,33 @@ class Lab:
 
     def start_tls(self, port: int = 443) -> None:
         """TLS server on [::]:port (IPv4 too): answers an HTTP/1.1 200 naming the SNI it saw."""
-        self._start_server("tls", [PYTHON, HERE, "serve-tls", "--port", port, "--cert", self.cert,
-                                   "--key", self.key])
+        self._start_server(
+            "tls", [PYTHON, HERE, "serve-tls", "--port", port, "--cert", self.cert, "--key", self.key]
+        )
 
     def start_http(self, port: int = 80) -> None:
         """Plain HTTP server on [::]:port (IPv4 too): answers 200 echoing the Host header."""
         self._start_server("http", [PYTHON, HERE, "serve-http", "--port", port])
 
-    def start_quic(self, *, retry: bool = False, versions: Sequence[str] = ("1", "2", "draft-29"),
-                   port: int = 443) -> None:
+    def start_quic(
+        self, *, retry: bool = False, versions: Sequence[str] = ("1", "2", "draft-29"), port: int = 443
+    ) -> None:
         """aioquic HTTP/3 server on port/udp of every server address; ``retry`` sends Retry first."""
         addrs = [a for pair in SERVERS.values() for a in pair]
-        argv = [PYTHON, HERE, "serve-quic", "--port", port, "--cert", self.cert, "--key", self.key,
-                "--versions", ",".join(versions), *(["--retry"] if retry else [])]
+        argv = [
+            PYTHON,
+            HERE,
+            "serve-quic",
+            "--port",
+            port,
+            "--cert",
+            self.cert,
+            "--key",
+            self.key,
+            "--versions",
+            ",".join(versions),
+            *(["--retry"] if retry else []),
+        ]
         for a in addrs:
             argv += ["--addr", a]
         self._start_server("quic", argv)
@@ -540,8 +646,10 @@ class Lab:
             (self.dir / "rpz.zone").write_text(text)
             m = re.search(r"^\$ORIGIN\s+(\S+)", text, re.M)
             origin = m.group(1) if m else (rpz_name or "rpz.lab.")
-            rpz_clause = (f'rpz:\n  name: "{origin}"\n  zonefile: "{self.dir / "rpz.zone"}"\n'
-                          "  rpz-log: yes\n  rpz-log-name: lab-rpz\n")
+            rpz_clause = (
+                f'rpz:\n  name: "{origin}"\n  zonefile: "{self.dir / "rpz.zone"}"\n'
+                "  rpz-log: yes\n  rpz-log-name: lab-rpz\n"
+            )
         conf.write_text(f"""server:
   interface: {RESOLVER4}
   interface: {RESOLVER6}
@@ -551,7 +659,7 @@ class Lab:
   chroot: ""
   username: ""
   directory: "{self.dir}"
-  pidfile: "{self.dir / 'unbound.pid'}"
+  pidfile: "{self.dir / "unbound.pid"}"
   use-syslog: no
   logfile: ""
   log-queries: yes
@@ -566,7 +674,7 @@ class Lab:
   minimal-responses: no
 auth-zone:
   name: "."
-  zonefile: "{self.dir / 'root.zone'}"
+  zonefile: "{self.dir / "root.zone"}"
   for-downstream: no
   for-upstream: yes
   fallback-enabled: no
@@ -601,55 +709,124 @@ auth-zone:
             data = json.loads(proc.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
             return Result(False, error=f"exit {proc.returncode}: {proc.stdout} {proc.stderr}".strip())
-        return Result(data["ok"], data.get("status"), data.get("body", ""), data.get("error", ""),
-                      data.get("detail", {}))
+        return Result(
+            data["ok"],
+            data.get("status"),
+            data.get("body", ""),
+            data.get("error", ""),
+            data.get("detail", {}),
+        )
 
-    def tls_get(self, ns: str, addr: str, sni: str | None, timeout: float = 5, *, port: int = 443,
-                sport: int = 0, verify: bool = False) -> Result:
+    def tls_get(
+        self,
+        ns: str,
+        addr: str,
+        sni: str | None,
+        timeout: float = 5,
+        *,
+        port: int = 443,
+        sport: int = 0,
+        verify: bool = False,
+    ) -> Result:
         """HTTPS GET / over Python ssl with this SNI (None: no SNI). ok = a 200 response came back."""
         args = ["tls-get", "--addr", addr, "--port", port, "--timeout", timeout, "--sport", sport]
         args += ["--sni", sni] if sni is not None else []
         args += ["--cafile", self.cert] if verify else []
         return self._script_client(ns, args, timeout)
 
-    def http_get(self, ns: str, addr: str, host: str, timeout: float = 5, *, port: int = 80,
-                 sport: int = 0) -> Result:
+    def http_get(
+        self, ns: str, addr: str, host: str, timeout: float = 5, *, port: int = 80, sport: int = 0
+    ) -> Result:
         """Plain HTTP GET / with this Host. ok = a 200 response came back."""
-        return self._script_client(ns, ["http-get", "--addr", addr, "--host", host, "--port", port,
-                                        "--timeout", timeout, "--sport", sport], timeout)
+        return self._script_client(
+            ns,
+            [
+                "http-get",
+                "--addr",
+                addr,
+                "--host",
+                host,
+                "--port",
+                port,
+                "--timeout",
+                timeout,
+                "--sport",
+                sport,
+            ],
+            timeout,
+        )
 
-    def quic_get(self, ns: str, addr: str, sni: str | None, version: str = "1", timeout: float = 5, *,
-                 port: int = 443, sport: int = 0, big_client_hello: bool = False,
-                 alpn: Sequence[str] | None = None) -> Result:
+    def quic_get(
+        self,
+        ns: str,
+        addr: str,
+        sni: str | None,
+        version: str = "1",
+        timeout: float = 5,
+        *,
+        port: int = 443,
+        sport: int = 0,
+        big_client_hello: bool = False,
+        alpn: Sequence[str] | None = None,
+    ) -> Result:
         """HTTP/3 GET / with aioquic. version: "1", "2", "draft-29" or a comma list (first is tried first).
 
         big_client_hello adds aioquic's 1200-byte quantum-readiness transport parameter, so the
         ClientHello spans two Initial packets. detail has the negotiated version and whether a Retry
         was received.
         """
-        args = ["quic-get", "--addr", addr, "--port", port, "--version", version, "--timeout", timeout,
-                "--sport", sport, *(["--sni", sni] if sni is not None else []),
-                *(["--big"] if big_client_hello else [])]
+        args = [
+            "quic-get",
+            "--addr",
+            addr,
+            "--port",
+            port,
+            "--version",
+            version,
+            "--timeout",
+            timeout,
+            "--sport",
+            sport,
+            *(["--sni", sni] if sni is not None else []),
+            *(["--big"] if big_client_hello else []),
+        ]
         for a in alpn or ():
             args += ["--alpn", a]
         return self._script_client(ns, args, timeout)
 
-    def dig(self, ns: str, server: str, name: str, qtype: str = "A", timeout: float = 2, *,
-            tcp: bool = False) -> Result:
+    def dig(
+        self, ns: str, server: str, name: str, qtype: str = "A", timeout: float = 2, *, tcp: bool = False
+    ) -> Result:
         """dig @server name qtype. status is the RCODE name; detail["answers"] the answer RRs."""
-        argv = ["dig", f"@{server}", name, qtype, "+tries=1", f"+time={max(1, int(timeout))}",
-                "+noall", "+answer", "+comments", *(["+tcp"] if tcp else [])]
+        argv = [
+            "dig",
+            f"@{server}",
+            name,
+            qtype,
+            "+tries=1",
+            f"+time={max(1, int(timeout))}",
+            "+noall",
+            "+answer",
+            "+comments",
+            *(["+tcp"] if tcp else []),
+        ]
         try:
             proc = self.run(ns, argv, timeout=timeout + 10)
         except subprocess.TimeoutExpired:
             return Result(False, error="dig timed out")
         m = re.search(r"status: (\w+)", proc.stdout)
-        answers = [line.split(None, 4) for line in proc.stdout.splitlines()
-                   if line and not line.startswith(";")]
+        answers = [
+            line.split(None, 4) for line in proc.stdout.splitlines() if line and not line.startswith(";")
+        ]
         answers = [(a[0].rstrip("."), a[3], a[4].rstrip(".")) for a in answers if len(a) == 5]
         status = m.group(1) if m else None
-        return Result(status == "NOERROR", status, proc.stdout, "" if m else proc.stdout + proc.stderr,
-                      {"answers": answers, "addresses": [d for _, t, d in answers if t in ("A", "AAAA")]})
+        return Result(
+            status == "NOERROR",
+            status,
+            proc.stdout,
+            "" if m else proc.stdout + proc.stderr,
+            {"answers": answers, "addresses": [d for _, t, d in answers if t in ("A", "AAAA")]},
+        )
 
     def curl(self, ns: str, url: str, *args: str, timeout: float = 5) -> Result:
         """curl -sS -k url [args]; status is the HTTP code, body the response body."""
@@ -665,8 +842,17 @@ auth-zone:
     def s_client(self, ns: str, addr: str, sni: str | None, *, port: int = 443, timeout: float = 5) -> Result:
         """openssl s_client with this SNI, sending one HTTP/1.1 request."""
         host = f"[{addr}]" if ":" in addr else addr
-        argv = ["timeout", str(timeout), "openssl", "s_client", "-connect", f"{host}:{port}", "-quiet",
-                "-ign_eof", *(["-servername", sni] if sni else ["-noservername"])]
+        argv = [
+            "timeout",
+            str(timeout),
+            "openssl",
+            "s_client",
+            "-connect",
+            f"{host}:{port}",
+            "-quiet",
+            "-ign_eof",
+            *(["-servername", sni] if sni else ["-noservername"]),
+        ]
         request = f"GET / HTTP/1.1\r\nHost: {sni or addr}\r\nConnection: close\r\n\r\n"
         try:
             proc = self.run(ns, argv, input=request, timeout=timeout + 10)
@@ -693,8 +879,13 @@ def _stop(proc: subprocess.Popen, grace: float = 3) -> None:
 
 def zone_text() -> str:
     """The lab's root zone for Unbound: every test name with A and AAAA, plus the CNAME chains."""
-    lines = ["$TTL 300", ". IN SOA ns.lab. hostmaster.lab. 1 3600 600 86400 300", ". IN NS ns.lab.",
-             f"ns.lab. IN A {RESOLVER4}", f"ns.lab. IN AAAA {RESOLVER6}"]
+    lines = [
+        "$TTL 300",
+        ". IN SOA ns.lab. hostmaster.lab. 1 3600 600 86400 300",
+        ". IN NS ns.lab.",
+        f"ns.lab. IN A {RESOLVER4}",
+        f"ns.lab. IN AAAA {RESOLVER6}",
+    ]
     for name, role in NAMES.items():
         v4, v6 = SERVERS[role]
         lines += [f"{name}. IN A {v4}", f"{name}. IN AAAA {v6}"]
@@ -737,8 +928,11 @@ def _read_request(conn: socket.socket) -> bytes:
 
 def _respond(conn: socket.socket, body: str) -> None:
     payload = body.encode()
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                 + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
 
 
 def serve_tls(port: int, cert: str, key: str) -> None:
@@ -835,7 +1029,9 @@ def patch_aioquic() -> None:
             return retry_tag(packet_without_tag, original_destination_cid, version)
         saved = qpacket.RETRY_AEAD_KEY_VERSION_1, qpacket.RETRY_AEAD_NONCE_VERSION_1
         qpacket.RETRY_AEAD_KEY_VERSION_1, qpacket.RETRY_AEAD_NONCE_VERSION_1 = (
-            DRAFT29_RETRY_KEY, DRAFT29_RETRY_NONCE)
+            DRAFT29_RETRY_KEY,
+            DRAFT29_RETRY_NONCE,
+        )
         try:
             return retry_tag(packet_without_tag, original_destination_cid, version)
         finally:
@@ -852,8 +1048,9 @@ def patch_aioquic() -> None:
 
         @received_extensions.setter
         def received_extensions(self, value: Any) -> None:
-            self._lab_received = None if value is None else [
-                (TP_V1 if t == TP_DRAFT else t, d) for t, d in value]
+            self._lab_received = (
+                None if value is None else [(TP_V1 if t == TP_DRAFT else t, d) for t, d in value]
+            )
 
         def _server_handle_hello(self, input_buf: Any, *args: Any) -> None:
             pos = input_buf.tell()
@@ -867,8 +1064,9 @@ def patch_aioquic() -> None:
     def patched_initialize(self: Any, peer_cid: bytes) -> None:
         initialize(self, peer_cid)
         if self._version == d29:  # the draft codepoint on the wire
-            self.tls.handshake_extensions = [(TP_DRAFT if t == TP_V1 else t, d)
-                                             for t, d in self.tls.handshake_extensions]
+            self.tls.handshake_extensions = [
+                (TP_DRAFT if t == TP_V1 else t, d) for t, d in self.tls.handshake_extensions
+            ]
 
     qcrypto.CryptoPair.setup_initial = patched_setup_initial
     qpacket.get_retry_integrity_tag = patched_retry_tag
@@ -915,27 +1113,44 @@ def serve_quic(addrs: Sequence[str], port: int, cert: str, key: str, versions: s
                     version = _version_name(self._quic._version)
                     print(f"quic {self._local} sni={sni} version={version}", flush=True)
                     body = f"proto=quic\nsni={sni}\nversion={version}\nserver={self._local}\n".encode()
-                    self._h3.send_headers(ev.stream_id, [
-                        (b":status", b"200"), (b"content-type", b"text/plain"),
-                        (b"content-length", str(len(body)).encode())])
+                    self._h3.send_headers(
+                        ev.stream_id,
+                        [
+                            (b":status", b"200"),
+                            (b"content-type", b"text/plain"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    )
                     self._h3.send_data(ev.stream_id, body, end_stream=True)
                     self.transmit()
 
     async def main() -> None:
         for addr in addrs:
-            config = QuicConfiguration(is_client=False, alpn_protocols=[*H3_ALPN, "h3-29"],
-                                       supported_versions=_version_list(versions))
+            config = QuicConfiguration(
+                is_client=False,
+                alpn_protocols=[*H3_ALPN, "h3-29"],
+                supported_versions=_version_list(versions),
+            )
             config.load_cert_chain(cert, key)
-            await serve(addr, port, configuration=config, create_protocol=partial(H3Server, local=addr),
-                        retry=retry)
+            await serve(
+                addr, port, configuration=config, create_protocol=partial(H3Server, local=addr), retry=retry
+            )
         print("READY", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(main())
 
 
-def quic_get(addr: str, port: int, sni: str | None, versions: str, timeout: float, sport: int,
-             big: bool, alpn: Sequence[str]) -> int:
+def quic_get(
+    addr: str,
+    port: int,
+    sni: str | None,
+    versions: str,
+    timeout: float,
+    sport: int,
+    big: bool,
+    alpn: Sequence[str],
+) -> int:
     import asyncio
     import ssl
 
@@ -970,23 +1185,36 @@ def quic_get(addr: str, port: int, sni: str | None, versions: str, timeout: floa
         async def get(self, authority: str) -> None:
             assert self._h3 is not None
             sid = self._quic.get_next_available_stream_id()
-            self._h3.send_headers(sid, [(b":method", b"GET"), (b":scheme", b"https"),
-                                        (b":authority", authority.encode()), (b":path", b"/")],
-                                  end_stream=True)
+            self._h3.send_headers(
+                sid,
+                [
+                    (b":method", b"GET"),
+                    (b":scheme", b"https"),
+                    (b":authority", authority.encode()),
+                    (b":path", b"/"),
+                ],
+                end_stream=True,
+            )
             self.transmit()
             await self.done.wait()
 
     wanted = _version_list(versions)
     if not alpn:
         alpn = ["h3-29"] if wanted[0] == QUIC_VERSIONS["draft-29"] else ["h3"]
-    config = QuicConfiguration(is_client=True, alpn_protocols=list(alpn), verify_mode=ssl.CERT_NONE,
-                               supported_versions=wanted, quantum_readiness_test=big,
-                               server_name=sni if sni is not None else addr)
+    config = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=list(alpn),
+        verify_mode=ssl.CERT_NONE,
+        supported_versions=wanted,
+        quantum_readiness_test=big,
+        server_name=sni if sni is not None else addr,
+    )
     detail: dict[str, Any] = {}
 
     async def main() -> None:
-        async with connect(addr, port, configuration=config, create_protocol=H3Client,
-                           local_port=sport) as client:
+        async with connect(
+            addr, port, configuration=config, create_protocol=H3Client, local_port=sport
+        ) as client:
             detail["version"] = _version_name(client._quic._version)
             detail["retry"] = client._quic._retry_count > 0
             await client.get(sni or addr)
@@ -997,8 +1225,9 @@ def quic_get(addr: str, port: int, sni: str | None, versions: str, timeout: floa
         asyncio.run(asyncio.wait_for(main(), timeout))
     except Exception as exc:  # any failure is a result, not a crash
         return _emit(False, error=f"{type(exc).__name__}: {exc}", detail=detail)
-    return _emit(detail.get("status") == 200, status=detail.get("status"), body=detail.get("body", ""),
-                 detail=detail)
+    return _emit(
+        detail.get("status") == 200, status=detail.get("status"), body=detail.get("body", ""), detail=detail
+    )
 
 
 def _connect(addr: str, port: int, timeout: float, sport: int) -> socket.socket:

@@ -52,8 +52,24 @@ def netns():
             _ip(name, "link", "set", "veth1", "master", "vrf-blue")
         _ip(name, "route", "add", "71.18.0.0/20", "via", "192.0.2.2", "proto", "bgp")
         _ip(name, "route", "add", "1.12.0.0/21", "via", "192.0.2.3", "proto", "static")
-        _ip(name, "route", "add", "43.128.0.0/12", "proto", "zebra",
-            "nexthop", "via", "192.0.2.2", "weight", "1", "nexthop", "via", "192.0.2.3", "weight", "2")
+        _ip(
+            name,
+            "route",
+            "add",
+            "43.128.0.0/12",
+            "proto",
+            "zebra",
+            "nexthop",
+            "via",
+            "192.0.2.2",
+            "weight",
+            "1",
+            "nexthop",
+            "via",
+            "192.0.2.3",
+            "weight",
+            "2",
+        )
         _ip(name, "route", "add", "blackhole", "71.18.1.0/24", "proto", "static")
         _ip(name, "-6", "route", "add", "2605:340::/32", "dev", "veth1", "table", "100", "proto", "bgp")
         _ip(name, "route", "add", "198.51.100.0/24", "via", "192.0.2.2", "proto", "static")
@@ -83,8 +99,13 @@ def ops(row: dict) -> list[str]:
 def test_kernel_routes_carrying_operator_prefixes(netns):
     name, vrf = netns
     rows = kernel(name)
-    assert {r["route"] for r in rows} == {"71.18.0.0/20", "1.12.0.0/21", "43.128.0.0/12", "71.18.1.0/24",
-                                          "2605:340::/32"}  # not 198.51.100.0/24, 10.0.0.0/8, connected
+    assert {r["route"] for r in rows} == {
+        "71.18.0.0/20",
+        "1.12.0.0/21",
+        "43.128.0.0/12",
+        "71.18.1.0/24",
+        "2605:340::/32",
+    }  # not 198.51.100.0/24, 10.0.0.0/8, connected
 
     bgp = route(rows, "71.18.0.0/20")
     assert (bgp["table_name"], bgp["protocol"], bgp["type"]) == ("main", "bgp", "unicast")
@@ -97,7 +118,11 @@ def test_kernel_routes_carrying_operator_prefixes(netns):
 
     static = route(rows, "1.12.0.0/21")
     assert (static["protocol"], static["relation"], static["operator"], static["app"]) == (
-        "static", "exact", "tencent", "wechat")
+        "static",
+        "exact",
+        "tencent",
+        "wechat",
+    )
     assert ops(static) == ["1.12.0.0/21 AS45090 exact"]
 
     multipath = route(rows, "43.128.0.0/12")
@@ -118,7 +143,8 @@ def test_kernel_routes_carrying_operator_prefixes(netns):
 
     # no peering map: the kernel cannot say whose the next hop is
     assert {(r["relationship"], r["action"], r["rule"]) for r in rows} == {
-        ("unknown", "log", "next-hop-unknown")}
+        ("unknown", "log", "next-hop-unknown")
+    }
     assert {r["netns"] for r in rows} == {name}
 
 

@@ -51,25 +51,64 @@ DUMP = ts("2025-03-01T00:00:00Z")
 def rib_file() -> bytes:
     """A TABLE_DUMP_V2 RIB: IPv4, IPv6 and ADD-PATH records, direct and indirect paths."""
     a = w.rib_attrs
-    return b"".join([
-        w.peer_index_table(DUMP, [PEER_A[::-1], PEER_B[::-1], PEER_C[::-1]]),
-        w.rib(DUMP, 0, "71.18.0.0/16", [
-            (0, ts("2024-06-01T00:00:00Z"), a(w.seq(64500, 396986)), None),
-            (2, ts("2024-06-02T00:00:00Z"), a(w.seq(PEER_C[0], PEER_C[0], 3356, 396986)), None)]),
-        w.rib(DUMP, 1, "2605:340::/32", [(1, ts("2024-07-01T00:00:00Z"),
-                                          a(w.seq(64501, 150436), "2001:db8::9"), None)]),
-        w.rib(DUMP, 2, "71.18.64.0/20", [(0, ts("2024-08-01T00:00:00Z"), a(w.seq(64500, 137718)), 1),
-                                         (0, ts("2024-08-01T00:00:00Z"), a(w.seq(64500, 174, 137718)), 2)],
-              addpath=True),
-        w.rib(DUMP, 3, "198.51.100.0/24",
-              [(0, ts("2024-01-01T00:00:00Z"), a(w.seq(64500, 3356, 64511)), None)]),
-        w.rib(DUMP, 4, "71.18.128.0/20", [(0, ts("2024-09-01T00:00:00Z"),
-                                           a([(w.AS_SEQUENCE, (64500, 3356)), (w.AS_SET, (11983, 64999))]),
-                                           None)]),
-        w.rib(DUMP, 5, "203.0.113.0/24",
-              [(0, ts("2024-10-01T00:00:00Z"), a(w.seq(64500, 138699, 64777)), None)]),
-        w.rib(DUMP, 6, "1.12.0.0/21", [(2, ts("2019-01-01T00:00:00Z"), a(w.seq(PEER_C[0], 45090)), None)]),
-    ])
+    return b"".join(
+        [
+            w.peer_index_table(DUMP, [PEER_A[::-1], PEER_B[::-1], PEER_C[::-1]]),
+            w.rib(
+                DUMP,
+                0,
+                "71.18.0.0/16",
+                [
+                    (0, ts("2024-06-01T00:00:00Z"), a(w.seq(64500, 396986)), None),
+                    (2, ts("2024-06-02T00:00:00Z"), a(w.seq(PEER_C[0], PEER_C[0], 3356, 396986)), None),
+                ],
+            ),
+            w.rib(
+                DUMP,
+                1,
+                "2605:340::/32",
+                [(1, ts("2024-07-01T00:00:00Z"), a(w.seq(64501, 150436), "2001:db8::9"), None)],
+            ),
+            w.rib(
+                DUMP,
+                2,
+                "71.18.64.0/20",
+                [
+                    (0, ts("2024-08-01T00:00:00Z"), a(w.seq(64500, 137718)), 1),
+                    (0, ts("2024-08-01T00:00:00Z"), a(w.seq(64500, 174, 137718)), 2),
+                ],
+                addpath=True,
+            ),
+            w.rib(
+                DUMP,
+                3,
+                "198.51.100.0/24",
+                [(0, ts("2024-01-01T00:00:00Z"), a(w.seq(64500, 3356, 64511)), None)],
+            ),
+            w.rib(
+                DUMP,
+                4,
+                "71.18.128.0/20",
+                [
+                    (
+                        0,
+                        ts("2024-09-01T00:00:00Z"),
+                        a([(w.AS_SEQUENCE, (64500, 3356)), (w.AS_SET, (11983, 64999))]),
+                        None,
+                    )
+                ],
+            ),
+            w.rib(
+                DUMP,
+                5,
+                "203.0.113.0/24",
+                [(0, ts("2024-10-01T00:00:00Z"), a(w.seq(64500, 138699, 64777)), None)],
+            ),
+            w.rib(
+                DUMP, 6, "1.12.0.0/21", [(2, ts("2019-01-01T00:00:00Z"), a(w.seq(PEER_C[0], 45090)), None)]
+            ),
+        ]
+    )
 
 
 def _update(peer, when, attrs=b"", announced=(), withdrawn=(), **kw) -> bytes:
@@ -83,24 +122,33 @@ def _attrs(*asns: int) -> bytes:
 def updates_file() -> bytes:
     """BGP4MP updates across the effective dates: see the expectations in the tests below."""
     v6 = w.origin_igp() + w.as_path(w.seq(64501, 138699)) + w.mp_reach("2001:db8::9", ["2605:340::/32"])
-    two_byte = (w.origin_igp() + w.as_path(w.seq(64500, w.AS_TRANS), as4=False)
-                + w.as_path(w.seq(64500, 137718), kind=w.AS4_PATH) + w.next_hop("192.0.2.9"))
-    return b"".join([
-        w.bgp4mp_state(ts("2020-09-01T00:00:00Z"), *PEER_A, 5, w.ESTABLISHED),
-        _update(PEER_A, "2020-10-01T00:00:00Z", _attrs(64500, 3356, 15169), ["192.0.2.0/24"]),
-        _update(PEER_A, "2020-10-01T00:00:00Z", _attrs(64500, 132203), ["203.205.128.0/19"]),
-        _update(PEER_A, "2020-10-15T12:00:00Z", _attrs(64500, 396986), ["71.18.0.0/20"]),
-        _update(PEER_A, "2020-10-20T00:00:00Z", withdrawn=["192.0.2.0/24"]),
-        _update(PEER_A, "2020-11-20T00:00:00Z", _attrs(64500, 3356, 396986), ["71.18.0.0/20"]),
-        _update(PEER_A, "2021-07-01T00:00:00Z", withdrawn=["203.205.128.0/19"]),
-        w.bgp4mp_message(ts("2024-12-01T00:00:00Z"), *PEER_B, w.bgp_update(attrs=v6)),
-        w.bgp4mp_message(ts("2025-02-01T00:00:00Z"), *PEER_B,
-                         w.bgp_update(attrs=w.mp_unreach(["2605:340::/32"]))),
-        _update(PEER_A, "2026-02-01T00:00:00Z", _attrs(64500, 64500, 150436), ["71.18.16.0/20"], usec=250000),
-        _update(PEER_A, "2026-02-02T00:00:00Z", two_byte, ["71.18.32.0/20"], as4=False),
-        w.bgp4mp_state(ts("2026-03-01T00:00:00Z"), *PEER_A, w.ESTABLISHED, w.IDLE),
-        w.bgp4mp_message(ts("2026-03-02T00:00:00Z"), *PEER_B, w.keepalive()),
-    ])
+    two_byte = (
+        w.origin_igp()
+        + w.as_path(w.seq(64500, w.AS_TRANS), as4=False)
+        + w.as_path(w.seq(64500, 137718), kind=w.AS4_PATH)
+        + w.next_hop("192.0.2.9")
+    )
+    return b"".join(
+        [
+            w.bgp4mp_state(ts("2020-09-01T00:00:00Z"), *PEER_A, 5, w.ESTABLISHED),
+            _update(PEER_A, "2020-10-01T00:00:00Z", _attrs(64500, 3356, 15169), ["192.0.2.0/24"]),
+            _update(PEER_A, "2020-10-01T00:00:00Z", _attrs(64500, 132203), ["203.205.128.0/19"]),
+            _update(PEER_A, "2020-10-15T12:00:00Z", _attrs(64500, 396986), ["71.18.0.0/20"]),
+            _update(PEER_A, "2020-10-20T00:00:00Z", withdrawn=["192.0.2.0/24"]),
+            _update(PEER_A, "2020-11-20T00:00:00Z", _attrs(64500, 3356, 396986), ["71.18.0.0/20"]),
+            _update(PEER_A, "2021-07-01T00:00:00Z", withdrawn=["203.205.128.0/19"]),
+            w.bgp4mp_message(ts("2024-12-01T00:00:00Z"), *PEER_B, w.bgp_update(attrs=v6)),
+            w.bgp4mp_message(
+                ts("2025-02-01T00:00:00Z"), *PEER_B, w.bgp_update(attrs=w.mp_unreach(["2605:340::/32"]))
+            ),
+            _update(
+                PEER_A, "2026-02-01T00:00:00Z", _attrs(64500, 64500, 150436), ["71.18.16.0/20"], usec=250000
+            ),
+            _update(PEER_A, "2026-02-02T00:00:00Z", two_byte, ["71.18.32.0/20"], as4=False),
+            w.bgp4mp_state(ts("2026-03-01T00:00:00Z"), *PEER_A, w.ESTABLISHED, w.IDLE),
+            w.bgp4mp_message(ts("2026-03-02T00:00:00Z"), *PEER_B, w.keepalive()),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +175,11 @@ def test_rib_direct_indirect_addpath_ipv6_as_set_transit(files):
 
     direct = one(rows, prefix="71.18.0.0/16", peer_asn=64500)
     assert (direct["as_path"], direct["origin_asn"], direct["operator"], direct["app"]) == (
-        "64500 396986", 396986, "bytedance", "tiktok")
+        "64500 396986",
+        396986,
+        "bytedance",
+        "tiktok",
+    )
     assert (direct["neighbour_asn"], direct["relationship"], direct["role"]) == (396986, "direct", "origin")
     assert direct["first_seen"] == "2024-06-01T00:00:00Z" and direct["last_seen"] == "2025-03-01T00:00:00Z"
     # TikTok's transit-peering provision was suspended before it took effect: log, and say so
@@ -140,15 +192,24 @@ def test_rib_direct_indirect_addpath_ipv6_as_set_transit(files):
 
     v6 = one(rows, prefix="2605:340::/32")
     assert (v6["peer_ip"], v6["peer_asn"], v6["origin_asn"], v6["relationship"]) == (
-        "2001:db8::1", 64501, 150436, "direct")
+        "2001:db8::1",
+        64501,
+        150436,
+        "direct",
+    )
 
     addpath = by(rows, prefix="71.18.64.0/20")
     assert {(r["path_id"], r["as_path"], r["relationship"]) for r in addpath} == {
-        (1, "64500 137718", "direct"), (2, "64500 174 137718", "indirect")}
+        (1, "64500 137718", "direct"),
+        (2, "64500 174 137718", "indirect"),
+    }
 
     as_set = one(rows, prefix="71.18.128.0/20")
     assert (as_set["origin_asn"], as_set["origin_as_set"], as_set["as_path"]) == (
-        None, [11983, 64999], "64500 3356 {11983,64999}")
+        None,
+        [11983, 64999],
+        "64500 3356 {11983,64999}",
+    )
     assert as_set["operator"] == "bytedance" and as_set["relationship"] == "indirect"
 
     transit = one(rows, prefix="203.0.113.0/24")
@@ -188,8 +249,12 @@ def test_local_asn_strips_prepending_and_names_the_neighbour(files):
 
 
 def test_table_dump_v1_with_as4_path():
-    attrs = (w.origin_igp() + w.as_path(w.seq(64500, w.AS_TRANS), as4=False)
-             + w.as_path(w.seq(64500, 396986), kind=w.AS4_PATH) + w.next_hop("192.0.2.9"))
+    attrs = (
+        w.origin_igp()
+        + w.as_path(w.seq(64500, w.AS_TRANS), as4=False)
+        + w.as_path(w.seq(64500, 396986), kind=w.AS4_PATH)
+        + w.next_hop("192.0.2.9")
+    )
     data = w.table_dump_v1(DUMP, "71.18.0.0/16", "198.51.100.1", 64500, attrs, DUMP - 10)
     rows, err = _stdin_bgp(data)
     r = one(rows, prefix="71.18.0.0/16")
@@ -284,8 +349,22 @@ def test_csv_and_table_formats(files, tmp_path):
     run_cli("bgp", str(files["updates"]), "--format", "csv", "-o", str(out), "-q")
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 6 and rows[0]["record"] == "route"
-    for key in ("prefix", "origin_asn", "operator", "as_path", "peer_asn", "relationship", "first_seen",
-                "last_seen", "action", "neighbour_asn", "app", "view", "reason", "file"):
+    for key in (
+        "prefix",
+        "origin_asn",
+        "operator",
+        "as_path",
+        "peer_asn",
+        "relationship",
+        "first_seen",
+        "last_seen",
+        "action",
+        "neighbour_asn",
+        "app",
+        "view",
+        "reason",
+        "file",
+    ):
         assert key in rows[0]
     table = run_cli("bgp", str(files["updates"]), "--format", "table").stdout.decode()
     assert "Prefixes originated by operator ASNs" in table and "Timeline of direct routes" in table
@@ -310,11 +389,13 @@ def test_truncated_file_keeps_what_was_read(tmp_path):
     data = updates_file()
     at, size = _records(data)[3]  # cut inside the 4th record (announces 71.18.0.0/20)
     path = tmp_path / "cut.mrt"
-    path.write_bytes(data[:at + size - 5])
+    path.write_bytes(data[: at + size - 5])
     rows, err = bgp(str(path), status=3)
     assert [r["prefix"] for r in rows] == ["203.205.128.0/19"]  # read before the cut
-    assert f"cut.mrt: record 4: offset {at}: truncated record: header says {size - 12} bytes, " \
-           f"{size - 17} present" in err
+    assert (
+        f"cut.mrt: record 4: offset {at}: truncated record: header says {size - 12} bytes, "
+        f"{size - 17} present" in err
+    )
     assert "Traceback" not in err
 
 
@@ -389,12 +470,17 @@ def assert_kept_until(name: str, rows, st, records, good: int, damage: str) -> N
     assert sorted(r["prefix"] for r in rows) == sorted(p for _, _, p in records[:kept] if p)
     at, size, _ = records[kept]
     have = good - at
-    cut = ("" if not have else f"; truncated record header: {have} of 12 bytes" if have < 12 else
-           f"; truncated record: header says {size - 12} bytes, {have - 12} present")
+    cut = (
+        ""
+        if not have
+        else f"; truncated record header: {have} of 12 bytes"
+        if have < 12
+        else f"; truncated record: header says {size - 12} bytes, {have - 12} present"
+    )
     (problem,) = st["problems"]
     head, sep, tail = problem.partition(", found at compressed byte ")
     assert head == f"{name}: record {kept + 1}: offset {at}: {damage}" and sep
-    assert tail.endswith(cut) and tail[:len(tail) - len(cut)].isdigit()
+    assert tail.endswith(cut) and tail[: len(tail) - len(cut)].isdigit()
 
 
 def test_corrupt_gzip_keeps_every_record_before_the_damage(tmp_path, updates_6000):
@@ -414,22 +500,29 @@ def test_corrupt_gzip_keeps_every_record_before_the_damage(tmp_path, updates_600
         path = tmp_path / "damaged.mrt.gz"
         path.write_bytes(bytes(bad))
         rows, st, err = bgp_damaged(path)
-        assert_kept_until("damaged.mrt.gz", rows, st, records, good,
-                          f"gzip stream corrupt after decompressed byte {good} (Error -3 while "
-                          "decompressing data: invalid stored block lengths)")
+        assert_kept_until(
+            "damaged.mrt.gz",
+            rows,
+            st,
+            records,
+            good,
+            f"gzip stream corrupt after decompressed byte {good} (Error -3 while "
+            "decompressing data: invalid stored block lengths)",
+        )
         assert f"input problem: {st['problems'][0]}" in err
 
 
 def test_truncated_gzip_keeps_every_record_before_the_cut(tmp_path, updates_6000):
     data, records = updates_6000
     packed = gzip.compress(data)
-    short = packed[:len(packed) * 3 // 5]
+    short = packed[: len(packed) * 3 // 5]
     good = len(zlib.decompressobj(31).decompress(short))  # all that the bytes left decode to
     path = tmp_path / "cut.mrt.gz"
     path.write_bytes(short)
     rows, st, _ = bgp_damaged(path)
-    assert_kept_until("cut.mrt.gz", rows, st, records, good,
-                      f"gzip stream truncated after decompressed byte {good}")
+    assert_kept_until(
+        "cut.mrt.gz", rows, st, records, good, f"gzip stream truncated after decompressed byte {good}"
+    )
 
 
 def test_corrupt_deflate_data_is_reported_as_gzip_damage(tmp_path, updates_6000):
@@ -441,13 +534,16 @@ def test_corrupt_deflate_data_is_reported_as_gzip_damage(tmp_path, updates_6000)
     path = tmp_path / "garbled.mrt.gz"
     path.write_bytes(bytes(packed))
     rows, st, _ = bgp_damaged(path)
-    assert any(p.startswith("garbled.mrt.gz: ") and "gzip stream corrupt after decompressed byte" in p
-               for p in st["problems"]), st["problems"]
+    assert any(
+        p.startswith("garbled.mrt.gz: ") and "gzip stream corrupt after decompressed byte" in p
+        for p in st["problems"]
+    ), st["problems"]
     assert {r["prefix"] for r in rows} <= {p for _, _, p in records if p}
 
 
 def _bzip2_block_starts(packed: bytes) -> list[int]:
     from test_compressed import bzip2_blocks
+
     return [bit // 8 for bit in bzip2_blocks(packed)]
 
 
@@ -465,8 +561,14 @@ def test_corrupt_bzip2_keeps_every_record_before_the_damaged_block(tmp_path, upd
     path.write_bytes(bytes(bad))
     rows, st, _ = bgp_damaged(path)
     # nothing of the damaged block reaches the framing: the one problem is the bzip2 damage
-    assert_kept_until("damaged.mrt.bz2", rows, st, records, good,
-                      f"bzip2 stream corrupt after decompressed byte {good} (Invalid data stream)")
+    assert_kept_until(
+        "damaged.mrt.bz2",
+        rows,
+        st,
+        records,
+        good,
+        f"bzip2 stream corrupt after decompressed byte {good} (Invalid data stream)",
+    )
 
 
 def test_corrupt_bzip2_on_standard_input(tmp_path, updates_6000):
@@ -478,8 +580,14 @@ def test_corrupt_bzip2_on_standard_input(tmp_path, updates_6000):
     good = len(bz2.BZ2Decompressor().decompress(bytes(packed[:damaged])))
     rows, st, _ = bgp_damaged(tmp_path / "unused", stdin=bytes(bad))
     assert st["compression"] == "bzip2"
-    assert_kept_until("-", rows, st, records, good,
-                      f"bzip2 stream corrupt after decompressed byte {good} (Invalid data stream)")
+    assert_kept_until(
+        "-",
+        rows,
+        st,
+        records,
+        good,
+        f"bzip2 stream corrupt after decompressed byte {good} (Invalid data stream)",
+    )
 
 
 def test_truncated_bzip2_keeps_every_complete_block(tmp_path, updates_6000):
@@ -491,8 +599,9 @@ def test_truncated_bzip2_keeps_every_complete_block(tmp_path, updates_6000):
     path = tmp_path / "cut.mrt.bz2"
     path.write_bytes(packed[:cut])
     rows, st, _ = bgp_damaged(path)
-    assert_kept_until("cut.mrt.bz2", rows, st, records, good,
-                      f"bzip2 stream truncated after decompressed byte {good}")
+    assert_kept_until(
+        "cut.mrt.bz2", rows, st, records, good, f"bzip2 stream truncated after decompressed byte {good}"
+    )
 
 
 def test_not_mrt_and_missing_file(tmp_path):
@@ -527,8 +636,10 @@ def _audit(path, decode_all: bool):
     table = RouteTable(PathClassifier(sigs.operator_by_asn))
     stats = MrtReader(str(path), path.name, Needles(sigs.operator_by_asn), table, decode_all=decode_all).run()
     table.finish()
-    routes = sorted((r.prefix, r.peer_asn, r.path_id, r.info.as_path, r.first_seen, r.last_seen, r.end,
-                     r.announcements) for r in table.records)
+    routes = sorted(
+        (r.prefix, r.peer_asn, r.path_id, r.info.as_path, r.first_seen, r.last_seen, r.end, r.announcements)
+        for r in table.records
+    )
     events = [(e.time, e.kind, e.record.prefix, e.record.info.as_path) for e in table.events]
     return routes, events, stats
 
@@ -569,8 +680,10 @@ def test_pch_tencent_origins(pch):
     assert {a: len(p) for a, p in origins.items()} == {45090: 423, 133478: 50, 132203: 23, 132591: 18}
     assert len(set().union(*origins.values())) == 514
     assert {r["operator"] for r in rows} == {"tencent"} and {r["app"] for r in rows} == {"wechat"}
-    assert ("originated by tencent (wechat): 514 distinct prefixes "
-            "(AS45090 423, AS133478 50, AS132203 23, AS132591 18)") in err
+    assert (
+        "originated by tencent (wechat): 514 distinct prefixes "
+        "(AS45090 423, AS133478 50, AS132203 23, AS132591 18)"
+    ) in err
     # 518 route records: 514 prefixes originated by Tencent, 4 DNSPod prefixes transiting AS132203
     assert len(rows) == 518 and len({r["prefix"] for r in rows}) == 518
     # transit: only AS132203 (5 x "132203 45090", 4 x "132203 40000"); "... 45090 45090" is the
@@ -601,8 +714,9 @@ def test_pch_paths_and_relationships(pch):
 
 
 @pytest.mark.real
-@pytest.mark.parametrize("name", ["ris_updates.20160811.1600.gz",
-                                  "routeviews_rib.20140523.0600_first9073records.mrt.gz"])
+@pytest.mark.parametrize(
+    "name", ["ris_updates.20160811.1600.gz", "routeviews_rib.20140523.0600_first9073records.mrt.gz"]
+)
 def test_real_files_without_operator_routes(name):
     rows, err = bgp(str(need_shared(MRT / name)))
     assert rows == []

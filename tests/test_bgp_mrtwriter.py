@@ -39,7 +39,9 @@ def nlri(prefix: str, path_id: int | None = None) -> bytes:
     """One NLRI: (path id,) length, the significant bytes of the address."""
     addr, length = prefix.split("/")
     n = int(length)
-    return (struct.pack(">I", path_id) if path_id is not None else b"") + bytes([n]) + ip(addr)[:(n + 7) // 8]
+    return (
+        (struct.pack(">I", path_id) if path_id is not None else b"") + bytes([n]) + ip(addr)[: (n + 7) // 8]
+    )
 
 
 def attr(kind: int, value: bytes, flags: int = 0x40) -> bytes:
@@ -50,8 +52,9 @@ def attr(kind: int, value: bytes, flags: int = 0x40) -> bytes:
 
 def as_path(segments: Iterable[Segment], as4: bool = True, kind: int = AS_PATH) -> bytes:
     fmt = ">I" if as4 else ">H"
-    value = b"".join(struct.pack(">BB", t, len(asns)) + b"".join(struct.pack(fmt, a) for a in asns)
-                     for t, asns in segments)
+    value = b"".join(
+        struct.pack(">BB", t, len(asns)) + b"".join(struct.pack(fmt, a) for a in asns) for t, asns in segments
+    )
     return attr(kind, value, 0x40 if kind == AS_PATH else 0xC0)
 
 
@@ -67,8 +70,9 @@ def next_hop(addr: str) -> bytes:
     return attr(NEXT_HOP, ip(addr))
 
 
-def mp_reach(next_hop_addr: str, prefixes: Iterable[str],
-             path_ids: Iterable[int | None] | None = None) -> bytes:
+def mp_reach(
+    next_hop_addr: str, prefixes: Iterable[str], path_ids: Iterable[int | None] | None = None
+) -> bytes:
     nh = ip(next_hop_addr)
     afi = 2 if len(nh) == 16 else 1
     ids = list(path_ids) if path_ids is not None else None
@@ -95,8 +99,9 @@ def record(ts: int, mtype: int, subtype: int, body: bytes, usec: int | None = No
 # -- TABLE_DUMP_V2 ---------------------------------------------------------------------------
 
 
-def peer_index_table(ts: int, peers: Sequence[tuple[str, int]], collector: str = "192.0.2.250",
-                     view: str = "") -> bytes:
+def peer_index_table(
+    ts: int, peers: Sequence[tuple[str, int]], collector: str = "192.0.2.250", view: str = ""
+) -> bytes:
     """PEER_INDEX_TABLE: peers as (address, ASN); every peer gets a 4-byte AS field."""
     body = ip(collector) + struct.pack(">H", len(view)) + view.encode() + struct.pack(">H", len(peers))
     for addr, asn in peers:
@@ -105,12 +110,21 @@ def peer_index_table(ts: int, peers: Sequence[tuple[str, int]], collector: str =
     return record(ts, TABLE_DUMP_V2, PEER_INDEX_TABLE, body)
 
 
-def rib(ts: int, seq_no: int, prefix: str, entries: Sequence[tuple[int, int, bytes, int | None]],
-        addpath: bool = False) -> bytes:
+def rib(
+    ts: int,
+    seq_no: int,
+    prefix: str,
+    entries: Sequence[tuple[int, int, bytes, int | None]],
+    addpath: bool = False,
+) -> bytes:
     """RIB_IPV4/IPV6_UNICAST(_ADDPATH): entries are (peer index, originated, attributes, path id)."""
     v6 = ":" in prefix
-    subtype = {(False, False): RIB_IPV4_UNICAST, (True, False): RIB_IPV6_UNICAST,
-               (False, True): RIB_IPV4_UNICAST_ADDPATH, (True, True): RIB_IPV6_UNICAST_ADDPATH}[(v6, addpath)]
+    subtype = {
+        (False, False): RIB_IPV4_UNICAST,
+        (True, False): RIB_IPV6_UNICAST,
+        (False, True): RIB_IPV4_UNICAST_ADDPATH,
+        (True, True): RIB_IPV6_UNICAST_ADDPATH,
+    }[(v6, addpath)]
     body = struct.pack(">I", seq_no) + nlri(prefix) + struct.pack(">H", len(entries))
     for peer_index, originated, attrs, path_id in entries:
         body += struct.pack(">HI", peer_index, originated)
@@ -129,8 +143,12 @@ def rib_attrs(path: Iterable[Segment], nh: str = "192.0.2.9") -> bytes:
 # -- BGP4MP ----------------------------------------------------------------------------------
 
 
-def bgp_update(withdrawn: Iterable[str] = (), attrs: bytes = b"", announced: Iterable[str] = (),
-               path_id: int | None = None) -> bytes:
+def bgp_update(
+    withdrawn: Iterable[str] = (),
+    attrs: bytes = b"",
+    announced: Iterable[str] = (),
+    path_id: int | None = None,
+) -> bytes:
     """An UPDATE; with ``path_id`` every NLRI carries it (ADD-PATH, RFC 7911)."""
     w = b"".join(nlri(p, path_id) for p in withdrawn)
     n = b"".join(nlri(p, path_id) for p in announced)
@@ -148,17 +166,26 @@ def _bgp4mp_head(peer_as: int, local_as: int, peer_ip: str, local_ip: str, as4: 
     return struct.pack(fmt, peer_as, local_as) + struct.pack(">HH", 0, afi) + ip(peer_ip) + ip(local_ip)
 
 
-def bgp4mp_message(ts: int, peer_as: int, peer_ip: str, message: bytes, local_as: int = 64496,
-                   local_ip: str | None = None, as4: bool = True, usec: int | None = None,
-                   addpath: bool = False) -> bytes:
+def bgp4mp_message(
+    ts: int,
+    peer_as: int,
+    peer_ip: str,
+    message: bytes,
+    local_as: int = 64496,
+    local_ip: str | None = None,
+    as4: bool = True,
+    usec: int | None = None,
+    addpath: bool = False,
+) -> bytes:
     local_ip = local_ip or ("2001:db8::fe" if ":" in peer_ip else "192.0.2.254")
     subtype = (BGP4MP_MESSAGE_AS4_ADDPATH if addpath else BGP4MP_MESSAGE_AS4) if as4 else BGP4MP_MESSAGE
     body = _bgp4mp_head(peer_as, local_as, peer_ip, local_ip, as4) + message
     return record(ts, BGP4MP_ET if usec is not None else BGP4MP, subtype, body, usec)
 
 
-def bgp4mp_state(ts: int, peer_as: int, peer_ip: str, old: int, new: int, local_as: int = 64496,
-                 as4: bool = True) -> bytes:
+def bgp4mp_state(
+    ts: int, peer_as: int, peer_ip: str, old: int, new: int, local_as: int = 64496, as4: bool = True
+) -> bytes:
     local_ip = "2001:db8::fe" if ":" in peer_ip else "192.0.2.254"
     body = _bgp4mp_head(peer_as, local_as, peer_ip, local_ip, as4) + struct.pack(">HH", old, new)
     return record(ts, BGP4MP, BGP4MP_STATE_CHANGE_AS4 if as4 else BGP4MP_STATE_CHANGE, body)
@@ -180,6 +207,7 @@ def _parse(data: bytes) -> list[dict]:
     import io
 
     import mrtparse
+
     out = []
     for r in mrtparse.Reader(io.BytesIO(data)):
         assert not r.err, r.err_msg
@@ -188,16 +216,28 @@ def _parse(data: bytes) -> list[dict]:
 
 
 def test_rib_records_parse_as_written():
-    data = (peer_index_table(1_700_000_000, [("198.51.100.1", 64500), ("2001:db8::1", 4200000001)])
-            + rib(1_700_000_000, 0, "71.18.0.0/20", [(0, 1_690_000_000, rib_attrs(seq(64500, 396986)), None)])
-            + rib(1_700_000_000, 1, "2605:340::/32",
-                  [(1, 1_690_000_000, rib_attrs(seq(4200000001, 150436), "2001:db8::9"), None)])
-            + rib(1_700_000_000, 2, "71.18.16.0/20", [(0, 1, rib_attrs(seq(64500, 137718)), 7),
-                                                      (0, 1, rib_attrs(seq(64500, 174, 137718)), 8)],
-                  addpath=True))
+    data = (
+        peer_index_table(1_700_000_000, [("198.51.100.1", 64500), ("2001:db8::1", 4200000001)])
+        + rib(1_700_000_000, 0, "71.18.0.0/20", [(0, 1_690_000_000, rib_attrs(seq(64500, 396986)), None)])
+        + rib(
+            1_700_000_000,
+            1,
+            "2605:340::/32",
+            [(1, 1_690_000_000, rib_attrs(seq(4200000001, 150436), "2001:db8::9"), None)],
+        )
+        + rib(
+            1_700_000_000,
+            2,
+            "71.18.16.0/20",
+            [(0, 1, rib_attrs(seq(64500, 137718)), 7), (0, 1, rib_attrs(seq(64500, 174, 137718)), 8)],
+            addpath=True,
+        )
+    )
     peers, v4, v6, addpath = _parse(data)
     assert [(p["peer_ip"], p["peer_as"]) for p in peers["peer_entries"]] == [
-        ("198.51.100.1", "64500"), ("2001:db8::1", "4200000001")]
+        ("198.51.100.1", "64500"),
+        ("2001:db8::1", "4200000001"),
+    ]
     assert (v4["prefix"], v4["length"]) == ("71.18.0.0", 20)
     path = next(a for a in v4["rib_entries"][0]["path_attributes"] if 2 in a["type"])
     assert path["value"][0]["value"] == ["64500", "396986"]
@@ -208,16 +248,24 @@ def test_rib_records_parse_as_written():
 def test_bgp4mp_records_parse_as_written():
     attrs = origin_igp() + as_path(seq(64500, 138699)) + next_hop("192.0.2.9")
     update = bgp_update(["203.0.113.0/24"], attrs, ["71.18.32.0/20"])
-    v6 = bgp_update(attrs=origin_igp() + as_path(seq(64500, 150436))
-                    + mp_reach("2001:db8::9", ["2605:340::/32"]))
+    v6 = bgp_update(
+        attrs=origin_igp() + as_path(seq(64500, 150436)) + mp_reach("2001:db8::9", ["2605:340::/32"])
+    )
     gone = bgp_update(attrs=mp_unreach(["2605:340::/32"]))
-    old = bgp_update(attrs=origin_igp() + as_path(seq(64500, AS_TRANS), as4=False)
-                     + as_path(seq(64500, 396986), kind=AS4_PATH) + next_hop("192.0.2.9"),
-                     announced=["71.18.48.0/20"])
-    data = (bgp4mp_message(1, 64500, "198.51.100.1", update, usec=5)
-            + bgp4mp_message(2, 64500, "2001:db8::1", v6) + bgp4mp_message(3, 64500, "2001:db8::1", gone)
-            + bgp4mp_message(4, 64500, "198.51.100.1", old, as4=False)
-            + bgp4mp_state(5, 64500, "198.51.100.1", ESTABLISHED, IDLE))
+    old = bgp_update(
+        attrs=origin_igp()
+        + as_path(seq(64500, AS_TRANS), as4=False)
+        + as_path(seq(64500, 396986), kind=AS4_PATH)
+        + next_hop("192.0.2.9"),
+        announced=["71.18.48.0/20"],
+    )
+    data = (
+        bgp4mp_message(1, 64500, "198.51.100.1", update, usec=5)
+        + bgp4mp_message(2, 64500, "2001:db8::1", v6)
+        + bgp4mp_message(3, 64500, "2001:db8::1", gone)
+        + bgp4mp_message(4, 64500, "198.51.100.1", old, as4=False)
+        + bgp4mp_state(5, 64500, "198.51.100.1", ESTABLISHED, IDLE)
+    )
     a, b, c, d, e = _parse(data)
     assert a["microsecond_timestamp"] == 5
     assert a["bgp_message"]["withdrawn_routes"] == [{"length": 24, "prefix": "203.0.113.0"}]
@@ -226,7 +274,10 @@ def test_bgp4mp_records_parse_as_written():
     assert reach["value"]["nlri"] == [{"length": 32, "prefix": "2605:340::"}]
     unreach = c["bgp_message"]["path_attributes"][0]
     assert unreach["value"]["withdrawn_routes"] == [{"length": 32, "prefix": "2605:340::"}]
-    paths = {next(iter(x["type"])): x["value"][0]["value"] for x in d["bgp_message"]["path_attributes"]
-             if next(iter(x["type"])) in (AS_PATH, AS4_PATH)}
+    paths = {
+        next(iter(x["type"])): x["value"][0]["value"]
+        for x in d["bgp_message"]["path_attributes"]
+        if next(iter(x["type"])) in (AS_PATH, AS4_PATH)
+    }
     assert paths == {AS_PATH: ["64500", str(AS_TRANS)], AS4_PATH: ["64500", "396986"]}
     assert (next(iter(e["old_state"])), next(iter(e["new_state"]))) == (ESTABLISHED, IDLE)

@@ -20,8 +20,11 @@ SHIPPED = ROOT / "signatures"
 
 
 def networks(path: Path) -> list:
-    return [ipaddress.ip_network(line) for line in path.read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [
+        ipaddress.ip_network(line)
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def header(path: Path) -> list[str]:
@@ -31,10 +34,16 @@ def header(path: Path) -> list[str]:
 def test_build_from_rib(tmp_path):
     rib = tmp_path / "rib.mrt"
     # a prefix two operator ASNs originate: two peers see AS396986, one AS138699
-    moas = w.rib(DUMP, 9, "198.18.0.0/24", [
-        (0, ts("2024-01-01T00:00:00Z"), w.rib_attrs(w.seq(64500, 396986)), None),
-        (1, ts("2024-01-01T00:00:00Z"), w.rib_attrs(w.seq(64501, 396986)), None),
-        (2, ts("2024-01-01T00:00:00Z"), w.rib_attrs(w.seq(64502, 138699)), None)])
+    moas = w.rib(
+        DUMP,
+        9,
+        "198.18.0.0/24",
+        [
+            (0, ts("2024-01-01T00:00:00Z"), w.rib_attrs(w.seq(64500, 396986)), None),
+            (1, ts("2024-01-01T00:00:00Z"), w.rib_attrs(w.seq(64501, 396986)), None),
+            (2, ts("2024-01-01T00:00:00Z"), w.rib_attrs(w.seq(64502, 138699)), None),
+        ],
+    )
     rib.write_bytes(rib_file() + moas)
     out = tmp_path / "prefixes"
     proc = run_cli("signatures", "build-prefixes", str(rib), "-o", str(out))
@@ -60,6 +69,7 @@ def test_build_from_rib(tmp_path):
     for path in out.iterdir():
         shutil.copy(path, sig / "prefixes" / path.name)
     from classifier.signatures import Signatures
+
     sigs = Signatures.load(sig)
     hit = sigs.prefixes.lookup(ipaddress.ip_address("198.18.0.7").packed)
     assert hit is not None and hit.asn == 396986
@@ -72,8 +82,10 @@ def test_build_from_truncated_rib_says_so(tmp_path):
     rib.write_bytes(data[:-7])
     proc = run_cli("signatures", "build-prefixes", str(rib), "-o", str(tmp_path / "out"), check_status=3)
     assert "cut.mrt: record 8" in proc.stderr.decode()
-    assert any(line.startswith("# input problem: cut.mrt: record 8")
-               for line in header(tmp_path / "out" / "AS396986-ipv4.txt"))
+    assert any(
+        line.startswith("# input problem: cut.mrt: record 8")
+        for line in header(tmp_path / "out" / "AS396986-ipv4.txt")
+    )
 
 
 @pytest.mark.real
@@ -113,6 +125,7 @@ def export(*args: str) -> str:
 
 def shipped(operator: str, family: int) -> list:
     from classifier.signatures import Signatures
+
     sigs = Signatures.load()
     nets = []
     for asn in sigs.asns.values():
@@ -133,8 +146,10 @@ def test_export_plain_is_the_shipped_space_collapsed():
 def test_export_frr():
     text = export("--format", "frr", "--operator", "tencent")
     lines = [line for line in text.splitlines() if not line.startswith("!")]
-    pattern = re.compile(r"(ip|ipv6) prefix-list (TENCENT-V4|TENCENT-V6) seq (\d+) permit (\S+)"
-                         r"( le (32|128))?")
+    pattern = re.compile(
+        r"(ip|ipv6) prefix-list (TENCENT-V4|TENCENT-V6) seq (\d+) permit (\S+)"
+        r"( le (32|128))?"
+    )
     seqs: dict[str, list[int]] = {}
     for line in lines:
         m = pattern.fullmatch(line)

@@ -38,9 +38,11 @@ def test_as4_merge_and_text():
 
 
 def test_from_segments_drops_confederations():
-    segs = [{"type": {3: "AS_CONFED_SEQUENCE"}, "value": ["65001"]},
-            {"type": {2: "AS_SEQUENCE"}, "value": ["64500", "132203"]},
-            {"type": {1: "AS_SET"}, "value": ["45090", "64999"]}]
+    segs = [
+        {"type": {3: "AS_CONFED_SEQUENCE"}, "value": ["65001"]},
+        {"type": {2: "AS_SEQUENCE"}, "value": ["64500", "132203"]},
+        {"type": {1: "AS_SET"}, "value": ["45090", "64999"]},
+    ]
     assert aspath.from_segments(segs) == (64500, 132203, frozenset({45090, 64999}))
 
 
@@ -68,8 +70,11 @@ def test_touched_prefixes_lists_every_nlri():
     v4 = w.bgp_update(["203.0.113.0/24"], _attrs(64500, 3356), ["71.18.0.0/20", "0.0.0.0/0"])
     expected = [prefix_key(p) for p in ("203.0.113.0/24", "71.18.0.0/20", "0.0.0.0/0")]
     assert touched_prefixes(v4, False) == expected
-    v6 = w.bgp_update(attrs=w.origin_igp() + w.mp_unreach(["2605:340::/32"])
-                      + w.mp_reach("2001:db8::9", ["2001:db8:1::/48"]))
+    v6 = w.bgp_update(
+        attrs=w.origin_igp()
+        + w.mp_unreach(["2605:340::/32"])
+        + w.mp_reach("2001:db8::9", ["2001:db8:1::/48"])
+    )
     assert touched_prefixes(v6, False) == [prefix_key("2605:340::/32"), prefix_key("2001:db8:1::/48")]
     addpath = w.bgp_update(["71.18.16.0/20"], _attrs(64500, 3356), ["71.18.32.0/20"], path_id=7)
     assert touched_prefixes(addpath, True) == [prefix_key("71.18.16.0/20"), prefix_key("71.18.32.0/20")]
@@ -90,10 +95,16 @@ def _decoded(record: bytes) -> dict:
 
 
 def test_update_walker_yields_typed_events_in_message_order():
-    attrs = (w.origin_igp() + w.as_path(w.seq(64500, 396986)) + w.next_hop("192.0.2.9")
-             + w.mp_unreach(["2605:340::/32"]) + w.mp_reach("2001:db8::9", ["2605:340:1::/48"]))
-    record = w.bgp4mp_message(100, *PEER_A, w.bgp_update(["203.0.113.0/24"], attrs, ["71.18.0.0/20"]),
-                              usec=500000)
+    attrs = (
+        w.origin_igp()
+        + w.as_path(w.seq(64500, 396986))
+        + w.next_hop("192.0.2.9")
+        + w.mp_unreach(["2605:340::/32"])
+        + w.mp_reach("2001:db8::9", ["2605:340:1::/48"])
+    )
+    record = w.bgp4mp_message(
+        100, *PEER_A, w.bgp_update(["203.0.113.0/24"], attrs, ["71.18.0.0/20"]), usec=500000
+    )
     events = list(update_events(100.5, w.BGP4MP_MESSAGE_AS4, _decoded(record)))
     path = (64500, 396986)
     assert events == [
@@ -105,17 +116,25 @@ def test_update_walker_yields_typed_events_in_message_order():
 
 
 def test_update_walker_two_byte_sessions_addpath_and_session_changes():
-    two_byte = (w.origin_igp() + w.as_path(w.seq(64500, w.AS_TRANS), as4=False)
-                + w.as_path(w.seq(64500, 137718), kind=w.AS4_PATH) + w.next_hop("192.0.2.9"))
-    record = w.bgp4mp_message(7, *PEER_A, w.bgp_update(attrs=two_byte, announced=["71.18.32.0/20"]),
-                              as4=False)
+    two_byte = (
+        w.origin_igp()
+        + w.as_path(w.seq(64500, w.AS_TRANS), as4=False)
+        + w.as_path(w.seq(64500, 137718), kind=w.AS4_PATH)
+        + w.next_hop("192.0.2.9")
+    )
+    record = w.bgp4mp_message(
+        7, *PEER_A, w.bgp_update(attrs=two_byte, announced=["71.18.32.0/20"]), as4=False
+    )
     (event,) = update_events(7.0, w.BGP4MP_MESSAGE, _decoded(record))
     assert event.path == (64500, 137718)  # AS4_PATH completes the 2-byte AS_PATH
     record = w.bgp4mp_message(8, *PEER_A, w.bgp_update(["71.18.16.0/20"], path_id=3), addpath=True)
     assert list(update_events(8.0, w.BGP4MP_MESSAGE_AS4_ADDPATH, _decoded(record))) == [
-        Withdrawal(8.0, PEER_A, "71.18.16.0/20", 3)]
-    assert list(update_events(9.0, w.BGP4MP_MESSAGE_AS4,
-                              _decoded(w.bgp4mp_message(9, *PEER_A, w.keepalive())))) == []
+        Withdrawal(8.0, PEER_A, "71.18.16.0/20", 3)
+    ]
+    assert (
+        list(update_events(9.0, w.BGP4MP_MESSAGE_AS4, _decoded(w.bgp4mp_message(9, *PEER_A, w.keepalive()))))
+        == []
+    )
     down = _decoded(w.bgp4mp_state(10, *PEER_A, w.ESTABLISHED, w.IDLE))
     assert session_change(10.0, down) == SessionDown(10.0, PEER_A, "Idle")
     up = _decoded(w.bgp4mp_state(11, *PEER_A, w.IDLE, w.ESTABLISHED))
@@ -142,22 +161,35 @@ def test_needles_cover_both_encodings():
 
 
 def test_addpath_updates_keep_paths_apart(tmp_path):
-    data = b"".join([
-        w.bgp4mp_message(ts("2026-02-01T00:00:00Z"), *PEER_A,
-                         w.bgp_update(attrs=_attrs(64500, 396986), announced=["71.18.0.0/20"], path_id=1),
-                         addpath=True),
-        w.bgp4mp_message(ts("2026-02-01T00:00:01Z"), *PEER_A,
-                         w.bgp_update(attrs=_attrs(64500, 3356, 396986), announced=["71.18.0.0/20"],
-                                      path_id=2),
-                         addpath=True),
-        w.bgp4mp_message(ts("2026-02-02T00:00:00Z"), *PEER_A,
-                         w.bgp_update(withdrawn=["71.18.0.0/20"], path_id=1), addpath=True),
-    ])
+    data = b"".join(
+        [
+            w.bgp4mp_message(
+                ts("2026-02-01T00:00:00Z"),
+                *PEER_A,
+                w.bgp_update(attrs=_attrs(64500, 396986), announced=["71.18.0.0/20"], path_id=1),
+                addpath=True,
+            ),
+            w.bgp4mp_message(
+                ts("2026-02-01T00:00:01Z"),
+                *PEER_A,
+                w.bgp_update(attrs=_attrs(64500, 3356, 396986), announced=["71.18.0.0/20"], path_id=2),
+                addpath=True,
+            ),
+            w.bgp4mp_message(
+                ts("2026-02-02T00:00:00Z"),
+                *PEER_A,
+                w.bgp_update(withdrawn=["71.18.0.0/20"], path_id=1),
+                addpath=True,
+            ),
+        ]
+    )
     path = tmp_path / "addpath.mrt"
     path.write_bytes(data)
     rows = [json.loads(x) for x in run_cli("bgp", str(path), "-q").stdout.decode().splitlines()]
     assert {(r["path_id"], r["as_path"], r["state"]) for r in rows} == {
-        (1, "64500 396986", "withdrawn"), (2, "64500 3356 396986", "live")}
+        (1, "64500 396986", "withdrawn"),
+        (2, "64500 3356 396986", "live"),
+    }
 
 
 def test_mrtparse_import_keeps_the_sigpipe_handler():
@@ -168,33 +200,46 @@ def test_mrtparse_import_keeps_the_sigpipe_handler():
 
 def test_decider_strictest_over_live_interval(policy):
     from classifier.bgp.decide import Decider
+
     d = Decider(policy)
     info = aspath.PathClassifier(OPS).classify((64500, 132203), 64500)
     # live from 2019 to 2022: the WeChat item took effect (announced view) on 2020-09-21 at 04:00Z
-    v = d.strictest(info, "wechat", "1.12.0.0/21", [(ts("2019-01-01T00:00:00Z"), ts("2022-01-01T00:00:00Z"))],
-                    "announced")
+    v = d.strictest(
+        info, "wechat", "1.12.0.0/21", [(ts("2019-01-01T00:00:00Z"), ts("2022-01-01T00:00:00Z"))], "announced"
+    )
     assert (v.action, v.at, v.rule) == ("block", "2020-09-21T04:00:00Z", "provision-effective")
-    v = d.strictest(info, "wechat", "1.12.0.0/21", [(ts("2021-07-01T00:00:00Z"), ts("2022-01-01T00:00:00Z"))],
-                    "announced")
+    v = d.strictest(
+        info, "wechat", "1.12.0.0/21", [(ts("2021-07-01T00:00:00Z"), ts("2022-01-01T00:00:00Z"))], "announced"
+    )
     assert (v.action, v.at) == ("log", "2021-07-01T00:00:00Z") and "rescinded" in v.reason
     assert d.changes_within("tiktok", ts("2020-01-01T00:00:00Z"), ts("2030-01-01T00:00:00Z")) == [
-        ts("2020-10-30T04:00:00Z"), ts("2020-11-12T05:00:00Z")]
+        ts("2020-10-30T04:00:00Z"),
+        ts("2020-11-12T05:00:00Z"),
+    ]
 
 
 def test_decider_needs_the_category(policy):
     from classifier.bgp.decide import Decider
     from classifier.errors import UserError
     from classifier.policy import Policy
-    narrowed = Policy(policy.apps, tuple(c for c in policy.categories if c != "transit-peering"),
-                      policy.instruments, policy.provisions, policy.events)
+
+    narrowed = Policy(
+        policy.apps,
+        tuple(c for c in policy.categories if c != "transit-peering"),
+        policy.instruments,
+        policy.provisions,
+        policy.events,
+    )
     with pytest.raises(UserError, match="transit-peering"):
         Decider(narrowed)
 
 
 def test_cli_module_is_import_light():
-    code = ("import sys, classifier.cli as c; c.build_parser(); "
-            "print([m for m in ('mrtparse', 'pyroute2', 'maxminddb', 'rich', 'classifier.bgp.mrt') "
-            "if m in sys.modules])")
+    code = (
+        "import sys, classifier.cli as c; c.build_parser(); "
+        "print([m for m in ('mrtparse', 'pyroute2', 'maxminddb', 'rich', 'classifier.bgp.mrt') "
+        "if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -213,25 +258,39 @@ def _rows(*args: str) -> list[dict]:
 def test_operator_path_replaced_by_a_path_without_operator(tmp_path):
     path = tmp_path / "replaced.mrt"
     path.write_bytes(
-        w.bgp4mp_message(ts("2026-02-01T00:00:00Z"), *PEER_A,
-                         w.bgp_update(attrs=_attrs(64500, 396986), announced=["71.18.0.0/20"]))
-        + w.bgp4mp_message(ts("2026-02-03T00:00:00Z"), *PEER_A,  # e.g. a hijack or a re-origination
-                           w.bgp_update(attrs=_attrs(64500, 3356, 64666), announced=["71.18.0.0/20"])))
+        w.bgp4mp_message(
+            ts("2026-02-01T00:00:00Z"),
+            *PEER_A,
+            w.bgp_update(attrs=_attrs(64500, 396986), announced=["71.18.0.0/20"]),
+        )
+        + w.bgp4mp_message(
+            ts("2026-02-03T00:00:00Z"),
+            *PEER_A,  # e.g. a hijack or a re-origination
+            w.bgp_update(attrs=_attrs(64500, 3356, 64666), announced=["71.18.0.0/20"]),
+        )
+    )
     (route,) = _rows(str(path))
     assert (route["as_path"], route["state"], route["last_seen"]) == (
-        "64500 396986", "replaced", "2026-02-03T00:00:00Z")
+        "64500 396986",
+        "replaced",
+        "2026-02-03T00:00:00Z",
+    )
     events = _rows(str(path), "--timeline")
     assert [(e["event"], e["as_path"], e["previous_as_path"]) for e in events] == [
-        ("announce", "64500 396986", None), ("replaced", "64500 3356 64666", "64500 396986")]
+        ("announce", "64500 396986", None),
+        ("replaced", "64500 3356 64666", "64500 396986"),
+    ]
 
 
 def test_updates_after_a_rib_continue_its_routes(tmp_path):
     from test_bgp_mrt import rib_file
+
     rib = tmp_path / "rib.mrt"
     rib.write_bytes(rib_file())
     updates = tmp_path / "updates.mrt"
-    updates.write_bytes(w.bgp4mp_message(ts("2025-03-02T00:00:00Z"), *PEER_A,
-                                         w.bgp_update(withdrawn=["71.18.0.0/16"])))
+    updates.write_bytes(
+        w.bgp4mp_message(ts("2025-03-02T00:00:00Z"), *PEER_A, w.bgp_update(withdrawn=["71.18.0.0/16"]))
+    )
     rows = _rows(str(rib), str(updates))
     route = next(r for r in rows if r["prefix"] == "71.18.0.0/16" and r["peer_asn"] == PEER_A[0])
     assert (route["source"], route["state"]) == ("rib", "withdrawn")
@@ -240,4 +299,5 @@ def test_updates_after_a_rib_continue_its_routes(tmp_path):
     assert (other["state"], other["last_seen"]) == ("live", "2025-03-02T00:00:00Z")
     events = _rows(str(rib), str(updates), "--timeline")
     assert [(e["event"], e["prefix"], e["file"]) for e in events] == [
-        ("withdraw", "71.18.0.0/16", "updates.mrt")]
+        ("withdraw", "71.18.0.0/16", "updates.mrt")
+    ]

@@ -39,8 +39,13 @@ LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 
 
-def pcap_bytes(records: list[tuple[int, int, bytes]], order: str = "<", nano: bool = False,
-               snaplen: int = 65535, network: int = LINKTYPE_ETHERNET) -> bytes:
+def pcap_bytes(
+    records: list[tuple[int, int, bytes]],
+    order: str = "<",
+    nano: bool = False,
+    snaplen: int = 65535,
+    network: int = LINKTYPE_ETHERNET,
+) -> bytes:
     """A pcap file: records are (ts_sec, ts_frac, data)."""
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
     out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, network)]
@@ -67,8 +72,14 @@ def option(order: str, code: int, value: bytes) -> bytes:
     return struct.pack(order + "HH", code, len(value)) + pad4(value)
 
 
-def idb(order: str, linktype: int, snaplen: int = 0, name: str | None = None,
-        tsresol: int | None = None, tsoffset: int | None = None) -> bytes:
+def idb(
+    order: str,
+    linktype: int,
+    snaplen: int = 0,
+    name: str | None = None,
+    tsresol: int | None = None,
+    tsoffset: int | None = None,
+) -> bytes:
     opts = b""
     if name is not None:
         opts += option(order, 2, name.encode())
@@ -82,8 +93,9 @@ def idb(order: str, linktype: int, snaplen: int = 0, name: str | None = None,
 
 
 def epb(order: str, iid: int, ts: int, data: bytes, orig: int | None = None) -> bytes:
-    head = struct.pack(order + "IIIII", iid, ts >> 32, ts & 0xFFFFFFFF, len(data),
-                       len(data) if orig is None else orig)
+    head = struct.pack(
+        order + "IIIII", iid, ts >> 32, ts & 0xFFFFFFFF, len(data), len(data) if orig is None else orig
+    )
     return block(order, 6, head + pad4(data) + option(order, 1, b"a comment") + option(order, 0, b""))
 
 
@@ -128,8 +140,9 @@ PCAPNS_TS = [(0, 1), (1600000000, 0), (1600000000, 1), (1700000001, 999999999), 
 def test_pcap_byte_orders_and_resolutions(tmp_path: Path, order: str, nano: bool) -> None:
     ts = PCAPNS_TS if nano else PCAP_TS
     data = frames(len(ts))
-    raw = pcap_bytes([(s, f, d) for (s, f), d in zip(ts, data, strict=True)], order, nano,
-                     network=LINKTYPE_RAW)
+    raw = pcap_bytes(
+        [(s, f, d) for (s, f), d in zip(ts, data, strict=True)], order, nano, network=LINKTYPE_RAW
+    )
     path = write(tmp_path, "x.cap", raw)
     recs, r = read_all(path)
     units = 10**9 if nano else 10**6
@@ -233,8 +246,14 @@ def test_pcapng_sections_interfaces_and_block_kinds(tmp_path: Path) -> None:
         Interface(LINKTYPE_RAW, "ppp0", 6),
     ]
     # the EPB naming interface 5 is the 4th packet record; it is skipped, reading goes on
-    assert r.problems == [CaptureProblem(r.path, offsets["epb_bad_iface"], 4,
-                                         "packet names interface 5, but the section has 2 interface(s)")]
+    assert r.problems == [
+        CaptureProblem(
+            r.path,
+            offsets["epb_bad_iface"],
+            4,
+            "packet names interface 5, but the section has 2 interface(s)",
+        )
+    ]
     assert r.position == r.size == len(raw)
 
 
@@ -264,12 +283,15 @@ def test_pcapng_captured_length_beyond_block(tmp_path: Path) -> None:
     assert "captured length 4000" in r.problems[0].message
 
 
-@pytest.mark.parametrize("field,value,why", [
-    ("lead", 30, "not a multiple of 4"),
-    ("lead", 8, "less than 12"),
-    ("lead", 0x7FFFFFFC, "limit"),
-    ("trail", 36, "trailing length 36"),
-])
+@pytest.mark.parametrize(
+    "field,value,why",
+    [
+        ("lead", 30, "not a multiple of 4"),
+        ("lead", 8, "less than 12"),
+        ("lead", 0x7FFFFFFC, "limit"),
+        ("trail", 36, "trailing length 36"),
+    ],
+)
 def test_pcapng_corrupt_block_length_stops(tmp_path: Path, field: str, value: int, why: str) -> None:
     head = shb("<") + idb("<", 1) + epb("<", 0, 1, b"first")
     bad = bytearray(epb("<", 0, 2, b"second"))
@@ -311,8 +333,9 @@ def test_gzip_same_records_as_plain(tmp_path: Path, name: str) -> None:
     recs, r = read_all(write(tmp_path, "c.gz", gz))
     assert recs == plain and len(recs) > 0
     assert r.compressed and not rp.compressed and r.format == rp.format
-    assert [(p.offset, p.packet, p.message) for p in r.problems] == \
-        [(p.offset, p.packet, p.message) for p in rp.problems]
+    assert [(p.offset, p.packet, p.message) for p in r.problems] == [
+        (p.offset, p.packet, p.message) for p in rp.problems
+    ]
     assert r.position == r.size == len(gz)  # compressed bytes: what a progress bar divides by size
 
 
@@ -385,9 +408,12 @@ def test_gzip_corrupt_mid_stream_keeps_output_up_to_the_bad_byte(tmp_path: Path)
         n = complete_pcap_records(raw[:before])
         assert [rec[2] for rec in recs] == data[:n]
         assert r.problems[0] == CaptureProblem(
-            r.path, before, None,
+            r.path,
+            before,
+            None,
             f"gzip stream corrupt after decompressed byte {before} (Error -3 while decompressing data: "
-            "invalid stored block lengths)")
+            "invalid stored block lengths)",
+        )
         # the record cut off by the corruption is reported too
         assert [p.packet for p in r.problems[1:]] == [n + 1]
 
@@ -436,7 +462,7 @@ def test_stdin_pipe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compressed:
     def feed() -> None:  # dribble the bytes in so reads come back short
         with os.fdopen(wfd, "wb", buffering=0) as w:
             for i in range(0, len(payload), 97):
-                w.write(payload[i:i + 97])
+                w.write(payload[i : i + 97])
 
     t = threading.Thread(target=feed)
     t.start()
@@ -466,16 +492,30 @@ def test_stdin_terminal_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_stdin_subprocess_truncated(tmp_path: Path) -> None:
     raw = capture_variants()["pcap-le-usec"]
     last = len(pcap_bytes([(1, 1, d) for d in frames(50, seed=3)[:49]]))  # where record 50 starts
-    code = ("from classifier.capture import open_capture\n"
-            "r = open_capture('-')\n"
-            "print(sum(1 for _ in r), r.format, r.compressed, r.size)\n"
-            "print(*r.problems, sep='\\n')\n")
+    code = (
+        "from classifier.capture import open_capture\n"
+        "r = open_capture('-')\n"
+        "print(sum(1 for _ in r), r.format, r.compressed, r.size)\n"
+        "print(*r.problems, sep='\\n')\n"
+    )
     for payload, compressed in [(raw[:-10], False), (gzip.compress(raw[:-10]), True)]:
-        out = subprocess.run([sys.executable, "-c", code], input=payload, cwd=ROOT, capture_output=True,
-                             check=True, timeout=60).stdout.decode().splitlines()
+        out = (
+            subprocess.run(
+                [sys.executable, "-c", code],
+                input=payload,
+                cwd=ROOT,
+                capture_output=True,
+                check=True,
+                timeout=60,
+            )
+            .stdout.decode()
+            .splitlines()
+        )
         assert out[0] == f"49 pcap {compressed} None"
-        assert out[1:] == [f"-: packet 50: offset {last}: truncated record: header says "
-                           f"{len(raw) - last - 16} bytes, {len(raw) - last - 26} present"]
+        assert out[1:] == [
+            f"-: packet 50: offset {last}: truncated record: header says "
+            f"{len(raw) - last - 16} bytes, {len(raw) - last - 26} present"
+        ]
 
 
 # --- truncation -----------------------------------------------------------------------------
@@ -535,10 +575,20 @@ def test_pcapng_truncation_points(tmp_path: Path) -> None:
         (20, 0, 0, None, "truncated block: block length says 28 bytes, 20 present"),
         (len(head), 0, None, None, None),
         (len(head) + 4, 0, len(head), None, "truncated block: 4 bytes left, a block needs at least 12"),
-        (len(head) + len(e1) + 30, 1, len(head) + len(e1), 2,
-         f"truncated enhanced packet block: block length says {len(e2)} bytes, 30 present"),
-        (len(raw) - 1, 1, len(head) + len(e1), 2,
-         f"truncated enhanced packet block: block length says {len(e2)} bytes, {len(e2) - 1} present"),
+        (
+            len(head) + len(e1) + 30,
+            1,
+            len(head) + len(e1),
+            2,
+            f"truncated enhanced packet block: block length says {len(e2)} bytes, 30 present",
+        ),
+        (
+            len(raw) - 1,
+            1,
+            len(head) + len(e1),
+            2,
+            f"truncated enhanced packet block: block length says {len(e2)} bytes, {len(e2) - 1} present",
+        ),
     ]
     for cut, n, offset, packet, message in cases:
         recs, r = read_all(write(tmp_path, f"cut{cut}.pcapng", raw[:cut]))
@@ -566,20 +616,26 @@ def test_unreadable_inputs(tmp_path: Path) -> None:
     assert_capture_error(str(tmp_path / "missing.pcap"), "no such file")
     assert_capture_error(str(tmp_path), "directory")
     assert_capture_error(write(tmp_path, "empty.pcap", b""), "empty")
-    assert_capture_error(write(tmp_path, "page.pcap", b"<html><body>hello</body></html>"),
-                         "not a pcap or pcapng capture", "3c 68 74 6d")
+    assert_capture_error(
+        write(tmp_path, "page.pcap", b"<html><body>hello</body></html>"),
+        "not a pcap or pcapng capture",
+        "3c 68 74 6d",
+    )
     assert_capture_error(write(tmp_path, "tiny.pcap", b"\xd4\xc3"), "too short")
     assert_capture_error(write(tmp_path, "empty.gz", gzip.compress(b"")), "gzip", "empty")
-    assert_capture_error(write(tmp_path, "text.gz", gzip.compress(b"hello world")), "gzip",
-                         "not a pcap or pcapng capture")
+    assert_capture_error(
+        write(tmp_path, "text.gz", gzip.compress(b"hello world")), "gzip", "not a pcap or pcapng capture"
+    )
     assert_capture_error(write(tmp_path, "cut.gz", gzip.compress(b"x" * 1000)[:10]), "gzip stream truncated")
 
 
 def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "secret.pcap", pcap_bytes([(1, 1, b"x")]))
     if os.geteuid() == 0:  # root reads anything: make open() refuse as it would for a user
+
         def refuse(*args: object, **kwargs: object) -> None:
             raise PermissionError(13, "Permission denied", path)
+
         monkeypatch.setattr(capture, "open", refuse, raising=False)
     else:
         os.chmod(path, 0)
@@ -587,8 +643,11 @@ def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_header_only_files(tmp_path: Path) -> None:
-    for name, raw, fmt in [("h.pcap", pcap_bytes([]), "pcap"), ("h.pcapng", shb("<"), "pcapng"),
-                           ("h.pcap.gz", gzip.compress(pcap_bytes([], ">", True)), "pcap")]:
+    for name, raw, fmt in [
+        ("h.pcap", pcap_bytes([]), "pcap"),
+        ("h.pcapng", shb("<"), "pcapng"),
+        ("h.pcap.gz", gzip.compress(pcap_bytes([], ">", True)), "pcap"),
+    ]:
         recs, r = read_all(write(tmp_path, name, raw))
         assert (recs, r.problems, r.format) == ([], [], fmt)
 
@@ -628,7 +687,7 @@ def test_fuzz_truncations_and_flips_never_raise(tmp_path: Path) -> None:
                     for _ in range(rnd.randint(1, 4)):
                         b[rnd.randrange(len(b))] = rnd.randrange(256)
                 if i % 3 != 0:
-                    del b[rnd.randrange(len(b)):]
+                    del b[rnd.randrange(len(b)) :]
                 Path(path).write_bytes(bytes(b))
                 check_invariants(path)
     finally:
@@ -647,8 +706,8 @@ def record_ends(raw: bytes) -> tuple[set[int], list[int]]:
         return set(ends), ends[1:]
     bounds, yields, pos, order, nifaces = set(), [], 0, "<", 0
     while pos < len(raw):
-        if raw[pos:pos + 4] == b"\x0a\x0d\x0d\x0a":
-            order = "<" if raw[pos + 8:pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+        if raw[pos : pos + 4] == b"\x0a\x0d\x0d\x0a":
+            order = "<" if raw[pos + 8 : pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
             nifaces = 0
         btype, blen = struct.unpack_from(order + "II", raw, pos)
         iid = struct.unpack_from(order + ("H" if btype == 2 else "I"), raw, pos + 8)[0]
@@ -673,7 +732,7 @@ def test_fuzz_truncation_yields_every_complete_record(tmp_path: Path) -> None:
                     open_capture(path)
                 continue
             recs, r = read_all(path)
-            assert recs == full[:sum(end <= cut for end in yields)], cut
+            assert recs == full[: sum(end <= cut for end in yields)], cut
             # a cut inside a record loses it, and exactly one problem says so
             truncs = [p for p in r.problems if p.message.startswith("truncated")]
             assert len(truncs) == (0 if cut in bounds else 1), cut

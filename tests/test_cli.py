@@ -77,8 +77,10 @@ def test_stdin_and_gzip(tmp_path):
     from_file = run_cli("scan", str(gz), "-q").stdout
     strip = [{k: v for k, v in json.loads(line).items() if k != "file"} for line in plain.splitlines()]
     assert len(strip) == 34
+
     def records(out):
         return [{k: v for k, v in json.loads(line).items() if k != "file"} for line in out.splitlines()]
+
     assert strip == records(zipped)
     assert strip == records(from_file)
 
@@ -102,6 +104,7 @@ def test_unreadable_input_among_good_ones(tmp_path):
 def split_capture(tmp_path, at: int):
     """demo.pcap cut in two files at packet ``at`` (as tcpdump -C would rotate it)."""
     import dpkt
+
     with open(DEMO, "rb") as f:
         packets = list(dpkt.pcap.Reader(f))
     paths = []
@@ -121,24 +124,53 @@ def test_each_file_alone_unless_continuous(tmp_path):
     first, second = split_capture(tmp_path, 100)  # packet 100 is inside a flow
     alone = scan_records(first, second)
     merged = scan_records("--continuous", first, second)
+
     def strip(rs):
-        return sorted((r["src"], r["sport"], r["dst"], r["dport"], r["hostname"], r["action"],
-                       r["packets_c2s"], r["packets_s2c"]) for r in rs)
+        return sorted(
+            (
+                r["src"],
+                r["sport"],
+                r["dst"],
+                r["dport"],
+                r["hostname"],
+                r["action"],
+                r["packets_c2s"],
+                r["packets_s2c"],
+            )
+            for r in rs
+        )
+
     assert strip(merged) == strip(whole)
     assert len(alone) == len(whole) + 1
     assert {r["file"] for r in alone} == {"part0.pcap", "part1.pcap"}
 
 
-@pytest.mark.parametrize("damage,entry", [
-    (lambda d: (d / "apps" / "wechat.toml").write_text((d / "apps" / "wechat.toml").read_text().replace(
-        'role = "payments"', 'role = "banking"', 1)), "wechat"),
-    (lambda d: (d / "policy" / "provisions.toml").write_text(
-        (d / "policy" / "provisions.toml").read_text() + "\n[[provision]\n"), "provisions.toml"),
-    (lambda d: (d / "prefixes" / "AS45090-ipv4.txt").write_text(
-        (d / "prefixes" / "AS45090-ipv4.txt").read_text() + "10.0.0.0/33\n"), "AS45090-ipv4.txt"),
-])
+@pytest.mark.parametrize(
+    "damage,entry",
+    [
+        (
+            lambda d: (d / "apps" / "wechat.toml").write_text(
+                (d / "apps" / "wechat.toml").read_text().replace('role = "payments"', 'role = "banking"', 1)
+            ),
+            "wechat",
+        ),
+        (
+            lambda d: (d / "policy" / "provisions.toml").write_text(
+                (d / "policy" / "provisions.toml").read_text() + "\n[[provision]\n"
+            ),
+            "provisions.toml",
+        ),
+        (
+            lambda d: (d / "prefixes" / "AS45090-ipv4.txt").write_text(
+                (d / "prefixes" / "AS45090-ipv4.txt").read_text() + "10.0.0.0/33\n"
+            ),
+            "AS45090-ipv4.txt",
+        ),
+    ],
+)
 def test_broken_signature_file_is_one_line_error(tmp_path, damage, entry):
     from classifier.signatures import shipped_directory
+
     d = tmp_path / "sigs"
     shutil.copytree(shipped_directory(), d)
     damage(d)
@@ -160,6 +192,7 @@ def test_tiny_flow_cap_evicts_and_still_reports_every_flow(tmp_path):
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
     from scapy.utils import wrpcap
+
     packets = []
     for i in range(40):  # 20 concurrent UDP flows, each seen twice
         p = Ether() / IP(src="192.0.2.1", dst="203.0.113.5") / UDP(sport=10000 + i % 20, dport=9999)
@@ -195,14 +228,25 @@ def test_signatures_check_command():
 def test_non_editable_install_finds_the_shipped_data(tmp_path):
     """`pip install .` (not editable) must carry signatures and policy inside the package."""
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                    str(ROOT)], check=True, capture_output=True, timeout=600)
-    code = ("import classifier.signatures as s, classifier.policy as p; "
-            "import classifier.bgp.run, classifier.gateway.runner, classifier.inspect.quic; "
-            "d = s.shipped_directory(); sig = s.Signatures.load(); pol = p.Policy.load(d / 'policy'); "
-            "print(d); print(len(sig.prefixes))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=tmp_path, timeout=120,
-                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    code = (
+        "import classifier.signatures as s, classifier.policy as p; "
+        "import classifier.bgp.run, classifier.gateway.runner, classifier.inspect.quic; "
+        "d = s.shipped_directory(); sig = s.Signatures.load(); pol = p.Policy.load(d / 'policy'); "
+        "print(d); print(len(sig.prefixes))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     where, count = proc.stdout.decode().split()
     assert where.startswith(str(target)) and int(count) > 10000
@@ -210,6 +254,7 @@ def test_non_editable_install_finds_the_shipped_data(tmp_path):
 
 def test_readme_schema_table_matches_the_code():
     from classifier.record import schema_markdown
+
     readme = (ROOT / "README.md").read_text()
     table = readme.split("<!-- schema:start -->\n", 1)[1].split("\n<!-- schema:end -->", 1)[0]
     assert table == schema_markdown()
@@ -217,10 +262,14 @@ def test_readme_schema_table_matches_the_code():
 
 def test_readme_and_help_list_every_exit_status():
     from classifier.exitcodes import Exit
+
     readme = (ROOT / "README.md").read_text()
     section = readme.split("### Exit status\n", 1)[1].split("\n### ", 1)[0]
-    documented = {int(line.split("|")[1]) for line in section.splitlines() if line.startswith("| ") and
-                  line.split("|")[1].strip().isdigit()}
+    documented = {
+        int(line.split("|")[1])
+        for line in section.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip().isdigit()
+    }
     assert documented == {int(s) for s in Exit}
     help_text = run_cli("scan", "--help").stdout.decode()
     assert all(f"\n  {int(s):<4}" in help_text for s in Exit)
@@ -229,8 +278,10 @@ def test_readme_and_help_list_every_exit_status():
 def test_peering_map_gives_transit_peering(tmp_path):
     """Next hop 02:00:5e:10:00:fe (the demo's router) mapped to a ByteDance ASN."""
     peering = tmp_path / "peering.toml"
-    peering.write_text('[[neighbour]]\nmac = "02:00:5E:10:00:FE"\nasn = 396986\nname = "test PNI"\n'
-                       'source = "test"\ndate = "2026-01-01"\n')
+    peering.write_text(
+        '[[neighbour]]\nmac = "02:00:5E:10:00:FE"\nasn = 396986\nname = "test PNI"\n'
+        'source = "test"\ndate = "2026-01-01"\n'
+    )
     records = scan_records(DEMO, "--peering", str(peering))
     by = by_host(records)
     tiktok = by["api16-normal-c-useast1a.tiktokv.com"][0]

@@ -20,8 +20,11 @@ B6 = socket.inet_pton(socket.AF_INET6, "2001:db8::2")
 
 
 def tcp4(payload=b"hello", **kw):
-    return IP(src="192.0.2.1", dst="203.0.113.9", **kw) / TCP(sport=40000, dport=443, flags="PA",
-                                                              seq=1000) / Raw(payload)
+    return (
+        IP(src="192.0.2.1", dst="203.0.113.9", **kw)
+        / TCP(sport=40000, dport=443, flags="PA", seq=1000)
+        / Raw(payload)
+    )
 
 
 def test_ethernet_ipv4_tcp_fields():
@@ -37,10 +40,13 @@ def test_ethernet_padding_is_not_payload():
     assert decode(1, frame)[7] == b""
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda p: Ether() / Dot1Q(vlan=10) / p,
-    lambda p: Ether() / Dot1AD(vlan=20) / Dot1Q(vlan=10) / p,
-])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda p: Ether() / Dot1Q(vlan=10) / p,
+        lambda p: Ether() / Dot1AD(vlan=20) / Dot1Q(vlan=10) / p,
+    ],
+)
 def test_vlan_and_qinq(wrap):
     d = decode(1, bytes(wrap(tcp4())))
     assert d[1] == A4 and d[7] == b"hello"
@@ -76,15 +82,23 @@ def test_raw_null_loop():
 
 
 def test_ipv4_options_skipped():
-    pkt = IP(src="192.0.2.1", dst="203.0.113.9", options=[IPOption_RR(routers=["1.2.3.4"])]) / \
-        TCP(sport=1, dport=2) / Raw(b"xyz")
+    pkt = (
+        IP(src="192.0.2.1", dst="203.0.113.9", options=[IPOption_RR(routers=["1.2.3.4"])])
+        / TCP(sport=1, dport=2)
+        / Raw(b"xyz")
+    )
     assert len(bytes(pkt)) > 20 + 20 + 3
     assert decode(101, bytes(pkt))[7] == b"xyz"
 
 
 def test_ipv6_extension_headers():
-    pkt = IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / \
-        TCP(sport=40000, dport=443) / Raw(b"abc")
+    pkt = (
+        IPv6(src="2001:db8::1", dst="2001:db8::2")
+        / IPv6ExtHdrHopByHop()
+        / IPv6ExtHdrDestOpt()
+        / TCP(sport=40000, dport=443)
+        / Raw(b"abc")
+    )
     d = decode(229, bytes(pkt))
     assert d[0] == 6 and d[1] == A6 and d[4] == 443 and d[7] == b"abc"
 
@@ -100,12 +114,19 @@ def test_ipv4_fragments_first_carries_ports_rest_keyed():
 
 
 def test_ipv6_fragment():
-    pkt = IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrFragment(id=5, offset=0, m=1) / \
-        UDP(sport=1, dport=2) / Raw(b"a" * 8)
+    pkt = (
+        IPv6(src="2001:db8::1", dst="2001:db8::2")
+        / IPv6ExtHdrFragment(id=5, offset=0, m=1)
+        / UDP(sport=1, dport=2)
+        / Raw(b"a" * 8)
+    )
     d = decode(229, bytes(pkt))
     assert d[2] == 1 and d[9] == (A6, B6, 17, 5)
-    later = IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrFragment(id=5, offset=2, m=0, nh=17) / \
-        Raw(b"b" * 8)
+    later = (
+        IPv6(src="2001:db8::1", dst="2001:db8::2")
+        / IPv6ExtHdrFragment(id=5, offset=2, m=0, nh=17)
+        / Raw(b"b" * 8)
+    )
     assert decode(229, bytes(later))[2] == -1
 
 
@@ -123,17 +144,20 @@ def test_non_ip_and_other_protocols_are_not_errors():
     assert skip_reason(1, vlan_arp) == "non-ip:0x0806"
 
 
-@pytest.mark.parametrize("frame,reason", [
-    (b"\x00" * 10, "ethernet.header"),
-    (bytes(Ether(type=0x800))[:14] + b"\x45" + b"\x00" * 10, "ipv4.header"),
-    (bytes(Ether(type=0x800))[:14] + bytes([0x44]) + bytes(IP())[1:], "ipv4.ihl"),
-    (bytes(Ether(type=0x800))[:14] + bytes(IP(len=10) / TCP()), "ipv4.total_length"),
-    (bytes(Ether() / IP() / TCP(dataofs=15)), "tcp.data_offset"),
-    (bytes(Ether() / IP() / TCP(dataofs=2)), "tcp.data_offset"),
-    (bytes(Ether() / IP(proto=6) / Raw(b"\x00" * 10)), "tcp.header"),
-    (bytes(Ether(type=0x86DD) / Raw(b"\x60" + b"\x00" * 20)), "ipv6.header"),
-    (bytes(Ether(type=0x8100) / Raw(b"\x00")), "vlan.tag"),
-])
+@pytest.mark.parametrize(
+    "frame,reason",
+    [
+        (b"\x00" * 10, "ethernet.header"),
+        (bytes(Ether(type=0x800))[:14] + b"\x45" + b"\x00" * 10, "ipv4.header"),
+        (bytes(Ether(type=0x800))[:14] + bytes([0x44]) + bytes(IP())[1:], "ipv4.ihl"),
+        (bytes(Ether(type=0x800))[:14] + bytes(IP(len=10) / TCP()), "ipv4.total_length"),
+        (bytes(Ether() / IP() / TCP(dataofs=15)), "tcp.data_offset"),
+        (bytes(Ether() / IP() / TCP(dataofs=2)), "tcp.data_offset"),
+        (bytes(Ether() / IP(proto=6) / Raw(b"\x00" * 10)), "tcp.header"),
+        (bytes(Ether(type=0x86DD) / Raw(b"\x60" + b"\x00" * 20)), "ipv6.header"),
+        (bytes(Ether(type=0x8100) / Raw(b"\x00")), "vlan.tag"),
+    ],
+)
 def test_malformed_frames_raise_with_reason(frame, reason):
     with pytest.raises(MalformedError) as exc:
         decode(1, frame)
@@ -142,8 +166,11 @@ def test_malformed_frames_raise_with_reason(frame, reason):
 
 def test_fuzz_only_malformed_or_result():
     rng = random.Random(1234)
-    seeds = [bytes(Ether() / tcp4()), bytes(Ether() / Dot1Q() / tcp4()),
-             bytes(Ether() / IPv6() / IPv6ExtHdrHopByHop() / TCP() / Raw(b"x"))]
+    seeds = [
+        bytes(Ether() / tcp4()),
+        bytes(Ether() / Dot1Q() / tcp4()),
+        bytes(Ether() / IPv6() / IPv6ExtHdrHopByHop() / TCP() / Raw(b"x")),
+    ]
     for _ in range(5000):
         frame = bytearray(rng.choice(seeds))
         for _ in range(rng.randint(1, 6)):

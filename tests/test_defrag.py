@@ -6,7 +6,7 @@ DATA = bytes(range(256)) * 10
 
 
 def pieces(size):
-    return [(off, off + size < len(DATA), DATA[off:off + size]) for off in range(0, len(DATA), size)]
+    return [(off, off + size < len(DATA), DATA[off : off + size]) for off in range(0, len(DATA), size)]
 
 
 def test_in_order_and_out_of_order():

@@ -17,11 +17,14 @@ def response(qname, answers):
 
 
 def test_cname_chain_maps_address_to_queried_name():
-    msg = response("v16.tiktokcdn.com", [
-        DNSRR(rrname="v16.tiktokcdn.com", type="CNAME", rdata="v16.tiktokcdn.com.edgesuite.net", ttl=300),
-        DNSRR(rrname="v16.tiktokcdn.com.edgesuite.net", type="CNAME", rdata="a1.dscd.akamai.net", ttl=60),
-        DNSRR(rrname="a1.dscd.akamai.net", type="A", rdata="92.122.95.99", ttl=20),
-    ])
+    msg = response(
+        "v16.tiktokcdn.com",
+        [
+            DNSRR(rrname="v16.tiktokcdn.com", type="CNAME", rdata="v16.tiktokcdn.com.edgesuite.net", ttl=300),
+            DNSRR(rrname="v16.tiktokcdn.com.edgesuite.net", type="CNAME", rdata="a1.dscd.akamai.net", ttl=60),
+            DNSRR(rrname="a1.dscd.akamai.net", type="A", rdata="92.122.95.99", ttl=20),
+        ],
+    )
     cache = DnsCache()
     assert cache.add(msg, 100.0, ME) == 1
     m = cache.lookup(EDGE, 105.0, ME)
@@ -32,8 +35,9 @@ def test_cname_chain_maps_address_to_queried_name():
 
 def test_ttl_and_order_in_packet_time():
     cache = DnsCache()
-    cache.add(response("a.example", [DNSRR(rrname="a.example", type="A", rdata="92.122.95.99", ttl=30)]),
-              100.0, ME)
+    cache.add(
+        response("a.example", [DNSRR(rrname="a.example", type="A", rdata="92.122.95.99", ttl=30)]), 100.0, ME
+    )
     assert cache.lookup(EDGE, 99.0, ME) is None  # the flow started before the answer
     assert cache.lookup(EDGE, 130.0, ME) is not None
     assert cache.lookup(EDGE, 130.5, ME) is None  # expired
@@ -41,10 +45,18 @@ def test_ttl_and_order_in_packet_time():
 
 def test_same_client_preferred_and_others_reported():
     cache = DnsCache()
-    cache.add(response("www.tiktok.com", [DNSRR(rrname="www.tiktok.com", type="A", rdata="92.122.95.99",
-                                                ttl=60)]), 10.0, ME)
-    cache.add(response("unrelated.example", [DNSRR(rrname="unrelated.example", type="A",
-                                                   rdata="92.122.95.99", ttl=60)]), 20.0, OTHER)
+    cache.add(
+        response("www.tiktok.com", [DNSRR(rrname="www.tiktok.com", type="A", rdata="92.122.95.99", ttl=60)]),
+        10.0,
+        ME,
+    )
+    cache.add(
+        response(
+            "unrelated.example", [DNSRR(rrname="unrelated.example", type="A", rdata="92.122.95.99", ttl=60)]
+        ),
+        20.0,
+        OTHER,
+    )
     mine = cache.lookup(EDGE, 30.0, ME)
     assert mine.answer.name == "www.tiktok.com" and mine.same_client
     assert mine.others == ("unrelated.example",)
@@ -53,11 +65,14 @@ def test_same_client_preferred_and_others_reported():
 
 
 def test_cname_loop_terminates_and_queries_ignored():
-    msg = response("x.example", [
-        DNSRR(rrname="x.example", type="CNAME", rdata="y.example"),
-        DNSRR(rrname="y.example", type="CNAME", rdata="x.example"),
-        DNSRR(rrname="y.example", type="A", rdata="92.122.95.99", ttl=30),
-    ])
+    msg = response(
+        "x.example",
+        [
+            DNSRR(rrname="x.example", type="CNAME", rdata="y.example"),
+            DNSRR(rrname="y.example", type="CNAME", rdata="x.example"),
+            DNSRR(rrname="y.example", type="A", rdata="92.122.95.99", ttl=30),
+        ],
+    )
     cache = DnsCache()
     assert cache.add(msg, 1.0, ME) == 1
     query = parse_message(bytes(DNS(id=2, qd=DNSQR(qname="x.example"))))
@@ -84,16 +99,34 @@ def test_ttl_zero_and_negative_bit_get_the_minimum_lifetime():
 
 def https_rdata(public_name: bytes, config_id: int = 7) -> bytes:
     import struct
-    contents = (bytes([config_id]) + b"\x00\x20" + b"\x00\x20" + b"k" * 32 + b"\x00\x04\x00\x01\x00\x01"
-                + b"\x00" + bytes([len(public_name)]) + public_name + b"\x00\x00")
+
+    contents = (
+        bytes([config_id])
+        + b"\x00\x20"
+        + b"\x00\x20"
+        + b"k" * 32
+        + b"\x00\x04\x00\x01\x00\x01"
+        + b"\x00"
+        + bytes([len(public_name)])
+        + public_name
+        + b"\x00\x00"
+    )
     cfg = b"\xfe\x0d" + struct.pack("!H", len(contents)) + contents
     ech = struct.pack("!H", len(cfg)) + cfg
-    return (b"\x00\x01\x00" + struct.pack("!HH", 1, 3) + b"\x02h2" + struct.pack("!HH", 4, 4)
-            + socket.inet_aton("203.0.113.77") + struct.pack("!HH", 5, len(ech)) + ech)
+    return (
+        b"\x00\x01\x00"
+        + struct.pack("!HH", 1, 3)
+        + b"\x02h2"
+        + struct.pack("!HH", 4, 4)
+        + socket.inet_aton("203.0.113.77")
+        + struct.pack("!HH", 5, len(ech))
+        + ech
+    )
 
 
 def test_https_record_hints_and_ech_public_name():
     from scapy.layers.dns import DNSRR as RR
+
     rr = RR(rrname="www.tiktok.com", type=65, ttl=60, rdata=https_rdata(b"cloudflare-ech.com"))
     msg = response("www.tiktok.com", [rr])
     assert msg.answers[0].rtype == 65
@@ -108,6 +141,7 @@ def test_broken_https_record_reported_and_the_rest_kept():
     from scapy.layers.dns import DNSRR as RR
 
     from classifier.dnscache import resolve
+
     bad = RR(rrname="x.example", type=65, ttl=60, rdata=b"\x00\x01\x00\x00\x05\x00\x09oops")
     good = RR(rrname="x.example", type="A", rdata="198.51.100.9", ttl=60)
     resolutions, errors = resolve(response("x.example", [bad, good]))

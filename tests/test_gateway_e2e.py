@@ -71,8 +71,21 @@ def clean_gateway(request):
 
 
 def base_args(sig_dir, *extra: str) -> tuple[str, ...]:
-    return ("-i", "gw-cli", "-i", "gw-srv", "--signatures", str(sig_dir), "--closed-tcp", "1",
-            "--idle-udp", "4", "--sync-interval", "1", *extra)
+    return (
+        "-i",
+        "gw-cli",
+        "-i",
+        "gw-srv",
+        "--signatures",
+        str(sig_dir),
+        "--closed-tcp",
+        "1",
+        "--idle-udp",
+        "4",
+        "--sync-interval",
+        "1",
+        *extra,
+    )
 
 
 def by_host(records: list[dict], host: str, proto: str | None = None) -> list[dict]:
@@ -83,16 +96,21 @@ def test_before_the_effective_date_tiktok_and_wechat_work_and_are_logged(lab, si
     args = base_args(sig_dir, "--mode", "inline", "--enforce", "--as-of", BEFORE)
     with gh.running(lab, tmp_path, *args) as gw:
         assert lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok
-        assert lab.curl("client", "https://web.wechat.com/", "--resolve",
-                        f"web.wechat.com:443:{A('wechat')}").ok
+        assert lab.curl(
+            "client", "https://web.wechat.com/", "--resolve", f"web.wechat.com:443:{A('wechat')}"
+        ).ok
         assert lab.quic_get("client", A("tiktok"), "www.tiktok.com").ok
         assert lab.http_get("client", A("wechat"), "short.weixin.qq.com").ok
-        tiktok = gw.wait_records(lambda r: r["hostname"] == "www.tiktok.com" and r["proto"] == "udp",
-                                 what="QUIC TikTok record")
+        tiktok = gw.wait_records(
+            lambda r: r["hostname"] == "www.tiktok.com" and r["proto"] == "udp", what="QUIC TikTok record"
+        )
         gw.wait_records(lambda r: r["hostname"] == "short.weixin.qq.com", what="WeChat HTTP record")
     recs = gw.records()
-    for host, app in (("www.tiktok.com", "tiktok"), ("web.wechat.com", "wechat"),
-                      ("short.weixin.qq.com", "wechat")):
+    for host, app in (
+        ("www.tiktok.com", "tiktok"),
+        ("web.wechat.com", "wechat"),
+        ("short.weixin.qq.com", "wechat"),
+    ):
         found = by_host(recs, host)
         assert found, f"no record for {host}"
         for r in found:
@@ -116,8 +134,9 @@ def test_after_the_effective_date_tiktok_fails_and_lookalikes_work(lab, sig_dir,
             assert not lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok
             assert not lab.tls_get("client", A("unrelated"), "www.tiktok.com").ok
             assert not lab.tls_get("client", netlab.Lab.addr("tiktok", 6), "www.tiktok.com").ok  # IPv6
-            assert not lab.curl("client", "https://m.tiktok.com/", "--resolve",
-                                f"m.tiktok.com:443:{A('tiktok')}").ok
+            assert not lab.curl(
+                "client", "https://m.tiktok.com/", "--resolve", f"m.tiktok.com:443:{A('tiktok')}"
+            ).ok
             assert not lab.s_client("client", A("unrelated"), "api16-normal-c-useast1a.tiktokv.com").ok
             assert not lab.http_get("client", A("unrelated"), "www.tiktok.com").ok
             # QUIC by SNI, on an unrelated address
@@ -134,21 +153,30 @@ def test_after_the_effective_date_tiktok_fails_and_lookalikes_work(lab, sig_dir,
             assert gh.tls_get_after_pause(lab, A("unrelated"), "www.google.com")  # look-alikes live on
         assert lab.tls_get("client", netlab.Lab.addr("unrelated", 6), "www.google.com").ok
         # look-alikes and the operator's other sites
-        for role, name in (("unrelated", "www.google.com"), ("lookalike", "faketiktok.com"),
-                           ("lookalike", "tiktok.com.example.net"), ("tencent", "www.qq.com")):
+        for role, name in (
+            ("unrelated", "www.google.com"),
+            ("lookalike", "faketiktok.com"),
+            ("lookalike", "tiktok.com.example.net"),
+            ("tencent", "www.qq.com"),
+        ):
             res = lab.tls_get("client", A(role), name)
             assert res.ok, (name, res.error)
             assert f"sni={name}" in res.body
-        assert lab.curl("client", "https://www.google.com/", "--resolve",
-                        f"www.google.com:443:{A('unrelated')}").ok
+        assert lab.curl(
+            "client", "https://www.google.com/", "--resolve", f"www.google.com:443:{A('unrelated')}"
+        ).ok
         assert lab.quic_get("client", A("unrelated"), "www.google.com").ok
         assert lab.quic_get("client", A("lookalike"), "faketiktok.com").ok
-        gw.wait_records(lambda r: r["hostname"] == "www.tiktok.com" and r["proto"] == "udp",
-                        what="QUIC TikTok record")
+        gw.wait_records(
+            lambda r: r["hostname"] == "www.tiktok.com" and r["proto"] == "udp", what="QUIC TikTok record"
+        )
     recs = gw.records()
     blocked = [r for r in recs if r["action"] == "block"]
-    assert {r["hostname"] for r in blocked} == {"www.tiktok.com", "m.tiktok.com",
-                                                "api16-normal-c-useast1a.tiktokv.com"}
+    assert {r["hostname"] for r in blocked} == {
+        "www.tiktok.com",
+        "m.tiktok.com",
+        "api16-normal-c-useast1a.tiktokv.com",
+    }
     assert {r["proto"] for r in by_host(blocked, "www.tiktok.com")} == {"tcp", "udp"}
     for r in blocked:
         assert r["rule"] == "provision-effective" and r["app"] == "tiktok"
@@ -180,15 +208,17 @@ def test_after_the_effective_date_wechat_fails_and_qq_works(lab, sig_dir, tmp_pa
 def test_dns_blocked_by_rpz_in_unbound(lab, sig_dir, tmp_path):
     def zone(as_of: str) -> str:
         path = tmp_path / f"{as_of}.rpz"
-        proc = gh.run_cli_in(lab, "gateway", "export", "rpz", "--as-of", as_of, "--signatures",
-                             str(sig_dir), "-o", str(path))
+        proc = gh.run_cli_in(
+            lab, "gateway", "export", "rpz", "--as-of", as_of, "--signatures", str(sig_dir), "-o", str(path)
+        )
         assert proc.returncode == 0, proc.stderr
         return str(path)
 
     resolver = netlab.RESOLVER4
     try:
-        with gh.running(lab, tmp_path, *base_args(sig_dir, "--mode", "inline", "--enforce",
-                                                  "--as-of", TIKTOK_ON)) as gw:
+        with gh.running(
+            lab, tmp_path, *base_args(sig_dir, "--mode", "inline", "--enforce", "--as-of", TIKTOK_ON)
+        ) as gw:
             lab.start_unbound(rpz=zone(BEFORE))
             assert lab.dig("client", resolver, "www.tiktok.com").detail["addresses"] == [A("tiktok")]
             assert "rpz-passthru" in lab.log("unbound")  # looked up, logged, answered
@@ -197,12 +227,17 @@ def test_dns_blocked_by_rpz_in_unbound(lab, sig_dir, tmp_path):
             for name in ("www.tiktok.com", "m.tiktok.com", "api16-normal-c-useast1a.tiktokv.com"):
                 assert lab.dig("client", resolver, name).status == "NXDOMAIN", name
                 assert lab.dig("client", resolver, name, "AAAA").status == "NXDOMAIN", name
-            for name, role in (("www.qq.com", "tencent"), ("faketiktok.com", "lookalike"),
-                               ("www.google.com", "unrelated"), ("tiktok.com.example.net", "lookalike")):
+            for name, role in (
+                ("www.qq.com", "tencent"),
+                ("faketiktok.com", "lookalike"),
+                ("www.google.com", "unrelated"),
+                ("tiktok.com.example.net", "lookalike"),
+            ):
                 res = lab.dig("client", resolver, name)
                 assert res.status == "NOERROR" and res.detail["addresses"] == [A(role)], (name, res)
-            gw.wait_records(lambda r: r["app_proto"] == "dns" and "www.google.com" in r["dns_queries"],
-                            what="DNS record")
+            gw.wait_records(
+                lambda r: r["app_proto"] == "dns" and "www.google.com" in r["dns_queries"], what="DNS record"
+            )
 
             lab.start_unbound(rpz=zone(WECHAT_ON))
             assert lab.dig("client", resolver, "short.weixin.qq.com").status == "NXDOMAIN"
@@ -218,8 +253,20 @@ def test_dns_blocked_by_rpz_in_unbound(lab, sig_dir, tmp_path):
 
 def test_dns_sinkhole_answer_in_unbound(lab, sig_dir, tmp_path):
     path = tmp_path / "sinkhole.rpz"
-    proc = gh.run_cli_in(lab, "gateway", "export", "rpz", "--as-of", TIKTOK_ON, "--signatures",
-                         str(sig_dir), "--sinkhole", "192.0.2.99", "-o", str(path))
+    proc = gh.run_cli_in(
+        lab,
+        "gateway",
+        "export",
+        "rpz",
+        "--as-of",
+        TIKTOK_ON,
+        "--signatures",
+        str(sig_dir),
+        "--sinkhole",
+        "192.0.2.99",
+        "-o",
+        str(path),
+    )
     assert proc.returncode == 0, proc.stderr
     try:
         lab.start_unbound(rpz=path)
@@ -249,8 +296,19 @@ def test_shared_cdn_address_only_tiktok_blocked_and_routes_spare_the_cdn(lab, si
     """A test provision prohibits TikTok CDN services; hosting routes blackhole ByteDance prefixes only."""
     policy = gh.make_policy(tmp_path, [("test-tiktok-cdn", "tiktok", "cdn", 946684800)])  # 2000-01-01
     bytedance_asn = 396986
-    args = base_args(sig_dir, "--mode", "inline", "--enforce", "--as-of", TIKTOK_ON, "--policy", str(policy),
-                     "--blackhole-routes", "--route-asn", str(bytedance_asn))
+    args = base_args(
+        sig_dir,
+        "--mode",
+        "inline",
+        "--enforce",
+        "--as-of",
+        TIKTOK_ON,
+        "--policy",
+        str(policy),
+        "--blackhole-routes",
+        "--route-asn",
+        str(bytedance_asn),
+    )
     with gh.running(lab, tmp_path, *args) as gw:
         routes = lab.run("gateway", ["ip", "route", "show", "proto", str(gh.ROUTE_PROTOCOL)]).stdout
         assert "blackhole 198.51.100.0/28" in routes
@@ -269,8 +327,12 @@ def test_shared_cdn_address_only_tiktok_blocked_and_routes_spare_the_cdn(lab, si
 
 
 def test_blackhole_routes_refuse_cdn_asns(lab, sig_dir, tmp_path):
-    proc = gh.run_cli_in(lab, "gateway", "gateway", *base_args(sig_dir, "--mode", "inline", "--enforce",
-                                                               "--blackhole-routes", "--route-asn", "20940"))
+    proc = gh.run_cli_in(
+        lab,
+        "gateway",
+        "gateway",
+        *base_args(sig_dir, "--mode", "inline", "--enforce", "--blackhole-routes", "--route-asn", "20940"),
+    )
     assert proc.returncode == 2
     assert "belongs to CDN provider 'akamai'" in proc.stderr and proc.stderr.count("\n") == 1
 
@@ -279,8 +341,9 @@ def test_a_provision_taking_effect_applies_without_restart(lab, sig_dir, tmp_pat
     """Wall clock: flows starting after the instant are decided under the new rule."""
     effective = time.time() + 12
     policy = gh.make_policy(tmp_path, [("test-tiktok-hosting-soon", "tiktok", "hosting", effective)])
-    with gh.running(lab, tmp_path, *base_args(sig_dir, "--mode", "inline", "--enforce",
-                                              "--policy", str(policy))) as gw:
+    with gh.running(
+        lab, tmp_path, *base_args(sig_dir, "--mode", "inline", "--enforce", "--policy", str(policy))
+    ) as gw:
         assert time.time() < effective - 2, "the gateway took too long to start for this test"
         assert lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok
         assert lab.tls_get("client", A("unrelated"), "www.google.com").ok
@@ -294,8 +357,17 @@ def test_a_provision_taking_effect_applies_without_restart(lab, sig_dir, tmp_pat
 
 
 def test_kill9_inline_fails_open_and_cleanup_restores(lab, sig_dir, tmp_path):
-    args = base_args(sig_dir, "--mode", "inline", "--enforce", "--as-of", TIKTOK_ON,
-                     "--blackhole-routes", "--route-asn", "396986")
+    args = base_args(
+        sig_dir,
+        "--mode",
+        "inline",
+        "--enforce",
+        "--as-of",
+        TIKTOK_ON,
+        "--blackhole-routes",
+        "--route-asn",
+        "396986",
+    )
     gw = gh.Gateway(lab, tmp_path, *args).start()
     try:
         assert not lab.tls_get("client", A("unrelated"), "www.tiktok.com").ok
@@ -334,8 +406,9 @@ def test_kill9_inline_fails_open_and_cleanup_restores(lab, sig_dir, tmp_path):
 
 
 def _mangle_markers(lab) -> set[str]:
-    listing = json.loads(lab.run("gateway", ["nft", "-j", "list", "table", "inet", "classifier_gw"],
-                                 check=True).stdout)
+    listing = json.loads(
+        lab.run("gateway", ["nft", "-j", "list", "table", "inet", "classifier_gw"], check=True).stdout
+    )
     return {o["counter"]["name"] for o in listing["nftables"] if "counter" in o}
 
 
@@ -353,8 +426,10 @@ def test_iptables_backend_removes_the_mangle_tables_it_created(lab, sig_dir, tmp
 
     gh.Gateway(lab, tmp_path, *args, log_name="killed.jsonl").start().kill9()
     assert gh.mangle_tables(lab) == {"ip mangle", "ip6 mangle"}
-    assert "nft table ip mangle (created by iptables for the gateway; removed once empty)" in \
-        gh.run_cli_in(lab, "gateway", "gateway", *args).stderr  # listed among the leftovers
+    assert (
+        "nft table ip mangle (created by iptables for the gateway; removed once empty)"
+        in gh.run_cli_in(lab, "gateway", "gateway", *args).stderr
+    )  # listed among the leftovers
     proc = gh.run_cli_in(lab, "gateway", "gateway", "--cleanup")
     assert proc.returncode == 0, proc.stderr
     for table in ("ip mangle", "ip6 mangle"):
@@ -378,8 +453,9 @@ def test_iptables_backend_leaves_mangle_tables_that_existed(lab, sig_dir, tmp_pa
 
         gh.Gateway(lab, tmp_path, *args, log_name="killed.jsonl").start().kill9()
         # after the crash, someone adds a rule to the table the gateway created
-        lab.run("gateway", ["ip6tables", "-w", "-t", "mangle", "-A", "PREROUTING", "-j", "ACCEPT"],
-                check=True)
+        lab.run(
+            "gateway", ["ip6tables", "-w", "-t", "mangle", "-A", "PREROUTING", "-j", "ACCEPT"], check=True
+        )
         proc = gh.run_cli_in(lab, "gateway", "gateway", "--cleanup")
         assert proc.returncode == 0, proc.stderr
         assert "removed nft table inet classifier_gw" in proc.stdout
@@ -401,8 +477,9 @@ def test_cleanup_first_replaces_leftovers(lab, sig_dir, tmp_path):
 
 
 def test_sigint_stops_cleanly_with_status_130(lab, sig_dir, tmp_path):
-    gw = gh.Gateway(lab, tmp_path, *base_args(sig_dir, "--mode", "reactive", "--enforce",
-                                              "--as-of", TIKTOK_ON)).start()
+    gw = gh.Gateway(
+        lab, tmp_path, *base_args(sig_dir, "--mode", "reactive", "--enforce", "--as-of", TIKTOK_ON)
+    ).start()
     assert not lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok
     assert gw.stop(signal.SIGINT) == 130
     assert not gh.our_objects(lab)
@@ -451,11 +528,17 @@ def test_printed_plan_is_what_gets_installed(lab, sig_dir, tmp_path):
 
 def test_setup_errors_are_one_line_with_status_2(lab, sig_dir):
     cases = [
-        ((), ("--mode", "inline", "--enforce", "-i", "gw-cli", "-i", "nosuch0"),
-         "interface 'nosuch0' does not exist"),
+        (
+            (),
+            ("--mode", "inline", "--enforce", "-i", "gw-cli", "-i", "nosuch0"),
+            "interface 'nosuch0' does not exist",
+        ),
         (gh.UNPRIVILEGED, ("--mode", "monitor", "-i", "gw-cli"), "must run as root"),
-        (("setpriv", "--bounding-set=-net_admin"), ("--mode", "inline", "--enforce", "-i", "gw-cli"),
-         "CAP_NET_ADMIN is missing"),
+        (
+            ("setpriv", "--bounding-set=-net_admin"),
+            ("--mode", "inline", "--enforce", "-i", "gw-cli"),
+            "CAP_NET_ADMIN is missing",
+        ),
         ((), ("--mode", "inline", "--metrics", "0.0.0.0:1"), "not a loopback address"),
     ]
     for prefix, args, message in cases:
@@ -476,7 +559,9 @@ def test_sighup_reopens_the_log_and_metrics_on_loopback(lab, sig_dir, tmp_path):
         time.sleep(0.5)
         assert not lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok
         gw.wait_records(lambda r: r["hostname"] == "www.tiktok.com", what="record after SIGHUP")
-        metrics = lab.run("gateway", ["curl", "-s", "--max-time", "3", "http://127.0.0.1:9597/metrics"]).stdout
+        metrics = lab.run(
+            "gateway", ["curl", "-s", "--max-time", "3", "http://127.0.0.1:9597/metrics"]
+        ).stdout
         assert 'classifier_gateway_verdicts_total{action="block",mode="inline"} 1.0' in metrics
         assert re.search(r'classifier_gateway_packets_total\{mode="inline"\} [1-9]', metrics)
         assert 'classifier_gateway_queue_drops_total{queue="7",reason="queue"} 0.0' in metrics
@@ -496,8 +581,15 @@ def test_a_stalled_gateway_is_not_an_outage(lab, sig_dir, tmp_path):
         gw.send(signal.SIGSTOP)
         try:
             # fill the queue with a few datagrams nobody answers
-            lab.run("client", [sys.executable, "-c", "import socket\ns=socket.socket(2,2)\n"
-                               f"[s.sendto(b'x', ('{A('unrelated')}', 9)) for _ in range(20)]"])
+            lab.run(
+                "client",
+                [
+                    sys.executable,
+                    "-c",
+                    "import socket\ns=socket.socket(2,2)\n"
+                    f"[s.sendto(b'x', ('{A('unrelated')}', 9)) for _ in range(20)]",
+                ],
+            )
             res = lab.tls_get("client", A("unrelated"), "www.google.com", timeout=5)
             assert res.ok, res.error
         finally:
@@ -508,8 +600,7 @@ def test_a_stalled_gateway_is_not_an_outage(lab, sig_dir, tmp_path):
 
 def test_an_unwritable_log_stops_the_gateway_cleanly(lab, sig_dir, tmp_path):
     """Records must not vanish silently: a full disk stops the gateway, which still cleans up."""
-    gw = gh.Gateway(lab, tmp_path, *base_args(sig_dir, "--mode", "inline", "--enforce",
-                                              "--as-of", TIKTOK_ON))
+    gw = gh.Gateway(lab, tmp_path, *base_args(sig_dir, "--mode", "inline", "--enforce", "--as-of", TIKTOK_ON))
     gw.log = tmp_path / "unused"
     gw.args = (*gw.args, "--log", "/dev/full")
     gw.start()
@@ -529,7 +620,10 @@ def test_offloaded_flows_bypass_the_queue_and_keep_whole_counts(lab, sig_dir, tm
         res = lab.quic_get("client", A("unrelated"), "www.google.com")
         assert res.ok
         rec = gw.wait_records(lambda r: r["hostname"] == "www.google.com", what="QUIC record")[0]
-        metrics = lab.run("gateway", ["curl", "-s", "--max-time", "3", "http://127.0.0.1:9597/metrics"]).stdout
+        metrics = lab.run(
+            "gateway", ["curl", "-s", "--max-time", "3", "http://127.0.0.1:9597/metrics"]
+        ).stdout
+
     def metric(name: str) -> float:
         return float(re.search(rf'classifier_gateway_{name}\{{mode="inline"\}} (\S+)', metrics)[1])
 

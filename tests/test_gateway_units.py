@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _args(**kw) -> argparse.Namespace:
     from classifier.cli import build_parser
+
     words = ["gateway"]
     for k, v in kw.items():
         flag = "--" + k.replace("_", "-")
@@ -39,8 +40,10 @@ def _args(**kw) -> argparse.Namespace:
 
 def test_config_file_values_and_flag_overrides(tmp_path):
     cfg_file = tmp_path / "gw.toml"
-    cfg_file.write_text('[gateway]\nmode = "reactive"\ninterfaces = ["eth1"]\nlog = "records.jsonl"\n'
-                        'as_of = 2025-03-01T00:00:00Z\n[flows]\nidle_udp = 30\n[inline]\nqueue = 9\n')
+    cfg_file.write_text(
+        '[gateway]\nmode = "reactive"\ninterfaces = ["eth1"]\nlog = "records.jsonl"\n'
+        "as_of = 2025-03-01T00:00:00Z\n[flows]\nidle_udp = 30\n[inline]\nqueue = 9\n"
+    )
     cfg = gwconfig.resolve(_args(config=cfg_file))
     assert (cfg.mode, cfg.interfaces, cfg.queue, cfg.idle_udp) == ("reactive", ("eth1",), 9, 30.0)
     assert cfg.log == str(tmp_path / "records.jsonl")  # relative to the config file
@@ -49,16 +52,19 @@ def test_config_file_values_and_flag_overrides(tmp_path):
     assert (cfg.mode, cfg.interfaces, cfg.queue) == ("inline", ("a0", "b0"), 3)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ('[gateway]\nmode = "bridge"\n', "[gateway] mode: 'bridge' is not one of monitor, inline, reactive"),
-    ("[gateway]\nenforce = true\n", "[gateway] enforce: unknown key"),
-    ("[routes]\nblackhole = true\n", "[routes] asns: blackhole routes need the list"),
-    ('[metrics]\nlisten = "0.0.0.0:9597"\n', "[metrics] listen: 0.0.0.0 is not a loopback address"),
-    ("[inline]\nmark = 3\n", "[inline] mark: must be a single bit"),
-    ("[flows]\nidle_tcp = -1\n", "[flows] idle_tcp: must be positive"),
-    ("[wat]\nx = 1\n", "[wat]: unknown section"),
-    ("[gateway\n", "TOML syntax error"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[gateway]\nmode = "bridge"\n', "[gateway] mode: 'bridge' is not one of monitor, inline, reactive"),
+        ("[gateway]\nenforce = true\n", "[gateway] enforce: unknown key"),
+        ("[routes]\nblackhole = true\n", "[routes] asns: blackhole routes need the list"),
+        ('[metrics]\nlisten = "0.0.0.0:9597"\n', "[metrics] listen: 0.0.0.0 is not a loopback address"),
+        ("[inline]\nmark = 3\n", "[inline] mark: must be a single bit"),
+        ("[flows]\nidle_tcp = -1\n", "[flows] idle_tcp: must be positive"),
+        ("[wat]\nx = 1\n", "[wat]: unknown section"),
+        ("[gateway\n", "TOML syntax error"),
+    ],
+)
 def test_config_errors_name_file_and_key(tmp_path, text, expected):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -136,9 +142,25 @@ def test_print_only_needs_no_root_and_prints_the_plan():
 
     wrap = list(UNPRIVILEGED) if os.geteuid() == 0 else []
     code = "import os, sys; from classifier.cli import main; print('euid', os.geteuid()); sys.exit(main())"
-    proc = subprocess.run([*wrap, sys.executable, "-c", code, "gateway", "--mode", "inline",
-                           "--backend", "iptables", "-i", "eth9", "--print-only"], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            *wrap,
+            sys.executable,
+            "-c",
+            code,
+            "gateway",
+            "--mode",
+            "inline",
+            "--backend",
+            "iptables",
+            "-i",
+            "eth9",
+            "--print-only",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("euid ") and not proc.stdout.startswith("euid 0\n")
     assert "nft -f - <<'EOF'" in proc.stdout and "--queue-bypass" in proc.stdout
@@ -163,9 +185,11 @@ def test_missing_cap_net_admin_is_a_one_line_error(monkeypatch, tmp_path):
 
 
 def test_cli_stays_import_light():
-    code = ("import sys, classifier.cli as c; c.build_parser(); "
-            "print(sorted(m for m in ('netfilterqueue', 'pyroute2', 'prometheus_client', "
-            "'classifier.gateway.runner') if m in sys.modules))")
+    code = (
+        "import sys, classifier.cli as c; c.build_parser(); "
+        "print(sorted(m for m in ('netfilterqueue', 'pyroute2', 'prometheus_client', "
+        "'classifier.gateway.runner') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
@@ -195,8 +219,16 @@ class TablesNft:
 
 
 def _forward(family: str, policy: str = "accept") -> dict:
-    return {"chain": {"family": family, "table": "mangle", "name": "FORWARD", "hook": "forward",
-                      "prio": -150, "policy": policy}}
+    return {
+        "chain": {
+            "family": family,
+            "table": "mangle",
+            "name": "FORWARD",
+            "hook": "forward",
+            "prio": -150,
+            "policy": policy,
+        }
+    }
 
 
 def _marker(family: str) -> dict:
@@ -217,26 +249,39 @@ def test_plan_records_the_mangle_tables_iptables_will_create():
 
 def test_cleanup_removes_the_empty_mangle_tables_it_recorded_and_only_those(monkeypatch):
     monkeypatch.setattr(netfilter, "_has_tool", lambda _tool: False)  # the iptables part is e2e-tested
-    nft = TablesNft({("inet", "classifier_gw"): [_marker("ip6")],
-                     ("ip", "mangle"): [_forward("ip")],  # existed before the run: not recorded
-                     ("ip6", "mangle"): [_forward("ip6")]})
-    assert "nft table ip6 mangle (created by iptables for the gateway; removed once empty)" in \
-        netfilter.leftovers(nft)
+    nft = TablesNft(
+        {
+            ("inet", "classifier_gw"): [_marker("ip6")],
+            ("ip", "mangle"): [_forward("ip")],  # existed before the run: not recorded
+            ("ip6", "mangle"): [_forward("ip6")],
+        }
+    )
+    assert (
+        "nft table ip6 mangle (created by iptables for the gateway; removed once empty)"
+        in netfilter.leftovers(nft)
+    )
     kept: list[str] = []
     removed = netfilter.remove_all(nft, kept)
-    assert removed == ["nft table ip6 mangle (created by iptables for the gateway, empty)",
-                       "nft table inet classifier_gw"]
+    assert removed == [
+        "nft table ip6 mangle (created by iptables for the gateway, empty)",
+        "nft table inet classifier_gw",
+    ]
     assert not kept and list(nft.tables) == [("ip", "mangle")]
     # the recorded table goes first, chains before it, in one transaction; our record last
-    assert nft.ran == ["delete chain ip6 mangle FORWARD\ndelete table ip6 mangle\n",
-                       "delete table inet classifier_gw"]
+    assert nft.ran == [
+        "delete chain ip6 mangle FORWARD\ndelete table ip6 mangle\n",
+        "delete table inet classifier_gw",
+    ]
 
 
-@pytest.mark.parametrize(("extra", "holds"), [
-    ({"rule": {"family": "ip", "table": "mangle", "chain": "FORWARD", "handle": 4}}, "a rule"),
-    ({"chain": {"family": "ip", "table": "mangle", "name": "OPERATOR"}}, "chain OPERATOR"),
-    (_forward("ip", policy="drop"), "chain FORWARD with policy drop"),
-])
+@pytest.mark.parametrize(
+    ("extra", "holds"),
+    [
+        ({"rule": {"family": "ip", "table": "mangle", "chain": "FORWARD", "handle": 4}}, "a rule"),
+        ({"chain": {"family": "ip", "table": "mangle", "name": "OPERATOR"}}, "chain OPERATOR"),
+        (_forward("ip", policy="drop"), "chain FORWARD with policy drop"),
+    ],
+)
 def test_a_recorded_mangle_table_that_holds_something_is_kept(monkeypatch, extra, holds):
     monkeypatch.setattr(netfilter, "_has_tool", lambda _tool: False)
     nft = TablesNft({("inet", "classifier_gw"): [_marker("ip")], ("ip", "mangle"): [_forward("ip"), extra]})
@@ -288,8 +333,11 @@ def test_preflight_unknown_interface():
 def test_resets_carry_the_sequence_numbers_each_end_expects():
     from scapy.layers.inet import IP, TCP
 
-    hello = bytes(IP(src="192.0.2.10", dst="198.51.100.10") / TCP(sport=40000, dport=443, seq=1000,
-                                                                    ack=5000, flags="PA") / (b"x" * 300))
+    hello = bytes(
+        IP(src="192.0.2.10", dst="198.51.100.10")
+        / TCP(sport=40000, dport=443, seq=1000, ack=5000, flags="PA")
+        / (b"x" * 300)
+    )
     seg = parse_tcp(hello)
     assert (seg.seq, seg.ack, seg.payload_len) == (1000, 5000, 300)
     to_server, to_client = (IP(p) for p in resets_for(seg, forwarded=False))
@@ -311,8 +359,14 @@ def test_resets_ipv6():
     from scapy.layers.inet import TCP
     from scapy.layers.inet6 import IPv6
 
-    rst = build_rst(socket.inet_pton(socket.AF_INET6, "2001:db8:1::10"),
-                    socket.inet_pton(socket.AF_INET6, "2001:db8:2::10"), 40000, 443, 7, 9)
+    rst = build_rst(
+        socket.inet_pton(socket.AF_INET6, "2001:db8:1::10"),
+        socket.inet_pton(socket.AF_INET6, "2001:db8:2::10"),
+        40000,
+        443,
+        7,
+        9,
+    )
     pkt = IPv6(rst)
     assert pkt.src == "2001:db8:1::10" and pkt[TCP].seq == 7 and pkt[TCP].flags == "RA"
     chk = pkt[TCP].chksum
@@ -346,8 +400,11 @@ def test_route_plan_only_operator_hosting_prefixes(tmp_path, sigs, policy):
         net = __import__("ipaddress").ip_network(prefix)
         assert sigs.prefixes.lookup(net.network_address.packed).kind == "operator"
     with pytest.raises(UserError, match=r"belongs to CDN provider"):
-        RoutePlan(gwconfig.GatewayConfig(mode="inline", blackhole_routes=True, route_asns=(cdn_asn.asn,)),
-                  sigs, policy)
+        RoutePlan(
+            gwconfig.GatewayConfig(mode="inline", blackhole_routes=True, route_asns=(cdn_asn.asn,)),
+            sigs,
+            policy,
+        )
 
 
 def test_route_plan_drops_operator_prefixes_overlapping_a_cdn(tmp_path):
@@ -365,8 +422,11 @@ def test_route_plan_drops_operator_prefixes_overlapping_a_cdn(tmp_path):
     path = sig_dir / entry.ipv4
     path.write_text(path.read_text() + "203.0.113.0/24\n")
     sigs = Signatures.load(sig_dir)
-    plan = RoutePlan(gwconfig.GatewayConfig(mode="inline", blackhole_routes=True, route_asns=(entry.asn,)),
-                     sigs, Policy.load(sig_dir / "policy"))
+    plan = RoutePlan(
+        gwconfig.GatewayConfig(mode="inline", blackhole_routes=True, route_asns=(entry.asn,)),
+        sigs,
+        Policy.load(sig_dir / "policy"),
+    )
     assert "203.0.113.0/24" in plan.excluded
     assert "203.0.113.0/24" not in {c.prefix for c in plan.candidates}
     assert "198.51.100.0/28" in {c.prefix for c in plan.candidates}
@@ -422,14 +482,33 @@ def test_rpz_category_follows_the_role(sigs, policy):
 
 def test_export_rpz_command(tmp_path):
     out = tmp_path / "zone.rpz"
-    proc = subprocess.run([sys.executable, "-m", "classifier", "export", "rpz", "--as-of", "2025-03-01",
-                           "--sinkhole", "sinkhole.example", "-o", str(out)], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "classifier",
+            "export",
+            "rpz",
+            "--as-of",
+            "2025-03-01",
+            "--sinkhole",
+            "sinkhole.example",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "blocked" in proc.stderr
     assert _owners(out.read_text())["tiktok.com"] == "CNAME sinkhole.example."
-    proc = subprocess.run([sys.executable, "-m", "classifier", "export", "rpz", "--sinkhole", "not a name"],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "classifier", "export", "rpz", "--sinkhole", "not a name"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2 and "--sinkhole" in proc.stderr
 
 

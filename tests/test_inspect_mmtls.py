@@ -49,12 +49,15 @@ def test_tls_and_http_are_not_mmtls():
     assert not looks_like_mmtls(bytes.fromhex("16f105"))
 
 
-@pytest.mark.parametrize("mutate,field", [
-    (lambda b: b[:5] + bytes.fromhex("00000099") + b[9:], "mmtls.client_hello.length"),
-    (lambda b: b[:9] + b"\x02\x03\xf1" + b[12:], "mmtls.client_hello.type"),
-    (lambda b: b[:12] + b"\x00" + b[13:], "mmtls.client_hello.cipher_suites"),
-    (lambda b: b[:12] + b"\xff" + b[13:], "mmtls.client_hello.cipher_suites"),
-])
+@pytest.mark.parametrize(
+    "mutate,field",
+    [
+        (lambda b: b[:5] + bytes.fromhex("00000099") + b[9:], "mmtls.client_hello.length"),
+        (lambda b: b[:9] + b"\x02\x03\xf1" + b[12:], "mmtls.client_hello.type"),
+        (lambda b: b[:12] + b"\x00" + b[13:], "mmtls.client_hello.cipher_suites"),
+        (lambda b: b[:12] + b"\xff" + b[13:], "mmtls.client_hello.cipher_suites"),
+    ],
+)
 def test_malformed(mutate, field):
     with pytest.raises(MalformedError) as exc:
         parse_client_hello(mutate(hello_1rtt()))

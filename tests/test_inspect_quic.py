@@ -108,9 +108,7 @@ RFC9001_CRYPTO_FRAME = bytes.fromhex(
 )
 
 # A.4: a Retry from the server (new SCID f067a5502a4262b5, token "token").
-RFC9001_RETRY = bytes.fromhex(
-    "ff000000010008f067a5502a4262b5746f6b656e04a265ba2eff4d829058fb3f0f2496ba"
-)
+RFC9001_RETRY = bytes.fromhex("ff000000010008f067a5502a4262b5746f6b656e04a265ba2eff4d829058fb3f0f2496ba")
 
 # --- RFC 9369 appendix A (QUIC v2): same ClientHello, v2 salt, labels and type bits -----------
 
@@ -214,9 +212,18 @@ def crypto_frame(offset: int, data: bytes, ftype: int = 0x06) -> bytes:
     return bytes([ftype]) + varint(offset) + varint(len(data)) + data
 
 
-def protect(version: int, dcid: bytes, payload: bytes, *, pn: int = 0, pn_len: int = 2,
-            scid: bytes = b"", token: bytes = b"", key_dcid: bytes | None = None,
-            packet_type: int = 0) -> bytes:
+def protect(
+    version: int,
+    dcid: bytes,
+    payload: bytes,
+    *,
+    pn: int = 0,
+    pn_len: int = 2,
+    scid: bytes = b"",
+    token: bytes = b"",
+    key_dcid: bytes | None = None,
+    packet_type: int = 0,
+) -> bytes:
     """A client Initial (or, with ``packet_type``, another long-header packet) protected the
     RFC 9001 way with the cryptography package, independently of the code under test."""
     key, iv, hp = initial_key_material(version, key_dcid if key_dcid is not None else dcid)
@@ -281,11 +288,13 @@ def crypto_stream(plaintexts: list[bytes]) -> bytes:
     return bytes(stream)
 
 
-def aioquic_flight(version: int = V1, server_name: str = "www.tiktok.com",
-                   alpn: tuple[str, ...] = ("h3",)) -> tuple[QuicConnection, list[bytes]]:
+def aioquic_flight(
+    version: int = V1, server_name: str = "www.tiktok.com", alpn: tuple[str, ...] = ("h3",)
+) -> tuple[QuicConnection, list[bytes]]:
     """A real client's first datagrams, from aioquic."""
-    config = QuicConfiguration(is_client=True, server_name=server_name, alpn_protocols=list(alpn),
-                               supported_versions=[version])
+    config = QuicConfiguration(
+        is_client=True, server_name=server_name, alpn_protocols=list(alpn), supported_versions=[version]
+    )
     conn = QuicConnection(configuration=config)
     conn.connect(("192.0.2.1", 443), now=0.0)
     return conn, [d for d, _addr in conn.datagrams_to_send(now=0.0)]
@@ -320,8 +329,13 @@ def chlo(tags: dict[bytes, bytes]) -> bytes:
 def gquic_stream_frame(offset: int, data: bytes, big_endian: bool = True, stream_id: int = 1) -> bytes:
     """A gQUIC STREAM frame with a 1-byte stream id, 2-byte offset and 2-byte data length."""
     order = "big" if big_endian else "little"
-    return (bytes([0x80 | 0x20 | (1 << 2)]) + bytes([stream_id]) + offset.to_bytes(2, order)
-            + len(data).to_bytes(2, order) + data)
+    return (
+        bytes([0x80 | 0x20 | (1 << 2)])
+        + bytes([stream_id])
+        + offset.to_bytes(2, order)
+        + len(data).to_bytes(2, order)
+        + data
+    )
 
 
 def q043_packet(cid: bytes, pn: int, frames: bytes, version: bytes | None = b"Q043") -> bytes:
@@ -397,7 +411,15 @@ def test_server_direction_initials_are_not_decrypted():
 
 def test_version_names():
     assert [version_name(v) for v in (V1, V2, DRAFT_29, DRAFT_27, 0xFACEB001, Q050, T051, Q043)] == [
-        "1", "2", "draft-29", "draft-27", "mvfst-22", "Q050", "T051", "Q043"]
+        "1",
+        "2",
+        "draft-29",
+        "draft-27",
+        "mvfst-22",
+        "Q050",
+        "T051",
+        "Q043",
+    ]
     assert version_name(0) == "negotiation"
     assert version_name(0x1A2A3A4A) == "reserved-1a2a3a4a"
     assert version_name(0x12345678) == "0x12345678"
@@ -537,8 +559,14 @@ def test_gquic_t051_tls_in_gquic_crypto_frames():
 
 
 def test_gquic_q050_encrypted_chlo():
-    message = chlo({b"SNI\x00": b"Q050.Example.COM", b"UAID": b"Chrome/80.0", b"VER\x00": b"Q050",
-                    b"PAD\x00": b"-" * 300})
+    message = chlo(
+        {
+            b"SNI\x00": b"Q050.Example.COM",
+            b"UAID": b"Chrome/80.0",
+            b"VER\x00": b"Q050",
+            b"PAD\x00": b"-" * 300,
+        }
+    )
     a, b = split_frames(message, [40], ftype=0x08)
     dcid = b"\x50" * 8
     state = QuicInitialState()
@@ -546,7 +574,11 @@ def test_gquic_q050_encrypted_chlo():
     facts = state.feed(protect(Q050, dcid, a + b"\x00" * 100, pn=2), True)
     assert facts is not None and facts.client_hello is None
     assert (facts.version_name, facts.sni, facts.user_agent, facts.alpn) == (
-        "Q050", "q050.example.com", "Chrome/80.0", ())
+        "Q050",
+        "q050.example.com",
+        "Chrome/80.0",
+        (),
+    )
 
 
 def test_gquic_q043_clear_chlo_on_stream_1_over_two_packets():
@@ -595,8 +627,13 @@ def test_initial_after_retry_decrypts_with_the_new_dcid(version):
     conn, first = aioquic_flight(version, server_name="retry.example")
     header = pull_quic_header(Buffer(data=first[0]), host_cid_length=8)
     new_cid = bytes(range(1, 9))
-    retry = encode_quic_retry(version=version, source_cid=new_cid, destination_cid=header.source_cid,
-                              original_destination_cid=header.destination_cid, retry_token=b"token" * 4)
+    retry = encode_quic_retry(
+        version=version,
+        source_cid=new_cid,
+        destination_cid=header.source_cid,
+        original_destination_cid=header.destination_cid,
+        retry_token=b"token" * 4,
+    )
     conn.receive_datagram(retry, ("192.0.2.1", 443), now=0.1)
     second = [d for d, _ in conn.datagrams_to_send(now=0.1)]
     assert pull_quic_header(Buffer(data=second[0]), host_cid_length=8).destination_cid == new_cid
@@ -619,8 +656,13 @@ def test_retry_restarts_crypto_reassembly():
     conn, first = aioquic_flight(V1, alpn=big_alpn())
     header = pull_quic_header(Buffer(data=first[0]), host_cid_length=8)
     new_cid = b"\xee" * 8
-    retry = encode_quic_retry(version=V1, source_cid=new_cid, destination_cid=header.source_cid,
-                              original_destination_cid=header.destination_cid, retry_token=b"t")
+    retry = encode_quic_retry(
+        version=V1,
+        source_cid=new_cid,
+        destination_cid=header.source_cid,
+        original_destination_cid=header.destination_cid,
+        retry_token=b"t",
+    )
     conn.receive_datagram(retry, ("192.0.2.1", 443), now=0.1)
     second = [d for d, _ in conn.datagrams_to_send(now=0.1)]
     state = QuicInitialState()
@@ -650,8 +692,9 @@ def test_rfc9001_retry_vector_is_recognised():
 
 
 def test_version_negotiation_is_recorded_and_not_an_error():
-    vn = encode_quic_version_negotiation(source_cid=b"\x01" * 8, destination_cid=b"\x02" * 8,
-                                         supported_versions=[V1, V2])
+    vn = encode_quic_version_negotiation(
+        source_cid=b"\x01" * 8, destination_cid=b"\x02" * 8, supported_versions=[V1, V2]
+    )
     assert looks_like_quic(vn)
     state = QuicInitialState()
     assert state.feed(vn, from_client=False) is None
@@ -793,14 +836,22 @@ def _valid_datagrams() -> list[tuple[bytes, bool]]:
         (RFC9001_CLIENT_INITIAL, True),
         (RFC9369_CLIENT_INITIAL, True),
         (big[0], True),
-        (protect(DRAFT_29, b"\x09" * 8, split_frames(hello, [64])[1] + b"\x01" + crypto_frame(0, hello[:64])),
-         True),
+        (
+            protect(
+                DRAFT_29, b"\x09" * 8, split_frames(hello, [64])[1] + b"\x01" + crypto_frame(0, hello[:64])
+            ),
+            True,
+        ),
         (protect(Q050, b"\x05" * 8, crypto_frame(0, message, 0x08) + bytes(30)), True),
         (q043_packet(b"\x01" * 8, 1, gquic_stream_frame(0, message) + bytes(30)), True),
         (q046_packet(b"\x02" * 8, 1, gquic_stream_frame(0, message)), True),
         (RFC9001_RETRY, False),
-        (encode_quic_version_negotiation(source_cid=b"\x01" * 8, destination_cid=b"\x02" * 8,
-                                         supported_versions=[V1, V2]), False),
+        (
+            encode_quic_version_negotiation(
+                source_cid=b"\x01" * 8, destination_cid=b"\x02" * 8, supported_versions=[V1, V2]
+            ),
+            False,
+        ),
     ]
 
 
@@ -1000,10 +1051,26 @@ def test_real_capture_snis_match_live_tshark(name):
         pytest.skip("tshark is not installed")
     path = need_shared(REAL / name)
     out = subprocess.run(
-        [tshark, "-r", str(path), "-Y", "gquic.tag.sni or tls.handshake.extensions_server_name",
-         "-T", "fields", "-e", "udp.srcport", "-e", "tls.handshake.extensions_server_name",
-         "-e", "gquic.tag.sni"],
-        capture_output=True, text=True, timeout=120, check=True).stdout
+        [
+            tshark,
+            "-r",
+            str(path),
+            "-Y",
+            "gquic.tag.sni or tls.handshake.extensions_server_name",
+            "-T",
+            "fields",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "tls.handshake.extensions_server_name",
+            "-e",
+            "gquic.tag.sni",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     expected: dict[int, str] = {}
     for line in out.splitlines():
         port, tls_sni, gquic_sni = line.split("\t")

@@ -104,7 +104,8 @@ def test_unbound_serves_the_test_names(lab, resolver):
     chain = lab.dig("client", resolver, "v16-webapp.tiktok.com")
     assert chain.detail["answers"] == [
         ("v16-webapp.tiktok.com", "CNAME", "v16-webapp.tiktok.com.edgesuite.net"),
-        ("v16-webapp.tiktok.com.edgesuite.net", "A", lab.addr("cdn"))]
+        ("v16-webapp.tiktok.com.edgesuite.net", "A", lab.addr("cdn")),
+    ]
     # an unrelated name on the very same CDN address
     assert lab.dig("client", resolver, "static.example.com").detail["addresses"] == [lab.addr("cdn")]
     assert lab.dig("client", resolver, "no-such-name.example").status == "NXDOMAIN"
@@ -113,17 +114,22 @@ def test_unbound_serves_the_test_names(lab, resolver):
 
 def test_unbound_loads_an_rpz(lab, tmp_path):
     rpz = tmp_path / "block.rpz"
-    rpz.write_text("$TTL 60\n$ORIGIN rpz.test.\n"
-                   "@ IN SOA localhost. hostmaster.localhost. 1 3600 600 86400 60\n@ IN NS localhost.\n"
-                   "tiktok.com CNAME .\n*.tiktok.com CNAME .\n"
-                   "web.wechat.com A 192.0.2.99\n")
+    rpz.write_text(
+        "$TTL 60\n$ORIGIN rpz.test.\n"
+        "@ IN SOA localhost. hostmaster.localhost. 1 3600 600 86400 60\n@ IN NS localhost.\n"
+        "tiktok.com CNAME .\n*.tiktok.com CNAME .\n"
+        "web.wechat.com A 192.0.2.99\n"
+    )
     try:
         lab.start_unbound(rpz=rpz)
         assert lab.dig("client", netlab.RESOLVER4, "www.tiktok.com").status == "NXDOMAIN"
         assert lab.dig("client", netlab.RESOLVER4, "v16-webapp.tiktok.com").status == "NXDOMAIN"
         assert lab.dig("client", netlab.RESOLVER4, "web.wechat.com").detail["addresses"] == ["192.0.2.99"]
-        for name, role in [("faketiktok.com", "lookalike"), ("www.qq.com", "tencent"),
-                           ("www.google.com", "unrelated")]:
+        for name, role in [
+            ("faketiktok.com", "lookalike"),
+            ("www.qq.com", "tencent"),
+            ("www.google.com", "unrelated"),
+        ]:
             assert lab.dig("client", netlab.RESOLVER4, name).detail["addresses"] == [lab.addr(role)]
         assert "rpz: applied" in lab.log("unbound")
     finally:
@@ -143,8 +149,9 @@ def test_quic_server_answers_each_version(lab, version, family):
 def test_quic_big_client_hello_spans_two_initials(lab, tmp_path):
     pcap = tmp_path / "big.pcap"
     with lab.capture("gateway", lab.gw_client_if, pcap, "udp port 443"):
-        res = lab.quic_get("client", lab.addr("wechat"), "web.wechat.com", version="2", sport=40443,
-                           big_client_hello=True)
+        res = lab.quic_get(
+            "client", lab.addr("wechat"), "web.wechat.com", version="2", sport=40443, big_client_hello=True
+        )
     assert res.ok, res
     grams = udp_datagrams(pcap)
     client = [n for src, _, n in grams if src == netlab.CLIENT4]
@@ -198,6 +205,7 @@ def test_traffic_crosses_the_gateway(lab, tmp_path):
 def test_ns_exec_runs_a_callable_inside(lab):
     def interfaces() -> list[str]:
         return sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").readlines()[2:])
+
     assert lab.ns_exec("client", interfaces) == ["cli0", "lo"]
     assert lab.ns_exec("gateway", interfaces) == ["gw-cli", "gw-srv", "lo"]
     with pytest.raises(netlab.LabError, match="ZeroDivisionError"):

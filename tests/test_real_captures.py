@@ -69,7 +69,8 @@ def test_capture_against_expected(capture, rules):
         if r["app"] is not None:
             assert r["hostname"] in allowed and allowed[r["hostname"]][0] == r["app"], (
                 f"{capture}: unexpected {r['app']} label on {r['hostname']} "
-                f"{r['dst']}:{r['dport']} ({[e['kind'] for e in r['evidence']]})")
+                f"{r['dst']}:{r['dport']} ({[e['kind'] for e in r['evidence']]})"
+            )
         assert r["action"] in ("log", "allow") or r["app"] is not None  # never block the unattributed
 
 
@@ -78,8 +79,13 @@ def test_wechat_traps_in_wechat_pcap():
     records = scan_records(str(need_shared(REAL / "wechat.pcap")))
     lan = [r for r in records if r["hostname"] == "webpush.web.wechat.com.lan"]
     assert len(lan) == 3 and all(r["app"] is None for r in lan)
-    nameless = [r for r in records if r["dst"].startswith("203.205.") and r["app"] == "wechat"
-                and r["hostname_source"] not in ("sni", "http-host")]
+    nameless = [
+        r
+        for r in records
+        if r["dst"].startswith("203.205.")
+        and r["app"] == "wechat"
+        and r["hostname_source"] not in ("sni", "http-host")
+    ]
     for r in nameless:  # called WeChat only with evidence, and the evidence says which
         assert {e["kind"] for e in r["evidence"]} & {"dns", "name-history"}, r
 

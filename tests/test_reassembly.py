@@ -14,7 +14,7 @@ def segments(data, sizes, isn):
     for size in itertools.cycle(sizes):
         if off >= len(data):
             return out
-        out.append(((isn + 1 + off) & 0xFFFFFFFF, data[off:off + size]))
+        out.append(((isn + 1 + off) & 0xFFFFFFFF, data[off : off + size]))
         off += size
 
 

@@ -92,10 +92,22 @@ def test_dns_over_tcp_two_messages_in_one_segment_name_a_later_flow(sigs, policy
     q1 = bytes(DNS(id=1, qd=DNSQR(qname="www.tiktok.com")))
     q2 = bytes(DNS(id=2, qd=DNSQR(qname="example.org")))
     q = struct.pack("!H", len(q1)) + q1 + struct.pack("!H", len(q2)) + q2  # pipelined queries
-    a1 = bytes(DNS(id=1, qr=1, qd=DNSQR(qname="www.tiktok.com"),
-                   an=[DNSRR(rrname="www.tiktok.com", type="A", rdata="203.0.113.80", ttl=30)]))
-    a2 = bytes(DNS(id=2, qr=1, qd=DNSQR(qname="example.org"),
-                   an=[DNSRR(rrname="example.org", type="A", rdata="203.0.113.81", ttl=30)]))
+    a1 = bytes(
+        DNS(
+            id=1,
+            qr=1,
+            qd=DNSQR(qname="www.tiktok.com"),
+            an=[DNSRR(rrname="www.tiktok.com", type="A", rdata="203.0.113.80", ttl=30)],
+        )
+    )
+    a2 = bytes(
+        DNS(
+            id=2,
+            qr=1,
+            qd=DNSQR(qname="example.org"),
+            an=[DNSRR(rrname="example.org", type="A", rdata="203.0.113.81", ttl=30)],
+        )
+    )
     r = "198.51.100.53"
     run = Run(sigs, policy)
     run.send(tcp(C, r, 40004, 53, "S", 1))
@@ -116,10 +128,14 @@ def test_dns_over_tcp_two_messages_in_one_segment_name_a_later_flow(sigs, policy
 
 
 def test_fragmented_udp_is_counted_and_reassembled(sigs, policy):
-    answers = [DNSRR(rrname="www.tiktok.com", type="A", rdata=f"203.0.113.{i}", ttl=60)
-               for i in range(1, 120)]
-    resp = IP(src="198.51.100.53", dst=C, id=7) / UDP(sport=53, dport=40007) / DNS(
-        id=3, qr=1, qd=DNSQR(qname="www.tiktok.com"), an=answers)
+    answers = [
+        DNSRR(rrname="www.tiktok.com", type="A", rdata=f"203.0.113.{i}", ttl=60) for i in range(1, 120)
+    ]
+    resp = (
+        IP(src="198.51.100.53", dst=C, id=7)
+        / UDP(sport=53, dport=40007)
+        / DNS(id=3, qr=1, qd=DNSQR(qname="www.tiktok.com"), an=answers)
+    )
     frags = fragment(resp, fragsize=600)
     assert len(frags) >= 3
     run = Run(sigs, policy)
@@ -139,11 +155,11 @@ def with_extension(record: bytes, ext_type: int, data: bytes) -> bytes:
     body = record[9:]
     pos = 2 + 32
     pos += 1 + body[pos]
-    pos += 2 + int.from_bytes(body[pos:pos + 2], "big")
+    pos += 2 + int.from_bytes(body[pos : pos + 2], "big")
     pos += 1 + body[pos]
-    ext_len = int.from_bytes(body[pos:pos + 2], "big")
+    ext_len = int.from_bytes(body[pos : pos + 2], "big")
     ext = struct.pack("!HH", ext_type, len(data)) + data
-    body = body[:pos] + struct.pack("!H", ext_len + len(ext)) + body[pos + 2:] + ext
+    body = body[:pos] + struct.pack("!H", ext_len + len(ext)) + body[pos + 2 :] + ext
     hs = b"\x01" + len(body).to_bytes(3, "big") + body
     return record[:3] + struct.pack("!H", len(hs)) + hs
 
@@ -182,11 +198,13 @@ def test_ech_public_name_is_not_the_flows_name(sigs, policy):
 
 def test_ech_public_name_learned_from_an_https_record(sigs, policy):
     from test_dnscache import https_rdata
+
     run = Run(sigs, policy)
     https = DNSRR(rrname="web.wechat.com", type=65, ttl=300, rdata=https_rdata(b"ech.example.net"))
     dns_answer(run, "web.wechat.com", "203.0.113.92", 5302, extra=[https])
-    tls_flow(run, "203.0.113.92", 443, with_extension(client_hello("ech.example.net"), 0xFE0D, ECH_OUTER),
-             40012)
+    tls_flow(
+        run, "203.0.113.92", 443, with_extension(client_hello("ech.example.net"), 0xFE0D, ECH_OUTER), 40012
+    )
     tls_flow(run, "203.0.113.93", 443, client_hello("ech.example.net"), 40013)  # no ECH: a real name
     recs = {r.client_port: r for r in run.done()}
     a = recs[40012].attribution
@@ -210,6 +228,7 @@ def test_encrypted_dns_kinds(sigs, policy):
 
 def test_mmtls_long_connection_is_wechat(sigs, policy):
     from test_inspect_mmtls import hello_1rtt
+
     run = Run(sigs, policy)
     tls_flow(run, "203.205.147.171", 8080, hello_1rtt(), 40030)  # Tencent AS132203
     tls_flow(run, "203.0.113.96", 443, hello_1rtt(), 40031)  # unknown address

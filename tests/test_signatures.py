@@ -59,8 +59,16 @@ def test_shipped_set_loads_fast_and_is_complete(sigs):
 
 
 def test_every_entry_has_source_and_iso_date(sigs):
-    entries = [*sigs.hosts.rules, *sigs.cname_suffixes, *sigs.store_rules, *sigs.apps.values(),
-               *sigs.operators.values(), *sigs.cdns.values(), *sigs.asns.values(), *sigs.stores.values()]
+    entries = [
+        *sigs.hosts.rules,
+        *sigs.cname_suffixes,
+        *sigs.store_rules,
+        *sigs.apps.values(),
+        *sigs.operators.values(),
+        *sigs.cdns.values(),
+        *sigs.asns.values(),
+        *sigs.stores.values(),
+    ]
     assert len(entries) > 200
     for entry in entries:
         assert entry.source.strip(), entry
@@ -93,17 +101,38 @@ def test_suffix_does_not_match_across_labels(sigs, host):
     assert sigs.hosts.match(host) is None
 
 
-@pytest.mark.parametrize("host", [
-    "hkminorshort.weixin.qq.com", "short.weixin.qq.com", "weixin.qq.com", "wx.qq.com", "mmbiz.qpic.cn",
-    "mmsns.qpic.cn", "res.wx.qq.com", "web.wechat.com", "webpush.web.wechat.com",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "hkminorshort.weixin.qq.com",
+        "short.weixin.qq.com",
+        "weixin.qq.com",
+        "wx.qq.com",
+        "mmbiz.qpic.cn",
+        "mmsns.qpic.cn",
+        "res.wx.qq.com",
+        "web.wechat.com",
+        "webpush.web.wechat.com",
+    ],
+)
 def test_wechat_hosts(sigs, host):
     rule = sigs.hosts.match(host)
     assert rule is not None and rule.app == "wechat" and rule.operator == "tencent", host
 
 
-@pytest.mark.parametrize("host", ["www.qq.com", "vv.video.qq.com", "qzonestyle.gtimg.cn", "pingma.qq.com",
-                                  "cgi.connect.qq.com", "qpic.cn", "p.qpic.cn", "dldir1.qq.com"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "www.qq.com",
+        "vv.video.qq.com",
+        "qzonestyle.gtimg.cn",
+        "pingma.qq.com",
+        "cgi.connect.qq.com",
+        "qpic.cn",
+        "p.qpic.cn",
+        "dldir1.qq.com",
+    ],
+)
 def test_qq_hosts_are_tencent_but_not_wechat(sigs, host):
     rule = sigs.hosts.match(host)
     assert rule is not None and rule.app is None and rule.operator == "tencent", host
@@ -132,13 +161,24 @@ def test_roles(sigs):
 
 
 def test_third_party_cdn_names_are_specific(sigs):
-    for host in ("p16-tiktokcdn-com.akamaized.net", "api16-va.tiktokv.com.edgekey.net",
-                 "v16.tiktokcdn.com.edgesuite.net", "h1.bytedance.map.fastly.net",
-                 "api-t3.tiktokv.com.cdn.cloudflare.net", "cdn.tiktok.com.c.footprint.net"):
+    for host in (
+        "p16-tiktokcdn-com.akamaized.net",
+        "api16-va.tiktokv.com.edgekey.net",
+        "v16.tiktokcdn.com.edgesuite.net",
+        "h1.bytedance.map.fastly.net",
+        "api-t3.tiktokv.com.cdn.cloudflare.net",
+        "cdn.tiktok.com.c.footprint.net",
+    ):
         rule = sigs.hosts.match(host)
         assert rule is not None and rule.app == "tiktok" and rule.role == "cdn", host
-    for host in ("akamaized.net", "x.akamaized.net", "www.instagram.com.edgekey.net", "map.fastly.net",
-                 "p16-tiktokcdn-com.akamaized.net.evil.example", "x.p16-tiktokcdn-com.akamaized.net"):
+    for host in (
+        "akamaized.net",
+        "x.akamaized.net",
+        "www.instagram.com.edgekey.net",
+        "map.fastly.net",
+        "p16-tiktokcdn-com.akamaized.net.evil.example",
+        "x.p16-tiktokcdn-com.akamaized.net",
+    ):
         assert sigs.hosts.match(host) is None, host
 
 
@@ -146,8 +186,13 @@ def test_most_specific_rule_wins():
     def rule(ident, pattern, exact, app=None):
         return HostRule(ident, pattern, exact, app, "op", "web", "high", "test", "2026-01-01")
 
-    m = HostMatcher([rule("a", "example.com", False), rule("b", "deep.example.com", False, "x"),
-                     rule("c", "host.deep.example.com", True, "y")])
+    m = HostMatcher(
+        [
+            rule("a", "example.com", False),
+            rule("b", "deep.example.com", False, "x"),
+            rule("c", "host.deep.example.com", True, "y"),
+        ]
+    )
     assert m.match("host.deep.example.com").id == "c"
     assert m.match("sub.host.deep.example.com").id == "b"  # exact rules do not cover subdomains
     assert m.match("other.deep.example.com").id == "b"
@@ -285,8 +330,12 @@ def test_bad_date(tmp_path):
 
 
 def test_unknown_role(tmp_path):
-    root = broken_copy(tmp_path, "apps/tiktok.toml", 'suffix = "tiktokv.com"\nrole = "api"',
-                       'suffix = "tiktokv.com"\nrole = "hosting"')
+    root = broken_copy(
+        tmp_path,
+        "apps/tiktok.toml",
+        'suffix = "tiktokv.com"\nrole = "api"',
+        'suffix = "tiktokv.com"\nrole = "hosting"',
+    )
     err = load_error(root)
     assert err.path.endswith("apps/tiktok.toml") and err.entry == "rule 'tiktok.tiktokv.com'"
     assert err.field == "role" and err.problem.startswith("'hosting' is not one of api, cdn, payments")
@@ -310,8 +359,12 @@ def test_unknown_operator(tmp_path):
     assert err.path.endswith("apps/wechat.toml") and err.entry == "app 'wechat'"
     assert "unknown operator 'tencnet'" in err.problem
 
-    root = broken_copy(tmp_path / "2", "operators.toml", 'id = "tencent.qq.com"\noperator = "tencent"',
-                       'id = "tencent.qq.com"\noperator = "alibaba"')
+    root = broken_copy(
+        tmp_path / "2",
+        "operators.toml",
+        'id = "tencent.qq.com"\noperator = "tencent"',
+        'id = "tencent.qq.com"\noperator = "alibaba"',
+    )
     err = load_error(root)
     assert err.entry == "rule 'tencent.qq.com'" and "unknown operator 'alibaba'" in err.problem
 
@@ -326,13 +379,16 @@ def _insert_prefix_line(root: Path, rel: str, bad: str) -> int:
     return number + 1
 
 
-@pytest.mark.parametrize(("bad", "problem"), [
-    ("71.18.0.0/33", "prefix length 33 exceeds 32"),
-    ("71.18.0.1/16", "host bits set (the network is 71.18.0.0/16)"),
-    ("71.18.0/16", "bad IPv4 address"),
-    ("71.18.0.0", "not address/length"),
-    ("2605:340::/32", "not an IPv4 prefix"),
-])
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ("71.18.0.0/33", "prefix length 33 exceeds 32"),
+        ("71.18.0.1/16", "host bits set (the network is 71.18.0.0/16)"),
+        ("71.18.0/16", "bad IPv4 address"),
+        ("71.18.0.0", "not address/length"),
+        ("2605:340::/32", "not an IPv4 prefix"),
+    ],
+)
 def test_bad_prefix_names_file_and_line(tmp_path, bad, problem):
     root = copy_shipped(tmp_path)
     line = _insert_prefix_line(root, "prefixes/AS396986-ipv4.txt", bad)
@@ -422,9 +478,18 @@ def test_builder_reproduces_shipped_data(tmp_path):
     build_date = re.search(r"^# build-date: (\S+)$", check, re.M).group(1)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "build_signatures.py"), str(SHARED), "--out", str(out),
-         "--build-date", build_date],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "tools" / "build_signatures.py"),
+            str(SHARED),
+            "--out",
+            str(out),
+            "--build-date",
+            build_date,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     built = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
@@ -439,6 +504,7 @@ def test_cache_is_used_and_invalidated_by_any_change(tmp_path, monkeypatch):
     import shutil
 
     from classifier.signatures import Signatures, shipped_directory
+
     monkeypatch.setenv("CLASSIFIER_CACHE_DIR", str(tmp_path / "cache"))
     d = tmp_path / "sigs"
     shutil.copytree(shipped_directory(), d)
@@ -461,6 +527,7 @@ def test_cache_keeps_copies_apart(tmp_path, monkeypatch):
     import shutil
 
     from classifier.signatures import Signatures, shipped_directory
+
     monkeypatch.setenv("CLASSIFIER_CACHE_DIR", str(tmp_path / "cache"))
     a, b = tmp_path / "a", tmp_path / "b"
     shutil.copytree(shipped_directory(), a)

@@ -33,12 +33,34 @@ from conftest import REAL, ROOT, need_shared, run_cli
 PCAPS = ROOT / "pcaps"
 QUIC_VERSION_NAMES = {0x00000001: "1", 0x6B3343CF: "2", 0xFF00001D: "draft-29"}
 
-FIELDS = ["frame.number", "frame.protocols", "ip.src", "ipv6.src", "tcp.srcport", "udp.srcport", "ip.dst",
-          "ipv6.dst", "tcp.dstport", "udp.dstport", "tcp.stream", "udp.stream", "tls.handshake.type",
-          "tls.handshake.extensions_server_name", "gquic.tag.sni", "quic.version"]
+FIELDS = [
+    "frame.number",
+    "frame.protocols",
+    "ip.src",
+    "ipv6.src",
+    "tcp.srcport",
+    "udp.srcport",
+    "ip.dst",
+    "ipv6.dst",
+    "tcp.dstport",
+    "udp.dstport",
+    "tcp.stream",
+    "udp.stream",
+    "tls.handshake.type",
+    "tls.handshake.extensions_server_name",
+    "gquic.tag.sni",
+    "quic.version",
+]
 
-BASE_OPTIONS = ["-n", "-o", "tcp.reassemble_out_of_order:TRUE", "-o", "tcp.desegment_tcp_streams:TRUE",
-                "-o", "tls.desegment_ssl_records:TRUE"]
+BASE_OPTIONS = [
+    "-n",
+    "-o",
+    "tcp.reassemble_out_of_order:TRUE",
+    "-o",
+    "tcp.desegment_tcp_streams:TRUE",
+    "-o",
+    "tls.desegment_ssl_records:TRUE",
+]
 
 
 def need_tshark() -> str:
@@ -78,17 +100,26 @@ def capture_path(name: str) -> Path:
 
 
 def tshark(path: Path, *args: str) -> str:
-    proc = subprocess.run([need_tshark(), *BASE_OPTIONS, "-r", str(path), *args], capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [need_tshark(), *BASE_OPTIONS, "-r", str(path), *args], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, f"tshark {path.name}: {proc.stderr}"
     return proc.stdout
 
 
 def tls_ports_tshark_missed(path: Path) -> list[int]:
     """TCP server ports where a segment starts a TLS ClientHello record that tshark left undecoded."""
-    out = tshark(path, "-Y", "tcp.len > 5 && tcp.payload[0:2] == 16:03 && tcp.payload[5] == 01 && !tls "
-                 "&& !tcp.analysis.retransmission && !tcp.analysis.out_of_order "
-                 "&& !tcp.analysis.spurious_retransmission", "-T", "fields", "-e", "tcp.dstport")
+    out = tshark(
+        path,
+        "-Y",
+        "tcp.len > 5 && tcp.payload[0:2] == 16:03 && tcp.payload[5] == 01 && !tls "
+        "&& !tcp.analysis.retransmission && !tcp.analysis.out_of_order "
+        "&& !tcp.analysis.spurious_retransmission",
+        "-T",
+        "fields",
+        "-e",
+        "tcp.dstport",
+    )
     return sorted({int(p) for p in out.split()})
 
 
@@ -105,9 +136,21 @@ def tshark_hellos(name: str) -> dict[tuple, dict]:
     """(proto, stream) -> the first ClientHello tshark decodes in it: flow key, SNI, QUIC version."""
     path = capture_path(name)
     decode_as = [arg for port in tls_ports_tshark_missed(path) for arg in ("-d", f"tcp.port=={port},tls")]
-    out = tshark(path, *decode_as, "-Y", "tls.handshake.type == 1 || gquic.tag.sni", "-T", "fields",
-                 "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,",
-                 *[arg for f in FIELDS for arg in ("-e", f)])
+    out = tshark(
+        path,
+        *decode_as,
+        "-Y",
+        "tls.handshake.type == 1 || gquic.tag.sni",
+        "-T",
+        "fields",
+        "-E",
+        "separator=/t",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+        *[arg for f in FIELDS for arg in ("-e", f)],
+    )
     hellos: dict[tuple, dict] = {}
     for line in out.splitlines():
         row = dict(zip(FIELDS, line.split("\t"), strict=True))
@@ -127,10 +170,13 @@ def tshark_hellos(name: str) -> dict[tuple, dict]:
         sport = int(last(row["tcp.srcport" if tcp else "udp.srcport"]))
         dport = int(last(row["tcp.dstport" if tcp else "udp.dstport"]))
         version = first(row["quic.version"])
-        hellos[stream] = {"key": (proto, src, sport, dst, dport), "sni": sni or None,
-                          "frame": int(first(row["frame.number"])),
-                          "quic_version": int(version, 0) if version else None,
-                          "gquic": bool(row["gquic.tag.sni"])}
+        hellos[stream] = {
+            "key": (proto, src, sport, dst, dport),
+            "sni": sni or None,
+            "frame": int(first(row["frame.number"])),
+            "quic_version": int(version, 0) if version else None,
+            "gquic": bool(row["gquic.tag.sni"]),
+        }
     return hellos
 
 
@@ -147,8 +193,11 @@ def describe(items: set[tuple], hellos: dict | None = None) -> str:
         frames.setdefault((*h["key"], h["sni"]), h["frame"])
     lines = []
     for proto, src, sport, dst, dport, sni in sorted(items, key=str):
-        where = f" (tshark frame {frames[(proto, src, sport, dst, dport, sni)]})" if (
-            proto, src, sport, dst, dport, sni) in frames else ""
+        where = (
+            f" (tshark frame {frames[(proto, src, sport, dst, dport, sni)]})"
+            if (proto, src, sport, dst, dport, sni) in frames
+            else ""
+        )
         lines.append(f"  {proto} {src}:{sport} -> {dst}:{dport} {sni}{where}")
     return "\n".join(lines)
 
@@ -156,13 +205,17 @@ def describe(items: set[tuple], hellos: dict | None = None) -> str:
 def compare(name: str) -> None:
     hellos = tshark_hellos(name)
     oracle = {(*h["key"], h["sni"]) for h in hellos.values() if h["sni"]}
-    ours = {(r["proto"], r["src"], r["sport"], r["dst"], r["dport"], r["sni"])
-            for r in project_records(name) if r["sni"]}
+    ours = {
+        (r["proto"], r["src"], r["sport"], r["dst"], r["dport"], r["sni"])
+        for r in project_records(name)
+        if r["sni"]
+    }
     missing, extra = oracle - ours, ours - oracle
     assert not missing and not extra, (
         f"{name}: tshark {len(oracle)} named ClientHellos, project {len(ours)}\n"
         f"seen by tshark, not by the project:\n{describe(missing, hellos) or '  none'}\n"
-        f"reported by the project, not by tshark:\n{describe(extra) or '  none'}")
+        f"reported by the project, not by tshark:\n{describe(extra) or '  none'}"
+    )
 
 
 @pytest.mark.parametrize("name", own_captures())
@@ -198,8 +251,19 @@ def test_quic_versions_match_tshark(name):
 def test_quic_expectations_agree_with_tshark():
     """pcaps/expected/quic.json and the QUIC captures say the same (the oracle checks the builder)."""
     expected = json.loads((PCAPS / "expected" / "quic.json").read_text())
-    want = {(e["capture"], e["proto"], e["src"], e["sport"], e["dst"], e["dport"], e["hostname"],
-             e["quic_version"]) for e in expected}
+    want = {
+        (
+            e["capture"],
+            e["proto"],
+            e["src"],
+            e["sport"],
+            e["dst"],
+            e["dport"],
+            e["hostname"],
+            e["quic_version"],
+        )
+        for e in expected
+    }
     seen = set()
     for name in {e["capture"] for e in expected}:
         for h in tshark_hellos(name).values():

@@ -255,8 +255,10 @@ class Builder:
         confidence = d.get("confidence", "high")
         match = d.get("match", "suffix")
         if role not in self.vocabulary.roles:
-            raise BuildError(f"{where}: role {role!r} is not one of {', '.join(self.vocabulary.roles)} "
-                             f"({self.vocabulary.path})")
+            raise BuildError(
+                f"{where}: role {role!r} is not one of {', '.join(self.vocabulary.roles)} "
+                f"({self.vocabulary.path})"
+            )
         if confidence not in CONFIDENCES or match not in ("suffix", "host"):
             raise BuildError(f"{where}: bad confidence/match in {d}")
         return Rule(pattern, match == "host", role, confidence, owner, keys, note)
@@ -280,7 +282,8 @@ class Builder:
         """Specific-suffix rules for CDN CNAME names that embed one of the app's own suffixes."""
         inp = self.inp(spec["cname_hosts"], f"apps.{app}.cname_hosts")
         bases = [
-            r for r in rules.values()
+            r
+            for r in rules.values()
             if not r.exact and not any(under(r.pattern, c) for c in self.cname_suffixes)
         ]
         by_base = {r.pattern: r for r in bases}
@@ -297,7 +300,7 @@ class Builder:
                 # the shortest base: one rule per registrable name, not one per subdomain
                 base = min((p for p in by_base if under(head, p)), key=len, default=None)
                 if base:
-                    pattern = ".".join([base, *labels[len(labels) - drop:], cdn])
+                    pattern = ".".join([base, *labels[len(labels) - drop :], cdn])
                     prev = found.get(pattern)
                     found[pattern] = (by_base[base], cdn, (prev[2] if prev else 0) + 1)
                     break
@@ -350,10 +353,17 @@ class Builder:
             built = BUILD_DATE_RE.search(derivation)
             if not built:
                 raise BuildError(f"{path}: second header line gives no 'build YYYY-MM-DD'")
-            entry = out.setdefault(asn, {
-                "asn": asn, "name": head.group(2), "owner": groups[head.group(3)],
-                "derivation": derivation, "date": built.group(1), "prefixes": {4: [], 6: []},
-            })
+            entry = out.setdefault(
+                asn,
+                {
+                    "asn": asn,
+                    "name": head.group(2),
+                    "owner": groups[head.group(3)],
+                    "derivation": derivation,
+                    "date": built.group(1),
+                    "prefixes": {4: [], 6: []},
+                },
+            )
             for n, raw in enumerate(lines, 1):
                 text = raw.split("#", 1)[0].strip()
                 if not text:
@@ -456,8 +466,13 @@ def write_apps(b: Builder, out: Output) -> tuple[dict[str, int], list[Rule]]:
         if app not in b.cur["operators"][spec["operator"]]["apps"]:
             raise BuildError(f"apps.{app}: operator {spec['operator']} does not list it")
         src, date = b.source_and_date([spec["tsv"], *spec.get("corroborate", [])])
-        head = [("id", app), ("name", spec["name"]), ("operator", spec["operator"]),
-                ("source", src), ("date", date)]
+        head = [
+            ("id", app),
+            ("name", spec["name"]),
+            ("operator", spec["operator"]),
+            ("source", src),
+            ("date", date),
+        ]
         parts = [GENERATED_NOTE, "\n", toml_table("app", head, array=False)]
         parts += ["\n" + toml_table("rule", rule_items(b, r, None)) for r in rules]
         out.write(f"apps/{app}.toml", "".join(parts))
@@ -496,8 +511,10 @@ def write_prefixes(b: Builder, out: Output, build_date: str) -> tuple[dict[int, 
         e = asns[n]
         e["count"] = {}
         for fam in (4, 6):
-            nets = sorted({net for net in e["prefixes"][fam] if owner[(fam, str(net))] == n},
-                          key=lambda x: (int(x.network_address), x.prefixlen))
+            nets = sorted(
+                {net for net in e["prefixes"][fam] if owner[(fam, str(net))] == n},
+                key=lambda x: (int(x.network_address), x.prefixlen),
+            )
             e["count"][fam] = len(nets)
             fname = f"AS{n}-ipv{fam}.txt"
             lines = [
@@ -528,8 +545,16 @@ def write_prefixes(b: Builder, out: Output, build_date: str) -> tuple[dict[int, 
         f"# build-date: {build_date}",
         "# builder: tools/build_signatures.py",
         *(f"# db: {name}.mmdb.gz sha256 {digest}" for name, digest, _ in dbs),
-        "\t".join(["file", "owner", "prefixes", *(f"agree_{name}" for name, _, _ in dbs), "agree_none",
-                   "examples_of_disagreement"]),
+        "\t".join(
+            [
+                "file",
+                "owner",
+                "prefixes",
+                *(f"agree_{name}" for name, _, _ in dbs),
+                "agree_none",
+                "examples_of_disagreement",
+            ]
+        ),
     ]
     out.write("prefixes/CHECK.tsv", "\n".join(header + ["\t".join(map(str, r)) for r in rows]) + "\n")
     return asns, totals[0]
@@ -541,12 +566,23 @@ def asn_tables(asns: dict[int, dict], owner_key: str, owners: dict) -> list[str]
         e = asns[n]
         if e["owner"] not in owners:
             continue
-        parts.append("\n" + toml_table("asn", [
-            ("id", f"AS{n}"), ("asn", n), (owner_key, e["owner"]), ("name", e["name"]),
-            ("ipv4", f"prefixes/AS{n}-ipv4.txt"), ("ipv6", f"prefixes/AS{n}-ipv6.txt"),
-            ("source", f"shared data/asn/{n}-ipv4.txt, -ipv6.txt: {e['derivation']}"), ("date", e["date"]),
-            ("note", "" if any(e["count"].values()) else "no prefixes in the BGP-derived data"),
-        ]))
+        parts.append(
+            "\n"
+            + toml_table(
+                "asn",
+                [
+                    ("id", f"AS{n}"),
+                    ("asn", n),
+                    (owner_key, e["owner"]),
+                    ("name", e["name"]),
+                    ("ipv4", f"prefixes/AS{n}-ipv4.txt"),
+                    ("ipv6", f"prefixes/AS{n}-ipv6.txt"),
+                    ("source", f"shared data/asn/{n}-ipv4.txt, -ipv6.txt: {e['derivation']}"),
+                    ("date", e["date"]),
+                    ("note", "" if any(e["count"].values()) else "no prefixes in the BGP-derived data"),
+                ],
+            )
+        )
     return parts
 
 
@@ -554,10 +590,20 @@ def write_operators(b: Builder, out: Output, asns: dict[int, dict], moved: list[
     parts = [GENERATED_NOTE]
     for op_id, op in sorted(b.cur["operators"].items()):
         src, date = b.source_and_date(op["inputs"])
-        parts.append("\n" + toml_table("operator", [
-            ("id", op_id), ("name", op["name"]), ("apps", list(op["apps"])), ("source", src), ("date", date),
-            ("note", op.get("note", "")),
-        ]))
+        parts.append(
+            "\n"
+            + toml_table(
+                "operator",
+                [
+                    ("id", op_id),
+                    ("name", op["name"]),
+                    ("apps", list(op["apps"])),
+                    ("source", src),
+                    ("date", date),
+                    ("note", op.get("note", "")),
+                ],
+            )
+        )
     parts += asn_tables(asns, "operator", b.cur["operators"])
     rules = b.operator_rules(moved)
     parts += ["\n" + toml_table("rule", rule_items(b, r, "operator")) for r in rules]
@@ -573,10 +619,19 @@ def write_cdn(b: Builder, out: Output, asns: dict[int, dict]) -> None:
         dates = [e["date"] for e in asns.values() if e["owner"] == cdn_id]
         if dates:
             src, date = src + "; ASNs from shared data/asn file headers", max(dates)
-        parts.append("\n" + toml_table("provider", [
-            ("id", cdn_id), ("name", spec["name"]), ("source", src), ("date", date),
-            ("note", spec.get("note", "")),
-        ]))
+        parts.append(
+            "\n"
+            + toml_table(
+                "provider",
+                [
+                    ("id", cdn_id),
+                    ("name", spec["name"]),
+                    ("source", src),
+                    ("date", date),
+                    ("note", spec.get("note", "")),
+                ],
+            )
+        )
     parts += asn_tables(asns, "provider", cur["cdns"])
     for i, c in enumerate(cur["cnames"]):
         where = f"cnames[{i}] {c['suffix']!r}"
@@ -584,15 +639,26 @@ def write_cdn(b: Builder, out: Output, asns: dict[int, dict]) -> None:
             raise BuildError(f"{where}: unknown provider {c['provider']!r}")
         b.check_listed(c["suffix"], c["inputs"], where)
         src, date = b.source_and_date(c["inputs"])
-        parts.append("\n" + toml_table("cname", [
-            ("id", f"{c['provider']}.{c['suffix']}"), ("suffix", c["suffix"]), ("provider", c["provider"]),
-            ("source", src), ("date", date), ("note", c.get("note", "")),
-        ]))
+        parts.append(
+            "\n"
+            + toml_table(
+                "cname",
+                [
+                    ("id", f"{c['provider']}.{c['suffix']}"),
+                    ("suffix", c["suffix"]),
+                    ("provider", c["provider"]),
+                    ("source", src),
+                    ("date", date),
+                    ("note", c.get("note", "")),
+                ],
+            )
+        )
     out.write("cdn.toml", "".join(parts))
 
 
-def build(shared: Path, out_dir: Path, curation: Path, build_date: str,
-          vocabulary_file: Path = VOCABULARY) -> list[Path]:
+def build(
+    shared: Path, out_dir: Path, curation: Path, build_date: str, vocabulary_file: Path = VOCABULARY
+) -> list[Path]:
     """Write every generated file under out_dir; returns their paths. A complete signature
     directory (the default output) is then loaded as the classifier loads it, uncached, so a
     build that writes something the classifier refuses fails here rather than at start-up."""
@@ -608,19 +674,30 @@ def build(shared: Path, out_dir: Path, curation: Path, build_date: str,
             stale.unlink()
     if (out_dir / "app-stores.toml").is_file():  # the hand-written files are there: a whole set
         load_directory(out_dir, None, vocab)
-    print(f"app rules: {counts}; operator rules: {op_rules}; cname suffixes: {len(b.cur['cnames'])}; "
-          f"ASNs: {len(asns)}; prefixes: {prefix_count}; files written: {len(out.written)}", file=sys.stderr)
+    print(
+        f"app rules: {counts}; operator rules: {op_rules}; cname suffixes: {len(b.cur['cnames'])}; "
+        f"ASNs: {len(asns)}; prefixes: {prefix_count}; files written: {len(out.written)}",
+        file=sys.stderr,
+    )
     return out.written
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("shared", nargs="?", type=Path, default=REPO.parent / "shared",
-                        help="the shared data directory (default: ../shared next to the repository)")
+    parser.add_argument(
+        "shared",
+        nargs="?",
+        type=Path,
+        default=REPO.parent / "shared",
+        help="the shared data directory (default: ../shared next to the repository)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "signatures", help="output directory")
     parser.add_argument("--curation", type=Path, default=REPO / "signatures" / "build" / "curation.toml")
-    parser.add_argument("--build-date", default=dt.datetime.now(dt.UTC).date().isoformat(),
-                        help="date recorded in prefixes/CHECK.tsv (default: today, UTC)")
+    parser.add_argument(
+        "--build-date",
+        default=dt.datetime.now(dt.UTC).date().isoformat(),
+        help="date recorded in prefixes/CHECK.tsv (default: today, UTC)",
+    )
     args = parser.parse_args(argv)
     try:
         dt.date.fromisoformat(args.build_date)

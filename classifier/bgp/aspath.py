@@ -80,8 +80,9 @@ def asns(path: Path) -> Iterator[int]:
 
 def text(path: Path) -> str:
     """``3491 133478``; a set is written ``{64512,64513}`` as bgpdump does."""
-    return " ".join(str(el) if isinstance(el, int) else "{" + ",".join(map(str, sorted(el))) + "}"
-                    for el in path)
+    return " ".join(
+        str(el) if isinstance(el, int) else "{" + ",".join(map(str, sorted(el))) + "}" for el in path
+    )
 
 
 def strip_viewpoint(path: Path, viewpoint: int | None) -> Path:
@@ -187,6 +188,17 @@ class PathClassifier:
                 neighbour_operator = ops.get(first)
             relationship = DIRECT if neighbour_operator is not None else INDIRECT
         operator = neighbour_operator or origin_operator or ops[operator_asns[0]]
-        return PathInfo(path, text(path), viewpoint, origin_asn, origin_set, origin_operator,
-                        operator_asns, transit_asns, neighbour_asn, neighbour_operator, relationship,
-                        operator)
+        return PathInfo(
+            path,
+            text(path),
+            viewpoint,
+            origin_asn,
+            origin_set,
+            origin_operator,
+            operator_asns,
+            transit_asns,
+            neighbour_asn,
+            neighbour_operator,
+            relationship,
+            operator,
+        )

@@ -61,9 +61,19 @@ class _OriginVotes:
     def live_prefixes(self, peer: Peer) -> frozenset[bytes]:
         return frozenset()  # withdrawals do not matter to a list of originated prefixes
 
-    def announce(self, file: str, source: str, when: float, peer: Peer, prefix: str,
-                 path_id: int | None, path: tuple, seen: float, attributes: Any = None,
-                 local_asn: int | None = None) -> None:
+    def announce(
+        self,
+        file: str,
+        source: str,
+        when: float,
+        peer: Peer,
+        prefix: str,
+        path_id: int | None,
+        path: tuple,
+        seen: float,
+        attributes: Any = None,
+        local_asn: int | None = None,
+    ) -> None:
         if self.progress is not None:
             self.progress.tick()
         if not path:
@@ -150,15 +160,29 @@ def from_mrt(paths: list[str], sigs: Signatures, progress: bool = True) -> Colle
         others = sorted(a for a in votes if a != best)
         if others:
             family = ipaddress.ip_network(prefix).version
-            out.notes.append((best, family, f"{prefix} also originated by "
-                              f"{', '.join(f'AS{a}' for a in others)}; kept here (seen by "
-                              f"{votes[best]} peers)"))
+            out.notes.append(
+                (
+                    best,
+                    family,
+                    f"{prefix} also originated by "
+                    f"{', '.join(f'AS{a}' for a in others)}; kept here (seen by "
+                    f"{votes[best]} peers)",
+                )
+            )
     if sink.as_set_origins:
-        out.notes.append((None, None, f"{len(sink.as_set_origins)} prefixes with an AS_SET origin "
-                          "holding an operator ASN left out (ambiguous)"))
+        out.notes.append(
+            (
+                None,
+                None,
+                f"{len(sink.as_set_origins)} prefixes with an AS_SET origin "
+                "holding an operator ASN left out (ambiguous)",
+            )
+        )
     names = ", ".join(Path(p).name for p in paths)
-    out.source = (f"MRT {names} ({entries} RIB entries): origin = last AS of the AS_PATH, "
-                  "via classifier signatures build-prefixes")
+    out.source = (
+        f"MRT {names} ({entries} RIB entries): origin = last AS of the AS_PATH, "
+        "via classifier signatures build-prefixes"
+    )
     out.date = format_instant(last)[:10]  # an MRT time is 32 bits: always in range
     return out
 
@@ -167,7 +191,7 @@ def from_mmdb(path: str, sigs: Signatures, progress: bool = True) -> Collected:
     import maxminddb
 
     data, compression = _read(path)  # plain, gzip or bzip2, as for MRT
-    if MMDB_MARKER not in data[-128 * 1024:]:
+    if MMDB_MARKER not in data[-128 * 1024 :]:
         raise UserError(f"{path}: neither MRT nor an MMDB file (no MaxMind metadata marker)")
     try:
         reader = maxminddb.open_database(io.BytesIO(data), maxminddb.MODE_FD)
@@ -191,8 +215,10 @@ def from_mmdb(path: str, sigs: Signatures, progress: bool = True) -> Collected:
         raise UserError(f"{path}: MMDB metadata build_epoch {epoch!r} is not a time (seconds since 1970)")
     name = Path(path).name
     packed = f", {compression}" if compression != "none" else ""
-    out.source = (f"MMDB {name} ({meta.database_type}, build {built}{packed}): networks whose "
-                  f"{MMDB_ASN_KEY} is the ASN, via classifier signatures build-prefixes")
+    out.source = (
+        f"MMDB {name} ({meta.database_type}, build {built}{packed}): networks whose "
+        f"{MMDB_ASN_KEY} is the ASN, via classifier signatures build-prefixes"
+    )
     out.date = built
     return out
 
@@ -222,8 +248,10 @@ def write_lists(collected: Collected, sigs: Signatures, out_dir: Path) -> list[s
     replace good ones and make every operator address unknown."""
     if not any(collected.prefixes.values()):
         asns = ", ".join(f"AS{n}" for n, a in sorted(sigs.asns.items()) if a.kind == "operator")
-        raise UserError(f"build-prefixes: {collected.source or 'the input'}: no prefix originated by an "
-                        f"operator ASN ({asns}); nothing written to {out_dir}")
+        raise UserError(
+            f"build-prefixes: {collected.source or 'the input'}: no prefix originated by an "
+            f"operator ASN ({asns}); nothing written to {out_dir}"
+        )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -235,15 +263,19 @@ def write_lists(collected: Collected, sigs: Signatures, out_dir: Path) -> list[s
             continue
         mine = networks.get(number, [])
         for family in (4, 6):
-            nets = sorted((n for n in mine if n.version == family),
-                          key=lambda n: (int(n.network_address), n.prefixlen))
+            nets = sorted(
+                (n for n in mine if n.version == family), key=lambda n: (int(n.network_address), n.prefixlen)
+            )
             header = [
                 f"# AS{number} {asn.name}: IPv{family} prefixes, owner {asn.owner}",
                 f"# source: {collected.source}",
                 f"# date: {collected.date}",
                 f"# prefixes: {len(nets)}",
-                *(f"# note: {text}" for a, f, text in collected.notes + notes
-                  if a in (None, number) and f in (None, family)),
+                *(
+                    f"# note: {text}"
+                    for a, f, text in collected.notes + notes
+                    if a in (None, number) and f in (None, family)
+                ),
                 *(f"# input problem: {p}" for p in collected.problems),
             ]
             path = out_dir / f"AS{number}-ipv{family}.txt"
@@ -253,4 +285,3 @@ def write_lists(collected: Collected, sigs: Signatures, out_dir: Path) -> list[s
                 raise UserError(f"cannot write {path}: {err.strerror}") from None
             lines.append(f"{path}: {len(nets)} prefixes")
     return lines
-

@@ -24,8 +24,9 @@ FORMATS = ("plain", "bird", "frr", "nft")
 _NFT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
-def lists(prefixes: OperatorPrefixes, operators: Iterable[str],
-          family: int | None) -> list[tuple[str, int, list[Network]]]:
+def lists(
+    prefixes: OperatorPrefixes, operators: Iterable[str], family: int | None
+) -> list[tuple[str, int, list[Network]]]:
     """(operator, family, collapsed networks) for each operator and family asked for."""
     out = []
     for op in operators:
@@ -35,8 +36,12 @@ def lists(prefixes: OperatorPrefixes, operators: Iterable[str],
     return out
 
 
-def render(fmt: str, sets: list[tuple[str, int, list[Network]]], provenance: str,
-           nft_table: str = "classifier_operators") -> str:
+def render(
+    fmt: str,
+    sets: list[tuple[str, int, list[Network]]],
+    provenance: str,
+    nft_table: str = "classifier_operators",
+) -> str:
     """The text of one export; ``provenance`` goes into the leading comment."""
     head = f"operator prefixes exported by classifier signatures export-prefixes; {provenance}"
     if fmt == "plain":
@@ -69,8 +74,9 @@ def render(fmt: str, sets: list[tuple[str, int, list[Network]]], provenance: str
         return "\n".join(lines) + "\n"
     if fmt == "nft":
         if not _NFT_NAME.fullmatch(nft_table):
-            raise UserError(f"--nft-table {nft_table!r}: letters, digits and '_' only, "
-                            "starting with a letter")
+            raise UserError(
+                f"--nft-table {nft_table!r}: letters, digits and '_' only, starting with a letter"
+            )
         lines = [f"# {head}", f"table inet {nft_table} {{"]
         for op, fam, nets in sets:
             lines += [f"\tset {_name(op, fam)} {{", f"\t\ttype ipv{fam}_addr", "\t\tflags interval"]

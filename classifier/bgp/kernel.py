@@ -33,9 +33,28 @@ if TYPE_CHECKING:
 
 # Linux's RTPROT_* values (include/uapi/linux/rtnetlink.h); /etc/iproute2/rt_protos overrides.
 KERNEL_PROTOCOLS = {
-    0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated", 9: "ra", 10: "mrt",
-    11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp", 15: "ntk", 16: "dhcp", 17: "mrouted",
-    18: "keepalived", 42: "babel", 99: "openr", 186: "bgp", 187: "isis", 188: "ospf", 189: "rip",
+    0: "unspec",
+    1: "redirect",
+    2: "kernel",
+    3: "boot",
+    4: "static",
+    8: "gated",
+    9: "ra",
+    10: "mrt",
+    11: "zebra",
+    12: "bird",
+    13: "dnrouted",
+    14: "xorp",
+    15: "ntk",
+    16: "dhcp",
+    17: "mrouted",
+    18: "keepalived",
+    42: "babel",
+    99: "openr",
+    186: "bgp",
+    187: "isis",
+    188: "ospf",
+    189: "rip",
     192: "eigrp",
 }
 KERNEL_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
@@ -45,10 +64,32 @@ IPROUTE2_DIRS = (Path("/etc/iproute2"), Path("/usr/lib/iproute2"), Path("/usr/sh
 NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
 
 KERNEL_COLUMNS = (
-    "record", "netns", "table", "table_name", "vrf", "family", "route", "default_route", "protocol",
-    "type", "metric", "nexthops", "gateways", "interfaces", "relation", "operator_prefixes",
-    "operator_asns", "operator", "app", "neighbour_asn", "relationship", "action", "view", "decided_at",
-    "rule", "reason",
+    "record",
+    "netns",
+    "table",
+    "table_name",
+    "vrf",
+    "family",
+    "route",
+    "default_route",
+    "protocol",
+    "type",
+    "metric",
+    "nexthops",
+    "gateways",
+    "interfaces",
+    "relation",
+    "operator_prefixes",
+    "operator_asns",
+    "operator",
+    "app",
+    "neighbour_asn",
+    "relationship",
+    "action",
+    "view",
+    "decided_at",
+    "rule",
+    "reason",
 )
 
 
@@ -162,8 +203,9 @@ def _hop_attrs(hop: dict[str, Any]) -> dict[str, Any]:
     return dict(hop.get("attrs", ()))
 
 
-def _route(msg: Any, names: dict[int, str], macs: dict[tuple[int, str], str],
-           protocols: dict[int, str]) -> KernelRoute | None:
+def _route(
+    msg: Any, names: dict[int, str], macs: dict[tuple[int, str], str], protocols: dict[int, str]
+) -> KernelRoute | None:
     kind = FORWARDING_TYPES.get(msg["type"])
     family = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(msg["family"])
     if kind is None or family is None:
@@ -187,9 +229,17 @@ def _route(msg: Any, names: dict[int, str], macs: dict[tuple[int, str], str],
         gw = _gateway(msg)
         oif = msg.get_attr("RTA_OIF")
         hops.append(NextHop(gw, names.get(oif), None, macs.get((oif, gw)) if gw else None))
-    return KernelRoute(family, int.from_bytes(packed, "big"), length, f"{dst}/{length}", table,
-                       protocols.get(msg["proto"], str(msg["proto"])), kind, msg.get_attr("RTA_PRIORITY"),
-                       hops)
+    return KernelRoute(
+        family,
+        int.from_bytes(packed, "big"),
+        length,
+        f"{dst}/{length}",
+        table,
+        protocols.get(msg["proto"], str(msg["proto"])),
+        kind,
+        msg.get_attr("RTA_PRIORITY"),
+        hops,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,8 +285,9 @@ def carried(snapshot: Snapshot, prefixes: OperatorPrefixes) -> dict[int, dict[Op
     return out
 
 
-def audit_routes(snapshot: Snapshot, prefixes: OperatorPrefixes, sigs: Any, decider: Decider,
-                 when: float, view: str) -> list[dict[str, Any]]:
+def audit_routes(
+    snapshot: Snapshot, prefixes: OperatorPrefixes, sigs: Any, decider: Decider, when: float, view: str
+) -> list[dict[str, Any]]:
     """One record per route, operator and app for every route that carries operator prefixes."""
     rows = []
     for i, relations in sorted(carried(snapshot, prefixes).items()):
@@ -252,22 +303,38 @@ def audit_routes(snapshot: Snapshot, prefixes: OperatorPrefixes, sigs: Any, deci
             operator = n_op or owner  # a session with an operator concerns that operator, as for MRT
             for app in sigs.operators[operator].apps:
                 v = decider.decide_next_hop(app, operator, neighbour, n_op is not None, r.prefix, when, view)
-                rows.append({
-                    "record": "kernel-route", "netns": snapshot.netns, "table": r.table,
-                    "table_name": snapshot.table_name(r.table), "vrf": snapshot.vrfs.get(r.table),
-                    "family": r.family, "route": r.prefix, "default_route": r.length == 0,
-                    "protocol": r.protocol, "type": r.type, "metric": r.metric,
-                    "nexthops": [h.text() for h in r.nexthops],
-                    "gateways": sorted({h.gateway for h in r.nexthops if h.gateway}),
-                    "interfaces": sorted({h.iface for h in r.nexthops if h.iface}),
-                    "relation": relation,
-                    "operator_prefixes": [{"prefix": str(p.network), "asn": p.asn, "relation": rel}
-                                          for p, rel in items],
-                    "operator_asns": sorted({p.asn for p, _ in items}), "operator": operator, "app": app,
-                    "neighbour_asn": neighbour, "relationship": relationship,
-                    "action": v.action, "view": v.view, "decided_at": v.at, "rule": v.rule,
-                    "reason": v.reason,
-                })
+                rows.append(
+                    {
+                        "record": "kernel-route",
+                        "netns": snapshot.netns,
+                        "table": r.table,
+                        "table_name": snapshot.table_name(r.table),
+                        "vrf": snapshot.vrfs.get(r.table),
+                        "family": r.family,
+                        "route": r.prefix,
+                        "default_route": r.length == 0,
+                        "protocol": r.protocol,
+                        "type": r.type,
+                        "metric": r.metric,
+                        "nexthops": [h.text() for h in r.nexthops],
+                        "gateways": sorted({h.gateway for h in r.nexthops if h.gateway}),
+                        "interfaces": sorted({h.iface for h in r.nexthops if h.iface}),
+                        "relation": relation,
+                        "operator_prefixes": [
+                            {"prefix": str(p.network), "asn": p.asn, "relation": rel} for p, rel in items
+                        ],
+                        "operator_asns": sorted({p.asn for p, _ in items}),
+                        "operator": operator,
+                        "app": app,
+                        "neighbour_asn": neighbour,
+                        "relationship": relationship,
+                        "action": v.action,
+                        "view": v.view,
+                        "decided_at": v.at,
+                        "rule": v.rule,
+                        "reason": v.reason,
+                    }
+                )
     return rows
 
 
@@ -289,19 +356,40 @@ def render_kernel(out: Writable, rows: list[dict[str, Any]], snapshot: Snapshot,
 
     console = rich_console(cast(IO[str], out), 160)
     carrying = len({(r["table"], r["route"]) for r in rows})
-    console.print(f"Routes carrying operator prefixes in {snapshot.where} ({view} view): {carrying} of "
-                  f"{len(snapshot.routes)} routes, {len(rows)} rows (one per route, operator and app)",
-                  highlight=False, markup=False)
+    console.print(
+        f"Routes carrying operator prefixes in {snapshot.where} ({view} view): {carrying} of "
+        f"{len(snapshot.routes)} routes, {len(rows)} rows (one per route, operator and app)",
+        highlight=False,
+        markup=False,
+    )
     t = Table()
-    for col in ("table", "route", "protocol", "next hops", "relation", "operator prefixes", "operator",
-                "relationship", "action"):
+    for col in (
+        "table",
+        "route",
+        "protocol",
+        "next hops",
+        "relation",
+        "operator prefixes",
+        "operator",
+        "relationship",
+        "action",
+    ):
         t.add_column(col)
     for r in rows:
         table = r["table_name"] + (f" (vrf {r['vrf']})" if r["vrf"] else "")
         ops = [f"{p['prefix']} AS{p['asn']} {p['relation']}" for p in r["operator_prefixes"]]
         shown = ", ".join(ops[:3]) + (f" (+{len(ops) - 3} more)" if len(ops) > 3 else "")
-        t.add_row(table, r["route"], r["protocol"], "; ".join(r["nexthops"]) or r["type"], r["relation"],
-                  shown, f"{r['operator']}/{r['app']}", r["relationship"], r["action"])
+        t.add_row(
+            table,
+            r["route"],
+            r["protocol"],
+            "; ".join(r["nexthops"]) or r["type"],
+            r["relation"],
+            shown,
+            f"{r['operator']}/{r['app']}",
+            r["relationship"],
+            r["action"],
+        )
     console.print(t)
     per_hop: dict[tuple[str, str], set[str]] = {}
     for r in rows:
@@ -314,4 +402,3 @@ def render_kernel(out: Writable, rows: list[dict[str, Any]], snapshot: Snapshot,
     for (hop, operator), nets in sorted(per_hop.items()):
         h.add_row(hop, operator, str(len(nets)))
     console.print(h)
-

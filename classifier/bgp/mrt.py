@@ -70,9 +70,25 @@ TABLE_DUMP_V2 = 13
 BGP4MP = 16
 BGP4MP_ET = 17
 TYPE_NAMES = {
-    0: "NULL", 1: "START", 2: "DIE", 3: "I_AM_DEAD", 4: "PEER_DOWN", 5: "BGP", 6: "RIP", 7: "IDRP",
-    8: "RIPNG", 9: "BGP4PLUS", 10: "BGP4PLUS_01", 11: "OSPFv2", 12: "TABLE_DUMP",
-    13: "TABLE_DUMP_V2", 16: "BGP4MP", 17: "BGP4MP_ET", 32: "ISIS", 33: "ISIS_ET", 48: "OSPFv3",
+    0: "NULL",
+    1: "START",
+    2: "DIE",
+    3: "I_AM_DEAD",
+    4: "PEER_DOWN",
+    5: "BGP",
+    6: "RIP",
+    7: "IDRP",
+    8: "RIPNG",
+    9: "BGP4PLUS",
+    10: "BGP4PLUS_01",
+    11: "OSPFv2",
+    12: "TABLE_DUMP",
+    13: "TABLE_DUMP_V2",
+    16: "BGP4MP",
+    17: "BGP4MP_ET",
+    32: "ISIS",
+    33: "ISIS_ET",
+    48: "OSPFv3",
     49: "OSPFv3_ET",
 }
 PEER_INDEX_TABLE = 1
@@ -89,9 +105,19 @@ class Sink(Protocol):
         """:func:`.updates.prefix_key` of every prefix the peer has an operator route for."""
         ...
 
-    def announce(self, file: str, source: str, when: float, peer: Peer, prefix: str,
-                 path_id: int | None, path: aspath.Path, seen: float, attributes: Any = None,
-                 local_asn: int | None = None) -> None: ...
+    def announce(
+        self,
+        file: str,
+        source: str,
+        when: float,
+        peer: Peer,
+        prefix: str,
+        path_id: int | None,
+        path: aspath.Path,
+        seen: float,
+        attributes: Any = None,
+        local_asn: int | None = None,
+    ) -> None: ...
 
     def withdraw(self, file: str, when: float, peer: Peer, prefix: str, path_id: int | None) -> None: ...
 
@@ -130,11 +156,18 @@ class FileStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "file": self.file, "compression": self.compression, "records": self.records,
-            "bytes": self.bytes, "decoded": self.decoded, "by_type": dict(self.by_type),
-            "skipped": dict(self.skipped), "rib_prefixes": self.rib_prefixes,
-            "rib_entries": self.rib_entries, "updates": self.updates,
-            "state_changes": self.state_changes, "problems": list(self.problems),
+            "file": self.file,
+            "compression": self.compression,
+            "records": self.records,
+            "bytes": self.bytes,
+            "decoded": self.decoded,
+            "by_type": dict(self.by_type),
+            "skipped": dict(self.skipped),
+            "rib_prefixes": self.rib_prefixes,
+            "rib_entries": self.rib_entries,
+            "updates": self.updates,
+            "state_changes": self.state_changes,
+            "problems": list(self.problems),
             "complete": self.complete,
         }
 
@@ -152,6 +185,7 @@ def import_mrtparse() -> Any:
     except (AttributeError, ValueError):
         previous = None
     import mrtparse
+
     if previous is not None:
         with contextlib.suppress(ValueError):  # not the main thread
             signal.signal(signal.SIGPIPE, previous)
@@ -212,7 +246,7 @@ class _Feed:
 
     def read(self, n: int = -1) -> bytes:
         end = len(self.buf) if n < 0 else self.pos + n
-        chunk = self.buf[self.pos:end]
+        chunk = self.buf[self.pos : end]
         self.pos += len(chunk)
         return chunk
 
@@ -276,11 +310,15 @@ class MrtReader:
                     return
             ts, mtype, subtype, length = unpack(buf, pos)
             if mtype not in TYPE_NAMES:
-                raise MrtError(f"{self._where(number, base + pos)}: not an MRT record (type {mtype}); "
-                               "stopped reading this file")
+                raise MrtError(
+                    f"{self._where(number, base + pos)}: not an MRT record (type {mtype}); "
+                    "stopped reading this file"
+                )
             if length > MAX_RECORD:
-                raise MrtError(f"{self._where(number, base + pos)}: record length {length} is not "
-                               "plausible; stopped reading this file")
+                raise MrtError(
+                    f"{self._where(number, base + pos)}: record length {length} is not "
+                    "plausible; stopped reading this file"
+                )
             end = pos + 12 + length
             if end > len(buf):
                 base += pos
@@ -400,16 +438,18 @@ class MrtReader:
             if reader.err:
                 raise ValueError(reader.err_msg or "undecodable record")
         except Exception as err:  # mrtparse raises whatever its lookups raise on bad bytes
-            self.stats.problems.append(f"{self._where(number, offset)}: corrupt record skipped: "
-                                       f"{type(err).__name__}: {err}")
+            self.stats.problems.append(
+                f"{self._where(number, offset)}: corrupt record skipped: {type(err).__name__}: {err}"
+            )
             return
         self.stats.decoded += 1
         try:
             for event in self._events(reader.data):
                 self._emit(event)
         except (KeyError, IndexError, TypeError, ValueError) as err:  # a structure mrtparse left out
-            self.stats.problems.append(f"{self._where(number, offset)}: undecodable record skipped: "
-                                       f"{type(err).__name__}: {err}")
+            self.stats.problems.append(
+                f"{self._where(number, offset)}: undecodable record skipped: {type(err).__name__}: {err}"
+            )
 
     def _events(self, d: dict[str, Any]) -> Iterable[RouteEvent]:
         """The route events of a decoded record (PEER_INDEX_TABLE only updates the peer list)."""
@@ -428,13 +468,26 @@ class MrtReader:
                 return list(self._rib(when, f"{d['prefix']}/{d['length']}", d["rib_entries"]))
             if d["safi"][0] != SAFI_UNICAST or d["afi"][0] not in (AFI_IPV4, AFI_IPV6):
                 return ()
-            return [e for n in d["nlri"] for e in self._rib(when, f"{n['prefix']}/{n['length']}",
-                                                            d["rib_entries"])]
+            return [
+                e
+                for n in d["nlri"]
+                for e in self._rib(when, f"{n['prefix']}/{n['length']}", d["rib_entries"])
+            ]
         if mtype == TABLE_DUMP:
             path = aspath.from_attributes(d["path_attributes"], two_byte=True)
             originated = float(next(iter(d["originated_time"])))
-            return [Announcement("rib", _sane(originated, when), (int(d["peer_as"]), d["peer_ip"]),
-                                 f"{d['prefix']}/{d['length']}", None, path, when, d["path_attributes"])]
+            return [
+                Announcement(
+                    "rib",
+                    _sane(originated, when),
+                    (int(d["peer_as"]), d["peer_ip"]),
+                    f"{d['prefix']}/{d['length']}",
+                    None,
+                    path,
+                    when,
+                    d["path_attributes"],
+                )
+            ]
         if subtype in STATE_CHANGE:
             down = session_change(when, d)
             change = state_change(when, d)
@@ -447,14 +500,32 @@ class MrtReader:
             peer = self.peers[index] if index < len(self.peers) else (None, f"peer-index-{index}")
             path = aspath.from_attributes(e["path_attributes"], two_byte=False)
             originated = float(next(iter(e["originated_time"])))
-            yield Announcement("rib", _sane(originated, when), peer, prefix, e.get("path_id"), path, when,
-                               e["path_attributes"])
+            yield Announcement(
+                "rib",
+                _sane(originated, when),
+                peer,
+                prefix,
+                e.get("path_id"),
+                path,
+                when,
+                e["path_attributes"],
+            )
 
     def _emit(self, event: RouteEvent) -> None:
         sink = self.sink
         if isinstance(event, Announcement):
-            sink.announce(self.name, event.source, event.when, event.peer, event.prefix, event.path_id,
-                          event.path, event.seen, event.attributes, event.local_asn)
+            sink.announce(
+                self.name,
+                event.source,
+                event.when,
+                event.peer,
+                event.prefix,
+                event.path_id,
+                event.path,
+                event.seen,
+                event.attributes,
+                event.local_asn,
+            )
         elif isinstance(event, Withdrawal):
             sink.withdraw(self.name, event.when, event.peer, event.prefix, event.path_id)
         elif isinstance(event, SessionState):

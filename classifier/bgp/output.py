@@ -35,18 +35,78 @@ class Writable(Protocol):
 
 
 ROUTE_COLUMNS: tuple[str, ...] = (
-    "record", "file", "source", "prefix", "origin_asn", "origin_as_set", "operator", "origin_operator",
-    "app", "role", "operator_asns", "transit_asns", "as_path", "peer_asn", "peer_ip", "path_id",
-    "viewpoint_asn", "neighbour_asn", "neighbour_operator", "relationship", "first_seen", "last_seen",
-    "state", "announcements", "withdrawals", "action", "view", "decided_at", "rule", "reason", "provisions",
-    *ATTRIBUTE_FIELDS, "rpki", "rpki_vrps", "irr", "irr_objects",
+    "record",
+    "file",
+    "source",
+    "prefix",
+    "origin_asn",
+    "origin_as_set",
+    "operator",
+    "origin_operator",
+    "app",
+    "role",
+    "operator_asns",
+    "transit_asns",
+    "as_path",
+    "peer_asn",
+    "peer_ip",
+    "path_id",
+    "viewpoint_asn",
+    "neighbour_asn",
+    "neighbour_operator",
+    "relationship",
+    "first_seen",
+    "last_seen",
+    "state",
+    "announcements",
+    "withdrawals",
+    "action",
+    "view",
+    "decided_at",
+    "rule",
+    "reason",
+    "provisions",
+    *ATTRIBUTE_FIELDS,
+    "rpki",
+    "rpki_vrps",
+    "irr",
+    "irr_objects",
 )
 EVENT_COLUMNS: tuple[str, ...] = (
-    "record", "time", "event", "file", "prefix", "origin_asn", "origin_as_set", "operator", "app",
-    "as_path", "previous_as_path", "peer_asn", "peer_ip", "path_id", "viewpoint_asn", "neighbour_asn",
-    "relationship", "previous_relationship", "first_seen", "last_seen", "detail", "action", "view",
-    "decided_at", "rule", "reason", "action_announced", "rule_announced", "reason_announced",
-    "provisions_announced", "action_in_force", "rule_in_force", "reason_in_force", "provisions_in_force",
+    "record",
+    "time",
+    "event",
+    "file",
+    "prefix",
+    "origin_asn",
+    "origin_as_set",
+    "operator",
+    "app",
+    "as_path",
+    "previous_as_path",
+    "peer_asn",
+    "peer_ip",
+    "path_id",
+    "viewpoint_asn",
+    "neighbour_asn",
+    "relationship",
+    "previous_relationship",
+    "first_seen",
+    "last_seen",
+    "detail",
+    "action",
+    "view",
+    "decided_at",
+    "rule",
+    "reason",
+    "action_announced",
+    "rule_announced",
+    "reason_announced",
+    "provisions_announced",
+    "action_in_force",
+    "rule_in_force",
+    "reason_in_force",
+    "provisions_in_force",
 )
 
 
@@ -69,9 +129,16 @@ def _verdict_fields(v: Verdict) -> dict[str, Any]:
 class Records:
     """Turns the route table into records, deciding each with the policy."""
 
-    def __init__(self, table: RouteTable, decider: Decider, apps: Mapping[str, tuple[str, ...]],
-                 view: str, as_of: float | None, vrps: VrpSet | None = None,
-                 irr: RouteObjects | None = None) -> None:
+    def __init__(
+        self,
+        table: RouteTable,
+        decider: Decider,
+        apps: Mapping[str, tuple[str, ...]],
+        view: str,
+        as_of: float | None,
+        vrps: VrpSet | None = None,
+        irr: RouteObjects | None = None,
+    ) -> None:
         self.table = table
         self.decider = decider
         self.apps = apps
@@ -92,8 +159,9 @@ class Records:
         return out
 
     def _verdict(self, record: RouteRecord, app: str, when: float, view: str) -> Verdict:
-        return self.decider.decide(record.info, app, record.prefix,
-                                   self.as_of if self.as_of is not None else when, view)
+        return self.decider.decide(
+            record.info, app, record.prefix, self.as_of if self.as_of is not None else when, view
+        )
 
     def routes(self) -> Iterator[dict[str, Any]]:
         """One record per route path and app, in order of first sight."""
@@ -107,15 +175,29 @@ class Records:
                 else:
                     v = self.decider.strictest(info, app, r.prefix, self.table.intervals(r), self.view)
                 yield {
-                    "record": "route", "file": r.file, "source": r.source, "prefix": r.prefix,
+                    "record": "route",
+                    "file": r.file,
+                    "source": r.source,
+                    "prefix": r.prefix,
                     **_path_fields(info),
-                    "origin_operator": info.origin_operator, "app": app, "role": info.role,
-                    "operator_asns": list(info.operator_asns), "transit_asns": list(info.transit_asns),
-                    "peer_asn": r.peer_asn, "peer_ip": r.peer_ip, "path_id": r.path_id,
+                    "origin_operator": info.origin_operator,
+                    "app": app,
+                    "role": info.role,
+                    "operator_asns": list(info.operator_asns),
+                    "transit_asns": list(info.transit_asns),
+                    "peer_asn": r.peer_asn,
+                    "peer_ip": r.peer_ip,
+                    "path_id": r.path_id,
                     "neighbour_operator": info.neighbour_operator,
-                    "first_seen": format_instant(r.first_seen), "last_seen": format_instant(r.last_seen),
-                    "state": r.end, "announcements": r.announcements, "withdrawals": r.withdrawals,
-                    **_verdict_fields(v), "provisions": list(v.provisions), **attributes, **checks,
+                    "first_seen": format_instant(r.first_seen),
+                    "last_seen": format_instant(r.last_seen),
+                    "state": r.end,
+                    "announcements": r.announcements,
+                    "withdrawals": r.withdrawals,
+                    **_verdict_fields(v),
+                    "provisions": list(v.provisions),
+                    **attributes,
+                    **checks,
                 }
 
     def events(self) -> list[dict[str, Any]]:
@@ -128,8 +210,16 @@ class Records:
             for app in self.apps.get(r.info.operator, ()):
                 for start, end in self.table.intervals(r):
                     for when in self.decider.changes_within(app, start, end):
-                        events.append(Event(when, POLICY_CHANGE, r.file, r, app=app,
-                                            detail=f"a {app} transit-peering provision changes status"))
+                        events.append(
+                            Event(
+                                when,
+                                POLICY_CHANGE,
+                                r.file,
+                                r,
+                                app=app,
+                                detail=f"a {app} transit-peering provision changes status",
+                            )
+                        )
         events.sort(key=lambda e: e.time)
         out: list[dict[str, Any]] = []
         for e in events:
@@ -141,13 +231,22 @@ class Records:
                 chosen = both[self.view]
                 prev = e.previous
                 row = {
-                    "record": "event", "time": format_instant(e.time), "event": e.kind, "file": e.file,
-                    "prefix": r.prefix, **_path_fields(r.info), "app": app,
+                    "record": "event",
+                    "time": format_instant(e.time),
+                    "event": e.kind,
+                    "file": e.file,
+                    "prefix": r.prefix,
+                    **_path_fields(r.info),
+                    "app": app,
                     "previous_as_path": prev.info.as_path if prev is not None else None,
-                    "peer_asn": r.peer_asn, "peer_ip": r.peer_ip, "path_id": r.path_id,
+                    "peer_asn": r.peer_asn,
+                    "peer_ip": r.peer_ip,
+                    "path_id": r.path_id,
                     "previous_relationship": prev.info.relationship if prev is not None else None,
-                    "first_seen": format_instant(r.first_seen), "last_seen": format_instant(r.last_seen),
-                    "detail": e.detail, **_verdict_fields(chosen),
+                    "first_seen": format_instant(r.first_seen),
+                    "last_seen": format_instant(r.last_seen),
+                    "detail": e.detail,
+                    **_verdict_fields(chosen),
                 }
                 if e.as_path is not None:  # replaced by a path without operator ASN
                     row["previous_as_path"], row["as_path"] = r.info.as_path, e.as_path
@@ -170,7 +269,8 @@ class Summary:
     """Distinct prefixes per origin ASN, transit ASN and neighbour; from the route records."""
 
     origins: dict[str, dict[int, set[str]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(set)))
+        default_factory=lambda: defaultdict(lambda: defaultdict(set))
+    )
     origin_sets: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     origin_paths: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     transit: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -208,14 +308,19 @@ class Summary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "originated": {
-                op: {"prefixes": len(self.operator_prefixes(op)),
-                     "by_asn": {str(a): len(p) for a, p in sorted(asns.items())},
-                     "as_set_origins": len(self.origin_sets.get(op, ()))}
+                op: {
+                    "prefixes": len(self.operator_prefixes(op)),
+                    "by_asn": {str(a): len(p) for a, p in sorted(asns.items())},
+                    "as_set_origins": len(self.origin_sets.get(op, ())),
+                }
                 for op, asns in sorted(self.origins.items())
             },
-            "transit": {str(a): {"prefixes": len(p), "paths": len(self.transit_paths[a])}
-                        for a, p in sorted(self.transit.items())},
-            "routes": self.routes, "direct_routes": self.direct,
+            "transit": {
+                str(a): {"prefixes": len(p), "paths": len(self.transit_paths[a])}
+                for a, p in sorted(self.transit.items())
+            },
+            "routes": self.routes,
+            "direct_routes": self.direct,
         }
 
     def lines(self, apps: Mapping[str, tuple[str, ...]]) -> list[str]:
@@ -223,15 +328,20 @@ class Summary:
             return ["no route concerns an operator ASN"]
         out = []
         for op in sorted(set(self.origins) | set(self.origin_sets)):
-            by = ", ".join(f"AS{a} {len(p)}" for a, p in
-                           sorted(self.origins.get(op, {}).items(), key=lambda kv: -len(kv[1])))
+            by = ", ".join(
+                f"AS{a} {len(p)}"
+                for a, p in sorted(self.origins.get(op, {}).items(), key=lambda kv: -len(kv[1]))
+            )
             sets = len(self.origin_sets.get(op, ()))
-            out.append(f"originated by {op} ({'/'.join(apps.get(op, ()))}): "
-                       f"{len(self.operator_prefixes(op))} distinct prefixes ({by}"
-                       f"{f', AS_SET origins {sets}' if sets else ''})")
+            out.append(
+                f"originated by {op} ({'/'.join(apps.get(op, ()))}): "
+                f"{len(self.operator_prefixes(op))} distinct prefixes ({by}"
+                f"{f', AS_SET origins {sets}' if sets else ''})"
+            )
         for asn, prefixes in sorted(self.transit.items()):
-            out.append(f"transit through AS{asn}: {len(prefixes)} prefixes, "
-                       f"{len(self.transit_paths[asn])} paths")
+            out.append(
+                f"transit through AS{asn}: {len(prefixes)} prefixes, {len(self.transit_paths[asn])} paths"
+            )
         out.append(f"{self.routes} operator route paths, {self.direct} direct")
         return out
 
@@ -241,9 +351,11 @@ def input_lines(stats: Iterable[FileStats]) -> list[str]:
     out = []
     for st in stats:
         kinds = ", ".join(f"{k} {v}" for k, v in st.by_type.most_common())
-        out.append(f"{st.file}: {st.records} records ({kinds or 'none'}), {st.rib_prefixes} RIB prefixes, "
-                   f"{st.rib_entries} RIB entries, {st.updates} updates, {st.decoded} decoded"
-                   f"{'' if st.compression == 'none' else f', {st.compression}'}")
+        out.append(
+            f"{st.file}: {st.records} records ({kinds or 'none'}), {st.rib_prefixes} RIB prefixes, "
+            f"{st.rib_entries} RIB entries, {st.updates} updates, {st.decoded} decoded"
+            f"{'' if st.compression == 'none' else f', {st.compression}'}"
+        )
         if st.skipped:
             out.append("  not audited (counted): " + ", ".join(f"{k} {v}" for k, v in st.skipped.items()))
         out.extend(f"input problem: {p}" for p in st.problems)
@@ -283,6 +395,7 @@ def writer_for(fmt: str, out: Writable, columns: tuple[str, ...]) -> Any:
     if fmt == "csv":
         return CsvRows(out, columns)
     from classifier.record import JsonLinesWriter
+
     return JsonLinesWriter(cast(IO[str], out))
 
 
@@ -331,8 +444,14 @@ class _Tables:
     def say(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False)
 
-    def table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]],
-              right: tuple[str, ...] = (), wide: tuple[str, ...] = ()) -> None:
+    def table(
+        self,
+        title: str,
+        columns: tuple[str, ...],
+        rows: list[tuple[str, ...]],
+        right: tuple[str, ...] = (),
+        wide: tuple[str, ...] = (),
+    ) -> None:
         from rich import box
         from rich.table import Table
 
@@ -344,17 +463,30 @@ class _Tables:
         for i, col in enumerate(columns):
             longest = max([len(col)] + [len(row[i]) for row in rows])
             # only the free-form columns may shrink (cut with an ellipsis); the rest keep their width
-            t.add_column(col, justify="right" if col in right else "left", no_wrap=True,
-                         overflow="ellipsis", min_width=min(longest, 12) if col in wide else longest)
+            t.add_column(
+                col,
+                justify="right" if col in right else "left",
+                no_wrap=True,
+                overflow="ellipsis",
+                min_width=min(longest, 12) if col in wide else longest,
+            )
         for row in rows:
             t.add_row(*row)
         self.console.print(t)
 
 
-def render_table(out: Writable, routes: list[dict[str, Any]], events: list[dict[str, Any]],
-                 summary: Summary, stats: list[FileStats], apps: Mapping[str, tuple[str, ...]],
-                 view: str, sessions: list[dict[str, Any]] | None = None, warnings: list[str] | None = None,
-                 limit: int = 60) -> None:
+def render_table(
+    out: Writable,
+    routes: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    summary: Summary,
+    stats: list[FileStats],
+    apps: Mapping[str, tuple[str, ...]],
+    view: str,
+    sessions: list[dict[str, Any]] | None = None,
+    warnings: list[str] | None = None,
+    limit: int = 60,
+) -> None:
     """The auditor's view: sessions, origins, transit, neighbours, direct routes and their timeline;
     each list once, sorted by neighbour then prefix."""
     tables = _Tables(out)
@@ -367,23 +499,58 @@ def render_table(out: Writable, routes: list[dict[str, Any]], events: list[dict[
         say("No route concerns an operator ASN.")
     else:
         sessions = sessions or []
-        table("Sessions carrying operator routes (per operator; ann/wdr/live: distinct prefixes)",
-              ("session", "type", "operator", "relation", "via", "ann", "wdr", "live", "direct",
-               f"{view} decision"),
-              [(f"AS{s['peer_asn']} {s['peer_ip']}", s["session_type"], s["operator"], s["relationship"],
-                " ".join(f"AS{a}" for a in s["neighbour_asns"]) or "-", str(s["announced"]),
-                str(s["withdrawn"]), str(s["live"]), str(s["direct_prefixes"]),
-                _status(s["action"], s["rule"], s["provisions"]) if s["rule"] else s["action"])
-               for s in sessions],
-              ("ann", "wdr", "live", "direct"), ("via",))
+        table(
+            "Sessions carrying operator routes (per operator; ann/wdr/live: distinct prefixes)",
+            (
+                "session",
+                "type",
+                "operator",
+                "relation",
+                "via",
+                "ann",
+                "wdr",
+                "live",
+                "direct",
+                f"{view} decision",
+            ),
+            [
+                (
+                    f"AS{s['peer_asn']} {s['peer_ip']}",
+                    s["session_type"],
+                    s["operator"],
+                    s["relationship"],
+                    " ".join(f"AS{a}" for a in s["neighbour_asns"]) or "-",
+                    str(s["announced"]),
+                    str(s["withdrawn"]),
+                    str(s["live"]),
+                    str(s["direct_prefixes"]),
+                    _status(s["action"], s["rule"], s["provisions"]) if s["rule"] else s["action"],
+                )
+                for s in sessions
+            ],
+            ("ann", "wdr", "live", "direct"),
+            ("via",),
+        )
         activity = {(s["peer_asn"], s["peer_ip"]): s for s in sessions}
-        table("Session activity",
-              ("session", "local AS", "first seen", "last seen", "messages", "state changes"),
-              [(f"AS{s['peer_asn']} {s['peer_ip']}", _asn(s["local_asn"]), _short(s["first_seen"])[:16],
-                _short(s["last_seen"])[:16], str(s["messages"]),
-                f"{len(s['state_changes'])}; now {s['state']} since {_short(s['last_state_change'])}"
-                if s["state_changes"] else "none")
-               for s in activity.values()], ("messages",), ("state changes",))
+        table(
+            "Session activity",
+            ("session", "local AS", "first seen", "last seen", "messages", "state changes"),
+            [
+                (
+                    f"AS{s['peer_asn']} {s['peer_ip']}",
+                    _asn(s["local_asn"]),
+                    _short(s["first_seen"])[:16],
+                    _short(s["last_seen"])[:16],
+                    str(s["messages"]),
+                    f"{len(s['state_changes'])}; now {s['state']} since {_short(s['last_state_change'])}"
+                    if s["state_changes"]
+                    else "none",
+                )
+                for s in activity.values()
+            ],
+            ("messages",),
+            ("state changes",),
+        )
         rows: list[tuple[str, ...]] = []
         for op in sorted(set(summary.origins) | set(summary.origin_sets)):
             app = "/".join(apps.get(op, ()))
@@ -392,39 +559,95 @@ def render_table(out: Writable, routes: list[dict[str, Any]], events: list[dict[
             if summary.origin_sets.get(op):
                 rows.append((op, app, "AS_SET", str(len(summary.origin_sets[op])), ""))
             rows.append((op, app, "all (distinct)", str(len(summary.operator_prefixes(op))), ""))
-        table("Prefixes originated by operator ASNs", ("operator", "app", "origin ASN", "prefixes", "paths"),
-              rows, ("prefixes", "paths"))
-        table("Paths through an operator ASN (transit)", ("transit ASN", "prefixes", "paths"),
-              [(f"AS{asn}", str(len(p)), str(len(summary.transit_paths[asn])))
-               for asn, p in sorted(summary.transit.items())], ("prefixes", "paths"))
+        table(
+            "Prefixes originated by operator ASNs",
+            ("operator", "app", "origin ASN", "prefixes", "paths"),
+            rows,
+            ("prefixes", "paths"),
+        )
+        table(
+            "Paths through an operator ASN (transit)",
+            ("transit ASN", "prefixes", "paths"),
+            [
+                (f"AS{asn}", str(len(p)), str(len(summary.transit_paths[asn])))
+                for asn, p in sorted(summary.transit.items())
+            ],
+            ("prefixes", "paths"),
+        )
         neighbours = sorted(summary.neighbours.items(), key=lambda kv: (kv[0][2] != DIRECT, -len(kv[1])))
-        table("Neighbours through which operator prefixes are reached",
-              ("viewpoint", "neighbour", "relationship", "operator", "prefixes"),
-              [(_asn(vp), _asn(nb), rel, op, str(len(p))) for (vp, nb, rel, op), p in neighbours],
-              ("prefixes",))
+        table(
+            "Neighbours through which operator prefixes are reached",
+            ("viewpoint", "neighbour", "relationship", "operator", "prefixes"),
+            [(_asn(vp), _asn(nb), rel, op, str(len(p))) for (vp, nb, rel, op), p in neighbours],
+            ("prefixes",),
+        )
 
-        direct = sorted((r for r in routes if r["relationship"] == DIRECT),
-                        key=lambda r: (r["neighbour_asn"] or 0, _prefix_order(r["prefix"]),
-                                       r["peer_asn"] or 0, r["peer_ip"], r["path_id"] or 0, r["app"]))
+        direct = sorted(
+            (r for r in routes if r["relationship"] == DIRECT),
+            key=lambda r: (
+                r["neighbour_asn"] or 0,
+                _prefix_order(r["prefix"]),
+                r["peer_asn"] or 0,
+                r["peer_ip"],
+                r["path_id"] or 0,
+                r["app"],
+            ),
+        )
         checks = any(r["rpki"] is not None or r["irr"] is not None for r in direct)
-        columns = ("neighbour", "prefix", "as_path", "peer", "app", "first seen", "state",
-                   *(("rpki", "irr") if checks else ()), f"{view} decision")
-        table(f"Direct routes ({len(direct)}), by neighbour then prefix", columns,
-              [(f"AS{r['neighbour_asn']}", r["prefix"], r["as_path"], _peer(r, sessions), r["app"],
-                _short(r["first_seen"])[:16], r["state"],
-                *((r["rpki"] or "-", r["irr"] or "-") if checks else ()),
-                _status(r["action"], r["rule"], r["provisions"])) for r in direct[:limit]],
-              (), ("as_path", "peer"))
+        columns = (
+            "neighbour",
+            "prefix",
+            "as_path",
+            "peer",
+            "app",
+            "first seen",
+            "state",
+            *(("rpki", "irr") if checks else ()),
+            f"{view} decision",
+        )
+        table(
+            f"Direct routes ({len(direct)}), by neighbour then prefix",
+            columns,
+            [
+                (
+                    f"AS{r['neighbour_asn']}",
+                    r["prefix"],
+                    r["as_path"],
+                    _peer(r, sessions),
+                    r["app"],
+                    _short(r["first_seen"])[:16],
+                    r["state"],
+                    *((r["rpki"] or "-", r["irr"] or "-") if checks else ()),
+                    _status(r["action"], r["rule"], r["provisions"]),
+                )
+                for r in direct[:limit]
+            ],
+            (),
+            ("as_path", "peer"),
+        )
         if len(direct) > limit:
             say(f"... {len(direct) - limit} more direct routes: use --format jsonl or csv")
 
         shown = [e for e in events if DIRECT in (e["relationship"], e["previous_relationship"])]
-        table(f"Timeline of direct routes ({len(shown)} of {len(events)} events)",
-              ("time", "event", "prefix", "as_path", "peer", "app", "announced", "in-force"),
-              [(_short(e["time"]), e["event"], e["prefix"], e["as_path"], _peer(e, sessions), e["app"],
-                _status(e["action_announced"], e["rule_announced"], e["provisions_announced"]),
-                _status(e["action_in_force"], e["rule_in_force"], e["provisions_in_force"]))
-               for e in shown[:limit]], (), ("as_path",))
+        table(
+            f"Timeline of direct routes ({len(shown)} of {len(events)} events)",
+            ("time", "event", "prefix", "as_path", "peer", "app", "announced", "in-force"),
+            [
+                (
+                    _short(e["time"]),
+                    e["event"],
+                    e["prefix"],
+                    e["as_path"],
+                    _peer(e, sessions),
+                    e["app"],
+                    _status(e["action_announced"], e["rule_announced"], e["provisions_announced"]),
+                    _status(e["action_in_force"], e["rule_in_force"], e["provisions_in_force"]),
+                )
+                for e in shown[:limit]
+            ],
+            (),
+            ("as_path",),
+        )
         if len(shown) > limit:
             say(f"... {len(shown) - limit} more: use --timeline --format jsonl or csv")
         if direct:
@@ -452,17 +675,27 @@ def render_diff(out: Writable, rows: list[dict[str, Any]], old: str, new: str) -
     """The changes between two audits, by kind."""
     tables = _Tables(out)
     tables.say(f"Changes from {old} to {new}: {len(rows)}")
-    for kind, columns in (("session", ("change", "peer", "operator")),
-                          ("direct-route", ("change", "neighbour", "prefix", "as_path", "peer")),
-                          ("operator-prefix", ("change", "prefix", "origin", "operator"))):
+    for kind, columns in (
+        ("session", ("change", "peer", "operator")),
+        ("direct-route", ("change", "neighbour", "prefix", "as_path", "peer")),
+        ("operator-prefix", ("change", "prefix", "origin", "operator")),
+    ):
         chosen = [r for r in rows if r["kind"] == kind]
         cells: list[tuple[str, ...]]
         if kind == "session":
             cells = [(r["change"], f"AS{r['peer_asn']} {r['peer_ip']}", r["operator"]) for r in chosen]
         elif kind == "direct-route":
             chosen.sort(key=lambda r: (r["neighbour_asn"] or 0, _prefix_order(r["prefix"])))
-            cells = [(r["change"], _asn(r["neighbour_asn"]), r["prefix"], r["as_path"],
-                      f"AS{r['peer_asn']} {r['peer_ip']}") for r in chosen]
+            cells = [
+                (
+                    r["change"],
+                    _asn(r["neighbour_asn"]),
+                    r["prefix"],
+                    r["as_path"],
+                    f"AS{r['peer_asn']} {r['peer_ip']}",
+                )
+                for r in chosen
+            ]
         else:
             chosen.sort(key=lambda r: _prefix_order(r["prefix"]))
             cells = [(r["change"], r["prefix"], _asn(r["origin_asn"]), r["operator"]) for r in chosen]

@@ -54,8 +54,11 @@ class OperatorPrefixes:
                 addr, _, length = canonical.partition("/")
                 family = 6 if ":" in addr else 4
                 packed = socket.inet_pton(socket.AF_INET6 if family == 6 else socket.AF_INET, addr)
-                out.append(OperatorPrefix(family, int.from_bytes(packed, "big"), int(length), asn.asn,
-                                          asn.owner, canonical))
+                out.append(
+                    OperatorPrefix(
+                        family, int.from_bytes(packed, "big"), int(length), asn.asn, asn.owner, canonical
+                    )
+                )
         return cls(out)
 
     def containing(self, family: int, start: int, length: int) -> OperatorPrefix | None:
@@ -70,8 +73,11 @@ class OperatorPrefixes:
         return None
 
     def select(self, operator: str | None = None, family: int | None = None) -> list[OperatorPrefix]:
-        return [p for p in self.prefixes
-                if (operator is None or p.operator == operator) and (family is None or p.family == family)]
+        return [
+            p
+            for p in self.prefixes
+            if (operator is None or p.operator == operator) and (family is None or p.family == family)
+        ]
 
 
 def collapse(networks: Iterable[str]) -> list[Network]:
@@ -82,4 +88,3 @@ def collapse(networks: Iterable[str]) -> list[Network]:
         net = ipaddress.ip_network(text, strict=False)
         (v4 if net.version == 4 else v6).append(net)  # type: ignore[arg-type]
     return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
-

@@ -91,9 +91,19 @@ class RouteTable:
     def live_prefixes(self, peer: Peer) -> Counter[bytes]:
         return self._peer_prefixes.get(peer) or Counter()
 
-    def announce(self, file: str, source: str, when: float, peer: Peer, prefix: str,
-                 path_id: int | None, path: tuple, seen: float, attributes: Any = None,
-                 local_asn: int | None = None) -> None:
+    def announce(
+        self,
+        file: str,
+        source: str,
+        when: float,
+        peer: Peer,
+        prefix: str,
+        path_id: int | None,
+        path: tuple,
+        seen: float,
+        attributes: Any = None,
+        local_asn: int | None = None,
+    ) -> None:
         self._saw(seen)
         key = (peer[0], peer[1], prefix, path_id)
         current = self.live.get(key)
@@ -103,8 +113,13 @@ class RouteTable:
             self.session_local[peer] = local_asn
         viewpoint = self.local_asn if self.local_asn is not None else peer[0]
         # a session another AS recorded whose path does not start with --local-asn: not its view
-        foreign = (self.local_asn is not None and local_asn is not None and local_asn != self.local_asn
-                   and peer[0] != self.local_asn and (not path or path[0] != self.local_asn))
+        foreign = (
+            self.local_asn is not None
+            and local_asn is not None
+            and local_asn != self.local_asn
+            and peer[0] != self.local_asn
+            and (not path or path[0] != self.local_asn)
+        )
         info = self.classifier.classify(path, viewpoint, foreign)
         if info is not None and foreign and local_asn is not None:
             self.foreign[(peer, local_asn)] += 1
@@ -177,8 +192,9 @@ class RouteTable:
         if self.data_end is None or when > self.data_end:
             self.data_end = when
 
-    def _open(self, key: RouteKey, file: str, source: str, when: float, seen: float,
-              info: PathInfo, attributes: Any) -> RouteRecord:
+    def _open(
+        self, key: RouteKey, file: str, source: str, when: float, seen: float, info: PathInfo, attributes: Any
+    ) -> RouteRecord:
         # a path that comes back (announce, withdraw, announce again) continues its record
         record = self._by_path.get((key, info))
         if record is None:
@@ -207,8 +223,16 @@ class RouteTable:
         record.last_seen = max(record.last_seen, when)
         record.end = end
 
-    def _event(self, when: float, kind: str, file: str, record: RouteRecord,
-               previous: RouteRecord | None = None, as_path: str | None = None, detail: str = "",
-               emit: bool = True) -> None:
+    def _event(
+        self,
+        when: float,
+        kind: str,
+        file: str,
+        record: RouteRecord,
+        previous: RouteRecord | None = None,
+        as_path: str | None = None,
+        detail: str = "",
+        emit: bool = True,
+    ) -> None:
         if emit:
             self.events.append(Event(when, kind, file, record, previous, as_path, detail))

@@ -57,12 +57,23 @@ def run_mrt(args: argparse.Namespace) -> int:
     with TextOutput(args.output) as out:
         if args.format == "table":
             routes = list(records.routes())
-            render_table(out, routes, records.events(), summary, stats, apps, args.view,
-                         session_rows(table, routes, stats, apps, args.view), warnings)
+            render_table(
+                out,
+                routes,
+                records.events(),
+                summary,
+                stats,
+                apps,
+                args.view,
+                session_rows(table, routes, stats, apps, args.view),
+                warnings,
+            )
         else:
             if args.sessions:
-                columns, rows = SESSION_COLUMNS, iter(session_rows(table, records.routes(), stats, apps,
-                                                                   args.view))
+                columns, rows = (
+                    SESSION_COLUMNS,
+                    iter(session_rows(table, records.routes(), stats, apps, args.view)),
+                )
             elif args.timeline:
                 columns, rows = EVENT_COLUMNS, iter(records.events())
             else:
@@ -79,8 +90,9 @@ def run_mrt(args: argparse.Namespace) -> int:
                 if problems:
                     sys.stderr.write("\n".join(problems) + "\n")
     if args.stats:
-        _write_json(args.stats, {"files": [s.as_dict() for s in stats], **summary.as_dict(),
-                                 "warnings": warnings})
+        _write_json(
+            args.stats, {"files": [s.as_dict() for s in stats], **summary.as_dict(), "warnings": warnings}
+        )
     return Exit.INPUT if any(s.problems for s in stats) else Exit.OK
 
 
@@ -124,8 +136,10 @@ class Progress:
         import time
 
         if self.enabled:
-            sys.stderr.write(f"[{self.index}/{self.total}] {st.file}: {st.records} records, "
-                             f"{st.decoded} decoded, {time.monotonic() - self._t:.1f} s\n")
+            sys.stderr.write(
+                f"[{self.index}/{self.total}] {st.file}: {st.records} records, "
+                f"{st.decoded} decoded, {time.monotonic() - self._t:.1f} s\n"
+            )
             sys.stderr.flush()
 
 
@@ -140,9 +154,11 @@ def order_warnings(stats: list[Any]) -> list[str]:
         if st.first_ts is None:
             continue
         if latest is not None and st.first_ts < latest[0]:
-            out.append(f"warning: {st.file} starts at {format_instant(st.first_ts)}, before {latest[1]} "
-                       f"ends ({format_instant(latest[0])}): inputs out of time order; give them oldest "
-                       "first or routes may be replayed out of order")
+            out.append(
+                f"warning: {st.file} starts at {format_instant(st.first_ts)}, before {latest[1]} "
+                f"ends ({format_instant(latest[0])}): inputs out of time order; give them oldest "
+                "first or routes may be replayed out of order"
+            )
         if st.last_ts is not None and (latest is None or st.last_ts > latest[0]):
             latest = (st.last_ts, st.file)
     return out
@@ -155,10 +171,12 @@ def viewpoint_warnings(table: Any, local_asn: int | None) -> list[str]:
     for (_peer, local), n in table.foreign.items():
         by_local.setdefault(local, []).append(n)
     for local, counts in sorted(by_local.items()):
-        out.append(f"warning: --local-asn AS{local_asn}: {sum(counts)} operator route announcements on "
-                   f"{len(counts)} session(s) recorded by AS{local} have paths that do not start with "
-                   f"AS{local_asn}: collector data, not AS{local_asn}'s view; their relationship is "
-                   "'unknown', not direct")
+        out.append(
+            f"warning: --local-asn AS{local_asn}: {sum(counts)} operator route announcements on "
+            f"{len(counts)} session(s) recorded by AS{local} have paths that do not start with "
+            f"AS{local_asn}: collector data, not AS{local_asn}'s view; their relationship is "
+            "'unknown', not direct"
+        )
     return out
 
 
@@ -194,9 +212,11 @@ def run_kernel(args: argparse.Namespace) -> int:
             writer.close()
             if not args.quiet:
                 carried = {r["route"] for r in rows}
-                sys.stderr.write(f"{snapshot.where}: {len(snapshot.routes)} routes in "
-                                 f"{len(snapshot.tables())} tables, {len(carried)} carry operator "
-                                 "prefixes\n")
+                sys.stderr.write(
+                    f"{snapshot.where}: {len(snapshot.routes)} routes in "
+                    f"{len(snapshot.tables())} tables, {len(carried)} carry operator "
+                    "prefixes\n"
+                )
     if args.stats:
         _write_json(args.stats, {"netns": args.netns, "routes": len(snapshot.routes), "records": len(rows)})
     return Exit.OK

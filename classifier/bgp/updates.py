@@ -114,8 +114,9 @@ def update_events(when: float, subtype: int, d: dict[str, Any]) -> Iterator[Anno
         return
     path = aspath.from_attributes(attrs, two_byte=MESSAGE[subtype] == 2)
     for n in announced:
-        yield Announcement("update", when, peer, f"{n['prefix']}/{n['length']}", n.get("path_id"), path, when,
-                           attrs, local)
+        yield Announcement(
+            "update", when, peer, f"{n['prefix']}/{n['length']}", n.get("path_id"), path, when, attrs, local
+        )
 
 
 def session_change(when: float, d: dict[str, Any]) -> SessionDown | None:
@@ -130,8 +131,13 @@ def session_change(when: float, d: dict[str, Any]) -> SessionDown | None:
 def state_change(when: float, d: dict[str, Any]) -> SessionState:
     """Any decoded BGP4MP state change, for the session view."""
     local = int(d["local_as"]) if d.get("local_as") is not None else None
-    return SessionState(when, (int(d["peer_as"]), d["peer_ip"]), local,
-                        next(iter(d["old_state"].values())), next(iter(d["new_state"].values())))
+    return SessionState(
+        when,
+        (int(d["peer_as"]), d["peer_ip"]),
+        local,
+        next(iter(d["old_state"].values())),
+        next(iter(d["new_state"].values())),
+    )
 
 
 def is_unicast(value: Any) -> bool:

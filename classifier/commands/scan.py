@@ -47,19 +47,31 @@ def run_scan(args: argparse.Namespace) -> int:
         import_dask()  # without the extra: one line saying how to get it, before any work
         captures = expand_inputs(captures)
     if (workers > 1 or scheduler is not None) and "-" in captures:
-        raise UserError("--workers/--dask: every worker reads the captures itself, so standard input "
-                        "('-') cannot be one: give files")
+        raise UserError(
+            "--workers/--dask: every worker reads the captures itself, so standard input "
+            "('-') cannot be one: give files"
+        )
     if parquet and not args.output:
         raise UserError("--format parquet writes a directory of parts: name it with -o DIR")
     if args.html and scheduler is not None:
-        raise UserError("--html with --dask: the tasks aggregate apart; write records (-o) and run "
-                        "classifier report on them")
+        raise UserError(
+            "--html with --dask: the tasks aggregate apart; write records (-o) and run "
+            "classifier report on them"
+        )
     if args.write_pcap and (workers > 1 or scheduler is not None):
-        raise UserError("--write-pcap keeps packets in input order in one process: "
-                        "use it without --workers/--dask")
-    refuse_clobbering([("-o", None if parquet else args.output), ("--stats", args.stats),
-                       ("--html", args.html), ("--write-pcap", args.write_pcap)], captures,
-                      stdout_written=not args.output)
+        raise UserError(
+            "--write-pcap keeps packets in input order in one process: use it without --workers/--dask"
+        )
+    refuse_clobbering(
+        [
+            ("-o", None if parquet else args.output),
+            ("--stats", args.stats),
+            ("--html", args.html),
+            ("--write-pcap", args.write_pcap),
+        ],
+        captures,
+        stdout_written=not args.output,
+    )
     for extra in (args.stats, args.html, args.write_pcap):
         if extra:
             check_writable(extra)
@@ -73,7 +85,9 @@ def run_scan(args: argparse.Namespace) -> int:
     sigs = Signatures.load(sig_dir, peering=args.peering)
     policy = Policy.load(Path(args.policy) if args.policy else sig_dir / "policy")
     options = ScanOptions(
-        view=args.view, as_of=args.as_of, unenforced_blocks=args.unenforced_blocks,
+        view=args.view,
+        as_of=args.as_of,
+        unenforced_blocks=args.unenforced_blocks,
         flows=FlowConfig(idle_tcp=args.idle_tcp, idle_udp=args.idle_udp, max_flows=args.max_flows),
         floor=BlockFloor(args.block_confidence, args.block_evidence),
         server_hello=args.ja4s,
@@ -99,14 +113,25 @@ def run_scan(args: argparse.Namespace) -> int:
         if scheduler is not None:
             from ..dasking import scan_dask
 
-            stats, failed = scan_dask(scheduler, sigs, policy, options, captures, args.continuous,
-                                      workers, args.output if parquet else None, writer, summary,
-                                      not (args.quiet or args.no_progress))
+            stats, failed = scan_dask(
+                scheduler,
+                sigs,
+                policy,
+                options,
+                captures,
+                args.continuous,
+                workers,
+                args.output if parquet else None,
+                writer,
+                summary,
+                not (args.quiet or args.no_progress),
+            )
         elif workers > 1:
             from ..parallel import scan_parallel
 
-            stats, failed = scan_parallel(sigs, policy, options, captures, args.continuous,
-                                          workers, progress, on_record)
+            stats, failed = scan_parallel(
+                sigs, policy, options, captures, args.continuous, workers, progress, on_record
+            )
         else:
             scanner = Scanner(sigs, policy, options, lambda flow: on_record(flow_record(flow), flow))
             wrap = None if sink is None else (lambda feed: feeding(feed, sink))

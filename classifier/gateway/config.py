@@ -203,6 +203,7 @@ def _kind(name: Any, base: Path) -> Kind:
 
 def validate(cfg: GatewayConfig, name_of) -> GatewayConfig:
     """Range and consistency checks shared by the file and the flags; ``name_of(attr)`` names a key."""
+
     def bad(attr: str, problem: str) -> UserError:
         return UserError(f"{name_of(attr)}: {problem}")
 
@@ -217,8 +218,11 @@ def validate(cfg: GatewayConfig, name_of) -> GatewayConfig:
     shortest = min(("closed_tcp", "idle_udp", "idle_tcp"), key=lambda a: getattr(cfg, a))
     if cfg.sync_interval > getattr(cfg, shortest):
         # Counters are read every sync_interval: a flow must not end before a read after its last packet.
-        raise bad("sync_interval", f"must not exceed {_FLAG_NAMES.get(shortest, shortest)} "
-                                   f"({getattr(cfg, shortest):g} s), or offloaded flows lose counts")
+        raise bad(
+            "sync_interval",
+            f"must not exceed {_FLAG_NAMES.get(shortest, shortest)} "
+            f"({getattr(cfg, shortest):g} s), or offloaded flows lose counts",
+        )
     if not 0 <= cfg.queue <= 65535:
         raise bad("queue", "must be a queue number 0-65535")
     if not 1 <= cfg.queues <= MAX_QUEUES:
@@ -308,10 +312,12 @@ def resolve(args: argparse.Namespace) -> GatewayConfig:
     if "route_asns" in changes:
         changes["route_asns_named"] = _FLAG_NAMES["route_asns"]
     merged = replace(cfg, **changes)
+
     def name_of(attr: str) -> str:
         if (attr in changes or cfg.source == "<defaults>") and attr in _FLAG_NAMES:
             return _FLAG_NAMES[attr]
         return f"{cfg.source}: [{_section_of(attr)}] {_key_of(attr)}"
+
     return validate(merged, name_of)
 
 

@@ -30,8 +30,13 @@ class SharedDnsCache(DnsCache):
         super().__init__()
         self._publish = publish
 
-    def add_resolutions(self, resolutions: list[Resolution] | tuple[Resolution, ...], ts: float,
-                        client: bytes, unbound: str | None = None) -> int:
+    def add_resolutions(
+        self,
+        resolutions: list[Resolution] | tuple[Resolution, ...],
+        ts: float,
+        client: bytes,
+        unbound: str | None = None,
+    ) -> int:
         recorded = super().add_resolutions(resolutions, ts, client, unbound)
         if resolutions:
             self._publish(channel.DNS, (resolutions, ts, client, unbound))

@@ -38,10 +38,18 @@ class Engine:
     mode = "monitor"
     counts_from_kernel = True  # False where the loop sees every packet itself (capture modes)
 
-    def __init__(self, cfg: GatewayConfig, sigs, policy, log: RecordLog, stats: Stats,
-                 sets: FlowSets | None = None, label: str = "gateway",
-                 caches: tuple[DnsCache, DnsCache] | None = None,
-                 flow_number: Callable[[int], int] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        sigs,
+        policy,
+        log: RecordLog,
+        stats: Stats,
+        sets: FlowSets | None = None,
+        label: str = "gateway",
+        caches: tuple[DnsCache, DnsCache] | None = None,
+        flow_number: Callable[[int], int] | None = None,
+    ) -> None:
         """``caches``: the scanner's DNS cache and name memory (shared between queue workers);
         ``flow_number``: the record's flow number for a scanner flow id (unique across workers)."""
         self.cfg = cfg
@@ -49,9 +57,15 @@ class Engine:
         self.stats = stats
         self.sets = sets
         options = ScanOptions(
-            view=cfg.view, as_of=cfg.as_of, unenforced_blocks=cfg.unenforced_blocks,
-            flows=FlowConfig(idle_tcp=cfg.idle_tcp, idle_udp=cfg.idle_udp, closed_tcp=cfg.closed_tcp,
-                             max_flows=cfg.max_flows),
+            view=cfg.view,
+            as_of=cfg.as_of,
+            unenforced_blocks=cfg.unenforced_blocks,
+            flows=FlowConfig(
+                idle_tcp=cfg.idle_tcp,
+                idle_udp=cfg.idle_udp,
+                closed_tcp=cfg.closed_tcp,
+                max_flows=cfg.max_flows,
+            ),
             floor=BlockFloor(cfg.block_confidence, cfg.block_evidence),
             server_hello=False,
         )
@@ -127,6 +141,7 @@ class Engine:
         self.stats.errors[kind] += 1
         if os.environ.get("CLASSIFIER_DEBUG"):
             import traceback
+
             traceback.print_exception(err)
 
     def _ended(self, flow: Flow) -> None:
@@ -150,10 +165,12 @@ class Engine:
         except OSError as err:
             # Records are the point of the gateway: losing them silently is worse than stopping.
             from classifier.errors import UserError
+
             self.stats.errors["log"] += 1
             if self.fatal is None:
-                self.fatal = UserError(f"cannot write the record log {self.log.path}: "
-                                       f"{err.strerror or err}; stopping")
+                self.fatal = UserError(
+                    f"cannot write the record log {self.log.path}: {err.strerror or err}; stopping"
+                )
             self.stop_requested = True
             return
         self.stats.records += 1
@@ -240,4 +257,3 @@ class Engine:
 
     def close(self) -> None:
         """Release sockets and queues."""
-

@@ -50,8 +50,11 @@ def element_keys(flow: Flow) -> tuple[str, str, str]:
     proto = _PROTO[flow.proto]
     c, s = _ntop(flow.client), _ntop(flow.server)
     fam = "4" if len(flow.client) == 4 else "6"
-    return (fam, f"{c} . {proto} . {flow.client_port} . {s} . {flow.server_port}",
-            f"{s} . {proto} . {flow.server_port} . {c} . {flow.client_port}")
+    return (
+        fam,
+        f"{c} . {proto} . {flow.client_port} . {s} . {flow.server_port}",
+        f"{s} . {proto} . {flow.server_port} . {c} . {flow.client_port}",
+    )
 
 
 def _element(elem) -> tuple[str | None, int, int]:
@@ -112,12 +115,23 @@ class FlowSets:
         self._adds = []
         if removes:
             # A removal fails when the element already timed out; then the batch is retried one by one.
-            self._send([f"delete element {FAMILY} {TABLE} {e.set} {{ {key} }}"
-                        for e in removes for key in (e.c2s, e.s2c)], count_errors=False)
+            self._send(
+                [
+                    f"delete element {FAMILY} {TABLE} {e.set} {{ {key} }}"
+                    for e in removes
+                    for key in (e.c2s, e.s2c)
+                ],
+                count_errors=False,
+            )
         if adds:
             t = self.timeout
-            self._send([f"add element {FAMILY} {TABLE} {e.set} {{ {e.c2s} timeout {t}s, "
-                        f"{e.s2c} timeout {t}s }}" for e in adds], count_errors=True)
+            self._send(
+                [
+                    f"add element {FAMILY} {TABLE} {e.set} {{ {e.c2s} timeout {t}s, {e.s2c} timeout {t}s }}"
+                    for e in adds
+                ],
+                count_errors=True,
+            )
 
     def _send(self, cmds: list[str], count_errors: bool) -> None:
         try:

@@ -67,8 +67,14 @@ def set_fail_open(fd: int, queue: int) -> None:
     body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue))
     body += _nla(_NFQA_CFG_FLAGS, struct.pack("!I", _NFQA_CFG_F_FAIL_OPEN))
     body += _nla(_NFQA_CFG_MASK, struct.pack("!I", _NFQA_CFG_F_FAIL_OPEN))
-    header = struct.pack("=IHHII", 16 + len(body), (_NFNL_SUBSYS_QUEUE << 8) | _NFQNL_MSG_CONFIG,
-                         _NLM_F_REQUEST, int(time.time()) & 0xFFFFFFFF, 0)
+    header = struct.pack(
+        "=IHHII",
+        16 + len(body),
+        (_NFNL_SUBSYS_QUEUE << 8) | _NFQNL_MSG_CONFIG,
+        _NLM_F_REQUEST,
+        int(time.time()) & 0xFFFFFFFF,
+        0,
+    )
     sock = socket.socket(fileno=os.dup(fd))
     try:
         sock.send(header + body)
@@ -103,8 +109,11 @@ class InlineEngine(Engine):
             q.bind(self.queue_num, self._on_packet, max_len=self.cfg.queue_maxlen)
         except OSError as err:
             from classifier.errors import UserError
-            raise UserError(f"cannot bind NFQUEUE {self.queue_num}: {err} (is another process bound "
-                            "to it? choose another with --queue)") from None
+
+            raise UserError(
+                f"cannot bind NFQUEUE {self.queue_num}: {err} (is another process bound "
+                "to it? choose another with --queue)"
+            ) from None
         self.queue = q
         self._fd = q.get_fd()
         if self.cfg.fail_open:

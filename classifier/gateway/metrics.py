@@ -70,9 +70,16 @@ def provision_states(policy, view: str, as_of: float | None) -> ProvisionStates:
 
 
 class _Collector:
-    def __init__(self, stats: Stats, mode: str, queues: Sequence[int] | None, flows_live,
-                 queue_packets: Callable[[], dict[int, int]] | None = None,
-                 provisions: ProvisionStates | None = None, view: str = "announced") -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        mode: str,
+        queues: Sequence[int] | None,
+        flows_live,
+        queue_packets: Callable[[], dict[int, int]] | None = None,
+        provisions: ProvisionStates | None = None,
+        view: str = "announced",
+    ) -> None:
         self.stats = stats
         self.mode = mode
         self.queues = tuple(queues or ())
@@ -86,8 +93,9 @@ class _Collector:
 
         s = self.stats
         labels = ["mode"]
-        m = CounterMetricFamily("classifier_gateway_packets", "Packets the gateway process inspected",
-                                labels=labels)
+        m = CounterMetricFamily(
+            "classifier_gateway_packets", "Packets the gateway process inspected", labels=labels
+        )
         m.add_metric([self.mode], s.packets)
         yield m
         m = CounterMetricFamily("classifier_gateway_flows", "Flows decided", labels=labels)
@@ -96,57 +104,76 @@ class _Collector:
         m = CounterMetricFamily("classifier_gateway_records", "Flow records written", labels=labels)
         m.add_metric([self.mode], s.records)
         yield m
-        m = CounterMetricFamily("classifier_gateway_verdicts", "Flow verdicts by action",
-                                labels=["mode", "action"])
+        m = CounterMetricFamily(
+            "classifier_gateway_verdicts", "Flow verdicts by action", labels=["mode", "action"]
+        )
         for action in ("block", "log", "allow"):
             m.add_metric([self.mode, action], s.verdicts.get(action, 0))
         yield m
-        m = CounterMetricFamily("classifier_gateway_app_verdicts",
-                                "Flow verdicts by app ('none': no app), category and action",
-                                labels=["mode", "app", "category", "action"])
+        m = CounterMetricFamily(
+            "classifier_gateway_app_verdicts",
+            "Flow verdicts by app ('none': no app), category and action",
+            labels=["mode", "app", "category", "action"],
+        )
         for (app, category, action), n in sorted(s.apps.items()):
             m.add_metric([self.mode, app, category, action], n)
         yield m
-        m = CounterMetricFamily("classifier_gateway_block_withheld",
-                                "Flows the policy would block, logged because the evidence was too weak "
-                                "(block_confidence, block_evidence)", labels=["mode", "rule"])
+        m = CounterMetricFamily(
+            "classifier_gateway_block_withheld",
+            "Flows the policy would block, logged because the evidence was too weak "
+            "(block_confidence, block_evidence)",
+            labels=["mode", "rule"],
+        )
         for rule in FLOOR_RULES:
             m.add_metric([self.mode, rule], s.withheld.get(rule, 0))
         yield m
-        m = CounterMetricFamily("classifier_gateway_dns", "DNS responses bound to their query ('bound') "
-                                "or not (by reason), and queries unanswered or evicted",
-                                labels=["mode", "outcome"])
+        m = CounterMetricFamily(
+            "classifier_gateway_dns",
+            "DNS responses bound to their query ('bound') "
+            "or not (by reason), and queries unanswered or evicted",
+            labels=["mode", "outcome"],
+        )
         for outcome, n in sorted(s.dns_binding.items()):
             m.add_metric([self.mode, outcome], n)
         yield m
-        m = CounterMetricFamily("classifier_gateway_dropped_packets",
-                                "Packets of blocked flows dropped by the gateway process", labels=labels)
+        m = CounterMetricFamily(
+            "classifier_gateway_dropped_packets",
+            "Packets of blocked flows dropped by the gateway process",
+            labels=labels,
+        )
         m.add_metric([self.mode], s.dropped)
         yield m
         m = CounterMetricFamily("classifier_gateway_resets", "TCP resets sent", labels=labels)
         m.add_metric([self.mode], s.resets)
         yield m
-        m = CounterMetricFamily("classifier_gateway_offloaded_flows",
-                                "Flows given nft set elements (offloaded or blocked in the kernel)",
-                                labels=labels)
+        m = CounterMetricFamily(
+            "classifier_gateway_offloaded_flows",
+            "Flows given nft set elements (offloaded or blocked in the kernel)",
+            labels=labels,
+        )
         m.add_metric([self.mode], s.offloaded)
         yield m
         m = CounterMetricFamily("classifier_gateway_errors", "Errors by kind", labels=["mode", "kind"])
         for kind, n in sorted(s.errors.items()):
             m.add_metric([self.mode, kind], n)
         yield m
-        m = CounterMetricFamily("classifier_gateway_queue_drops",
-                                "Packets the kernel could not queue to the gateway (queue full: "
-                                "'queue', netlink buffer full: 'socket')", labels=["queue", "reason"])
+        m = CounterMetricFamily(
+            "classifier_gateway_queue_drops",
+            "Packets the kernel could not queue to the gateway (queue full: "
+            "'queue', netlink buffer full: 'socket')",
+            labels=["queue", "reason"],
+        )
         for queue in self.queues:
             drops = queue_drops(queue)
             if drops is not None:
                 m.add_metric([str(queue), "queue"], drops[0])
                 m.add_metric([str(queue), "socket"], drops[1])
         yield m
-        m = CounterMetricFamily("classifier_gateway_queue_packets",
-                                "Packets the gateway took from each NFQUEUE (its worker's count)",
-                                labels=["queue"])
+        m = CounterMetricFamily(
+            "classifier_gateway_queue_packets",
+            "Packets the gateway took from each NFQUEUE (its worker's count)",
+            labels=["queue"],
+        )
         if self.queue_packets is not None:
             for queue, n in sorted(self.queue_packets().items()):
                 m.add_metric([str(queue)], n)
@@ -156,23 +183,34 @@ class _Collector:
         yield g
         if self.provisions is not None:
             states = self.provisions()
-            g = GaugeMetricFamily("classifier_gateway_provisions_effective",
-                                  "Provisions effective (and enforced) now in the gateway's policy view",
-                                  labels=["view"])
+            g = GaugeMetricFamily(
+                "classifier_gateway_provisions_effective",
+                "Provisions effective (and enforced) now in the gateway's policy view",
+                labels=["view"],
+            )
             g.add_metric([self.view], sum(1 for *_p, status in states if status == "effective"))
             yield g
-            g = GaugeMetricFamily("classifier_gateway_provision_effective",
-                                  "1 while the provision is effective and enforced now, else 0; status "
-                                  "says where it stands",
-                                  labels=["view", "provision", "app", "category", "status"])
+            g = GaugeMetricFamily(
+                "classifier_gateway_provision_effective",
+                "1 while the provision is effective and enforced now, else 0; status says where it stands",
+                labels=["view", "provision", "app", "category", "status"],
+            )
             for pid, app, category, status in states:
                 g.add_metric([self.view, pid, app, category, status], 1 if status == "effective" else 0)
             yield g
 
 
-def serve(stats: Stats, mode: str, queues: Sequence[int] | None, flows_live, host: str, port: int,
-          queue_packets: Callable[[], dict[int, int]] | None = None,
-          provisions: ProvisionStates | None = None, view: str = "announced") -> tuple[object, int]:
+def serve(
+    stats: Stats,
+    mode: str,
+    queues: Sequence[int] | None,
+    flows_live,
+    host: str,
+    port: int,
+    queue_packets: Callable[[], dict[int, int]] | None = None,
+    provisions: ProvisionStates | None = None,
+    view: str = "announced",
+) -> tuple[object, int]:
     """Start the endpoint on ``host:port`` (loopback, checked by the config); (server, bound port)."""
     from prometheus_client import CollectorRegistry, start_http_server
 

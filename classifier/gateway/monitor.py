@@ -78,12 +78,12 @@ def ip_packet(linktype: int, frame: bytes) -> bytes | None:
         return frame
     off = 12
     while off + 2 <= len(frame):
-        ethertype = int.from_bytes(frame[off:off + 2], "big")
+        ethertype = int.from_bytes(frame[off : off + 2], "big")
         if ethertype in (0x8100, 0x88A8, 0x9100):
             off += 4
             continue
         if ethertype in (0x0800, 0x86DD):
-            return frame[off + 2:]
+            return frame[off + 2 :]
         return None
     return None
 

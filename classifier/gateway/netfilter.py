@@ -58,17 +58,21 @@ class Plan:
 
     def render(self, enforce: bool) -> str:
         """The plan as shell an operator can read (and run by hand)."""
-        lines = [f"# classifier gateway: mode {self.mode}"
-                 + (f", queue backend {self.backend}" if self.backend else "")
-                 + ("" if enforce else "; dry run: nothing below is installed (use --enforce)")]
+        lines = [
+            f"# classifier gateway: mode {self.mode}"
+            + (f", queue backend {self.backend}" if self.backend else "")
+            + ("" if enforce else "; dry run: nothing below is installed (use --enforce)")
+        ]
         lines += [f"# {n}" for n in self.notes]
         if self.nft_script:
             lines += ["nft -f - <<'EOF'", self.nft_script.rstrip("\n"), "EOF"]
         lines += [shlex.join(argv) for argv in self.iptables]
         lines += self.routes
         if self.sets:
-            lines.append("# sets filled at run time (one element per flow direction, removed when the "
-                         "flow ends, kernel timeout as a safety net):")
+            lines.append(
+                "# sets filled at run time (one element per flow direction, removed when the "
+                "flow ends, kernel timeout as a safety net):"
+            )
             lines += [f"#   {s}" for s in self.sets]
         if not (self.nft_script or self.iptables or self.routes):
             lines.append("# nothing is installed in this mode: capture and records only")
@@ -77,9 +81,11 @@ class Plan:
 
 def queue_probe_script(queue: int) -> str:
     """A table using the native queue statement, to ask the kernel (never committed) if it has it."""
-    return (f"table {FAMILY} {TABLE}_probe {{\n\tchain forward {{\n"
-            f"\t\ttype filter hook forward priority 0; policy accept;\n"
-            f"\t\tmeta l4proto {{ tcp, udp }} queue num {queue} bypass\n\t}}\n}}\n")
+    return (
+        f"table {FAMILY} {TABLE}_probe {{\n\tchain forward {{\n"
+        f"\t\ttype filter hook forward priority 0; policy accept;\n"
+        f"\t\tmeta l4proto {{ tcp, udp }} queue num {queue} bypass\n\t}}\n}}\n"
+    )
 
 
 def choose_backend(cfg: GatewayConfig, nft) -> str:
@@ -105,18 +111,19 @@ def _queue_spec(cfg: GatewayConfig, sep: str) -> str:
 
 
 def _set(name: str, family: int, cfg: GatewayConfig, comment: str) -> str:
-    return (f"\tset {name} {{\n"
-            f"\t\ttype {_TYPE[family]} . inet_proto . inet_service . {_TYPE[family]} . inet_service\n"
-            f"\t\tsize {cfg.set_size}\n"
-            f"\t\tflags timeout\n"
-            f"\t\ttimeout {int(cfg.set_timeout)}s\n"
-            f"\t\tcounter\n"
-            f"\t\tcomment \"{TAG}: {comment}\"\n"
-            f"\t}}\n")
+    return (
+        f"\tset {name} {{\n"
+        f"\t\ttype {_TYPE[family]} . inet_proto . inet_service . {_TYPE[family]} . inet_service\n"
+        f"\t\tsize {cfg.set_size}\n"
+        f"\t\tflags timeout\n"
+        f"\t\ttimeout {int(cfg.set_timeout)}s\n"
+        f"\t\tcounter\n"
+        f'\t\tcomment "{TAG}: {comment}"\n'
+        f"\t}}\n"
+    )
 
 
-def nft_script(cfg: GatewayConfig, mode: str, backend: str | None,
-               created: Sequence[str] = ()) -> str | None:
+def nft_script(cfg: GatewayConfig, mode: str, backend: str | None, created: Sequence[str] = ()) -> str | None:
     """The nftables table of a mode (None for monitor).
 
     The base chain sends each family to its own chain, where the offload lookup comes first:
@@ -125,18 +132,21 @@ def nft_script(cfg: GatewayConfig, mode: str, backend: str | None,
     """
     if mode == "monitor":
         return None
-    out = [f"table {FAMILY} {TABLE} {{\n",
-           f"\tcomment \"{TAG}: classifier gateway ({mode} mode); "
-           "remove with: classifier gateway --cleanup\"\n"]
+    out = [
+        f"table {FAMILY} {TABLE} {{\n",
+        f'\tcomment "{TAG}: classifier gateway ({mode} mode); remove with: classifier gateway --cleanup"\n',
+    ]
     out.append(xtables.marker_objects(created, TAG))
     offload = mode == "inline" and cfg.offload
     for fam in (4, 6):
         out.append(_set(f"block{fam}", fam, cfg, "blocked flows, both directions"))
         if offload:
             out.append(_set(f"allow{fam}", fam, cfg, "decided flows that bypass the queue"))
-    out.append("\tchain forward {\n"
-               f"\t\ttype filter hook forward priority {PRIORITY}; policy accept;\n"
-               f"\t\tcomment \"{TAG}\"\n")
+    out.append(
+        "\tchain forward {\n"
+        f"\t\ttype filter hook forward priority {PRIORITY}; policy accept;\n"
+        f'\t\tcomment "{TAG}"\n'
+    )
     if cfg.interfaces:
         names = ", ".join(f'"{n}"' for n in cfg.interfaces)
         out.append(f"\t\tiifname != {{ {names} }} accept\n")
@@ -151,19 +161,22 @@ def nft_script(cfg: GatewayConfig, mode: str, backend: str | None,
         if offload:
             # SYN, FIN and RST still go to the queue: the flow table sees a connection open and close.
             out.append(f"\t\tmeta l4proto udp {key} @allow{fam}{mark} accept\n")
-            out.append(f"\t\tmeta l4proto tcp tcp flags & (syn | fin | rst) == 0 {key} @allow{fam}"
-                       f"{mark} accept\n")
+            out.append(
+                f"\t\tmeta l4proto tcp tcp flags & (syn | fin | rst) == 0 {key} @allow{fam}{mark} accept\n"
+            )
         out.append(f"\t\tmeta l4proto tcp {key} @block{fam} reject with tcp reset\n")
         out.append(f"\t\tmeta l4proto udp {key} @block{fam} drop\n")
         out.append("\t}\n")
     if mode == "inline" and backend == "iptables" and offload:
         keep = ~cfg.mark & 0xFFFFFFFF
-        out.append("\tchain unmark {\n"
-                   f"\t\ttype filter hook forward priority {UNMARK_PRIORITY}; policy accept;\n"
-                   f"\t\tcomment \"{TAG}: clears our offload bit after the iptables queue chain\"\n"
-                   f"\t\tmeta mark & 0x{cfg.mark:08x} == 0x{cfg.mark:08x} "
-                   f"meta mark set meta mark & 0x{keep:08x}\n"
-                   "\t}\n")
+        out.append(
+            "\tchain unmark {\n"
+            f"\t\ttype filter hook forward priority {UNMARK_PRIORITY}; policy accept;\n"
+            f'\t\tcomment "{TAG}: clears our offload bit after the iptables queue chain"\n'
+            f"\t\tmeta mark & 0x{cfg.mark:08x} == 0x{cfg.mark:08x} "
+            f"meta mark set meta mark & 0x{keep:08x}\n"
+            "\t}\n"
+        )
     out.append("}\n")
     return "".join(out)
 
@@ -179,12 +192,29 @@ def iptables_commands(cfg: GatewayConfig, mode: str, backend: str | None) -> lis
         base = [tool, "-w", "-t", "mangle"]
         cmds.append([*base, "-N", CHAIN])
         for proto in ("tcp", "udp"):
-            target = (["--queue-num", str(cfg.queue)] if cfg.queues == 1
-                      else ["--queue-balance", _queue_spec(cfg, ":")])
+            target = (
+                ["--queue-num", str(cfg.queue)]
+                if cfg.queues == 1
+                else ["--queue-balance", _queue_spec(cfg, ":")]
+            )
             cmds.append([*base, "-A", CHAIN, "-p", proto, "-j", "NFQUEUE", *target, "--queue-bypass"])
         for iface in cfg.interfaces or (None,):
-            cmds.append([*base, "-I", "FORWARD", "1", *(["-i", iface] if iface else []), *offloaded,
-                         "-m", "comment", "--comment", TAG, "-j", CHAIN])
+            cmds.append(
+                [
+                    *base,
+                    "-I",
+                    "FORWARD",
+                    "1",
+                    *(["-i", iface] if iface else []),
+                    *offloaded,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    TAG,
+                    "-j",
+                    CHAIN,
+                ]
+            )
     return cmds
 
 
@@ -203,8 +233,9 @@ def uses_iptables(cfg: GatewayConfig, backend: str | None) -> bool:
     return cfg.mode == "inline" and backend == "iptables"
 
 
-def build_plan(cfg: GatewayConfig, backend: str | None, routes: Iterable[str] = (),
-               created: Sequence[str] = ()) -> Plan:
+def build_plan(
+    cfg: GatewayConfig, backend: str | None, routes: Iterable[str] = (), created: Sequence[str] = ()
+) -> Plan:
     """Everything a run would install, in the order it is installed.
 
     ``created``: the mangle tables iptables will create (``xtables.absent`` before the run).
@@ -215,15 +246,26 @@ def build_plan(cfg: GatewayConfig, backend: str | None, routes: Iterable[str] = 
     created = list(created) if iptables else []
     notes = []
     if mode == "inline":
-        notes.append(f"NFQUEUE {_queue_spec(cfg, '-')} with bypass (fail-open when no process listens)"
-                     + ("; fail-open when the queue is full" if cfg.fail_open else ""))
+        notes.append(
+            f"NFQUEUE {_queue_spec(cfg, '-')} with bypass (fail-open when no process listens)"
+            + ("; fail-open when the queue is full" if cfg.fail_open else "")
+        )
         if cfg.queues > 1:
-            notes.append(f"{cfg.queues} queues, one worker process each, balanced by a hash of each "
-                         "packet's addresses and protocol (both directions of a flow: one worker)")
+            notes.append(
+                f"{cfg.queues} queues, one worker process each, balanced by a hash of each "
+                "packet's addresses and protocol (both directions of a flow: one worker)"
+            )
     if created:
         notes.append(f"iptables creates the nft tables {' and '.join(created)}; removed on exit when empty")
-    return Plan(mode, queue_backend, nft_script(cfg, mode, queue_backend, created),
-                iptables, list(routes), set_names(cfg, mode), notes)
+    return Plan(
+        mode,
+        queue_backend,
+        nft_script(cfg, mode, queue_backend, created),
+        iptables,
+        list(routes),
+        set_names(cfg, mode),
+        notes,
+    )
 
 
 # -- install / find / remove ------------------------------------------------------------------
@@ -254,20 +296,22 @@ def _iptables_ours(tool: str) -> tuple[list[str], bool]:
     for line in proc.stdout.splitlines():
         if line == f"-N {CHAIN}":
             chain = True
-        elif (line.startswith("-A FORWARD ") and f"--comment {TAG} " in line
-              and line.endswith(f"-j {CHAIN}")):
+        elif line.startswith("-A FORWARD ") and f"--comment {TAG} " in line and line.endswith(f"-j {CHAIN}"):
             rules.append(line)
     return rules, chain
 
 
 def _has_tool(tool: str) -> bool:
     import shutil
+
     return shutil.which(tool) is not None
 
 
 def _our_table_exists(nft) -> bool:
-    return any(o.get("table", {}).get("name") == TABLE and o["table"].get("family") == FAMILY
-               for o in nft.list_json("tables"))
+    return any(
+        o.get("table", {}).get("name") == TABLE and o["table"].get("family") == FAMILY
+        for o in nft.list_json("tables")
+    )
 
 
 def leftovers(nft) -> list[str]:
@@ -277,8 +321,11 @@ def leftovers(nft) -> list[str]:
     if _our_table_exists(nft):
         found.append(f"nft table {FAMILY} {TABLE}")
         present = xtables.existing(nft)
-        found += [f"nft table {fam} {name} (created by iptables for the gateway; removed once empty)"
-                  for fam, name in xtables.recorded(nft, FAMILY, TABLE) if (fam, name) in present]
+        found += [
+            f"nft table {fam} {name} (created by iptables for the gateway; removed once empty)"
+            for fam, name in xtables.recorded(nft, FAMILY, TABLE)
+            if (fam, name) in present
+        ]
     for tool in ("iptables", "ip6tables"):
         if not _has_tool(tool):
             continue

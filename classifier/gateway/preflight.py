@@ -37,12 +37,16 @@ def effective_caps(proc: Path = Path("/proc")) -> int:
 def require_privileges(proc: Path = Path("/proc"), need_raw: bool = True) -> None:
     """Root with CAP_NET_ADMIN (and CAP_NET_RAW for captures and resets)."""
     if os.geteuid() != 0:
-        raise UserError("classifier gateway must run as root (it installs netfilter rules, routes and "
-                        "captures packets); try sudo")
+        raise UserError(
+            "classifier gateway must run as root (it installs netfilter rules, routes and "
+            "captures packets); try sudo"
+        )
     caps = effective_caps(proc)
     if not caps >> CAP_NET_ADMIN & 1:
-        raise UserError("CAP_NET_ADMIN is missing: running as root but without the capability to change "
-                        "the network configuration (container or systemd CapabilityBoundingSet?)")
+        raise UserError(
+            "CAP_NET_ADMIN is missing: running as root but without the capability to change "
+            "the network configuration (container or systemd CapabilityBoundingSet?)"
+        )
     if need_raw and not caps >> CAP_NET_RAW & 1:
         raise UserError("CAP_NET_RAW is missing: it is needed to capture packets and send TCP resets")
 
@@ -54,19 +58,23 @@ def require_interfaces(names: tuple[str, ...]) -> dict[str, int]:
         try:
             found[name] = socket.if_nametoindex(name)
         except OSError:
-            raise UserError(f"interface {name!r} does not exist in this network namespace "
-                            "(see `ip link`)") from None
+            raise UserError(
+                f"interface {name!r} does not exist in this network namespace (see `ip link`)"
+            ) from None
     return found
 
 
 def require_nf_tables(nft) -> None:
     """nf_tables must answer a listing; a kernel without it says 'Protocol not supported'."""
     from .nftlib import NftError
+
     try:
         nft.run("list tables")
     except NftError as err:
-        raise UserError(f"the kernel has no usable nf_tables support ({err}); load nf_tables "
-                        "(modprobe nf_tables) or use a kernel built with CONFIG_NF_TABLES") from None
+        raise UserError(
+            f"the kernel has no usable nf_tables support ({err}); load nf_tables "
+            "(modprobe nf_tables) or use a kernel built with CONFIG_NF_TABLES"
+        ) from None
 
 
 def require_nfqueue(proc: Path = Path("/proc")) -> None:
@@ -75,13 +83,17 @@ def require_nfqueue(proc: Path = Path("/proc")) -> None:
     if not marker.exists() and shutil.which("modprobe"):
         subprocess.run(["modprobe", "-q", "nfnetlink_queue"], capture_output=True)
     if not marker.exists():
-        raise UserError("the kernel has no NFQUEUE support (nfnetlink_queue is not loaded: try "
-                        "`modprobe nfnetlink_queue`; the kernel needs CONFIG_NETFILTER_NETLINK_QUEUE)")
+        raise UserError(
+            "the kernel has no NFQUEUE support (nfnetlink_queue is not loaded: try "
+            "`modprobe nfnetlink_queue`; the kernel needs CONFIG_NETFILTER_NETLINK_QUEUE)"
+        )
 
 
 def require_iptables() -> None:
     """The iptables backend needs the iptables and ip6tables commands."""
     for tool in ("iptables", "ip6tables"):
         if shutil.which(tool) is None:
-            raise UserError(f"{tool} is not installed, and this kernel needs it for NFQUEUE "
-                            "(no nft queue support): install the iptables package")
+            raise UserError(
+                f"{tool} is not installed, and this kernel needs it for NFQUEUE "
+                "(no nft queue support): install the iptables package"
+            )

@@ -66,8 +66,9 @@ def _checksum(data: bytes) -> int:
 
 def build_rst(src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int) -> bytes:
     """A complete IPv4 or IPv6 packet carrying one RST+ACK segment."""
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4,
-                      _RST | _ACK, 0, 0, 0)
+    tcp = struct.pack(
+        "!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, _RST | _ACK, 0, 0, 0
+    )
     if len(src) == 4:
         pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
         tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]

@@ -81,10 +81,13 @@ class RoutePlan:
             if a is None:
                 raise UserError(f"{where}: AS{asn} is not in the signatures")
             if a.kind != "operator":
-                raise UserError(f"{where}: AS{asn} belongs to CDN provider {a.owner!r}: blackhole "
-                                "routes are only for operator-owned hosting prefixes")
-            apps = [app for app, info in sigs.apps.items()
-                    if info.operator == a.owner and app in hosting_apps]
+                raise UserError(
+                    f"{where}: AS{asn} belongs to CDN provider {a.owner!r}: blackhole "
+                    "routes are only for operator-owned hosting prefixes"
+                )
+            apps = [
+                app for app, info in sigs.apps.items() if info.operator == a.owner and app in hosting_apps
+            ]
             if not apps:
                 raise UserError(f"{where}: AS{asn} ({a.owner}) runs no app with a hosting provision")
             for text in sigs.prefixes_of(asn):
@@ -103,8 +106,12 @@ class RoutePlan:
         """
         cfg = self.cfg
         apps = {c.app for c in self.candidates}
-        blocking = frozenset(app for app in apps if self.policy.decide(
-            app, (HOSTING,), True, when, cfg.view, cfg.unenforced_blocks).action == "block")
+        blocking = frozenset(
+            app
+            for app in apps
+            if self.policy.decide(app, (HOSTING,), True, when, cfg.view, cfg.unenforced_blocks).action
+            == "block"
+        )
         cached = self._cache
         if cached is not None and cached[0] == blocking:
             return cached[1]

@@ -42,8 +42,15 @@ def _block_rdata(sinkhole: str | None) -> tuple[str, str]:
     return ("A" if addr.version == 4 else "AAAA"), str(addr)
 
 
-def build_zone(sigs, policy, when: float, view: str, sinkhole: str | None = None,
-               unenforced_blocks: bool = False, ttl: int = 60) -> tuple[str, dict[str, int]]:
+def build_zone(
+    sigs,
+    policy,
+    when: float,
+    view: str,
+    sinkhole: str | None = None,
+    unenforced_blocks: bool = False,
+    ttl: int = 60,
+) -> tuple[str, dict[str, int]]:
     """The zone text and counts {"block": n, "passthru": n} of names (owner lines)."""
     from classifier.timeutil import format_instant
 

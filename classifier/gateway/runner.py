@@ -110,11 +110,13 @@ def run_gateway(args: argparse.Namespace) -> int:
     start = cfg.as_of if cfg.as_of is not None else time.time()
     desired = route_plan.desired(start) if route_plan is not None else {}
     created = xtables.absent(nft) if nft is not None and netfilter.uses_iptables(cfg, backend) else []
-    plan = netfilter.build_plan(cfg, backend, [route_command(p, cfg.route_protocol) for p in sorted(desired)],
-                                created)
+    plan = netfilter.build_plan(
+        cfg, backend, [route_command(p, cfg.route_protocol) for p in sorted(desired)], created
+    )
     if route_plan is not None and route_plan.excluded:
-        plan.notes.append(f"{len(route_plan.excluded)} operator prefixes overlap CDN prefixes and are "
-                          "never blackholed")
+        plan.notes.append(
+            f"{len(route_plan.excluded)} operator prefixes overlap CDN prefixes and are never blackholed"
+        )
     if route_plan is not None and cfg.blackhole_routes and cfg.as_of is None:
         plan.notes.append("routes follow the policy: added and removed at effective instants")
 
@@ -146,9 +148,12 @@ def _refuse_or_remove_leftovers(cfg: GatewayConfig, nft, cleanup_first: bool) ->
         routes_probe.close()
     if found:
         if not cleanup_first:
-            raise UserError("objects of an earlier gateway run are still installed ("
-                            + "; ".join(found) + "): remove them with `classifier gateway --cleanup` "
-                            "or start with --cleanup-first")
+            raise UserError(
+                "objects of an earlier gateway run are still installed ("
+                + "; ".join(found)
+                + "): remove them with `classifier gateway --cleanup` "
+                "or start with --cleanup-first"
+            )
         run_cleanup(cfg)
 
 
@@ -173,17 +178,31 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
     inline_engine: InlineEngine | None = None
     if multiqueue:
         from .supervisor import QueueSupervisor
+
         engine = supervisor = QueueSupervisor(cfg, log, stats, label)
     elif mode == "inline":
         from .inline import InlineEngine
-        engine = inline_engine = InlineEngine(cfg, sigs, policy, log, stats, sets=sets, label=label,
-                                              resetter=resetter)
+
+        engine = inline_engine = InlineEngine(
+            cfg, sigs, policy, log, stats, sets=sets, label=label, resetter=resetter
+        )
     elif mode == "reactive":
         from .reactive import ReactiveEngine
-        engine = ReactiveEngine(cfg, sigs, policy, log, stats, sets=sets, label=label,
-                                interfaces=cfg.interfaces, resetter=resetter)
+
+        engine = ReactiveEngine(
+            cfg,
+            sigs,
+            policy,
+            log,
+            stats,
+            sets=sets,
+            label=label,
+            interfaces=cfg.interfaces,
+            resetter=resetter,
+        )
     else:
         from .monitor import MonitorEngine
+
         engine = MonitorEngine(cfg, sigs, policy, log, stats, label=label, interfaces=cfg.interfaces)
 
     def flows_live() -> int:
@@ -217,9 +236,17 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
             host, port = cfg.metrics_address
             try:
                 inline = mode == "inline"
-                _server, bound = serve(stats, cfg.mode, netfilter.queue_numbers(cfg) if inline else None,
-                                       flows_live, host, port, queue_packets if inline else None,
-                                       provision_states(policy, cfg.view, cfg.as_of), cfg.view)
+                _server, bound = serve(
+                    stats,
+                    cfg.mode,
+                    netfilter.queue_numbers(cfg) if inline else None,
+                    flows_live,
+                    host,
+                    port,
+                    queue_packets if inline else None,
+                    provision_states(policy, cfg.view, cfg.as_of),
+                    cfg.view,
+                )
             except OSError as err:
                 raise UserError(f"metrics: cannot listen on {cfg.metrics}: {err.strerror or err}") from None
             _say(f"metrics on http://{host if ':' not in host else f'[{host}]'}:{bound}/metrics")
@@ -237,9 +264,11 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
         where = ", ".join(cfg.interfaces) or "all interfaces"
         policy_time = "wall clock" if cfg.as_of is None else f"fixed at {args_as_of(cfg)}"
         queues = f" on {cfg.queues} queues" if multiqueue else ""
-        _say(f"running: {cfg.mode} mode{queues} on {where}, "
-             f"{'enforcing' if enforcing else 'dry run, nothing enforced'}, {cfg.view} view, "
-             f"policy time {policy_time}, records to {cfg.log}")
+        _say(
+            f"running: {cfg.mode} mode{queues} on {where}, "
+            f"{'enforcing' if enforcing else 'dry run, nothing enforced'}, {cfg.view} view, "
+            f"policy time {policy_time}, records to {cfg.log}"
+        )
         engine.run(rfd)
     finally:
         signal.set_wakeup_fd(old_wakeup)
@@ -252,13 +281,16 @@ def _run(cfg, sigs, policy, plan, nft, enforce: bool, args, route_plan) -> int:
             _say("cleanup problems: " + "; ".join(problems))
     if engine.fatal is not None:
         raise engine.fatal
-    _say(f"stopped: {stats.packets} packets, {stats.records} records, "
-         + ", ".join(f"{a} {stats.verdicts.get(a, 0)}" for a in ("block", "log", "allow")))
+    _say(
+        f"stopped: {stats.packets} packets, {stats.records} records, "
+        + ", ".join(f"{a} {stats.verdicts.get(a, 0)}" for a in ("block", "log", "allow"))
+    )
     return 130 if interrupted and interrupted[0] == signal.SIGINT else 0
 
 
 def args_as_of(cfg: GatewayConfig) -> str:
     from classifier.timeutil import format_instant
+
     return format_instant(cfg.as_of) if cfg.as_of is not None else "now"
 
 

@@ -331,7 +331,7 @@ def parse_svcb(rdata: bytes) -> ServiceBinding:
             break
         if ln > 63 or pos + ln > n:
             raise _svcb_err("target", f"bad label length {ln}")
-        labels.append(escape_label(rdata[pos:pos + ln]))
+        labels.append(escape_label(rdata[pos : pos + ln]))
         pos += ln
     target = ".".join(labels).lower()
     alpn: tuple[str, ...] = ()
@@ -346,18 +346,18 @@ def parse_svcb(rdata: bytes) -> ServiceBinding:
         pos += 4
         if pos + ln > n:
             raise _svcb_err("param", f"SvcParam {key} of {ln} bytes runs past the rdata")
-        value = rdata[pos:pos + ln]
+        value = rdata[pos : pos + ln]
         pos += ln
         if key == SVC_ALPN:
             alpn = _svcb_alpn(value)
         elif key == SVC_IPV4HINT:
             if ln % 4 or not ln:
                 raise _svcb_err("ipv4hint", f"length {ln} is not a multiple of 4")
-            v4 = tuple(value[i:i + 4] for i in range(0, ln, 4))
+            v4 = tuple(value[i : i + 4] for i in range(0, ln, 4))
         elif key == SVC_IPV6HINT:
             if ln % 16 or not ln:
                 raise _svcb_err("ipv6hint", f"length {ln} is not a multiple of 16")
-            v6 = tuple(value[i:i + 16] for i in range(0, ln, 16))
+            v6 = tuple(value[i : i + 16] for i in range(0, ln, 16))
         elif key == SVC_ECH:
             ech = _ech_config_list(value)
     return ServiceBinding(priority, target, alpn, v4, v6, ech)
@@ -370,7 +370,7 @@ def _svcb_alpn(value: bytes) -> tuple[str, ...]:
         ln = value[pos]
         if ln == 0 or pos + 1 + ln > len(value):
             raise _svcb_err("alpn", "bad alpn-id length")
-        out.append(value[pos + 1:pos + 1 + ln].decode("ascii", "backslashreplace"))
+        out.append(value[pos + 1 : pos + 1 + ln].decode("ascii", "backslashreplace"))
         pos += 1 + ln
     return tuple(out)
 
@@ -386,7 +386,7 @@ def _ech_config_list(value: bytes) -> tuple[EchConfig, ...]:
             raise _svcb_err("ech", "truncated ECHConfig header")
         version = (value[pos] << 8) | value[pos + 1]
         ln = (value[pos + 2] << 8) | value[pos + 3]
-        body = value[pos + 4:pos + 4 + ln]
+        body = value[pos + 4 : pos + 4 + ln]
         pos += 4 + ln
         if len(body) != ln:
             raise _svcb_err("ech", "ECHConfig runs past the list")
@@ -405,7 +405,7 @@ def _ech_config(version: int, b: bytes) -> EchConfig:
         pos += 2 + ((b[pos] << 8) | b[pos + 1])
         pos += 1
         ln = b[pos]
-        name = b[pos + 1:pos + 1 + ln]
+        name = b[pos + 1 : pos + 1 + ln]
     except IndexError:
         raise _svcb_err("ech", "truncated ECHConfig contents") from None
     if len(name) != ln or not ln:

@@ -264,7 +264,7 @@ class Inspection:
 
     def _dns_tcp(self, flow: Flow, st: Stream, from_client: bool) -> None:
         try:
-            messages, used = dnsp.split_tcp_stream(bytes(st.data[st.consumed:]))
+            messages, used = dnsp.split_tcp_stream(bytes(st.data[st.consumed :]))
         except MalformedError as err:
             self._malformed(flow, err)
             st.consumed = len(st.data)
@@ -347,8 +347,10 @@ class Inspection:
             return
         if len(flow.notes) < MAX_NOTES:  # (a flood of forged responses formats nothing more)
             asked = ", ".join(q.name for q in msg.questions) or "no question"
-            flow.add_note(f"DNS response id {msg.id:#06x} ({asked}) bound to no query: {outcome}: "
-                          f"{dnsbind.EXPLAIN[outcome]}")
+            flow.add_note(
+                f"DNS response id {msg.id:#06x} ({asked}) bound to no query: {outcome}: "
+                f"{dnsbind.EXPLAIN[outcome]}"
+            )
         if earlier is not None:  # two different answers to one query: neither is believed
             self.dnscache.withdraw(earlier.resolutions, client)
             self.unbound_dns.add_resolutions(earlier.resolutions, earlier.ts, client, outcome)

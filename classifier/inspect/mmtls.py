@@ -52,8 +52,9 @@ def parse_client_hello(data: bytes) -> MmtlsHello | None:
     length = (data[3] << 8) | data[4]
     section = int.from_bytes(data[5:9], "big")
     if section + 4 != length:
-        raise MalformedError("mmtls", "client_hello.length",
-                             f"section length {section} does not fit record length {length}")
+        raise MalformedError(
+            "mmtls", "client_hello.length", f"section length {section} does not fit record length {length}"
+        )
     if data[9:12] != _HELLO_CONSTANT:
         raise MalformedError("mmtls", "client_hello.type", f"bytes {data[9:12].hex()} are not 01 03 f1")
     count = data[12]

@@ -476,8 +476,9 @@ class QuicInitialState:
             raise first_error
         return None
 
-    def _initial(self, d: bytes, pos: int, pn_offset: int, end: int, v: _Version,
-                 dcid: bytes) -> QuicFacts | None:
+    def _initial(
+        self, d: bytes, pos: int, pn_offset: int, end: int, v: _Version, dcid: bytes
+    ) -> QuicFacts | None:
         payload, pn_len = self._open(d, pos, pn_offset, end, v, dcid)
         self.packets += 1
         if v.layout == _IETF:
@@ -534,8 +535,9 @@ class QuicInitialState:
             k = self._keys[(version, dcid)] = _Keys(version, dcid)
         return k
 
-    def _open(self, d: bytes, start: int, pn_offset: int, end: int, v: _Version,
-              dcid: bytes) -> tuple[bytes, int]:
+    def _open(
+        self, d: bytes, start: int, pn_offset: int, end: int, v: _Version, dcid: bytes
+    ) -> tuple[bytes, int]:
         """Remove header protection and decrypt one client Initial: (plaintext, packet number length).
 
         Keys come from the DCID the client chose for its first Initial (or the Retry's SCID);
@@ -674,13 +676,15 @@ class QuicInitialState:
             if found is None:
                 return None
             sni, uaid = found
-            return self._finish(QuicFacts(v.number, v.name, dcid, None, sni, (), self.retry_seen,
-                                          self.packets, uaid))
+            return self._finish(
+                QuicFacts(v.number, v.name, dcid, None, sni, (), self.retry_seen, self.packets, uaid)
+            )
         hello = self._complete_client_hello(stream)
         if hello is None:
             return None
-        return self._finish(QuicFacts(v.number, v.name, dcid, hello, hello.sni, hello.alpn,
-                                      self.retry_seen, self.packets))
+        return self._finish(
+            QuicFacts(v.number, v.name, dcid, hello, hello.sni, hello.alpn, self.retry_seen, self.packets)
+        )
 
     def _finish(self, facts: QuicFacts) -> QuicFacts:
         self.done = True
@@ -700,14 +704,22 @@ class QuicInitialState:
             return None
         b = stream.buf
         if b[0] != 1:
-            raise self._fatal(_err("crypto.handshake_type", f"first handshake message has type {b[0]}, "
-                                                            "expected 1 (ClientHello)"))
+            raise self._fatal(
+                _err(
+                    "crypto.handshake_type",
+                    f"first handshake message has type {b[0]}, expected 1 (ClientHello)",
+                )
+            )
         if have < 4:
             return None
         length = (b[1] << 16) | (b[2] << 8) | b[3]
         if 4 + length > MAX_CRYPTO_BYTES:
-            raise self._fatal(_err("crypto.handshake_length",
-                                   f"ClientHello of {length} bytes exceeds {MAX_CRYPTO_BYTES} bytes"))
+            raise self._fatal(
+                _err(
+                    "crypto.handshake_length",
+                    f"ClientHello of {length} bytes exceeds {MAX_CRYPTO_BYTES} bytes",
+                )
+            )
         if have < 4 + length:
             return None
         try:
@@ -721,8 +733,9 @@ class QuicInitialState:
         b = stream.buf
         if have < 8:
             if have and bytes(b[:have]) != b"CHLO"[:have]:
-                raise self._fatal(_err("chlo.tag", f"handshake message starts {bytes(b[:min(have, 4)])!r}, "
-                                                   "expected CHLO"))
+                raise self._fatal(
+                    _err("chlo.tag", f"handshake message starts {bytes(b[: min(have, 4)])!r}, expected CHLO")
+                )
             return None
         if bytes(b[:4]) != b"CHLO":
             raise self._fatal(_err("chlo.tag", f"handshake message tag {bytes(b[:4])!r}, expected CHLO"))
@@ -765,8 +778,9 @@ def _crypto_frame(b: bytes, pos: int, n: int, out: list[tuple[int, bytes]]) -> i
     if pos + length > n:
         raise _err("frame.crypto", f"CRYPTO data of {length} bytes overruns the packet")
     if offset + length > MAX_CRYPTO_BYTES:
-        raise _err("crypto.offset", f"CRYPTO data up to offset {offset + length} exceeds "
-                                    f"{MAX_CRYPTO_BYTES} bytes")
+        raise _err(
+            "crypto.offset", f"CRYPTO data up to offset {offset + length} exceeds {MAX_CRYPTO_BYTES} bytes"
+        )
     out.append((offset, b[pos : pos + length]))
     return pos + length
 
@@ -838,8 +852,10 @@ def _gquic_frames(b: bytes, v: _Version, pn_len: int, crypto_frames: bool) -> li
                 raise _err("frame.stream", f"STREAM data of {length} bytes overruns the packet")
             if stream_id == 1 and not crypto_frames:
                 if offset + length > MAX_CRYPTO_BYTES:
-                    raise _err("crypto.offset", f"handshake data up to offset {offset + length} exceeds "
-                                                f"{MAX_CRYPTO_BYTES} bytes")
+                    raise _err(
+                        "crypto.offset",
+                        f"handshake data up to offset {offset + length} exceeds {MAX_CRYPTO_BYTES} bytes",
+                    )
                 out.append((offset, b[pos : pos + length]))
             pos += length
         elif ftype & 0x40:  # ACK (the Q034+ layout): 01n0llmm
