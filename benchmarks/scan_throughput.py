@@ -9,7 +9,11 @@ on a busy machine) and the peak RSS. The baseline is measured in the same run on
 so the ratio is what to compare across machines.
 
     python benchmarks/scan_throughput.py [--copies 8] [--repeat 3] [--capture FILE] [--json OUT]
-                                         [--scan-args '--write-pcap /tmp/out.pcap']
+                                         [--scan-args '--write-pcap /tmp/out.pcap'] [--against DIR]
+
+``--against DIR`` also measures the classifier of another source tree (e.g. ``git archive main |
+tar -x -C /tmp/main``) on the same file in the same run, interleaved with this one, so a change's
+cost is a ratio of two figures taken under the same load.
 """
 
 from __future__ import annotations
@@ -127,7 +131,17 @@ def main() -> int:
         help="extra options for classifier scan, e.g. '--write-pcap /tmp/out.pcap' or "
         "'--html /tmp/r.html': what they cost, beside the same baseline",
     )
+    ap.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also measure the classifier package of this source tree (repeatable)",
+    )
     args = ap.parse_args()
+    for tree in args.against:
+        if not (Path(tree) / "classifier" / "__main__.py").is_file():
+            sys.exit(f"--against {tree}: no classifier/__main__.py there")
     extra = shlex.split(args.scan_args)
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -174,6 +188,10 @@ def main() -> int:
             ("bare dpkt read loop", b_wall, b_start, b_rss, b_cpu, b_start_cpu),
             ("classifier scan", c_wall, c_start, c_rss, c_cpu, c_start_cpu),
         ]
+        for tree in args.against:
+            a_start, _, _, a_start_cpu = measure(classifier(empty, extra, tree), args.repeat)
+            a_wall, a_rss, _, a_cpu = measure(classifier(capture, extra, tree), args.repeat)
+            rows.append((f"scan {Path(tree).name}"[:21], a_wall, a_start, a_rss, a_cpu, a_start_cpu))
         if ndpi:
             n_wall, n_rss, _, n_cpu = measure(ndpi_reader(ndpi, capture), args.repeat)
             rows.append(("ndpiReader", n_wall, n_start, n_rss, n_cpu, n_start_cpu))
@@ -193,7 +211,8 @@ def main() -> int:
                 "peak_rss_kib": rss,
             }
         ours = figures["classifier scan"]
-        for other in ("bare dpkt read loop", "ndpiReader"):
+        others = [r[0] for r in rows[2:] if r[0] != "ndpiReader"]
+        for other in ("bare dpkt read loop", "ndpiReader", *others):
             if other in figures:
                 whole = _ratio(ours["cpu_seconds"], figures[other]["cpu_seconds"])
                 steady = _ratio(ours["steady_cpu_seconds"], figures[other]["steady_cpu_seconds"])
@@ -224,20 +243,17 @@ def ndpi_reader(program: str, path: Path) -> list[str]:
     return [program, "-q", "-i", str(path)]
 
 
-def classifier(path: Path, extra: list[str] | None = None) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "classifier",
-        "scan",
-        str(path),
-        "-o",
-        os.devnull,
-        "-q",
-        "--stats",
-        str(WORK / "stats.json"),
-        *(extra or ()),
-    ]
+def classifier(path: Path, extra: list[str] | None = None, tree: str | None = None) -> list[str]:
+    """``classifier scan`` of this checkout, or of the source tree ``tree`` (-P: the working
+    directory must not shadow it)."""
+    args = ["scan", str(path), "-o", os.devnull, "-q", "--stats", str(WORK / "stats.json"), *(extra or ())]
+    if tree is None:
+        return [sys.executable, "-m", "classifier", *args]
+    run = (
+        "import runpy,sys;sys.path.insert(0,sys.argv.pop(1));"
+        "runpy.run_module('classifier',run_name='__main__')"
+    )
+    return [sys.executable, "-P", "-c", run, str(Path(tree).resolve()), *args]
 
 
 def baseline(path: Path) -> list[str]:

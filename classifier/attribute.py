@@ -42,6 +42,7 @@ from .dnscache import DnsCache, DnsMatch
 from .evidence import Attribution, Evidence
 from .flows import Flow
 from .inspect import registry
+from .inspect.ja4 import ja4
 from .inspect.tls import ClientHello
 from .signatures import Signatures
 from .timeutil import format_instant
@@ -50,7 +51,7 @@ CATEGORY_ORDER = ("payments", "app-store", "code-use", "cdn", "hosting", "transi
 # The category a host rule's role gives; other roles (api, update, telemetry, web) mean hosting.
 ROLE_CATEGORY = {"payments": "payments", "sdk": "code-use", "cdn": "cdn", "app-store": "app-store"}
 DEFAULT_CATEGORY = "hosting"
-_FLOW_NAMES = ("sni", "http-host", "http-proxy")
+_FLOW_NAMES = ("sni", "http-host", "http-proxy", "socks")
 _WEAK_NAMES = ("name-history", "dns-unsolicited")  # names guessed for this flow, not shown by it
 _DOH_PORTS = (443,)
 _MAX_SHARED = 4096  # distinct attributions kept for sharing
@@ -68,6 +69,21 @@ def client_hello(flow: Flow) -> ClientHello | None:
         quic = facts.quic
         hello = quic.client_hello if quic is not None else None
     return hello
+
+
+def flow_ja4(flow: Flow) -> str | None:
+    """The JA4 of the flow's ClientHello, computed on first use and kept in its facts (only records
+    and a non-empty JA4 table ask: the per-packet path never pays for the hash)."""
+    facts = flow.facts
+    if facts.ja4 is None:
+        hello = facts.tls
+        quic = facts.quic
+        if hello is not None:
+            flow.own_facts().ja4 = ja4(hello)
+        elif quic is not None and quic.client_hello is not None:
+            flow.own_facts().ja4 = ja4(quic.client_hello, quic=True)
+        facts = flow.facts
+    return facts.ja4
 
 
 class Attributor:
@@ -124,6 +140,9 @@ class Attributor:
                 text = sni if quic is None else f"{sni} (QUIC {quic.version_name})"
                 names.append(("sni", sni, text))
         req = facts.http
+        prelude = facts.prelude
+        if prelude is not None and prelude.host:  # the destination a SOCKS client asked its proxy for
+            names.append(("socks", prelude.host, f"{prelude.kind} CONNECT {prelude.target}"))
         if req is not None:
             if req.proxy_host:
                 names.append(("http-proxy", req.proxy_host, f"{req.method} {req.target}"))
@@ -206,6 +225,19 @@ class Attributor:
             elif app == proto_rule.app:
                 confidence = "high"
                 basis.append(kind)
+
+        # A JA4 fingerprint of an app's own TLS stack: weak (stacks are shared, and a client can
+        # copy one), so it names the app only when nothing else does, at low confidence, and the
+        # block floor never lets it block alone.
+        fingerprint = flow_ja4(flow) if sigs.ja4 else None
+        ja4_rule = sigs.ja4.get(fingerprint) if fingerprint is not None else None
+        if ja4_rule is not None:
+            evidence.append(Evidence("ja4", ja4_rule.ja4, ja4_rule.id, ja4_rule.source))
+            if app is None:
+                app = ja4_rule.app
+                operator = operator or self._app_operator.get(app)
+                confidence = "low"
+                basis.append("ja4")
 
         # A CNAME chain (of the DNS answer that named this flow, or of the answers a DNS flow
         # carried) can reach a CDN, or an app name behind a neutral name.

@@ -9,7 +9,8 @@ evidence and what the policy alone would have done). ``classifier scan`` and ``c
 gateway`` apply the same floor, so a scan of a capture predicts what the gateway would do.
 
 An answer bound to no DNS query (``dns-unsolicited``) can never support a block, whatever the
-configuration: anyone can send one.
+configuration: anyone can send one. Nor can a JA4 fingerprint (``ja4``): it names the client's TLS
+software, which other apps share and any client can imitate, never the destination.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ BASIS_KINDS = (
     "sni",
     "http-host",
     "http-proxy",
+    "socks",
     "store",
     "mmtls",
     "dns",
@@ -36,12 +38,17 @@ BASIS_KINDS = (
     "dns-unsolicited",
     "prefix",
     "peering",
+    "ja4",
 )
 RULE_BELOW_CONFIDENCE = "below-block-confidence"
 RULE_EVIDENCE = "evidence-cannot-block"
 FLOOR_RULES = (RULE_BELOW_CONFIDENCE, RULE_EVIDENCE)  # the decision rules the floor writes
 
-NEVER_BLOCKING = frozenset({"dns-unsolicited"})
+NEVER_BLOCKING = frozenset({"dns-unsolicited", "ja4"})
+_WHY_NEVER = {
+    "dns-unsolicited": "a DNS answer bound to no query may be forged",
+    "ja4": "a TLS fingerprint names the client software, not the destination",
+}
 DEFAULT_CONFIDENCE = "medium"
 # Name history (a name the client used for the address earlier) is left out by default: on a shared
 # cloud address a later nameless flow may go to anyone's service.
@@ -59,7 +66,7 @@ def check_evidence(kinds: tuple[str, ...] | list[str]) -> str | None:
         return "needs at least one evidence kind (an empty list would block nothing: use monitor mode)"
     for kind in kinds:
         if kind in NEVER_BLOCKING:
-            return f"{kind} can never support a block: a DNS answer bound to no query may be forged"
+            return f"{kind} can never support a block: {_WHY_NEVER[kind]}"
         if kind not in BASIS_KINDS and kind not in _registered_protocols():
             known = (*BLOCKABLE_KINDS, *(p for p in _registered_protocols() if p not in BASIS_KINDS))
             return f"unknown evidence kind {kind!r} (known: {', '.join(known)})"

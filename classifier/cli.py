@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         "CAPTURE may then also be a directory or a quoted glob. Needs the extra: "
         "pip install 'classifier[dask]'",
     )
+    s.add_argument(
+        "--ja4s",
+        action="store_true",
+        help="also read each TLS flow's ServerHello after its decision (at most 8 more "
+        "segments) for the record field ja4s; off by default, as it costs CPU on every "
+        "TLS flow. The verdict never waits for it",
+    )
     s.add_argument("--stats", metavar="FILE", help="also write the input statistics as JSON here")
     s.add_argument(
         "--html",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 class Evidence:
     """One reason behind an attribution, in the form the records print."""
 
-    kind: str  # sni | http-host | http-proxy | dns | name-history | dns-unsolicited | dns-query |
-    #            cname | store | ech | encrypted-dns | prefix | peering, or the id of a registered
+    kind: str  # sni | http-host | http-proxy | socks | ja4 | dns | name-history | dns-unsolicited |
+    #            dns-query | cname | store | ech | encrypted-dns | prefix | peering, or the id of a registered
     #            protocol (mmtls; classifier.inspect.registry)
     value: str
     signature: str | None = None
@@ -33,8 +33,8 @@ class Evidence:
 @dataclass(frozen=True, slots=True)
 class Attribution:
     hostname: str | None
-    hostname_source: str | None  # sni | http-proxy | http-host | dns | name-history | dns-unsolicited |
-    #                              dns-query
+    hostname_source: str | None  # sni | socks | http-proxy | http-host | dns | name-history |
+    #                              dns-unsolicited | dns-query
     app: str | None
     operator: str | None
     category: str | None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:  # types only: the inspectors stay out of the flow table's imports
     from .inspect.http import HttpRequest
+    from .inspect.prelude import Prelude
     from .inspect.quic import QuicFacts, QuicInitialState
     from .inspect.tls import ClientHello
 
@@ -27,6 +28,9 @@ class FlowFacts:
         "dns_responses",
         "greeting",
         "http",
+        "ja4",
+        "ja4s",
+        "prelude",
         "quic",
         "quic_state",
         "tls",
@@ -46,6 +50,9 @@ class FlowFacts:
         self.dns_queries: list[str] | None = None  # names a DNS flow's queries asked (bounded)
         self.dns_chains: list[tuple[str, ...]] | None = None  # CNAME chains of its bound answers
         self.dns_responses = 0  # responses of a DNS flow bound to its queries
+        self.prelude: Prelude | None = None  # what came before the ClientHello (SOCKS, STARTTLS...)
+        self.ja4: str | None = None  # JA4 of the ClientHello, computed on first use (attribute.flow_ja4)
+        self.ja4s: str | None = None  # JA4S of the ServerHello, when the scan was asked to read it
 
     def copy(self) -> FlowFacts:
         """A writable copy (lists copied too, so the two never share a mutable value)."""
@@ -58,6 +65,9 @@ class FlowFacts:
         new.dns_queries = list(self.dns_queries) if self.dns_queries is not None else None
         new.dns_chains = list(self.dns_chains) if self.dns_chains is not None else None
         new.dns_responses = self.dns_responses
+        new.prelude = self.prelude
+        new.ja4 = self.ja4
+        new.ja4s = self.ja4s
         return new
 
     def __repr__(self) -> str:

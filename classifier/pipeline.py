@@ -56,6 +56,10 @@ class ScanOptions:
     name_memory: float = 600.0
     # What a block needs beyond the policy: confidence and evidence kinds (blockfloor).
     floor: BlockFloor = field(default_factory=BlockFloor)
+    # Read a decided TLS flow's ServerHello for its JA4S (bounded; ``scan --ja4s``). Off by default:
+    # it keeps every decided TLS flow reassembling server segments, a per-packet cost most scans do
+    # not want. The gateway never does: its flows leave the scanner's hands at the verdict.
+    server_hello: bool = False
 
 
 class Scanner:
@@ -268,7 +272,10 @@ class Scanner:
     def decide(self, flow: Flow) -> None:
         """Attribute the flow and apply the policy; from now on its packets are only counted."""
         flow.stage = DECIDED
-        flow.inspecting = flow.dns_client  # DNS flows keep feeding the cache after the decision
+        # DNS flows keep feeding the cache after the decision; TLS flows read the ServerHello (JA4S)
+        flow.inspecting = flow.dns_client or (
+            self.options.server_hello and self.inspection.awaits_server_hello(flow)
+        )
         if not flow.inspecting:
             flow.streams = None  # up to inspect_bytes per direction that nothing reads any more
         attribution = self.attributor.attribute(flow)

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .attribute import client_hello, ntop
+from .attribute import client_hello, flow_ja4, ntop
 from .flows import Flow
 from .outputs import TextSink
 from .timeutil import format_instant
@@ -96,13 +96,13 @@ FIELDS: tuple[RecordField, ...] = (
     F(
         "hostname",
         "string|null",
-        "best name: SNI, else HTTP proxy target or Host, else DNS-derived, else DNS query",
+        "best name: SNI, else SOCKS or HTTP proxy target or Host, else DNS-derived, else DNS query",
         "a.hostname",
     ),
     F(
         "hostname_source",
         "string|null",
-        "sni, http-proxy, http-host, dns (answer bound to its query, for the server "
+        "sni, socks, http-proxy, http-host, dns (answer bound to its query, for the server "
         "address), name-history, dns-unsolicited (answer bound to no query) or dns-query",
         "a.hostname_source",
     ),
@@ -231,6 +231,26 @@ FIELDS: tuple[RecordField, ...] = (
         "of the flow's first packet; null if the type has none)",
         tunnel_field,
         csv=tunnel_text,
+    ),
+    F(
+        "prelude",
+        "string|null",
+        "what came before the ClientHello: socks4, socks5 (target in evidence "
+        "'socks'), smtp, imap, pop3, ftp, xmpp (STARTTLS), ldap (StartTLS), "
+        "postgres (SSLRequest) or rdp (X.224)",
+        "facts.prelude.kind if facts.prelude is not None else None",
+    ),
+    F(
+        "ja4",
+        "string|null",
+        "JA4 fingerprint of the ClientHello (TLS or QUIC), FoxIO specification",
+        flow_ja4,
+    ),
+    F(
+        "ja4s",
+        "string|null",
+        "JA4S fingerprint of the ServerHello, when the scan read it (--ja4s)",
+        "facts.ja4s",
     ),
 )
 del F

@@ -37,6 +37,7 @@ from classifier.sigmodel import (
     EchPublicName,
     EncryptedPort,
     HostRule,
+    Ja4Rule,
     Operator,
     ProtocolRule,
     Resolver,
@@ -44,7 +45,7 @@ from classifier.sigmodel import (
     StoreRule,
 )
 
-FORMAT = 1  # bump when the encoding below changes
+FORMAT = 2  # bump when the encoding below changes
 KEEP = 8  # cache files kept, newest first; older ones are removed when a new one is written
 MAX_BYTES = 64 << 20
 _PACKAGE = Path(__file__).resolve().parent
@@ -224,6 +225,7 @@ def _encode(parts: SignatureParts, key: str) -> bytes:
             "resolver_suffixes": sorted(parts.resolver_suffixes),
             "ech_public_names": _rows(parts.ech_public_names),
             "protocols": _rows(parts.protocols),
+            "ja4_rules": _rows(parts.ja4_rules),
         }
     )
 
@@ -252,4 +254,5 @@ def _decode(data: bytes, key: str) -> SignatureParts | None:
         resolver_suffixes=frozenset(doc["resolver_suffixes"]),
         ech_public_names=tuple(_make(EchPublicName, doc["ech_public_names"])),
         protocols=tuple(_make(ProtocolRule, doc["protocols"])),
+        ja4_rules=tuple(_make(Ja4Rule, doc["ja4_rules"])),
     )

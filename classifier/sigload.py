@@ -14,6 +14,7 @@ Layout of a signature directory (see signatures/README.md):
 * ``app-stores.toml``: ``[[store]]`` and ``[[package]]``.
 * ``encrypted.toml``, ``protocols.toml`` (optional): encrypted-DNS ports and resolvers, ECH
   public names; protocols whose framing names the app.
+* ``fingerprints.toml`` (optional): ``[[ja4]]`` TLS client fingerprints of an app's own stack.
 * prefix files named by the ``[[asn]]`` entries: one prefix a line, ``#`` comments.
 * a peering file (optional, per deployment): ``[[neighbour]]``.
 
@@ -40,6 +41,7 @@ from classifier.sigmodel import (
     EchPublicName,
     EncryptedPort,
     HostRule,
+    Ja4Rule,
     Operator,
     PrefixEntry,
     ProtocolRule,
@@ -102,6 +104,7 @@ class SignatureParts:
     resolver_suffixes: frozenset[str]
     ech_public_names: tuple[EchPublicName, ...]
     protocols: tuple[ProtocolRule, ...]
+    ja4_rules: tuple[Ja4Rule, ...] = ()
 
 
 def _schema(kind: str, *fields: Field, exactly_one: tuple[tuple[str, str], ...] = ()) -> Schema:
@@ -128,6 +131,13 @@ CNAME = _schema("cname", Field("suffix", HOSTNAME), Field("provider", TEXT))
 STORE = _schema(
     "store", Field("name", TEXT), Field("platform", choice(PLATFORMS)), Field("hosts", list_of(HOSTNAME))
 )
+# JA4 (FoxIO technical_details/JA4.md): protocol, version, SNI, counts, ALPN, two truncated hashes
+JA4 = matching(
+    re.compile(r"[tqd](1[0-3]|s[23]|d[1-3]|00)[di][0-9]{4}[0-9a-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}"),
+    "is not a JA4 fingerprint (e.g. t13d1516h2_8daaf6152771_e5627efa2ab1)",
+    36,
+)
+JA4_ENTRY = _schema("ja4", Field("ja4", JA4), Field("app", IDENT))
 PACKAGE = _schema("package", Field("app", TEXT), Field("store", TEXT), Field("package", TEXT))
 PORT_ENTRY = _schema(
     "port", Field("kind", choice(("dot", "doq"))), Field("proto", choice(("tcp", "udp"))), Field("port", PORT)
@@ -395,6 +405,7 @@ def load_directory(root: Path, peering: Path | None, vocabulary: Vocabulary) -> 
         resolver_suffixes=suffixes,
         ech_public_names=ech_names,
         protocols=_load_protocols(ld, root / "protocols.toml", apps),
+        ja4_rules=_load_fingerprints(ld, root / "fingerprints.toml", apps),
     )
 
 
@@ -479,6 +490,22 @@ def _load_protocols(ld: _Loader, path: Path, apps: dict[str, App]) -> tuple[Prot
         if e["app"] not in apps:
             raise e.fail(f"unknown app {e['app']!r}", "app")
         out.append(ProtocolRule(e["id"], e["app"], e["role"], e["confidence"], *_sourced(e)))
+    return tuple(out)
+
+
+def _load_fingerprints(ld: _Loader, path: Path, apps: dict[str, App]) -> tuple[Ja4Rule, ...]:
+    """fingerprints.toml: JA4 fingerprints of an app's own TLS stack (file optional)."""
+    if not path.exists():
+        return ()
+    doc = ld.read(path, ("ja4",))
+    out: list[Ja4Rule] = []
+    seen: dict[str, str] = {}
+    for e in ld.entries(doc, "ja4", JA4_ENTRY, path):
+        if e["app"] not in apps:
+            raise e.fail(f"unknown app {e['app']!r}", "app")
+        if seen.setdefault(e["ja4"], e["id"]) != e["id"]:
+            raise e.fail(f"{e['ja4']} is already listed by {seen[e['ja4']]!r}", "ja4")
+        out.append(Ja4Rule(e["id"], e["ja4"], e["app"], *_sourced(e)))
     return tuple(out)
 
 

@@ -163,3 +163,14 @@ class ProtocolRule:
     confidence: str
     source: str
     date: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ja4Rule:
+    """A JA4 fingerprint seen from an app's own TLS stack: weak evidence, never a block by itself."""
+
+    id: str
+    ja4: str
+    app: str
+    source: str
+    date: str

@@ -59,6 +59,7 @@ class Signatures:
         }
         self.ech_public_names = {e.name: e for e in parts.ech_public_names}
         self.protocols = {p.id: p for p in parts.protocols}
+        self.ja4 = {r.ja4: r for r in parts.ja4_rules}
         self._stores_by_host: dict[str, list[tuple[StoreRule, re.Pattern[str]]]] = {}
         for rule in parts.store_rules:
             pattern = package_pattern(rule.platform, rule.package)

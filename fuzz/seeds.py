@@ -40,9 +40,11 @@ from fuzz.surface import (
     http,
     mmtls,
     open_capture,
+    prelude,
     quic,
     tls,
 )
+from fuzz.targets import PRELUDE_BANNERS
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CLASSIFIER_SHARED", ROOT.parent / "shared"))
@@ -203,6 +205,15 @@ def _from_capture(path: Path, seeds: Seeds) -> None:
         seeds.add("defrag", b"\x04" + ops)
 
 
+def _prelude_seed(data: bytes, seeds: Seeds) -> None:
+    """A client stream that starts with a prelude, with the server greeting that lets it count."""
+    for index, banner in enumerate(PRELUDE_BANNERS):
+        found = prelude.find_tls_start(data, banner)
+        if found is not None and found is not prelude.NOT_A_PRELUDE:
+            seeds.add("prelude", bytes([index]) + data[: prelude.MAX_PRELUDE_BYTES])
+            return
+
+
 def _flow_seeds(flow: _Flow, seeds: Seeds) -> None:
     data = bytes(flow.stream.data)
     if flow.dns:
@@ -217,6 +228,8 @@ def _flow_seeds(flow: _Flow, seeds: Seeds) -> None:
             seeds.add("http", data)
         elif mmtls.looks_like_mmtls(data[:3]):
             seeds.add("mmtls", data)
+        else:
+            _prelude_seed(data, seeds)
     if flow.segments:
         first_seq = flow.segments[0][0]
         syn = flow.segments[0][2]

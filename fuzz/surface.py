@@ -26,7 +26,7 @@ from classifier.decode import (
 )
 from classifier.defrag import MAX_DATAGRAM, Defragmenter
 from classifier.errors import MalformedError
-from classifier.inspect import dns, http, mmtls, quic, tls
+from classifier.inspect import dns, http, ja4, mmtls, prelude, quic, serverhello, tls
 from classifier.linktypes import SUPPORTED
 from classifier.reassembly import Stream
 from classifier.signatures import Signatures
@@ -64,9 +64,12 @@ __all__ = [
     "dns",
     "fragment",
     "http",
+    "ja4",
     "mmtls",
     "open_capture",
+    "prelude",
     "quic",
+    "serverhello",
     "skip_reason",
     "tls",
     "transport",

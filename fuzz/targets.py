@@ -47,9 +47,12 @@ from fuzz.surface import (
     dns,
     fragment,
     http,
+    ja4,
     mmtls,
     open_capture,
+    prelude,
     quic,
+    serverhello,
     skip_reason,
     tls,
     transport,
@@ -128,8 +131,36 @@ def fuzz_tls(data: bytes) -> None:
         _check(hello.sni is None or isinstance(hello.sni, str), "sni is not text")
         _check(all(isinstance(a, str) for a in hello.alpn), "alpn is not text")
         _prefixes_agree(tls.parse_client_hello, data, hello)
+        for quic_flag in (False, True):
+            _check(len(ja4.ja4(hello, quic_flag).split("_")) == 3, "ja4 is not three parts")
     # The message-level entry point QUIC uses: the body after record and handshake headers.
     _parse(tls.parse_client_hello_message, data[9:])
+    # The same bytes as a ServerHello (handshake type 2): a structurally close message for JA4S.
+    if len(data) > 5:
+        as_server = data[:5] + b"\x02" + data[6:]
+        sh = _parse(serverhello.parse_server_hello, as_server)
+        if sh is not None:
+            _prefixes_agree(serverhello.parse_server_hello, as_server, sh)
+            _check(ja4.ja4s(sh).count("_") == 2, "ja4s is not three parts")
+
+
+# Server greetings the prelude target chooses from with its first byte (none, SMTP/FTP, IMAP, POP3).
+PRELUDE_BANNERS = (b"", b"220 mail.example ESMTP\r\n", b"* OK IMAP4rev1 ready\r\n", b"+OK POP3 ready\r\n")
+
+
+def fuzz_prelude(data: bytes) -> None:
+    if not data:
+        return
+    server = PRELUDE_BANNERS[data[0] % len(PRELUDE_BANNERS)]
+    client = data[1:]
+    found = prelude.find_tls_start(client, server)
+    if found is None or found is prelude.NOT_A_PRELUDE:
+        return
+    _check(0 < found.tls_offset <= min(len(client), prelude.MAX_PRELUDE_BYTES), "tls_offset out of range")
+    _check(found.host is None or (isinstance(found.host, str) and 0 <= found.port < 65536), "bad target")
+    for cut in _cuts(len(client)):
+        part = prelude.find_tls_start(client[:cut], server)
+        _check(part is None or part == found, f"prefix of {cut} bytes gives a different answer")
 
 
 def fuzz_http(data: bytes) -> None:
@@ -504,6 +535,7 @@ TARGETS: dict[str, Target] = {
         Target("dns", fuzz_dns, 4096, True),
         Target("quic", fuzz_quic, 8192, True),
         Target("mmtls", fuzz_mmtls, 2048, True),
+        Target("prelude", fuzz_prelude, 4096, True),
         Target("decode", fuzz_decode, 4096, True),
         Target("defrag", fuzz_defrag, 2048, True),
         Target("reassembly", fuzz_reassembly, 2048, True),

@@ -588,6 +588,10 @@ class Lab:
         self._servers[name] = proc
         self._wait_for(proc, marker, timeout, what=f"{name} server")
 
+    def start_server(self, name: str, argv: Sequence[Any], marker: str = "READY") -> None:
+        """Start another script's server in the servers namespace (e.g. tests/preludelab.py)."""
+        self._start_server(name, argv, marker)
+
     def stop_server(self, name: str) -> None:
         """Stop one of the lab's servers (tls, http, unbound, quic) if it runs."""
         proc = self._servers.pop(name, None)

@@ -191,7 +191,10 @@ def test_scapy_built_client_hello():
         ech=False,
         cipher_suites=3,
         extensions=(EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS),
+        cipher_bytes=bytes.fromhex("13011302c02f"),
+        alpn_first=b"h2",
     )
+    assert hello.cipher_list == (0x1301, 0x1302, 0xC02F)
 
 
 # --- spanning records and segments ----------------------------------------------------------

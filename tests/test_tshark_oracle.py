@@ -73,7 +73,13 @@ def need_tshark() -> str:
 
 
 def own_captures() -> list[str]:
-    return ["demo.pcap", *sorted(p.name for p in PCAPS.glob("quic*.pcap")), *tunnel_captures()]
+    return [
+        "demo.pcap",
+        "preludes.pcap",
+        "tfo.pcap",
+        *sorted(p.name for p in PCAPS.glob("quic*.pcap")),
+        *tunnel_captures(),
+    ]
 
 
 def tunnel_captures() -> list[str]:

@@ -90,6 +90,7 @@ def run_scan(args: argparse.Namespace) -> int:
         unenforced_blocks=args.unenforced_blocks,
         flows=FlowConfig(idle_tcp=args.idle_tcp, idle_udp=args.idle_udp, max_flows=args.max_flows),
         floor=BlockFloor(args.block_confidence, args.block_evidence),
+        server_hello=args.ja4s,
     )
     stats = InputStats()
     summary = Summary()

@@ -67,6 +67,7 @@ class Engine:
                 max_flows=cfg.max_flows,
             ),
             floor=BlockFloor(cfg.block_confidence, cfg.block_evidence),
+            server_hello=False,
         )
         dnscache, seen_names = caches if caches is not None else (None, None)
         self.scanner = Scanner(sigs, policy, options, self._ended, dnscache, seen_names)

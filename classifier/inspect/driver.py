@@ -15,16 +15,21 @@ from .. import dnsbind
 from ..decode import TCP_SYN
 from ..dnscache import DnsCache, resolve
 from ..errors import MalformedError
-from ..flows import MAX_NOTES, Flow, FlowConfig
+from ..flows import DECIDED, MAX_NOTES, Flow, FlowConfig
 from ..reassembly import Stream
 from . import dns as dnsp
 from . import http as httpp
+from . import ja4 as ja4p
+from . import prelude as preludep
 from . import quic as quicp
 from . import registry
+from . import serverhello as shp
 from . import tls as tlsp
 
 DNS_PORT = 53
 _MAX_QUERY_NAMES = 8
+# After the decision, server segments (and client segments) read while waiting for the ServerHello.
+_SERVER_HELLO_SEGMENTS = 8
 
 
 # Unbound responses still worth a low-confidence name: they may be genuine answers whose query the
@@ -57,6 +62,8 @@ class Inspection:
 
     def tcp(self, flow: Flow, from_client: bool, seq: int, flags: int, payload: bytes) -> bool:
         """Feed one TCP segment; True when the flow has what it needs to be decided."""
+        if flow.stage == DECIDED and not flow.dns_client:
+            return self._server_hello(flow, from_client, seq, flags, payload)
         streams = flow.streams
         if streams is None:
             # No payload yet: a SYN only fixes where a stream will start (most flows of a scan
@@ -77,6 +84,7 @@ class Inspection:
         st = streams[0 if from_client else 1]
         if flags & TCP_SYN:
             st.syn(seq)
+            seq = (seq + 1) & 0xFFFFFFFF  # data in a SYN (TCP Fast Open) starts after the SYN
         if not payload:
             return False
         grew = st.add(seq, payload)
@@ -85,9 +93,14 @@ class Inspection:
                 self._dns_tcp(flow, st, from_client)
             return flow.facts.dns_responses > 0
         if not from_client:
-            # A server that speaks first (SMTP, FTP banners...) means there is no client
-            # greeting to wait for; otherwise server bytes change nothing.
-            return not streams[0].data
+            # A server that speaks first means there is no client greeting to wait for, unless its
+            # greeting is one of a protocol whose client may switch to TLS (STARTTLS); otherwise
+            # server bytes change nothing.
+            if streams[0].data:
+                return False
+            if not preludep.server_may_offer_starttls(bytes(st.data)):
+                return True
+            return st.full or st.segments >= self.config.inspect_segments
         if grew:
             done = self._client_bytes(flow, st)
             if done:
@@ -96,6 +109,9 @@ class Inspection:
 
     def _client_bytes(self, flow: Flow, st: Stream) -> bool:
         data = bytes(st.data)
+        found = flow.facts.prelude
+        if found is not None:
+            return self._after_prelude(flow, st, data, found)
         kind = flow.facts.app_proto
         if kind is None:
             if len(data) < 4:
@@ -105,7 +121,9 @@ class Inspection:
             elif httpp.looks_like_http_request(data):
                 kind = "http"
             else:
-                kind = registry.recognise(data) or "unknown"
+                kind = registry.recognise(data)
+                if kind is None:
+                    return self._prelude(flow, st, data)
             flow.set_app_proto(kind)
         try:
             if kind == "tls":
@@ -134,6 +152,41 @@ class Inspection:
             return True
         return True
 
+    def _prelude(self, flow: Flow, st: Stream, data: bytes) -> bool:
+        """Client bytes that are no greeting we know: a prelude before TLS, or an unknown protocol."""
+        streams = flow.streams
+        server = bytes(streams[1].data) if streams is not None else b""
+        found = preludep.find_tls_start(data, server)
+        if found is None and (st.full or len(data) >= preludep.MAX_PRELUDE_BYTES):
+            found = preludep.NOT_A_PRELUDE  # still undecided after as much as a prelude may take
+        if found is None:
+            return False
+        if found is preludep.NOT_A_PRELUDE:
+            flow.set_app_proto("unknown")
+            return True
+        flow.own_facts().prelude = found
+        return self._after_prelude(flow, st, data, found)
+
+    def _after_prelude(self, flow: Flow, st: Stream, data: bytes, found: preludep.Prelude) -> bool:
+        """The client's bytes after a prelude: the ClientHello it led to, or an unknown protocol."""
+        tls = data[found.tls_offset :]
+        if not tls:
+            return st.full  # the client waits for the server's go-ahead
+        facts = flow.own_facts()
+        if not tlsp.looks_like_tls(tls):
+            facts.app_proto = "unknown"
+            return True
+        facts.app_proto = "tls"
+        try:
+            hello = tlsp.parse_client_hello(tls)
+        except MalformedError as err:
+            self._malformed(flow, err)
+            return True
+        if hello is None:
+            return st.full
+        facts.tls = hello
+        return True
+
     def _tunnel(self, flow: Flow, st: Stream, data: bytes) -> bool:
         """After a CONNECT, the client's next bytes are the tunnelled protocol: read its ClientHello."""
         end = data.find(b"\r\n\r\n")
@@ -147,6 +200,66 @@ class Inspection:
         if hello is None:
             return st.full
         flow.own_facts().tls = hello
+        return True
+
+    # -- the ServerHello, after the decision (JA4S) -------------------------------------------
+
+    def awaits_server_hello(self, flow: Flow) -> bool:
+        """At the decision: should the flow's server bytes still be read, for its ServerHello?
+
+        Only a TCP flow whose ClientHello was read, and only until the ServerHello, a bad one, or
+        ``_SERVER_HELLO_SEGMENTS`` segments: the verdict never waits for it.
+        """
+        streams = flow.streams
+        if streams is None or flow.facts.tls is None or flow.proto != 6:
+            return False
+        if self._read_server_hello(flow, streams[1]):
+            return False
+        client = streams[0]  # only its segment count matters from now on: its bytes go
+        del client.data[:]
+        client.pending.clear()
+        return True
+
+    def _server_hello(self, flow: Flow, from_client: bool, seq: int, flags: int, payload: bytes) -> bool:
+        streams = flow.streams
+        if streams is None:
+            return False
+        st = streams[0 if from_client else 1]
+        if flags & TCP_SYN:
+            st.syn(seq)
+            seq = (seq + 1) & 0xFFFFFFFF
+        if not payload:
+            return False
+        if from_client:
+            st.segments += 1
+            done = st.segments > streams[1].segments + _SERVER_HELLO_SEGMENTS  # no answer coming
+        else:
+            done = (st.add(seq, payload) and self._read_server_hello(flow, st)) or st.full
+            done = done or st.segments >= _SERVER_HELLO_SEGMENTS
+        if done:
+            flow.inspecting = False
+            flow.streams = None
+        return False
+
+    def _read_server_hello(self, flow: Flow, st: Stream) -> bool:
+        """True when the server's bytes so far settle the JA4S (found, or never to be found)."""
+        data = bytes(st.data)
+        start = 0
+        if flow.facts.prelude is not None or flow.facts.http is not None:
+            # After a prelude or a CONNECT, the proxy's or server's own answer comes first.
+            start = data.find(b"\x16\x03")
+            while start >= 0 and len(data) > start + 5 and data[start + 5] != shp.HANDSHAKE_SERVER_HELLO:
+                start = data.find(b"\x16\x03", start + 1)
+            if start < 0:
+                return False
+        try:
+            hello = shp.parse_server_hello(data[start:])
+        except MalformedError:
+            return True  # an alert or another protocol: no JA4S, and nothing wrong with the flow
+
+        if hello is None:
+            return False
+        flow.own_facts().ja4s = ja4p.ja4s(hello)
         return True
 
     def _dns_tcp(self, flow: Flow, st: Stream, from_client: bool) -> None:

@@ -33,6 +33,7 @@ HANDSHAKE_CLIENT_HELLO = 1
 MAX_RECORD_LENGTH = 2**14 + 2048  # TLSCiphertext limit; a plaintext handshake record is smaller
 
 EXT_SERVER_NAME = 0
+EXT_SIGNATURE_ALGORITHMS = 13
 EXT_PADDING = 21
 EXT_ALPN = 16
 EXT_SUPPORTED_VERSIONS = 43
@@ -59,6 +60,25 @@ class ClientHello:
     cipher_suites: int  # count, GREASE removed
     extensions: tuple[int, ...]  # types in order, GREASE removed
     ech_config_id: int | None = None  # config_id of an outer ECH extension (RFC 9849 5)
+    # What a JA4 fingerprint needs besides the above, kept as the wire bytes (a slice costs less
+    # than decoding on every ClientHello; only a fingerprint reads them, through the properties):
+    cipher_bytes: bytes = b""  # the cipher_suites list, GREASE included
+    signature_algorithm_bytes: bytes = b""  # the signature_algorithms list, GREASE included
+    alpn_first: bytes = b""  # the first ALPN protocol name as sent (b"" when none)
+
+    @property
+    def cipher_list(self) -> tuple[int, ...]:
+        """The cipher suites in the order sent, GREASE removed."""
+        return _u16_list(self.cipher_bytes)
+
+    @property
+    def signature_algorithms(self) -> tuple[int, ...]:
+        """signature_algorithms (RFC 8446 section 4.2.3) in the client's order, GREASE removed."""
+        return _u16_list(self.signature_algorithm_bytes)
+
+
+def _u16_list(data: bytes) -> tuple[int, ...]:
+    return tuple(v for (v,) in _U16.iter_unpack(data) if not is_grease(v))
 
 
 def is_grease(value: int) -> bool:
@@ -157,7 +177,8 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
         raise _err("client_hello.cipher_suites", f"cipher suites length {cs_len} is zero or odd")
     if pos + cs_len > n:
         raise _err("client_hello.cipher_suites", "cipher suites overrun the message")
-    cipher_suites = sum(1 for (v,) in _U16.iter_unpack(b[pos : pos + cs_len]) if not is_grease(v))
+    cipher_bytes = bytes(b[pos : pos + cs_len])
+    cipher_suites = sum(1 for (v,) in _U16.iter_unpack(cipher_bytes) if not is_grease(v))
     pos += cs_len
 
     if pos >= n:
@@ -171,6 +192,8 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
 
     sni: str | None = None
     alpn: tuple[str, ...] = ()
+    alpn_first = b""
+    sig_algs = b""
     versions: tuple[int, ...] | None = None
     ech = False
     ech_config_id: int | None = None
@@ -202,6 +225,9 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
                 sni = _server_name(b, start, end)
             elif etype == EXT_ALPN:
                 alpn = _alpn(b, start, end)
+                alpn_first = bytes(b[start + 3 : start + 3 + b[start + 2]])
+            elif etype == EXT_SIGNATURE_ALGORITHMS:
+                sig_algs = _signature_algorithms(b, start, end)
             elif etype == EXT_SUPPORTED_VERSIONS:
                 versions = _supported_versions(b, start, end)
             elif etype == EXT_ECH:
@@ -216,6 +242,9 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
         cipher_suites=cipher_suites,
         extensions=tuple(ext_types),
         ech_config_id=ech_config_id,
+        cipher_bytes=cipher_bytes,
+        signature_algorithm_bytes=sig_algs,
+        alpn_first=alpn_first,
     )
 
 
@@ -279,6 +308,19 @@ def _alpn(b: bytes, start: int, end: int) -> tuple[str, ...]:
         names.append(bytes(b[pos : pos + plen]).decode("ascii", "backslashreplace"))
         pos += plen
     return tuple(names)
+
+
+def _signature_algorithms(b: bytes, start: int, end: int) -> bytes:
+    """The signature_algorithms list's bytes (RFC 8446 section 4.2.3), decoded only by a fingerprint.
+
+    Only a fingerprint needs them, so a malformed list gives what parses rather than an error that
+    would cost the ClientHello's name.
+    """
+    if end - start < 2:
+        return b""
+    stop = min(end, start + 2 + ((b[start] << 8) | b[start + 1]))
+    stop -= (stop - start) % 2
+    return bytes(b[start + 2 : stop])
 
 
 def _supported_versions(b: bytes, start: int, end: int) -> tuple[int, ...]:
