@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import netlab
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -265,3 +266,41 @@ def _slow_tls_get(addr: str, sni: str, pause: float, timeout: float) -> bool:
 def tls_get_after_pause(lab: netlab.Lab, addr: str, sni: str, pause: float = 1.0, timeout: float = 5) -> bool:
     """A TLS client that waits ``pause`` seconds between the handshake and its request."""
     return lab.ns_exec("client", _slow_tls_get, addr, sni, pause, timeout, timeout=timeout + pause + 10)
+
+
+# -- fixtures the gateway end-to-end test modules share (each binds them to its own names) --------
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """One namespace lab per test module, with its servers running."""
+    netlab.require_lab()
+    with netlab.Lab() as lab:
+        lab.start_all()
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def sig_dir(tmp_path_factory):
+    return make_signatures(tmp_path_factory.mktemp("gateway-sigs"))
+
+
+@pytest.fixture(autouse=True)
+def clean_gateway(request):
+    """No leftovers before a test; after it, remove whatever a failed test left (and say so)."""
+    if "lab" not in request.fixturenames:
+        yield
+        return
+    lab = request.getfixturevalue("lab")
+    assert not our_objects(lab), "a previous test left objects behind"
+    before = lab.running()
+    yield
+    # A failed test's gateway and traffic are stopped first (SIGTERM: the gateway removes its own
+    # objects), so the next test starts clean; a gateway left running is a defect even so.
+    gateways = [p for p in lab.stop_started_after(before) if "gateway" in map(str, p.args)]
+    left = our_objects(lab)
+    if left:
+        run_cli_in(lab, "gateway", "gateway", "--cleanup")
+        pytest.fail(f"objects left behind: {left}")
+    if gateways:
+        pytest.fail(f"{len(gateways)} gateway process(es) left running (stopped now)")

@@ -34,38 +34,7 @@ A = netlab.Lab.addr
 ROLES4 = tuple(A(role) for role in ("unrelated", "lookalike", "tencent", "resolver", "wechat", "tiktok"))
 
 
-@pytest.fixture(scope="module")
-def lab():
-    netlab.require_lab()
-    with netlab.Lab() as lab:
-        lab.start_all()
-        yield lab
-
-
-@pytest.fixture(scope="module")
-def sig_dir(tmp_path_factory):
-    return gh.make_signatures(tmp_path_factory.mktemp("gateway-sigs"))
-
-
-@pytest.fixture(autouse=True)
-def clean_gateway(request):
-    """No leftovers before a test; after it, remove whatever a failed test left (and say so)."""
-    if "lab" not in request.fixturenames:
-        yield
-        return
-    lab = request.getfixturevalue("lab")
-    assert not gh.our_objects(lab), "a previous test left objects behind"
-    before = lab.running()
-    yield
-    # A failed test's gateway and traffic are stopped first (SIGTERM: the gateway removes its own
-    # objects), so the next test starts clean; a gateway left running is a defect even so.
-    gateways = [p for p in lab.stop_started_after(before) if "gateway" in map(str, p.args)]
-    left = gh.our_objects(lab)
-    if left:
-        gh.run_cli_in(lab, "gateway", "gateway", "--cleanup")
-        pytest.fail(f"objects left behind: {left}")
-    if gateways:
-        pytest.fail(f"{len(gateways)} gateway process(es) left running (stopped now)")
+lab, sig_dir, clean_gateway = gh.lab, gh.sig_dir, gh.clean_gateway  # the shared lab fixtures
 
 
 def base_args(sig_dir, *extra: str) -> tuple[str, ...]:
