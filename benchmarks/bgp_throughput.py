@@ -134,26 +134,24 @@ def run(contenders: list[Contender], repeat: int) -> None:
                 c.wall, c.rss, c.out = wall, usage.ru_maxrss, out
 
 
-def time_file(args: argparse.Namespace) -> None:
-    """The contenders on a given file: CPU seconds and records/s (the baseline counts records too)."""
-    source = args.input.resolve()
+def _contenders(args: argparse.Namespace, source: Path) -> dict[str, tuple[Contender, Path | None]]:
+    """`classifier bgp` on ``source`` (and on the --compare-with checkout), and the bare mrtparse
+    loop unless --no-baseline: name -> (contender, the stats file it writes)."""
 
     def classifier(cwd: Path | None, stats: Path) -> Contender:
-        return Contender(
-            [
-                sys.executable,
-                "-m",
-                "classifier",
-                "bgp",
-                str(source),
-                "-o",
-                os.devnull,
-                "-q",
-                "--stats",
-                str(stats),
-            ],
-            cwd,
-        )
+        argv = [
+            sys.executable,
+            "-m",
+            "classifier",
+            "bgp",
+            str(source),
+            "-o",
+            os.devnull,
+            "-q",
+            "--stats",
+            str(stats),
+        ]
+        return Contender(argv, cwd)
 
     contenders = {"classifier bgp": (classifier(ROOT, WORK / "bgp-stats.json"), WORK / "bgp-stats.json")}
     if args.compare_with:
@@ -161,6 +159,14 @@ def time_file(args: argparse.Namespace) -> None:
         contenders[f"{args.compare_with.name} bgp"] = (classifier(args.compare_with.resolve(), other), other)
     if not args.no_baseline:
         contenders["bare mrtparse loop"] = (Contender([sys.executable, "-c", BASELINE, str(source)]), None)
+    return contenders
+
+
+def time_file(args: argparse.Namespace) -> None:
+    """The contenders on a given file: CPU seconds and records/s (the baseline counts records too)."""
+    source = args.input.resolve()
+
+    contenders = _contenders(args, source)
     run([c for c, _ in contenders.values()], args.repeat)
     records = None
     routes = {}
@@ -228,29 +234,7 @@ def main() -> None:
     source = compressed_copy(rib, args.compress)
     entries = args.prefixes * args.peers
 
-    def classifier(cwd: Path | None, stats: Path) -> Contender:
-        return Contender(
-            [
-                sys.executable,
-                "-m",
-                "classifier",
-                "bgp",
-                str(source),
-                "-o",
-                os.devnull,
-                "-q",
-                "--stats",
-                str(stats),
-            ],
-            cwd,
-        )
-
-    contenders = {"classifier bgp": (classifier(ROOT, WORK / "bgp-stats.json"), WORK / "bgp-stats.json")}
-    if args.compare_with:
-        other = WORK / "bgp-stats-compared.json"
-        contenders[f"{args.compare_with.name} bgp"] = (classifier(args.compare_with.resolve(), other), other)
-    if not args.no_baseline:
-        contenders["bare mrtparse loop"] = (Contender([sys.executable, "-c", BASELINE, str(source)]), None)
+    contenders = _contenders(args, source)
     run([c for c, _ in contenders.values()], args.repeat)
 
     results = {}
