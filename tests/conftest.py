@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,17 @@ def need_shared(path: Path) -> Path:
         if os.environ.get("CI"):
             pytest.fail(f"{path} is missing, and CI must run this test")
         pytest.skip(f"{path} is not present")
+    return path
+
+
+def need_program(name: str, why: str = "CI must run this test") -> str:
+    """The path of an external program the test needs; without it, CI fails (the package belongs in
+    tools/debian-packages.txt) and elsewhere the test is skipped."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed, and {why} (tools/debian-packages.txt)")
+        pytest.skip(f"{name} is not installed")
     return path
 
 

@@ -6,13 +6,10 @@ CI installs both (tools/debian-packages.txt) and fails here if they are missing.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 
-import pytest
-from conftest import run_cli
+from conftest import need_program, run_cli
 
 
 def export(*args: str, status: int = 0) -> str:
@@ -20,12 +17,7 @@ def export(*args: str, status: int = 0) -> str:
 
 
 def tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is needed to check the exported syntax, and CI must run this test")
-        pytest.skip(f"{name} is not installed")
-    return found
+    return need_program(name, "CI must check the exported syntax with it")
 
 
 def operator_asns() -> dict[str, list[int]]:

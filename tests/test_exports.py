@@ -10,15 +10,13 @@ here; the nft export loads in nft in tests/test_bgp_prefixes.py; the BIRD sets l
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, need_program, run_cli
 
 from classifier.bgp.prefixes import collapse
 from classifier.gateway import rpz, suricata, zeekintel
@@ -223,12 +221,7 @@ def test_prefix_lists_merge_adjacent_and_covered_prefixes():
 
 
 def need_bird() -> str:
-    path = shutil.which("bird")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("bird is not installed, and CI must load the BIRD export (tools/debian-packages.txt)")
-        pytest.skip("bird is not installed")
-    return path
+    return need_program("bird", "CI must load the BIRD export")
 
 
 def test_bird_export_loads_in_bird(tmp_path):
@@ -268,12 +261,7 @@ rpz:
 
 
 def need(command: str) -> str:
-    path = shutil.which(command)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{command} is not installed, and CI must run this test (tools/debian-packages.txt)")
-        pytest.skip(f"{command} is not installed")
-    return path
+    return need_program(command)
 
 
 def free_port() -> int:

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, need_program, run_cli
 
 from classifier.reportdata import MAX_BUCKETS, Buckets, Grouped
 
@@ -232,14 +230,7 @@ def test_scan_html_in_the_same_run(tmp_path, demo_records):
 
 
 def need_chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(
-                "chromium is not installed, and CI must render the report (tools/debian-packages.txt)"
-            )
-        pytest.skip("chromium is not installed")
-    return path
+    return need_program("chromium", "CI must render the report")
 
 
 def chromium(page: Path, tmp_path: Path, *extra: str) -> tuple[str, str]:

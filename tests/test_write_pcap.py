@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import dpkt
-import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, need_program, run_cli
 
 from classifier.flows import DECIDED, Flow
 from classifier.pcapout import PacketSink, matches, parse_where
@@ -21,12 +19,7 @@ DEMO = str(ROOT / "pcaps" / "demo.pcap")
 
 
 def need_tshark() -> str:
-    path = shutil.which("tshark")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("tshark is not installed, and CI must read the written pcap with it")
-        pytest.skip("tshark is not installed")
-    return path
+    return need_program("tshark", "CI must read the written pcap with it")
 
 
 def tshark_tuples(path: Path) -> Counter:
