@@ -44,6 +44,7 @@ from .flows import Flow
 from .inspect import registry
 from .inspect.ja4 import ja4
 from .inspect.tls import ClientHello
+from .sigmodel import PrefixEntry
 from .signatures import Signatures
 from .timeutil import format_instant
 
@@ -55,6 +56,7 @@ _FLOW_NAMES = ("sni", "http-host", "http-proxy", "socks")
 _WEAK_NAMES = ("name-history", "dns-unsolicited")  # names guessed for this flow, not shown by it
 _DOH_PORTS = (443,)
 _MAX_SHARED = 4096  # distinct attributions kept for sharing
+_MAX_SERVERS = 4096  # server addresses whose prefix entry and evidence are kept
 
 
 def ntop(addr: bytes) -> str:
@@ -103,8 +105,13 @@ class Attributor:
         self._app_operator = {app: op_id for op_id, op in sigs.operators.items() for app in op.apps}
         self._protocols = registry.protocols()  # how each protocol describes its greeting
         # Equal attributions share one object: flows to the same server with the same name keep
-        # one between them while they live, rather than one each.
-        self._shared: dict[Attribution, Attribution] = {}
+        # one between them while they live, rather than one each. Keyed by the tuple of the
+        # fields, so a flow whose attribution exists already builds no dataclass to find it.
+        self._shared: dict[tuple, Attribution] = {}
+        # Server address -> its prefix entry and the evidence that says so: what the signatures
+        # alone say about an address (never a DNS-derived name), looked up once per address
+        # rather than once per flow (thousands of flows go to a few hundred servers).
+        self._servers: dict[bytes, tuple[PrefixEntry | None, Evidence | None]] = {}
 
     def ech_public_name(self, sni: str) -> tuple[str, str | None, str | None] | None:
         """(text, signature, source) if ``sni`` is an ECH public name, from signatures or DNS."""
@@ -155,7 +162,10 @@ class Attributor:
     def attribute(self, flow: Flow) -> Attribution:
         sigs = self.sigs
         evidence: list[Evidence] = []
-        server_entry = sigs.prefixes.lookup(flow.server)
+        server = self._servers.get(flow.server)
+        if server is None:
+            server = self._server(flow.server)
+        server_entry, prefix_evidence = server
         names, hidden = self._flow_names(flow, evidence)
 
         # No name in the flow: a DNS answer for the server address seen earlier names it; failing
@@ -279,17 +289,10 @@ class Attributor:
 
         # The server address.
         server_asn = server_owner = None
-        if server_entry is not None:
+        if server_entry is not None and prefix_evidence is not None:
             server_asn = server_entry.asn
             server_owner = server_entry.owner
-            evidence.append(
-                Evidence(
-                    "prefix",
-                    f"{ntop(flow.server)} in {server_entry.network} (AS{server_entry.asn})",
-                    server_entry.id,
-                    server_entry.source,
-                )
-            )
+            evidence.append(prefix_evidence)
             if server_entry.kind == "operator":
                 if operator is None:
                     operator = server_entry.owner
@@ -327,33 +330,50 @@ class Attributor:
             categories.add("hosting")  # the app's own name served from a non-CDN address
         if app is None and operator is None:
             categories.clear()
-        cats = tuple(c for c in CATEGORY_ORDER if c in categories)
-        return self._share(
-            Attribution(
-                hostname=hostname,
-                hostname_source=hostname_source,
-                app=app,
-                operator=operator,
-                category=cats[0] if cats else None,
-                categories=cats,
-                confidence=confidence if (app or operator) else None,
-                evidence=tuple(evidence),
-                server_asn=server_asn,
-                server_owner=server_owner,
-                encrypted_dns=encrypted,
-                ech_public_name=hidden,
-                basis=tuple(dict.fromkeys(basis)) if (app or operator) else (),
-            )
+        cats = tuple(c for c in CATEGORY_ORDER if c in categories) if categories else ()
+        named = bool(app or operator)
+        # Attribution's fields, in its order.
+        fields = (
+            hostname,
+            hostname_source,
+            app,
+            operator,
+            cats[0] if cats else None,
+            cats,
+            confidence if named else None,
+            tuple(evidence),
+            server_asn,
+            server_owner,
+            encrypted,
+            hidden,
+            tuple(dict.fromkeys(basis)) if named else (),
         )
+        shared = self._shared.get(fields)
+        if shared is None:
+            shared = self._share(fields)
+        return shared
 
-    def _share(self, attribution: Attribution) -> Attribution:
-        shared = self._shared.get(attribution)
-        if shared is not None:
-            return shared
+    def _share(self, fields: tuple) -> Attribution:
+        """The attribution of these fields, kept for the next flow that has the same (bounded:
+        the table starts over when full, so a flood of distinct names costs bounded memory)."""
         if len(self._shared) >= _MAX_SHARED:
             self._shared.clear()
-        self._shared[attribution] = attribution
+        attribution = self._shared[fields] = Attribution(*fields)
         return attribution
+
+    def _server(self, addr: bytes) -> tuple[PrefixEntry | None, Evidence | None]:
+        """The prefix entry holding ``addr`` and the evidence naming it, remembered (bounded)."""
+        entry = self.sigs.prefixes.lookup(addr)
+        evidence = None
+        if entry is not None:
+            evidence = Evidence(
+                "prefix", f"{ntop(addr)} in {entry.network} (AS{entry.asn})", entry.id, entry.source
+            )
+        servers = self._servers
+        if len(servers) >= _MAX_SERVERS:
+            servers.clear()
+        known = servers[addr] = (entry, evidence)
+        return known
 
     def _encrypted_dns(self, flow: Flow, sni: str | None, evidence: list[Evidence]) -> str | None:
         """dot / doq / doh when the flow carries DNS this input cannot read, else None."""

@@ -84,6 +84,7 @@ RULE_UNENFORCED = "provision-effective-unenforced"
 RULE_ATTRIBUTED = "attributed-no-effective-provision"
 RULE_NOT_ATTRIBUTED = "not-attributed"
 
+_MAX_DECISION_INPUTS = 4096  # distinct decide() inputs whose verdicts are kept
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9.-]*")
 
 
@@ -130,6 +131,14 @@ class Decision:
     def at(self) -> str:
         """The instant decided at, ISO 8601 UTC (formatted when read: a live flow keeps no copy)."""
         return format_instant(self.when)
+
+
+# What decide() remembers per segment: action, rule, provisions, reason (or, when the reason names
+# the instant, its text before the instant) and the reason's text after the instant (else None).
+_Verdict = tuple[str, str, tuple[ProvisionStatus, ...], str, str | None]
+_Timeline = tuple[list[float], list[ProvisionStatus]]  # segment starts, and the status of each
+_Inputs = tuple[str | None, tuple[str, ...], bool, str, bool]  # decide()'s, but for the instant
+_Known = tuple[tuple[_Timeline, ...], dict[tuple[int, ...], _Verdict]]  # timelines, verdicts met
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,6 +477,7 @@ class Policy:
             by_pair.setdefault((prov.app, prov.category), []).append(pid)
         self._by_pair = {k: tuple(v) for k, v in by_pair.items()}
         self._cover_cache: dict[tuple[str | None, tuple[str, ...]], tuple[str, ...]] = {}
+        self._decisions: dict[_Inputs, _Known] = {}  # decide()'s inputs -> timelines, verdicts
 
     def _evaluate(self, prov: Provision, view: str, when: float) -> ProvisionStatus:
         """The slow, obviously-correct evaluation; run only at load time, once per segment."""
@@ -598,61 +608,93 @@ class Policy:
         view: str,
         unenforced_blocks: bool = False,
     ) -> Decision:
-        """Block, log or allow one flow at ``when`` in ``view``; see module docstring."""
-        table = self._view_table(view)
-        statuses = []
-        for pid in self._covering(app, categories):
-            starts, segs = table[pid]
-            statuses.append(segs[bisect.bisect_right(starts, when) - 1])
-        found = tuple(statuses)
+        """Block, log or allow one flow at ``when`` in ``view``; see module docstring.
 
+        Every flow asks this, with few distinct inputs: the verdict is remembered per input
+        (app, categories, attributed, view, unenforced_blocks) and, within one, per segment of
+        each covering provision's timeline that ``when`` falls in, which is all of ``when`` the
+        verdict depends on (only a reason that names the instant is written per flow).
+        """
+        cats = categories if type(categories) is tuple else tuple(categories)
+        key = (app, cats, attributed, view, unenforced_blocks)
+        known = self._decisions.get(key)
+        if known is None:
+            known = self._remember_inputs(key)
+        timelines, verdicts = known
+        segment = tuple([bisect.bisect_right(t[0], when) - 1 for t in timelines]) if timelines else ()
+        verdict = verdicts.get(segment)
+        if verdict is None:
+            found = tuple(statuses[i] for (_, statuses), i in zip(timelines, segment, strict=True))
+            verdict = verdicts[segment] = self._verdict(app, cats, attributed, view, unenforced_blocks, found)
+        action, rule, found, reason, at_instant = verdict
+        if at_instant is not None:
+            reason = f"{reason}{format_instant(when)}{at_instant}"
+        return Decision(action, view, when, rule, found, reason)
+
+    def _remember_inputs(self, key: _Inputs) -> _Known:
+        """The timelines of the provisions covering one input, and room for its verdicts (bounded:
+        the table starts over when full)."""
+        app, cats, _, view, _ = key
+        table = self._view_table(view)
+        known: _Known = (tuple(table[pid] for pid in self._covering(app, cats)), {})
+        if len(self._decisions) >= _MAX_DECISION_INPUTS:
+            self._decisions.clear()
+        self._decisions[key] = known
+        return known
+
+    @staticmethod
+    def _verdict(
+        app: str | None,
+        categories: tuple[str, ...],
+        attributed: bool,
+        view: str,
+        unenforced_blocks: bool,
+        found: tuple[ProvisionStatus, ...],
+    ) -> _Verdict:
+        """(action, rule, provisions, reason, None) for statuses ``found``; or, for a reason that
+        names the instant, the reason's text before the instant and the text after it last."""
         # Reasons that do not name the instant are interned: the flows they decide share them.
         unenforced: ProvisionStatus | None = None
         for st in found:
             if st.status == STATUS_EFFECTIVE:
                 if st.unenforced is None:
-                    reason = sys.intern(f"block: {st.reason}")
-                    return Decision("block", view, when, RULE_EFFECTIVE, found, reason)
+                    return ("block", RULE_EFFECTIVE, found, sys.intern(f"block: {st.reason}"), None)
                 if unenforced is None:
                     unenforced = st
         if unenforced is not None:
             if unenforced_blocks:
-                return Decision(
+                return (
                     "block",
-                    view,
-                    when,
                     RULE_UNENFORCED,
                     found,
                     sys.intern(
                         f"block: {unenforced.reason}; unenforced prohibitions block in this deployment"
                     ),
+                    None,
                 )
-            return Decision(
+            return (
                 "log",
-                view,
-                when,
                 RULE_UNENFORCED,
                 found,
                 sys.intern(
                     f"log: {unenforced.reason}; unenforced prohibitions do not block in this deployment"
                 ),
+                None,
             )
         if attributed:
             cats = "/".join(categories) or "no category"
             if found:
                 states = "; ".join(s.reason for s in found)
-                at = format_instant(when)
-                reason = f"log: no provision covering {app} {cats} is effective at {at}: {states}"
-            else:
-                reason = sys.intern(f"log: no provision covers {app or 'this operator'} {cats} ({view} view)")
-            return Decision("log", view, when, RULE_ATTRIBUTED, found, reason)
-        return Decision(
+                head = f"log: no provision covering {app} {cats} is effective at "
+                return ("log", RULE_ATTRIBUTED, found, head, f": {states}")
+            reason = sys.intern(f"log: no provision covers {app or 'this operator'} {cats} ({view} view)")
+            return ("log", RULE_ATTRIBUTED, found, reason, None)
+        return (
             "allow",
-            view,
-            when,
             RULE_NOT_ATTRIBUTED,
             found,
             sys.intern(f"allow: flow not attributed to an app or operator ({view} view)"),
+            None,
         )
 
     def timeline(self, view: str) -> list[tuple[str, str, str]]:

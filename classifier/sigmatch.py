@@ -21,16 +21,36 @@ def normalize_host(host: str) -> str:
     return host[:-1] if host.endswith(".") else host
 
 
-class SuffixIndex:
-    """Label-boundary suffix lookup: ``a.b.c`` is tried as ``a.b.c``, ``b.c``, ``c``."""
+_MISS = object()  # a remembered "no rule" (None would read as "not looked up yet")
+_MAX_REMEMBERED = 4096  # names whose answer an index keeps
 
-    __slots__ = ("_exact", "_suffix")
+
+class SuffixIndex:
+    """Label-boundary suffix lookup: ``a.b.c`` is tried as ``a.b.c``, ``b.c``, ``c``.
+
+    Answers are remembered per name as given (bounded: the memory starts over when full), since
+    flows repeat a few names: a repeat costs one dict probe instead of a probe per label.
+    """
+
+    __slots__ = ("_exact", "_remembered", "_suffix")
 
     def __init__(self, exact: dict[str, Any], suffix: dict[str, Any]) -> None:
         self._exact = exact
         self._suffix = suffix
+        self._remembered: dict[str, Any] = {}
 
     def get(self, host: str) -> Any:
+        hit = self._remembered.get(host, _MISS)
+        if hit is not _MISS:
+            return hit
+        hit = self._find(host)
+        remembered = self._remembered
+        if len(remembered) >= _MAX_REMEMBERED:
+            remembered.clear()
+        remembered[host] = hit
+        return hit
+
+    def _find(self, host: str) -> Any:
         host = normalize_host(host)
         if not host:
             return None
