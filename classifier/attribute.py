@@ -59,8 +59,19 @@ _MAX_SHARED = 4096  # distinct attributions kept for sharing
 _MAX_SERVERS = 4096  # server addresses whose prefix entry and evidence are kept
 
 
+_ADDRESS_TEXTS: dict[bytes, str] = {}  # address -> its text: every record writes two, flows repeat them
+_MAX_ADDRESS_TEXTS = 4096
+
+
 def ntop(addr: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+    """An address (4 or 16 bytes) as text, remembered (bounded: the memory starts over when full)."""
+    text = _ADDRESS_TEXTS.get(addr)
+    if text is None:
+        text = socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+        if len(_ADDRESS_TEXTS) >= _MAX_ADDRESS_TEXTS:
+            _ADDRESS_TEXTS.clear()
+        _ADDRESS_TEXTS[addr] = text
+    return text
 
 
 def client_hello(flow: Flow) -> ClientHello | None:

@@ -147,7 +147,7 @@ class DnsCache:
         for r in resolutions:
             for addr, t in r.addresses:
                 life = max(self.min_ttl, t if r.cname_ttl is None else min(r.cname_ttl, t))
-                self._put(addr, DnsAnswer(r.chain[0], r.chain, ts, ts + life, client, unbound))
+                self._put(addr, r.chain[0], r.chain, ts, ts + life, client, unbound)
                 recorded += 1
             for cfg in r.ech:
                 self._put_public_name(cfg.public_name, (r.chain[0], cfg.config_id))
@@ -183,9 +183,20 @@ class DnsCache:
 
     def remember(self, addr: bytes, name: str, ts: float, client: bytes, lifetime: float) -> None:
         """Record that ``client`` reached ``addr`` under ``name`` (from SNI or Host, not DNS)."""
-        self._put(addr, DnsAnswer(name, (name,), ts, ts + lifetime, client))
+        self._put(addr, name, (name,), ts, ts + lifetime, client, None)
 
-    def _put(self, addr: bytes, answer: DnsAnswer) -> None:
+    def _put(
+        self,
+        addr: bytes,
+        name: str,
+        chain: tuple[str, ...],
+        ts: float,
+        expires: float,
+        client: bytes,
+        unbound: str | None,
+    ) -> None:
+        """Record one answer (its fields: every flow with a name of its own remembers one, so the
+        answer is built once, already merged with the one it extends)."""
         lst = self._by_addr.pop(addr, None)  # re-insert: keeps the dict in least-recent order
         if lst is None:
             lst = []
@@ -197,18 +208,12 @@ class DnsCache:
             # The same name again for the same client extends the earlier entry, so a flow that
             # started under the earlier answer (and is decided late) still finds it.
             for a in lst:
-                if a.name == answer.name and a.client == answer.client:
-                    answer = DnsAnswer(
-                        answer.name,
-                        answer.chain,
-                        a.ts,
-                        max(a.expires, answer.expires),
-                        answer.client,
-                        answer.unbound,
-                    )
-            lst = [a for a in lst if a.name != answer.name or a.client != answer.client]
+                if a.name == name and a.client == client:
+                    ts = a.ts
+                    expires = max(a.expires, expires)
+            lst = [a for a in lst if a.name != name or a.client != client]
             del lst[: max(0, len(lst) - _MAX_NAMES_PER_ADDRESS + 1)]
-        lst.append(answer)
+        lst.append(DnsAnswer(name, chain, ts, expires, client, unbound))
         self._by_addr[addr] = lst
 
     def lookup(self, addr: bytes, ts: float, client: bytes) -> DnsMatch | None:

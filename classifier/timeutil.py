@@ -25,6 +25,8 @@ _EPOCH = dt.datetime(1970, 1, 1)  # naive: isoformat() then has no offset to str
 _CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _SECONDS: dict[int, str] = {}  # whole second -> "YYYY-MM-DDTHH:MM:SS"; flows share their seconds
 _SECONDS_MAX = 4096
+_INSTANTS: dict[float, str] = {}  # instant -> its text with microseconds; a record asks twice
+_INSTANTS_MAX = 4096
 
 
 def format_instant(ts: float, micro: bool = False) -> str:
@@ -32,18 +34,30 @@ def format_instant(ts: float, micro: bool = False) -> str:
 
     Microseconds are written when there are any, or always with ``micro`` (records, so that the
     column has one width). Raises ``MalformedError`` (reason ``instant.range``) outside
-    ``MIN_INSTANT``..``MAX_INSTANT``; a formatted second is cached, as records come in bursts
-    from the same second.
+    ``MIN_INSTANT``..``MAX_INSTANT``. Every record formats its first packet's instant twice (the
+    record's and the decision's) and records come in bursts from the same second, so the last
+    instants and every formatted second are remembered (bounded).
     """
+    text = _INSTANTS.get(ts)  # NaN and out-of-range values are never stored, so never found
+    if text is None:
+        text = _instant_text(ts)
+    if micro or not text.endswith(".000000Z"):
+        return text
+    return text[:-8] + "Z"
+
+
+def _instant_text(ts: float) -> str:
+    """``ts`` with microseconds, remembered."""
     if not MIN_INSTANT <= ts < MAX_INSTANT + 1:  # also false for NaN
         raise _out_of_range(ts)
     sec, frac = divmod(round(ts * 1_000_000), 1_000_000)
     text = _SECONDS.get(sec)
     if text is None:
         text = _second_text(sec, ts)
-    if frac or micro:
-        return f"{text}.{frac:06d}Z"
-    return text + "Z"
+    if len(_INSTANTS) >= _INSTANTS_MAX:
+        _INSTANTS.clear()
+    text = _INSTANTS[ts] = "%s.%06dZ" % (text, frac)  # noqa: UP031 (twice as fast as an f-string)
+    return text
 
 
 def _second_text(sec: int, ts: float) -> str:

@@ -39,7 +39,7 @@ import re
 import struct
 from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from classifier.errors import MalformedError
 from classifier.inspect import normalize_hostname
@@ -228,10 +228,16 @@ class _PreKeyed:
 _SALTS: dict[bytes, _PreKeyed] = {}
 
 
+_LABEL_INFOS: dict[tuple[bytes, int], bytes] = {}  # a few labels per version: built once each
+
+
 def _label_info(label: bytes, length: int) -> bytes:
     """HKDF-Expand-Label's info for an empty context, with HKDF-Expand's block counter 1."""
-    full = b"tls13 " + label
-    return struct.pack(">HB", length, len(full)) + full + b"\x00\x01"
+    info = _LABEL_INFOS.get((label, length))
+    if info is None:
+        full = b"tls13 " + label
+        info = _LABEL_INFOS[(label, length)] = struct.pack(">HB", length, len(full)) + full + b"\x00\x01"
+    return info
 
 
 def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
@@ -260,21 +266,35 @@ def initial_key_material(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes
     )
 
 
+_CIPHERS: list[Any] = []  # [AESGCM, header-protection encryptor of a key], once a flow needs them
+
+
+def _ciphers() -> list[Any]:
+    """The cryptography constructors, imported on the first QUIC Initial rather than at module
+    level (most scans meet none, and the bindings cost more start-up time than a small capture
+    takes to scan), and then kept: an import statement per flow costs more than the lookup."""
+    if not _CIPHERS:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        def header_protection(key: bytes) -> Any:
+            return Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # AES-ECB (RFC 9001 5.4.3)
+
+        _CIPHERS[:] = [AESGCM, header_protection]
+    return _CIPHERS
+
+
 class _Keys:
     """The cipher objects for one (version, DCID); built once, used for every packet."""
 
     __slots__ = ("aead", "hp", "iv")
 
     def __init__(self, version: int, dcid: bytes) -> None:
-        # Imported here, not at module level: most scans meet no QUIC Initial at all, and the
-        # cryptography bindings cost more start-up time than a small capture takes to scan.
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
+        aesgcm, header_protection = _CIPHERS or _ciphers()
         key, iv, hp = initial_key_material(version, dcid)
-        self.aead = AESGCM(key)
+        self.aead = aesgcm(key)
         self.iv = int.from_bytes(iv, "big")
-        self.hp = Cipher(algorithms.AES(hp), modes.ECB()).encryptor()  # the mask is AES-ECB (RFC 9001 5.4.3)
+        self.hp = header_protection(hp)
 
 
 # --- small readers --------------------------------------------------------------------------
