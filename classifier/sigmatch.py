@@ -22,7 +22,7 @@ def normalize_host(host: str) -> str:
 
 
 _MISS = object()  # a remembered "no rule" (None would read as "not looked up yet")
-_MAX_REMEMBERED = 4096  # names whose answer an index keeps
+_MAX_REMEMBERED = 1024  # names whose answer an index keeps (up to 255 bytes each)
 
 
 class SuffixIndex:

@@ -26,7 +26,7 @@ _CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z
 _SECONDS: dict[int, str] = {}  # whole second -> "YYYY-MM-DDTHH:MM:SS"; flows share their seconds
 _SECONDS_MAX = 4096
 _INSTANTS: dict[float, str] = {}  # instant -> its text with microseconds; a record asks twice
-_INSTANTS_MAX = 4096
+_INSTANTS_MAX = 256  # enough for the two asks of a record; formatted seconds are kept apart
 
 
 def format_instant(ts: float, micro: bool = False) -> str:
