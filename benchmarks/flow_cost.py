@@ -7,10 +7,10 @@ encoding and the summary. This runs the real ``classifier scan`` in-process over
 the 8-copy corpus of benchmarks/scan_throughput.py) with each stage's function wrapped in a timer,
 so the figures are those of a real scan with its real cache hit rates, not of a loop over one flow.
 Each tree runs in a process of its own, ``--repeat`` times, taking turns (a change in the machine's
-load hits them alike); the least time of each stage is reported (``perf_counter`` around each call:
-a CPU-time clock is a system call that would cost more than some stages; the least of several runs
-leaves out the runs the machine's load disturbed). The timers' own cost (two ``perf_counter`` calls
-and a wrapper call, about 0.2 us) is in every stage of every tree alike.
+load hits them alike); the least time of each stage is reported. Stages are timed in thread CPU
+time, so a neighbour's load on a shared machine does not count; that clock is a system call
+(about 0.5 us), so the child first measures what a timed call of nothing costs and takes it off
+every stage (per call, and per timed call made inside it): the figures are the stages' own.
 
     python benchmarks/flow_cost.py [--capture FILE] [--corpus all|quic] [--repeat 3]
                                    [--against DIR ...]
@@ -38,14 +38,16 @@ _CHILD = r"""
 import json, os, sys, time
 from classifier import attribute, blockfloor, cli, flows, pipeline, policy, record, report
 
-clock = time.perf_counter  # vDSO: cheap enough to wrap a few-microsecond stage
+clock = time.thread_time  # CPU time: a neighbour's load on a shared machine does not count
 spent = {}
 calls = {}
+nested = {}  # timed calls made inside each stage (their timers' cost is inside its time)
 inside = []  # the stages running now, outermost first
 
 def timed(name, function):
     spent[name] = 0.0
     calls[name] = 0
+    nested[name] = 0
     def wrapper(*args, **kwargs):
         inside.append(name)
         t = clock()
@@ -56,10 +58,22 @@ def timed(name, function):
             inside.pop()
             spent[name] += took
             calls[name] += 1
+            for outer in inside:
+                nested[outer] += 1
             if name == "decide" and "end" in inside:
-                spent["decide in end"] += took
+                spent["decide in end"] += took - overhead * 3.5  # its own and its 3 inner timers
     return wrapper
 
+# What one timed call of nothing costs (the clock is a system call): taken off every stage, in full
+# per timed call inside it, and half (the clock read inside its own window) per call of its own.
+noop = timed("noop", lambda: None)
+overhead = float("inf")
+for _ in range(5):
+    t = time.thread_time()
+    for _ in range(2000):
+        noop()
+    overhead = min(overhead, (time.thread_time() - t) / 2000)
+del spent["noop"], calls["noop"], nested["noop"]
 spent["decide in end"] = 0.0
 attribute.Attributor.attribute = timed("attribute", attribute.Attributor.attribute)
 policy.Policy.decide = timed("policy", policy.Policy.decide)
@@ -73,7 +87,9 @@ capture = sys.argv[1]
 t = time.process_time()
 status = cli.main(["scan", capture, "-o", os.devnull, "-q"])
 total = time.process_time() - t
-print(json.dumps({"status": status, "total": total, "spent": spent, "calls": calls}))
+for name in calls:
+    spent[name] = max(0.0, spent[name] - overhead * (calls[name] / 2 + nested[name]))
+print(json.dumps({"status": status, "total": total, "spent": spent, "calls": calls, "overhead": overhead}))
 """
 
 # Stages inside "decide" (Scanner.decide: attribution, the policy, the floor, the name memory) and
