@@ -207,11 +207,14 @@ class DnsCache:
         else:
             # The same name again for the same client extends the earlier entry, so a flow that
             # started under the earlier answer (and is decided late) still finds it.
+            extended = False
             for a in lst:
                 if a.name == name and a.client == client:
                     ts = a.ts
                     expires = max(a.expires, expires)
-            lst = [a for a in lst if a.name != name or a.client != client]
+                    extended = True
+            if extended:
+                lst = [a for a in lst if a.name != name or a.client != client]
             del lst[: max(0, len(lst) - _MAX_NAMES_PER_ADDRESS + 1)]
         lst.append(DnsAnswer(name, chain, ts, expires, client, unbound))
         self._by_addr[addr] = lst
