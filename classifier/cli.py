@@ -160,7 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--peering", metavar="FILE")
     chk.set_defaults(func=_signatures)
 
-    sub.add_parser("schema", help="print the flow record schema (Markdown)").set_defaults(func=_schema)
+    sch = sub.add_parser(
+        "schema",
+        help="print the flow record schema (Markdown), or JSON Schema of every record (--json)",
+        description="The flow record schema as the README's Markdown table; with --json, JSON Schema "
+        "(draft 2020-12) of the records of scan and of bgp (route, event, session, diff).",
+    )
+    sch.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON Schema of scan and bgp records: one document, a line of output is valid if it is "
+        "one of the record kinds ($defs scan, bgp-route, bgp-event, bgp-session, bgp-diff)",
+    )
+    sch.set_defaults(func=_schema)
 
     rep = sub.add_parser(
         "report",
