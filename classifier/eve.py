@@ -20,7 +20,7 @@ from .outputs import TextSink
 
 # Record keys that the event carries in Suricata's own fields; the rest go under "classifier".
 _SURICATA_KEYS = frozenset(
-    ("first_ts", "src", "sport", "dst", "dport", "proto", "iface", "community_id", "vlan", "ja4")
+    ("first_ts", "src", "sport", "dst", "dport", "proto", "iface", "community_id", "vlan")
 )
 # Suricata's flow.state / flow.reason for our end reasons (state "established" needs both directions).
 _REASONS = {"closed": "timeout", "idle": "timeout", "evicted": "forced", "end-of-input": "shutdown"}
@@ -74,13 +74,8 @@ def eve_event(record: dict[str, Any]) -> dict[str, Any]:
         "reason": _REASONS.get(record["end_reason"], "shutdown"),
         "alerted": False,
     }
-    if record["sni"] is not None or record["ja4"] is not None:
-        tls: dict[str, Any] = {}
-        if record["sni"] is not None:
-            tls["sni"] = record["sni"]
-        if record["ja4"] is not None:
-            tls["ja4"] = record["ja4"]
-        event["quic" if record["app_proto"] == "quic" else "tls"] = tls
+    if record["sni"] is not None:  # Suricata's QUIC logger names it quic.sni
+        event["quic" if record["app_proto"] == "quic" else "tls"] = {"sni": record["sni"]}
     if record["http_host"] is not None or record["http_method"] is not None:
         http: dict[str, Any] = {}
         if record["http_host"] is not None:
