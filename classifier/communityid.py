@@ -11,8 +11,8 @@ are hashed in the direction they were sent. Computed once per flow, at record ti
 
 from __future__ import annotations
 
-import hashlib
-from base64 import b64encode
+from binascii import b2a_base64
+from hashlib import sha1
 from struct import Struct
 
 PROTO_ICMP = 1
@@ -57,6 +57,10 @@ def community_id(
     ``src``/``dst`` are packed addresses (4 or 16 bytes); for ICMP/ICMPv6 ``sport`` is the type and
     ``dport`` the code. Ports are ignored for protocols that have none in the specification.
     """
+    if (proto == 6 or proto == 17) and sport is not None and dport is not None:  # a record's own
+        if src > dst or (src == dst and sport > dport):
+            src, dst, sport, dport = dst, src, dport, sport
+        return _render(seed, src + dst + _TAIL.pack(proto, sport, dport))
     one_way = False
     if proto in PORT_PROTOS:
         if sport is None or dport is None:
@@ -70,10 +74,13 @@ def community_id(
                 dport = counterpart
         if not one_way and (src > dst or (src == dst and sport > dport)):
             src, dst, sport, dport = dst, src, dport, sport
-        tail = _TAIL.pack(proto, sport, dport)
-    else:
-        if src > dst:
-            src, dst = dst, src
-        tail = _TAIL_NO_PORTS.pack(proto)
-    digest = hashlib.sha1(_SEED.pack(seed) + src + dst + tail, usedforsecurity=False).digest()
-    return "1:" + b64encode(digest).decode("ascii")
+        return _render(seed, src + dst + _TAIL.pack(proto, sport, dport))
+    if src > dst:
+        src, dst = dst, src
+    return _render(seed, src + dst + _TAIL_NO_PORTS.pack(proto))
+
+
+def _render(seed: int, tuple_bytes: bytes) -> str:
+    """``1:`` and the base64 SHA-1 of the seed and the ordered tuple."""
+    digest = sha1(_SEED.pack(seed) + tuple_bytes, usedforsecurity=False).digest()
+    return "1:" + b2a_base64(digest, newline=False).decode("ascii")
