@@ -14,7 +14,14 @@ import os
 import sys
 
 from . import __version__
-from .cliargs import add_floor_arguments, add_output_arguments, add_policy_arguments, instant_arg, positive
+from .cliargs import (
+    add_community_id_argument,
+    add_floor_arguments,
+    add_output_arguments,
+    add_policy_arguments,
+    instant_arg,
+    positive,
+)
 from .errors import OutputError, UserError
 from .exitcodes import Exit, epilog
 from .flows import DEFAULT_MAX_FLOWS
@@ -53,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         "jsonl: one JSON object per flow (default); csv: one row per flow; "
         "table: summary of app x category x action and top hostnames; parquet: "
         "-o names a directory of part-NNNNN.parquet files (one per Dask task) with "
-        "the record schema (needs the extra dask)",
-        formats=("jsonl", "table", "csv", "parquet"),
+        "the record schema (needs the extra dask); eve: one Suricata EVE flow event per "
+        "flow, for Elastic, Splunk and Suricata dashboards (docs/eve.md)",
+        formats=("jsonl", "table", "csv", "parquet", "eve"),
     )
     add_policy_arguments(s, "decide every flow at this instant instead of its first packet's time")
     add_floor_arguments(s, defaults=True)
@@ -115,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "segments) for the record field ja4s; off by default, as it costs CPU on every "
         "TLS flow. The verdict never waits for it",
     )
+    add_community_id_argument(s)
     s.add_argument("--stats", metavar="FILE", help="also write the input statistics as JSON here")
     s.add_argument(
         "--html",
@@ -151,7 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--peering", metavar="FILE")
     chk.set_defaults(func=_signatures)
 
-    sub.add_parser("schema", help="print the flow record schema (Markdown)").set_defaults(func=_schema)
+    sch = sub.add_parser(
+        "schema",
+        help="print the flow record schema (Markdown), or JSON Schema of every record (--json)",
+        description="The flow record schema as the README's Markdown table; with --json, JSON Schema "
+        "(draft 2020-12) of the records of scan and of bgp (route, event, session, diff).",
+    )
+    sch.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON Schema of scan and bgp records: one document, a line of output is valid if it is "
+        "one of the record kinds ($defs scan, bgp-route, bgp-event, bgp-session, bgp-diff)",
+    )
+    sch.set_defaults(func=_schema)
 
     rep = sub.add_parser(
         "report",

@@ -45,6 +45,29 @@ def add_output_arguments(
     p.add_argument("--format", choices=formats, default="jsonl", help=format_help)
 
 
+def add_community_id_argument(p: argparse.ArgumentParser) -> None:
+    """``--community-id-seed``: the seed of the records' Community ID (Zeek, Suricata and Elastic
+    take the same option; sites that change it must change it everywhere)."""
+
+    def seed(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not 0 <= value <= 0xFFFF:
+            raise argparse.ArgumentTypeError(f"{text!r} must be 0..65535 (16 bits)")
+        return value
+
+    p.add_argument(
+        "--community-id-seed",
+        type=seed,
+        default=0,
+        metavar="N",
+        help="seed of the records' community_id, 0..65535 (default 0, as Zeek, Suricata and "
+        "Elastic use unless configured otherwise)",
+    )
+
+
 def add_policy_arguments(p: argparse.ArgumentParser, as_of_help: str) -> None:
     """The signature and policy options every deciding command shares."""
     p.add_argument(

@@ -74,6 +74,7 @@ class Flow:
         "facts",
         "file",
         "fin",
+        "first_packet",
         "first_ts",
         "id",
         "iface",
@@ -90,6 +91,7 @@ class Flow:
         "stage",
         "streams",
         "tunnel",
+        "vlan",
     )
 
     def __init__(
@@ -121,6 +123,8 @@ class Flow:
         self.end_reason: str | None = None
         self.ended = False
         self.file: str | None = None
+        self.first_packet = 0  # number of the flow's first packet in its input (from 1)
+        self.vlan: tuple[int, ...] | None = None  # VLAN ids of the first packet, outermost first
         self.iface: str | None = None
         self.neighbour: str | None = None  # link-layer next hop seen on the server side (MAC)
         self.dns_client = False  # flow carries DNS: its messages are parsed even after the decision

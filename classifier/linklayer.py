@@ -80,6 +80,29 @@ def locate_ip(linktype: int, frame: bytes) -> tuple[int, int]:
     return -1, 0
 
 
+def vlan_ids(linktype: int, frame: bytes) -> tuple[int, ...] | None:
+    """The VLAN ids of an Ethernet or Linux cooked frame's 802.1Q/802.1ad tags, outermost first;
+    None if untagged (once per flow, for its record)."""
+    if linktype == 1:
+        at = 12
+    elif linktype == 113:
+        at = 14
+    elif linktype == 276:
+        at = 0
+    else:
+        return None
+    if len(frame) < at + 2:
+        return None
+    etype = (frame[at] << 8) | frame[at + 1]
+    off = 14 if linktype == 1 else 16 if linktype == 113 else 20
+    ids: list[int] = []
+    while etype in _ETH_VLAN and off + 4 <= len(frame) and len(ids) < 8:
+        ids.append(((frame[off] << 8) | frame[off + 1]) & 0x0FFF)
+        etype = (frame[off + 2] << 8) | frame[off + 3]
+        off += 4
+    return tuple(ids) or None
+
+
 def raw_ip(frame: bytes, off: int, layer: str) -> tuple[int, int]:
     """A bare IP packet at ``off``: its version says which."""
     if off >= len(frame):

@@ -22,7 +22,7 @@ from .flows import Flow
 from .partition import PartScanner, merge_part_stats
 from .pipeline import ScanOptions
 from .policy import Policy
-from .record import flow_record
+from .record import record_function
 from .report import InputStats
 from .scaninputs import scan_inputs
 from .signatures import Signatures
@@ -60,6 +60,7 @@ def run_part(
     """Scan one partition; ``emit(batch, upto)`` gets its records as (seq, record) in order and
     promises that no record of this partition with seq <= ``upto`` is still to come."""
     batch: Batch = []
+    flow_record = record_function(options.community_id_seed)
 
     def on_record(flow: Flow | None, seq: int) -> None:
         nonlocal batch

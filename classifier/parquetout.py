@@ -46,8 +46,9 @@ def arrow_schema() -> Any:
         ),
         "evidence": pa.struct([("kind", text), ("value", text), ("signature", text), ("source", text)]),
         "tunnel": pa.struct([("type", text), ("src", text), ("dst", text), ("id", pa.int64())]),
+        "vlan": pa.int64(),
     }
-    scalars = {"string": text, "integer": pa.int64(), "boolean": pa.bool_()}
+    scalars = {"string": text, "integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}
     fields = []
     for key, (kind, _meaning) in SCHEMA.items():
         base, _, null = kind.partition("|")

@@ -34,6 +34,7 @@ from .dnscache import DnsCache
 from .errors import MalformedError
 from .flows import DECIDED, Flow, FlowConfig, FlowTable, flow_key
 from .inspect.driver import DNS_PORT, Inspection, is_dns_port
+from .linklayer import vlan_ids
 from .policy import Policy
 from .report import InputStats
 from .signatures import Signatures
@@ -60,6 +61,8 @@ class ScanOptions:
     # it keeps every decided TLS flow reassembling server segments, a per-packet cost most scans do
     # not want. The gateway never does: its flows leave the scanner's hands at the verdict.
     server_hello: bool = False
+    # Seed of the records' Community ID (``--community-id-seed``): sites that seed theirs use one.
+    community_id_seed: int = 0
 
 
 class Scanner:
@@ -257,12 +260,17 @@ class Scanner:
         self._next_id += 1
         flow = Flow(self._next_id, proto, src, sport, dst, dport, ts)
         flow.file = self.current_file
+        flow.first_packet = self.packets - self._file_start
         flow.tunnel = tunnel
         if iface < len(self.interfaces):
             flow.iface = self.interfaces[iface].name
         if linktype == 1:
             # The next hop toward the server: destination MAC of client packets, source of the rest.
             flow.neighbour = mac_text(frame[0:6] if sent_by_client else frame[6:12])
+            if frame[12] == 0x81 or frame[12] == 0x88 or frame[12] == 0x91 or frame[12] == 0x92:
+                flow.vlan = vlan_ids(linktype, frame)
+        elif linktype == 113 or linktype == 276:
+            flow.vlan = vlan_ids(linktype, frame)
         flow.dns_client = is_dns_port(sport, dport)
         if flow.dns_client:
             flow.set_app_proto("dns")

@@ -17,10 +17,13 @@ _REDRAW = 0.25  # seconds between redraws
 class Progress:
     """``with Progress("reading x", "networks") as p: ... p.tick()``: "reading x: 120000 networks, 3 s"."""
 
-    def __init__(self, label: str, unit: str, enabled: bool = True, out: IO[str] | None = None) -> None:
+    def __init__(
+        self, label: str, unit: str, enabled: bool = True, out: IO[str] | None = None, divisor: int = 1
+    ) -> None:
         self.out = out if out is not None else sys.stderr
         self.label = label
         self.unit = unit
+        self.divisor = divisor  # counted items per shown unit (bytes counted, MiB shown: 1 << 20)
         self.count = 0
         self._next = _EVERY
         self._start = time.monotonic()
@@ -38,7 +41,8 @@ class Progress:
                     self._draw(now)
 
     def _draw(self, now: float) -> None:
-        self.out.write(f"\r{self.label}: {self.count} {self.unit}, {now - self._start:.0f} s\x1b[K")
+        shown = self.count // self.divisor
+        self.out.write(f"\r{self.label}: {shown} {self.unit}, {now - self._start:.0f} s\x1b[K")
         self.out.flush()
 
     def __enter__(self) -> Progress:

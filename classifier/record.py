@@ -17,11 +17,13 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
 
 from .attribute import client_hello, flow_ja4, ntop
+from .communityid import check_seed, community_id
 from .flows import Flow
 from .outputs import TextSink
 from .timeutil import format_instant
@@ -40,8 +42,9 @@ def csv_value(v: Any) -> Any:
     return v
 
 
-def _csv_evidence(v: list[dict[str, str]]) -> str:
-    return ";".join(f"{e['kind']}={e['value']}" for e in v)
+def json_text(v: Any) -> str:
+    """A value as compact JSON in one CSV cell: arrays of objects and free text keep every part."""
+    return orjson.dumps(v).decode() if v else ""
 
 
 def _csv_provisions(v: list[dict[str, Any]]) -> str:
@@ -77,15 +80,47 @@ class RecordField:
 
 F = RecordField
 FIELDS: tuple[RecordField, ...] = (
-    F("file", "string|null", "input the flow came from", "flow.file"),
+    F(
+        "file",
+        "string|null",
+        "input the flow came from, the path exactly as given on the command line ('-': standard "
+        "input; null in the gateway)",
+        "flow.file",
+    ),
     F("flow", "integer", "flow number within the run, in order of first packet", "flow.id"),
+    F(
+        "first_packet",
+        "integer",
+        "number of the flow's first packet in its input file, from 1 (Wireshark's frame.number; "
+        "per file with several inputs or --continuous; since start in the gateway)",
+        "flow.first_packet",
+    ),
     F("first_ts", "string", "first packet, ISO 8601 UTC", "format_instant(flow.first_ts, True)"),
     F("last_ts", "string", "last packet, ISO 8601 UTC", "format_instant(flow.last_ts, True)"),
+    F(
+        "duration",
+        "number",
+        "seconds from first to last packet (microseconds)",
+        "round(flow.last_ts - flow.first_ts, 6)",
+    ),
     F("proto", "string", "tcp or udp", '"tcp" if flow.proto == 6 else "udp"'),
     F("src", "string", "client address (sender of the SYN, else of the first packet)", "ntop(flow.client)"),
     F("sport", "integer", "client port", "flow.client_port"),
     F("dst", "string", "server address", "ntop(flow.server)"),
     F("dport", "integer", "server port", "flow.server_port"),
+    F(
+        "community_id",
+        "string",
+        "Community ID v1 of the flow (seed 0 unless --community-id-seed), as Zeek, Suricata, "
+        "Arkime and Elastic compute it: the key to the same connection in their logs",
+        "community_id(flow.proto, flow.client, flow.server, flow.client_port, flow.server_port, _CID_SEED)",
+    ),
+    F(
+        "vlan",
+        "array|null",
+        "802.1Q/802.1ad VLAN ids of the flow's first packet, outermost first; null if untagged",
+        "list(flow.vlan) if flow.vlan else None",
+    ),
     F("iface", "string|null", "capture interface name (pcapng if_name), if known", "flow.iface"),
     F(
         "app_proto",
@@ -207,7 +242,7 @@ FIELDS: tuple[RecordField, ...] = (
         "array",
         "objects with kind, value, and signature/source where a signature matched",
         "[e.as_dict() for e in a.evidence]",
-        csv=_csv_evidence,
+        csv=json_text,
     ),
     F("packets_c2s", "integer", "packets client to server", "flow.c2s_pkts"),
     F("packets_s2c", "integer", "packets server to client", "flow.s2c_pkts"),
@@ -220,7 +255,7 @@ FIELDS: tuple[RecordField, ...] = (
         "problems met while inspecting this flow (malformed TLS/HTTP/DNS, DNS responses "
         "bound to no query...)",
         "list(flow.notes)",
-        csv=None,
+        csv=json_text,
     ),
     F(
         "tunnel",
@@ -267,7 +302,9 @@ _CSV_CELLS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
 )
 
 
-def compile_flow_record(fields: tuple[RecordField, ...]) -> Callable[[Flow], dict[str, Any]]:
+def compile_flow_record(
+    fields: tuple[RecordField, ...], community_id_seed: int = 0
+) -> Callable[[Flow], dict[str, Any]]:
     """A record function from the ``fill`` expressions: one dict display, no call per field."""
     names = [f.name for f in fields]
     if len(set(names)) != len(names):
@@ -277,6 +314,8 @@ def compile_flow_record(fields: tuple[RecordField, ...]) -> Callable[[Flow], dic
         "ntop": ntop,
         "format_instant": format_instant,
         "_TLS_VERSIONS": _TLS_VERSIONS,
+        "community_id": community_id,
+        "_CID_SEED": check_seed(community_id_seed),
     }
     values = []
     for i, f in enumerate(fields):
@@ -303,7 +342,13 @@ def compile_flow_record(fields: tuple[RecordField, ...]) -> Callable[[Flow], dic
     return function
 
 
-flow_record = compile_flow_record(FIELDS)
+@cache
+def record_function(community_id_seed: int = 0) -> Callable[[Flow], dict[str, Any]]:
+    """The record function of a run: ``flow_record``, or its twin with another Community ID seed."""
+    return compile_flow_record(FIELDS, community_id_seed)
+
+
+flow_record = record_function(0)
 
 
 class JsonLinesWriter:
@@ -326,7 +371,8 @@ class JsonLinesWriter:
 
 
 class CsvWriter:
-    """Flat CSV: arrays joined with ';', evidence as 'kind=value', provisions as 'id:status' (last)."""
+    """Flat CSV, every field: arrays joined with ';', evidence and notes as JSON text (they hold
+    objects and free text), tunnels as 'type:src>dst#id', provisions as 'id:status' (last)."""
 
     def __init__(self, out: TextSink) -> None:
         self.out = out

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 from .capture import CaptureError, CaptureReader, open_capture
@@ -68,7 +67,7 @@ def _feed(
     with progress_ctx as progress:
         done_bytes = 0
         for path, reader in readers:
-            name = printable(Path(path).name) if path != "-" else "-"
+            name = printable(path)  # as given: x.pcap in two directories stays two inputs
             scanner.start_input(name, reader.interfaces, carry_over=continuous)
             reader.on_malformed = scanner.malformed_packet
             stats.files += 1

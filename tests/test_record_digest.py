@@ -40,20 +40,19 @@ def _digests(view: str, captures: list[Path], tmp_path: Path) -> dict[str, str]:
     """SHA-256 of each capture's records (one scan of all of them, files unrelated) and of the
     statistics, in ``view``."""
     stats = tmp_path / f"stats-{view}.json"
-    # Two files share a basename (pcaps/ and real/ do not today, but the records name only the
-    # basename): refuse rather than mix their records.
-    names = [p.name for p in captures]
-    assert len(set(names)) == len(names), "two captures share a file name"
-    # Paths relative to the project (the command runs there): the statistics quote them, and the
-    # digest must not depend on where the checkout is.
+    # Paths relative to the project (the command runs there): the records and the statistics quote
+    # them as given, and the digest must not depend on where the checkout is.
     relative = [os.path.relpath(p, ROOT) for p in captures]
     args = ("scan", "--view", view, "--stats", str(stats), "-q", *relative)
     proc = run_cli(*args, check_status=None)
     assert proc.returncode in (0, 3), proc.stderr.decode(errors="replace")
-    lines: dict[str, list[bytes]] = {name: [] for name in names}
+    lines: dict[str, list[bytes]] = {name: [] for name in relative}
     for line in proc.stdout.splitlines(keepends=True):
         lines[json.loads(line)["file"]].append(line)
-    out = {_label(p): hashlib.sha256(b"".join(lines[p.name])).hexdigest() for p in captures}
+    out = {
+        _label(p): hashlib.sha256(b"".join(lines[r])).hexdigest()
+        for p, r in zip(captures, relative, strict=True)
+    }
     out["stats"] = hashlib.sha256(stats.read_bytes()).hexdigest()
     return out
 

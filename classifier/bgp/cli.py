@@ -87,6 +87,12 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
         action="store_true",
         help="one line per input on stderr (on by default with several inputs; -q silences it)",
     )
+    b.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="neither the live counter of the input being read (shown on a terminal only) nor the "
+        "line per input",
+    )
     add_output_arguments(b, "jsonl (default), csv, or table: the auditor's summary")
     add_policy_arguments(b, "decide at this instant instead of the route's own time")
     b.add_argument(

@@ -254,8 +254,17 @@ class _Feed:
 class MrtReader:
     """Read one MRT file into a :class:`Sink`; ``stats`` holds the counts and problems."""
 
-    def __init__(self, path: str, name: str, needles: Needles, sink: Sink, decode_all: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        name: str,
+        needles: Needles,
+        sink: Sink,
+        decode_all: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         self.decode_all = decode_all  # no prefilter: every record through mrtparse (tests, baseline)
+        self.progress = progress  # called with the size of each decompressed chunk read
         self.path = path
         self.name = name
         self.needles = needles
@@ -295,6 +304,8 @@ class MrtReader:
         """Cut the decompressed stream into records; stop at its end, or where it stops making sense."""
         st = self.stats
         read = source.source.read
+        if self.progress is not None:
+            read = _counted(read, self.progress)
         unpack = _HEADER.unpack_from
         buf = b""
         pos = 0
@@ -532,6 +543,17 @@ class MrtReader:
             sink.session_state(self.name, event)
         else:
             sink.session_down(self.name, event.when, event.peer, event.state)
+
+
+def _counted(read: Callable[[], bytes], tick: Callable[[int], None]) -> Callable[[], bytes]:
+    """``read`` that also tells ``tick`` how many bytes each chunk had (per chunk, not per record)."""
+
+    def counted() -> bytes:
+        data = read()
+        tick(len(data))
+        return data
+
+    return counted
 
 
 def _refill(rest: bytes, need: int, read: Callable[[], bytes]) -> bytes:

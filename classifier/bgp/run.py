@@ -11,6 +11,7 @@ from typing import Any
 from classifier.exitcodes import Exit
 from classifier.outputs import TextOutput, check_writable, printable, refuse_clobbering, write_text_file
 from classifier.policy import Policy
+from classifier.progress import Progress as LiveCounter
 from classifier.signatures import Signatures, shipped_directory
 
 from .decide import Decider
@@ -43,11 +44,15 @@ def run_mrt(args: argparse.Namespace) -> int:
     table = RouteTable(PathClassifier(sigs.operator_by_asn), local_asn=args.local_asn)
     needles = Needles(sigs.operator_by_asn)
     stats = []
-    progress = Progress(len(args.files), enabled=not args.quiet and (args.progress or len(args.files) > 1))
+    quiet = args.quiet or args.no_progress
+    progress = Progress(len(args.files), enabled=not quiet and (args.progress or len(args.files) > 1))
     for path in args.files:
         name = "-" if path == "-" else printable(Path(path).name)
         progress.start(name)
-        stats.append(MrtReader(path, name, needles, table).run())
+        # A live counter while a long input is read (on a terminal only), then the input's line.
+        label = f"[{progress.index}/{progress.total}] reading {name}"
+        with LiveCounter(label, "MiB", enabled=not quiet, divisor=1 << 20) as live:
+            stats.append(MrtReader(path, name, needles, table, progress=live.tick).run())
         progress.done(stats[-1])
     table.finish()
     records = Records(table, decider, apps, args.view, args.as_of, vrps, irr)

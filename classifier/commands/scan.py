@@ -24,16 +24,17 @@ from ..outputs import TextOutput, check_writable, refuse_clobbering, write_text_
 from ..pcapout import PacketSink, feeding, parse_where
 from ..pipeline import Scanner, ScanOptions
 from ..policy import Policy
-from ..record import CsvWriter, JsonLinesWriter, flow_record
+from ..record import CsvWriter, JsonLinesWriter, record_function
 from ..report import InputStats, Summary, input_lines
 from ..scaninputs import scan_inputs
 from ..signatures import Signatures, shipped_directory
 
 if TYPE_CHECKING:
+    from ..eve import EveWriter
     from ..parquetout import ParquetPartWriter
     from ..reportdata import ScanAggregate
 
-    RecordWriter = JsonLinesWriter | CsvWriter | ParquetPartWriter
+    RecordWriter = JsonLinesWriter | CsvWriter | ParquetPartWriter | EveWriter
 
 
 def run_scan(args: argparse.Namespace) -> int:
@@ -91,6 +92,7 @@ def run_scan(args: argparse.Namespace) -> int:
         flows=FlowConfig(idle_tcp=args.idle_tcp, idle_udp=args.idle_udp, max_flows=args.max_flows),
         floor=BlockFloor(args.block_confidence, args.block_evidence),
         server_hello=args.ja4s,
+        community_id_seed=args.community_id_seed,
     )
     stats = InputStats()
     summary = Summary()
@@ -133,6 +135,7 @@ def run_scan(args: argparse.Namespace) -> int:
                 sigs, policy, options, captures, args.continuous, workers, progress, on_record
             )
         else:
+            flow_record = record_function(options.community_id_seed)
             scanner = Scanner(sigs, policy, options, lambda flow: on_record(flow_record(flow), flow))
             wrap = None if sink is None else (lambda feed: feeding(feed, sink))
             failed = scan_inputs(captures, scanner, stats, args.continuous, progress, wrap)
@@ -171,6 +174,10 @@ def _writer(args: argparse.Namespace, out: TextOutput, dask: bool) -> RecordWrit
         return JsonLinesWriter(out)
     if args.format == "csv":
         return CsvWriter(out)
+    if args.format == "eve":
+        from ..eve import EveWriter
+
+        return EveWriter(out)
     if args.format == "parquet" and not dask:
         from ..parquetout import ParquetPartWriter, part_name
 

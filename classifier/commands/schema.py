@@ -1,8 +1,9 @@
-"""``classifier schema``: the flow record schema as the README's Markdown table."""
+"""``classifier schema``: the flow record schema as the README's table, or ``--json`` as JSON Schema."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from ..exitcodes import Exit
 from ..outputs import TextOutput
@@ -10,6 +11,12 @@ from ..record import schema_markdown
 
 
 def run_schema(args: argparse.Namespace) -> int:
+    if args.json:
+        from ..recordschema import record_schemas
+
+        text = json.dumps(record_schemas(), indent=2) + "\n"
+    else:
+        text = schema_markdown() + "\n"
     with TextOutput(None) as out:
-        out.write(schema_markdown() + "\n")
+        out.write(text)
     return Exit.OK

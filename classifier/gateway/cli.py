@@ -187,6 +187,14 @@ def register(subparsers, signature_subparsers) -> None:
         metavar="N",
         help="lowest SID; SIDs are N to N+99999999, derived from the signature (default 3000000000)",
     )
+    su.add_argument(
+        "--datasets",
+        metavar="DIR",
+        help="write the names as Suricata datasets (string sets, base64 per line) into DIR, and as "
+        "the rules a few dataset:isset rules per app, category and provision that load them "
+        "(paths relative to -o, as Suricata resolves them). Lookups are exact: only http.host "
+        "is matched whatever the case (README: Exports for the engines people run)",
+    )
     su.set_defaults(func=_export_suricata)
 
 
