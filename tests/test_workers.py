@@ -151,3 +151,30 @@ def test_csv_and_table_are_the_same(fmt: str) -> None:
     assert one.returncode == many.returncode == 3  # malformed.pcap is truncated
     assert one.stdout.count(b"\n") > 10
     assert many.stdout == one.stdout
+
+
+def test_packets_of_other_partitions_skip_the_full_path(
+    sigs: object, policy: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition takes the short cut for the flows it only shadows: the full per-packet path
+    (decode, counters, inspection) runs for far fewer packets than the capture holds."""
+    from classifier.partition import PartScanner
+    from classifier.pipeline import Scanner, ScanOptions
+    from classifier.report import InputStats
+    from classifier.scaninputs import scan_inputs
+
+    full = 0
+    real_feed = Scanner.feed
+
+    def counting(self: Scanner, *args: object) -> object:
+        nonlocal full
+        full += 1
+        return real_feed(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Scanner, "feed", counting)
+    captures = [str(ROOT / "pcaps" / "demo.pcap")]
+    scanner = PartScanner(sigs, policy, ScanOptions(), lambda flow, seq: None, 0, 1)  # type: ignore[arg-type]
+    scanner.owns = lambda flow: False  # type: ignore[method-assign]  # every flow is a shadow here
+    scan_inputs(captures, scanner, InputStats(), False, False)
+    assert scanner.packets > 100
+    assert full < scanner.packets / 2, (full, scanner.packets)
