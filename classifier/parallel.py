@@ -1,11 +1,20 @@
-"""``classifier scan --workers N``: N processes over the same captures, records as one process writes them.
+"""``classifier scan --workers N``: N processes over the captures, records as one process writes them.
 
-Each worker is a ``PartScanner`` (classifier/partition.py) that reads every packet but inspects,
-decides and reports only the flows of its partition of server addresses. Each record comes with
-its place in the one-process order (how many flows had ended when it did), so the parent merges the
-workers' records into exactly that order, with the same flow numbers, as they arrive: it holds at
-most a few batches per worker. Workers are forked after the signatures and policy are loaded, so
-they start at once and share those pages.
+Two ways to split the work, chosen by ``split_by_files`` (docs/ARCHITECTURE.md "Scale-out"):
+
+* By files, when the captures are files on their own (not ``--continuous``) and are enough, and
+  even enough in size, to keep every worker busy: each worker scans whole files, taken in input
+  order as it becomes free; nothing is read twice. The parent writes each file's records as soon
+  as every file before it is done, numbering flows on across files as one process does, so it
+  holds the records of at most the files scanned ahead of the first unfinished one.
+* By server address otherwise: each worker is a ``PartScanner`` (classifier/partition.py) that reads
+  every packet but inspects, decides and reports only the flows of its partition. Each record comes
+  with its place in the one-process order (how many flows had ended when it did), so the parent
+  merges the workers' records into exactly that order, with the same flow numbers, as they arrive:
+  it holds at most a few batches per worker.
+
+Workers are forked after the signatures and policy are loaded, so they start at once and share
+those pages.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from multiprocessing.connection import Connection, wait
 from typing import cast
 
 from .flows import Flow
-from .partition import PartScanner, merge_part_stats
+from .partition import PartScanner, merge_input_stats, merge_part_stats
 from .pipeline import ScanOptions
 from .policy import Policy
 from .record import flow_record
@@ -28,6 +37,10 @@ from .scaninputs import scan_inputs
 from .signatures import Signatures
 
 BATCH = 256  # records per message from a worker
+# The share of a one-process scan's CPU time that every partition repeats when splitting by server
+# address (reading, peeking at every packet, DNS, the shadow flow table), measured on the 8-copy
+# corpus by benchmarks/scan_workers.py: what split_by_files weighs a split by files against.
+REPEATED = 0.4
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,29 @@ class WorkerFailed(RuntimeError):
     """A worker process died or raised: a bug (or the OOM killer), reported as an internal error."""
 
 
+def split_by_files(captures: list[str], continuous: bool, workers: int) -> bool:
+    """True if whole files per worker beat partitions of server addresses for these inputs.
+
+    Files scanned on their own share nothing, so a split by files repeats no work, but it can be no
+    faster than the largest file; partitions divide any input, but every one repeats ``REPEATED``
+    of the work. The predicted times (in bytes of input, the way a scan's time grows) decide.
+    """
+    if continuous or len(captures) < 2:
+        return False
+    sizes = [_size(c) for c in captures]
+    total = sum(sizes)
+    by_files = max(max(sizes), total / workers)
+    by_partitions = total * (REPEATED + (1 - REPEATED) / workers)
+    return by_files <= by_partitions
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # the worker that opens it reports why it cannot
+
+
 def scan_parallel(
     sigs: Signatures,
     policy: Policy,
@@ -111,6 +147,8 @@ def scan_parallel(
 
     Returns the merged stats and whether some input could not be opened.
     """
+    if split_by_files(captures, continuous, workers):
+        return _scan_files(sigs, policy, options, captures, workers, on_record)
     ctx = multiprocessing.get_context("fork")  # inherit the loaded signatures: no start-up cost
     conns: dict[Connection, int] = {}
     procs = []
@@ -170,6 +208,113 @@ def _merge(conns: dict[Connection, int], procs: list, on_record: Callable[[dict]
         while pending and pending[0][0] <= low:
             on_record(heapq.heappop(pending)[1])
     return [r for r in results if r is not None]
+
+
+def _file_worker(
+    conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, captures: tuple[str, ...]
+) -> None:
+    """Body of a worker that scans whole files: it gets a file's index (None: no more), sends
+    ("records", index, batch) messages, then ("done", index, result); or ("error", one line)."""
+    try:
+        while (index := conn.recv()) is not None:
+
+            def emit(batch: Batch, _upto: int, index: int = index) -> None:
+                if batch:
+                    conn.send(("records", index, batch))
+
+            result = run_part(sigs, policy, options, PartJob((captures[index],), False, 0, 1), emit)
+            conn.send(("done", index, result))
+    except KeyboardInterrupt:
+        pass
+    except BaseException as err:
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+    finally:
+        conn.close()
+
+
+def _scan_files(
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    captures: list[str],
+    workers: int,
+    on_record: Callable[[dict], None],
+) -> tuple[InputStats, bool]:
+    """``scan_parallel`` by whole files: each worker takes the next file when it is free."""
+    ctx = multiprocessing.get_context("fork")
+    conns: dict[Connection, int] = {}
+    procs = []
+    try:
+        for part in range(min(workers, len(captures))):
+            mine, theirs = ctx.Pipe(duplex=True)
+            proc = ctx.Process(
+                target=_file_worker,
+                args=(theirs, sigs, policy, options, tuple(captures)),
+                name=f"classifier-scan-{part}",
+                daemon=True,
+            )
+            proc.start()
+            theirs.close()
+            procs.append(proc)
+            conns[mine] = part
+        results = _merge_files(conns, procs, len(captures), on_record)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+        for conn in conns:
+            conn.close()
+    merged = merge_input_stats([(r.stats, r.failed) for r in results])
+    return merged, any(r.failed for r in results)
+
+
+def _merge_files(
+    conns: dict[Connection, int], procs: list, files: int, on_record: Callable[[dict], None]
+) -> list[PartResult]:
+    """Hand out the files in order; pass each file's records on once every file before it is done,
+    its flows numbered on from theirs (one process numbers flows across files)."""
+    results: dict[int, PartResult] = {}
+    held: dict[int, list[dict]] = {}  # records of files after the one being written
+    writing = 0  # the file whose records go straight through
+    offset = 0  # flows created by the files before it
+    handed = 0
+    live = list(conns)
+    for conn in live:
+        conn.send(handed)
+        handed += 1
+    while live:
+        for conn in cast(list[Connection], wait(live)):
+            part = conns[conn]
+            try:
+                msg = conn.recv()
+            except EOFError:
+                procs[part].join()
+                raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None
+            if msg[0] == "records":
+                if msg[1] == writing:
+                    for _seq, rec in msg[2]:
+                        rec["flow"] += offset
+                        on_record(rec)
+                else:
+                    held.setdefault(msg[1], []).extend(rec for _seq, rec in msg[2])
+            elif msg[0] == "done":
+                results[msg[1]] = msg[2]
+                if handed < files:
+                    conn.send(handed)
+                    handed += 1
+                else:
+                    conn.send(None)
+                    live.remove(conn)
+                while writing in results and writing < files:
+                    offset += results[writing].created
+                    writing += 1
+                    for rec in held.pop(writing, ()):
+                        rec["flow"] += offset
+                        on_record(rec)
+            else:
+                raise WorkerFailed(f"scan worker {part} failed: {msg[1]}")
+    return [results[i] for i in range(files)]
 
 
 def default_workers() -> int:

@@ -28,6 +28,7 @@ from .signatures import Signatures
 from .tunnels import Tunnel
 
 _FIN_OR_RST = TCP_FIN | TCP_RST
+_MAX_EXAMPLES = 3  # malformed-packet examples per reason, as the scanner keeps them
 
 
 def partition_of(server: bytes, parts: int) -> int:
@@ -87,6 +88,8 @@ class PartScanner(Scanner):
         self.ended = 0  # flows of every partition that have ended
         self.tick = tick
         self._parts: dict[bytes, int] = {}  # server address -> partition (a few per flow)
+        if parts == 1:  # it owns every flow: no shadow to take a short cut for
+            self.feed = super().feed  # type: ignore[method-assign]
 
     def feed(self, ts: float, linktype: int, frame: bytes, iface: int = 0) -> Flow | None:
         """``Scanner.feed``, with a short cut for the packets of a flow another partition reports.
@@ -201,3 +204,34 @@ def merge_part_stats(parts: list[tuple[InputStats, dict[str, int]]]) -> InputSta
                 seen_at[reason] = at
                 merged.inspect_examples[reason] = example
     return merged
+
+
+def merge_input_stats(results: list[tuple[InputStats, bool]]) -> InputStats:
+    """One process's stats from those of files scanned on their own: (stats, could not be opened)
+    of each, in input order."""
+    out = InputStats()
+    # One process lists the inputs it could not open first, then what reading the others found.
+    for s, failed in results:
+        if failed:
+            out.problems.extend(s.problems)
+    for s, failed in results:
+        out.files += s.files
+        out.packets += s.packets
+        out.flows += s.flows
+        out.skipped.update(s.skipped)
+        out.malformed.update(s.malformed)
+        for reason, examples in s.malformed_examples.items():
+            kept = out.malformed_examples.setdefault(reason, [])
+            kept.extend(examples[: _MAX_EXAMPLES - len(kept)])
+        out.inspect_errors.update(s.inspect_errors)
+        for reason, example in s.inspect_examples.items():
+            out.inspect_examples.setdefault(reason, example)
+        if not failed:
+            out.problems.extend(s.problems)
+        out.evicted += s.evicted
+        out.fragments += s.fragments
+        out.dns_answers += s.dns_answers
+        out.dns_dropped += s.dns_dropped
+        out.dns_queries += s.dns_queries
+        out.dns_binding.update(s.dns_binding)
+    return out

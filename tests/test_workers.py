@@ -1,8 +1,9 @@
 """``classifier scan --workers N`` writes exactly what one process writes.
 
-Every worker keeps the whole flow table and inspects every DNS flow, but reports only the flows of
-its share of server addresses (classifier/partition.py); the parent merges the records back into
-one-process order. So the records (bytes, order and flow numbers included) and the statistics
+Files on their own are split by whole files when that keeps every worker busy; otherwise every
+worker keeps the whole flow table (shadows of the flows it does not report) and inspects every DNS
+flow, but reports only the flows of its share of server addresses (classifier/partition.py); the
+parent merges the records back into one-process order. Both splits are checked. So the records (bytes, order and flow numbers included) and the statistics
 must be identical to ``--workers 1``, on the real captures (each on its own and as one stream),
 the samples, a multi-copy corpus whose copies reach the same servers from different clients (name
 memory and DNS answers across clients), at the flow cap and with short timeouts.
@@ -173,8 +174,41 @@ def test_packets_of_other_partitions_skip_the_full_path(
 
     monkeypatch.setattr(Scanner, "feed", counting)
     captures = [str(ROOT / "pcaps" / "demo.pcap")]
-    scanner = PartScanner(sigs, policy, ScanOptions(), lambda flow, seq: None, 0, 1)  # type: ignore[arg-type]
+    scanner = PartScanner(sigs, policy, ScanOptions(), lambda flow, seq: None, 0, 2)  # type: ignore[arg-type]
     scanner.owns = lambda flow: False  # type: ignore[method-assign]  # every flow is a shadow here
     scan_inputs(captures, scanner, InputStats(), False, False)
     assert scanner.packets > 100
     assert full < scanner.packets / 2, (full, scanner.packets)
+
+
+def _scan_in_process(tmp_path: Path, label: str, *args: str) -> tuple[bytes, bytes]:
+    out, stats = tmp_path / f"{label}.jsonl", tmp_path / f"{label}.stats.json"
+    assert main(["scan", "-q", "-o", str(out), "--stats", str(stats), *args]) in (0, 3)
+    return out.read_bytes(), stats.read_bytes()
+
+
+def test_files_on_their_own_split_either_way_give_one_process_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captures = [*_samples(), str(tmp_path / "missing.pcap")]
+    assert parallel.split_by_files(captures, False, 2)  # so the CLI tests above split by files
+    one = _scan_in_process(tmp_path, "one", *captures)
+    by_files = _scan_in_process(tmp_path, "files", "--workers", "3", *captures)
+    monkeypatch.setattr(parallel, "split_by_files", lambda *args: False)  # the forks inherit it
+    by_partitions = _scan_in_process(tmp_path, "parts", "--workers", "2", *captures)
+    assert one[0].count(b"\n") > 10
+    assert by_files == one
+    assert by_partitions == one
+
+
+def test_split_by_files_only_when_no_file_dominates(tmp_path: Path) -> None:
+    sizes = {"a": 1000, "b": 1000, "c": 1000, "d": 1000, "big": 100_000}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"\0" * size)
+    even = [str(tmp_path / n) for n in "abcd"]
+    assert parallel.split_by_files(even, False, 2)
+    assert parallel.split_by_files(even, False, 4)
+    assert not parallel.split_by_files(even, True, 2)  # one stream: its DNS and flows carry over
+    assert not parallel.split_by_files(even[:1], False, 2)
+    # One file holds nearly everything: partitions divide it, whole files cannot.
+    assert not parallel.split_by_files([*even, str(tmp_path / "big")], False, 2)
