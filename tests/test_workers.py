@@ -3,10 +3,11 @@
 Files on their own are split by whole files when that keeps every worker busy; otherwise every
 worker keeps the whole flow table (shadows of the flows it does not report) and inspects every DNS
 flow, but reports only the flows of its share of server addresses (classifier/partition.py); the
-parent merges the records back into one-process order. Both splits are checked. So the records (bytes, order and flow numbers included) and the statistics
-must be identical to ``--workers 1``, on the real captures (each on its own and as one stream),
-the samples, a multi-copy corpus whose copies reach the same servers from different clients (name
-memory and DNS answers across clients), at the flow cap and with short timeouts.
+parent merges the records back into one-process order. Both splits are checked. So the records
+(bytes, order and flow numbers included) and the statistics must be identical to ``--workers 1``,
+on the real captures (each on its own and as one stream), the samples, a multi-copy corpus whose
+copies reach the same servers from different clients (name memory and DNS answers across
+clients), at the flow cap and with short timeouts.
 """
 
 from __future__ import annotations
@@ -212,3 +213,25 @@ def test_split_by_files_only_when_no_file_dominates(tmp_path: Path) -> None:
     assert not parallel.split_by_files(even[:1], False, 2)
     # One file holds nearly everything: partitions divide it, whole files cannot.
     assert not parallel.split_by_files([*even, str(tmp_path / "big")], False, 2)
+
+
+def test_a_datagram_is_not_completed_across_files_on_their_own(tmp_path: Path) -> None:
+    """Its later fragments in one file and its first in the next: files on their own share
+    nothing, so one process must not reassemble it either (a split by files cannot)."""
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP, fragment
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    query = IP(src="192.0.2.1", dst="198.51.100.53", id=7) / UDP(sport=40000, dport=53)
+    query = query / DNS(rd=1, qd=DNSQR(qname="www.example.com"))
+    pieces = [Ether() / piece for piece in fragment(query, fragsize=16)]
+    for n, piece in enumerate(pieces):
+        piece.time = 1_700_000_000 + n / 10
+    first, later = tmp_path / "b-first.pcap", tmp_path / "a-later.pcap"
+    wrpcap(str(later), pieces[1:])
+    wrpcap(str(first), pieces[:1])
+    both = _scan_in_process(tmp_path, "both", str(later), str(first))
+    alone = _scan_in_process(tmp_path, "alone", str(first))
+    assert b"www.example.com" not in both[0]  # the first fragment alone: no query to read
+    assert both[0] == alone[0]  # the later fragments, without their first, make no flow
