@@ -19,9 +19,12 @@ those pages.
 
 from __future__ import annotations
 
+import gc
 import heapq
+import marshal
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -67,6 +70,22 @@ class PartResult:
 Batch = list[tuple[int, dict]]
 
 
+def send_message(conn: Connection, msg: tuple) -> None:
+    """Send a worker's message: with ``marshal`` when it holds only plain values (records do),
+    which costs about half of pickling them, the parent's share of the work; else pickled."""
+    try:
+        data = b"m" + marshal.dumps(msg)
+    except ValueError:  # a dataclass (the result), or some value marshal does not know
+        data = b"p" + pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    conn.send_bytes(data)
+
+
+def recv_message(conn: Connection) -> tuple:
+    """A message sent by ``send_message``."""
+    data = conn.recv_bytes()
+    return marshal.loads(data[1:]) if data[:1] == b"m" else pickle.loads(data[1:])
+
+
 def run_part(
     sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob, emit: Callable[[Batch, int], None]
 ) -> PartResult:
@@ -96,12 +115,14 @@ def run_part(
 def _worker(conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob) -> None:
     """Body of a worker process: batches, then ("done", result) or ("error", one line)."""
     try:
-        result = run_part(sigs, policy, options, job, lambda b, upto: conn.send(("records", b, upto)))
-        conn.send(("done", result))
+        result = run_part(
+            sigs, policy, options, job, lambda batch, upto: send_message(conn, ("records", batch, upto))
+        )
+        send_message(conn, ("done", result))
     except KeyboardInterrupt:
         pass  # the parent was interrupted too and says so
     except BaseException as err:  # a bug: the parent reports it in one line
-        conn.send(("error", f"{type(err).__name__}: {err}"))
+        send_message(conn, ("error", f"{type(err).__name__}: {err}"))
     finally:
         conn.close()
 
@@ -152,6 +173,9 @@ def scan_parallel(
     ctx = multiprocessing.get_context("fork")  # inherit the loaded signatures: no start-up cost
     conns: dict[Connection, int] = {}
     procs = []
+    # Objects that exist now (the signatures and policy above all) are left alone by the garbage
+    # collector, which would otherwise write to their pages in every worker and copy them all.
+    gc.freeze()
     try:
         for part in range(workers):
             mine, theirs = ctx.Pipe(duplex=False)
@@ -174,6 +198,7 @@ def scan_parallel(
             proc.join()
         for conn in conns:
             conn.close()
+        gc.unfreeze()
     merged = merge_part_stats([(r.stats, r.first_seen) for r in results])
     return merged, any(r.failed for r in results)
 
@@ -190,7 +215,7 @@ def _merge(conns: dict[Connection, int], procs: list, on_record: Callable[[dict]
         for conn in cast(list[Connection], wait(live)):
             part = conns[conn]
             try:
-                msg = conn.recv()
+                msg = recv_message(conn)
             except EOFError:
                 procs[part].join()
                 raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None
@@ -220,14 +245,14 @@ def _file_worker(
 
             def emit(batch: Batch, _upto: int, index: int = index) -> None:
                 if batch:
-                    conn.send(("records", index, batch))
+                    send_message(conn, ("records", index, batch))
 
             result = run_part(sigs, policy, options, PartJob((captures[index],), False, 0, 1), emit)
-            conn.send(("done", index, result))
+            send_message(conn, ("done", index, result))
     except KeyboardInterrupt:
         pass
     except BaseException as err:
-        conn.send(("error", f"{type(err).__name__}: {err}"))
+        send_message(conn, ("error", f"{type(err).__name__}: {err}"))
     finally:
         conn.close()
 
@@ -244,6 +269,9 @@ def _scan_files(
     ctx = multiprocessing.get_context("fork")
     conns: dict[Connection, int] = {}
     procs = []
+    # Objects that exist now (the signatures and policy above all) are left alone by the garbage
+    # collector, which would otherwise write to their pages in every worker and copy them all.
+    gc.freeze()
     try:
         for part in range(min(workers, len(captures))):
             mine, theirs = ctx.Pipe(duplex=True)
@@ -265,6 +293,7 @@ def _scan_files(
             proc.join()
         for conn in conns:
             conn.close()
+        gc.unfreeze()
     merged = merge_input_stats([(r.stats, r.failed) for r in results])
     return merged, any(r.failed for r in results)
 
@@ -287,7 +316,7 @@ def _merge_files(
         for conn in cast(list[Connection], wait(live)):
             part = conns[conn]
             try:
-                msg = conn.recv()
+                msg = recv_message(conn)
             except EOFError:
                 procs[part].join()
                 raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None

@@ -235,3 +235,17 @@ def test_a_datagram_is_not_completed_across_files_on_their_own(tmp_path: Path) -
     alone = _scan_in_process(tmp_path, "alone", str(first))
     assert b"www.example.com" not in both[0]  # the first fragment alone: no query to read
     assert both[0] == alone[0]  # the later fragments, without their first, make no flow
+
+
+def test_worker_messages_keep_every_value() -> None:
+    """Records go by marshal (plain values), anything else pickled: both arrive as sent."""
+    import multiprocessing
+
+    mine, theirs = multiprocessing.Pipe(duplex=False)
+    record = {"flow": 3, "ts": 1.5, "names": ["a", "b"], "tunnel": None, "ok": True, "pair": (1, 2)}
+    result = parallel.PartResult(parallel.InputStats(packets=7), {"tls.record": 2}, False, 5)
+    for msg in (("records", [(1, record)], 1), ("done", result)):
+        parallel.send_message(theirs, msg)
+        assert parallel.recv_message(mine) == msg
+    parallel.send_message(theirs, ("records", [(1, record)], 1))
+    assert mine.recv_bytes()[:1] == b"m"  # the cheap way for records
