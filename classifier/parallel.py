@@ -41,9 +41,10 @@ from .signatures import Signatures
 
 BATCH = 256  # records per message from a worker
 # The share of a one-process scan's CPU time that every partition repeats when splitting by server
-# address (reading, peeking at every packet, DNS, the shadow flow table), measured on the 8-copy
-# corpus by benchmarks/scan_workers.py: what split_by_files weighs a split by files against.
-REPEATED = 0.4
+# address (reading and peeking at every packet, DNS, the shadow flow table): 0.5 to 0.66 on the
+# 8-copy corpus (benchmarks/scan_workers.py, "partition model"); the low end, so a split by files
+# is chosen only where it surely wins. docs/ARCHITECTURE.md "Scale-out".
+REPEATED = 0.5
 
 
 @dataclass(frozen=True)

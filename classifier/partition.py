@@ -88,7 +88,9 @@ class PartScanner(Scanner):
         self.ended = 0  # flows of every partition that have ended
         self.tick = tick
         self._parts: dict[bytes, int] = {}  # server address -> partition (a few per flow)
-        if parts == 1:  # it owns every flow: no shadow to take a short cut for
+        if parts == 1:
+            # It owns every flow, so no packet is a shadow's: the plain path, without the peek.
+            # mypy refuses assigning to a method; an instance attribute is what is meant here.
             self.feed = super().feed  # type: ignore[method-assign]
 
     def feed(self, ts: float, linktype: int, frame: bytes, iface: int = 0) -> Flow | None:
