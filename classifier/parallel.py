@@ -36,7 +36,7 @@ from .pipeline import ScanOptions
 from .policy import Policy
 from .record import flow_record
 from .report import InputStats
-from .scaninputs import scan_inputs
+from .scaninputs import progress_bar, scan_inputs
 from .signatures import Signatures
 
 BATCH = 256  # records per message from a worker
@@ -170,7 +170,7 @@ def scan_parallel(
     Returns the merged stats and whether some input could not be opened.
     """
     if split_by_files(captures, continuous, workers):
-        return _scan_files(sigs, policy, options, captures, workers, on_record)
+        return _scan_files(sigs, policy, options, captures, workers, progress, on_record)
     ctx = multiprocessing.get_context("fork")  # inherit the loaded signatures: no start-up cost
     conns: dict[Connection, int] = {}
     procs = []
@@ -264,9 +264,11 @@ def _scan_files(
     options: ScanOptions,
     captures: list[str],
     workers: int,
+    progress: bool,
     on_record: Callable[[dict], None],
 ) -> tuple[InputStats, bool]:
-    """``scan_parallel`` by whole files: each worker takes the next file when it is free."""
+    """``scan_parallel`` by whole files: each worker takes the next file when it is free; the
+    progress bar (if wanted) moves as files are done."""
     ctx = multiprocessing.get_context("fork")
     conns: dict[Connection, int] = {}
     procs = []
@@ -286,7 +288,14 @@ def _scan_files(
             theirs.close()
             procs.append(proc)
             conns[mine] = part
-        results = _merge_files(conns, procs, len(captures), on_record)
+        sizes = [_size(c) for c in captures]
+        with progress_bar(sum(sizes), progress) as bar:
+
+            def done(index: int) -> None:
+                if bar is not None:
+                    bar[0].advance(bar[1], sizes[index])
+
+            results = _merge_files(conns, procs, len(captures), on_record, done)
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -300,7 +309,11 @@ def _scan_files(
 
 
 def _merge_files(
-    conns: dict[Connection, int], procs: list, files: int, on_record: Callable[[dict], None]
+    conns: dict[Connection, int],
+    procs: list,
+    files: int,
+    on_record: Callable[[dict], None],
+    on_done: Callable[[int], None],
 ) -> list[PartResult]:
     """Hand out the files in order; pass each file's records on once every file before it is done,
     its flows numbered on from theirs (one process numbers flows across files)."""
@@ -330,6 +343,7 @@ def _merge_files(
                     held.setdefault(msg[1], []).extend(rec for _seq, rec in msg[2])
             elif msg[0] == "done":
                 results[msg[1]] = msg[2]
+                on_done(msg[1])
                 if handed < files:
                     conn.send(handed)
                     handed += 1
