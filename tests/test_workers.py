@@ -117,21 +117,27 @@ def test_standard_input_is_refused_with_one_line() -> None:
     assert err.count("\n") == 1 and "standard input" in err and "--workers" in err
 
 
+# One capture (split by server address) and two even files (split by whole files).
+_SPLITS = pytest.mark.parametrize("copies", [1, 2], ids=["by-address", "by-files"])
+
+
+@_SPLITS
 def test_a_failing_worker_is_one_line_and_no_hang(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], copies: int
 ) -> None:
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(parallel, "run_part", boom)  # the forked workers inherit it
-    status = main(["scan", "-q", "--workers", "2", str(ROOT / "pcaps" / "demo.pcap")])
+    status = main(["scan", "-q", "--workers", "2", *[str(ROOT / "pcaps" / "demo.pcap")] * copies])
     err = capsys.readouterr().err
     assert status == 1
     assert err.count("\n") == 1 and "scan worker" in err and "RuntimeError: boom" in err
 
 
+@_SPLITS
 def test_a_worker_that_dies_is_reported(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], copies: int
 ) -> None:
     import os
 
@@ -139,7 +145,7 @@ def test_a_worker_that_dies_is_reported(
         os._exit(9)  # as if killed (the OOM killer)
 
     monkeypatch.setattr(parallel, "run_part", die)
-    status = main(["scan", "-q", "--workers", "2", str(ROOT / "pcaps" / "demo.pcap")])
+    status = main(["scan", "-q", "--workers", "2", *[str(ROOT / "pcaps" / "demo.pcap")] * copies])
     err = capsys.readouterr().err
     assert status == 1
     assert "died (exit status 9)" in err
