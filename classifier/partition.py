@@ -15,19 +15,16 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 
-from .decode import TCP_FIN, TCP_RST, TCP_SYN
 from .dnscache import DnsCache
 from .errors import MalformedError
-from .flows import DECIDED, INSPECTING, Flow, FlowConfig
+from .flows import DECIDED, Flow, FlowConfig
 from .inspect.driver import Inspection
-from .peek import peek
 from .pipeline import Scanner, ScanOptions
 from .policy import Policy
 from .report import InputStats
 from .signatures import Signatures
 from .tunnels import Tunnel
 
-_FIN_OR_RST = TCP_FIN | TCP_RST
 _MAX_EXAMPLES = 3  # malformed-packet examples per reason, as the scanner keeps them
 
 
@@ -88,45 +85,6 @@ class PartScanner(Scanner):
         self.ended = 0  # flows of every partition that have ended
         self.tick = tick
         self._parts: dict[bytes, int] = {}  # server address -> partition (a few per flow)
-        if parts == 1:
-            # It owns every flow, so no packet is a shadow's: the plain path, without the peek.
-            # mypy refuses assigning to a method; an instance attribute is what is meant here.
-            self.feed = super().feed  # type: ignore[method-assign]
-
-    def feed(self, ts: float, linktype: int, frame: bytes, iface: int = 0) -> Flow | None:
-        """``Scanner.feed``, with a short cut for the packets of a flow another partition reports.
-
-        Such a flow (a *shadow* here: created, timed, closed, evicted and numbered like any flow,
-        never inspected) needs from a later packet only what the table keeps time and state with:
-        its key, direction, timestamp and FIN/RST. ``peek`` reads them at fixed offsets, where
-        ``decode`` would return the packet whole; the packet and byte counters of a shadow are not
-        kept (it is never reported). Everything else (a flow's first packet, a packet of a flow
-        this partition reports or of a DNS flow, which every partition inspects, a SYN that may
-        reopen a closed flow, and whatever ``peek`` leaves to the full decode) takes the full path.
-        """
-        peeked = peek(linktype, frame)
-        if peeked is None:
-            return Scanner.feed(self, ts, linktype, frame, iface)
-        proto, src, sport, dst, dport, flags = peeked
-        table = self.table
-        if sport > dport or (sport == dport and src >= dst):  # flows.flow_key, inline
-            flow = table.entries.get((src, sport, dst, dport, proto))
-        else:
-            flow = table.entries.get((dst, dport, src, sport, proto))
-        if flow is None or flow.inspecting or flow.stage != INSPECTING or (flow.fin and flags & TCP_SYN):
-            return Scanner.feed(self, ts, linktype, frame, iface)
-        self.packets += 1
-        if ts > flow.last_ts:
-            flow.last_ts = ts
-        if flags & _FIN_OR_RST and proto == 6:
-            was_closed = flow.closed
-            from_client = sport == flow.client_port and (sport != dport or src == flow.client)
-            flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
-            if flow.closed and not was_closed:
-                table.schedule(flow, ts + table.config.closed_tcp)
-        if ts >= table.next_sweep:
-            table.sweep(ts)
-        return flow
 
     def owns(self, flow: Flow) -> bool:
         """True if this partition reports ``flow``."""

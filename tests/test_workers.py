@@ -1,7 +1,7 @@
 """``classifier scan --workers N`` writes exactly what one process writes.
 
 Files on their own are split by whole files when that keeps every worker busy; otherwise every
-worker keeps the whole flow table (shadows of the flows it does not report) and inspects every DNS
+worker keeps the whole flow table and inspects every DNS
 flow, but reports only the flows of its share of server addresses (classifier/partition.py); the
 parent merges the records back into one-process order. Both splits are checked. So the records
 (bytes, order and flow numbers included) and the statistics must be identical to ``--workers 1``,
@@ -159,36 +159,6 @@ def test_csv_and_table_are_the_same(fmt: str) -> None:
     assert one.returncode == many.returncode == 3  # malformed.pcap is truncated
     assert one.stdout.count(b"\n") > 10
     assert many.stdout == one.stdout
-
-
-def test_packets_of_other_partitions_skip_the_full_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A partition takes the short cut for the flows it only shadows: the full per-packet path
-    (decode, counters, inspection) runs for far fewer packets than the capture holds."""
-    from classifier.flows import Flow
-    from classifier.partition import PartScanner
-    from classifier.pipeline import Scanner, ScanOptions
-    from classifier.policy import Policy
-    from classifier.report import InputStats
-    from classifier.scaninputs import scan_inputs
-    from classifier.signatures import Signatures, shipped_directory
-
-    full = 0
-    real_feed = Scanner.feed
-
-    def counting(self: Scanner, ts: float, linktype: int, frame: bytes, iface: int = 0) -> Flow | None:
-        nonlocal full
-        full += 1
-        return real_feed(self, ts, linktype, frame, iface)
-
-    monkeypatch.setattr(Scanner, "feed", counting)
-    sigs = Signatures.load(shipped_directory())
-    policy = Policy.load(shipped_directory() / "policy")
-    scanner = PartScanner(sigs, policy, ScanOptions(), lambda flow, seq: None, 0, 2)
-    # Every flow is a shadow here: no partition but this one, and it owns nothing.
-    scanner.owns = lambda flow: False  # type: ignore[method-assign]  # a test double for one method
-    scan_inputs([str(ROOT / "pcaps" / "demo.pcap")], scanner, InputStats(), False, False)
-    assert scanner.packets > 100
-    assert full < scanner.packets / 2, (full, scanner.packets)
 
 
 def _scan_in_process(tmp_path: Path, label: str, *args: str) -> tuple[bytes, bytes]:
