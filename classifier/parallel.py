@@ -41,9 +41,8 @@ from .signatures import Signatures
 
 BATCH = 256  # records per message from a worker
 # The share of a one-process scan's CPU time that every partition repeats when splitting by server
-# address (reading and decoding every packet, DNS, the flow table): 0.45 to 0.65 on the 8-copy
-# corpus (benchmarks/scan_workers.py, "partition model"); near the low end, so a split by files
-# is chosen only where it surely wins. docs/ARCHITECTURE.md "Scale-out".
+# address (reading and decoding every packet, DNS, the flow table): 0.40 (a quiet machine) to 0.65
+# on the 8-copy corpus (benchmarks/scan_workers.py, "partition model"). docs/ARCHITECTURE.md "Scale-out".
 REPEATED = 0.5
 
 
