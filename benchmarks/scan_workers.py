@@ -8,7 +8,15 @@ its workers). The records of every run are compared: a speed-up with different r
 no speed-up. Start-up (a run on an empty capture) is measured too, and the steady figures are the
 corpus minus start-up. The load average before and after is printed: on a shared machine, say it.
 
-    python benchmarks/scan_workers.py [--copies 8] [--repeat 5] [--workers 2] [--capture FILE]
+Two inputs are measured: the corpus as one capture (split by server address across the workers)
+and, with ``--split K`` (default 8), the same packets cut into K files scanned on their own (split
+by whole files). Each table prints the wall speed-up (whole run and steady) and the CPU ratio
+(CPU of N workers over one: the work the split adds) beside the target. Then the partition model:
+in this process, the CPU time of one process and of each partition of the corpus, the share of
+the work every partition repeats, and the speed-up that predicts for 2, 16 and 64 cores (free of
+other engineers' load, unlike the wall times).
+
+    python benchmarks/scan_workers.py [--copies 8] [--repeat 5] [--workers 2] [--split 8] [--capture FILE]
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import glob
 import hashlib
 import os
 import resource
+import struct
 import subprocess
 import sys
 import tempfile
@@ -27,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CLASSIFIER_SHARED", ROOT.parent / "shared"))
 WORK = Path(tempfile.gettempdir()) / "classifier-bench"
+TARGET = 1.7  # issue 10: wall speed-up of --workers 2 over --workers 1 on 2 cores
 
 
 def build_corpus(copies: int) -> Path:
@@ -45,10 +55,33 @@ def build_corpus(copies: int) -> Path:
     return out
 
 
-def run(capture: Path, workers: int) -> tuple[float, float, str]:
+def split_capture(capture: Path, parts: int) -> list[Path]:
+    """The packets of a (little-endian, microsecond) pcap cut into ``parts`` files of about equal
+    packet counts, at record boundaries."""
+    data = capture.read_bytes()
+    if data[:4] != b"\xd4\xc3\xb2\xa1":
+        sys.exit(f"--split needs a little-endian microsecond pcap: {capture}")
+    starts = []
+    pos = 24
+    while pos + 16 <= len(data):
+        starts.append(pos)
+        pos += 16 + struct.unpack_from("<I", data, pos + 8)[0]
+    starts.append(pos)
+    out = []
+    for k in range(parts):
+        path = WORK / f"{capture.stem}-part{k:02d}of{parts}.pcap"
+        lo = starts[len(starts) * k // parts]
+        hi = starts[min(len(starts) - 1, len(starts) * (k + 1) // parts)]
+        if not path.exists():
+            path.write_bytes(data[:24] + data[lo:hi])
+        out.append(path)
+    return out
+
+
+def run(captures: list[Path], workers: int) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds of the scan and all its workers, SHA-256 of the records)."""
     out = WORK / f"records-{workers}.jsonl"
-    cmd = [sys.executable, "-m", "classifier", "scan", str(capture), "-q", "--no-progress",
+    cmd = [sys.executable, "-m", "classifier", "scan", *map(str, captures), "-q", "--no-progress",
            "--workers", str(workers), "-o", str(out)]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
@@ -63,11 +96,72 @@ def run(capture: Path, workers: int) -> tuple[float, float, str]:
     return wall, cpu, digest
 
 
+def measure(label: str, captures: list[Path], empty: Path, counts: list[int], repeat: int) -> bool:
+    """Print the table of one input; True if every worker count wrote the same records."""
+    best: dict[int, list[float]] = {n: [float("inf")] * 4 for n in counts}
+    digests: dict[int, set[str]] = {n: set() for n in counts}
+    for _ in range(repeat):
+        for n in counts:  # interleaved: load from others hits every count alike
+            wall, cpu, digest = run(captures, n)
+            swall, scpu, _ = run([empty], n)
+            b = best[n]
+            best[n] = [min(b[0], wall), min(b[1], cpu), min(b[2], swall), min(b[3], scpu)]
+            digests[n].add(digest)
+    size = sum(c.stat().st_size for c in captures) / 1e6
+    print(f"\n{label}: {len(captures)} file(s), {size:.1f} MB")
+    print(
+        f"{'workers':>8}{'wall s':>9}{'CPU s':>8}{'start-up wall s':>17}{'steady wall s':>15}"
+        f"{'speed-up':>10}{'steady speed-up':>17}{'CPU ratio':>11}   target {TARGET}x"
+    )
+    one = best[1]
+    for n in counts:
+        wall, cpu, swall, _scpu = best[n]
+        steady = wall - swall
+        speed, steady_speed = one[0] / wall, (one[0] - one[2]) / max(steady, 1e-9)
+        verdict = "" if n == 1 else ("met" if steady_speed >= TARGET else "NOT met") + " (steady)"
+        print(
+            f"{n:8}{wall:9.2f}{cpu:8.2f}{swall:17.2f}{steady:15.2f}{speed:10.2f}"
+            f"{steady_speed:17.2f}{cpu / one[1]:11.2f}   {verdict}"
+        )
+    same = len(set().union(*digests.values())) == 1
+    print(f"records identical for every worker count: {'yes' if same else 'NO'}")
+    return same
+
+
+def partition_model(capture: Path, parts: int, repeat: int) -> None:
+    """CPU of one process and of each of ``parts`` partitions, in this process; what that predicts."""
+    sys.path.insert(0, str(ROOT))
+    from classifier.parallel import PartJob, run_part
+    from classifier.pipeline import ScanOptions
+    from classifier.policy import Policy
+    from classifier.signatures import Signatures, shipped_directory
+
+    sigs = Signatures.load(shipped_directory())
+    policy = Policy.load(shipped_directory() / "policy")
+
+    def cpu(part: int, of: int) -> float:
+        t = time.process_time()
+        run_part(sigs, policy, ScanOptions(), PartJob((str(capture),), False, part, of), lambda b, u: None)
+        return time.process_time() - t
+
+    one, each = float("inf"), [float("inf")] * parts
+    for _ in range(repeat):
+        one = min(one, cpu(0, 1))
+        each = [min(e, cpu(k, parts)) for k, e in enumerate(each)]
+    repeated = (sum(each) - one) / (parts - 1) / one  # the share every partition does again
+    print(f"\npartition model ({capture.name}, CPU s in this process, best of {repeat}):")
+    print(f"  one process {one:.3f}; partitions of {parts}: " + " ".join(f"{e:.3f}" for e in each))
+    print(f"  critical path (slowest partition) speed-up: {one / max(each):.2f}")
+    print(f"  repeated share r = {repeated:.2f}; predicted speed-up 1/(r + (1-r)/N) at an even split:")
+    print("  " + "  ".join(f"N={n}: {1 / (repeated + (1 - repeated) / n):.2f}" for n in (2, 16, 64)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--copies", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--workers", type=int, action="append", help="worker counts beside 1 (default 2)")
+    ap.add_argument("--split", type=int, default=8, help="also the corpus cut into this many files (0: no)")
     ap.add_argument("--capture", help="measure this capture instead of the corpus")
     args = ap.parse_args()
 
@@ -80,32 +174,14 @@ def main() -> int:
         f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
         f"{len(os.sched_getaffinity(0))} CPUs; {capture} ({capture.stat().st_size / 1e6:.1f} MB)"
     )
-    best: dict[int, list[float]] = {n: [float("inf")] * 4 for n in counts}
-    digests: dict[int, set[str]] = {n: set() for n in counts}
-    for _ in range(args.repeat):
-        for n in counts:  # interleaved: load from others hits every count alike
-            wall, cpu, digest = run(capture, n)
-            swall, scpu, _ = run(empty, n)
-            b = best[n]
-            best[n] = [min(b[0], wall), min(b[1], cpu), min(b[2], swall), min(b[3], scpu)]
-            digests[n].add(digest)
+    same = measure("one capture (split by server address)", [capture], empty, counts, args.repeat)
+    if args.split > 1:
+        files = split_capture(capture, args.split)
+        same &= measure("files on their own (split by whole files)", files, empty, counts, args.repeat)
+    partition_model(capture, max(counts), args.repeat)
     print(
-        f"{'workers':>8}{'wall s':>9}{'CPU s':>8}{'start-up wall s':>17}{'steady wall s':>15}"
-        f"{'speed-up':>10}{'steady speed-up':>17}"
-    )
-    one = best[1]
-    for n in counts:
-        wall, cpu, swall, _scpu = best[n]
-        steady = wall - swall
-        print(
-            f"{n:8}{wall:9.2f}{cpu:8.2f}{swall:17.2f}{steady:15.2f}{one[0] / wall:10.2f}"
-            f"{(one[0] - one[2]) / max(steady, 1e-9):17.2f}"
-        )
-    same = len(set().union(*digests.values())) == 1
-    print(f"records identical for every worker count: {'yes' if same else 'NO'}")
-    print(
-        f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; best of {args.repeat}; "
-        "CPU = user + system of the scan and its workers"
+        f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; best of {args.repeat}; "
+        "CPU = user + system of the scan and its workers; steady = minus the start-up (an empty capture)"
     )
     return 0 if same else 1
 

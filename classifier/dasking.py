@@ -32,13 +32,12 @@ from typing import Any
 from .errors import UserError
 from .parallel import Batch, PartJob, PartResult, WorkerFailed, default_workers, run_part
 from .parquetout import NEEDS_EXTRA, ParquetPartWriter, part_name
-from .partition import merge_part_stats
+from .partition import merge_input_stats, merge_part_stats
 from .pipeline import ScanOptions
 from .policy import Policy
 from .report import MAX_DISTINCT, InputStats, Summary
 from .signatures import Signatures
 
-_MAX_EXAMPLES = 3  # malformed-packet examples per reason, as the scanner keeps them
 CONNECT_TIMEOUT = "30s"  # how long to try reaching a remote scheduler
 
 
@@ -204,41 +203,10 @@ class DaskRun:
 # -- merging -----------------------------------------------------------------------------------
 
 
-def merge_input_stats(results: list[PartResult]) -> InputStats:
-    """One process's stats from those of files scanned on their own, in input order."""
-    out = InputStats()
-    # One process lists the inputs it could not open first, then what reading the others found.
-    for r in results:
-        if r.failed:
-            out.problems.extend(r.stats.problems)
-    for r in results:
-        s = r.stats
-        out.files += s.files
-        out.packets += s.packets
-        out.flows += s.flows
-        out.skipped.update(s.skipped)
-        out.malformed.update(s.malformed)
-        for reason, examples in s.malformed_examples.items():
-            kept = out.malformed_examples.setdefault(reason, [])
-            kept.extend(examples[: _MAX_EXAMPLES - len(kept)])
-        out.inspect_errors.update(s.inspect_errors)
-        for reason, example in s.inspect_examples.items():
-            out.inspect_examples.setdefault(reason, example)
-        if not r.failed:
-            out.problems.extend(s.problems)
-        out.evicted += s.evicted
-        out.fragments += s.fragments
-        out.dns_answers += s.dns_answers
-        out.dns_dropped += s.dns_dropped
-        out.dns_queries += s.dns_queries
-        out.dns_binding.update(s.dns_binding)
-    return out
-
-
 def merge_stats(results: list[PartResult], continuous: bool) -> InputStats:
     if continuous:
         return merge_part_stats([(r.stats, r.first_seen) for r in results])
-    return merge_input_stats(results)
+    return merge_input_stats([(r.stats, r.failed) for r in results])
 
 
 def merge_summary(into: Summary, part: Summary) -> None:

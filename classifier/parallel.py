@@ -1,33 +1,49 @@
-"""``classifier scan --workers N``: N processes over the same captures, records as one process writes them.
+"""``classifier scan --workers N``: N processes over the captures, records as one process writes them.
 
-Each worker is a ``PartScanner`` (classifier/partition.py) that reads every packet but inspects,
-decides and reports only the flows of its partition of server addresses. Each record comes with
-its place in the one-process order (how many flows had ended when it did), so the parent merges the
-workers' records into exactly that order, with the same flow numbers, as they arrive: it holds at
-most a few batches per worker. Workers are forked after the signatures and policy are loaded, so
-they start at once and share those pages.
+Two ways to split the work, chosen by ``split_by_files`` (docs/ARCHITECTURE.md "Scale-out"):
+
+* By files, when the captures are files on their own (not ``--continuous``) and are enough, and
+  even enough in size, to keep every worker busy: each worker scans whole files, taken in input
+  order as it becomes free; nothing is read twice. The parent writes each file's records as soon
+  as every file before it is done, numbering flows on across files as one process does, so it
+  holds the records of at most the files scanned ahead of the first unfinished one.
+* By server address otherwise: each worker is a ``PartScanner`` (classifier/partition.py) that reads
+  every packet but inspects, decides and reports only the flows of its partition. Each record comes
+  with its place in the one-process order (how many flows had ended when it did), so the parent
+  merges the workers' records into exactly that order, with the same flow numbers, as they arrive:
+  it holds at most a few batches per worker.
+
+Workers are forked after the signatures and policy are loaded, so they start at once and share
+those pages.
 """
 
 from __future__ import annotations
 
+import gc
 import heapq
+import marshal
 import multiprocessing
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import cast
 
 from .flows import Flow
-from .partition import PartScanner, merge_part_stats
+from .partition import PartScanner, merge_input_stats, merge_part_stats
 from .pipeline import ScanOptions
 from .policy import Policy
 from .record import record_function
 from .report import InputStats
-from .scaninputs import scan_inputs
+from .scaninputs import progress_bar, scan_inputs
 from .signatures import Signatures
 
 BATCH = 256  # records per message from a worker
+# The share of a one-process scan's CPU time that every partition repeats when splitting by server
+# address (reading and decoding every packet, DNS, the flow table): 0.40 (a quiet machine) to 0.65
+# on the 8-copy corpus (benchmarks/scan_workers.py, "partition model"). docs/ARCHITECTURE.md "Scale-out".
+REPEATED = 0.5
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,22 @@ class PartResult:
 
 
 Batch = list[tuple[int, dict]]
+
+
+def send_message(conn: Connection, msg: tuple) -> None:
+    """Send a worker's message: with ``marshal`` when it holds only plain values (records do),
+    which costs about half of pickling them, the parent's share of the work; else pickled."""
+    try:
+        data = b"m" + marshal.dumps(msg)
+    except ValueError:  # a dataclass (the result), or some value marshal does not know
+        data = b"p" + pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    conn.send_bytes(data)
+
+
+def recv_message(conn: Connection) -> tuple:
+    """A message sent by ``send_message``."""
+    data = conn.recv_bytes()
+    return marshal.loads(data[1:]) if data[:1] == b"m" else pickle.loads(data[1:])
 
 
 def run_part(
@@ -84,18 +116,43 @@ def run_part(
 def _worker(conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob) -> None:
     """Body of a worker process: batches, then ("done", result) or ("error", one line)."""
     try:
-        result = run_part(sigs, policy, options, job, lambda b, upto: conn.send(("records", b, upto)))
-        conn.send(("done", result))
+        result = run_part(
+            sigs, policy, options, job, lambda batch, upto: send_message(conn, ("records", batch, upto))
+        )
+        send_message(conn, ("done", result))
     except KeyboardInterrupt:
         pass  # the parent was interrupted too and says so
     except BaseException as err:  # a bug: the parent reports it in one line
-        conn.send(("error", f"{type(err).__name__}: {err}"))
+        send_message(conn, ("error", f"{type(err).__name__}: {err}"))
     finally:
         conn.close()
 
 
 class WorkerFailed(RuntimeError):
     """A worker process died or raised: a bug (or the OOM killer), reported as an internal error."""
+
+
+def split_by_files(captures: list[str], continuous: bool, workers: int) -> bool:
+    """True if whole files per worker beat partitions of server addresses for these inputs.
+
+    Files scanned on their own share nothing, so a split by files repeats no work, but it can be no
+    faster than the largest file; partitions divide any input, but every one repeats ``REPEATED``
+    of the work. The predicted times (in bytes of input, the way a scan's time grows) decide.
+    """
+    if continuous or len(captures) < 2:
+        return False
+    sizes = [_size(c) for c in captures]
+    total = sum(sizes)
+    by_files = max(max(sizes), total / workers)
+    by_partitions = total * (REPEATED + (1 - REPEATED) / workers)
+    return by_files <= by_partitions
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # the worker that opens it reports why it cannot
 
 
 def scan_parallel(
@@ -112,9 +169,14 @@ def scan_parallel(
 
     Returns the merged stats and whether some input could not be opened.
     """
+    if split_by_files(captures, continuous, workers):
+        return _scan_files(sigs, policy, options, captures, workers, progress, on_record)
     ctx = multiprocessing.get_context("fork")  # inherit the loaded signatures: no start-up cost
     conns: dict[Connection, int] = {}
     procs = []
+    # Objects that exist now (the signatures and policy above all) are left alone by the garbage
+    # collector, which would otherwise write to their pages in every worker and copy them all.
+    gc.freeze()
     try:
         for part in range(workers):
             mine, theirs = ctx.Pipe(duplex=False)
@@ -137,6 +199,7 @@ def scan_parallel(
             proc.join()
         for conn in conns:
             conn.close()
+        gc.unfreeze()
     merged = merge_part_stats([(r.stats, r.first_seen) for r in results])
     return merged, any(r.failed for r in results)
 
@@ -153,7 +216,7 @@ def _merge(conns: dict[Connection, int], procs: list, on_record: Callable[[dict]
         for conn in cast(list[Connection], wait(live)):
             part = conns[conn]
             try:
-                msg = conn.recv()
+                msg = recv_message(conn)
             except EOFError:
                 procs[part].join()
                 raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None
@@ -171,6 +234,131 @@ def _merge(conns: dict[Connection, int], procs: list, on_record: Callable[[dict]
         while pending and pending[0][0] <= low:
             on_record(heapq.heappop(pending)[1])
     return [r for r in results if r is not None]
+
+
+def _file_worker(
+    conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, captures: tuple[str, ...]
+) -> None:
+    """Body of a worker that scans whole files: it gets a file's index (None: no more), sends
+    ("records", index, batch) messages, then ("done", index, result); or ("error", one line)."""
+    try:
+        while (index := conn.recv()) is not None:
+
+            def emit(batch: Batch, _upto: int, index: int = index) -> None:
+                if batch:
+                    send_message(conn, ("records", index, batch))
+
+            result = run_part(sigs, policy, options, PartJob((captures[index],), False, 0, 1), emit)
+            send_message(conn, ("done", index, result))
+    except KeyboardInterrupt:
+        pass
+    except BaseException as err:
+        send_message(conn, ("error", f"{type(err).__name__}: {err}"))
+    finally:
+        conn.close()
+
+
+def _scan_files(
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    captures: list[str],
+    workers: int,
+    progress: bool,
+    on_record: Callable[[dict], None],
+) -> tuple[InputStats, bool]:
+    """``scan_parallel`` by whole files: each worker takes the next file when it is free; the
+    progress bar (if wanted) moves as files are done."""
+    ctx = multiprocessing.get_context("fork")
+    conns: dict[Connection, int] = {}
+    procs = []
+    # Objects that exist now (the signatures and policy above all) are left alone by the garbage
+    # collector, which would otherwise write to their pages in every worker and copy them all.
+    gc.freeze()
+    try:
+        for part in range(min(workers, len(captures))):
+            mine, theirs = ctx.Pipe(duplex=True)
+            proc = ctx.Process(
+                target=_file_worker,
+                args=(theirs, sigs, policy, options, tuple(captures)),
+                name=f"classifier-scan-{part}",
+                daemon=True,
+            )
+            proc.start()
+            theirs.close()
+            procs.append(proc)
+            conns[mine] = part
+        sizes = [_size(c) for c in captures]
+        with progress_bar(sum(sizes), progress) as bar:
+
+            def done(index: int) -> None:
+                if bar is not None:
+                    bar[0].advance(bar[1], sizes[index])
+
+            results = _merge_files(conns, procs, len(captures), on_record, done)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+        for conn in conns:
+            conn.close()
+        gc.unfreeze()
+    merged = merge_input_stats([(r.stats, r.failed) for r in results])
+    return merged, any(r.failed for r in results)
+
+
+def _merge_files(
+    conns: dict[Connection, int],
+    procs: list,
+    files: int,
+    on_record: Callable[[dict], None],
+    on_done: Callable[[int], None],
+) -> list[PartResult]:
+    """Hand out the files in order; pass each file's records on once every file before it is done,
+    its flows numbered on from theirs (one process numbers flows across files)."""
+    results: dict[int, PartResult] = {}
+    held: dict[int, list[dict]] = {}  # records of files after the one being written
+    writing = 0  # the file whose records go straight through
+    offset = 0  # flows created by the files before it
+    handed = 0
+    live = list(conns)
+    for conn in live:
+        conn.send(handed)
+        handed += 1
+    while live:
+        for conn in cast(list[Connection], wait(live)):
+            part = conns[conn]
+            try:
+                msg = recv_message(conn)
+            except EOFError:
+                procs[part].join()
+                raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None
+            if msg[0] == "records":
+                if msg[1] == writing:
+                    for _seq, rec in msg[2]:
+                        rec["flow"] += offset
+                        on_record(rec)
+                else:
+                    held.setdefault(msg[1], []).extend(rec for _seq, rec in msg[2])
+            elif msg[0] == "done":
+                results[msg[1]] = msg[2]
+                on_done(msg[1])
+                if handed < files:
+                    conn.send(handed)
+                    handed += 1
+                else:
+                    conn.send(None)
+                    live.remove(conn)
+                while writing in results and writing < files:
+                    offset += results[writing].created
+                    writing += 1
+                    for rec in held.pop(writing, ()):
+                        rec["flow"] += offset
+                        on_record(rec)
+            else:
+                raise WorkerFailed(f"scan worker {part} failed: {msg[1]}")
+    return [results[i] for i in range(files)]
 
 
 def default_workers() -> int:

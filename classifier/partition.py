@@ -25,6 +25,8 @@ from .report import InputStats
 from .signatures import Signatures
 from .tunnels import Tunnel
 
+_MAX_EXAMPLES = 3  # malformed-packet examples per reason, as the scanner keeps them
+
 
 def partition_of(server: bytes, parts: int) -> int:
     """The partition of a server address: stable across processes and machines (unlike ``hash``)."""
@@ -162,3 +164,34 @@ def merge_part_stats(parts: list[tuple[InputStats, dict[str, int]]]) -> InputSta
                 seen_at[reason] = at
                 merged.inspect_examples[reason] = example
     return merged
+
+
+def merge_input_stats(results: list[tuple[InputStats, bool]]) -> InputStats:
+    """One process's stats from those of files scanned on their own: (stats, could not be opened)
+    of each, in input order."""
+    out = InputStats()
+    # One process lists the inputs it could not open first, then what reading the others found.
+    for s, failed in results:
+        if failed:
+            out.problems.extend(s.problems)
+    for s, failed in results:
+        out.files += s.files
+        out.packets += s.packets
+        out.flows += s.flows
+        out.skipped.update(s.skipped)
+        out.malformed.update(s.malformed)
+        for reason, examples in s.malformed_examples.items():
+            kept = out.malformed_examples.setdefault(reason, [])
+            kept.extend(examples[: _MAX_EXAMPLES - len(kept)])
+        out.inspect_errors.update(s.inspect_errors)
+        for reason, example in s.inspect_examples.items():
+            out.inspect_examples.setdefault(reason, example)
+        if not failed:
+            out.problems.extend(s.problems)
+        out.evicted += s.evicted
+        out.fragments += s.fragments
+        out.dns_answers += s.dns_answers
+        out.dns_dropped += s.dns_dropped
+        out.dns_queries += s.dns_queries
+        out.dns_binding.update(s.dns_binding)
+    return out

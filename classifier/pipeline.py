@@ -315,6 +315,12 @@ class Scanner:
         self.seen_names.clear()
         self.inspection.queries.clear()
 
+    def forget_fragments(self) -> None:
+        """A new, unrelated input starts: no IP fragment of the earlier ones completes a datagram
+        in it (so each file scans alike alone, in one process or split by files across workers)."""
+        self.defrag = Defragmenter()
+        self._fragments.clear()
+
     def close(self, flow: Flow, now: float) -> None:
         """The flow was reset by someone the capture does not show (a gateway's own RSTs): treat it
         as closed by a RST, so it ends after the short closed timeout."""
@@ -364,6 +370,7 @@ class Scanner:
         if not carry_over:
             self.finish()
             self.forget_names()
+            self.forget_fragments()
         self.current_file = name
         self.interfaces = interfaces if interfaces is not None else []  # the reader's own list: it grows
         self._file_start = self.packets

@@ -62,9 +62,7 @@ def _feed(
 ) -> None:
     sizes = [r.size for _, r in readers]
     total = sum(s for s in sizes if s) if all(sizes) else None
-    show = progress_wanted and sys.stderr.isatty() and total is not None and total >= _PROGRESS_MIN_BYTES
-    progress_ctx = _progress(total) if show and total is not None else nullcontext(None)
-    with progress_ctx as progress:
+    with progress_bar(total, progress_wanted) as progress:
         done_bytes = 0
         for path, reader in readers:
             name = printable(path)  # as given: x.pcap in two directories stays two inputs
@@ -84,6 +82,14 @@ def _feed(
             finally:
                 stats.problems.extend(printable(str(p)) for p in reader.problems)
             done_bytes += reader.size or 0
+
+
+def progress_bar(total: int | None, wanted: bool) -> Any:
+    """A context yielding (progress, task) of a bar over ``total`` bytes on stderr, or None: only
+    if wanted, stderr is a terminal and the inputs (of known size) are worth watching."""
+    if wanted and total is not None and total >= _PROGRESS_MIN_BYTES and sys.stderr.isatty():
+        return _progress(total)
+    return nullcontext(None)
 
 
 class _progress:

@@ -1,11 +1,13 @@
 """``classifier scan --workers N`` writes exactly what one process writes.
 
-Every worker keeps the whole flow table and inspects every DNS flow, but reports only the flows of
-its share of server addresses (classifier/partition.py); the parent merges the records back into
-one-process order. So the records (bytes, order and flow numbers included) and the statistics
-must be identical to ``--workers 1``, on the real captures (each on its own and as one stream),
-the samples, a multi-copy corpus whose copies reach the same servers from different clients (name
-memory and DNS answers across clients), at the flow cap and with short timeouts.
+Files on their own are split by whole files when that keeps every worker busy; otherwise every
+worker keeps the whole flow table and inspects every DNS
+flow, but reports only the flows of its share of server addresses (classifier/partition.py); the
+parent merges the records back into one-process order. Both splits are checked. So the records
+(bytes, order and flow numbers included) and the statistics must be identical to ``--workers 1``,
+on the real captures (each on its own and as one stream), the samples, a multi-copy corpus whose
+copies reach the same servers from different clients (name memory and DNS answers across
+clients), at the flow cap and with short timeouts.
 """
 
 from __future__ import annotations
@@ -115,21 +117,27 @@ def test_standard_input_is_refused_with_one_line() -> None:
     assert err.count("\n") == 1 and "standard input" in err and "--workers" in err
 
 
+# One capture (split by server address) and two even files (split by whole files).
+_SPLITS = pytest.mark.parametrize("copies", [1, 2], ids=["by-address", "by-files"])
+
+
+@_SPLITS
 def test_a_failing_worker_is_one_line_and_no_hang(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], copies: int
 ) -> None:
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(parallel, "run_part", boom)  # the forked workers inherit it
-    status = main(["scan", "-q", "--workers", "2", str(ROOT / "pcaps" / "demo.pcap")])
+    status = main(["scan", "-q", "--workers", "2", *[str(ROOT / "pcaps" / "demo.pcap")] * copies])
     err = capsys.readouterr().err
     assert status == 1
     assert err.count("\n") == 1 and "scan worker" in err and "RuntimeError: boom" in err
 
 
+@_SPLITS
 def test_a_worker_that_dies_is_reported(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], copies: int
 ) -> None:
     import os
 
@@ -137,7 +145,7 @@ def test_a_worker_that_dies_is_reported(
         os._exit(9)  # as if killed (the OOM killer)
 
     monkeypatch.setattr(parallel, "run_part", die)
-    status = main(["scan", "-q", "--workers", "2", str(ROOT / "pcaps" / "demo.pcap")])
+    status = main(["scan", "-q", "--workers", "2", *[str(ROOT / "pcaps" / "demo.pcap")] * copies])
     err = capsys.readouterr().err
     assert status == 1
     assert "died (exit status 9)" in err
@@ -151,3 +159,72 @@ def test_csv_and_table_are_the_same(fmt: str) -> None:
     assert one.returncode == many.returncode == 3  # malformed.pcap is truncated
     assert one.stdout.count(b"\n") > 10
     assert many.stdout == one.stdout
+
+
+def _scan_in_process(tmp_path: Path, label: str, *args: str) -> tuple[bytes, bytes]:
+    out, stats = tmp_path / f"{label}.jsonl", tmp_path / f"{label}.stats.json"
+    assert main(["scan", "-q", "-o", str(out), "--stats", str(stats), *args]) in (0, 3)
+    return out.read_bytes(), stats.read_bytes()
+
+
+def test_files_on_their_own_split_either_way_give_one_process_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captures = [*_samples(), str(tmp_path / "missing.pcap")]
+    assert parallel.split_by_files(captures, False, 2)  # so the CLI tests above split by files
+    one = _scan_in_process(tmp_path, "one", *captures)
+    by_files = _scan_in_process(tmp_path, "files", "--workers", "3", *captures)
+    monkeypatch.setattr(parallel, "split_by_files", lambda *args: False)  # the forks inherit it
+    by_partitions = _scan_in_process(tmp_path, "parts", "--workers", "2", *captures)
+    assert one[0].count(b"\n") > 10
+    assert by_files == one
+    assert by_partitions == one
+
+
+def test_split_by_files_only_when_no_file_dominates(tmp_path: Path) -> None:
+    sizes = {"a": 1000, "b": 1000, "c": 1000, "d": 1000, "big": 100_000}
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"\0" * size)
+    even = [str(tmp_path / n) for n in "abcd"]
+    assert parallel.split_by_files(even, False, 2)
+    assert parallel.split_by_files(even, False, 4)
+    assert not parallel.split_by_files(even, True, 2)  # one stream: its DNS and flows carry over
+    assert not parallel.split_by_files(even[:1], False, 2)
+    # One file holds nearly everything: partitions divide it, whole files cannot.
+    assert not parallel.split_by_files([*even, str(tmp_path / "big")], False, 2)
+
+
+def test_a_datagram_is_not_completed_across_files_on_their_own(tmp_path: Path) -> None:
+    """Its later fragments in one file and its first in the next: files on their own share
+    nothing, so one process must not reassemble it either (a split by files cannot)."""
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP, fragment
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    query = IP(src="192.0.2.1", dst="198.51.100.53", id=7) / UDP(sport=40000, dport=53)
+    query = query / DNS(rd=1, qd=DNSQR(qname="www.example.com"))
+    pieces = [Ether() / piece for piece in fragment(query, fragsize=16)]
+    for n, piece in enumerate(pieces):
+        piece.time = 1_700_000_000 + n / 10
+    first, later = tmp_path / "b-first.pcap", tmp_path / "a-later.pcap"
+    wrpcap(str(later), pieces[1:])
+    wrpcap(str(first), pieces[:1])
+    both = _scan_in_process(tmp_path, "both", str(later), str(first))
+    alone = _scan_in_process(tmp_path, "alone", str(first))
+    assert b"www.example.com" not in both[0]  # the first fragment alone: no query to read
+    assert both[0] == alone[0]  # the later fragments, without their first, make no flow
+
+
+def test_worker_messages_keep_every_value() -> None:
+    """Records go by marshal (plain values), anything else pickled: both arrive as sent."""
+    import multiprocessing
+
+    mine, theirs = multiprocessing.Pipe(duplex=False)
+    record = {"flow": 3, "ts": 1.5, "names": ["a", "b"], "tunnel": None, "ok": True, "pair": (1, 2)}
+    result = parallel.PartResult(parallel.InputStats(packets=7), {"tls.record": 2}, False, 5)
+    for msg in (("records", [(1, record)], 1), ("done", result)):
+        parallel.send_message(theirs, msg)
+        assert parallel.recv_message(mine) == msg
+    parallel.send_message(theirs, ("records", [(1, record)], 1))
+    assert mine.recv_bytes()[:1] == b"m"  # the cheap way for records
