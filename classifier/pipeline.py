@@ -9,12 +9,15 @@ handed to ``on_record`` exactly once.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .attribute import Attributor
 from .blockfloor import BlockFloor
+from .capture import DROPPED, Batch
 from .decode import (
+    ETH_IP4_TCP,
+    ETH_IP4_UDP,
     FLAGS,
     PAYLOAD,
     PROTO,
@@ -37,7 +40,7 @@ from .inspect.driver import DNS_PORT, Inspection, is_dns_port
 from .policy import Policy
 from .report import InputStats
 from .signatures import Signatures
-from .tunnels import Tunnel, oriented, tunnel_key
+from .tunnels import UDP_PORTS, Tunnel, oriented, tunnel_key
 
 _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
@@ -167,6 +170,80 @@ class Scanner:
         if ts >= table.next_sweep:
             table.sweep(ts)
         return flow
+
+    def feed_batches(self, batches: Iterable[Batch]) -> None:
+        """``feed`` every record of a capture's ``batches()``, and tell ``malformed_packet`` of the
+        packets the reader dropped, in packet order.
+
+        Most packets belong to flows no longer inspected; for those that are untagged Ethernet,
+        IPv4 without options or fragments, and TCP without FIN/RST or UDP not to a tunnel port
+        (what ``decode`` takes in one piece), the fields are read in place and the flow's counters
+        updated here: no frame, payload or decoded tuple is made. Every other packet goes to
+        ``feed``, so the result is exactly ``feed``'s (the counting below is the end of ``feed``
+        for such a packet).
+        """
+        feed = self.feed
+        table = self.table
+        entries = table.entries
+        tcp4 = ETH_IP4_TCP.unpack_from
+        udp4 = ETH_IP4_UDP.unpack_from
+        tunnel_ports = UDP_PORTS
+        for buf, records, dropped in batches:
+            k = 0
+            for ts, linktype, start, end, iface in records:
+                if linktype == 1 and end - start >= 42:
+                    proto = buf[start + 23]
+                    flow = None
+                    if proto == 6:
+                        if end - start >= 54:
+                            etype, vihl, total, frag, _, src, dst, sport, dport, _, doff, flags = tcp4(
+                                buf, start
+                            )
+                            l7 = 34 + (doff >> 4) * 4  # where the payload starts
+                            if (
+                                etype == 0x0800
+                                and vihl == 0x45
+                                and not frag & 0x3FFF
+                                and total >= 28
+                                and not flags & _FIN_OR_RST
+                                and 54 <= l7 <= 14 + total
+                                and l7 <= end - start
+                            ):
+                                if sport > dport or (sport == dport and src >= dst):
+                                    flow = entries.get((src, sport, dst, dport, 6))
+                                else:
+                                    flow = entries.get((dst, dport, src, sport, 6))
+                    elif proto == 17:
+                        etype, vihl, total, frag, _, src, dst, sport, dport, _ = udp4(buf, start)
+                        if (
+                            etype == 0x0800
+                            and vihl == 0x45
+                            and not frag & 0x3FFF
+                            and total >= 28
+                            and dport not in tunnel_ports
+                        ):
+                            if sport > dport or (sport == dport and src >= dst):
+                                flow = entries.get((src, sport, dst, dport, 17))
+                            else:
+                                flow = entries.get((dst, dport, src, sport, 17))
+                    if flow is not None and not flow.inspecting and not flow.fin:
+                        self.packets += 1
+                        if ts > flow.last_ts:
+                            flow.last_ts = ts
+                        if sport == flow.client_port and (sport != dport or src == flow.client):
+                            flow.c2s_pkts += 1
+                            flow.c2s_bytes += total
+                        else:
+                            flow.s2c_pkts += 1
+                            flow.s2c_bytes += total
+                        if ts >= table.next_sweep:
+                            table.sweep(ts)
+                        continue
+                if linktype == DROPPED:
+                    self.malformed_packet(dropped[k])
+                    k += 1
+                else:
+                    feed(ts, linktype, buf[start:end], iface)
 
     def _inspect(
         self, flow: Flow, from_client: bool, proto: int, seq: int, flags: int, payload: bytes
