@@ -18,6 +18,7 @@ from .cliargs import add_floor_arguments, add_output_arguments, add_policy_argum
 from .errors import OutputError, UserError
 from .exitcodes import Exit, epilog
 from .flows import DEFAULT_MAX_FLOWS
+from .startup import loading
 
 DESCRIPTION = (
     "Classify WeChat/TikTok infrastructure traffic in captures, on a live gateway and in BGP "
@@ -184,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    with loading():
+        parser = build_parser()
+        args = parser.parse_args(argv)
     warn_ignored_options(args)
     try:
         return int(args.func(args))
@@ -225,7 +227,8 @@ def warn_ignored_options(args: argparse.Namespace) -> None:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from .commands.scan import run_scan
+    with loading():
+        from .commands.scan import run_scan
 
     return run_scan(args)
 
