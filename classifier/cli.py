@@ -29,7 +29,13 @@ DESCRIPTION = (
 PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Core commands none of the PLUGINS adds to (they add to ``signatures``): a run of one of them
+# builds no plugin parser, imports no plugin module.
+_CORE_ONLY = frozenset(("scan", "policy", "schema", "report"))
+
+
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
+    """The parser of every command; without ``plugins``, of the core commands only."""
     p = argparse.ArgumentParser(
         prog="classifier", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -178,15 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands that live in their own packages register themselves here. Their register()
     # functions must stay import-light: heavy imports belong in the function they set as func.
-    for name in PLUGINS:
+    for name in PLUGINS if plugins else ():
         module = importlib.import_module(name)
         module.register(sub, sigsub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
     with loading():
-        parser = build_parser()
+        parser = build_parser(plugins=not words or words[0] not in _CORE_ONLY)
         args = parser.parse_args(argv)
     warn_ignored_options(args)
     try:
