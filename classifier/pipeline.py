@@ -176,11 +176,12 @@ class Scanner:
         packets the reader dropped, in packet order.
 
         Most packets belong to flows no longer inspected; for those that are untagged Ethernet,
-        IPv4 without options or fragments, and TCP without FIN/RST or UDP not to a tunnel port
-        (what ``decode`` takes in one piece), the fields are read in place and the flow's counters
-        updated here: no frame, payload or decoded tuple is made. Every other packet goes to
-        ``feed``, so the result is exactly ``feed``'s (the counting below is the end of ``feed``
-        for such a packet).
+        IPv4 without options or fragments, and TCP or UDP not to a tunnel port (what ``decode``
+        takes in one piece), the fields are read in place and the flow's counters (and FIN/RST
+        state) updated here: no frame, payload or decoded tuple is made. Every other packet goes
+        to ``feed`` (so does a SYN on a flow that saw a FIN or RST: it may open a new
+        connection), so the result is exactly ``feed``'s: the counting below is the end of
+        ``feed`` for such a packet.
         """
         feed = self.feed
         table = self.table
@@ -205,7 +206,6 @@ class Scanner:
                                 and vihl == 0x45
                                 and not frag & 0x3FFF
                                 and total >= 28
-                                and not flags & _FIN_OR_RST
                                 and 54 <= l7 <= 14 + total
                                 and l7 <= end - start
                             ):
@@ -215,6 +215,7 @@ class Scanner:
                                     flow = entries.get((dst, dport, src, sport, 6))
                     elif proto == 17:
                         etype, vihl, total, frag, _, src, dst, sport, dport, _ = udp4(buf, start)
+                        flags = 0
                         if (
                             etype == 0x0800
                             and vihl == 0x45
@@ -226,16 +227,22 @@ class Scanner:
                                 flow = entries.get((src, sport, dst, dport, 17))
                             else:
                                 flow = entries.get((dst, dport, src, sport, 17))
-                    if flow is not None and not flow.inspecting and not flow.fin:
+                    if flow is not None and not flow.inspecting and not (flow.fin and flags & TCP_SYN):
                         self.packets += 1
                         if ts > flow.last_ts:
                             flow.last_ts = ts
-                        if sport == flow.client_port and (sport != dport or src == flow.client):
+                        from_client = sport == flow.client_port and (sport != dport or src == flow.client)
+                        if from_client:
                             flow.c2s_pkts += 1
                             flow.c2s_bytes += total
                         else:
                             flow.s2c_pkts += 1
                             flow.s2c_bytes += total
+                        if flags & _FIN_OR_RST:
+                            was_closed = flow.closed
+                            flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
+                            if flow.closed and not was_closed:
+                                table.schedule(flow, ts + table.config.closed_tcp)
                         if ts >= table.next_sweep:
                             table.sweep(ts)
                         continue
