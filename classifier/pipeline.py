@@ -156,10 +156,7 @@ class Scanner:
             flow.s2c_pkts += 1
             flow.s2c_bytes += ip_len
         if proto == 6 and flags & _FIN_OR_RST:
-            was_closed = flow.closed
-            flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
-            if flow.closed and not was_closed:
-                table.schedule(flow, ts + table.config.closed_tcp)
+            self._fin_or_rst(flow, flags, from_client, ts)
         if flow.inspecting:
             self._inspect(flow, from_client, proto, seq, flags, payload)
         if frag_key is not None:
@@ -189,14 +186,19 @@ class Scanner:
         tcp4 = ETH_IP4_TCP.unpack_from
         udp4 = ETH_IP4_UDP.unpack_from
         tunnel_ports = UDP_PORTS
+        # Kept in locals, written back before anything else could read or change them: packets
+        # counted here and not yet in self.packets, and the table's next sweep instant.
+        counted = 0
+        next_sweep = table.next_sweep
         for buf, records, dropped in batches:
             k = 0
             for ts, linktype, start, end, iface in records:
-                if linktype == 1 and end - start >= 42:
+                size = end - start
+                if linktype == 1 and size >= 42:
                     proto = buf[start + 23]
                     flow = None
                     if proto == 6:
-                        if end - start >= 54:
+                        if size >= 54:
                             etype, vihl, total, frag, _, src, dst, sport, dport, _, doff, flags = tcp4(
                                 buf, start
                             )
@@ -207,7 +209,7 @@ class Scanner:
                                 and not frag & 0x3FFF
                                 and total >= 28
                                 and 54 <= l7 <= 14 + total
-                                and l7 <= end - start
+                                and l7 <= size
                             ):
                                 if sport > dport or (sport == dport and src >= dst):
                                     flow = entries.get((src, sport, dst, dport, 6))
@@ -228,29 +230,43 @@ class Scanner:
                             else:
                                 flow = entries.get((dst, dport, src, sport, 17))
                     if flow is not None and not flow.inspecting and not (flow.fin and flags & TCP_SYN):
-                        self.packets += 1
+                        counted += 1
                         if ts > flow.last_ts:
                             flow.last_ts = ts
-                        from_client = sport == flow.client_port and (sport != dport or src == flow.client)
-                        if from_client:
+                        if sport == flow.client_port and (sport != dport or src == flow.client):
                             flow.c2s_pkts += 1
                             flow.c2s_bytes += total
+                            if flags & _FIN_OR_RST:
+                                self._fin_or_rst(flow, flags, True, ts)
+                                next_sweep = table.next_sweep
                         else:
                             flow.s2c_pkts += 1
                             flow.s2c_bytes += total
-                        if flags & _FIN_OR_RST:
-                            was_closed = flow.closed
-                            flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
-                            if flow.closed and not was_closed:
-                                table.schedule(flow, ts + table.config.closed_tcp)
-                        if ts >= table.next_sweep:
+                            if flags & _FIN_OR_RST:
+                                self._fin_or_rst(flow, flags, False, ts)
+                                next_sweep = table.next_sweep
+                        if ts >= next_sweep:
+                            self.packets += counted
+                            counted = 0
                             table.sweep(ts)
+                            next_sweep = table.next_sweep
                         continue
+                self.packets += counted
+                counted = 0
                 if linktype == DROPPED:
                     self.malformed_packet(dropped[k])
                     k += 1
                 else:
                     feed(ts, linktype, buf[start:end], iface)
+                    next_sweep = table.next_sweep
+        self.packets += counted
+
+    def _fin_or_rst(self, flow: Flow, flags: int, from_client: bool, ts: float) -> None:
+        """A FIN or RST: the side that closed, and the short timeout once the flow is closed."""
+        was_closed = flow.closed
+        flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
+        if flow.closed and not was_closed:
+            self.table.schedule(flow, ts + self.table.config.closed_tcp)
 
     def _inspect(
         self, flow: Flow, from_client: bool, proto: int, seq: int, flags: int, payload: bytes
