@@ -18,7 +18,7 @@ from .cliargs import add_floor_arguments, add_output_arguments, add_policy_argum
 from .errors import OutputError, UserError
 from .exitcodes import Exit, epilog
 from .flows import DEFAULT_MAX_FLOWS
-from .startup import loading
+from .startup import command_done, loading
 
 DESCRIPTION = (
     "Classify WeChat/TikTok infrastructure traffic in captures, on a live gateway and in BGP "
@@ -191,6 +191,13 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    finally:
+        command_done()
+
+
+def _run(argv: list[str] | None) -> int:
     words = sys.argv[1:] if argv is None else argv
     with loading():
         parser = build_parser(plugins=not words or words[0] not in _CORE_ONLY)

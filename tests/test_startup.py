@@ -12,10 +12,12 @@ import sys
 import pytest
 from conftest import ROOT
 
+from classifier import startup
 from classifier.startup import loading
 
 
-def test_loading_pauses_the_collector_and_freezes_what_it_made():
+def test_loading_pauses_the_collector_and_freezes_what_it_made(monkeypatch):
+    monkeypatch.setattr(startup, "_freeze", True)  # as in a process whose first command runs
     assert gc.isenabled()
     frozen = gc.get_freeze_count()
     try:
@@ -42,12 +44,31 @@ def test_loading_turns_the_collector_back_on_after_an_error_but_not_if_it_was_of
         gc.unfreeze()
 
 
-def test_a_scan_imports_no_plugin_module(tmp_path):
+def _empty_capture(tmp_path) -> str:
     empty = tmp_path / "empty.pcap"
     empty.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    return str(empty)
+
+
+def test_only_the_first_command_of_a_process_freezes(tmp_path):
+    # a process that runs main() again and again (the fuzz harness) must not freeze, each time,
+    # the garbage the previous runs left
+    args = [_empty_capture(tmp_path), "-o", os.devnull, "-q"]
+    code = (
+        "import gc; from classifier.cli import main; "
+        f"main(['scan', *{args!r}]); first = gc.get_freeze_count(); "
+        "[main(['scan', *" + repr(args) + "]) for _ in range(3)]; "
+        "print(first > 1000, gc.get_freeze_count() <= first, gc.isenabled())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "True True True", out.stdout + out.stderr
+
+
+def test_a_scan_imports_no_plugin_module(tmp_path):
+    empty = _empty_capture(tmp_path)
     code = (
         "import sys; from classifier.cli import main; "
-        f"status = main(['scan', {str(empty)!r}, '-o', {os.devnull!r}, '-q']); "
+        f"status = main(['scan', {empty!r}, '-o', {os.devnull!r}, '-q']); "
         "plugins = ('classifier.gateway', 'classifier.bgp'); "
         "print(status, sorted(m for m in sys.modules if m.startswith(plugins)))"
     )
