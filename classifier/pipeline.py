@@ -168,9 +168,12 @@ class Scanner:
             table.sweep(ts)
         return flow
 
-    def feed_batches(self, batches: Iterable[Batch]) -> None:
+    def feed_batches(
+        self, batches: Iterable[Batch], each: Callable[[float, int, bytes, int], object] | None = None
+    ) -> None:
         """``feed`` every record of a capture's ``batches()``, and tell ``malformed_packet`` of the
-        packets the reader dropped, in packet order.
+        packets the reader dropped, in packet order. With ``each`` (a wrapper of ``feed`` that must
+        see every packet: ``scan --write-pcap``), every packet goes to it as its own bytes.
 
         Most packets belong to flows no longer inspected; for those that are untagged Ethernet,
         IPv4 without options or fragments, and TCP or UDP not to a tunnel port (what ``decode``
@@ -180,6 +183,16 @@ class Scanner:
         connection), so the result is exactly ``feed``'s: the counting below is the end of
         ``feed`` for such a packet.
         """
+        if each is not None:
+            for buf, records, dropped in batches:
+                k = 0
+                for ts, linktype, start, end, iface in records:
+                    if linktype == DROPPED:
+                        self.malformed_packet(dropped[k])
+                        k += 1
+                    else:
+                        each(ts, linktype, buf[start:end], iface)
+            return
         feed = self.feed
         table = self.table
         entries = table.entries

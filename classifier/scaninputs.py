@@ -71,15 +71,9 @@ def _feed(
             scanner.start_input(name, reader.interfaces, carry_over=continuous)
             reader.on_malformed = scanner.malformed_packet
             stats.files += 1
+            batches = reader.batches() if progress is None else _reporting(reader, progress, done_bytes)
             try:
-                if wrap_feed is not None:  # every packet to the wrapper, as its own bytes
-                    feed = wrap_feed(scanner.feed)
-                    for record in reader:
-                        feed(*record)
-                elif progress is None:
-                    scanner.feed_batches(reader.batches())
-                else:
-                    scanner.feed_batches(_reporting(reader, progress, done_bytes))
+                scanner.feed_batches(batches, None if wrap_feed is None else wrap_feed(scanner.feed))
             finally:
                 stats.problems.extend(printable(str(p)) for p in reader.problems)
             done_bytes += reader.size or 0

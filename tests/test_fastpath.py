@@ -202,3 +202,19 @@ def test_a_cut_capture_delivers_every_whole_record(sigs, policy, tmp_path, cut):
         assert len(reader.problems) == 1
     assert batched == frames and len(frames) == len(_conversation()) - 1
     _same(sigs, policy, path)
+
+
+def test_a_wrapper_sees_every_packet_as_the_reader_yields_it(sigs, policy, tmp_path):
+    pkts = _conversation()
+    stamps = [(int(T0) + i, 0) for i in range(len(pkts))]
+    stamps[3] = (int(T0) + 3, 2_000_000)  # dropped by the reader: counted by the scanner, not passed on
+    path = _pcap(tmp_path / "each.pcap", pkts, stamps)
+    with open_capture(str(path)) as reader:
+        want = list(reader)
+    seen: list[tuple] = []
+    scanner = Scanner(sigs, policy, ScanOptions(), lambda flow: None)
+    with open_capture(str(path)) as reader:
+        scanner.start_input(path.name, reader.interfaces)
+        scanner.feed_batches(reader.batches(), lambda *packet: seen.append(packet))
+    assert seen == want and len(seen) == len(pkts) - 1
+    assert scanner.malformed == {"pcap.timestamp": 1} and scanner.packets == 1
