@@ -44,8 +44,10 @@ Choices worth knowing:
   wrong length leaves no reliable way to find the next record, so no resync is attempted).
 
 Speed: input is read in 1 MiB chunks and record headers are unpacked with precompiled
-``struct.Struct.unpack_from`` on the chunk; per packet only the yielded tuple and the frame slice
-are created.
+``struct.Struct.unpack_from`` on the chunk. ``reader.batches()`` hands out each chunk with the
+positions of its records (``Batch``), so a consumer that only needs a few header fields of most
+packets (``Scanner.feed_batches``) reads them in place and never copies the frame; iterating the
+reader yields the usual per-packet tuples, made from the same batches.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from classifier.compressed import GZIP_MAGIC, GzipSource, PlainSource, RawInput,
 from classifier.errors import MalformedError, UserError
 from classifier.timeutil import MAX_INSTANT, PACKET_TIME_MIN
 
-__all__ = ["CaptureError", "CaptureProblem", "CaptureReader", "Interface", "open_capture"]
+__all__ = ["Batch", "CaptureError", "CaptureProblem", "CaptureReader", "Interface", "open_capture"]
 
 _MAX_RECORD = 262144  # pcap incl_len is corrupt above max(snaplen, this)
 _MAX_BLOCK = 16 << 20  # pcapng block length limit; also the clamp for a pcap snaplen
@@ -113,6 +115,14 @@ class _Structs:
 
 
 _STRUCTS = {"<": _Structs("<"), ">": _Structs(">")}
+
+# Records of one buffer: ``(buf, records, dropped)``. Each record is ``(timestamp, linktype, start,
+# end, interface_index)``, its frame being ``buf[start:end]``; a record whose linktype is
+# ``DROPPED`` is a packet not delivered (its timestamp is out of range), and the next error of
+# ``dropped`` says why, so a consumer tells ``on_malformed`` in packet order.
+Batch = tuple[bytes, list[tuple[float, int, int, int, int]], list[MalformedError]]
+DROPPED = -1
+_DROPPED_RECORD = (0.0, DROPPED, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -209,7 +219,7 @@ class CaptureReader:
                 buf = self._more(buf, 0, 24)
             if len(buf) < 24:
                 self._problem(0, None, f"truncated file header: 24 bytes needed, {len(buf)} present")
-                self._gen: Iterator[tuple[float, int, bytes, int]] = iter(())
+                self._batches: Iterator[Batch] = iter(())
                 return
             _ver_major, _ver_minor, _zone, _sigfigs, snaplen, network = _STRUCTS[order].pcap_hdr.unpack_from(
                 buf, 4
@@ -217,10 +227,10 @@ class CaptureReader:
             linktype = network & 0x03FFFFFF  # upper bits carry FCS information (as libpcap masks it)
             self.interfaces.append(Interface(linktype, None, snaplen))
             limit = max(min(snaplen, _MAX_BLOCK), _MAX_RECORD)
-            self._gen = self._pcap_records(buf, 24, _STRUCTS[order], units, linktype, limit)
+            self._batches = self._pcap_batches(buf, 24, _STRUCTS[order], units, linktype, limit)
         elif magic == _SHB_MAGIC:
             self.format = "pcapng"
-            self._gen = self._pcapng_records(buf, 0)
+            self._batches = self._pcapng_batches(buf, 0)
         else:
             hexed = " ".join(f"{b:02x}" for b in magic)
             raise CaptureError(f"{display}: {what} is not a pcap or pcapng capture (starts with {hexed})")
@@ -229,7 +239,20 @@ class CaptureReader:
 
     def __iter__(self) -> Iterator[tuple[float, int, bytes, int]]:
         """Yield (timestamp_seconds, linktype, frame_bytes, interface_index) for every packet record."""
-        return self._gen
+        for buf, records, dropped in self._batches:
+            k = 0
+            for ts, linktype, start, end, iface in records:
+                if linktype == DROPPED:
+                    if self.on_malformed is not None:
+                        self.on_malformed(dropped[k])
+                    k += 1
+                else:
+                    yield ts, linktype, buf[start:end], iface
+
+    def batches(self) -> Iterator[Batch]:
+        """The records buffer by buffer, without a copy of any frame (see ``Batch``); iterate
+        either this or the reader, once. A consumer tells ``on_malformed`` of dropped packets."""
+        return self._batches
 
     @property
     def position(self) -> int:
@@ -256,12 +279,11 @@ class CaptureReader:
     def _problem(self, offset: int | None, packet: int | None, message: str) -> None:
         self.problems.append(CaptureProblem(self.path, offset, packet, message))
 
-    def _bad_timestamp(self, layer: str, detail: str) -> None:
-        """A packet dropped for its timestamp: counted by reason, and told to ``on_malformed``."""
+    def _bad_timestamp(self, layer: str, detail: str) -> MalformedError:
+        """A packet dropped for its timestamp: counted by reason; its consumer tells ``on_malformed``."""
         err = MalformedError(layer, "timestamp", detail)
         self.malformed[err.reason] += 1
-        if self.on_malformed is not None:
-            self.on_malformed(err)
+        return err
 
     def _stop(self, offset: int, packet: int | None, message: str) -> None:
         """Record the corruption that ends reading this file.
@@ -302,17 +324,24 @@ class CaptureReader:
             return parts[0]
         return b"".join(parts)
 
-    def _pcap_records(
+    def _pcap_batches(
         self, buf: bytes, pos: int, st: _Structs, units: float, linktype: int, limit: int
-    ) -> Iterator[tuple[float, int, bytes, int]]:
+    ) -> Iterator[Batch]:
         unpack = st.pcap_rec.unpack_from
         more = self._more
         n = len(buf)
         dropped = 0  # records not yielded (timestamp out of range): records + dropped = records met
+        records: list[tuple[float, int, int, int, int]] = []
+        errors: list[MalformedError] = []
+        add = records.append
         # ts_sec is unsigned 32-bit (as tshark reads it): never before 1970 nor after 2106, so only
         # the fraction can be out of range.
         while True:
             if n - pos < 16:
+                if records:  # the buffer's records go before it is replaced
+                    yield buf, records, errors
+                    records, errors = [], []
+                    add = records.append
                 buf = more(buf, pos, 16)
                 pos = 0
                 n = len(buf)
@@ -326,6 +355,8 @@ class CaptureReader:
                     return
             sec, frac, incl, _orig = unpack(buf, pos)
             if incl > limit:
+                if records:
+                    yield buf, records, errors
                 self._stop(
                     self._base + pos,
                     self.records + dropped + 1,
@@ -334,6 +365,10 @@ class CaptureReader:
                 return
             end = pos + 16 + incl
             if end > n:
+                if records:
+                    yield buf, records, errors
+                    records, errors = [], []
+                    add = records.append
                 buf = more(buf, pos, 16 + incl)
                 pos = 0
                 n = len(buf)
@@ -347,17 +382,20 @@ class CaptureReader:
                     return
             if frac < units:
                 self.records += 1
-                yield sec + frac / units, linktype, buf[pos + 16 : end], 0
+                add((sec + frac / units, linktype, pos + 16, end, 0))
             else:
                 dropped += 1
-                self._bad_timestamp(
-                    "pcap",
-                    f"fraction {frac} is not below one second "
-                    f"({'microseconds' if units == 1e6 else 'nanoseconds'})",
+                add(_DROPPED_RECORD)
+                errors.append(
+                    self._bad_timestamp(
+                        "pcap",
+                        f"fraction {frac} is not below one second "
+                        f"({'microseconds' if units == 1e6 else 'nanoseconds'})",
+                    )
                 )
             pos = end
 
-    def _pcapng_records(self, buf: bytes, pos: int) -> Iterator[tuple[float, int, bytes, int]]:
+    def _pcapng_batches(self, buf: bytes, pos: int) -> Iterator[Batch]:
         more = self._more
         problem = self._problem
         n = len(buf)
@@ -372,6 +410,9 @@ class CaptureReader:
         max_block = _MAX_BLOCK
         ts_min = PACKET_TIME_MIN
         ts_max = MAX_INSTANT
+        records: list[tuple[float, int, int, int, int]] = []
+        errors: list[MalformedError] = []
+        add = records.append
         while True:
             # Fast path: a whole, well-formed EPB of a known interface is in the buffer.
             if n - pos >= 24:
@@ -390,15 +431,22 @@ class CaptureReader:
                     if ts_min <= ts <= ts_max:
                         last_ts = ts
                         self.records += 1
-                        yield ts, linktype, buf[pos + 28 : pos + 28 + caplen], gidx
+                        add((ts, linktype, pos + 28, pos + 28 + caplen, gidx))
                     else:
                         skipped += 1
-                        self._bad_timestamp("pcapng", _range_detail(hi, lo, units, tsoffset, ts))
+                        add(_DROPPED_RECORD)
+                        errors.append(
+                            self._bad_timestamp("pcapng", _range_detail(hi, lo, units, tsoffset, ts))
+                        )
                     pos = end
                     continue
 
             # General path: any block, refills, and every defect.
             if n - pos < 12:
+                if records:  # the buffer's records go before it is replaced
+                    yield buf, records, errors
+                    records, errors = [], []
+                    add = records.append
                 buf = more(buf, pos, 12)
                 pos = 0
                 n = len(buf)
@@ -416,6 +464,8 @@ class CaptureReader:
                 elif bom == _BOM_BE:
                     st = _STRUCTS[">"]
                 else:
+                    if records:
+                        yield buf, records, errors
                     self._stop(
                         self._base + pos,
                         None,
@@ -435,10 +485,16 @@ class CaptureReader:
                     if blen & 3
                     else f"exceeds the {max_block >> 20} MiB limit"
                 )
+                if records:
+                    yield buf, records, errors
                 self._stop(self._base + pos, number, f"corrupt block: total length {blen} {why}")
                 return
             end = pos + blen
             if end > n:
+                if records:
+                    yield buf, records, errors
+                    records, errors = [], []
+                    add = records.append
                 buf = more(buf, pos, blen)
                 pos = 0
                 n = len(buf)
@@ -452,6 +508,8 @@ class CaptureReader:
                     return
             (trailer,) = u32(buf, end - 4)
             if trailer != blen:
+                if records:
+                    yield buf, records, errors
                 self._stop(
                     self._base + pos,
                     number,
@@ -489,10 +547,13 @@ class CaptureReader:
                         if ts_min <= ts <= ts_max:
                             last_ts = ts
                             self.records += 1
-                            yield ts, linktype, buf[pos + 28 : pos + 28 + caplen], gidx
+                            add((ts, linktype, pos + 28, pos + 28 + caplen, gidx))
                         else:
                             skipped += 1
-                            self._bad_timestamp("pcapng", _range_detail(hi, lo, units, tsoffset, ts))
+                            add(_DROPPED_RECORD)
+                            errors.append(
+                                self._bad_timestamp("pcapng", _range_detail(hi, lo, units, tsoffset, ts))
+                            )
             elif btype == _SPB:
                 if blen < 16:
                     problem(offset, number, f"simple packet block too short ({blen} bytes)")
@@ -511,7 +572,7 @@ class CaptureReader:
                     if snaplen:
                         caplen = min(caplen, snaplen)
                     self.records += 1
-                    yield last_ts, linktype, buf[pos + 12 : pos + 12 + caplen], gidx
+                    add((last_ts, linktype, pos + 12, pos + 12 + caplen, gidx))
             elif btype == _IDB:
                 if blen < 20:
                     problem(offset, None, f"interface description block too short ({blen} bytes)")
@@ -530,10 +591,14 @@ class CaptureReader:
                     self.interfaces.append(Interface(linktype, name, snaplen))
             elif btype == _SHB:
                 if blen < 28:
+                    if records:
+                        yield buf, records, errors
                     self._stop(offset, None, f"section header block too short ({blen} bytes)")
                     return
                 (major,) = st.u16.unpack_from(buf, pos + 12)
                 if major != 1:
+                    if records:
+                        yield buf, records, errors
                     self._stop(offset, None, f"unsupported pcapng major version {major}")
                     return
                 ifaces = []  # interface ids restart in every section

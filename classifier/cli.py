@@ -25,6 +25,7 @@ from .cliargs import (
 from .errors import OutputError, UserError
 from .exitcodes import Exit, epilog
 from .flows import DEFAULT_MAX_FLOWS
+from .startup import command_done, loading
 
 DESCRIPTION = (
     "Classify WeChat/TikTok infrastructure traffic in captures, on a live gateway and in BGP "
@@ -35,7 +36,13 @@ DESCRIPTION = (
 PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Core commands none of the PLUGINS adds to (they add to ``signatures``): a run of one of them
+# builds no plugin parser, imports no plugin module.
+_CORE_ONLY = frozenset(("scan", "policy", "schema", "report"))
+
+
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
+    """The parser of every command; without ``plugins``, of the core commands only."""
     p = argparse.ArgumentParser(
         prog="classifier", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -198,15 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands that live in their own packages register themselves here. Their register()
     # functions must stay import-light: heavy imports belong in the function they set as func.
-    for name in PLUGINS:
+    for name in PLUGINS if plugins else ():
         module = importlib.import_module(name)
         module.register(sub, sigsub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        return _run(argv)
+    finally:
+        command_done()
+
+
+def _run(argv: list[str] | None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    with loading():
+        parser = build_parser(plugins=not words or words[0] not in _CORE_ONLY)
+        args = parser.parse_args(argv)
     warn_ignored_options(args)
     try:
         return int(args.func(args))
@@ -246,7 +262,8 @@ def warn_ignored_options(args: argparse.Namespace) -> None:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from .commands.scan import run_scan
+    with loading():
+        from .commands.scan import run_scan
 
     return run_scan(args)
 

@@ -48,6 +48,8 @@ from .linktypes import (
 from .tunnels import IP_PROTOS, MAX_DEPTH, UDP_PORTS, Inner, Tunnel, open_ip, open_udp
 
 __all__ = [
+    "ETH_IP4_TCP",
+    "ETH_IP4_UDP",
     "LINKTYPE_C_HDLC",
     "LINKTYPE_ETHERNET",
     "LINKTYPE_IEEE802_11",
@@ -94,6 +96,11 @@ _UDP = Struct("!HHH")  # sport, dport, length
 # IPv4 header: version/IHL, (tos), total length, (id), flags/fragment offset, (ttl), protocol,
 # (checksum), source, destination
 _IP4_FAST = Struct("!BxHxxHxBxx4s4s")
+# The same common case read in place from a frame's first byte, for the packets of flows no longer
+# inspected (``Scanner.feed_batches``): Ethernet type, the IPv4 fields of _IP4_FAST, then TCP as
+# _TCP (needs 48 bytes) or UDP as _UDP (42 bytes).
+ETH_IP4_TCP: Final = Struct("!12xHBxHxxHxBxx4s4sHHIxxxxBB")
+ETH_IP4_UDP: Final = Struct("!12xHBxHxxHxBxx4s4sHHH")
 
 
 # A decoded packet: a plain tuple, read by unpacking into named variables (or by the positions

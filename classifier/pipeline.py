@@ -9,12 +9,15 @@ handed to ``on_record`` exactly once.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .attribute import Attributor
 from .blockfloor import BlockFloor
+from .capture import DROPPED, Batch
 from .decode import (
+    ETH_IP4_TCP,
+    ETH_IP4_UDP,
     FLAGS,
     PAYLOAD,
     PROTO,
@@ -38,7 +41,7 @@ from .linklayer import vlan_ids
 from .policy import Policy
 from .report import InputStats
 from .signatures import Signatures
-from .tunnels import Tunnel, oriented, tunnel_key
+from .tunnels import UDP_PORTS, Tunnel, oriented, tunnel_key
 
 _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
@@ -156,10 +159,7 @@ class Scanner:
             flow.s2c_pkts += 1
             flow.s2c_bytes += ip_len
         if proto == 6 and flags & _FIN_OR_RST:
-            was_closed = flow.closed
-            flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
-            if flow.closed and not was_closed:
-                table.schedule(flow, ts + table.config.closed_tcp)
+            self._fin_or_rst(flow, flags, from_client, ts)
         if flow.inspecting:
             self._inspect(flow, from_client, proto, seq, flags, payload)
         if frag_key is not None:
@@ -170,6 +170,119 @@ class Scanner:
         if ts >= table.next_sweep:
             table.sweep(ts)
         return flow
+
+    def feed_batches(
+        self, batches: Iterable[Batch], each: Callable[[float, int, bytes, int], object] | None = None
+    ) -> None:
+        """``feed`` every record of a capture's ``batches()``, and tell ``malformed_packet`` of the
+        packets the reader dropped, in packet order. With ``each`` (a wrapper of ``feed`` that must
+        see every packet: ``scan --write-pcap``), every packet goes to it as its own bytes.
+
+        Most packets belong to flows no longer inspected; for those that are untagged Ethernet,
+        IPv4 without options or fragments, and TCP or UDP not to a tunnel port (what ``decode``
+        takes in one piece), the fields are read in place and the flow's counters (and FIN/RST
+        state) updated here: no frame, payload or decoded tuple is made. Every other packet goes
+        to ``feed`` (so does a SYN on a flow that saw a FIN or RST: it may open a new
+        connection), so the result is exactly ``feed``'s: the counting below is the end of
+        ``feed`` for such a packet.
+        """
+        if each is not None:
+            for buf, records, dropped in batches:
+                k = 0
+                for ts, linktype, start, end, iface in records:
+                    if linktype == DROPPED:
+                        self.malformed_packet(dropped[k])
+                        k += 1
+                    else:
+                        each(ts, linktype, buf[start:end], iface)
+            return
+        feed = self.feed
+        table = self.table
+        entries = table.entries
+        tcp4 = ETH_IP4_TCP.unpack_from
+        udp4 = ETH_IP4_UDP.unpack_from
+        tunnel_ports = UDP_PORTS
+        # Kept in locals, written back before anything else could read or change them: packets
+        # counted here and not yet in self.packets, and the table's next sweep instant.
+        counted = 0
+        next_sweep = table.next_sweep
+        for buf, records, dropped in batches:
+            k = 0
+            for ts, linktype, start, end, iface in records:
+                size = end - start
+                if linktype == 1 and size >= 42:
+                    proto = buf[start + 23]
+                    flow = None
+                    if proto == 6:
+                        if size >= 54:
+                            etype, vihl, total, frag, _, src, dst, sport, dport, _, doff, flags = tcp4(
+                                buf, start
+                            )
+                            l7 = 34 + (doff >> 4) * 4  # where the payload starts
+                            if (
+                                etype == 0x0800
+                                and vihl == 0x45
+                                and not frag & 0x3FFF
+                                and total >= 28
+                                and 54 <= l7 <= 14 + total
+                                and l7 <= size
+                            ):
+                                if sport > dport or (sport == dport and src >= dst):
+                                    flow = entries.get((src, sport, dst, dport, 6))
+                                else:
+                                    flow = entries.get((dst, dport, src, sport, 6))
+                    elif proto == 17:
+                        etype, vihl, total, frag, _, src, dst, sport, dport, _ = udp4(buf, start)
+                        flags = 0
+                        if (
+                            etype == 0x0800
+                            and vihl == 0x45
+                            and not frag & 0x3FFF
+                            and total >= 28
+                            and dport not in tunnel_ports
+                        ):
+                            if sport > dport or (sport == dport and src >= dst):
+                                flow = entries.get((src, sport, dst, dport, 17))
+                            else:
+                                flow = entries.get((dst, dport, src, sport, 17))
+                    if flow is not None and not flow.inspecting and not (flow.fin and flags & TCP_SYN):
+                        counted += 1
+                        if ts > flow.last_ts:
+                            flow.last_ts = ts
+                        if sport == flow.client_port and (sport != dport or src == flow.client):
+                            flow.c2s_pkts += 1
+                            flow.c2s_bytes += total
+                            if flags & _FIN_OR_RST:
+                                self._fin_or_rst(flow, flags, True, ts)
+                                next_sweep = table.next_sweep
+                        else:
+                            flow.s2c_pkts += 1
+                            flow.s2c_bytes += total
+                            if flags & _FIN_OR_RST:
+                                self._fin_or_rst(flow, flags, False, ts)
+                                next_sweep = table.next_sweep
+                        if ts >= next_sweep:
+                            self.packets += counted
+                            counted = 0
+                            table.sweep(ts)
+                            next_sweep = table.next_sweep
+                        continue
+                self.packets += counted
+                counted = 0
+                if linktype == DROPPED:
+                    self.malformed_packet(dropped[k])
+                    k += 1
+                else:
+                    feed(ts, linktype, buf[start:end], iface)
+                    next_sweep = table.next_sweep
+        self.packets += counted
+
+    def _fin_or_rst(self, flow: Flow, flags: int, from_client: bool, ts: float) -> None:
+        """A FIN or RST: the side that closed, and the short timeout once the flow is closed."""
+        was_closed = flow.closed
+        flow.fin |= 4 if flags & TCP_RST else (1 if from_client else 2)
+        if flow.closed and not was_closed:
+            self.table.schedule(flow, ts + self.table.config.closed_tcp)
 
     def _inspect(
         self, flow: Flow, from_client: bool, proto: int, seq: int, flags: int, payload: bytes

@@ -8,17 +8,16 @@ capture are the same wherever it runs.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from typing import Any
 
-from .capture import CaptureError, CaptureReader, open_capture
+from .capture import Batch, CaptureError, CaptureReader, open_capture
 from .outputs import printable
 from .pipeline import Scanner
 from .report import InputStats
 
 _PROGRESS_MIN_BYTES = 8 << 20  # a progress bar only for inputs worth watching
-_PROGRESS_EVERY = 8192  # packets between progress updates
 
 
 def scan_inputs(
@@ -69,16 +68,9 @@ def _feed(
             scanner.start_input(name, reader.interfaces, carry_over=continuous)
             reader.on_malformed = scanner.malformed_packet
             stats.files += 1
-            feed = scanner.feed if wrap_feed is None else wrap_feed(scanner.feed)
+            batches = reader.batches() if progress is None else _reporting(reader, progress, done_bytes)
             try:
-                if progress is None:
-                    for record in reader:
-                        feed(*record)
-                else:
-                    for n, record in enumerate(reader, 1):
-                        feed(*record)
-                        if n % _PROGRESS_EVERY == 0:
-                            progress[0].update(progress[1], completed=done_bytes + reader.position)
+                scanner.feed_batches(batches, None if wrap_feed is None else wrap_feed(scanner.feed))
             finally:
                 stats.problems.extend(printable(str(p)) for p in reader.problems)
             done_bytes += reader.size or 0
@@ -90,6 +82,14 @@ def progress_bar(total: int | None, wanted: bool) -> Any:
     if wanted and total is not None and total >= _PROGRESS_MIN_BYTES and sys.stderr.isatty():
         return _progress(total)
     return nullcontext(None)
+
+
+def _reporting(reader: CaptureReader, progress: tuple[Any, Any], done_bytes: int) -> Iterator[Batch]:
+    """The reader's batches, moving the progress bar after each one."""
+    bar, task = progress
+    for batch in reader.batches():
+        yield batch
+        bar.update(task, completed=done_bytes + reader.position)
 
 
 class _progress:

@@ -127,15 +127,33 @@ class Slot:
 
 def _key(root: Path, files: Iterable[Path]) -> str:
     h = hashlib.sha256(f"format {FORMAT}\0{root.resolve()}\0".encode())
-    for path in sorted(_PACKAGE.rglob("*.py")):
-        st = path.stat()
-        h.update(f"{path.relative_to(_PACKAGE)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    data = sorted(p for p in root.rglob("*") if p.suffix in _SUFFIXES)
-    for path in data:
-        h.update(_stat_line(path, path.relative_to(root)))
+    for name, st in _tree(str(_PACKAGE), (".py",)):
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for name, st in _tree(str(root), _SUFFIXES):
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode())
     for path in files:
         h.update(_stat_line(path, path.resolve()))
     return h.hexdigest()
+
+
+def _tree(top: str, suffixes: tuple[str, ...]) -> list[tuple[str, os.stat_result]]:
+    """(path relative to ``top``, stat) of every file below it with one of ``suffixes``, in the
+    order (and with the names) ``sorted(Path(top).rglob(...))`` gives; symlinked directories are
+    not entered, as rglob does not. os.scandir, not pathlib: this runs at every start-up, over
+    some 200 files, and Path objects cost more than the stats."""
+    found: list[tuple[str, os.stat_result]] = []
+    todo = [("", top)]
+    while todo:
+        prefix, directory = todo.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                name = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append((name + "/", entry.path))
+                if os.path.splitext(entry.name)[1] in suffixes:
+                    found.append((name, entry.stat()))
+    found.sort(key=lambda item: item[0].split("/"))
+    return found
 
 
 def _stat_line(path: Path, name: Path) -> bytes:

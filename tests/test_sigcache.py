@@ -200,3 +200,13 @@ def test_no_cache_when_turned_off(cache, sigdir, monkeypatch):
     monkeypatch.setenv("CLASSIFIER_NO_CACHE", "1")
     Signatures.load(sigdir)
     assert not cache.exists()
+
+
+def test_key_sees_data_files_at_any_depth_and_only_those(sigdir):
+    before = sigcache._key(sigdir, [])
+    (sigdir / "notes").mkdir()
+    (sigdir / "notes" / "readme.md").write_text("not signature data\n")
+    assert sigcache._key(sigdir, []) == before
+    (sigdir / "notes" / "deeper").mkdir()
+    (sigdir / "notes" / "deeper" / "extra.txt").write_text("192.0.2.0/24\n")
+    assert sigcache._key(sigdir, []) != before

@@ -28,6 +28,7 @@ from ..record import CsvWriter, JsonLinesWriter, record_function
 from ..report import InputStats, Summary, input_lines
 from ..scaninputs import scan_inputs
 from ..signatures import Signatures, shipped_directory
+from ..startup import loading
 
 if TYPE_CHECKING:
     from ..eve import EveWriter
@@ -83,8 +84,9 @@ def run_scan(args: argparse.Namespace) -> int:
         require_pyarrow()
         check_directory(args.output)
     sig_dir = Path(args.signatures) if args.signatures else shipped_directory()
-    sigs = Signatures.load(sig_dir, peering=args.peering)
-    policy = Policy.load(Path(args.policy) if args.policy else sig_dir / "policy")
+    with loading():
+        sigs = Signatures.load(sig_dir, peering=args.peering)
+        policy = Policy.load(Path(args.policy) if args.policy else sig_dir / "policy")
     options = ScanOptions(
         view=args.view,
         as_of=args.as_of,

@@ -1,0 +1,82 @@
+"""Start-up cost levers keep their promises: the collector paused and restored around the loading
+bursts, and a core command's run builds no plugin parser and imports no plugin module."""
+
+from __future__ import annotations
+
+import gc
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from classifier import startup
+from classifier.startup import loading
+
+
+def test_loading_pauses_the_collector_and_freezes_what_it_made(monkeypatch):
+    monkeypatch.setattr(startup, "_freeze", True)  # as in a process whose first command runs
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    try:
+        with loading():
+            assert not gc.isenabled()
+            made = [[i] for i in range(100)]  # containers the collector tracks
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen + len(made)
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as usual
+
+
+def test_loading_turns_the_collector_back_on_after_an_error_but_not_if_it_was_off():
+    try:
+        with pytest.raises(ValueError), loading():
+            raise ValueError("while loading")
+        assert gc.isenabled()
+        gc.disable()
+        with loading():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def _empty_capture(tmp_path) -> str:
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    return str(empty)
+
+
+def test_only_the_first_command_of_a_process_freezes(tmp_path):
+    # a process that runs main() again and again (the fuzz harness) must not freeze, each time,
+    # the garbage the previous runs left
+    args = [_empty_capture(tmp_path), "-o", os.devnull, "-q"]
+    code = (
+        "import gc; from classifier.cli import main; "
+        f"main(['scan', *{args!r}]); first = gc.get_freeze_count(); "
+        "[main(['scan', *" + repr(args) + "]) for _ in range(3)]; "
+        "print(first > 1000, gc.get_freeze_count() <= first, gc.isenabled())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "True True True", out.stdout + out.stderr
+
+
+def test_a_scan_imports_no_plugin_module(tmp_path):
+    empty = _empty_capture(tmp_path)
+    code = (
+        "import sys; from classifier.cli import main; "
+        f"status = main(['scan', {empty!r}, '-o', {os.devnull!r}, '-q']); "
+        "plugins = ('classifier.gateway', 'classifier.bgp'); "
+        "print(status, sorted(m for m in sys.modules if m.startswith(plugins)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+
+
+def test_other_commands_still_see_the_plugins():
+    code = "from classifier.cli import main; main(['signatures', '--help'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "build-prefixes" in out.stdout, out.stdout + out.stderr
