@@ -13,7 +13,7 @@ IPv4 options are skipped by IHL; IPv6 extension headers are walked. For IPv4/IPv
 first fragment's transport header is used and later fragments are reported with ports of -1 and a
 fragment key the flow table can use to count them to their flow.
 
-Tunnels (``tunnels``: GRE, ERSPAN, PPTP, VXLAN, Geneve, GTP-U, IP-in-IP, 6in4, 4in6) are looked
+Tunnels (``tunnels``: GRE, ERSPAN, PPTP, VXLAN, Geneve, GTP-U, Teredo, IP-in-IP, 6in4, 4in6) are looked
 through, up to ``tunnels.MAX_DEPTH`` deep: the result is the innermost TCP/UDP packet, with the
 layers it came through in ``tunnel`` (outermost first; None when there were none).
 """
@@ -45,7 +45,7 @@ from .linktypes import (
     LINKTYPE_RAW_BSD12,
     LINKTYPE_RAW_BSD14,
 )
-from .tunnels import IP_PROTOS, MAX_DEPTH, UDP_PORTS, Inner, Tunnel, open_ip, open_udp
+from .tunnels import IP_PROTOS, MAX_DEPTH, UDP_PORTS, UDP_TEREDO, Inner, Tunnel, open_ip, open_udp
 
 __all__ = [
     "LINKTYPE_C_HDLC",
@@ -143,7 +143,7 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
                     return (6, src, sport, dst, dport, flags, seq, frame[start:end], total, None, None)
             elif proto == 17:
                 sport, dport, ulen = _UDP.unpack_from(frame, 34)
-                if dport not in UDP_PORTS:
+                if dport not in UDP_PORTS and dport != UDP_TEREDO and sport != UDP_TEREDO:
                     if ulen >= 8 and 34 + ulen < end:
                         end = 34 + ulen
                     return (17, src, sport, dst, dport, 0, 0, frame[42:end], total, None, None)
@@ -328,8 +328,14 @@ def _transport(
         ulen = (frame[l4 + 4] << 8) | frame[l4 + 5]
         if ulen >= 8 and l4 + ulen < end and frag_key is None:
             end = l4 + ulen
-        if dport in UDP_PORTS and frag_key is None and tunnels:
-            return open_udp(frame, l4 + 8, end, dport, src, dst)
+        if (
+            (dport in UDP_PORTS or dport == UDP_TEREDO or sport == UDP_TEREDO)
+            and frag_key is None
+            and tunnels
+        ):
+            inner = open_udp(frame, l4 + 8, end, dport, src, dst)
+            if inner is not None:
+                return inner
         return (17, src, sport, dst, dport, 0, 0, frame[l4 + 8 : end], ip_len, frag_key, None)
     if proto in IP_PROTOS and tunnels:
         if frag_key is not None:  # outer fragments of tunnel packets are not reassembled

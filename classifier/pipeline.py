@@ -37,7 +37,7 @@ from .inspect.driver import DNS_PORT, Inspection, is_dns_port
 from .policy import Policy
 from .report import InputStats
 from .signatures import Signatures
-from .tunnels import Tunnel, oriented, tunnel_key
+from .tunnels import Tunnel, client_scope, oriented, tunnel_key
 
 _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
@@ -287,7 +287,12 @@ class Scanner:
             and self.options.name_memory > 0
         ):
             self.seen_names.remember(
-                flow.server, hostname, flow.first_ts, flow.client, self.options.name_memory
+                flow.server,
+                hostname,
+                flow.first_ts,
+                flow.client,
+                self.options.name_memory,
+                client_scope(flow.tunnel),
             )
         when = self.options.as_of if self.options.as_of is not None else flow.first_ts
         decision = self.policy.decide(
