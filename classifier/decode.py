@@ -11,7 +11,9 @@ session), Linux cooked SLL and SLL2, raw IPv4/IPv6 (101, 228, 229 and the DLT_RA
 104), IEEE 802.11 data frames with LLC/SNAP (105, and 127 behind radiotap) and Linux NFLOG (239).
 IPv4 options are skipped by IHL; IPv6 extension headers are walked. For IPv4/IPv6 fragments the
 first fragment's transport header is used and later fragments are reported with ports of -1 and a
-fragment key the flow table can use to count them to their flow.
+fragment key the flow table can use to count them to their flow. Every fragment of a datagram that
+may be a tunnel's (IP protocol 4, 41, 47; UDP to a tunnel port) is reported like a later fragment:
+the tunnel is opened once the pipeline has the whole datagram (``tunnel_datagram``).
 
 Tunnels (``tunnels``: GRE, ERSPAN, PPTP, VXLAN, Geneve, GTP-U, Teredo, IP-in-IP, 6in4, 4in6) are looked
 through, up to ``tunnels.MAX_DEPTH`` deep: the result is the innermost TCP/UDP packet, with the
@@ -70,8 +72,10 @@ __all__ = [
     "decode",
     "fragment",
     "locate_ip",
+    "rebuilt_ip",
     "skip_reason",
     "transport",
+    "tunnel_datagram",
 ]
 
 PROTO_TCP = 6
@@ -94,6 +98,9 @@ _UDP = Struct("!HHH")  # sport, dport, length
 # IPv4 header: version/IHL, (tos), total length, (id), flags/fragment offset, (ttl), protocol,
 # (checksum), source, destination
 _IP4_FAST = Struct("!BxHxxHxBxx4s4s")
+# A rebuilt (reassembled) IPv4 header: version/IHL, total length, TTL, protocol, source, destination
+_IP4_REBUILT = Struct("!BxHxxxxBBxx4s4s")
+_IP6_REBUILT = Struct("!IHBB16s16s")  # version/class/label, payload length, next header, hops, addresses
 
 
 # A decoded packet: a plain tuple, read by unpacking into named variables (or by the positions
@@ -247,7 +254,7 @@ def _ipv4(frame: bytes, off: int) -> Decoded | Inner | str:
     if frag & 0x3FFF:  # MF set or offset != 0
         frag_key = (src, dst, proto, (frame[off + 4] << 8) | frame[off + 5])
         if frag & 0x1FFF:
-            if proto != 6 and proto != 17:
+            if proto != 6 and proto != 17 and proto not in IP_PROTOS:
                 return f"ip-proto:{proto}"
             return (proto, src, -1, dst, -1, 0, 0, b"", total, frag_key, None)
     return _transport(frame, l4, end, proto, src, dst, total, frag_key)
@@ -286,7 +293,7 @@ def _ipv6(frame: bytes, off: int) -> Decoded | Inner | str:
             l4 += 8
             frag_key = (src, dst, nxt, ident)
             if offset_flags & 0xFFF8:
-                if nxt != 6 and nxt != 17:
+                if nxt != 6 and nxt != 17 and nxt not in IP_PROTOS:
                     return f"ip-proto:{nxt}"
                 return (nxt, src, -1, dst, -1, 0, 0, b"", plen + 40, frag_key, None)
         elif nxt in IP_PROTOS:
@@ -328,18 +335,16 @@ def _transport(
         ulen = (frame[l4 + 4] << 8) | frame[l4 + 5]
         if ulen >= 8 and l4 + ulen < end and frag_key is None:
             end = l4 + ulen
-        if (
-            (dport in UDP_PORTS or dport == UDP_TEREDO or sport == UDP_TEREDO)
-            and frag_key is None
-            and tunnels
-        ):
+        if (dport in UDP_PORTS or dport == UDP_TEREDO or sport == UDP_TEREDO) and tunnels:
+            if frag_key is not None:  # the first fragment of a tunnel packet: wait for the whole
+                return (17, src, -1, dst, -1, 0, 0, b"", ip_len, frag_key, None)
             inner = open_udp(frame, l4 + 8, end, dport, src, dst)
             if inner is not None:
                 return inner
         return (17, src, sport, dst, dport, 0, 0, frame[l4 + 8 : end], ip_len, frag_key, None)
     if proto in IP_PROTOS and tunnels:
-        if frag_key is not None:  # outer fragments of tunnel packets are not reassembled
-            return f"fragmented-tunnel:ip-proto:{proto}"
+        if frag_key is not None:  # the first fragment of a tunnel packet: wait for the whole
+            return (proto, src, -1, dst, -1, 0, 0, b"", ip_len, frag_key, None)
         return open_ip(frame, l4, end, proto, src, dst)
     return f"ip-proto:{proto}"
 
@@ -394,6 +399,25 @@ def fragment(linktype: int, frame: bytes) -> tuple[int, bool, bytes] | None:
         else:
             return None
     return None
+
+
+def tunnel_datagram(proto: int, segment: bytes) -> bool:
+    """Is this reassembled transport segment a tunnel packet (to be opened, not a flow of its own)?
+    The same test decode() applies to a first fragment."""
+    if proto in IP_PROTOS:
+        return True
+    if proto != 17 or len(segment) < 8:
+        return False
+    sport, dport = _PORTS.unpack_from(segment, 0)
+    return dport in UDP_PORTS or dport == UDP_TEREDO or sport == UDP_TEREDO
+
+
+def rebuilt_ip(src: bytes, dst: bytes, proto: int, segment: bytes) -> bytes:
+    """An unfragmented IP packet (raw, link type 101) carrying a reassembled segment: what a tunnel
+    endpoint hands its decapsulation once it has all the fragments."""
+    if len(src) == 4:
+        return _IP4_REBUILT.pack(0x45, 20 + len(segment), 64, proto, src, dst) + segment
+    return _IP6_REBUILT.pack(0x60000000, len(segment), proto, 64, src, dst) + segment
 
 
 def transport(proto: int, src: bytes, dst: bytes, segment: bytes, ip_len: int) -> Decoded | None:

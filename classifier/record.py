@@ -249,7 +249,7 @@ FIELDS: tuple[RecordField, ...] = (
     F(
         "ja4s",
         "string|null",
-        "JA4S fingerprint of the ServerHello, when the scan read it (--ja4s)",
+        "JA4S fingerprint of the ServerHello, when it was read (scan --ja4s; the gateway always)",
         "facts.ja4s",
     ),
 )
