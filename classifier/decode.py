@@ -91,6 +91,10 @@ _IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140))
 _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
 
+# UDP destination ports that may carry a tunnel (Teredo's also as a source port: relays send from it)
+_TUNNEL_DPORTS = UDP_PORTS | {UDP_TEREDO}
+assert UDP_TEREDO == 3544, "decode's fast path compares the source port with the literal"
+
 _U32 = Struct("!I")
 _PORTS = Struct("!HH")
 _TCP = Struct("!HHIIBB")  # sport, dport, seq, ack, data offset byte, flags
@@ -150,7 +154,7 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
                     return (6, src, sport, dst, dport, flags, seq, frame[start:end], total, None, None)
             elif proto == 17:
                 sport, dport, ulen = _UDP.unpack_from(frame, 34)
-                if dport not in UDP_PORTS and dport != UDP_TEREDO and sport != UDP_TEREDO:
+                if dport not in _TUNNEL_DPORTS and sport != 3544:  # 3544: UDP_TEREDO, as a constant
                     if ulen >= 8 and 34 + ulen < end:
                         end = 34 + ulen
                     return (17, src, sport, dst, dport, 0, 0, frame[42:end], total, None, None)
@@ -335,7 +339,7 @@ def _transport(
         ulen = (frame[l4 + 4] << 8) | frame[l4 + 5]
         if ulen >= 8 and l4 + ulen < end and frag_key is None:
             end = l4 + ulen
-        if (dport in UDP_PORTS or dport == UDP_TEREDO or sport == UDP_TEREDO) and tunnels:
+        if (dport in _TUNNEL_DPORTS or sport == UDP_TEREDO) and tunnels:
             if frag_key is not None:  # the first fragment of a tunnel packet: wait for the whole
                 return (17, src, -1, dst, -1, 0, 0, b"", ip_len, frag_key, None)
             inner = open_udp(frame, l4 + 8, end, dport, src, dst)
@@ -409,7 +413,7 @@ def tunnel_datagram(proto: int, segment: bytes) -> bool:
     if proto != 17 or len(segment) < 8:
         return False
     sport, dport = _PORTS.unpack_from(segment, 0)
-    return dport in UDP_PORTS or dport == UDP_TEREDO or sport == UDP_TEREDO
+    return dport in _TUNNEL_DPORTS or sport == UDP_TEREDO
 
 
 def rebuilt_ip(src: bytes, dst: bytes, proto: int, segment: bytes) -> bytes:

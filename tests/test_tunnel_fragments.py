@@ -3,7 +3,11 @@ fragments are reassembled keyed by their tunnel; conflicting overlaps are malfor
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from conftest import ROOT
 from scapy.contrib.gtp import GTP_U_Header
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import GRE, IP, TCP, UDP
@@ -160,3 +164,17 @@ def test_a_fragmented_tunnel_inside_a_tunnel_is_counted_not_followed(sigs, polic
     ]
     scanner, records = scan(sigs, policy, outer)
     assert records == [] and scanner.skipped == {"fragmented-tunnel:nested:ip-proto:47": 1}
+
+
+def test_the_fragment_captures_are_what_their_builder_makes(tmp_path):
+    """pcaps/build_tunnel_fragments.py is deterministic: the committed captures are its output."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "pcaps" / "build_tunnel_fragments.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    built = sorted(p.name for p in tmp_path.iterdir())
+    assert built == sorted(p.name for p in (ROOT / "pcaps").glob("tunnel-*-fragments.pcap")), proc.stdout
+    for name in built:
+        assert (tmp_path / name).read_bytes() == (ROOT / "pcaps" / name).read_bytes(), name
