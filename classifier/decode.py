@@ -111,7 +111,8 @@ _IP6_REBUILT = Struct("!IHBB16s16s")  # version/class/label, payload length, nex
 # below). Not a NamedTuple: building one and unpacking it cost about 120 ns more per packet, 2-5% of
 # a scan's CPU time (benchmarks/scan_throughput.py), since only exact tuples get the fast paths.
 #   (proto, src, sport, dst, dport, flags, seq, payload, ip_len, frag_key, tunnel)
-# proto 6 or 17; flags and seq are TCP's (0 for UDP); ip_len is the bytes of the (innermost) IP
+# proto 6 or 17 (or 4, 41, 47 for a fragment of a tunnel packet, which has sport == dport == -1);
+# flags and seq are TCP's (0 for UDP); ip_len is the bytes of the (innermost) IP
 # packet as its header says. frag_key is None for unfragmented packets; for a first fragment and
 # for later fragments it is (src, dst, proto, ident[, tunnel]); later fragments have
 # sport == dport == -1 and an empty payload. tunnel is None, or the encapsulation layers the packet
