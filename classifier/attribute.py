@@ -47,6 +47,7 @@ from .inspect.tls import ClientHello
 from .sigmodel import PrefixEntry
 from .signatures import Signatures
 from .timeutil import format_instant
+from .tunnels import client_scope
 
 CATEGORY_ORDER = ("payments", "app-store", "code-use", "cdn", "hosting", "transit-peering")
 # The category a host rule's role gives; other roles (api, update, telemetry, web) mean hosting.
@@ -184,11 +185,12 @@ class Attributor:
         # failing that, an answer bound to no query.
         dns_match = None
         if not names and not flow.dns_client:
-            dns_match = self.dnscache.lookup(flow.server, flow.first_ts, flow.client)
+            scope = client_scope(flow.tunnel)  # names learnt in another tunnel are another's
+            dns_match = self.dnscache.lookup(flow.server, flow.first_ts, flow.client, scope)
             if dns_match is not None:
                 names.append(("dns", dns_match.answer.name, _answered(flow, dns_match)))
             elif self.seen_names is not None and (server_entry is None or server_entry.kind != "cdn"):
-                seen = self.seen_names.lookup(flow.server, flow.first_ts, flow.client)
+                seen = self.seen_names.lookup(flow.server, flow.first_ts, flow.client, scope)
                 if seen is not None and seen.same_client:
                     names.append(
                         (
@@ -199,7 +201,7 @@ class Attributor:
                         )
                     )
             if not names and self.unbound_dns is not None:
-                dns_match = self.unbound_dns.lookup(flow.server, flow.first_ts, flow.client)
+                dns_match = self.unbound_dns.lookup(flow.server, flow.first_ts, flow.client, scope)
                 if dns_match is not None:
                     names.append(("dns-unsolicited", dns_match.answer.name, _answered(flow, dns_match)))
 

@@ -11,9 +11,11 @@ session), Linux cooked SLL and SLL2, raw IPv4/IPv6 (101, 228, 229 and the DLT_RA
 104), IEEE 802.11 data frames with LLC/SNAP (105, and 127 behind radiotap) and Linux NFLOG (239).
 IPv4 options are skipped by IHL; IPv6 extension headers are walked. For IPv4/IPv6 fragments the
 first fragment's transport header is used and later fragments are reported with ports of -1 and a
-fragment key the flow table can use to count them to their flow.
+fragment key the flow table can use to count them to their flow. Every fragment of a datagram that
+may be a tunnel's (IP protocol 4, 41, 47; UDP to a tunnel port) is reported like a later fragment:
+the tunnel is opened once the pipeline has the whole datagram (``tunnel_datagram``).
 
-Tunnels (``tunnels``: GRE, ERSPAN, PPTP, VXLAN, Geneve, GTP-U, IP-in-IP, 6in4, 4in6) are looked
+Tunnels (``tunnels``: GRE, ERSPAN, PPTP, VXLAN, Geneve, GTP-U, Teredo, IP-in-IP, 6in4, 4in6) are looked
 through, up to ``tunnels.MAX_DEPTH`` deep: the result is the innermost TCP/UDP packet, with the
 layers it came through in ``tunnel`` (outermost first; None when there were none).
 """
@@ -45,7 +47,7 @@ from .linktypes import (
     LINKTYPE_RAW_BSD12,
     LINKTYPE_RAW_BSD14,
 )
-from .tunnels import IP_PROTOS, MAX_DEPTH, UDP_PORTS, Inner, Tunnel, open_ip, open_udp
+from .tunnels import IP_PROTOS, MAX_DEPTH, UDP_PORTS, UDP_TEREDO, Inner, Tunnel, open_ip, open_udp
 
 __all__ = [
     "ETH_IP4_TCP",
@@ -72,8 +74,10 @@ __all__ = [
     "decode",
     "fragment",
     "locate_ip",
+    "rebuilt_ip",
     "skip_reason",
     "transport",
+    "tunnel_datagram",
 ]
 
 PROTO_TCP = 6
@@ -89,6 +93,10 @@ _IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140))
 _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
 
+# UDP destination ports that may carry a tunnel (Teredo's also as a source port: relays send from it)
+_TUNNEL_DPORTS = UDP_PORTS | {UDP_TEREDO}
+assert UDP_TEREDO == 3544, "decode's fast path compares the source port with the literal"
+
 _U32 = Struct("!I")
 _PORTS = Struct("!HH")
 _TCP = Struct("!HHIIBB")  # sport, dport, seq, ack, data offset byte, flags
@@ -101,13 +109,17 @@ _IP4_FAST = Struct("!BxHxxHxBxx4s4s")
 # _TCP (needs 48 bytes) or UDP as _UDP (42 bytes).
 ETH_IP4_TCP: Final = Struct("!12xHBxHxxHxBxx4s4sHHIxxxxBB")
 ETH_IP4_UDP: Final = Struct("!12xHBxHxxHxBxx4s4sHHH")
+# A rebuilt (reassembled) IPv4 header: version/IHL, total length, TTL, protocol, source, destination
+_IP4_REBUILT = Struct("!BxHxxxxBBxx4s4s")
+_IP6_REBUILT = Struct("!IHBB16s16s")  # version/class/label, payload length, next header, hops, addresses
 
 
 # A decoded packet: a plain tuple, read by unpacking into named variables (or by the positions
 # below). Not a NamedTuple: building one and unpacking it cost about 120 ns more per packet, 2-5% of
 # a scan's CPU time (benchmarks/scan_throughput.py), since only exact tuples get the fast paths.
 #   (proto, src, sport, dst, dport, flags, seq, payload, ip_len, frag_key, tunnel)
-# proto 6 or 17; flags and seq are TCP's (0 for UDP); ip_len is the bytes of the (innermost) IP
+# proto 6 or 17 (or 4, 41, 47 for a fragment of a tunnel packet, which has sport == dport == -1);
+# flags and seq are TCP's (0 for UDP); ip_len is the bytes of the (innermost) IP
 # packet as its header says. frag_key is None for unfragmented packets; for a first fragment and
 # for later fragments it is (src, dst, proto, ident[, tunnel]); later fragments have
 # sport == dport == -1 and an empty payload. tunnel is None, or the encapsulation layers the packet
@@ -150,7 +162,7 @@ def decode(linktype: int, frame: bytes) -> Decoded | None:
                     return (6, src, sport, dst, dport, flags, seq, frame[start:end], total, None, None)
             elif proto == 17:
                 sport, dport, ulen = _UDP.unpack_from(frame, 34)
-                if dport not in UDP_PORTS:
+                if dport not in _TUNNEL_DPORTS and sport != 3544:  # 3544: UDP_TEREDO, as a constant
                     if ulen >= 8 and 34 + ulen < end:
                         end = 34 + ulen
                     return (17, src, sport, dst, dport, 0, 0, frame[42:end], total, None, None)
@@ -254,7 +266,7 @@ def _ipv4(frame: bytes, off: int) -> Decoded | Inner | str:
     if frag & 0x3FFF:  # MF set or offset != 0
         frag_key = (src, dst, proto, (frame[off + 4] << 8) | frame[off + 5])
         if frag & 0x1FFF:
-            if proto != 6 and proto != 17:
+            if proto != 6 and proto != 17 and proto not in IP_PROTOS:
                 return f"ip-proto:{proto}"
             return (proto, src, -1, dst, -1, 0, 0, b"", total, frag_key, None)
     return _transport(frame, l4, end, proto, src, dst, total, frag_key)
@@ -293,7 +305,7 @@ def _ipv6(frame: bytes, off: int) -> Decoded | Inner | str:
             l4 += 8
             frag_key = (src, dst, nxt, ident)
             if offset_flags & 0xFFF8:
-                if nxt != 6 and nxt != 17:
+                if nxt != 6 and nxt != 17 and nxt not in IP_PROTOS:
                     return f"ip-proto:{nxt}"
                 return (nxt, src, -1, dst, -1, 0, 0, b"", plen + 40, frag_key, None)
         elif nxt in IP_PROTOS:
@@ -335,12 +347,16 @@ def _transport(
         ulen = (frame[l4 + 4] << 8) | frame[l4 + 5]
         if ulen >= 8 and l4 + ulen < end and frag_key is None:
             end = l4 + ulen
-        if dport in UDP_PORTS and frag_key is None and tunnels:
-            return open_udp(frame, l4 + 8, end, dport, src, dst)
+        if (dport in _TUNNEL_DPORTS or sport == UDP_TEREDO) and tunnels:
+            if frag_key is not None:  # the first fragment of a tunnel packet: wait for the whole
+                return (17, src, -1, dst, -1, 0, 0, b"", ip_len, frag_key, None)
+            inner = open_udp(frame, l4 + 8, end, dport, src, dst)
+            if inner is not None:
+                return inner
         return (17, src, sport, dst, dport, 0, 0, frame[l4 + 8 : end], ip_len, frag_key, None)
     if proto in IP_PROTOS and tunnels:
-        if frag_key is not None:  # outer fragments of tunnel packets are not reassembled
-            return f"fragmented-tunnel:ip-proto:{proto}"
+        if frag_key is not None:  # the first fragment of a tunnel packet: wait for the whole
+            return (proto, src, -1, dst, -1, 0, 0, b"", ip_len, frag_key, None)
         return open_ip(frame, l4, end, proto, src, dst)
     return f"ip-proto:{proto}"
 
@@ -395,6 +411,25 @@ def fragment(linktype: int, frame: bytes) -> tuple[int, bool, bytes] | None:
         else:
             return None
     return None
+
+
+def tunnel_datagram(proto: int, segment: bytes) -> bool:
+    """Is this reassembled transport segment a tunnel packet (to be opened, not a flow of its own)?
+    The same test decode() applies to a first fragment."""
+    if proto in IP_PROTOS:
+        return True
+    if proto != 17 or len(segment) < 8:
+        return False
+    sport, dport = _PORTS.unpack_from(segment, 0)
+    return dport in _TUNNEL_DPORTS or sport == UDP_TEREDO
+
+
+def rebuilt_ip(src: bytes, dst: bytes, proto: int, segment: bytes) -> bytes:
+    """An unfragmented IP packet (raw, link type 101) carrying a reassembled segment: what a tunnel
+    endpoint hands its decapsulation once it has all the fragments."""
+    if len(src) == 4:
+        return _IP4_REBUILT.pack(0x45, 20 + len(segment), 64, proto, src, dst) + segment
+    return _IP6_REBUILT.pack(0x60000000, len(segment), proto, 64, src, dst) + segment
 
 
 def transport(proto: int, src: bytes, dst: bytes, segment: bytes, ip_len: int) -> Decoded | None:

@@ -4,6 +4,13 @@ Large DNS answers over UDP arrive as IP fragments; only the reassembled datagram
 flow table counts every fragment to its flow as it arrives; this module keeps the pieces of each
 datagram (bounded in number, size and time) and returns the whole transport segment once every
 byte from offset 0 to the end of the last fragment is present.
+
+Fragments that overlap with different bytes are how IDS evasion works (the receiver keeps one
+version, the inspector another), so such a datagram is dropped whole, as RFC 5722 requires for
+IPv6, and counted (``conflicts``): nothing decided from it, nothing blocked on it. Tunnel packets
+whose outer IP was fragmented are reassembled here too, then looked into (the pipeline feeds the
+rebuilt packet again); fragments inside a tunnel are keyed with the tunnel, so two subscribers'
+datagrams with equal addresses and IP ids never mix.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ class Defragmenter:
         self.held = 0  # bytes of all pieces held
         self.reassembled = 0
         self.abandoned = 0  # dropped incomplete: too old, too many, too large or overlapping
+        self.conflicts = 0  # dropped: a fragment overlapped another with different bytes
+        self.oversized = 0  # dropped: a fragment ends past the largest datagram
 
     def add(self, key: tuple, ts: float, offset: int, more: bool, data: bytes) -> bytes | None:
         """Add one fragment's payload; the whole transport segment when it is complete."""
@@ -42,8 +51,16 @@ class Defragmenter:
             self._pending[key] = entry
         _, pieces, state = entry
         if offset + len(data) > MAX_DATAGRAM:
+            self.oversized += 1
             self._drop(key)
             return None
+        end = offset + len(data)
+        for off, piece in pieces.items():
+            lo, hi = max(off, offset), min(off + len(piece), end)
+            if lo < hi and piece[lo - off : hi - off] != data[lo - offset : hi - offset]:
+                self.conflicts += 1
+                self._drop(key)
+                return None
         old = pieces.get(offset)
         if old is None or len(old) < len(data):
             grow = len(data) - (len(old) if old is not None else 0)

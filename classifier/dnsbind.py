@@ -1,7 +1,8 @@
 """Bind each DNS response to the query it answers, so a forged or stray answer names nothing.
 
 A response is believed only when it answers a query this input showed: the query's 5-tuple
-reversed (client address and port, resolver address and port), the same transaction id and the
+reversed (client address and port, resolver address and port) in the same tunnel (subscribers of
+different tunnels may share addresses: ``tunnels.client_scope``), the same transaction id and the
 same question (the name compared case-insensitively, as DNS 0x20 allows; names are lowercased by
 the parser), and only once. Anything else is counted by reason and never becomes a
 medium-confidence name:
@@ -50,7 +51,10 @@ EXPLAIN = {
     LATE: "its query had timed out",
 }
 
-Endpoints = tuple[bytes, int, bytes, int]  # client address, client port, resolver address, port
+# client address, client port, resolver address, port, tunnel scope (None: no tunnel)
+Endpoints = tuple[bytes, int, bytes, int, tuple | None]
+_ENDS = 5  # key[:_ENDS] are the endpoints, key[:_TXID] the endpoints and the transaction id
+_TXID = 6
 # Endpoints + (transaction id,) + (name, qtype) of each question: flat, so the garbage collector
 # stops tracking the (tens of thousands of) keys alive at once.
 _Key = tuple
@@ -160,7 +164,7 @@ class QueryTable:
             return
         if len(pending) >= self.max_pending:
             self._evict_oldest()
-        per, txid = self._per_endpoints, key[:5]
+        per, txid = self._per_endpoints, key[:_TXID]
         per[ends] = per.get(ends, 0) + 1
         self._per_txid[txid] = self._per_txid.get(txid, 0) + 1
         pending[key] = ts
@@ -193,7 +197,7 @@ class QueryTable:
             self._closed[key] = (closed_ts, True)  # withdrawn once
             earlier = _unflatten(closed[2:])
             return self._count(CONFLICTING), Contested(closed_ts, earlier) if earlier else None
-        if key[:5] in self._per_txid:
+        if key[:_TXID] in self._per_txid:
             return self._count(QUESTION_MISMATCH), None
         if ends in self._per_endpoints:
             return self._count(TXID_MISMATCH), None
@@ -205,13 +209,13 @@ class QueryTable:
 
     def _drop(self, key: _Key) -> None:
         del self._pending[key]
-        per, ends = self._per_endpoints, key[:4]
+        per, ends = self._per_endpoints, key[:_ENDS]
         n = per[ends]
         if n > 1:
             per[ends] = n - 1
         else:
             del per[ends]
-        per, txid = self._per_txid, key[:5]
+        per, txid = self._per_txid, key[:_TXID]
         n = per[txid]
         if n > 1:
             per[txid] = n - 1

@@ -10,6 +10,10 @@ asked for even when the TTL is 0. The cache holds at most ``max_addresses`` addr
 flood of answers costs bounded memory. Only answers bound to their query (``dnsbind``) go into
 the scanner's main cache; the others go into a cache of their own, so they can neither shadow nor
 evict a bound answer.
+
+Answers are scoped by tunnel (``tunnels.client_scope``): an answer a client received inside a
+tunnel names only flows of that tunnel, since subscribers in different GTP-U TEIDs or VXLAN VNIs may
+share private addresses; an answer seen outside any tunnel names only untunnelled flows.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class DnsAnswer:
     expires: float  # ts + the smallest TTL along the chain (at least the cache's min_ttl)
     client: bytes  # address of the client that received the answer
     unbound: str | None = None  # why the response was bound to no query (dnsbind), if it was not
+    scope: tuple | None = None  # the tunnel the client received it in (tunnels.client_scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +134,11 @@ class DnsCache:
         self._by_addr.clear()
         self.ech_public_names.clear()
 
-    def add(self, msg: Message, ts: float, client: bytes) -> int:
+    def add(self, msg: Message, ts: float, client: bytes, scope: tuple | None = None) -> int:
         """Record the addresses a response answered and the ECH public names it published."""
         if not msg.is_response:
             return 0
-        return self.add_resolutions(resolve(msg)[0], ts, client)
+        return self.add_resolutions(resolve(msg)[0], ts, client, None, scope)
 
     def add_resolutions(
         self,
@@ -141,13 +146,14 @@ class DnsCache:
         ts: float,
         client: bytes,
         unbound: str | None = None,
+        scope: tuple | None = None,
     ) -> int:
         """Record what ``resolve`` found; returns how many addresses were recorded."""
         recorded = 0
         for r in resolutions:
             for addr, t in r.addresses:
                 life = max(self.min_ttl, t if r.cname_ttl is None else min(r.cname_ttl, t))
-                self._put(addr, r.chain[0], r.chain, ts, ts + life, client, unbound)
+                self._put(addr, r.chain[0], r.chain, ts, ts + life, client, unbound, scope)
                 recorded += 1
             for cfg in r.ech:
                 self._put_public_name(cfg.public_name, (r.chain[0], cfg.config_id))
@@ -161,8 +167,9 @@ class DnsCache:
             self.dropped_public_names += 1
         names[public_name] = published  # re-inserted: the dict stays in least-recent order
 
-    def withdraw(self, resolutions: tuple[Resolution, ...], client: bytes) -> int:
-        """Forget what an earlier response recorded for ``client`` (it turned out to be contested)."""
+    def withdraw(self, resolutions: tuple[Resolution, ...], client: bytes, scope: tuple | None = None) -> int:
+        """Forget what an earlier response recorded for ``client`` in ``scope`` (it turned out to
+        be contested)."""
         removed = 0
         for r in resolutions:
             name = r.chain[0]
@@ -170,7 +177,7 @@ class DnsCache:
                 lst = self._by_addr.get(addr)
                 if not lst:
                     continue
-                kept = [a for a in lst if a.name != name or a.client != client]
+                kept = [a for a in lst if a.name != name or a.client != client or a.scope != scope]
                 removed += len(lst) - len(kept)
                 if kept:
                     self._by_addr[addr] = kept
@@ -181,9 +188,11 @@ class DnsCache:
                     del self.ech_public_names[public]
         return removed
 
-    def remember(self, addr: bytes, name: str, ts: float, client: bytes, lifetime: float) -> None:
+    def remember(
+        self, addr: bytes, name: str, ts: float, client: bytes, lifetime: float, scope: tuple | None = None
+    ) -> None:
         """Record that ``client`` reached ``addr`` under ``name`` (from SNI or Host, not DNS)."""
-        self._put(addr, name, (name,), ts, ts + lifetime, client, None)
+        self._put(addr, name, (name,), ts, ts + lifetime, client, None, scope)
 
     def _put(
         self,
@@ -194,6 +203,7 @@ class DnsCache:
         expires: float,
         client: bytes,
         unbound: str | None,
+        scope: tuple | None,
     ) -> None:
         """Record one answer (its fields: every flow with a name of its own remembers one, so the
         answer is built once, already merged with the one it extends)."""
@@ -209,26 +219,27 @@ class DnsCache:
             # started under the earlier answer (and is decided late) still finds it.
             extended = False
             for a in lst:
-                if a.name == name and a.client == client:
+                if a.name == name and a.client == client and a.scope == scope:
                     ts = a.ts
                     expires = max(a.expires, expires)
                     extended = True
             if extended:
-                lst = [a for a in lst if a.name != name or a.client != client]
+                lst = [a for a in lst if a.name != name or a.client != client or a.scope != scope]
             del lst[: max(0, len(lst) - _MAX_NAMES_PER_ADDRESS + 1)]
-        lst.append(DnsAnswer(name, chain, ts, expires, client, unbound))
+        lst.append(DnsAnswer(name, chain, ts, expires, client, unbound, scope))
         self._by_addr[addr] = lst
 
-    def lookup(self, addr: bytes, ts: float, client: bytes) -> DnsMatch | None:
-        """The answer that best explains a flow to ``addr`` starting at ``ts`` from ``client``.
+    def lookup(self, addr: bytes, ts: float, client: bytes, scope: tuple | None = None) -> DnsMatch | None:
+        """The answer that best explains a flow to ``addr`` starting at ``ts`` from ``client`` in
+        the tunnel ``scope``.
 
-        Only answers seen at or before ``ts`` and still within their TTL count. An answer to the
-        same client wins over another client's; among equals the most recent wins.
+        Only answers seen in the same scope, at or before ``ts`` and still within their TTL count.
+        An answer to the same client wins over another client's; among equals the most recent wins.
         """
         lst = self._by_addr.get(addr)
         if not lst:
             return None
-        live = [a for a in lst if a.ts <= ts <= a.expires]
+        live = [a for a in lst if a.ts <= ts <= a.expires and a.scope == scope]
         if not live:
             return None
         mine = [a for a in live if a.client == client]

@@ -29,8 +29,10 @@ from .decode import (
     Decoded,
     decode,
     fragment,
+    rebuilt_ip,
     skip_reason,
     transport,
+    tunnel_datagram,
 )
 from .defrag import Defragmenter
 from .dnscache import DnsCache
@@ -38,10 +40,11 @@ from .errors import MalformedError
 from .flows import DECIDED, Flow, FlowConfig, FlowTable, flow_key
 from .inspect.driver import DNS_PORT, Inspection, is_dns_port
 from .linklayer import vlan_ids
+from .linktypes import LINKTYPE_RAW
 from .policy import Policy
 from .report import InputStats
 from .signatures import Signatures
-from .tunnels import UDP_PORTS, Tunnel, oriented, tunnel_key
+from .tunnels import UDP_PORTS, UDP_TEREDO, Tunnel, client_scope, oriented, tunnel_key
 
 _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
@@ -60,9 +63,9 @@ class ScanOptions:
     name_memory: float = 600.0
     # What a block needs beyond the policy: confidence and evidence kinds (blockfloor).
     floor: BlockFloor = field(default_factory=BlockFloor)
-    # Read a decided TLS flow's ServerHello for its JA4S (bounded; ``scan --ja4s``). Off by default:
-    # it keeps every decided TLS flow reassembling server segments, a per-packet cost most scans do
-    # not want. The gateway never does: its flows leave the scanner's hands at the verdict.
+    # Read a decided TLS flow's ServerHello for its JA4S (bounded; ``scan --ja4s``, and the
+    # gateway). Off by default in scans: it keeps every decided TLS flow reassembling up to 8 server
+    # segments, a per-packet cost most scans do not want.
     server_hello: bool = False
     # Seed of the records' Community ID (``--community-id-seed``): sites that seed theirs use one.
     community_id_seed: int = 0
@@ -128,10 +131,10 @@ class Scanner:
         if frag_key is not None:
             whole = self._fragment(linktype, frame, ts, frag_key)
             if sport < 0:
-                return self._later_fragment(ts, frag_key, src, ip_len, whole)
+                return self._later_fragment(ts, frag_key, src, ip_len, whole, iface)
             # A first fragment: its transport header makes the flow; its payload is only a part
             # of the datagram, so inspection waits for the reassembled whole.
-            payload = whole[PAYLOAD] if whole is not None else b""
+            payload = whole[PAYLOAD] if isinstance(whole, tuple) else b""
 
         table = self.table
         # flows.flow_key, inline: this is the per-packet path
@@ -201,7 +204,7 @@ class Scanner:
         entries = table.entries
         tcp4 = ETH_IP4_TCP.unpack_from
         udp4 = ETH_IP4_UDP.unpack_from
-        tunnel_ports = UDP_PORTS
+        tunnel_ports = UDP_PORTS | {UDP_TEREDO}  # Teredo at either end: decode's rule
         # Kept in locals, written back before anything else could read or change them: packets
         # counted here and not yet in self.packets, and the table's next sweep instant.
         counted = 0
@@ -240,6 +243,7 @@ class Scanner:
                             and not frag & 0x3FFF
                             and total >= 28
                             and dport not in tunnel_ports
+                            and sport != UDP_TEREDO
                         ):
                             if sport > dport or (sport == dport and src >= dst):
                                 flow = entries.get((src, sport, dst, dport, 17))
@@ -296,17 +300,33 @@ class Scanner:
 
     # -- fragments (slow path) -----------------------------------------------------------------
 
-    def _fragment(self, linktype: int, frame: bytes, ts: float, key: tuple) -> Decoded | None:
-        """Add a fragment to reassembly; the decoded whole datagram once it is complete."""
+    def _fragment(self, linktype: int, frame: bytes, ts: float, key: tuple) -> Decoded | bytes | None:
+        """Add a fragment to reassembly; once the datagram is complete, the decoded whole, or for a
+        tunnel packet the rebuilt unfragmented packet, to be fed again (raw IP)."""
         self.fragments += 1
         piece = fragment(linktype, frame)
         if piece is None:
             return None
         offset, more, data = piece
-        segment = self.defrag.add(key, ts, offset, more, data)
+        defrag = self.defrag
+        conflicts, oversized = defrag.conflicts, defrag.oversized
+        segment = defrag.add(key, ts, offset, more, data)
         if segment is None:
+            if defrag.conflicts != conflicts:
+                self._count_malformed(
+                    MalformedError("ip", "fragment_overlap", "fragments overlap with different bytes")
+                )
+            elif defrag.oversized != oversized:
+                self._count_malformed(
+                    MalformedError("ip", "fragment_offset", "a fragment ends past 65535 bytes")
+                )
             return None
         src, dst, proto = key[0], key[1], key[2]  # (src, dst, proto, ident[, tunnel])
+        if tunnel_datagram(proto, segment):
+            if len(key) > 4:  # a fragmented tunnel packet inside another tunnel: not followed
+                self.skipped[f"fragmented-tunnel:nested:ip-proto:{proto}"] += 1
+                return b""  # consumed: its fragments are counted here, once
+            return rebuilt_ip(src, dst, proto, segment)
         try:
             return transport(proto, src, dst, segment, len(segment))
         except MalformedError as err:
@@ -314,9 +334,17 @@ class Scanner:
             return None
 
     def _later_fragment(
-        self, ts: float, key: tuple, src: bytes, ip_len: int, whole: Decoded | None
+        self, ts: float, key: tuple, src: bytes, ip_len: int, whole: Decoded | bytes | None, iface: int
     ) -> Flow | None:
-        """Count a non-first fragment to the flow of its first fragment; inspect a completed whole."""
+        """Count a non-first fragment to the flow of its first fragment; inspect a completed whole.
+        A tunnel packet's fragments belong to no flow: the whole packet is fed again, counted as
+        the packet that completed it, and its inner flow is this packet's flow."""
+        if isinstance(whole, bytes):
+            self._early_fragments.pop(key, None)
+            if not whole:
+                return None
+            self.packets -= 1  # the same captured packet, not another one
+            return self.feed(ts, LINKTYPE_RAW, whole, iface)
         flow = self._fragments.get(key)
         if flow is None or flow.ended:
             # Its first fragment has not come (yet): hold the counts for the flow it will find.
@@ -330,7 +358,7 @@ class Scanner:
         flow.add_packets(from_client, 1, ip_len)
         if ts > flow.last_ts:
             flow.last_ts = ts
-        if whole is not None and flow.inspecting:
+        if isinstance(whole, tuple) and flow.inspecting:
             self._inspect(flow, from_client, whole[PROTO], whole[SEQ], whole[FLAGS], whole[PAYLOAD])
         return flow
 
@@ -393,12 +421,6 @@ class Scanner:
     def decide(self, flow: Flow) -> None:
         """Attribute the flow and apply the policy; from now on its packets are only counted."""
         flow.stage = DECIDED
-        # DNS flows keep feeding the cache after the decision; TLS flows read the ServerHello (JA4S)
-        flow.inspecting = flow.dns_client or (
-            self.options.server_hello and self.inspection.awaits_server_hello(flow)
-        )
-        if not flow.inspecting:
-            flow.streams = None  # up to inspect_bytes per direction that nothing reads any more
         attribution = self.attributor.attribute(flow)
         flow.attribution = attribution
         hostname = attribution.hostname
@@ -408,7 +430,12 @@ class Scanner:
             and self.options.name_memory > 0
         ):
             self.seen_names.remember(
-                flow.server, hostname, flow.first_ts, flow.client, self.options.name_memory
+                flow.server,
+                hostname,
+                flow.first_ts,
+                flow.client,
+                self.options.name_memory,
+                client_scope(flow.tunnel),
             )
         when = self.options.as_of if self.options.as_of is not None else flow.first_ts
         decision = self.policy.decide(
@@ -420,6 +447,13 @@ class Scanner:
             self.options.unenforced_blocks,
         )
         flow.decision = self.options.floor.apply(decision, attribution)
+        # Only now, with the decision made: DNS flows keep feeding the cache after it; TLS flows
+        # read the ServerHello (JA4S), which can then add a fact but never change the verdict.
+        flow.inspecting = flow.dns_client or (
+            self.options.server_hello and self.inspection.awaits_server_hello(flow)
+        )
+        if not flow.inspecting:
+            flow.streams = None  # up to inspect_bytes per direction that nothing reads any more
 
     def forget_names(self) -> None:
         """A new, unrelated input starts: no name, answer or pending query carries over."""

@@ -261,7 +261,7 @@ FIELDS: tuple[RecordField, ...] = (
         "tunnel",
         "array|null",
         "null, or the tunnels the flow was carried in, outermost first: objects with type (gre, erspan1, "
-        "erspan2, erspan3, pptp, vxlan, geneve, gtp-u, ipip, 6in4, 4in6, 6in6), src and dst (outer "
+        "erspan2, erspan3, pptp, vxlan, geneve, gtp-u, teredo, ipip, 6in4, 4in6, 6in6), src and dst (outer "
         "addresses, src on the client side) and id (GRE key, PPTP call id, ERSPAN session, VNI, GTP-U TEID "
         "of the flow's first packet; null if the type has none)",
         tunnel_field,
@@ -284,7 +284,7 @@ FIELDS: tuple[RecordField, ...] = (
     F(
         "ja4s",
         "string|null",
-        "JA4S fingerprint of the ServerHello, when the scan read it (--ja4s)",
+        "JA4S fingerprint of the ServerHello, when it was read (scan --ja4s; the gateway always)",
         "facts.ja4s",
     ),
 )

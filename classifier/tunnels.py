@@ -7,6 +7,12 @@ tunnel's identity (``Tunnel``), so the flow is classified on the inner 5-tuple a
 the same inner addresses in another tunnel. A broken header raises MalformedError naming the
 layer and field; a tunnel packet that carries no user data (GTP-U echo, Geneve control) returns a
 skip reason instead.
+
+Teredo (RFC 4380) is the one encapsulation a port does not prove: UDP 3544 carries Teredo's own
+qualification traffic and anything else a host chose to send there, so a payload counts as Teredo
+only when, after the optional authentication and origin indication headers, an IPv6 header sits
+whose payload length fills the datagram exactly (Wireshark's test). Anything else on the port is
+plain UDP; a payload that announces a Teredo header and breaks it is malformed.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ IP_PROTOS = frozenset((IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE))
 UDP_VXLAN = 4789  # RFC 7348
 UDP_GENEVE = 6081  # RFC 8926
 UDP_GTPU = 2152  # 3GPP TS 29.281
-UDP_PORTS = frozenset((UDP_VXLAN, UDP_GENEVE, UDP_GTPU))
+UDP_TEREDO = 3544  # RFC 4380: the server's port, which relays use too; either end of the datagram
+UDP_PORTS = frozenset((UDP_VXLAN, UDP_GENEVE, UDP_GTPU))  # tunnels by destination port
 
 GRE_ERSPAN = 0x88BE  # ERSPAN type II (with a GRE sequence number), type I (without)
 GRE_ERSPAN3 = 0x22EB  # ERSPAN type III
@@ -42,6 +49,11 @@ _GRE_ACK = 0x0080  # version 1 only
 GTPU_GPDU = 255  # TS 29.281 7.3.1: a G-PDU carries a T-PDU, the subscriber's packet
 _GTPU_OPTIONAL = 0x07  # E, S, PN: the 4 optional bytes are present when any is set
 _GTPU_MAX_EXTENSIONS = 16
+
+_TEREDO_AUTH = 1  # RFC 4380 5.1.1: indicator 0x0001, ID-len, AU-len, id, value, nonce (8), confirmation
+_TEREDO_ORIGIN = 0  # indicator 0x0000, obfuscated origin port (2) and IPv4 address (4)
+_TEREDO_NO_NEXT_HEADER = 59  # a bubble: an IPv6 header and nothing after it
+_IPV6_MAX_NEXT = 0x3A  # Wireshark's sanity bound on the first next header (ICMPv6 is the highest used)
 
 
 class Tunnel(NamedTuple):
@@ -83,6 +95,18 @@ def tunnel_key(layers: tuple[Tunnel, ...]) -> tuple:
     )
 
 
+def client_scope(layers: tuple[Tunnel, ...] | None) -> tuple | None:
+    """Whose traffic a flow is, for what DNS answers and remembered names may name: per layer the
+    type, the client side's outer address and the identifier, of the layers as the client sends
+    them (``Flow.tunnel``). Subscribers in different TEIDs, VNIs or keys may use the same private
+    addresses, so a name learnt in one tunnel names flows of that tunnel only; the far end is left
+    out, as a client reaches its resolver and its servers through the same tunnel but not always
+    toward the same endpoint. None (no tunnel) is a scope of its own."""
+    if layers is None:
+        return None
+    return tuple((t.kind, t.src, t.ident) for t in layers)
+
+
 def oriented(layers: tuple[Tunnel, ...]) -> tuple[Tunnel, ...]:
     """The layers of a packet the server sent, as seen in the client's direction."""
     return tuple(t._replace(src=t.dst, dst=t.src) for t in layers)
@@ -107,9 +131,13 @@ def open_ip(frame: bytes, l4: int, end: int, proto: int, src: bytes, dst: bytes)
     return Inner(Tunnel(kind, src, dst, None), inner, etype, 0)
 
 
-def open_udp(frame: bytes, start: int, end: int, dport: int, src: bytes, dst: bytes) -> Inner | str:
-    """The packet inside a UDP payload ``frame[start:end]`` sent to a tunnel port."""
+def open_udp(frame: bytes, start: int, end: int, dport: int, src: bytes, dst: bytes) -> Inner | str | None:
+    """The packet inside a UDP payload ``frame[start:end]`` sent to a tunnel port, or from or to
+    Teredo's; None when a Teredo port carries no Teredo (plain UDP, then)."""
     data = frame[start:end]
+    if dport not in UDP_PORTS:  # the Teredo port at either end
+        reported = ((frame[start - 4] << 8) | frame[start - 3]) - 8  # the UDP header's payload length
+        return teredo(data, reported, src, dst)
     if dport == UDP_VXLAN:
         return _vxlan(data, src, dst)
     if dport == UDP_GENEVE:
@@ -244,3 +272,41 @@ def _gtpu(data: bytes, src: bytes, dst: bytes) -> Inner | str:
         return f"gtp-u:message-type:{data[1]}"
     inner = data[off:end]
     return Inner(Tunnel("gtp-u", src, dst, teid), inner, *raw_ip(inner, 0, "gtp-u"))
+
+
+def teredo(data: bytes, reported: int, src: bytes, dst: bytes) -> Inner | str | None:
+    """RFC 4380 5.1.1: the IPv6 packet after the optional authentication and origin indication
+    headers. ``reported`` is the UDP payload length its header states (``data`` may be cut short
+    by the snap length). None when the payload is not Teredo at all."""
+    n = len(data)
+    if n < 2:
+        return None
+    off = 0
+    headers = False
+    if data[0] == 0 and data[1] == _TEREDO_AUTH:
+        if n < 4:
+            raise MalformedError("teredo", "auth", f"{n} bytes, the authentication header needs 13")
+        off = 13 + data[2] + data[3]
+        if off > n:
+            raise MalformedError("teredo", "auth", f"authentication header of {off} bytes, {n} present")
+        headers = True
+    if off + 2 <= n and data[off] == 0 and data[off + 1] == _TEREDO_ORIGIN:
+        if off + 8 > n:
+            raise MalformedError("teredo", "origin", f"origin indication ends past byte {n}")
+        off += 8
+        headers = True
+    nxt = data[off + 6] if off + 40 <= n else 0
+    if off + 40 > n or data[off] >> 4 != 6 or (nxt > _IPV6_MAX_NEXT and nxt != _TEREDO_NO_NEXT_HEADER):
+        if headers:
+            raise MalformedError("teredo", "ipv6", "no IPv6 header after the Teredo headers")
+        return None
+    plen = (data[off + 4] << 8) | data[off + 5]
+    if off + 40 + plen != reported:
+        if headers:
+            raise MalformedError(
+                "teredo",
+                "payload_length",
+                f"IPv6 payload length {plen}, the datagram holds {reported - off - 40}",
+            )
+        return None
+    return Inner(Tunnel("teredo", src, dst, None), data, ETH_IPV6, off)

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Build the tunnel and link-type sample captures (pcaps/tunnel-*.pcap, pcaps/linktype-*.pcap).
 
-Run as root from the repository root: ``.venv/bin/python pcaps/build_tunnels.py [OUTDIR]``
-(default: the directory of this file). Real clients and servers of the namespace lab
-(``tests/netlab.py``, direct topology: Python ssl and OpenSSL s_client for TLS, aioquic for QUIC,
-an HTTP client and server, dig and Unbound for DNS) talk through each tunnel while tcpdump captures
-the underlay:
+Run as root from the repository root:
+``.venv/bin/python pcaps/build_tunnels.py [OUTDIR] [NAME.pcap...]`` (default: the directory of this
+file, every capture; names choose the tunnel captures to rebuild). Real clients and servers of the
+namespace lab (``tests/netlab.py``, direct topology: Python ssl and OpenSSL s_client for TLS,
+aioquic for QUIC, an HTTP client and server, dig and Unbound for DNS) talk through each tunnel while
+tcpdump captures the underlay:
 
 * VXLAN through the kernel (``ip link add ... type vxlan``: the one tunnel this kernel builds);
-* GRE (keyed), IP-in-IP, 6in4, 4in6, Geneve and GTP-U through ``pcaps/tunnel_endpoint.py``, a
+* GRE (keyed), IP-in-IP, 6in4, 4in6, Geneve, GTP-U and Teredo through ``pcaps/tunnel_endpoint.py``, a
   userspace endpoint on a TUN device in each namespace that writes the standard wire format (the
   kernel refuses gre, ipip, sit, ip6tnl and geneve devices: no modules);
 * NFLOG live as well: ``tcpdump -i nflog:5`` beside an nft ``log group 5`` rule in the client.
@@ -77,6 +78,16 @@ TUNNELS = [
         bpf="udp port 2152",
         client_options=("--teid-out", "4097", "--pdu-session"),
         server_options=("--teid-out", "8194"),
+    ),
+    # Teredo: the client's end authenticates what it sends, the relay's end adds an origin
+    # indication, so both optional headers of RFC 4380 5.1.1 precede the IPv6 packets.
+    Tunnel(
+        "tunnel-teredo.pcap",
+        "teredo",
+        (6,),
+        bpf="udp port 3544",
+        client_options=("--teredo-auth",),
+        server_options=("--teredo-origin",),
     ),
 ]
 
@@ -361,7 +372,13 @@ def check(path: Path, want: list[str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
+    names = [a for a in argv[1:] if a.endswith(".pcap")]
+    dirs = [a for a in argv[1:] if not a.endswith(".pcap")]
+    outdir = Path(dirs[0]) if dirs else Path(__file__).resolve().parent
+    unknown = set(names) - {t.name for t in TUNNELS}
+    if unknown:
+        print(f"build_tunnels: no tunnel capture named {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
     why = netlab.lab_unavailable()
     if why:
         print(f"build_tunnels: {why}", file=sys.stderr)
@@ -369,10 +386,14 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="clf-tunnels-") as tmp, netlab.Lab("direct") as lab:
         lab.start_all()
         for tunnel in TUNNELS:
+            if names and tunnel.name not in names:
+                continue
             out = outdir / tunnel.name
             snis = capture_tunnel(lab, tunnel, out)
             check(out, snis)
             print(f"{out}: {out.stat().st_size} bytes, ClientHellos for {', '.join(snis)}")
+        if names:
+            return 0
         out = outdir / "linktype-nflog.pcap"
         snis = capture_nflog(lab, out)
         check(out, snis)

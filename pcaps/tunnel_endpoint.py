@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""A userspace tunnel endpoint on a TUN device: GRE, IP-in-IP, 6in4, 4in6, Geneve and GTP-U.
+"""A userspace tunnel endpoint on a TUN device: GRE, IP-in-IP, 6in4, 4in6, Geneve, GTP-U and Teredo.
 
 The lab's kernel refuses ``ip link add`` for gre, ipip, sit, ip6tnl and geneve (no modules), so
 this small endpoint does what the kernel would: every IP packet the kernel routes into the TUN
 device is wrapped in the standard encapsulation and sent to the peer (a raw IP socket for GRE and
-IP-in-IP, so the kernel writes the outer IP header; a UDP socket for Geneve and GTP-U), and every
+IP-in-IP, so the kernel writes the outer IP header; a UDP socket for Geneve, GTP-U and Teredo), and every
 encapsulated packet from the peer is unwrapped and written to the TUN device. Real TLS, QUIC, HTTP
 and DNS clients and servers then talk through it, and tcpdump on the underlay sees the wire format.
 
@@ -14,7 +14,9 @@ Standard library only, independent of the classifier (it is a build tool, like t
 
 Formats: GRE RFC 2784 with the RFC 2890 key, IP-in-IP RFC 2003, 6in4 RFC 4213, 4in6 RFC 2473,
 Geneve RFC 8926 (protocol type 0x0800/0x86DD, one option TLV), GTP-U 3GPP TS 29.281 (G-PDU, with a
-PDU Session Container extension header, TS 38.415, on what this end sends when ``--pdu-session``).
+PDU Session Container extension header, TS 38.415, on what this end sends when ``--pdu-session``),
+Teredo RFC 4380 (IPv6 in UDP/IPv4 port 3544; ``--teredo-auth`` puts an authentication header, 5.1.1,
+before what this end sends, ``--teredo-origin`` an origin indication naming this end).
 Prints READY once the device exists; runs until SIGTERM/SIGINT.
 """
 
@@ -35,7 +37,7 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 
 IPPROTO = {"gre": 47, "ipip": 4, "4in6": 4, "6in4": 41}
-UDP_PORT = {"geneve": 6081, "gtpu": 2152}
+UDP_PORT = {"geneve": 6081, "gtpu": 2152, "teredo": 3544}
 GTPU_GPDU = 255
 GTPU_PDU_SESSION_CONTAINER = 0x85
 GENEVE_OPTION = struct.pack("!HBB", 0x0103, 0x01, 1) + b"\x00\x00\x00\x2a"  # class, type, length 1 word
@@ -67,6 +69,15 @@ def encapsulate(args: argparse.Namespace, packet: bytes) -> bytes:
             ext = struct.pack("!HBB", 0, 0, GTPU_PDU_SESSION_CONTAINER) + bytes([1, 0x10, args.qfi & 0x3F, 0])
             return struct.pack("!BBHI", 0x34, GTPU_GPDU, len(ext) + len(packet), args.teid_out) + ext + packet
         return struct.pack("!BBHI", 0x30, GTPU_GPDU, len(packet), args.teid_out) + packet
+    if args.kind == "teredo":
+        head = b""
+        if args.teredo_auth:  # indicator, ID-len, AU-len, client id, (no value), nonce, confirmation
+            client_id = b"clf-lab"
+            head += struct.pack("!HBB", 1, len(client_id), 0) + client_id + os.urandom(8) + b"\x00"
+        if args.teredo_origin:  # indicator, then this end's port and address, each bit-inverted
+            port, addr = UDP_PORT["teredo"], ipaddress.ip_address(args.local).packed
+            head += struct.pack("!HH", 0, port ^ 0xFFFF) + bytes(b ^ 0xFF for b in addr)
+        return head + packet
     return packet  # IP-in-IP, 6in4, 4in6: the packet is the payload
 
 
@@ -92,6 +103,13 @@ def decapsulate(args: argparse.Namespace, data: bytes) -> bytes | None:
                 nxt = data[off + size - 1]
                 off += size
         return data[off:end]
+    if args.kind == "teredo":
+        off = 0
+        if data[:2] == b"\x00\x01":
+            off = 13 + data[2] + data[3]
+        if data[off : off + 2] == b"\x00\x00":
+            off += 8
+        return data[off:]
     return data
 
 
@@ -106,6 +124,12 @@ def main() -> int:
     ap.add_argument("--teid-out", type=int, default=0, help="GTP-U TEID of what this end sends")
     ap.add_argument("--pdu-session", action="store_true", help="GTP-U: add a PDU Session Container")
     ap.add_argument("--qfi", type=int, default=9)
+    ap.add_argument(
+        "--teredo-auth", action="store_true", help="Teredo: authentication header on what this end sends"
+    )
+    ap.add_argument(
+        "--teredo-origin", action="store_true", help="Teredo: origin indication on what this end sends"
+    )
     args = ap.parse_args()
 
     family = socket.AF_INET6 if ipaddress.ip_address(args.local).version == 6 else socket.AF_INET

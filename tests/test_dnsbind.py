@@ -24,7 +24,7 @@ def answer(name: str, addr: str, txid: int = 1):
 
 def test_retransmitted_query_is_one_pending_query_and_keeps_its_first_time():
     table = QueryTable(timeout=30)
-    ends = (C, 40000, R, 53)
+    ends = (C, 40000, R, 53, None)
     for t in (0.0, 5.0, 10.0, 25.0):  # the client's retries
         table.query(ends, query("a.example"), t)
     assert len(table) == 1 and len(table._pending_order) == 1
@@ -37,7 +37,7 @@ def test_answered_queries_leave_no_unbounded_queue():
     table = QueryTable(timeout=30, max_pending=8)
     msg, res = answer("a.example", "203.0.113.1")
     for i in range(1000):  # all within one timeout: nothing expires, answered keys go stale
-        ends = (C, 20000 + i, R, 53)
+        ends = (C, 20000 + i, R, 53, None)
         table.query(ends, query("a.example"), i * 0.001)
         assert table.answer(ends, msg, i * 0.001, res)[0] == "bound"
     assert len(table._pending_order) <= 2 * 8 + 1 and len(table._closed_order) <= 2 * 8 + 1
@@ -46,7 +46,7 @@ def test_answered_queries_leave_no_unbounded_queue():
 
 def test_clear_forgets_queries_but_keeps_counts():
     table = QueryTable()
-    ends = (C, 40000, R, 53)
+    ends = (C, 40000, R, 53, None)
     table.query(ends, query("a.example"), 1.0)
     table.clear()
     msg, res = answer("a.example", "203.0.113.1")
@@ -56,7 +56,7 @@ def test_clear_forgets_queries_but_keeps_counts():
 
 def test_conflicting_answer_returns_the_first_one_once():
     table = QueryTable()
-    ends = (C, 40000, R, 53)
+    ends = (C, 40000, R, 53, None)
     table.query(ends, query("a.example"), 1.0)
     first, first_res = answer("a.example", "203.0.113.1")
     second, second_res = answer("a.example", "203.0.113.2")

@@ -61,3 +61,30 @@ def test_tunnelled_block_is_a_packet_verdict_only(tmp_path, sigs, policy):
         verdicts[name] = out
     assert verdicts == {"tunnelled": ["accept", "accept", "drop"], "plain": ["accept", "accept", "drop"]}
     assert sets.added == [("41001", "block")]  # the plain flow only
+
+
+def test_a_fragmented_tunnel_packet_is_judged_when_its_last_fragment_arrives(tmp_path, sigs, policy):
+    """GRE at MTU 1500 fragments the tunnel packet carrying a ClientHello: the fragments pass until
+    the one that completes the datagram, which gets the inner flow's verdict (drop for TikTok), so
+    the far end can never reassemble it."""
+    from scapy.layers.inet import GRE
+    from scapy.layers.inet import fragment as fragment4
+
+    cfg = gwconfig.GatewayConfig(
+        mode="inline", as_of=parse_instant("2025-03-01"), log=str(tmp_path / "r.jsonl")
+    )
+    sets = RecordingSets()
+    engine = InlineEngine(cfg, sigs, policy, RecordLog(cfg.log), Stats(), sets)
+
+    def gre(inner):
+        return IP(src=ENB, dst=CORE, id=0x77) / GRE(proto=0x0800) / inner
+
+    syn, synack, hello = tls_flow(gre, 41002)
+    pieces = fragment4(IP(bytes(hello)), fragsize=200)
+    verdicts = []
+    for pkt in [syn, synack, *pieces]:
+        p = Packet(pkt)
+        engine._on_packet(p)
+        verdicts.append(p.verdict)
+    assert verdicts == ["accept", "accept"] + ["accept"] * (len(pieces) - 1) + ["drop"]
+    assert sets.added == []  # a tunnelled flow: the packet verdict only

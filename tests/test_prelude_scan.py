@@ -143,8 +143,8 @@ def test_server_hello_is_read_after_the_decision_within_bounds(sigs, policy):
 
 
 def test_server_hello_is_not_read_unless_asked(sigs, policy):
-    """By default (and in the gateway) a decided TLS flow stops inspecting at its verdict: reading
-    the ServerHello is a per-packet cost only ``scan --ja4s`` pays."""
+    """By default a scan's decided TLS flow stops inspecting at its verdict: reading the
+    ServerHello is a per-packet cost only ``scan --ja4s`` (and the gateway) pays."""
     run = Run(sigs, policy)
     talk = Talk(run, 40009, 443)
     talk.say(True, client_hello(NAME))

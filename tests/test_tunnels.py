@@ -210,10 +210,6 @@ def test_broken_tunnels_are_malformed_by_layer_and_field(frame, reason):
         ),
         (bytes(outer4(GRE(proto=0x88CC)) / Raw(b"lldp")), "gre:non-ip:0x88cc"),
         (bytes(udp4(6081) / GENEVE(vni=1, proto=0x0800, oam=1) / Raw(b"oam")), "geneve:control"),
-        (
-            bytes(Ether() / IP(src=OUT_A, dst=OUT_B, proto=47, flags="MF") / GRE(proto=0x0800) / inner()),
-            "fragmented-tunnel:ip-proto:47",
-        ),
     ],
 )
 def test_tunnel_packets_without_user_data_are_skipped_with_a_reason(frame, reason):

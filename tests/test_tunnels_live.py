@@ -20,7 +20,7 @@ import build_tunnels
 
 pytestmark = pytest.mark.root
 
-LIVE = {t.kind: t for t in build_tunnels.TUNNELS if t.kind in ("vxlan", "gtpu")}
+LIVE = {t.kind: t for t in build_tunnels.TUNNELS if t.kind in ("vxlan", "gtpu", "teredo")}
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +48,15 @@ def test_live_tunnel_is_classified_on_its_inner_flows(lab, tmp_path, kind, recor
     assert {r["dns_queries"][0] for r in records if r["dns_queries"]} == {"www.tiktok.com", "web.wechat.com"}
     # the tunnel is gone again: the next test's traffic takes the plain path
     assert "vx0" not in lab.run("client", ["ip", "link"]).stdout
+
+
+def test_live_teredo_is_classified_on_its_inner_ipv6_flows(lab, tmp_path):
+    """IPv6 in UDP 3544 with the authentication and origin indication headers of RFC 4380."""
+    capture = tmp_path / "teredo.pcap"
+    snis = build_tunnels.capture_tunnel(lab, LIVE["teredo"], capture)
+    records = [json.loads(line) for line in run_cli("scan", str(capture), "-q").stdout.decode().splitlines()]
+    assert sorted(r["sni"] for r in records if r["sni"]) == sorted(snis) and snis
+    for r in records:
+        assert r["src"] == "2001:db8:1::130", r
+        layer = {"type": "teredo", "src": netlab.CLIENT4, "dst": netlab.GW_CLIENT4, "id": None}
+        assert r["tunnel"] == [layer]

@@ -21,6 +21,8 @@ READY = b"Y"  # worker -> supervisor: the queue is bound
 FAILED = b"F"  # worker -> supervisor: a one-line error (UTF-8); the worker then exits
 RECORD = b"R"  # worker -> supervisor: 8-byte flow number, then one JSON line (UTF-8, with newline)
 STATS = b"S"  # worker -> supervisor: pickled WorkerStats
+# DNS, NAME and WITHDRAW carry every argument of the call, the tunnel scope (tunnels.client_scope)
+# last: an answer learnt inside a tunnel names only that tunnel's flows in every worker.
 DNS = b"D"  # both ways: pickled arguments of DnsCache.add_resolutions (shared DNS answers)
 NAME = b"N"  # both ways: pickled arguments of DnsCache.remember (shared name memory)
 WITHDRAW = b"W"  # both ways: pickled arguments of DnsCache.withdraw (a shared answer turned contested)

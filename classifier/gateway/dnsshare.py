@@ -10,7 +10,9 @@ Only answers bound to their query (``classifier.dnsbind``) are shared: a respons
 query stays in its worker's cache of low-confidence names. A DNS exchange crosses one worker
 (query and response have the same address pair, hence the same queue), so the binding is decided
 there; when a second, different response to the same query withdraws a believed answer, the
-withdrawal is shared too, so no worker keeps naming flows with a contested answer.
+withdrawal is shared too, so no worker keeps naming flows with a contested answer. Every message
+carries the tunnel the answer was seen in (``tunnels.client_scope``), so a worker names only flows
+of that tunnel with it.
 """
 
 from __future__ import annotations
@@ -36,20 +38,23 @@ class SharedDnsCache(DnsCache):
         ts: float,
         client: bytes,
         unbound: str | None = None,
+        scope: tuple | None = None,
     ) -> int:
-        recorded = super().add_resolutions(resolutions, ts, client, unbound)
+        recorded = super().add_resolutions(resolutions, ts, client, unbound, scope)
         if resolutions:
-            self._publish(channel.DNS, (resolutions, ts, client, unbound))
+            self._publish(channel.DNS, (resolutions, ts, client, unbound, scope))
         return recorded
 
-    def withdraw(self, resolutions: tuple[Resolution, ...], client: bytes) -> int:
-        removed = super().withdraw(resolutions, client)
-        self._publish(channel.WITHDRAW, (resolutions, client))
+    def withdraw(self, resolutions: tuple[Resolution, ...], client: bytes, scope: tuple | None = None) -> int:
+        removed = super().withdraw(resolutions, client, scope)
+        self._publish(channel.WITHDRAW, (resolutions, client, scope))
         return removed
 
-    def remember(self, addr: bytes, name: str, ts: float, client: bytes, lifetime: float) -> None:
-        super().remember(addr, name, ts, client, lifetime)
-        self._publish(channel.NAME, (addr, name, ts, client, lifetime))
+    def remember(
+        self, addr: bytes, name: str, ts: float, client: bytes, lifetime: float, scope: tuple | None = None
+    ) -> None:
+        super().remember(addr, name, ts, client, lifetime, scope)
+        self._publish(channel.NAME, (addr, name, ts, client, lifetime, scope))
 
     def learn(self, kind: bytes, args: tuple) -> None:
         """What another worker published (the arguments of the call it made)."""

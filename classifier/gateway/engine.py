@@ -67,7 +67,9 @@ class Engine:
                 max_flows=cfg.max_flows,
             ),
             floor=BlockFloor(cfg.block_confidence, cfg.block_evidence),
-            server_hello=False,
+            # JA4S: the ServerHello is read after the verdict, which is acted on at the packet that
+            # decided the flow, before any later packet is read; later packets cannot change it.
+            server_hello=True,
         )
         dnscache, seen_names = caches if caches is not None else (None, None)
         self.scanner = Scanner(sigs, policy, options, self._ended, dnscache, seen_names)

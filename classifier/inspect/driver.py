@@ -17,6 +17,7 @@ from ..dnscache import DnsCache, resolve
 from ..errors import MalformedError
 from ..flows import DECIDED, MAX_NOTES, Flow, FlowConfig
 from ..reassembly import Stream
+from ..tunnels import client_scope
 from . import dns as dnsp
 from . import http as httpp
 from . import ja4 as ja4p
@@ -317,18 +318,19 @@ class Inspection:
             self._malformed(flow, err)
             return
         self.dns_messages += 1
-        # (sender address, port, receiver address, port): a query's sender is the client, a
-        # response's receiver is.
+        # (sender address, port, receiver address, port, tunnel): a query's sender is the client, a
+        # response's receiver is; a query and its response cross the same tunnel.
+        scope = client_scope(flow.tunnel)
         if from_client:
-            ends = (flow.client, flow.client_port, flow.server, flow.server_port)
+            ends = (flow.client, flow.client_port, flow.server, flow.server_port, scope)
         else:
-            ends = (flow.server, flow.server_port, flow.client, flow.client_port)
+            ends = (flow.server, flow.server_port, flow.client, flow.client_port, scope)
         ts = flow.last_ts
         if not msg.is_response:
             self.queries.query(ends, msg, ts)
             self._dns_names(flow, msg)
             return
-        client_ends = (ends[2], ends[3], ends[0], ends[1])
+        client_ends = (ends[2], ends[3], ends[0], ends[1], scope)
         client = client_ends[0]
         resolutions, errors = resolve(msg)
         for problem in errors:
@@ -343,7 +345,7 @@ class Inspection:
             for r in resolutions:
                 if len(r.chain) > 1 and r.chain not in chains and len(chains) < _MAX_QUERY_NAMES:
                     chains.append(r.chain)
-            self.dnscache.add_resolutions(resolutions, ts, client)
+            self.dnscache.add_resolutions(resolutions, ts, client, None, scope)
             return
         if len(flow.notes) < MAX_NOTES:  # (a flood of forged responses formats nothing more)
             asked = ", ".join(q.name for q in msg.questions) or "no question"
@@ -352,10 +354,10 @@ class Inspection:
                 f"{dnsbind.EXPLAIN[outcome]}"
             )
         if earlier is not None:  # two different answers to one query: neither is believed
-            self.dnscache.withdraw(earlier.resolutions, client)
-            self.unbound_dns.add_resolutions(earlier.resolutions, earlier.ts, client, outcome)
+            self.dnscache.withdraw(earlier.resolutions, client, scope)
+            self.unbound_dns.add_resolutions(earlier.resolutions, earlier.ts, client, outcome, scope)
         if outcome in _WEAK_OUTCOMES:
-            self.unbound_dns.add_resolutions(resolutions, ts, client, outcome)
+            self.unbound_dns.add_resolutions(resolutions, ts, client, outcome, scope)
 
     def _dns_names(self, flow: Flow, msg: dnsp.Message) -> None:
         """The names a query asked, for the DNS flow's record."""
