@@ -45,7 +45,7 @@ def add_output_arguments(
     p.add_argument("--format", choices=formats, default="jsonl", help=format_help)
 
 
-def add_community_id_argument(p: argparse.ArgumentParser) -> None:
+def add_community_id_argument(p: argparse.ArgumentParser, default: int | None = 0) -> None:
     """``--community-id-seed``: the seed of the records' Community ID (Zeek, Suricata and Elastic
     take the same option; sites that change it must change it everywhere)."""
 
@@ -61,7 +61,7 @@ def add_community_id_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--community-id-seed",
         type=seed,
-        default=0,
+        default=default,  # None where a config file may give it (gateway)
         metavar="N",
         help="seed of the records' community_id, 0..65535 (default 0, as Zeek, Suricata and "
         "Elastic use unless configured otherwise)",

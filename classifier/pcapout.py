@@ -27,7 +27,7 @@ from typing import BinaryIO, Protocol
 from .errors import OutputError, UserError
 from .flows import DECIDED, Flow
 from .outputs import refuse_clobbering
-from .record import SCHEMA, flow_record
+from .record import SCHEMA, record_function
 
 DEFAULT_MAX_PACKETS = 200_000
 DEFAULT_MAX_BYTES = 128 << 20
@@ -36,6 +36,8 @@ DEFAULT_MAX_BYTES = 128 << 20
 # would be judged on a flow still in progress).
 WHERE_FIELDS = (
     "file",
+    "first_packet",
+    "community_id",  # fixed by the first packet: the ID a Zeek or Suricata log gives the flow
     "proto",
     "src",
     "sport",
@@ -177,9 +179,12 @@ class PacketSink:
         where: Where = (),
         max_packets: int = DEFAULT_MAX_PACKETS,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        community_id_seed: int = 0,
     ) -> None:
         self.writers = _Writers(path, inputs)
         self.where = where
+        # The filter reads the flow's record as the scan writes it (``community_id=`` included).
+        self.flow_record = record_function(community_id_seed)
         self.max_packets = max_packets
         self.max_bytes = max_bytes
         self.fifo: deque[tuple[Flow, float, int, bytes]] = deque()
@@ -241,7 +246,7 @@ class PacketSink:
     def _wanted(self, flow: Flow) -> bool:
         w = self.wanted.get(flow)
         if w is None:
-            w = attributed(flow) and (not self.where or matches(flow_record(flow), self.where))
+            w = attributed(flow) and (not self.where or matches(self.flow_record(flow), self.where))
             self.wanted[flow] = w
         return w
 

@@ -202,3 +202,19 @@ def test_metrics_count_withheld_blocks_and_dns_outcomes(tmp_path, sigs, policy):
     text = generate_latest(reg).decode()
     assert 'classifier_gateway_dns_total{mode="inline",outcome="dns-unsolicited"} 1.0' in text
     assert 'classifier_gateway_block_withheld_total{mode="inline",rule="below-block-confidence"} 1.0' in text
+
+
+def test_records_carry_the_configured_community_id_seed(tmp_path, sigs, policy):
+    from communityid import CommunityID, FlowTuple
+
+    ids = {}
+    for seed in (0, 4242):
+        (tmp_path / str(seed)).mkdir()
+        gw = Gateway(tmp_path / str(seed), sigs, policy, community_id_seed=seed)
+        dns(gw, TIKTOK, TIKTOK, X)
+        nameless_tls(gw)
+        r = gw.records()[(C, 41000)]
+        tup = FlowTuple.make_tcp(r["src"], r["dst"], r["sport"], r["dport"])
+        assert r["community_id"] == CommunityID(seed=seed).calc(tup)  # the reference implementation
+        ids[seed] = r["community_id"]
+    assert ids[0] != ids[4242]

@@ -74,6 +74,17 @@ def test_config_errors_name_file_and_key(tmp_path, text, expected):
     assert msg.startswith(f"{path}: ") and expected in msg and "\n" not in msg
 
 
+def test_community_id_seed_from_the_file_and_the_flag(tmp_path):
+    cfg_file = tmp_path / "gw.toml"
+    cfg_file.write_text("[gateway]\ncommunity_id_seed = 7\n")
+    assert gwconfig.resolve(_args(config=cfg_file)).community_id_seed == 7
+    assert gwconfig.resolve(_args(config=cfg_file, community_id_seed=9)).community_id_seed == 9
+    assert gwconfig.resolve(_args()).community_id_seed == 0  # no file, no flag: Zeek's default
+    cfg_file.write_text("[gateway]\ncommunity_id_seed = 70000\n")
+    with pytest.raises(UserError, match=r"\[gateway\] community_id_seed: must be 0\.\.65535"):
+        gwconfig.load(cfg_file)
+
+
 def test_flag_errors_name_the_flag(tmp_path):
     with pytest.raises(UserError, match=r"^--metrics: 192\.0\.2\.1 is not a loopback address"):
         gwconfig.resolve(_args(metrics="192.0.2.1:9597"))

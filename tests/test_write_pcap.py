@@ -111,6 +111,20 @@ def test_where_narrows_to_the_flows_asked_for(tmp_path):
     assert tshark_tuples(out) == record_tuples(wanted)
 
 
+def test_where_reads_the_community_id_of_the_seed_in_use(tmp_path):
+    """``--write-pcap-where community_id=...`` names the flow by the ID its record carries."""
+    records, _, _ = scan(tmp_path, "--community-id-seed", "4242")
+    target = next(r for r in records if r["app"])
+    records, out, _ = scan(
+        tmp_path,
+        "--community-id-seed",
+        "4242",
+        "--write-pcap-where",
+        f"community_id={target['community_id']}",
+    )
+    assert tshark_tuples(out) == record_tuples([target])
+
+
 def test_bad_where_and_clobbering_are_refused_before_anything_is_written(tmp_path):
     before = Path(DEMO).read_bytes()
     for args, message in [

@@ -196,7 +196,7 @@ def _packet_sink(args: argparse.Namespace) -> PacketSink | None:
     if args.write_pcap == "-":
         raise UserError("--write-pcap -: give a file name (standard output carries the records)")
     where = parse_where(args.write_pcap_where) if args.write_pcap_where else ()
-    return PacketSink(args.write_pcap, list(args.captures), where)
+    return PacketSink(args.write_pcap, list(args.captures), where, community_id_seed=args.community_id_seed)
 
 
 def _html_aggregate(args: argparse.Namespace) -> ScanAggregate | None:

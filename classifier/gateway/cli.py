@@ -22,7 +22,7 @@ line says what), 130 stopped by SIGINT, 1 internal error. See docs/gateway.md.
 
 def register(subparsers, signature_subparsers) -> None:
     """Add ``gateway`` and ``export`` to the main parser."""
-    from classifier.cliargs import add_floor_arguments, instant_arg, positive
+    from classifier.cliargs import add_community_id_argument, add_floor_arguments, instant_arg, positive
 
     g = subparsers.add_parser(
         "gateway",
@@ -63,6 +63,7 @@ def register(subparsers, signature_subparsers) -> None:
     g.add_argument("--peering", metavar="FILE", help="peering map (TOML)")
     g.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
     g.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
+    add_community_id_argument(g, default=None)
     g.add_argument("--queue", type=int, metavar="N", help="NFQUEUE number (inline; default 7)")
     g.add_argument(
         "--queues",

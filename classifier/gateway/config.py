@@ -56,6 +56,7 @@ class GatewayConfig:
     peering: str | None = None
     signatures: str | None = None
     policy: str | None = None
+    community_id_seed: int = 0  # seed of the records' Community ID: the one the site's Zeek/Suricata use
     # flows (wall-clock seconds)
     idle_tcp: float = 300.0
     idle_udp: float = 60.0
@@ -106,6 +107,7 @@ _KEYS: dict[tuple[str, str], tuple[str, Any]] = {
     ("gateway", "peering"): ("peering", "path"),
     ("gateway", "signatures"): ("signatures", "path"),
     ("gateway", "policy"): ("policy", "path"),
+    ("gateway", "community_id_seed"): ("community_id_seed", "int"),
     ("flows", "idle_tcp"): ("idle_tcp", "float"),
     ("flows", "idle_udp"): ("idle_udp", "float"),
     ("flows", "closed_tcp"): ("closed_tcp", "float"),
@@ -213,6 +215,8 @@ def validate(cfg: GatewayConfig, name_of) -> GatewayConfig:
     for attr in ("max_flows", "queue_maxlen", "set_size"):
         if getattr(cfg, attr) <= 0:
             raise bad(attr, "must be positive")
+    if not 0 <= cfg.community_id_seed <= 0xFFFF:
+        raise bad("community_id_seed", "must be 0..65535 (the Community ID seed is 16 bits)")
     if cfg.offload_after < 0:
         raise bad("offload_after", "must be 0 or more")
     shortest = min(("closed_tcp", "idle_udp", "idle_tcp"), key=lambda a: getattr(cfg, a))
@@ -274,6 +278,7 @@ _FLAGS: dict[str, str] = {
     "peering": "peering",
     "signatures": "signatures",
     "policy": "policy",
+    "community_id_seed": "community_id_seed",
     "queue": "queue",
     "queues": "queues",
     "backend": "backend",

@@ -22,7 +22,7 @@ from classifier.blockfloor import FLOOR_RULES, BlockFloor
 from classifier.dnscache import DnsCache
 from classifier.flows import Flow, FlowConfig
 from classifier.pipeline import Scanner, ScanOptions
-from classifier.record import flow_record
+from classifier.record import record_function
 
 from .config import GatewayConfig
 from .flowsets import FlowSets
@@ -70,7 +70,9 @@ class Engine:
             # JA4S: the ServerHello is read after the verdict, which is acted on at the packet that
             # decided the flow, before any later packet is read; later packets cannot change it.
             server_hello=True,
+            community_id_seed=cfg.community_id_seed,
         )
+        self._flow_record = record_function(cfg.community_id_seed)
         dnscache, seen_names = caches if caches is not None else (None, None)
         self.scanner = Scanner(sigs, policy, options, self._ended, dnscache, seen_names)
         stats.dns_binding = self.scanner.inspection.queries.counts  # read by the metrics collector
@@ -159,7 +161,7 @@ class Engine:
         if self.actions.pop(flow.id, None) is None:
             # Decided only now, at its end (e.g. it never carried a name): count the verdict.
             self._count_verdict(flow)
-        record = flow_record(flow)
+        record = self._flow_record(flow)
         if self.flow_number is not None:
             record["flow"] = self.flow_number(flow.id)
         try:
