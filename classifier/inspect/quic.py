@@ -377,6 +377,31 @@ class _Stream:
         ends[i:j] = [end]
         self.contiguous = ends[0] if starts[0] == 0 else 0
 
+    def add_all(self, chunks: list[tuple[int, bytes]]) -> None:
+        """``add`` each chunk in turn. A packet's CRYPTO frames (Chrome scatters its ClientHello
+        over several, out of order) usually tile one range: that range is then added once, as one
+        joined chunk, and the range lists are touched once per packet instead of once per frame.
+        Chunks that overlap or leave gaps are added one by one, in order, as they came (where
+        overlapping bytes differ, the later frame's win: a joined chunk must not change that)."""
+        if len(chunks) > 1:
+            ordered = sorted(chunks, key=_chunk_offset)
+            start, data = ordered[0]
+            end = start + len(data)
+            for offset, data in ordered[1:]:
+                if offset != end:
+                    break
+                end += len(data)
+            else:
+                if end <= MAX_CRYPTO_BYTES:  # else each chunk up to the one over, as add would
+                    self.add(start, b"".join([data for _offset, data in ordered]))
+                    return
+        for offset, data in chunks:
+            self.add(offset, data)
+
+
+def _chunk_offset(chunk: tuple[int, bytes]) -> int:
+    return chunk[0]
+
 
 # --- the per-flow state ---------------------------------------------------------------------
 
@@ -689,8 +714,7 @@ class QuicInitialState:
 
     def _add(self, chunks: list[tuple[int, bytes]], v: _Version, dcid: bytes) -> QuicFacts | None:
         stream = self._stream
-        for offset, data in chunks:
-            stream.add(offset, data)
+        stream.add_all(chunks)
         if v.chlo:
             found = self._complete_chlo(stream)
             if found is None:
