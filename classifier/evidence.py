@@ -8,11 +8,16 @@ attribution stage reads flows: neither module imports the other back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Evidence:
-    """One reason behind an attribution, in the form the records print."""
+class Evidence(NamedTuple):
+    """One reason behind an attribution, in the form the records print.
+
+    A named tuple, not a dataclass: attributions are shared between flows through a table keyed
+    by their fields, evidence included, so every flow hashes and compares its evidence; a tuple
+    does that in C (a frozen dataclass runs generated Python for each), and is built faster.
+    """
 
     kind: str  # sni | http-host | http-proxy | socks | ja4 | dns | name-history | dns-unsolicited |
     #            dns-query | cname | store | ech | encrypted-dns | prefix | peering, or the id of a registered

@@ -79,6 +79,7 @@ class Flow:
         "id",
         "iface",
         "inspecting",
+        "key",
         "last_ts",
         "neighbour",
         "notes",
@@ -132,6 +133,8 @@ class Flow:
         # Encapsulation layers the flow came through (outermost first, outer source on the client
         # side); part of the flow's key. None for most flows.
         self.tunnel: tuple[Tunnel, ...] | None = None
+        self.key: tuple | None = None  # its flow_key() in the table that holds it (kept: ending
+        # a flow then costs no second key)
 
     def add_packets(self, from_client: bool, packets: int, size: int) -> None:
         """Count packets to one direction (slow paths; the per-packet path does this inline)."""
@@ -223,6 +226,7 @@ class FlowTable:
     def add(self, flow: Flow, key: tuple) -> None:
         """Insert a new flow under its ``flow_key`` (the caller checked the cap)."""
         self.entries[key] = flow
+        flow.key = key
         self.live += 1
         self.created += 1
         self.schedule(flow, flow.first_ts + self.timeout(flow))
@@ -266,8 +270,8 @@ class FlowTable:
         bucket = flow.bucket
         if bucket is not None:
             self._unfile(flow, bucket)
-        key = flow_key(flow.client, flow.client_port, flow.server, flow.server_port, flow.proto, flow.tunnel)
-        if self.entries.get(key) is flow:
+        key = flow.key
+        if key is not None and self.entries.get(key) is flow:
             del self.entries[key]
         self.live -= 1
         self.on_end(flow)

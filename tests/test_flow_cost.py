@@ -247,3 +247,23 @@ def test_address_texts_remembered_exactly_and_bounded(monkeypatch):
     for i in range(50):
         assert ntop(bytes((203, 0, 113, i))) == f"203.0.113.{i}"
         assert len(attribute._ADDRESS_TEXTS) <= 8
+
+
+def test_evidence_and_dns_answers_hash_and_compare_as_tuples():
+    """Every flow's attribution is looked up in the shared table by its fields, evidence included,
+    and every named flow files a DNS answer: both hash and compare in C (a frozen dataclass runs
+    generated Python per call), with the same values, records and pickles (workers) as before."""
+    import pickle
+
+    from classifier.dnscache import DnsAnswer
+    from classifier.evidence import Evidence
+
+    for cls in (Evidence, DnsAnswer):
+        assert cls.__hash__ is tuple.__hash__ and cls.__eq__ is tuple.__eq__
+    e = Evidence("sni", "x.example", "sig-1", "https://example.org/source")
+    assert pickle.loads(pickle.dumps(e)) == e and hash(e) == hash(Evidence(*e))
+    assert Evidence("sni", "x.example") != e and Evidence("sni", "x.example").signature is None
+    assert e.as_dict() == {"kind": "sni", "value": "x.example", "signature": "sig-1", "source": e.source}
+    assert Evidence("dns", "y").as_dict() == {"kind": "dns", "value": "y"}
+    a = DnsAnswer("n.example", ("n.example",), 1.0, 2.0, CLIENT)
+    assert (a.unbound, a.scope) == (None, None) and pickle.loads(pickle.dumps(a)) == a

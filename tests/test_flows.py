@@ -78,3 +78,23 @@ def test_end_is_idempotent():
     t.end(f, "idle")
     t.flush()
     assert ended == [f] and f.end_reason == "closed"
+
+
+def test_end_removes_the_entry_under_the_key_it_was_filed_with():
+    """The table keeps each flow's key: ending it removes exactly that entry, and ending a flow
+    the table never held leaves another flow's entry of the same addresses alone."""
+    ended = []
+    t = FlowTable(FlowConfig(), ended.append)
+    tunnelled_key = (*flow_key(C, 40000, S, 443, 6), ("gre", 7))  # as a tunnel layer extends it
+    f = Flow(1, 6, C, 40000, S, 443, 0.0)
+    t.add(f, tunnelled_key)
+    plain = make(t, 2, 0.0)
+    assert f.key == tunnelled_key and len(t.entries) == 2
+    t.end(f, "closed")
+    assert tunnelled_key not in t.entries and t.entries[flow_key(C, 40000, S, 443, 6)] is plain
+    stray = Flow(3, 6, C, 40000, S, 443, 0.0)  # same addresses, never filed
+    t.live += 1  # as if counted, so that the table's count stays consistent
+    t.end(stray, "evicted")
+    assert t.entries[flow_key(C, 40000, S, 443, 6)] is plain and ended == [f, stray]
+    t.end(plain, "closed")
+    assert t.entries == {} and t.live == 0

@@ -765,6 +765,66 @@ def test_stream_reassembly_matches_a_model():
         assert stream.contiguous == prefix and bytes(stream.buf[:prefix]) == data[:prefix]
 
 
+def _sequential(chunks: list[tuple[int, bytes]]) -> quic._Stream:
+    stream = quic._Stream()
+    for offset, data in chunks:
+        stream.add(offset, data)
+    return stream
+
+
+def test_stream_add_all_agrees_with_adding_one_by_one():
+    """A packet's chunks added at once (tiling, gapped, overlapping with different bytes, empty)
+    leave the same bytes, ranges and contiguous prefix as adding them in the order they came."""
+    rng = random.Random(10)
+    for _ in range(3000):
+        before = [(o, bytes([rng.randrange(256)]) * (rng.randrange(1, 30))) for o in (0, 300)]
+        chunks: list[tuple[int, bytes]] = []
+        if rng.random() < 0.5:  # a tiling of one range, shuffled (Chrome's CRYPTO frames)
+            cuts = sorted(rng.sample(range(1, 200), rng.randrange(0, 8)))
+            start = rng.randrange(0, 50)
+            edges = [0, *cuts, 200]
+            chunks = [(start + a, rng.randbytes(1) * (b - a)) for a, b in itertools.pairwise(edges)]
+            rng.shuffle(chunks)
+        for _ in range(rng.randrange(0, 4)):  # gaps, overlaps with other bytes, empty chunks
+            a = rng.randrange(260)
+            chunks.insert(rng.randrange(len(chunks) + 1), (a, rng.randbytes(1) * rng.randrange(0, 40)))
+        one_by_one = _sequential(before + chunks)
+        at_once = _sequential(before)
+        at_once.add_all(chunks)
+        assert bytes(at_once.buf) == bytes(one_by_one.buf)
+        assert (at_once.starts, at_once.ends) == (one_by_one.starts, one_by_one.ends)
+        assert at_once.contiguous == one_by_one.contiguous
+
+
+def test_stream_add_all_joins_a_tiling_into_one_add(monkeypatch):
+    """Chrome's ClientHello comes in several CRYPTO frames per packet, out of order: the range
+    lists are updated once for them, not once per frame."""
+    parts = [(40, b"c" * 30), (0, b"a" * 10), (70, b"d" * 5), (10, b"b" * 30)]
+    calls: list[tuple[int, int]] = []
+    add = quic._Stream.add
+
+    def counted(self: quic._Stream, offset: int, data: bytes) -> None:
+        calls.append((offset, len(data)))
+        add(self, offset, data)
+
+    monkeypatch.setattr(quic._Stream, "add", counted)
+    stream = quic._Stream()
+    stream.add_all(parts)
+    assert calls == [(0, 75)]
+    assert bytes(stream.buf) == b"a" * 10 + b"b" * 30 + b"c" * 30 + b"d" * 5 and stream.contiguous == 75
+    calls.clear()
+    stream = quic._Stream()
+    stream.add_all([(0, b"a" * 10), (20, b"c" * 5)])  # a gap: each chunk as it came
+    assert calls == [(0, 10), (20, 5)] and stream.contiguous == 10
+
+
+def test_crypto_frames_over_the_limit_in_one_packet_are_malformed():
+    frames = crypto_frame(0, b"x" * 20) + crypto_frame(MAX_CRYPTO_BYTES - 5, b"y" * 10)
+    with pytest.raises(MalformedError) as e:
+        QuicInitialState().feed(protect(V1, b"\x01" * 8, frames), True)
+    assert e.value.reason == "quic.crypto.offset"
+
+
 def test_forbidden_frame_in_initial_is_malformed():
     stream_frame = b"\x08" + varint(0) + b"hello"
     with pytest.raises(MalformedError) as e:

@@ -276,6 +276,27 @@ def test_is_grease(value, grease):
     assert is_grease(value) is grease
 
 
+def test_grease_set_is_rfc8701_and_reads_alike_in_either_byte_order():
+    assert {v for v in range(0x10000) if is_grease(v)} == {0x0A0A + 0x1010 * i for i in range(16)}
+    assert all(int.from_bytes(v.to_bytes(2, "big"), "little") == v for v in range(0x10000) if is_grease(v))
+
+
+def test_cipher_suite_count_leaves_out_every_grease_value():
+    ciphers = (0x0A0A, 0x1301, 0xFAFA, 0x1302, 0x0A1A, 0x1A0A, 0xBABA, 0x00FF)
+    hello = parse_client_hello(records(handshake(hello_body([sni_ext(b"c.example")], ciphers=ciphers))))
+    assert hello is not None
+    assert hello.cipher_suites == 5  # 0x0a1a and 0x1a0a are not GREASE
+    assert hello.cipher_list == (0x1301, 0x1302, 0x0A1A, 0x1A0A, 0x00FF)
+
+
+def test_repeated_extensions_listed_each_time_first_one_read():
+    exts = [sni_ext(b"first.example"), ext(10, b"\x00\x02\x00\x17"), sni_ext(b"second.example"), ext(10, b"")]
+    hello = parse_client_hello(records(handshake(hello_body(exts))))
+    assert hello is not None
+    assert hello.sni == "first.example"
+    assert hello.extensions == (EXT_SERVER_NAME, 10, EXT_SERVER_NAME, 10)
+
+
 def test_ech_extension_present():
     exts = [sni_ext(b"public.example"), ext(EXT_ECH, b"\x00\x00\x01\x00\x01" + bytes(40))]
     hello = parse_client_hello(records(handshake(hello_body(exts))))

@@ -34,7 +34,6 @@ does not parse keeps ``tls.*`` reasons), never anything else.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import struct
 from bisect import bisect_left
@@ -240,11 +239,6 @@ def _label_info(label: bytes, length: int) -> bytes:
     return info
 
 
-def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
-    """TLS 1.3 HKDF-Expand-Label with an empty context, for outputs of at most one SHA-256 block."""
-    return hmac.digest(secret, _label_info(label, length), hashlib.sha256)[:length]
-
-
 def initial_key_material(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes]:
     """(key, iv, hp) that protect the client's Initial packets for ``dcid`` (RFC 9001 5.2).
 
@@ -257,7 +251,9 @@ def initial_key_material(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes
     if salt is None:
         salt = _SALTS[v.salt] = _PreKeyed(v.salt)
     initial_secret = salt.digest(dcid)  # HKDF-Extract
-    client = _PreKeyed(_expand_label(initial_secret, b"client in", 32))
+    # HKDF-Expand-Label(initial_secret, "client in", 32): one SHA-256 block, through _PreKeyed
+    # (a pre-keyed pair of hashes costs less than the one-shot hmac.digest's set-up).
+    client = _PreKeyed(_PreKeyed(initial_secret).digest(_label_info(b"client in", 32)))
     key_label, iv_label, hp_label = v.labels
     return (
         client.digest(_label_info(key_label, 16))[:16],
@@ -277,8 +273,10 @@ def _ciphers() -> list[Any]:
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+        ecb = modes.ECB()  # no state: one for every key
+
         def header_protection(key: bytes) -> Any:
-            return Cipher(algorithms.AES(key), modes.ECB()).encryptor()  # AES-ECB (RFC 9001 5.4.3)
+            return Cipher(algorithms.AES(key), ecb).encryptor()  # AES-ECB (RFC 9001 5.4.3)
 
         _CIPHERS[:] = [AESGCM, header_protection]
     return _CIPHERS
@@ -376,6 +374,31 @@ class _Stream:
         starts[i:j] = [start]
         ends[i:j] = [end]
         self.contiguous = ends[0] if starts[0] == 0 else 0
+
+    def add_all(self, chunks: list[tuple[int, bytes]]) -> None:
+        """``add`` each chunk in turn. A packet's CRYPTO frames (Chrome scatters its ClientHello
+        over several, out of order) usually tile one range: that range is then added once, as one
+        joined chunk, and the range lists are touched once per packet instead of once per frame.
+        Chunks that overlap or leave gaps are added one by one, in order, as they came (where
+        overlapping bytes differ, the later frame's win: a joined chunk must not change that)."""
+        if len(chunks) > 1:
+            ordered = sorted(chunks, key=_chunk_offset)
+            start, data = ordered[0]
+            end = start + len(data)
+            for offset, data in ordered[1:]:
+                if offset != end:
+                    break
+                end += len(data)
+            else:
+                if end <= MAX_CRYPTO_BYTES:  # else each chunk up to the one over, as add would
+                    self.add(start, b"".join([data for _offset, data in ordered]))
+                    return
+        for offset, data in chunks:
+            self.add(offset, data)
+
+
+def _chunk_offset(chunk: tuple[int, bytes]) -> int:
+    return chunk[0]
 
 
 # --- the per-flow state ---------------------------------------------------------------------
@@ -689,8 +712,7 @@ class QuicInitialState:
 
     def _add(self, chunks: list[tuple[int, bytes]], v: _Version, dcid: bytes) -> QuicFacts | None:
         stream = self._stream
-        for offset, data in chunks:
-            stream.add(offset, data)
+        stream.add_all(chunks)
         if v.chlo:
             found = self._complete_chlo(stream)
             if found is None:
@@ -793,8 +815,26 @@ class QuicInitialState:
 
 def _crypto_frame(b: bytes, pos: int, n: int, out: list[tuple[int, bytes]]) -> int:
     """A CRYPTO frame's offset, length and data from ``pos`` (after the type): appended to ``out``."""
-    offset, pos = _varint(b, pos, n, "frame.crypto")
-    length, pos = _varint(b, pos, n, "frame.crypto")
+    # Offsets and lengths of a ClientHello's frames take one or two bytes: those are read inline
+    # (two calls per frame otherwise), anything else (or a truncated one) through _varint.
+    first = b[pos] if pos < n else 0xFF
+    if first < 0x40:
+        offset = first
+        pos += 1
+    elif first < 0x80 and pos + 2 <= n:
+        offset = ((first & 0x3F) << 8) | b[pos + 1]
+        pos += 2
+    else:
+        offset, pos = _varint(b, pos, n, "frame.crypto")
+    first = b[pos] if pos < n else 0xFF
+    if first < 0x40:
+        length = first
+        pos += 1
+    elif first < 0x80 and pos + 2 <= n:
+        length = ((first & 0x3F) << 8) | b[pos + 1]
+        pos += 2
+    else:
+        length, pos = _varint(b, pos, n, "frame.crypto")
     if pos + length > n:
         raise _err("frame.crypto", f"CRYPTO data of {length} bytes overruns the packet")
     if offset + length > MAX_CRYPTO_BYTES:

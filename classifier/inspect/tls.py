@@ -38,6 +38,8 @@ EXT_PADDING = 21
 EXT_ALPN = 16
 EXT_SUPPORTED_VERSIONS = 43
 EXT_ECH = 0xFE0D
+# The extensions a ClientHello's facts come from (the rest are only listed, for fingerprints).
+_READ = frozenset((EXT_SERVER_NAME, EXT_ALPN, EXT_SIGNATURE_ALGORITHMS, EXT_SUPPORTED_VERSIONS, EXT_ECH))
 
 # The largest body a ClientHello can have: version, random, session id <0..32>,
 # cipher suites <2..2^16-2>, compression methods <1..2^8-1>, extensions <8..2^16-1>.
@@ -46,6 +48,11 @@ EXT_ECH = 0xFE0D
 MAX_CLIENT_HELLO_LENGTH = 2 + 32 + 1 + 32 + 2 + 65534 + 1 + 255 + 2 + 65535
 
 _U16 = struct.Struct(">H")
+# RFC 8701 GREASE values. Each is one byte twice, so it reads the same in either byte order: a
+# list of u16 can be tested for them through a native-order memoryview, with no unpacking.
+GREASE = frozenset(range(0x0A0A, 0x10000, 0x1010))
+_is_grease_value = GREASE.__contains__
+_EXT_HEADER = struct.Struct(">HH")  # extension type, length
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +85,12 @@ class ClientHello:
 
 
 def _u16_list(data: bytes) -> tuple[int, ...]:
-    return tuple(v for (v,) in _U16.iter_unpack(data) if not is_grease(v))
+    return tuple(v for (v,) in _U16.iter_unpack(data) if v not in GREASE)
 
 
 def is_grease(value: int) -> bool:
     """RFC 8701 GREASE value (0x0a0a, 0x1a1a, ... 0xfafa): noise that says nothing about the client."""
-    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+    return value in GREASE
 
 
 def looks_like_tls(data: bytes) -> bool:
@@ -178,7 +185,7 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
     if pos + cs_len > n:
         raise _err("client_hello.cipher_suites", "cipher suites overrun the message")
     cipher_bytes = bytes(b[pos : pos + cs_len])
-    cipher_suites = sum(1 for (v,) in _U16.iter_unpack(cipher_bytes) if not is_grease(v))
+    cipher_suites = (cs_len >> 1) - sum(map(_is_grease_value, memoryview(cipher_bytes).cast("H")))
     pos += cs_len
 
     if pos >= n:
@@ -205,21 +212,22 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
         pos += 2
         if ext_end > n:
             raise _err("client_hello.extensions", "extensions overrun the message")
-        seen: set[int] = set()
+        seen: set[int] = set()  # of the types read below
+        append = ext_types.append
         while pos < ext_end:
             if pos + 4 > ext_end:
                 raise _err("extension.header", "truncated extension header")
-            etype = (b[pos] << 8) | b[pos + 1]
+            etype, elen = _EXT_HEADER.unpack_from(b, pos)
             start = pos + 4
-            end = start + ((b[pos + 2] << 8) | b[pos + 3])
+            end = start + elen
             if end > ext_end:
                 raise _err("extension.length", f"extension {etype:#06x} overruns the extensions block")
             pos = end
-            if is_grease(etype):
+            if etype in GREASE:
                 continue
-            ext_types.append(etype)
-            if etype in seen:  # duplicates are forbidden; the first occurrence is the one we report
-                continue
+            append(etype)
+            if etype not in _READ or etype in seen:
+                continue  # duplicates are forbidden; the first occurrence is the one we report
             seen.add(etype)
             if etype == EXT_SERVER_NAME:
                 sni = _server_name(b, start, end)
@@ -331,4 +339,4 @@ def _supported_versions(b: bytes, start: int, end: int) -> tuple[int, ...]:
     vlen = b[start]
     if vlen == 0 or vlen % 2 or start + 1 + vlen != end:
         raise _err(field, f"versions length {vlen} is zero, odd, or does not fill the extension")
-    return tuple(v for (v,) in _U16.iter_unpack(b[start + 1 : end]) if not is_grease(v))
+    return tuple(v for (v,) in _U16.iter_unpack(b[start + 1 : end]) if v not in GREASE)
