@@ -1,4 +1,4 @@
-"""The optional compiled per-packet loop (classifier/_batchcount.pyx, built with Cython).
+"""The optional compiled per-packet loop (classifier/_batchcount.pyx and _pcapscan.pyx, Cython).
 
 Everything else is declared in pyproject.toml. Without a C compiler (or Python headers) the build
 of the extension is skipped with a warning and the install goes on: the package then runs its
@@ -35,7 +35,10 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=cythonize(
-        [Extension("classifier._batchcount", ["classifier/_batchcount.pyx"])],
+        [
+            Extension("classifier._batchcount", ["classifier/_batchcount.pyx"]),
+            Extension("classifier._pcapscan", ["classifier/_pcapscan.pyx"]),
+        ],
         language_level=3,
         quiet=True,
     ),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .attribute import Attributor
 from .blockfloor import BlockFloor
-from .capture import DROPPED, Batch
+from .capture import COMPILED_WHOLE_PCAP_RECORDS, DROPPED, Batch
 from .decode import (
     ETH_IP4_TCP,
     ETH_IP4_UDP,
@@ -73,11 +73,16 @@ COMPILED_FEED = _compiled_feed()
 def per_packet_loop() -> str:
     """Which per-packet loop runs, for ``classifier --version``: a user can tell whether they
     got the compiled speed."""
-    if COMPILED_FEED is not None:
+    parts = {"in-place counting": COMPILED_FEED, "pcap record scan": COMPILED_WHOLE_PCAP_RECORDS}
+    if all(parts.values()):
         return "compiled (Cython)"
     if os.environ.get("CLASSIFIER_PURE_PYTHON"):
         return "pure Python (CLASSIFIER_PURE_PYTHON is set)"
-    return "pure Python (the compiled loop is not built: reinstall with a C compiler and Python headers)"
+    missing = ", ".join(name for name, compiled in parts.items() if compiled is None)
+    return (
+        f"{'partly compiled' if any(parts.values()) else 'pure Python'} (not built: {missing}; "
+        "reinstall with a C compiler and Python headers for the compiled speed)"
+    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REAL, ROOT, need_shared
 
-from classifier import pipeline
+from classifier import capture, pipeline
 from classifier.capture import open_capture
 from classifier.pipeline import Scanner, ScanOptions
 from classifier.record import flow_record
@@ -25,7 +26,7 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".gz")
 
 def _compiled():
     """The compiled loop; CI fails without it (the install must build it), elsewhere skips."""
-    if pipeline.COMPILED_FEED is None:
+    if pipeline.COMPILED_FEED is None or capture.COMPILED_WHOLE_PCAP_RECORDS is None:
         if os.environ.get("CI"):
             pytest.fail(f"the compiled loop is not built or refused: {pipeline.per_packet_loop()}")
         pytest.skip(f"the compiled loop is not in use: {pipeline.per_packet_loop()}")
@@ -33,9 +34,11 @@ def _compiled():
 
 
 def test_extension_is_built_and_chosen():
-    compiled = _compiled()
-    module = sys.modules[compiled.__module__]
-    assert Path(module.__file__).suffix == ".so", module.__file__
+    _compiled()
+    for compiled in (pipeline.COMPILED_FEED, capture.COMPILED_WHOLE_PCAP_RECORDS):
+        module = sys.modules[compiled.__module__]
+        assert Path(module.__file__).suffix == ".so", module.__file__
+    assert capture.WHOLE_PCAP_RECORDS is capture.COMPILED_WHOLE_PCAP_RECORDS
     assert pipeline.per_packet_loop() == "compiled (Cython)"
 
 
@@ -70,14 +73,56 @@ def test_compiled_and_pure_loops_give_identical_records_and_stats(sigs, policy, 
     counted = 0
     for path in captures:
         monkeypatch.setattr(pipeline, "COMPILED_FEED", compiled)
+        monkeypatch.setattr(capture, "WHOLE_PCAP_RECORDS", capture.COMPILED_WHOLE_PCAP_RECORDS)
         got = _scan(sigs, policy, path)
         monkeypatch.setattr(pipeline, "COMPILED_FEED", None)
+        monkeypatch.setattr(capture, "WHOLE_PCAP_RECORDS", capture.whole_pcap_records)
         want = _scan(sigs, policy, path)
         assert got[0] == want[0], f"{path.name}: records differ"
         assert got[1] == want[1], f"{path.name}: statistics differ"
         assert got[2] == want[2], path.name
         counted += got[2]
     assert counted > 10_000
+
+
+def _pcap_records(order: str, records: list[tuple[int, int, int]]) -> bytes:
+    """pcap record headers (ts_sec, ts_frac, captured length) each followed by its bytes."""
+    out = b""
+    for sec, frac, incl in records:
+        out += struct.pack(order + "IIII", sec, frac, incl, incl) + bytes(range(incl % 256)) * (
+            incl // 256 or 1
+        )
+    return out
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("units", [1e6, 1e9])
+@pytest.mark.parametrize(
+    "stop",
+    [
+        [],  # all whole: the scan ends where the buffer does
+        [(7, 999_999, 4)],  # a fraction out of range for microseconds (in range for nanoseconds)
+        [(7, 4_000_000_000, 4)],  # out of range for both
+        [(7, 0, 300)],  # longer than the limit
+        [(7, 0, 100)],  # runs past the buffer (cut below)
+    ],
+)
+def test_pcap_record_scan_twins_agree_on_where_they_stop(order, units, stop):
+    _compiled()
+    lead = [(1_600_000_000 + i, i * 123_457 % 1_000_000, 60 + i) for i in range(5)]
+    buf = b"xx" + _pcap_records(order, lead + stop + lead)
+    if stop and stop[0][2] == 100:
+        buf = buf[: len(buf) - len(_pcap_records(order, lead)) - 50]
+    for limit in (200, 0xFFFF):
+        got: list = []
+        want: list = []
+        end = capture.COMPILED_WHOLE_PCAP_RECORDS(buf, 2, order == ">", units, 1, limit, got)
+        assert end == capture.whole_pcap_records(buf, 2, order == ">", units, 1, limit, want)
+        assert got == want
+        assert [repr(r[0]) for r in got] == [repr(r[0]) for r in want]  # the same floats, bit for bit
+        assert len(got) >= 5
+    # and from a position with fewer than 16 bytes left: nothing taken
+    assert capture.COMPILED_WHOLE_PCAP_RECORDS(buf, len(buf) - 15, False, units, 1, 99, []) == len(buf) - 15
 
 
 def _classifier(*args: str, env: dict[str, str] | None = None, pre: str = "") -> str:
@@ -104,9 +149,14 @@ def test_version_says_which_loop_runs():
 
 def test_without_the_extension_the_pure_loop_runs_and_says_so():
     """An install without a compiler has no ``_batchcount``: the import falls back, the scan works."""
-    absent = "import sys; sys.modules['classifier._batchcount'] = None; "
+    absent = (
+        "import sys; sys.modules['classifier._batchcount'] = sys.modules['classifier._pcapscan'] = None; "
+    )
     out = _classifier("--version", env={"CLASSIFIER_PURE_PYTHON": ""}, pre=absent)
-    assert "per-packet loop: pure Python (the compiled loop is not built" in out
+    assert "per-packet loop: pure Python (not built: in-place counting, pcap record scan;" in out
+    one = "import sys; sys.modules['classifier._pcapscan'] = None; "
+    out = _classifier("--version", env={"CLASSIFIER_PURE_PYTHON": ""}, pre=one)
+    assert "per-packet loop: partly compiled (not built: pcap record scan;" in out
     scan = _classifier(
         "scan",
         str(ROOT / "pcaps" / "demo.pcap"),
