@@ -27,20 +27,29 @@ PIN := -c constraints.txt
 PIP_INSTALL := $(BIN)/python -m pip install -q $(PIN) --build-constraint constraints.txt
 
 # The venv needs no Debian package but python3-venv (installed by the script if ensurepip is
-# missing); `make demo` installs nothing else system-wide. The packages the tests need (tshark,
-# unbound, chromium...) are installed by install-test only.
+# missing); `make demo` installs nothing else system-wide but what the compiled per-packet loop needs
+# (tools/debian-build-packages.txt: gcc, headers), and those are optional: a failure to install them
+# is said, and the pure-Python loop runs. The packages the tests need (tshark, unbound, chromium...)
+# are installed by install-test only.
 $(BIN)/python:
+	bash tools/install-system-packages.sh tools/debian-build-packages.txt || \
+		echo "make: no C compiler or Python headers: the pure-Python per-packet loop will run" >&2
 	bash tools/install-system-packages.sh
 	$(PYTHON) -m venv $(VENV)
+
+# Which per-packet loop the install gives (compiled, or pure Python and why), said after each install.
+SAY_LOOP := $(BIN)/python -c 'from classifier.pipeline import per_packet_loop; print("per-packet loop:", per_packet_loop())'
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q $(PIN) pip
 	$(PIP_INSTALL) -e .
+	@$(SAY_LOOP)
 
 install-test: $(BIN)/python
 	bash tools/install-system-packages.sh tools/debian-packages.txt
 	$(BIN)/python -m pip install -q $(PIN) pip
 	$(PIP_INSTALL) -e '.[test,dask]'
+	@$(SAY_LOOP)
 
 lint: install-test
 	$(BIN)/ruff check .
@@ -68,4 +77,4 @@ signatures: install-test
 	$(BIN)/python tools/build_signatures.py
 
 clean:
-	rm -rf $(VENV) out benchmarks/work build *.egg-info .mypy_cache
+	rm -rf $(VENV) out benchmarks/work build *.egg-info .mypy_cache classifier/_batchcount.c classifier/_pcapscan.c classifier/*.so

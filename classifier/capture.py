@@ -52,6 +52,7 @@ reader yields the usual per-packet tuples, made from the same batches.
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
 import struct
@@ -123,6 +124,47 @@ _STRUCTS = {"<": _Structs("<"), ">": _Structs(">")}
 Batch = tuple[bytes, list[tuple[float, int, int, int, int]], list[MalformedError]]
 DROPPED = -1
 _DROPPED_RECORD = (0.0, DROPPED, 0, 0, 0)
+
+
+def whole_pcap_records(
+    buf: bytes,
+    pos: int,
+    big_endian: bool,
+    units: float,
+    linktype: int,
+    limit: int,
+    records: list[tuple[float, int, int, int, int]],
+) -> int:
+    """Append the pcap records lying whole in ``buf`` from ``pos`` on, up to the first one that does
+    not, is longer than ``limit`` or has its fraction out of range; where that one starts (the
+    reader deals with it). ``classifier/_pcapscan.pyx`` is its compiled twin."""
+    unpack = _STRUCTS[">" if big_endian else "<"].pcap_rec.unpack_from
+    add = records.append
+    n = len(buf)
+    while n - pos >= 16:
+        sec, frac, incl, _orig = unpack(buf, pos)
+        end = pos + 16 + incl
+        if incl > limit or end > n or frac >= units:
+            break
+        add((sec + frac / units, linktype, pos + 16, end, 0))
+        pos = end
+    return pos
+
+
+def _compiled_whole_pcap_records() -> Callable[..., int] | None:
+    """The compiled ``whole_pcap_records`` if it was built and CLASSIFIER_PURE_PYTHON is not set."""
+    if os.environ.get("CLASSIFIER_PURE_PYTHON"):
+        return None
+    try:
+        compiled = importlib.import_module("classifier._pcapscan")
+    except ImportError:
+        return None
+    found: Callable[..., int] = compiled.whole_pcap_records
+    return found
+
+
+COMPILED_WHOLE_PCAP_RECORDS = _compiled_whole_pcap_records()
+WHOLE_PCAP_RECORDS = COMPILED_WHOLE_PCAP_RECORDS or whole_pcap_records
 
 
 @dataclass(frozen=True)
@@ -227,7 +269,7 @@ class CaptureReader:
             linktype = network & 0x03FFFFFF  # upper bits carry FCS information (as libpcap masks it)
             self.interfaces.append(Interface(linktype, None, snaplen))
             limit = max(min(snaplen, _MAX_BLOCK), _MAX_RECORD)
-            self._batches = self._pcap_batches(buf, 24, _STRUCTS[order], units, linktype, limit)
+            self._batches = self._pcap_batches(buf, 24, order, units, linktype, limit)
         elif magic == _SHB_MAGIC:
             self.format = "pcapng"
             self._batches = self._pcapng_batches(buf, 0)
@@ -325,9 +367,11 @@ class CaptureReader:
         return b"".join(parts)
 
     def _pcap_batches(
-        self, buf: bytes, pos: int, st: _Structs, units: float, linktype: int, limit: int
+        self, buf: bytes, pos: int, order: str, units: float, linktype: int, limit: int
     ) -> Iterator[Batch]:
-        unpack = st.pcap_rec.unpack_from
+        unpack = _STRUCTS[order].pcap_rec.unpack_from
+        big_endian = order == ">"
+        whole = WHOLE_PCAP_RECORDS
         more = self._more
         n = len(buf)
         dropped = 0  # records not yielded (timestamp out of range): records + dropped = records met
@@ -337,6 +381,11 @@ class CaptureReader:
         # ts_sec is unsigned 32-bit (as tshark reads it): never before 1970 nor after 2106, so only
         # the fraction can be out of range.
         while True:
+            # The common case, in one call per buffer: every record lying whole in it, in range.
+            taken = len(records)
+            pos = whole(buf, pos, big_endian, units, linktype, limit, records)
+            self.records += len(records) - taken
+            # The record at pos, if any, is not whole in the buffer, too long or out of range.
             if n - pos < 16:
                 if records:  # the buffer's records go before it is replaced
                     yield buf, records, errors

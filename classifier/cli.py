@@ -41,12 +41,28 @@ PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
 _CORE_ONLY = frozenset(("scan", "policy", "schema", "report"))
 
 
+class _Version(argparse.Action):
+    """``--version``: also which per-packet loop runs (compiled or pure Python), found only when
+    asked, so a run's start-up imports nothing for it."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from .pipeline import per_packet_loop
+
+        print(f"classifier {__version__}\nper-packet loop: {per_packet_loop()}")
+        parser.exit()
+
+
 def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     """The parser of every command; without ``plugins``, of the core commands only."""
     p = argparse.ArgumentParser(
         prog="classifier", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--version", action="version", version=f"classifier {__version__}")
+    p.add_argument(
+        "--version", action=_Version, help="show the version and which per-packet loop runs, and exit"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser(

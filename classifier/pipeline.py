@@ -8,13 +8,15 @@ handed to ``on_record`` exactly once.
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .attribute import Attributor
 from .blockfloor import BlockFloor
-from .capture import DROPPED, Batch
+from .capture import COMPILED_WHOLE_PCAP_RECORDS, DROPPED, Batch
 from .decode import (
     ETH_IP4_TCP,
     ETH_IP4_UDP,
@@ -50,6 +52,37 @@ _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
 _MAX_ENDPOINTS = 4096
 _FIN_OR_RST = TCP_FIN | TCP_RST
+
+
+def _compiled_feed() -> Callable[[Scanner, Iterable[Batch]], None] | None:
+    """The compiled twin of ``feed_batches``' in-place loop, if it was built and not refused
+    (CLASSIFIER_PURE_PYTHON set: the pure-Python loop below, e.g. to compare the two)."""
+    if os.environ.get("CLASSIFIER_PURE_PYTHON"):
+        return None
+    try:
+        compiled = importlib.import_module("classifier._batchcount")
+    except ImportError:
+        return None
+    feed_batches: Callable[[Scanner, Iterable[Batch]], None] = compiled.feed_batches
+    return feed_batches
+
+
+COMPILED_FEED = _compiled_feed()
+
+
+def per_packet_loop() -> str:
+    """Which per-packet loop runs, for ``classifier --version``: a user can tell whether they
+    got the compiled speed."""
+    parts = {"in-place counting": COMPILED_FEED, "pcap record scan": COMPILED_WHOLE_PCAP_RECORDS}
+    if all(parts.values()):
+        return "compiled (Cython)"
+    if os.environ.get("CLASSIFIER_PURE_PYTHON"):
+        return "pure Python (CLASSIFIER_PURE_PYTHON is set)"
+    missing = ", ".join(name for name, compiled in parts.items() if compiled is None)
+    return (
+        f"{'partly compiled' if any(parts.values()) else 'pure Python'} (not built: {missing}; "
+        "reinstall with a C compiler and Python headers for the compiled speed)"
+    )
 
 
 @dataclass
@@ -198,6 +231,9 @@ class Scanner:
                         k += 1
                     else:
                         each(ts, linktype, buf[start:end], iface)
+            return
+        if COMPILED_FEED is not None:
+            COMPILED_FEED(self, batches)  # the same loop as below, compiled (_batchcount.pyx)
             return
         feed = self.feed
         table = self.table

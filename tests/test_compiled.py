@@ -1,0 +1,196 @@
+"""The compiled per-packet loop (classifier/_batchcount.pyx) and its pure-Python reference
+(``Scanner.feed_batches`` in classifier/pipeline.py) give byte-identical records and statistics on
+every capture; the install builds it (CI fails without it), the pure loop is chosen when it is
+absent or refused, and ``classifier --version`` says which one runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REAL, ROOT, need_shared
+
+from classifier import capture, pipeline
+from classifier.capture import open_capture
+from classifier.pipeline import Scanner, ScanOptions
+from classifier.record import flow_record
+from classifier.report import InputStats
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".gz")
+
+
+def _compiled():
+    """The compiled loop; CI fails without it (the install must build it), elsewhere skips."""
+    if pipeline.COMPILED_FEED is None or capture.COMPILED_WHOLE_PCAP_RECORDS is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the compiled loop is not built or refused: {pipeline.per_packet_loop()}")
+        pytest.skip(f"the compiled loop is not in use: {pipeline.per_packet_loop()}")
+    return pipeline.COMPILED_FEED
+
+
+def test_extension_is_built_and_chosen():
+    _compiled()
+    for compiled in (pipeline.COMPILED_FEED, capture.COMPILED_WHOLE_PCAP_RECORDS):
+        built = Path(sys.modules[compiled.__module__].__file__)
+        assert built.suffix == ".so", built
+        # An editable install does not rebuild by itself: a .pyx edited since is not what runs.
+        source = ROOT / "classifier" / (compiled.__module__.rpartition(".")[2] + ".pyx")
+        if built.parent == source.parent:
+            stale = f"{built.name} is older than {source.name}: rebuild (pip install -c constraints.txt -e .)"
+            assert built.stat().st_mtime >= source.stat().st_mtime, stale
+    assert capture.WHOLE_PCAP_RECORDS is capture.COMPILED_WHOLE_PCAP_RECORDS
+    assert pipeline.per_packet_loop() == "compiled (Cython)"
+
+
+def _scan(sigs, policy, path: Path) -> tuple[bytes, str, int]:
+    """(records as JSON lines, statistics as JSON, packets) of one capture through feed_batches."""
+    lines: list[bytes] = []
+    scanner = Scanner(
+        sigs, policy, ScanOptions(), lambda flow: lines.append(json.dumps(flow_record(flow)).encode())
+    )
+    with open_capture(str(path)) as reader:
+        scanner.start_input(path.name, reader.interfaces)
+        reader.on_malformed = scanner.malformed_packet
+        scanner.feed_batches(reader.batches())
+    scanner.finish()
+    stats = InputStats()
+    scanner.fill_stats(stats)
+    everything = {**stats.as_dict(), "examples": stats.malformed_examples, "binding": stats.dns_binding}
+    return b"\n".join(lines), json.dumps(everything, sort_keys=True, default=repr), scanner.packets
+
+
+def _captures() -> list[Path]:
+    real = need_shared(REAL)
+    paths = [*sorted(real.iterdir()), *sorted((ROOT / "pcaps").iterdir())]
+    return [p for p in paths if p.is_file() and p.name.endswith(CAPTURE_SUFFIXES)]
+
+
+@pytest.mark.real
+def test_compiled_and_pure_loops_give_identical_records_and_stats(sigs, policy, monkeypatch):
+    compiled = _compiled()
+    captures = _captures()
+    assert len(captures) >= 20, captures
+    counted = 0
+    for path in captures:
+        monkeypatch.setattr(pipeline, "COMPILED_FEED", compiled)
+        monkeypatch.setattr(capture, "WHOLE_PCAP_RECORDS", capture.COMPILED_WHOLE_PCAP_RECORDS)
+        got = _scan(sigs, policy, path)
+        monkeypatch.setattr(pipeline, "COMPILED_FEED", None)
+        monkeypatch.setattr(capture, "WHOLE_PCAP_RECORDS", capture.whole_pcap_records)
+        want = _scan(sigs, policy, path)
+        assert got[0] == want[0], f"{path.name}: records differ"
+        assert got[1] == want[1], f"{path.name}: statistics differ"
+        assert got[2] == want[2], path.name
+        counted += got[2]
+    assert counted > 10_000
+
+
+def _pcap_records(order: str, records: list[tuple[int, int, int]]) -> bytes:
+    """pcap record headers (ts_sec, ts_frac, captured length) each followed by its bytes."""
+    out = b""
+    for sec, frac, incl in records:
+        out += struct.pack(order + "IIII", sec, frac, incl, incl) + bytes(range(incl % 256)) * (
+            incl // 256 or 1
+        )
+    return out
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("units", [1e6, 1e9])
+@pytest.mark.parametrize(
+    "stop",
+    [
+        [],  # all whole: the scan ends where the buffer does
+        [(7, 999_999, 4)],  # a fraction out of range for microseconds (in range for nanoseconds)
+        [(7, 4_000_000_000, 4)],  # out of range for both
+        [(7, 0, 300)],  # longer than the limit
+        [(7, 0, 100)],  # runs past the buffer (cut below)
+    ],
+)
+def test_pcap_record_scan_twins_agree_on_where_they_stop(order, units, stop):
+    _compiled()
+    lead = [(1_600_000_000 + i, i * 123_457 % 1_000_000, 60 + i) for i in range(5)]
+    buf = b"xx" + _pcap_records(order, lead + stop + lead)
+    if stop and stop[0][2] == 100:
+        buf = buf[: len(buf) - len(_pcap_records(order, lead)) - 50]
+    for limit in (200, 0xFFFF):
+        got: list = []
+        want: list = []
+        end = capture.COMPILED_WHOLE_PCAP_RECORDS(buf, 2, order == ">", units, 1, limit, got)
+        assert end == capture.whole_pcap_records(buf, 2, order == ">", units, 1, limit, want)
+        assert got == want
+        assert [repr(r[0]) for r in got] == [repr(r[0]) for r in want]  # the same floats, bit for bit
+        assert len(got) >= 5
+    # and from a position with fewer than 16 bytes left: nothing taken
+    assert capture.COMPILED_WHOLE_PCAP_RECORDS(buf, len(buf) - 15, False, units, 1, 99, []) == len(buf) - 15
+
+
+def _classifier(*args: str, env: dict[str, str] | None = None, pre: str = "") -> str:
+    code = f"{pre}import sys; from classifier.cli import main; sys.argv[0] = 'classifier'; main()"
+    res = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_version_says_which_loop_runs():
+    _compiled()
+    assert "per-packet loop: compiled (Cython)" in _classifier(
+        "--version", env={"CLASSIFIER_PURE_PYTHON": ""}
+    )
+    forced = _classifier("--version", env={"CLASSIFIER_PURE_PYTHON": "1"})
+    assert "per-packet loop: pure Python (CLASSIFIER_PURE_PYTHON is set)" in forced
+
+
+def test_without_the_extension_the_pure_loop_runs_and_says_so():
+    """An install without a compiler has no ``_batchcount``: the import falls back, the scan works."""
+    absent = (
+        "import sys; sys.modules['classifier._batchcount'] = sys.modules['classifier._pcapscan'] = None; "
+    )
+    out = _classifier("--version", env={"CLASSIFIER_PURE_PYTHON": ""}, pre=absent)
+    assert "per-packet loop: pure Python (not built: in-place counting, pcap record scan;" in out
+    one = "import sys; sys.modules['classifier._pcapscan'] = None; "
+    out = _classifier("--version", env={"CLASSIFIER_PURE_PYTHON": ""}, pre=one)
+    assert "per-packet loop: partly compiled (not built: pcap record scan;" in out
+    scan = _classifier(
+        "scan",
+        str(ROOT / "pcaps" / "demo.pcap"),
+        "-q",
+        env={"CLASSIFIER_PURE_PYTHON": ""},
+        pre=absent,
+    )
+    assert scan.count("\n") >= 5, scan
+
+
+# The tests that pin the per-packet path, run again on the pure loop when the compiled one is in
+# use (the default run covers the compiled loop).
+PURE_RERUN = (
+    "tests/test_record_digest.py",
+    "tests/test_fastpath.py",
+    "tests/test_hostile_values.py",
+    "tests/test_bad_timestamps.py",
+    "tests/test_fuzz.py",
+)
+
+
+def test_per_packet_tests_pass_on_the_pure_loop_too():
+    _compiled()
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "not campaign", *PURE_RERUN],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLASSIFIER_PURE_PYTHON": "1"},
+        cwd=ROOT,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert " passed" in res.stdout.splitlines()[-1], res.stdout[-500:]
