@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli, scan_records
@@ -250,6 +251,27 @@ def test_non_editable_install_finds_the_shipped_data(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()
     where, count = proc.stdout.decode().split()
     assert where.startswith(str(target)) and int(count) > 10000
+    # Every module and every shipped data file is in the install (a subpackage missing from
+    # pyproject's list works in the editable install the other tests use, and nowhere else).
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "classifier").rglob("*.py")}
+    installed = {p.relative_to(target).as_posix() for p in (target / "classifier").rglob("*.py")}
+    assert modules - installed == set()
+    data = {
+        p.relative_to(ROOT / "signatures").as_posix()
+        for p in (ROOT / "signatures").rglob("*")
+        if p.is_file() and p.suffix in {".toml", ".txt", ".md"}
+    }
+    shipped = {p.relative_to(target / "classifier/_signatures").as_posix() for p in Path(where).rglob("*")}
+    assert data - shipped == set()
+    scan = subprocess.run(
+        [sys.executable, "-m", "classifier", "scan", str(ROOT / "pcaps/demo.pcap"), "-q"],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
+    assert scan.returncode == 0, scan.stderr.decode()
+    assert scan.stdout.count(b"\n") > 10
 
 
 def test_readme_schema_table_matches_the_code():
