@@ -28,14 +28,14 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import cast
+from typing import Any, cast
 
 from .flows import Flow
 from .partition import PartScanner, merge_input_stats, merge_part_stats
 from .pipeline import ScanOptions
 from .policy import Policy
-from .record import record_function
-from .report import InputStats
+from .record import json_line, record_function
+from .report import InputStats, Summary
 from .scaninputs import progress_bar, scan_inputs
 from .signatures import Signatures
 
@@ -67,7 +67,8 @@ class PartResult:
     created: int = 0  # flows the partition's table created (every partition's)
 
 
-Batch = list[tuple[int, dict]]
+# (seq, record) pairs; with ``lines``, the record is (its JSON line, its ``Summary.FIELDS`` values).
+Batch = list[tuple[int, Any]]
 
 
 def send_message(conn: Connection, msg: tuple) -> None:
@@ -87,17 +88,26 @@ def recv_message(conn: Connection) -> tuple:
 
 
 def run_part(
-    sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob, emit: Callable[[Batch, int], None]
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    job: PartJob,
+    emit: Callable[[Batch, int], None],
+    lines: bool = False,
 ) -> PartResult:
     """Scan one partition; ``emit(batch, upto)`` gets its records as (seq, record) in order and
-    promises that no record of this partition with seq <= ``upto`` is still to come."""
+    promises that no record of this partition with seq <= ``upto`` is still to come. With
+    ``lines`` each record goes as its JSON line and the few fields the summary reads: encoding is
+    then done here, in parallel, and the parent's serial share per record is a third of a dict's."""
     batch: Batch = []
     flow_record = record_function(options.community_id_seed)
+    fields = Summary.FIELDS
 
     def on_record(flow: Flow | None, seq: int) -> None:
         nonlocal batch
         if flow is not None:
-            batch.append((seq, flow_record(flow)))
+            rec = flow_record(flow)
+            batch.append((seq, (json_line(rec), tuple([rec[f] for f in fields])) if lines else rec))
             if len(batch) < BATCH:
                 return
         emit(batch, seq)
@@ -113,11 +123,18 @@ def run_part(
     return PartResult(stats, dict(first_seen), failed, scanner.table.created)
 
 
-def _worker(conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob) -> None:
+def _worker(
+    conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob, lines: bool
+) -> None:
     """Body of a worker process: batches, then ("done", result) or ("error", one line)."""
     try:
         result = run_part(
-            sigs, policy, options, job, lambda batch, upto: send_message(conn, ("records", batch, upto))
+            sigs,
+            policy,
+            options,
+            job,
+            lambda batch, upto: send_message(conn, ("records", batch, upto)),
+            lines,
         )
         send_message(conn, ("done", result))
     except KeyboardInterrupt:
@@ -164,13 +181,17 @@ def scan_parallel(
     workers: int,
     progress: bool,
     on_record: Callable[[dict], None],
+    on_lines: Callable[[str], None] | None = None,
 ) -> tuple[InputStats, bool]:
     """Scan with ``workers`` processes; ``on_record`` gets every record in one-process order.
 
-    Returns the merged stats and whether some input could not be opened.
+    With ``on_lines`` the workers encode the records as JSON lines (``record.json_line``), which
+    ``on_lines`` gets in order, a batch at a time, and ``on_record`` gets of each record only the
+    fields ``Summary.add`` reads. Returns the merged stats and whether some input could not be
+    opened.
     """
     if split_by_files(captures, continuous, workers):
-        return _scan_files(sigs, policy, options, captures, workers, progress, on_record)
+        return _scan_files(sigs, policy, options, captures, workers, progress, on_record, on_lines)
     ctx = multiprocessing.get_context("fork")  # inherit the loaded signatures: no start-up cost
     conns: dict[Connection, int] = {}
     procs = []
@@ -183,7 +204,7 @@ def scan_parallel(
             job = PartJob(tuple(captures), continuous, part, workers, progress and part == 0)
             proc = ctx.Process(
                 target=_worker,
-                args=(theirs, sigs, policy, options, job),
+                args=(theirs, sigs, policy, options, job, on_lines is not None),
                 name=f"classifier-scan-{part}",
                 daemon=True,
             )
@@ -191,7 +212,7 @@ def scan_parallel(
             theirs.close()
             procs.append(proc)
             conns[mine] = part
-        results = _merge(conns, procs, on_record)
+        results = _merge(conns, procs, on_record, on_lines)
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -204,8 +225,14 @@ def scan_parallel(
     return merged, any(r.failed for r in results)
 
 
-def _merge(conns: dict[Connection, int], procs: list, on_record: Callable[[dict], None]) -> list[PartResult]:
+def _merge(
+    conns: dict[Connection, int],
+    procs: list,
+    on_record: Callable[[dict], None],
+    on_lines: Callable[[str], None] | None,
+) -> list[PartResult]:
     """Pass records on in seq order as soon as every worker has promised nothing earlier is coming."""
+    take = _taker(on_record, on_lines)
     upto = [0] * len(conns)
     results: list[PartResult | None] = [None] * len(conns)
     pending: list[tuple[int, dict]] = []
@@ -231,13 +258,62 @@ def _merge(conns: dict[Connection, int], procs: list, on_record: Callable[[dict]
             else:
                 raise WorkerFailed(f"scan worker {part} failed: {msg[1]}")
         low = min(upto)
+        ready = []
         while pending and pending[0][0] <= low:
-            on_record(heapq.heappop(pending)[1])
+            ready.append(heapq.heappop(pending)[1])
+        if ready:
+            take(ready)
     return [r for r in results if r is not None]
 
 
+def _taker(
+    on_record: Callable[[dict], None], on_lines: Callable[[str], None] | None, offset: int = 0
+) -> Callable[[list], None]:
+    """What the parent does with records in order: ``on_record`` for each; or, when the workers
+    sent lines, ``on_lines`` for all of them and ``on_record`` for each one's summary fields.
+    Flow numbers are raised by ``offset`` (files scanned on their own number from 1)."""
+    fields = Summary.FIELDS
+    if on_lines is None:
+
+        def take_records(records: list) -> None:
+            for rec in records:
+                if offset:
+                    rec["flow"] += offset
+                on_record(rec)
+
+        return take_records
+
+    write = on_lines
+
+    def take_lines(records: list) -> None:
+        text = []
+        for line, values in records:
+            text.append(_renumbered(line, offset) if offset else line)
+            on_record(dict(zip(fields, values, strict=True)))
+        write(b"".join(text).decode())
+
+    return take_lines
+
+
+_FLOW_KEY = b',"flow":'
+
+
+def _renumbered(line: bytes, offset: int) -> bytes:
+    """A record's JSON line with its flow number raised by ``offset``. ``"flow"`` is the second
+    key, after the file name, and no JSON string holds ``,"flow":`` (its quotes would be escaped),
+    so the first one is the key."""
+    start = line.index(_FLOW_KEY) + len(_FLOW_KEY)
+    end = line.index(b",", start)
+    return b"%s%d%s" % (line[:start], int(line[start:end]) + offset, line[end:])
+
+
 def _file_worker(
-    conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, captures: tuple[str, ...]
+    conn: Connection,
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    captures: tuple[str, ...],
+    lines: bool,
 ) -> None:
     """Body of a worker that scans whole files: it gets a file's index (None: no more), sends
     ("records", index, batch) messages, then ("done", index, result); or ("error", one line)."""
@@ -248,7 +324,7 @@ def _file_worker(
                 if batch:
                     send_message(conn, ("records", index, batch))
 
-            result = run_part(sigs, policy, options, PartJob((captures[index],), False, 0, 1), emit)
+            result = run_part(sigs, policy, options, PartJob((captures[index],), False, 0, 1), emit, lines)
             send_message(conn, ("done", index, result))
     except KeyboardInterrupt:
         pass
@@ -266,6 +342,7 @@ def _scan_files(
     workers: int,
     progress: bool,
     on_record: Callable[[dict], None],
+    on_lines: Callable[[str], None] | None,
 ) -> tuple[InputStats, bool]:
     """``scan_parallel`` by whole files: each worker takes the next file when it is free; the
     progress bar (if wanted) moves as files are done."""
@@ -280,7 +357,7 @@ def _scan_files(
             mine, theirs = ctx.Pipe(duplex=True)
             proc = ctx.Process(
                 target=_file_worker,
-                args=(theirs, sigs, policy, options, tuple(captures)),
+                args=(theirs, sigs, policy, options, tuple(captures), on_lines is not None),
                 name=f"classifier-scan-{part}",
                 daemon=True,
             )
@@ -295,7 +372,7 @@ def _scan_files(
                 if bar is not None:
                     bar[0].advance(bar[1], sizes[index])
 
-            results = _merge_files(conns, procs, len(captures), on_record, done)
+            results = _merge_files(conns, procs, len(captures), on_record, on_lines, done)
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -313,14 +390,16 @@ def _merge_files(
     procs: list,
     files: int,
     on_record: Callable[[dict], None],
+    on_lines: Callable[[str], None] | None,
     on_done: Callable[[int], None],
 ) -> list[PartResult]:
     """Hand out the files in order; pass each file's records on once every file before it is done,
     its flows numbered on from theirs (one process numbers flows across files)."""
     results: dict[int, PartResult] = {}
-    held: dict[int, list[dict]] = {}  # records of files after the one being written
+    held: dict[int, list] = {}  # records of files after the one being written
     writing = 0  # the file whose records go straight through
     offset = 0  # flows created by the files before it
+    take = _taker(on_record, on_lines)
     handed = 0
     live = list(conns)
     for conn in live:
@@ -336,9 +415,7 @@ def _merge_files(
                 raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None
             if msg[0] == "records":
                 if msg[1] == writing:
-                    for _seq, rec in msg[2]:
-                        rec["flow"] += offset
-                        on_record(rec)
+                    take([rec for _seq, rec in msg[2]])
                 else:
                     held.setdefault(msg[1], []).extend(rec for _seq, rec in msg[2])
             elif msg[0] == "done":
@@ -353,9 +430,10 @@ def _merge_files(
                 while writing in results and writing < files:
                     offset += results[writing].created
                     writing += 1
-                    for rec in held.pop(writing, ()):
-                        rec["flow"] += offset
-                        on_record(rec)
+                    take = _taker(on_record, on_lines, offset)
+                    records = held.pop(writing, None)
+                    if records:
+                        take(records)
             else:
                 raise WorkerFailed(f"scan worker {part} failed: {msg[1]}")
     return [results[i] for i in range(files)]

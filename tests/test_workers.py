@@ -228,3 +228,39 @@ def test_worker_messages_keep_every_value() -> None:
         assert parallel.recv_message(mine) == msg
     parallel.send_message(theirs, ("records", [(1, record)], 1))
     assert mine.recv_bytes()[:1] == b"m"  # the cheap way for records
+
+
+def test_the_summary_fields_are_all_the_summary_reads() -> None:
+    """Workers that write JSON lines send the parent only ``Summary.FIELDS`` of each record: a
+    summary of those must be the summary of the whole records."""
+    from classifier.pipeline import Scanner, ScanOptions
+    from classifier.policy import Policy
+    from classifier.record import flow_record
+    from classifier.report import Summary
+    from classifier.scaninputs import scan_inputs
+    from classifier.signatures import Signatures, shipped_directory
+
+    records: list[dict] = []
+    sigs = Signatures.load(shipped_directory())
+    scanner = Scanner(
+        sigs,
+        Policy.load(shipped_directory() / "policy"),
+        ScanOptions(),
+        lambda f: records.append(flow_record(f)),
+    )
+    scan_inputs(_samples(), scanner, parallel.InputStats(), False, False)
+    scanner.finish()
+    whole, slim = Summary(), Summary()
+    for rec in records:
+        whole.add(rec)
+        slim.add({name: rec[name] for name in Summary.FIELDS})
+    assert len(records) > 10 and whole.hostnames and whole.blind
+    assert vars(slim) == vars(whole)
+
+
+def test_a_json_line_is_renumbered_at_its_flow_key_only() -> None:
+    from classifier.record import json_line
+
+    rec = {"file": 'odd ,"flow":7, name', "flow": 3, "first_packet": 1, "note": ',"flow":9,'}
+    line = parallel._renumbered(json_line(rec), 40)
+    assert line == json_line({**rec, "flow": 43})

@@ -133,8 +133,19 @@ def run_scan(args: argparse.Namespace) -> int:
         elif workers > 1:
             from ..parallel import scan_parallel
 
+            # JSON lines: the workers encode the records, the parent only joins them (and keeps
+            # the summary); other formats get whole records.
+            lines = isinstance(writer, JsonLinesWriter) and html is None and sink is None
             stats, failed = scan_parallel(
-                sigs, policy, options, captures, args.continuous, workers, progress, on_record
+                sigs,
+                policy,
+                options,
+                captures,
+                args.continuous,
+                workers,
+                progress,
+                summary.add if lines else on_record,
+                writer.write_lines if lines and isinstance(writer, JsonLinesWriter) else None,
             )
         else:
             flow_record = record_function(options.community_id_seed)
