@@ -19,12 +19,14 @@ those pages.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import heapq
 import marshal
 import multiprocessing
 import os
 import pickle
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -67,7 +69,7 @@ class PartResult:
     created: int = 0  # flows the partition's table created (every partition's)
 
 
-# (seq, record) pairs; with ``lines``, the record is (its JSON line, its ``Summary.FIELDS`` values).
+# (seq, record) pairs; with ``lines``, the record is (its JSON line, the values of those fields).
 Batch = list[tuple[int, Any]]
 
 
@@ -93,21 +95,22 @@ def run_part(
     options: ScanOptions,
     job: PartJob,
     emit: Callable[[Batch, int], None],
-    lines: bool = False,
+    lines: tuple[str, ...] | None = None,
 ) -> PartResult:
     """Scan one partition; ``emit(batch, upto)`` gets its records as (seq, record) in order and
     promises that no record of this partition with seq <= ``upto`` is still to come. With
-    ``lines`` each record goes as its JSON line and the few fields the summary reads: encoding is
-    then done here, in parallel, and the parent's serial share per record is a third of a dict's."""
+    ``lines`` (field names) each record goes as its JSON line and the values of those fields (the
+    few the summary reads, or none): encoding is then done here, in parallel, and the parent's
+    serial share per record is a fraction of a dict's."""
     batch: Batch = []
     flow_record = record_function(options.community_id_seed)
-    fields = Summary.FIELDS
+    fields = lines or ()
 
     def on_record(flow: Flow | None, seq: int) -> None:
         nonlocal batch
         if flow is not None:
             rec = flow_record(flow)
-            batch.append((seq, (json_line(rec), tuple([rec[f] for f in fields])) if lines else rec))
+            batch.append((seq, rec if lines is None else (json_line(rec), tuple([rec[f] for f in fields]))))
             if len(batch) < BATCH:
                 return
         emit(batch, seq)
@@ -124,7 +127,12 @@ def run_part(
 
 
 def _worker(
-    conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob, lines: bool
+    conn: Connection,
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    job: PartJob,
+    lines: tuple[str, ...] | None,
 ) -> None:
     """Body of a worker process: batches, then ("done", result) or ("error", one line)."""
     try:
@@ -165,6 +173,24 @@ def split_by_files(captures: list[str], continuous: bool, workers: int) -> bool:
     return by_files <= by_partitions
 
 
+PIPE_BYTES = 1 << 20  # a worker's pipe: several batches of records
+
+
+def _widen(conn: Connection, duplex: bool = False) -> None:
+    """Let a pipe (or the worker's end of a socket pair, ``duplex``) hold ``PIPE_BYTES``
+    (Linux's default pipe is 64 KiB, a quarter of one batch): a worker then goes on scanning while
+    the parent reads the other workers' batches, instead of waiting for it. Where the system
+    refuses (above fs.pipe-max-size), the default stays."""
+    try:
+        if duplex:
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_BYTES)
+        else:
+            fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass
+
+
 def _size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -180,18 +206,19 @@ def scan_parallel(
     continuous: bool,
     workers: int,
     progress: bool,
-    on_record: Callable[[dict], None],
+    on_record: Callable[[dict], None] | None,
     on_lines: Callable[[str], None] | None = None,
 ) -> tuple[InputStats, bool]:
     """Scan with ``workers`` processes; ``on_record`` gets every record in one-process order.
 
     With ``on_lines`` the workers encode the records as JSON lines (``record.json_line``), which
-    ``on_lines`` gets in order, a batch at a time, and ``on_record`` gets of each record only the
-    fields ``Summary.add`` reads. Returns the merged stats and whether some input could not be
-    opened.
+    ``on_lines`` gets in order, a batch at a time, and ``on_record`` (if any) gets of each record
+    only the fields ``Summary.add`` reads. Returns the merged stats and whether some input could
+    not be opened.
     """
+    lines = None if on_lines is None else (Summary.FIELDS if on_record is not None else ())
     if split_by_files(captures, continuous, workers):
-        return _scan_files(sigs, policy, options, captures, workers, progress, on_record, on_lines)
+        return _scan_files(sigs, policy, options, captures, workers, progress, on_record, on_lines, lines)
     ctx = multiprocessing.get_context("fork")  # inherit the loaded signatures: no start-up cost
     conns: dict[Connection, int] = {}
     procs = []
@@ -201,10 +228,11 @@ def scan_parallel(
     try:
         for part in range(workers):
             mine, theirs = ctx.Pipe(duplex=False)
+            _widen(mine)
             job = PartJob(tuple(captures), continuous, part, workers, progress and part == 0)
             proc = ctx.Process(
                 target=_worker,
-                args=(theirs, sigs, policy, options, job, on_lines is not None),
+                args=(theirs, sigs, policy, options, job, lines),
                 name=f"classifier-scan-{part}",
                 daemon=True,
             )
@@ -228,7 +256,7 @@ def scan_parallel(
 def _merge(
     conns: dict[Connection, int],
     procs: list,
-    on_record: Callable[[dict], None],
+    on_record: Callable[[dict], None] | None,
     on_lines: Callable[[str], None] | None,
 ) -> list[PartResult]:
     """Pass records on in seq order as soon as every worker has promised nothing earlier is coming."""
@@ -267,32 +295,41 @@ def _merge(
 
 
 def _taker(
-    on_record: Callable[[dict], None], on_lines: Callable[[str], None] | None, offset: int = 0
+    on_record: Callable[[dict], None] | None, on_lines: Callable[[str], None] | None, offset: int = 0
 ) -> Callable[[list], None]:
     """What the parent does with records in order: ``on_record`` for each; or, when the workers
-    sent lines, ``on_lines`` for all of them and ``on_record`` for each one's summary fields.
-    Flow numbers are raised by ``offset`` (files scanned on their own number from 1)."""
+    sent lines, ``on_lines`` for all of them and ``on_record`` (if any) for each one's summary
+    fields. Flow numbers are raised by ``offset`` (files scanned on their own number from 1)."""
     fields = Summary.FIELDS
     if on_lines is None:
+        each = on_record if on_record is not None else _ignore
 
         def take_records(records: list) -> None:
             for rec in records:
                 if offset:
                     rec["flow"] += offset
-                on_record(rec)
+                each(rec)
 
         return take_records
 
     write = on_lines
+    summed = on_record
 
     def take_lines(records: list) -> None:
-        text = []
-        for line, values in records:
-            text.append(_renumbered(line, offset) if offset else line)
-            on_record(dict(zip(fields, values, strict=True)))
+        if offset:
+            text = [_renumbered(line, offset) for line, _values in records]
+        else:
+            text = [line for line, _values in records]
+        if summed is not None:
+            for _line, values in records:
+                summed(dict(zip(fields, values, strict=True)))
         write(b"".join(text).decode())
 
     return take_lines
+
+
+def _ignore(_record: dict) -> None:
+    """No one reads the records (a quiet scan with no output): nothing to do."""
 
 
 _FLOW_KEY = b',"flow":'
@@ -313,7 +350,7 @@ def _file_worker(
     policy: Policy,
     options: ScanOptions,
     captures: tuple[str, ...],
-    lines: bool,
+    lines: tuple[str, ...] | None,
 ) -> None:
     """Body of a worker that scans whole files: it gets a file's index (None: no more), sends
     ("records", index, batch) messages, then ("done", index, result); or ("error", one line)."""
@@ -341,8 +378,9 @@ def _scan_files(
     captures: list[str],
     workers: int,
     progress: bool,
-    on_record: Callable[[dict], None],
+    on_record: Callable[[dict], None] | None,
     on_lines: Callable[[str], None] | None,
+    lines: tuple[str, ...] | None,
 ) -> tuple[InputStats, bool]:
     """``scan_parallel`` by whole files: each worker takes the next file when it is free; the
     progress bar (if wanted) moves as files are done."""
@@ -355,9 +393,10 @@ def _scan_files(
     try:
         for part in range(min(workers, len(captures))):
             mine, theirs = ctx.Pipe(duplex=True)
+            _widen(theirs, duplex=True)
             proc = ctx.Process(
                 target=_file_worker,
-                args=(theirs, sigs, policy, options, tuple(captures), on_lines is not None),
+                args=(theirs, sigs, policy, options, tuple(captures), lines),
                 name=f"classifier-scan-{part}",
                 daemon=True,
             )
@@ -389,7 +428,7 @@ def _merge_files(
     conns: dict[Connection, int],
     procs: list,
     files: int,
-    on_record: Callable[[dict], None],
+    on_record: Callable[[dict], None] | None,
     on_lines: Callable[[str], None] | None,
     on_done: Callable[[int], None],
 ) -> list[PartResult]:

@@ -12,6 +12,7 @@ clients), at the flow cap and with short timeouts.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -264,3 +265,34 @@ def test_a_json_line_is_renumbered_at_its_flow_key_only() -> None:
     rec = {"file": 'odd ,"flow":7, name', "flow": 3, "first_packet": 1, "note": ',"flow":9,'}
     line = parallel._renumbered(json_line(rec), 40)
     assert line == json_line({**rec, "flow": 43})
+
+
+@pytest.mark.parametrize("split", [("--continuous",), ()], ids=["by-address", "by-files"])
+def test_json_lines_and_summary_from_workers_are_one_process_s(split: tuple[str, ...]) -> None:
+    """JSON lines (the workers encode them, the parent joins them; by files, renumbered) and,
+    without -q, the summary on stderr (from the fields the workers send with each line)."""
+    captures = _samples()
+    assert parallel.split_by_files(captures, bool(split), 2) == (not split)
+    one = run_cli("scan", *split, *captures, check_status=None)
+    many = run_cli("scan", "--workers", "2", *split, *captures, check_status=None)
+    assert one.returncode == many.returncode
+    assert one.stdout.count(b"\n") > 10 and b"Flows by app" in one.stderr
+    assert many.stdout == one.stdout
+    assert many.stderr == one.stderr
+
+
+def test_worker_pipes_hold_several_batches() -> None:
+    """A worker's pipe is widened so that it need not wait while the parent reads another's."""
+    import fcntl
+    import multiprocessing
+    import socket
+
+    mine, theirs = multiprocessing.get_context("fork").Pipe(duplex=False)
+    parallel._widen(mine)
+    assert fcntl.fcntl(mine.fileno(), fcntl.F_GETPIPE_SZ) == parallel.PIPE_BYTES
+    mine, theirs = multiprocessing.get_context("fork").Pipe(duplex=True)
+    parallel._widen(theirs, duplex=True)
+    # Linux doubles what it is asked for, up to twice net.core.wmem_max.
+    wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
+    with socket.socket(fileno=os.dup(theirs.fileno())) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * min(parallel.PIPE_BYTES, wmem_max)

@@ -104,8 +104,12 @@ def run_scan(args: argparse.Namespace) -> int:
         out = stack.enter_context(TextOutput(None if parquet else args.output))
         writer = _writer(args, out, scheduler is not None)
 
+        # The summary is shown unless -q (or it is the output): a quiet scan does not count it.
+        summarize = args.format == "table" or not args.quiet
+
         def on_record(rec: dict, flow: Flow | None = None) -> None:
-            summary.add(rec)
+            if summarize:
+                summary.add(rec)
             if writer is not None:
                 writer.write(rec)
             if html is not None:
@@ -144,7 +148,7 @@ def run_scan(args: argparse.Namespace) -> int:
                 args.continuous,
                 workers,
                 progress,
-                summary.add if lines else on_record,
+                (summary.add if summarize else None) if lines else on_record,
                 writer.write_lines if lines and isinstance(writer, JsonLinesWriter) else None,
             )
         else:
