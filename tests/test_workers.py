@@ -296,3 +296,139 @@ def test_worker_pipes_hold_several_batches() -> None:
     wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
     with socket.socket(fileno=os.dup(theirs.fileno())) as sock:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * min(parallel.PIPE_BYTES, wmem_max)
+
+
+def _edge_capture(path: Path) -> None:
+    """First packets the compiled short cut must get right, or leave to ``Scanner.feed``: a
+    SYN-ACK first, a RST first, a FIN first, both ends the same address and port, TCP options,
+    IPv4 options, DNS, a tunnel port, a closed flow's port reused, many short flows (the cap)."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    a, b = "192.0.2.10", "198.51.100.20"
+    pkts = [
+        IP(src=b, dst=a) / TCP(sport=443, dport=40000, flags="SA"),
+        IP(src=a, dst=b) / TCP(sport=40000, dport=443, flags="A"),
+        IP(src=a, dst=b) / TCP(sport=40001, dport=80, flags="R"),
+        IP(src=b, dst=a) / TCP(sport=80, dport=40002, flags="FA"),
+        IP(src=a, dst=a) / TCP(sport=5000, dport=5000, flags="SA"),
+        IP(src=a, dst=a) / TCP(sport=5000, dport=5000, flags="A"),
+        IP(src=a, dst=b) / TCP(sport=40003, dport=443, flags="S", options=[("MSS", 1460), ("NOP", None)]),
+        IP(src=a, dst=b, options=b"\x01\x01\x01\x01") / TCP(sport=40004, dport=443, flags="S"),
+        IP(src=a, dst=b) / UDP(sport=40005, dport=53) / (b"\0" * 12),
+        IP(src=a, dst=b) / UDP(sport=4789, dport=4789) / (b"\0" * 8),
+        IP(src=a, dst=b) / TCP(sport=40006, dport=443, flags="S"),
+        IP(src=a, dst=b) / TCP(sport=40006, dport=443, flags="FA"),
+        IP(src=b, dst=a) / TCP(sport=443, dport=40006, flags="FA"),
+        IP(src=a, dst=b) / TCP(sport=40006, dport=443, flags="S"),
+        IP(src=a, dst=b) / TCP(sport=40001, dport=80, flags="S"),  # a new connection after the RST
+        IP(src=b, dst=a) / TCP(sport=80, dport=40002, flags="S"),  # one FIN only: the same one
+    ]
+    pkts += [IP(src=a, dst=f"203.0.113.{i}") / UDP(sport=41000 + i, dport=123) for i in range(40)]
+    frames = [Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / p for p in pkts]
+    for n, frame in enumerate(frames):
+        frame.time = 1_700_000_000 + n / 2  # 27 s: flows closed by a FIN or RST end after 10
+    wrpcap(str(path), frames)
+
+
+def _parts(
+    sigs: object, policy: object, captures: list[str], parts: int, compiled: bool, options: object
+) -> list[tuple]:
+    """(records, stats, first packets of other partitions' flows made by the short cut) of each
+    partition, with the compiled first packet or without."""
+    return [_part(sigs, policy, options, captures, part, parts, compiled) for part in range(parts)]
+
+
+def _part(
+    sigs: object, policy: object, options: object, captures: list[str], part: int, parts: int, compiled: bool
+) -> tuple:
+    from classifier.partition import PartScanner
+    from classifier.record import flow_record
+    from classifier.scaninputs import scan_inputs
+
+    records: list[tuple] = []
+    scanner = PartScanner(
+        sigs,  # type: ignore[arg-type]
+        policy,  # type: ignore[arg-type]
+        options,  # type: ignore[arg-type]
+        lambda f, seq: records.append((seq, f and flow_record(f))),
+        part,
+        parts,
+    )
+    if not compiled:
+        scanner.compiled_feed = None
+    short_cuts = 0
+    ended = scanner._ended
+
+    def count(flow: parallel.Flow) -> None:
+        nonlocal short_cuts
+        # The short cut leaves the next hop unset: only a record shows it.
+        short_cuts += flow.neighbour is None and not scanner.owns(flow)
+        ended(flow)
+
+    scanner.table.on_end = count
+    stats = parallel.InputStats()
+    scan_inputs(captures, scanner, stats, False, False)
+    scanner.finish()
+    scanner.fill_stats(stats)
+    return records, stats, dict(scanner.inspection.first_seen), short_cuts
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_the_compiled_first_packet_of_other_partitions_flows_changes_nothing(
+    tmp_path: Path, parts: int, sigs: object, policy: object
+) -> None:
+    from classifier import partition
+    from classifier.flows import FlowConfig
+    from classifier.pipeline import ScanOptions
+
+    if partition.COMPILED_FEED is None:
+        if os.environ.get("CI"):
+            pytest.fail("classifier._partfeed is not built or refused")
+        pytest.skip("classifier._partfeed is not in use")
+    edge = tmp_path / "edge.pcap"
+    _edge_capture(edge)
+    for captures, options in (
+        ([str(edge)], ScanOptions()),
+        ([str(edge)], ScanOptions(flows=FlowConfig(max_flows=8, idle_udp=2.0))),
+    ):
+        with_short_cut = _parts(sigs, policy, captures, parts, True, options)
+        without = _parts(sigs, policy, captures, parts, False, options)
+        for got, want in zip(with_short_cut, without, strict=True):
+            assert got[0] == want[0]
+            assert got[1] == want[1] and got[2] == want[2]
+        # All Ethernet: Scanner.feed sets every flow's next hop, the short cut none.
+        assert sum(want[3] for want in without) == 0
+        assert sum(got[3] for got in with_short_cut) > 10
+
+
+def test_the_partition_short_cut_is_built_fresh_and_refusable() -> None:
+    """The install builds classifier._partfeed (CI fails without it); an editable install whose
+    .so is older than its .pyx is not what the source says; CLASSIFIER_PURE_PYTHON refuses it, and
+    a scan then writes the same."""
+    from classifier import partition
+
+    if partition.COMPILED_FEED is None:
+        if os.environ.get("CI"):
+            pytest.fail("classifier._partfeed is not built or refused")
+        pytest.skip("classifier._partfeed is not in use")
+    built = Path(sys.modules[partition.COMPILED_FEED.__module__].__file__ or "")
+    source = ROOT / "classifier" / "_partfeed.pyx"
+    assert built.suffix == ".so", built
+    if built.parent == source.parent:
+        assert built.stat().st_mtime >= source.stat().st_mtime, f"{built.name} is older than {source.name}"
+    captures = [*_samples()]
+    compiled = run_cli("scan", "-q", "--continuous", "--workers", "2", *captures, check_status=None)
+    code = "import classifier.partition as p; print(p.COMPILED_FEED is None)"
+    pure = {**os.environ, "CLASSIFIER_PURE_PYTHON": "1"}
+    refused = subprocess.run([sys.executable, "-c", code], env=pure, capture_output=True, text=True, cwd=ROOT)
+    assert refused.stdout.strip() == "True"
+    one = subprocess.run(
+        [sys.executable, "-m", "classifier", "scan", "-q", "--continuous", "--workers", "2", *captures],
+        env=pure,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    assert compiled.stdout.count(b"\n") > 10
+    assert one.stdout == compiled.stdout
