@@ -42,9 +42,11 @@ from .scaninputs import progress_bar, scan_inputs
 from .signatures import Signatures
 
 BATCH = 256  # records per message from a worker
-# The share of a one-process scan's CPU time that every partition repeats when splitting by server
-# address (reading and decoding every packet, DNS, the flow table): 0.40 (a quiet machine) to 0.65
-# on the 8-copy corpus (benchmarks/scan_workers.py, "partition model"). docs/ARCHITECTURE.md "Scale-out".
+# The share of a one-process scan's time that every partition repeats when splitting by server
+# address (reading and counting every packet, DNS, the flow table): 0.31 of the CPU time on the
+# 8-copy corpus (benchmarks/scan_workers.py, "a partition that reports nothing"), but 0.5-0.6 of
+# the wall time measured at 2 workers (uneven partitions, the parent, the forks). docs/ARCHITECTURE.md
+# "Scale-out".
 REPEATED = 0.5
 
 
