@@ -141,17 +141,20 @@ def partition_model(capture: Path, parts: int, repeat: int) -> None:
 
     def cpu(part: int, of: int) -> float:
         t = time.process_time()
-        run_part(sigs, policy, ScanOptions(), PartJob((str(capture),), False, part, of), lambda b, u: None)
+        job = PartJob((str(capture),), False, part, of)
+        run_part(sigs, policy, ScanOptions(), job, lambda b, u: None, ())  # JSON lines, as `-q -o`
         return time.process_time() - t
 
-    one, each = float("inf"), [float("inf")] * parts
+    one, each, none = float("inf"), [float("inf")] * parts, float("inf")
     for _ in range(repeat):
         one = min(one, cpu(0, 1))
         each = [min(e, cpu(k, parts)) for k, e in enumerate(each)]
+        none = min(none, cpu(parts, parts))  # a partition that reports nothing: only what all repeat
     repeated = (sum(each) - one) / (parts - 1) / one  # the share every partition does again
     print(f"\npartition model ({capture.name}, CPU s in this process, best of {repeat}):")
     print(f"  one process {one:.3f}; partitions of {parts}: " + " ".join(f"{e:.3f}" for e in each))
     print(f"  critical path (slowest partition) speed-up: {one / max(each):.2f}")
+    print(f"  a partition that reports nothing: {none:.3f} (r = {none / one:.2f} of one process)")
     print(f"  repeated share r = {repeated:.2f}; predicted speed-up 1/(r + (1-r)/N) at an even split:")
     print("  " + "  ".join(f"N={n}: {1 / (repeated + (1 - repeated) / n):.2f}" for n in (2, 16, 64)))
 

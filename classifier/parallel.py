@@ -19,30 +19,34 @@ those pages.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import heapq
 import marshal
 import multiprocessing
 import os
 import pickle
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import cast
+from typing import Any, cast
 
 from .flows import Flow
 from .partition import PartScanner, merge_input_stats, merge_part_stats
 from .pipeline import ScanOptions
 from .policy import Policy
-from .record import record_function
-from .report import InputStats
+from .record import json_line, record_function
+from .report import InputStats, Summary
 from .scaninputs import progress_bar, scan_inputs
 from .signatures import Signatures
 
 BATCH = 256  # records per message from a worker
-# The share of a one-process scan's CPU time that every partition repeats when splitting by server
-# address (reading and decoding every packet, DNS, the flow table): 0.40 (a quiet machine) to 0.65
-# on the 8-copy corpus (benchmarks/scan_workers.py, "partition model"). docs/ARCHITECTURE.md "Scale-out".
+# The share of a one-process scan's time that every partition repeats when splitting by server
+# address (reading and counting every packet, DNS, the flow table): 0.31 of the CPU time on the
+# 8-copy corpus (benchmarks/scan_workers.py, "a partition that reports nothing"), but 0.5-0.6 of
+# the wall time measured at 2 workers (uneven partitions, the parent, the forks). docs/ARCHITECTURE.md
+# "Scale-out".
 REPEATED = 0.5
 
 
@@ -67,7 +71,8 @@ class PartResult:
     created: int = 0  # flows the partition's table created (every partition's)
 
 
-Batch = list[tuple[int, dict]]
+# (seq, record) pairs; with ``lines``, the record is (its JSON line, the values of those fields).
+Batch = list[tuple[int, Any]]
 
 
 def send_message(conn: Connection, msg: tuple) -> None:
@@ -87,17 +92,27 @@ def recv_message(conn: Connection) -> tuple:
 
 
 def run_part(
-    sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob, emit: Callable[[Batch, int], None]
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    job: PartJob,
+    emit: Callable[[Batch, int], None],
+    lines: tuple[str, ...] | None = None,
 ) -> PartResult:
     """Scan one partition; ``emit(batch, upto)`` gets its records as (seq, record) in order and
-    promises that no record of this partition with seq <= ``upto`` is still to come."""
+    promises that no record of this partition with seq <= ``upto`` is still to come. With
+    ``lines`` (field names) each record goes as its JSON line and the values of those fields (the
+    few the summary reads, or none): encoding is then done here, in parallel, and the parent's
+    serial share per record is a fraction of a dict's."""
     batch: Batch = []
     flow_record = record_function(options.community_id_seed)
+    fields = lines or ()
 
     def on_record(flow: Flow | None, seq: int) -> None:
         nonlocal batch
         if flow is not None:
-            batch.append((seq, flow_record(flow)))
+            rec = flow_record(flow)
+            batch.append((seq, rec if lines is None else (json_line(rec), tuple([rec[f] for f in fields]))))
             if len(batch) < BATCH:
                 return
         emit(batch, seq)
@@ -113,11 +128,23 @@ def run_part(
     return PartResult(stats, dict(first_seen), failed, scanner.table.created)
 
 
-def _worker(conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob) -> None:
+def _worker(
+    conn: Connection,
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    job: PartJob,
+    lines: tuple[str, ...] | None,
+) -> None:
     """Body of a worker process: batches, then ("done", result) or ("error", one line)."""
     try:
         result = run_part(
-            sigs, policy, options, job, lambda batch, upto: send_message(conn, ("records", batch, upto))
+            sigs,
+            policy,
+            options,
+            job,
+            lambda batch, upto: send_message(conn, ("records", batch, upto)),
+            lines,
         )
         send_message(conn, ("done", result))
     except KeyboardInterrupt:
@@ -148,6 +175,24 @@ def split_by_files(captures: list[str], continuous: bool, workers: int) -> bool:
     return by_files <= by_partitions
 
 
+PIPE_BYTES = 1 << 20  # a worker's pipe: several batches of records
+
+
+def _widen(conn: Connection, duplex: bool = False) -> None:
+    """Let a pipe (or the worker's end of a socket pair, ``duplex``) hold ``PIPE_BYTES``
+    (Linux's default pipe is 64 KiB, a quarter of one batch): a worker then goes on scanning while
+    the parent reads the other workers' batches, instead of waiting for it. Where the system
+    refuses (above fs.pipe-max-size), the default stays."""
+    try:
+        if duplex:
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_BYTES)
+        else:
+            fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass
+
+
 def _size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -163,14 +208,19 @@ def scan_parallel(
     continuous: bool,
     workers: int,
     progress: bool,
-    on_record: Callable[[dict], None],
+    on_record: Callable[[dict], None] | None,
+    on_lines: Callable[[str], None] | None = None,
 ) -> tuple[InputStats, bool]:
     """Scan with ``workers`` processes; ``on_record`` gets every record in one-process order.
 
-    Returns the merged stats and whether some input could not be opened.
+    With ``on_lines`` the workers encode the records as JSON lines (``record.json_line``), which
+    ``on_lines`` gets in order, a batch at a time, and ``on_record`` (if any) gets of each record
+    only the fields ``Summary.add`` reads. Returns the merged stats and whether some input could
+    not be opened.
     """
+    lines = None if on_lines is None else (Summary.FIELDS if on_record is not None else ())
     if split_by_files(captures, continuous, workers):
-        return _scan_files(sigs, policy, options, captures, workers, progress, on_record)
+        return _scan_files(sigs, policy, options, captures, workers, progress, on_record, on_lines, lines)
     ctx = multiprocessing.get_context("fork")  # inherit the loaded signatures: no start-up cost
     conns: dict[Connection, int] = {}
     procs = []
@@ -180,10 +230,11 @@ def scan_parallel(
     try:
         for part in range(workers):
             mine, theirs = ctx.Pipe(duplex=False)
+            _widen(mine)
             job = PartJob(tuple(captures), continuous, part, workers, progress and part == 0)
             proc = ctx.Process(
                 target=_worker,
-                args=(theirs, sigs, policy, options, job),
+                args=(theirs, sigs, policy, options, job, lines),
                 name=f"classifier-scan-{part}",
                 daemon=True,
             )
@@ -191,7 +242,7 @@ def scan_parallel(
             theirs.close()
             procs.append(proc)
             conns[mine] = part
-        results = _merge(conns, procs, on_record)
+        results = _merge(conns, procs, on_record, on_lines)
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -204,8 +255,14 @@ def scan_parallel(
     return merged, any(r.failed for r in results)
 
 
-def _merge(conns: dict[Connection, int], procs: list, on_record: Callable[[dict], None]) -> list[PartResult]:
+def _merge(
+    conns: dict[Connection, int],
+    procs: list,
+    on_record: Callable[[dict], None] | None,
+    on_lines: Callable[[str], None] | None,
+) -> list[PartResult]:
     """Pass records on in seq order as soon as every worker has promised nothing earlier is coming."""
+    take = _taker(on_record, on_lines)
     upto = [0] * len(conns)
     results: list[PartResult | None] = [None] * len(conns)
     pending: list[tuple[int, dict]] = []
@@ -231,13 +288,71 @@ def _merge(conns: dict[Connection, int], procs: list, on_record: Callable[[dict]
             else:
                 raise WorkerFailed(f"scan worker {part} failed: {msg[1]}")
         low = min(upto)
+        ready = []
         while pending and pending[0][0] <= low:
-            on_record(heapq.heappop(pending)[1])
+            ready.append(heapq.heappop(pending)[1])
+        if ready:
+            take(ready)
     return [r for r in results if r is not None]
 
 
+def _taker(
+    on_record: Callable[[dict], None] | None, on_lines: Callable[[str], None] | None, offset: int = 0
+) -> Callable[[list], None]:
+    """What the parent does with records in order: ``on_record`` for each; or, when the workers
+    sent lines, ``on_lines`` for all of them and ``on_record`` (if any) for each one's summary
+    fields. Flow numbers are raised by ``offset`` (files scanned on their own number from 1)."""
+    fields = Summary.FIELDS
+    if on_lines is None:
+        each = on_record if on_record is not None else _ignore
+
+        def take_records(records: list) -> None:
+            for rec in records:
+                if offset:
+                    rec["flow"] += offset
+                each(rec)
+
+        return take_records
+
+    write = on_lines
+    summed = on_record
+
+    def take_lines(records: list) -> None:
+        if offset:
+            text = [_renumbered(line, offset) for line, _values in records]
+        else:
+            text = [line for line, _values in records]
+        if summed is not None:
+            for _line, values in records:
+                summed(dict(zip(fields, values, strict=True)))
+        write(b"".join(text).decode())
+
+    return take_lines
+
+
+def _ignore(_record: dict) -> None:
+    """No one reads the records (a quiet scan with no output): nothing to do."""
+
+
+_FLOW_KEY = b',"flow":'
+
+
+def _renumbered(line: bytes, offset: int) -> bytes:
+    """A record's JSON line with its flow number raised by ``offset``. ``"flow"`` is the second
+    key, after the file name, and no JSON string holds ``,"flow":`` (its quotes would be escaped),
+    so the first one is the key."""
+    start = line.index(_FLOW_KEY) + len(_FLOW_KEY)
+    end = line.index(b",", start)
+    return b"%s%d%s" % (line[:start], int(line[start:end]) + offset, line[end:])
+
+
 def _file_worker(
-    conn: Connection, sigs: Signatures, policy: Policy, options: ScanOptions, captures: tuple[str, ...]
+    conn: Connection,
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    captures: tuple[str, ...],
+    lines: tuple[str, ...] | None,
 ) -> None:
     """Body of a worker that scans whole files: it gets a file's index (None: no more), sends
     ("records", index, batch) messages, then ("done", index, result); or ("error", one line)."""
@@ -248,7 +363,7 @@ def _file_worker(
                 if batch:
                     send_message(conn, ("records", index, batch))
 
-            result = run_part(sigs, policy, options, PartJob((captures[index],), False, 0, 1), emit)
+            result = run_part(sigs, policy, options, PartJob((captures[index],), False, 0, 1), emit, lines)
             send_message(conn, ("done", index, result))
     except KeyboardInterrupt:
         pass
@@ -265,7 +380,9 @@ def _scan_files(
     captures: list[str],
     workers: int,
     progress: bool,
-    on_record: Callable[[dict], None],
+    on_record: Callable[[dict], None] | None,
+    on_lines: Callable[[str], None] | None,
+    lines: tuple[str, ...] | None,
 ) -> tuple[InputStats, bool]:
     """``scan_parallel`` by whole files: each worker takes the next file when it is free; the
     progress bar (if wanted) moves as files are done."""
@@ -278,9 +395,10 @@ def _scan_files(
     try:
         for part in range(min(workers, len(captures))):
             mine, theirs = ctx.Pipe(duplex=True)
+            _widen(theirs, duplex=True)
             proc = ctx.Process(
                 target=_file_worker,
-                args=(theirs, sigs, policy, options, tuple(captures)),
+                args=(theirs, sigs, policy, options, tuple(captures), lines),
                 name=f"classifier-scan-{part}",
                 daemon=True,
             )
@@ -295,7 +413,7 @@ def _scan_files(
                 if bar is not None:
                     bar[0].advance(bar[1], sizes[index])
 
-            results = _merge_files(conns, procs, len(captures), on_record, done)
+            results = _merge_files(conns, procs, len(captures), on_record, on_lines, done)
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -312,15 +430,17 @@ def _merge_files(
     conns: dict[Connection, int],
     procs: list,
     files: int,
-    on_record: Callable[[dict], None],
+    on_record: Callable[[dict], None] | None,
+    on_lines: Callable[[str], None] | None,
     on_done: Callable[[int], None],
 ) -> list[PartResult]:
     """Hand out the files in order; pass each file's records on once every file before it is done,
     its flows numbered on from theirs (one process numbers flows across files)."""
     results: dict[int, PartResult] = {}
-    held: dict[int, list[dict]] = {}  # records of files after the one being written
+    held: dict[int, list] = {}  # records of files after the one being written
     writing = 0  # the file whose records go straight through
     offset = 0  # flows created by the files before it
+    take = _taker(on_record, on_lines)
     handed = 0
     live = list(conns)
     for conn in live:
@@ -336,9 +456,7 @@ def _merge_files(
                 raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None
             if msg[0] == "records":
                 if msg[1] == writing:
-                    for _seq, rec in msg[2]:
-                        rec["flow"] += offset
-                        on_record(rec)
+                    take([rec for _seq, rec in msg[2]])
                 else:
                     held.setdefault(msg[1], []).extend(rec for _seq, rec in msg[2])
             elif msg[0] == "done":
@@ -353,9 +471,10 @@ def _merge_files(
                 while writing in results and writing < files:
                     offset += results[writing].created
                     writing += 1
-                    for rec in held.pop(writing, ()):
-                        rec["flow"] += offset
-                        on_record(rec)
+                    take = _taker(on_record, on_lines, offset)
+                    records = held.pop(writing, None)
+                    if records:
+                        take(records)
             else:
                 raise WorkerFailed(f"scan worker {part} failed: {msg[1]}")
     return [results[i] for i in range(files)]

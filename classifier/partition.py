@@ -12,6 +12,8 @@ flows that may share a remembered name are in the same partition. docs/ARCHITECT
 
 from __future__ import annotations
 
+import importlib
+import os
 import zlib
 from collections.abc import Callable
 
@@ -26,6 +28,22 @@ from .signatures import Signatures
 from .tunnels import Tunnel
 
 _MAX_EXAMPLES = 3  # malformed-packet examples per reason, as the scanner keeps them
+
+
+def _compiled_feed() -> Callable[..., Flow | None] | None:
+    """The compiled first packet of a flow another partition reports (classifier/_partfeed.pyx),
+    if it was built and not refused (CLASSIFIER_PURE_PYTHON: ``Scanner.feed`` takes every packet)."""
+    if os.environ.get("CLASSIFIER_PURE_PYTHON"):
+        return None
+    try:
+        compiled = importlib.import_module("classifier._partfeed")
+    except ImportError:
+        return None
+    feed: Callable[..., Flow | None] = compiled.feed
+    return feed
+
+
+COMPILED_FEED = _compiled_feed()
 
 
 def partition_of(server: bytes, parts: int) -> int:
@@ -85,16 +103,28 @@ class PartScanner(Scanner):
         self.ended = 0  # flows of every partition that have ended
         self.tick = tick
         self._parts: dict[bytes, int] = {}  # server address -> partition (a few per flow)
+        self.compiled_feed = COMPILED_FEED if parts > 1 else None
 
-    def owns(self, flow: Flow) -> bool:
-        """True if this partition reports ``flow``."""
-        server = flow.server
+    def owner(self, server: bytes) -> int:
+        """The partition that reports the flows to ``server``."""
         part = self._parts.get(server)
         if part is None:
             if len(self._parts) >= 65536:
                 self._parts.clear()
             part = self._parts[server] = partition_of(server, self.parts)
-        return part == self.part
+        return part
+
+    def owns(self, flow: Flow) -> bool:
+        """True if this partition reports ``flow``."""
+        return self.owner(flow.server) == self.part
+
+    def feed(self, ts: float, linktype: int, frame: bytes, iface: int = 0) -> Flow | None:
+        """``Scanner.feed``; the first packet of a plain flow another partition reports takes a
+        compiled short cut when there is one (classifier/_partfeed.pyx): every partition makes
+        every flow, and most of them are other partitions'."""
+        if self.compiled_feed is not None:
+            return self.compiled_feed(self, ts, linktype, frame, iface)
+        return super().feed(ts, linktype, frame, iface)
 
     def _new_flow(
         self,

@@ -351,6 +351,12 @@ def record_function(community_id_seed: int = 0) -> Callable[[Flow], dict[str, An
 flow_record = record_function(0)
 
 
+def json_line(record: dict[str, Any]) -> bytes:
+    """A record as its JSON line (UTF-8), exactly what ``JsonLinesWriter.write`` writes: scan
+    workers encode their records with it and the parent only concatenates them."""
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
 class JsonLinesWriter:
     """One JSON object per line, flushed per line when ``line_buffered`` (gateway logs).
 
@@ -362,7 +368,13 @@ class JsonLinesWriter:
         self.line_buffered = line_buffered
 
     def write(self, record: dict[str, Any]) -> None:
-        self.out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE).decode())
+        self.out.write(json_line(record).decode())
+        if self.line_buffered:
+            self.out.flush()
+
+    def write_lines(self, text: str) -> None:
+        """Lines ``json_line`` made elsewhere (scan workers), in order."""
+        self.out.write(text)
         if self.line_buffered:
             self.out.flush()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .blockfloor import FLOOR_RULES
 from .outputs import TextSink
@@ -90,6 +91,25 @@ class Summary:
     Memory does not grow with the number of flows: counts are per cell, and the per-name tables
     are ``TopCounter``s.
     """
+
+    # The record fields ``add`` reads: scan workers that write their records' lines themselves send
+    # the parent only these (tests/test_workers.py checks that they are enough).
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "action",
+        "rule",
+        "app",
+        "category",
+        "bytes_c2s",
+        "bytes_s2c",
+        "view",
+        "hostname",
+        "hostname_source",
+        "encrypted_dns",
+        "ech_public_name",
+        "src",
+        "sni",
+        "dst",
+    )
 
     def __init__(self, top: int = 15) -> None:
         self.top = top

@@ -12,6 +12,7 @@ clients), at the flow cap and with short timeouts.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +229,206 @@ def test_worker_messages_keep_every_value() -> None:
         assert parallel.recv_message(mine) == msg
     parallel.send_message(theirs, ("records", [(1, record)], 1))
     assert mine.recv_bytes()[:1] == b"m"  # the cheap way for records
+
+
+def test_the_summary_fields_are_all_the_summary_reads() -> None:
+    """Workers that write JSON lines send the parent only ``Summary.FIELDS`` of each record: a
+    summary of those must be the summary of the whole records."""
+    from classifier.pipeline import Scanner, ScanOptions
+    from classifier.policy import Policy
+    from classifier.record import flow_record
+    from classifier.report import Summary
+    from classifier.scaninputs import scan_inputs
+    from classifier.signatures import Signatures, shipped_directory
+
+    records: list[dict] = []
+    sigs = Signatures.load(shipped_directory())
+    scanner = Scanner(
+        sigs,
+        Policy.load(shipped_directory() / "policy"),
+        ScanOptions(),
+        lambda f: records.append(flow_record(f)),
+    )
+    scan_inputs(_samples(), scanner, parallel.InputStats(), False, False)
+    scanner.finish()
+    whole, slim = Summary(), Summary()
+    for rec in records:
+        whole.add(rec)
+        slim.add({name: rec[name] for name in Summary.FIELDS})
+    assert len(records) > 10 and whole.hostnames and whole.blind
+    assert vars(slim) == vars(whole)
+
+
+def test_a_json_line_is_renumbered_at_its_flow_key_only() -> None:
+    from classifier.record import json_line
+
+    rec = {"file": 'odd ,"flow":7, name', "flow": 3, "first_packet": 1, "note": ',"flow":9,'}
+    line = parallel._renumbered(json_line(rec), 40)
+    assert line == json_line({**rec, "flow": 43})
+
+
+@pytest.mark.parametrize("split", [("--continuous",), ()], ids=["by-address", "by-files"])
+def test_json_lines_and_summary_from_workers_are_one_process_s(split: tuple[str, ...]) -> None:
+    """JSON lines (the workers encode them, the parent joins them; by files, renumbered) and,
+    without -q, the summary on stderr (from the fields the workers send with each line)."""
+    captures = _samples()
+    assert parallel.split_by_files(captures, bool(split), 2) == (not split)
+    one = run_cli("scan", *split, *captures, check_status=None)
+    many = run_cli("scan", "--workers", "2", *split, *captures, check_status=None)
+    assert one.returncode == many.returncode
+    assert one.stdout.count(b"\n") > 10 and b"Flows by app" in one.stderr
+    assert many.stdout == one.stdout
+    assert many.stderr == one.stderr
+
+
+def test_worker_pipes_hold_several_batches() -> None:
+    """A worker's pipe is widened so that it need not wait while the parent reads another's."""
+    import fcntl
+    import multiprocessing
+    import socket
+
+    mine, theirs = multiprocessing.get_context("fork").Pipe(duplex=False)
+    parallel._widen(mine)
+    assert fcntl.fcntl(mine.fileno(), fcntl.F_GETPIPE_SZ) == parallel.PIPE_BYTES
+    mine, theirs = multiprocessing.get_context("fork").Pipe(duplex=True)
+    parallel._widen(theirs, duplex=True)
+    # Linux doubles what it is asked for, up to twice net.core.wmem_max.
+    wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
+    with socket.socket(fileno=os.dup(theirs.fileno())) as sock:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * min(parallel.PIPE_BYTES, wmem_max)
+
+
+def _edge_capture(path: Path) -> None:
+    """First packets the compiled short cut must get right, or leave to ``Scanner.feed``: a
+    SYN-ACK first, a RST first, a FIN first, both ends the same address and port, TCP options,
+    IPv4 options, DNS, a tunnel port, a closed flow's port reused, many short flows (the cap)."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    a, b = "192.0.2.10", "198.51.100.20"
+    pkts = [
+        IP(src=b, dst=a) / TCP(sport=443, dport=40000, flags="SA"),
+        IP(src=a, dst=b) / TCP(sport=40000, dport=443, flags="A"),
+        IP(src=a, dst=b) / TCP(sport=40001, dport=80, flags="R"),
+        IP(src=b, dst=a) / TCP(sport=80, dport=40002, flags="FA"),
+        IP(src=a, dst=a) / TCP(sport=5000, dport=5000, flags="SA"),
+        IP(src=a, dst=a) / TCP(sport=5000, dport=5000, flags="A"),
+        IP(src=a, dst=b) / TCP(sport=40003, dport=443, flags="S", options=[("MSS", 1460), ("NOP", None)]),
+        IP(src=a, dst=b, options=b"\x01\x01\x01\x01") / TCP(sport=40004, dport=443, flags="S"),
+        IP(src=a, dst=b) / UDP(sport=40005, dport=53) / (b"\0" * 12),
+        IP(src=a, dst=b) / UDP(sport=4789, dport=4789) / (b"\0" * 8),
+        IP(src=a, dst=b) / TCP(sport=40006, dport=443, flags="S"),
+        IP(src=a, dst=b) / TCP(sport=40006, dport=443, flags="FA"),
+        IP(src=b, dst=a) / TCP(sport=443, dport=40006, flags="FA"),
+        IP(src=a, dst=b) / TCP(sport=40006, dport=443, flags="S"),
+        IP(src=a, dst=b) / TCP(sport=40001, dport=80, flags="S"),  # a new connection after the RST
+        IP(src=b, dst=a) / TCP(sport=80, dport=40002, flags="S"),  # one FIN only: the same one
+    ]
+    pkts += [IP(src=a, dst=f"203.0.113.{i}") / UDP(sport=41000 + i, dport=123) for i in range(40)]
+    frames = [Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / p for p in pkts]
+    for n, frame in enumerate(frames):
+        frame.time = 1_700_000_000 + n / 2  # 27 s: flows closed by a FIN or RST end after 10
+    wrpcap(str(path), frames)
+
+
+def _parts(
+    sigs: object, policy: object, captures: list[str], parts: int, compiled: bool, options: object
+) -> list[tuple]:
+    """(records, stats, first packets of other partitions' flows made by the short cut) of each
+    partition, with the compiled first packet or without."""
+    return [_part(sigs, policy, options, captures, part, parts, compiled) for part in range(parts)]
+
+
+def _part(
+    sigs: object, policy: object, options: object, captures: list[str], part: int, parts: int, compiled: bool
+) -> tuple:
+    from classifier.partition import PartScanner
+    from classifier.record import flow_record
+    from classifier.scaninputs import scan_inputs
+
+    records: list[tuple] = []
+    scanner = PartScanner(
+        sigs,  # type: ignore[arg-type]
+        policy,  # type: ignore[arg-type]
+        options,  # type: ignore[arg-type]
+        lambda f, seq: records.append((seq, f and flow_record(f))),
+        part,
+        parts,
+    )
+    if not compiled:
+        scanner.compiled_feed = None
+    short_cuts = 0
+    ended = scanner._ended
+
+    def count(flow: parallel.Flow) -> None:
+        nonlocal short_cuts
+        # The short cut leaves the next hop unset: only a record shows it.
+        short_cuts += flow.neighbour is None and not scanner.owns(flow)
+        ended(flow)
+
+    scanner.table.on_end = count
+    stats = parallel.InputStats()
+    scan_inputs(captures, scanner, stats, False, False)
+    scanner.finish()
+    scanner.fill_stats(stats)
+    return records, stats, dict(scanner.inspection.first_seen), short_cuts
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_the_compiled_first_packet_of_other_partitions_flows_changes_nothing(
+    tmp_path: Path, parts: int, sigs: object, policy: object
+) -> None:
+    from classifier import partition
+    from classifier.flows import FlowConfig
+    from classifier.pipeline import ScanOptions
+
+    if partition.COMPILED_FEED is None:
+        if os.environ.get("CI"):
+            pytest.fail("classifier._partfeed is not built or refused")
+        pytest.skip("classifier._partfeed is not in use")
+    edge = tmp_path / "edge.pcap"
+    _edge_capture(edge)
+    for captures, options in (
+        ([str(edge)], ScanOptions()),
+        ([str(edge)], ScanOptions(flows=FlowConfig(max_flows=8, idle_udp=2.0))),
+    ):
+        with_short_cut = _parts(sigs, policy, captures, parts, True, options)
+        without = _parts(sigs, policy, captures, parts, False, options)
+        for got, want in zip(with_short_cut, without, strict=True):
+            assert got[0] == want[0]
+            assert got[1] == want[1] and got[2] == want[2]
+        # All Ethernet: Scanner.feed sets every flow's next hop, the short cut none.
+        assert sum(want[3] for want in without) == 0
+        assert sum(got[3] for got in with_short_cut) > 10
+
+
+def test_the_partition_short_cut_is_built_fresh_and_refusable() -> None:
+    """The install builds classifier._partfeed (CI fails without it); an editable install whose
+    .so is older than its .pyx is not what the source says; CLASSIFIER_PURE_PYTHON refuses it, and
+    a scan then writes the same."""
+    from classifier import partition
+
+    if partition.COMPILED_FEED is None:
+        if os.environ.get("CI"):
+            pytest.fail("classifier._partfeed is not built or refused")
+        pytest.skip("classifier._partfeed is not in use")
+    built = Path(sys.modules[partition.COMPILED_FEED.__module__].__file__ or "")
+    source = ROOT / "classifier" / "_partfeed.pyx"
+    assert built.suffix == ".so", built
+    if built.parent == source.parent:
+        assert built.stat().st_mtime >= source.stat().st_mtime, f"{built.name} is older than {source.name}"
+    captures = [*_samples()]
+    compiled = run_cli("scan", "-q", "--continuous", "--workers", "2", *captures, check_status=None)
+    code = "import classifier.partition as p; print(p.COMPILED_FEED is None)"
+    pure = {**os.environ, "CLASSIFIER_PURE_PYTHON": "1"}
+    refused = subprocess.run([sys.executable, "-c", code], env=pure, capture_output=True, text=True, cwd=ROOT)
+    assert refused.stdout.strip() == "True"
+    one = subprocess.run(
+        [sys.executable, "-m", "classifier", "scan", "-q", "--continuous", "--workers", "2", *captures],
+        env=pure,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    assert compiled.stdout.count(b"\n") > 10
+    assert one.stdout == compiled.stdout

@@ -104,8 +104,12 @@ def run_scan(args: argparse.Namespace) -> int:
         out = stack.enter_context(TextOutput(None if parquet else args.output))
         writer = _writer(args, out, scheduler is not None)
 
+        # The summary is shown unless -q (or it is the output): a quiet scan does not count it.
+        summarize = args.format == "table" or not args.quiet
+
         def on_record(rec: dict, flow: Flow | None = None) -> None:
-            summary.add(rec)
+            if summarize:
+                summary.add(rec)
             if writer is not None:
                 writer.write(rec)
             if html is not None:
@@ -133,8 +137,19 @@ def run_scan(args: argparse.Namespace) -> int:
         elif workers > 1:
             from ..parallel import scan_parallel
 
+            # JSON lines: the workers encode the records, the parent only joins them (and keeps
+            # the summary); other formats get whole records.
+            lines = isinstance(writer, JsonLinesWriter) and html is None and sink is None
             stats, failed = scan_parallel(
-                sigs, policy, options, captures, args.continuous, workers, progress, on_record
+                sigs,
+                policy,
+                options,
+                captures,
+                args.continuous,
+                workers,
+                progress,
+                (summary.add if summarize else None) if lines else on_record,
+                writer.write_lines if lines and isinstance(writer, JsonLinesWriter) else None,
             )
         else:
             flow_record = record_function(options.community_id_seed)

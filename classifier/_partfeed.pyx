@@ -1,0 +1,123 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""The compiled first packet of a flow another partition reports (``PartScanner.feed``).
+
+Every ``scan --workers`` partition creates every flow, so that flow numbers, timeouts and evictions
+are those of one process (classifier/partition.py). A flow it does not report needs nothing but
+what keeps those identical: its number, key, times, counters and FIN/RST state. For the packets
+``decode`` takes in one piece (untagged Ethernet, IPv4 without options or fragments, TCP or UDP not
+to a tunnel port) and not to or from port 53 (DNS flows are inspected everywhere), the first packet
+of such a flow is read here in C and the flow made directly, instead of ``decode``, ``Scanner.feed``
+and ``_new_flow``; fields only a record shows (interface, next hop, VLAN) are left unset, since no
+record of it is written here. Every other packet goes to ``Scanner.feed``. Without this module
+(no compiler, or CLASSIFIER_PURE_PYTHON) ``Scanner.feed`` takes every packet: the same records,
+tests/test_workers.py checks.
+"""
+
+from libc.string cimport memcmp
+
+from .decode import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
+from .flows import Flow
+from .inspect.driver import DNS_PORT
+from .pipeline import Scanner
+from .tunnels import UDP_PORTS, UDP_TEREDO
+
+cdef long _SYN = TCP_SYN
+cdef long _ACK = TCP_ACK
+cdef long _FIN_OR_RST = TCP_FIN | TCP_RST
+cdef long _TEREDO = UDP_TEREDO
+cdef long _DNS = DNS_PORT
+# decode's rule: a UDP datagram to a tunnel port, or Teredo at either end, is decoded the long way.
+cdef long _TUNNEL[8]
+cdef int _NTUNNEL = 0
+for _port in sorted(UDP_PORTS | {UDP_TEREDO}):
+    if _NTUNNEL == 8:
+        raise ImportError("classifier._partfeed: more tunnel ports than it holds")
+    _TUNNEL[_NTUNNEL] = _port
+    _NTUNNEL += 1
+
+_generic_feed = Scanner.feed
+
+
+cdef inline bint _tunnel_port(long port) noexcept:
+    cdef int i
+    for i in range(_NTUNNEL):
+        if _TUNNEL[i] == port:
+            return True
+    return False
+
+
+cdef inline long _u16(const unsigned char *b) noexcept:
+    return (b[0] << 8) | b[1]
+
+
+def feed(scanner, ts, long linktype, frame, iface=0):
+    """``Scanner.feed(ts, linktype, frame, iface)`` for a ``PartScanner``: see above."""
+    cdef const unsigned char *p
+    cdef Py_ssize_t n, end, l7
+    cdef long proto, total, sport, dport, client_port, flags = 0
+    cdef bint forward, by_client, from_client
+    if linktype != 1 or type(frame) is not bytes:
+        return _generic_feed(scanner, ts, linktype, frame, iface)
+    p = <const unsigned char *><bytes>frame
+    n = len(<bytes>frame)
+    if n < 42 or p[12] != 0x08 or p[13] != 0x00:
+        return _generic_feed(scanner, ts, linktype, frame, iface)
+    total = _u16(p + 16)
+    proto = p[23]
+    if p[14] != 0x45 or _u16(p + 20) & 0x3FFF or total < 28:
+        return _generic_feed(scanner, ts, linktype, frame, iface)
+    sport = _u16(p + 34)
+    dport = _u16(p + 36)
+    if sport == _DNS or dport == _DNS:
+        return _generic_feed(scanner, ts, linktype, frame, iface)
+    end = 14 + total
+    if end > n:
+        end = n
+    if proto == 6:
+        if end < 54:
+            return _generic_feed(scanner, ts, linktype, frame, iface)
+        l7 = 34 + (p[46] >> 4) * 4
+        if l7 < 54 or l7 > end:
+            return _generic_feed(scanner, ts, linktype, frame, iface)
+        flags = p[47]
+    elif proto != 17 or _tunnel_port(dport) or sport == _TEREDO:
+        return _generic_feed(scanner, ts, linktype, frame, iface)
+    src = frame[26:30]
+    dst = frame[30:34]
+    forward = sport > dport or (sport == dport and memcmp(p + 26, p + 30, 4) >= 0)
+    key = (src, sport, dst, dport, proto) if forward else (dst, dport, src, sport, proto)
+    table = scanner.table
+    if key in table.entries:
+        return _generic_feed(scanner, ts, linktype, frame, iface)
+    # The client sends the SYN; a SYN-ACK comes from the server; else the first sender (no DNS here).
+    by_client = not (flags & _ACK) if proto == 6 and flags & _SYN else True
+    server = dst if by_client else src
+    if scanner.owner(server) == scanner.part:
+        return _generic_feed(scanner, ts, linktype, frame, iface)
+    # From here on, Scanner.feed and _new_flow for this case, statement for statement.
+    scanner.packets += 1
+    if table.live >= table.config.max_flows:
+        table.make_room(ts)
+    scanner._next_id += 1
+    if by_client:
+        flow = Flow(scanner._next_id, proto, src, sport, dst, dport, ts)
+    else:
+        flow = Flow(scanner._next_id, proto, dst, dport, src, sport, ts)
+    flow.file = scanner.current_file
+    flow.first_packet = scanner.packets - scanner._file_start
+    flow.inspecting = False  # counted and timed like any flow, never inspected here
+    table.add(flow, key)
+    # From the client: its port, and when both ports are equal, its address.
+    client_port = sport if by_client else dport
+    from_client = sport == client_port and (sport != dport or src == flow.client)
+    if from_client:
+        flow.c2s_pkts += 1
+        flow.c2s_bytes += total
+    else:
+        flow.s2c_pkts += 1
+        flow.s2c_bytes += total
+    if proto == 6 and flags & _FIN_OR_RST:
+        scanner._fin_or_rst(flow, flags, from_client, ts)
+    if ts >= table.next_sweep:
+        table.sweep(ts)
+    return flow
