@@ -12,12 +12,13 @@ flow has not ended, is not inspected, its FIN state): a live flow stays under it
 ends. tests/test_compiled.py checks that both give byte-identical records and stats.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject, Py_XDECREF, Py_INCREF
 from libc.string cimport memcmp, memcpy
 
 from .capture import DROPPED
 from .decode import TCP_FIN, TCP_RST, TCP_SYN
+from .decode import decode as _decode
 from .tunnels import UDP_PORTS, UDP_TEREDO
 
 cdef long _SYN = TCP_SYN
@@ -49,6 +50,10 @@ cdef inline long _u16(const unsigned char *b) noexcept:
     return (b[0] << 8) | b[1]
 
 
+cdef inline unsigned long _u32(const unsigned char *b) noexcept:
+    return (<unsigned long>b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+
+
 cdef inline bint _vlan(long etype) noexcept:
     return etype == 0x8100 or etype == 0x88A8 or etype == 0x9100 or etype == 0x9200
 
@@ -62,6 +67,9 @@ cdef struct Packet:
     int alen  # 4 or 16
     const unsigned char *src
     const unsigned char *dst
+    unsigned long seq  # TCP's; 0 for UDP
+    Py_ssize_t payload  # where the payload starts and ends, from the frame's first byte
+    Py_ssize_t payload_end
 
 
 cdef inline bint _in_place(const unsigned char *p, Py_ssize_t size, long linktype, Packet *pk) noexcept:
@@ -69,7 +77,7 @@ cdef inline bint _in_place(const unsigned char *p, Py_ssize_t size, long linktyp
     UDP packet over IPv4 without options or fragments or IPv6 without extension headers, behind
     Ethernet (up to two VLAN tags), Linux cooked (SLL, SLL2) or raw IP? Fills ``pk`` if so."""
     cdef Py_ssize_t off, end, l4, hlen
-    cdef long etype, total, plen, proto
+    cdef long etype, total, plen, proto, ulen
     if linktype == 1:
         if size < 14:
             return False
@@ -139,12 +147,20 @@ cdef inline bint _in_place(const unsigned char *p, Py_ssize_t size, long linktyp
         if hlen < 20 or l4 + hlen > end:
             return False
         pk.flags = p[l4 + 13]
+        pk.seq = _u32(p + l4 + 4)
+        pk.payload = l4 + hlen
     elif proto == 17:
         if l4 + 8 > end:
             return False
         pk.flags = 0
+        pk.seq = 0
+        pk.payload = l4 + 8
+        ulen = _u16(p + l4 + 4)
+        if ulen >= 8 and l4 + ulen < end:
+            end = l4 + ulen  # the UDP length, when the IP packet is longer (padding)
     else:
         return False
+    pk.payload_end = end
     pk.proto = proto
     pk.sport = _u16(p + l4)
     pk.dport = _u16(p + l4 + 2)
@@ -375,4 +391,29 @@ def in_place(buf, Py_ssize_t start, Py_ssize_t size, long linktype):
         pk.dport,
         pk.flags,
         pk.ip_len,
+    )
+
+
+def decode(long linktype, frame):
+    """``decode.decode``, with the packets ``_in_place`` reads (most of those ``Scanner.feed`` gets)
+    decoded here in C; every other frame, and every error, is decode.py's own."""
+    cdef const unsigned char *p
+    cdef Packet pk
+    if type(frame) is not bytes:
+        return _decode(linktype, frame)
+    p = <const unsigned char *>PyBytes_AS_STRING(frame)
+    if not _in_place(p, PyBytes_GET_SIZE(frame), linktype, &pk):
+        return _decode(linktype, frame)
+    return (
+        pk.proto,
+        PyBytes_FromStringAndSize(<const char *>pk.src, pk.alen),
+        pk.sport,
+        PyBytes_FromStringAndSize(<const char *>pk.dst, pk.alen),
+        pk.dport,
+        pk.flags,
+        pk.seq,
+        PyBytes_FromStringAndSize(<const char *>p + pk.payload, pk.payload_end - pk.payload),
+        pk.ip_len,
+        None,
+        None,
     )

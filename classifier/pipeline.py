@@ -71,6 +71,19 @@ def _compiled_feed() -> Callable[[Scanner, Iterable[Batch]], None] | None:
 COMPILED_FEED = _compiled_feed()
 
 
+def _compiled_decode() -> Callable[[int, bytes], Decoded | None] | None:
+    """The compiled ``decode`` of the same extension (it decodes in C what the in-place loop reads,
+    and hands every other frame to decode.py), under the same conditions as ``_compiled_feed``."""
+    if COMPILED_FEED is None:
+        return None
+    found: Callable[[int, bytes], Decoded | None] = importlib.import_module("classifier._batchcount").decode
+    return found
+
+
+COMPILED_DECODE = _compiled_decode()
+_DECODE = COMPILED_DECODE or decode
+
+
 def per_packet_loop() -> str:
     """Which per-packet loop runs, for ``classifier --version``: a user can tell whether they
     got the compiled speed."""
@@ -232,7 +245,7 @@ class Scanner:
         """Process one captured frame; returns its flow (None if it belongs to no flow)."""
         self.packets += 1
         try:
-            d = decode(linktype, frame)
+            d = _DECODE(linktype, frame)  # decode.decode, or its compiled front (_batchcount.pyx)
         except MalformedError as err:
             self._count_malformed(err)
             return None

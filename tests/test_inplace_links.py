@@ -2,8 +2,8 @@
 tags, Linux cooked (SLL, SLL2) and raw IP. Packets of decided flows on those are counted without
 ``feed`` where ``decode`` would read them in one piece, and go to ``feed`` where it would not
 (extension headers, fragments, a third tag, cut or broken headers); either way the records and
-statistics are those of ``feed``, on the pure-Python loop and on the compiled one, and the two
-``_in_place`` twins read every frame alike."""
+statistics are those of ``feed``, on the pure-Python loop and on the compiled one; the two
+``_in_place`` twins read every frame alike, and the compiled ``decode`` gives what decode.py gives."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import REAL, ROOT, need_shared
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, fragment6
 from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1AD, Dot1Q, Ether
@@ -20,6 +21,7 @@ from test_scanner import client_hello
 from classifier import pipeline
 from classifier.capture import open_capture
 from classifier.decode import decode
+from classifier.errors import MalformedError
 from classifier.pipeline import Scanner, ScanOptions, _in_place
 from classifier.record import flow_record
 from classifier.report import InputStats
@@ -192,14 +194,7 @@ def _frames() -> list[tuple[int, bytes]]:
 
 def test_the_in_place_twins_read_every_frame_alike_and_as_decode_does():
     compiled = pytest.importorskip("classifier._batchcount")
-    rng = random.Random(5)
-    frames = _frames()
-    for linktype, frame in list(frames):  # and mutated headers: flipped bits in the first 80 bytes
-        for _ in range(2):
-            b = bytearray(frame)
-            if b:
-                b[rng.randrange(min(len(b), 80))] ^= 1 << rng.randrange(8)
-            frames.append((linktype, bytes(b)))
+    frames = _mutated(_frames(), 5)
     taken = 0
     for linktype, frame in frames:
         for lt in (linktype, 0, 9, -1):
@@ -225,3 +220,50 @@ def test_the_in_place_twins_read_every_frame_alike_and_as_decode_does():
                 None,
             )
     assert taken > 1000
+
+
+def _decoded(decoder, linktype: int, frame: bytes) -> object:
+    """What a decoder gives a frame: its tuple or None, or the error it raises (as reason and text)."""
+    try:
+        return decoder(linktype, frame)
+    except MalformedError as err:
+        return ("error", err.reason, str(err))
+
+
+def _mutated(frames: list[tuple[int, bytes]], seed: int) -> list[tuple[int, bytes]]:
+    """The frames, and each with two bits flipped in its first 80 bytes."""
+    rng = random.Random(seed)
+    out = list(frames)
+    for linktype, frame in frames:
+        for _ in range(2):
+            b = bytearray(frame)
+            if b:
+                b[rng.randrange(min(len(b), 80))] ^= 1 << rng.randrange(8)
+            out.append((linktype, bytes(b)))
+    return out
+
+
+def test_the_compiled_decode_gives_what_decode_gives_on_every_frame():
+    compiled = pytest.importorskip("classifier._batchcount")
+    frames = _mutated(_frames(), 11)
+    for path in _real_captures():
+        with open_capture(str(path)) as reader:
+            frames += [(linktype, frame) for _, linktype, frame, _ in reader]
+    in_c = 0
+    for linktype, frame in frames:
+        for lt in (linktype, 113, 101):
+            want = _decoded(decode, lt, frame)
+            got = _decoded(compiled.decode, lt, frame)
+            assert got == want, (lt, frame.hex())
+            if _in_place(frame, 0, len(frame), lt) is not None:
+                in_c += 1
+    assert in_c > 10_000  # most frames took the C path
+    # a frame that is not bytes goes to decode.py as it is
+    linktype, frame = next((lt, f) for lt, f in frames if _in_place(f, 0, len(f), lt) is not None)
+    assert compiled.decode(linktype, bytearray(frame)) == decode(linktype, bytearray(frame)) is not None
+
+
+def _real_captures() -> list[Path]:
+    own = sorted(p for p in (ROOT / "pcaps").iterdir() if p.suffix in (".pcap", ".pcapng"))
+    real = sorted(p for p in need_shared(REAL).iterdir() if p.suffix in (".pcap", ".pcapng"))
+    return own + real
