@@ -276,102 +276,163 @@ cdef class _Recent:
         return 0
 
 
+cdef inline unsigned long _u32_order(const unsigned char *p, bint big_endian) noexcept:
+    if big_endian:
+        return (<unsigned long>p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]
+    return (<unsigned long>p[3] << 24) | (p[2] << 16) | (p[1] << 8) | p[0]
+
+
+cdef class _Loop:
+    """The state of one ``feed_batches``: what the loop keeps in C between packets."""
+
+    cdef object scanner, feed, fin_or_rst, table, entries
+    cdef _Recent recent
+    cdef long counted  # packets counted here and not yet in scanner.packets
+    cdef double next_sweep
+
+    def __cinit__(self, scanner):
+        self.scanner = scanner
+        self.feed = scanner.feed
+        self.fin_or_rst = scanner._fin_or_rst
+        self.table = scanner.table
+        self.entries = self.table.entries
+        self.recent = _Recent()
+        self.counted = 0
+        self.next_sweep = self.table.next_sweep
+
+    cdef int to_python(self) except -1:
+        """Before any call into Python: counts on their flows, the packet count in the scanner."""
+        self.recent.before_python()
+        if self.counted:
+            self.scanner.packets += self.counted
+            self.counted = 0
+        return 0
+
+    cdef bint counts(self, const unsigned char *p, Py_ssize_t size, long linktype, double ts, object ts_obj) except -1:
+        """Count the packet in place if it is one of a flow no longer inspected (see
+        ``Scanner.feed_batches``); False if it must go to ``feed``. ``ts_obj`` is ``ts`` as the
+        record has it, or None (made when Python needs it)."""
+        cdef Packet pk
+        cdef Slot *s
+        cdef bytes src, dst
+        cdef bint from_client
+        cdef long flags
+        cdef _Recent recent = self.recent
+        if not _in_place(p, size, linktype, &pk):
+            return False
+        s = &recent.slots[_slot_of(&pk)]
+        if _same_key(s, &pk) and s.gen != recent.gen:
+            # Python ran since: the flow may have ended (and its key another flow)
+            flow = <object>s.flow
+            if flow.ended or flow.inspecting:
+                recent.flush_slot(s)
+                Py_XDECREF(s.flow)
+                s.flow = NULL
+            else:
+                s.fin = flow.fin
+                s.gen = recent.gen
+        if not _same_key(s, &pk):
+            src = PyBytes_FromStringAndSize(<const char *>pk.src, pk.alen)
+            dst = PyBytes_FromStringAndSize(<const char *>pk.dst, pk.alen)
+            if pk.sport > pk.dport or (pk.sport == pk.dport and memcmp(pk.src, pk.dst, pk.alen) >= 0):
+                flow = self.entries.get((src, pk.sport, dst, pk.dport, pk.proto))
+            else:
+                flow = self.entries.get((dst, pk.dport, src, pk.sport, pk.proto))
+            if flow is None or flow.inspecting:
+                return False
+            from_client = pk.sport == <long>flow.client_port and (pk.sport != pk.dport or src == flow.client)
+            recent.put(s, &pk, flow, from_client, flow.fin)
+        if s.fin and pk.flags & _SYN:
+            return False  # a SYN on a flow that saw a FIN or RST may open a new connection
+        self.counted += 1
+        if s.pkts == 0:
+            if not s.listed:
+                s.listed = True
+                recent.dirty[recent.ndirty] = s - &recent.slots[0]
+                recent.ndirty += 1
+            s.ts = ts
+        elif ts > s.ts:
+            s.ts = ts
+        s.pkts += 1
+        s.nbytes += pk.ip_len
+        flags = pk.flags
+        if flags & _FIN_OR_RST or ts >= self.next_sweep:
+            if ts_obj is None:
+                ts_obj = ts
+            flow = <object>s.flow
+            if flags & _FIN_OR_RST:
+                recent.before_python()
+                self.fin_or_rst(flow, flags, s.from_client, ts_obj)
+                self.next_sweep = self.table.next_sweep
+            if ts >= self.next_sweep:
+                self.to_python()
+                self.table.sweep(ts_obj)
+                self.next_sweep = self.table.next_sweep
+        return True
+
+    cdef int records(self, buf, list records, list dropped) except -1:
+        """A batch's records as the reader located them."""
+        cdef const unsigned char[::1] view = buf
+        cdef const unsigned char *b = &view[0] if view.shape[0] else NULL
+        cdef tuple rec
+        cdef Py_ssize_t start, end, k = 0
+        cdef long linktype
+        for rec in records:
+            linktype = rec[1]
+            start = rec[2]
+            end = rec[3]
+            if self.counts(b + start, end - start, linktype, rec[0], rec[0]):
+                continue
+            self.to_python()
+            if linktype == _DROPPED:
+                self.scanner.malformed_packet(dropped[k])
+                k += 1
+            else:
+                self.feed(rec[0], rec[1], buf[start:end], rec[4])
+                self.next_sweep = self.table.next_sweep
+        return 0
+
+    cdef int run(self, buf, tuple run) except -1:
+        """A run of whole pcap records (``capture.PcapRun``), walked here: a packet counted in
+        place never becomes a record tuple. Its timestamp is the one ``whole_pcap_records`` makes."""
+        cdef const unsigned char[::1] view = buf
+        cdef const unsigned char *b = &view[0] if view.shape[0] else NULL
+        cdef Py_ssize_t pos = run[0]
+        cdef Py_ssize_t stop = run[1]
+        cdef bint big_endian = run[2]
+        cdef double units = run[3]
+        cdef long linktype = run[4]
+        cdef Py_ssize_t start, end
+        cdef double ts
+        if pos < 0 or stop > view.shape[0]:
+            raise ValueError("a pcap run outside its buffer")
+        lt = linktype
+        while stop - pos >= 16:
+            ts = <double>_u32_order(b + pos, big_endian) + <double>_u32_order(b + pos + 4, big_endian) / units
+            start = pos + 16
+            end = start + <Py_ssize_t>_u32_order(b + pos + 8, big_endian)
+            if end > stop:
+                raise ValueError("a pcap run with a record cut")
+            pos = end
+            if self.counts(b + start, end - start, linktype, ts, None):
+                continue
+            self.to_python()
+            self.feed(ts, lt, buf[start:end], 0)
+            self.next_sweep = self.table.next_sweep
+        return 0
+
+
 def feed_batches(scanner, batches):
     """``Scanner.feed_batches(batches)`` without ``each``: see there."""
-    cdef const unsigned char[::1] view
-    cdef const unsigned char *p
-    cdef const unsigned char *b
-    cdef tuple rec
-    cdef Py_ssize_t start, end, size, k, i
-    cdef long linktype, flags, fin
-    cdef double ts, next_sweep
-    cdef long counted = 0
-    cdef bint from_client
-    cdef Packet pk
-    cdef Slot *s
-    cdef bytes src, dst
-    cdef _Recent recent = _Recent()
-    feed = scanner.feed
-    fin_or_rst = scanner._fin_or_rst
-    table = scanner.table
-    entries = table.entries
-    next_sweep = table.next_sweep
+    cdef _Loop loop = _Loop(scanner)
     try:
         for buf, records, dropped in batches:
-            view = buf
-            b = &view[0] if view.shape[0] else NULL
-            k = 0
-            for rec in records:
-                linktype = rec[1]
-                start = rec[2]
-                end = rec[3]
-                size = end - start
-                p = b + start
-                if _in_place(p, size, linktype, &pk):
-                    s = &recent.slots[_slot_of(&pk)]
-                    if _same_key(s, &pk) and s.gen != recent.gen:
-                        # Python ran since: the flow may have ended (and its key another flow)
-                        flow = <object>s.flow
-                        if flow.ended or flow.inspecting:
-                            recent.flush_slot(s)
-                            Py_XDECREF(s.flow)
-                            s.flow = NULL
-                        else:
-                            s.fin = flow.fin
-                            s.gen = recent.gen
-                    if not _same_key(s, &pk):
-                        src = PyBytes_FromStringAndSize(<const char *>pk.src, pk.alen)
-                        dst = PyBytes_FromStringAndSize(<const char *>pk.dst, pk.alen)
-                        if pk.sport > pk.dport or (
-                            pk.sport == pk.dport and memcmp(pk.src, pk.dst, pk.alen) >= 0
-                        ):
-                            flow = entries.get((src, pk.sport, dst, pk.dport, pk.proto))
-                        else:
-                            flow = entries.get((dst, pk.dport, src, pk.sport, pk.proto))
-                        if flow is not None and not flow.inspecting:
-                            from_client = pk.sport == <long>flow.client_port and (
-                                pk.sport != pk.dport or src == flow.client
-                            )
-                            recent.put(s, &pk, flow, from_client, flow.fin)
-                    if _same_key(s, &pk) and not (s.fin and pk.flags & _SYN):
-                        counted += 1
-                        ts = rec[0]
-                        if s.pkts == 0:
-                            if not s.listed:
-                                s.listed = True
-                                recent.dirty[recent.ndirty] = s - &recent.slots[0]
-                                recent.ndirty += 1
-                            s.ts = ts
-                        elif ts > s.ts:
-                            s.ts = ts
-                        s.pkts += 1
-                        s.nbytes += pk.ip_len
-                        flags = pk.flags
-                        if flags & _FIN_OR_RST:
-                            recent.before_python()
-                            fin_or_rst(<object>s.flow, flags, s.from_client, rec[0])
-                            next_sweep = table.next_sweep
-                        if ts >= next_sweep:
-                            recent.before_python()
-                            scanner.packets += counted
-                            counted = 0
-                            table.sweep(rec[0])
-                            next_sweep = table.next_sweep
-                        continue
-                recent.before_python()
-                if counted:
-                    scanner.packets += counted
-                    counted = 0
-                if linktype == _DROPPED:
-                    scanner.malformed_packet(dropped[k])
-                    k += 1
-                else:
-                    feed(rec[0], rec[1], buf[start:end], rec[4])
-                    next_sweep = table.next_sweep
+            if type(records) is tuple:
+                loop.run(buf, records)
+            else:
+                loop.records(buf, records, dropped)
     finally:
-        recent.before_python()
-        if counted:
-            scanner.packets += counted
+        loop.to_python()
 
 
 def in_place(buf, Py_ssize_t start, Py_ssize_t size, long linktype):

@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .attribute import Attributor
 from .blockfloor import BlockFloor
-from .capture import COMPILED_WHOLE_PCAP_RECORDS, DROPPED, Batch
+from .capture import COMPILED_WHOLE_PCAP_RECORDS, DROPPED, CaptureReader, RunBatch, run_records
 from .decode import (
     ETH_IP4_TCP,
     ETH_IP4_UDP,
@@ -55,7 +55,7 @@ _FIN_OR_RST = TCP_FIN | TCP_RST
 _TUNNEL_PORTS = UDP_PORTS | {UDP_TEREDO}  # Teredo at either end: decode's rule
 
 
-def _compiled_feed() -> Callable[[Scanner, Iterable[Batch]], None] | None:
+def _compiled_feed() -> Callable[[Scanner, Iterable[RunBatch]], None] | None:
     """The compiled twin of ``feed_batches``' in-place loop, if it was built and not refused
     (CLASSIFIER_PURE_PYTHON set: the pure-Python loop below, e.g. to compare the two)."""
     if os.environ.get("CLASSIFIER_PURE_PYTHON"):
@@ -64,7 +64,7 @@ def _compiled_feed() -> Callable[[Scanner, Iterable[Batch]], None] | None:
         compiled = importlib.import_module("classifier._batchcount")
     except ImportError:
         return None
-    feed_batches: Callable[[Scanner, Iterable[Batch]], None] = compiled.feed_batches
+    feed_batches: Callable[[Scanner, Iterable[RunBatch]], None] = compiled.feed_batches
     return feed_batches
 
 
@@ -303,22 +303,27 @@ class Scanner:
         return flow
 
     def feed_batches(
-        self, batches: Iterable[Batch], each: Callable[[float, int, bytes, int], object] | None = None
+        self, batches: Iterable[RunBatch], each: Callable[[float, int, bytes, int], object] | None = None
     ) -> None:
-        """``feed`` every record of a capture's ``batches()``, and tell ``malformed_packet`` of the
-        packets the reader dropped, in packet order. With ``each`` (a wrapper of ``feed`` that must
-        see every packet: ``scan --write-pcap``), every packet goes to it as its own bytes.
+        """``feed`` every record of a capture's ``batches()`` (or ``runs()``), and tell
+        ``malformed_packet`` of the packets the reader dropped, in packet order. With ``each`` (a
+        wrapper of ``feed`` that must see every packet: ``scan --write-pcap``), every packet goes to
+        it as its own bytes.
 
-        Most packets belong to flows no longer inspected; for those that are untagged Ethernet,
-        IPv4 without options or fragments, and TCP or UDP not to a tunnel port (what ``decode``
-        takes in one piece), the fields are read in place and the flow's counters (and FIN/RST
-        state) updated here: no frame, payload or decoded tuple is made. Every other packet goes
-        to ``feed`` (so does a SYN on a flow that saw a FIN or RST: it may open a new
-        connection), so the result is exactly ``feed``'s: the counting below is the end of
-        ``feed`` for such a packet.
+        Most packets belong to flows no longer inspected; for those that ``decode`` would take in
+        one piece (``_in_place``: IPv4 without options or fragments or IPv6 without extension
+        headers, TCP or UDP not to a tunnel port, behind Ethernet with up to two VLAN tags, SLL,
+        SLL2 or raw IP), the fields are read in place and the flow's counters (and FIN/RST state)
+        updated here: no frame, payload or decoded tuple is made. Every other packet goes to
+        ``feed`` (so does a SYN on a flow that saw a FIN or RST: it may open a new connection),
+        so the result is exactly ``feed``'s: the counting below is the end of ``feed`` for such a
+        packet. The compiled twin (_batchcount.pyx) also walks a ``PcapRun`` itself, so a packet
+        it counts never becomes a record tuple.
         """
         if each is not None:
             for buf, records, dropped in batches:
+                if isinstance(records, tuple):  # a run of whole pcap records (reader.runs())
+                    records = run_records(buf, records)
                 k = 0
                 for ts, linktype, start, end, iface in records:
                     if linktype == DROPPED:
@@ -341,6 +346,8 @@ class Scanner:
         counted = 0
         next_sweep = table.next_sweep
         for buf, records, dropped in batches:
+            if isinstance(records, tuple):  # a run of whole pcap records (reader.runs())
+                records = run_records(buf, records)
             k = 0
             for ts, linktype, start, end, iface in records:
                 size = end - start
@@ -420,6 +427,11 @@ class Scanner:
                     feed(ts, linktype, buf[start:end], iface)
                     next_sweep = table.next_sweep
         self.packets += counted
+
+    def batches_of(self, reader: CaptureReader) -> Iterator[RunBatch]:
+        """What ``feed_batches`` reads best from ``reader``: its runs of whole pcap records for the
+        compiled loop (which walks them without a tuple each), its batches for the pure one."""
+        return reader.runs() if COMPILED_FEED is not None else reader.batches()
 
     def _fin_or_rst(self, flow: Flow, flags: int, from_client: bool, ts: float) -> None:
         """A FIN or RST: the side that closed, and the short timeout once the flow is closed."""
