@@ -196,6 +196,8 @@ def _compiled_whole_pcap_records() -> Callable[..., int] | None:
         compiled = importlib.import_module("classifier._pcapscan")
     except ImportError:
         return None
+    if not hasattr(compiled, "whole_pcap_run"):  # built from an older .pyx: as if not built
+        return None
     found: Callable[..., int] = compiled.whole_pcap_records
     return found
 

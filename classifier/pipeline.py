@@ -64,6 +64,8 @@ def _compiled_feed() -> Callable[[Scanner, Iterable[RunBatch]], None] | None:
         compiled = importlib.import_module("classifier._batchcount")
     except ImportError:
         return None
+    if not hasattr(compiled, "decode"):  # built from an older .pyx (no runs, no decode): as if not built
+        return None
     feed_batches: Callable[[Scanner, Iterable[RunBatch]], None] = compiled.feed_batches
     return feed_batches
 
