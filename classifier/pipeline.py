@@ -182,6 +182,22 @@ def _in_place(
     return proto, src, sport, dst, dport, flags, ip_len
 
 
+def _lookup_in_place(entries: dict[tuple, Flow], buf: bytes, start: int, size: int, linktype: int) -> tuple:
+    """``_in_place``'s fields with the flow they belong to in front, ``(flow, proto, src, sport,
+    dst, dport, flags, ip_len)``; the flow is None when the packet is not read in place or starts
+    a flow (the pure loop's path for what is not untagged Ethernet and IPv4)."""
+    found = _in_place(buf, start, size, linktype)
+    if found is None:
+        return _NOT_IN_PLACE
+    proto, src, sport, dst, dport = found[:5]
+    if sport > dport or (sport == dport and src >= dst):
+        return (entries.get((src, sport, dst, dport, proto)), *found)
+    return (entries.get((dst, dport, src, sport, proto)), *found)
+
+
+_NOT_IN_PLACE = (None, 0, b"", 0, b"", 0, 0, 0)
+
+
 @dataclass
 class ScanOptions:
     view: str = "announced"
@@ -353,10 +369,10 @@ class Scanner:
             k = 0
             for ts, linktype, start, end, iface in records:
                 size = end - start
-                flow = None
-                if linktype == 1 and size >= 42 and buf[start + 12] == 8 and buf[start + 13] == 0:
+                if linktype == 1 and size >= 42:
                     # untagged Ethernet and IPv4, the common case, inline
                     proto = buf[start + 23]
+                    flow = None
                     if proto == 6:
                         if size >= 54:
                             etype, vihl, total, frag, _, src, dst, sport, dport, _, doff, flags = tcp4(
@@ -390,14 +406,16 @@ class Scanner:
                                 flow = entries.get((src, sport, dst, dport, 17))
                             else:
                                 flow = entries.get((dst, dport, src, sport, 17))
-                elif linktype != DROPPED:
-                    found = _in_place(buf, start, size, linktype)
-                    if found is not None:
-                        proto, src, sport, dst, dport, flags, total = found
-                        if sport > dport or (sport == dport and src >= dst):
-                            flow = entries.get((src, sport, dst, dport, proto))
-                        else:
-                            flow = entries.get((dst, dport, src, sport, proto))
+                    if flow is None and (buf[start + 12] != 8 or buf[start + 13] != 0):
+                        flow, proto, src, sport, dst, dport, flags, total = _lookup_in_place(
+                            entries, buf, start, size, linktype
+                        )
+                elif linktype != 1 and linktype != DROPPED:  # (an Ethernet frame under 42 bytes: feed)
+                    flow, proto, src, sport, dst, dport, flags, total = _lookup_in_place(
+                        entries, buf, start, size, linktype
+                    )
+                else:
+                    flow = None
                 if flow is not None and not flow.inspecting and not (flow.fin and flags & TCP_SYN):
                     counted += 1
                     if ts > flow.last_ts:
