@@ -60,13 +60,23 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from classifier.compressed import GZIP_MAGIC, GzipSource, PlainSource, RawInput, one_line, read_head
 from classifier.errors import MalformedError, UserError
 from classifier.timeutil import MAX_INSTANT, PACKET_TIME_MIN
 
-__all__ = ["Batch", "CaptureError", "CaptureProblem", "CaptureReader", "Interface", "open_capture"]
+__all__ = [
+    "Batch",
+    "CaptureError",
+    "CaptureProblem",
+    "CaptureReader",
+    "Interface",
+    "PcapRun",
+    "RunBatch",
+    "open_capture",
+    "run_records",
+]
 
 _MAX_RECORD = 262144  # pcap incl_len is corrupt above max(snaplen, this)
 _MAX_BLOCK = 16 << 20  # pcapng block length limit; also the clamp for a pcap snaplen
@@ -124,6 +134,7 @@ _STRUCTS = {"<": _Structs("<"), ">": _Structs(">")}
 Batch = tuple[bytes, list[tuple[float, int, int, int, int]], list[MalformedError]]
 DROPPED = -1
 _DROPPED_RECORD = (0.0, DROPPED, 0, 0, 0)
+_NO_ERRORS: list[MalformedError] = []  # a run's: it drops no packet (never appended to)
 
 
 def whole_pcap_records(
@@ -151,6 +162,32 @@ def whole_pcap_records(
     return pos
 
 
+# A run of whole pcap records in a batch's buffer, in place of its list of records:
+# ``(position of the first record header, end of the last record, big-endian, fraction units,
+# linktype)``; every record in it is whole, within the limit and its timestamp in range (what
+# ``whole_pcap_records`` takes). Only ``CaptureReader.runs()`` yields them, for a consumer that
+# walks the records itself (the compiled loop of ``Scanner.feed_batches``); ``run_records`` is
+# what a run means.
+PcapRun = tuple[int, int, bool, float, int]
+RunBatch = tuple[bytes, "list[tuple[float, int, int, int, int]] | PcapRun", list[MalformedError]]
+
+
+def whole_pcap_run(buf: bytes, pos: int, big_endian: bool, units: float, limit: int) -> tuple[int, int]:
+    """(where the records ``whole_pcap_records`` takes from ``pos`` end, how many there are),
+    making no record. ``classifier/_pcapscan.pyx`` is its compiled twin."""
+    records: list[tuple[float, int, int, int, int]] = []
+    return whole_pcap_records(buf, pos, big_endian, units, 0, limit, records), len(records)
+
+
+def run_records(buf: bytes, run: PcapRun) -> list[tuple[float, int, int, int, int]]:
+    """The records of a run, as ``batches()`` would have listed them."""
+    pos, end, big_endian, units, linktype = run
+    records: list[tuple[float, int, int, int, int]] = []
+    stop = whole_pcap_records(buf[:end], pos, big_endian, units, linktype, _MAX_BLOCK, records)
+    assert stop == end, "a pcap run holds whole records only"
+    return records
+
+
 def _compiled_whole_pcap_records() -> Callable[..., int] | None:
     """The compiled ``whole_pcap_records`` if it was built and CLASSIFIER_PURE_PYTHON is not set."""
     if os.environ.get("CLASSIFIER_PURE_PYTHON"):
@@ -159,12 +196,20 @@ def _compiled_whole_pcap_records() -> Callable[..., int] | None:
         compiled = importlib.import_module("classifier._pcapscan")
     except ImportError:
         return None
+    if not hasattr(compiled, "whole_pcap_run"):  # built from an older .pyx: as if not built
+        return None
     found: Callable[..., int] = compiled.whole_pcap_records
     return found
 
 
 COMPILED_WHOLE_PCAP_RECORDS = _compiled_whole_pcap_records()
 WHOLE_PCAP_RECORDS = COMPILED_WHOLE_PCAP_RECORDS or whole_pcap_records
+COMPILED_WHOLE_PCAP_RUN: Callable[..., tuple[int, int]] | None = (
+    None
+    if COMPILED_WHOLE_PCAP_RECORDS is None
+    else importlib.import_module("classifier._pcapscan").whole_pcap_run
+)
+WHOLE_PCAP_RUN = COMPILED_WHOLE_PCAP_RUN or whole_pcap_run
 
 
 @dataclass(frozen=True)
@@ -237,6 +282,7 @@ class CaptureReader:
         self._size = size
         self._src = GzipSource(raw) if compressed else PlainSource(raw)
         self._base = 0  # offset in the decompressed capture of buffer[0]
+        self._runs = False  # runs() was asked for: pcap runs of whole records as PcapRun
         self._eof = False
         try:
             buf = self._more(b"", 0, 4)
@@ -261,7 +307,7 @@ class CaptureReader:
                 buf = self._more(buf, 0, 24)
             if len(buf) < 24:
                 self._problem(0, None, f"truncated file header: 24 bytes needed, {len(buf)} present")
-                self._batches: Iterator[Batch] = iter(())
+                self._batches: Iterator[RunBatch] = iter(())
                 return
             _ver_major, _ver_minor, _zone, _sigfigs, snaplen, network = _STRUCTS[order].pcap_hdr.unpack_from(
                 buf, 4
@@ -282,6 +328,8 @@ class CaptureReader:
     def __iter__(self) -> Iterator[tuple[float, int, bytes, int]]:
         """Yield (timestamp_seconds, linktype, frame_bytes, interface_index) for every packet record."""
         for buf, records, dropped in self._batches:
+            if isinstance(records, tuple):  # runs() was asked for, then the reader iterated
+                records = run_records(buf, records)
             k = 0
             for ts, linktype, start, end, iface in records:
                 if linktype == DROPPED:
@@ -294,6 +342,12 @@ class CaptureReader:
     def batches(self) -> Iterator[Batch]:
         """The records buffer by buffer, without a copy of any frame (see ``Batch``); iterate
         either this or the reader, once. A consumer tells ``on_malformed`` of dropped packets."""
+        return cast(Iterator[Batch], self._batches)  # no run unless runs() was asked for
+
+    def runs(self) -> Iterator[RunBatch]:
+        """``batches()``, with each run of whole pcap records handed over as a ``PcapRun`` instead
+        of a list of records, for a consumer that walks them itself (no object per record)."""
+        self._runs = True
         return self._batches
 
     @property
@@ -368,10 +422,11 @@ class CaptureReader:
 
     def _pcap_batches(
         self, buf: bytes, pos: int, order: str, units: float, linktype: int, limit: int
-    ) -> Iterator[Batch]:
+    ) -> Iterator[RunBatch]:
         unpack = _STRUCTS[order].pcap_rec.unpack_from
         big_endian = order == ">"
         whole = WHOLE_PCAP_RECORDS
+        whole_run = WHOLE_PCAP_RUN
         more = self._more
         n = len(buf)
         dropped = 0  # records not yielded (timestamp out of range): records + dropped = records met
@@ -382,9 +437,20 @@ class CaptureReader:
         # the fraction can be out of range.
         while True:
             # The common case, in one call per buffer: every record lying whole in it, in range.
-            taken = len(records)
-            pos = whole(buf, pos, big_endian, units, linktype, limit, records)
-            self.records += len(records) - taken
+            if self._runs:
+                end, count = whole_run(buf, pos, big_endian, units, limit)
+                if count:
+                    if records:  # records before the run go first
+                        yield buf, records, errors
+                        records, errors = [], []
+                        add = records.append
+                    self.records += count
+                    yield buf, (pos, end, big_endian, units, linktype), _NO_ERRORS
+                    pos = end
+            else:
+                taken = len(records)
+                pos = whole(buf, pos, big_endian, units, linktype, limit, records)
+                self.records += len(records) - taken
             # The record at pos, if any, is not whole in the buffer, too long or out of range.
             if n - pos < 16:
                 if records:  # the buffer's records go before it is replaced

@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .attribute import Attributor
 from .blockfloor import BlockFloor
-from .capture import COMPILED_WHOLE_PCAP_RECORDS, DROPPED, Batch
+from .capture import COMPILED_WHOLE_PCAP_RECORDS, DROPPED, CaptureReader, RunBatch, run_records
 from .decode import (
     ETH_IP4_TCP,
     ETH_IP4_UDP,
@@ -52,9 +52,10 @@ _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
 _MAX_ENDPOINTS = 4096
 _FIN_OR_RST = TCP_FIN | TCP_RST
+_TUNNEL_PORTS = UDP_PORTS | {UDP_TEREDO}  # Teredo at either end: decode's rule
 
 
-def _compiled_feed() -> Callable[[Scanner, Iterable[Batch]], None] | None:
+def _compiled_feed() -> Callable[[Scanner, Iterable[RunBatch]], None] | None:
     """The compiled twin of ``feed_batches``' in-place loop, if it was built and not refused
     (CLASSIFIER_PURE_PYTHON set: the pure-Python loop below, e.g. to compare the two)."""
     if os.environ.get("CLASSIFIER_PURE_PYTHON"):
@@ -63,11 +64,26 @@ def _compiled_feed() -> Callable[[Scanner, Iterable[Batch]], None] | None:
         compiled = importlib.import_module("classifier._batchcount")
     except ImportError:
         return None
-    feed_batches: Callable[[Scanner, Iterable[Batch]], None] = compiled.feed_batches
+    if not hasattr(compiled, "decode"):  # built from an older .pyx (no runs, no decode): as if not built
+        return None
+    feed_batches: Callable[[Scanner, Iterable[RunBatch]], None] = compiled.feed_batches
     return feed_batches
 
 
 COMPILED_FEED = _compiled_feed()
+
+
+def _compiled_decode() -> Callable[[int, bytes], Decoded | None] | None:
+    """The compiled ``decode`` of the same extension (it decodes in C what the in-place loop reads,
+    and hands every other frame to decode.py), under the same conditions as ``_compiled_feed``."""
+    if COMPILED_FEED is None:
+        return None
+    found: Callable[[int, bytes], Decoded | None] = importlib.import_module("classifier._batchcount").decode
+    return found
+
+
+COMPILED_DECODE = _compiled_decode()
+_DECODE = COMPILED_DECODE or decode
 
 
 def per_packet_loop() -> str:
@@ -83,6 +99,103 @@ def per_packet_loop() -> str:
         f"{'partly compiled' if any(parts.values()) else 'pure Python'} (not built: {missing}; "
         "reinstall with a C compiler and Python headers for the compiled speed)"
     )
+
+
+_VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))  # linklayer's: one a tag, as decode reads them
+_RAW_IP = frozenset((101, 228, 229, 12, 14))
+
+
+def _in_place(
+    buf: bytes, start: int, size: int, linktype: int
+) -> tuple[int, bytes, int, bytes, int, int, int] | None:
+    """(proto, src, sport, dst, dport, flags, ip_len) of a packet ``decode`` takes in one piece, an
+    untunnelled TCP or UDP packet over IPv4 without options or fragments or IPv6 without extension
+    headers, behind Ethernet (up to two VLAN tags), Linux cooked (SLL, SLL2) or raw IP; None for any
+    other (``feed`` then decides, and says what is wrong). The untagged Ethernet IPv4 case is
+    inline in ``feed_batches``; ``_in_place`` in ``_batchcount.pyx`` is the compiled twin."""
+    p = start
+    if linktype == 1:
+        if size < 14:
+            return None
+        etype = (buf[p + 12] << 8) | buf[p + 13]
+        off = 14
+        for _ in range(2):
+            if etype not in _VLAN_TAGS:
+                break
+            if size < off + 4:
+                return None
+            etype = (buf[p + off + 2] << 8) | buf[p + off + 3]
+            off += 4
+    elif linktype == 113:
+        if size < 16:
+            return None
+        etype, off = (buf[p + 14] << 8) | buf[p + 15], 16
+    elif linktype == 276:
+        if size < 20:
+            return None
+        etype, off = (buf[p] << 8) | buf[p + 1], 20
+    elif linktype in _RAW_IP:
+        if size < 1:
+            return None
+        version = buf[p] >> 4
+        etype, off = (0x0800 if version == 4 else 0x86DD if version == 6 else 0), 0
+    else:
+        return None
+    ip = p + off
+    if etype == 0x0800:
+        if off + 20 > size or buf[ip] != 0x45 or buf[ip + 6] & 0x3F or buf[ip + 7]:
+            return None
+        ip_len = (buf[ip + 2] << 8) | buf[ip + 3]
+        if ip_len < 20:
+            return None
+        end = min(off + ip_len, size)
+        proto = buf[ip + 9]
+        src, dst = buf[ip + 12 : ip + 16], buf[ip + 16 : ip + 20]
+        l4 = off + 20
+    elif etype == 0x86DD:
+        if off + 40 > size or buf[ip] >> 4 != 6:
+            return None
+        plen = (buf[ip + 4] << 8) | buf[ip + 5]
+        proto = buf[ip + 6]
+        end = min(off + 40 + plen, size) if plen else size
+        src, dst = buf[ip + 8 : ip + 24], buf[ip + 24 : ip + 40]
+        ip_len = plen + 40
+        l4 = off + 40
+    else:
+        return None
+    t = p + l4
+    if proto == 6:
+        hlen = (buf[t + 12] >> 4) * 4 if l4 + 20 <= end else 0
+        if hlen < 20 or l4 + hlen > end:
+            return None
+        flags = buf[t + 13]
+    elif proto == 17:
+        if l4 + 8 > end:
+            return None
+        flags = 0
+    else:
+        return None
+    sport = (buf[t] << 8) | buf[t + 1]
+    dport = (buf[t + 2] << 8) | buf[t + 3]
+    if proto == 17 and (dport in _TUNNEL_PORTS or sport == UDP_TEREDO):
+        return None
+    return proto, src, sport, dst, dport, flags, ip_len
+
+
+def _lookup_in_place(entries: dict[tuple, Flow], buf: bytes, start: int, size: int, linktype: int) -> tuple:
+    """``_in_place``'s fields with the flow they belong to in front, ``(flow, proto, src, sport,
+    dst, dport, flags, ip_len)``; the flow is None when the packet is not read in place or starts
+    a flow (the pure loop's path for what is not untagged Ethernet and IPv4)."""
+    found = _in_place(buf, start, size, linktype)
+    if found is None:
+        return _NOT_IN_PLACE
+    proto, src, sport, dst, dport = found[:5]
+    if sport > dport or (sport == dport and src >= dst):
+        return (entries.get((src, sport, dst, dport, proto)), *found)
+    return (entries.get((dst, dport, src, sport, proto)), *found)
+
+
+_NOT_IN_PLACE = (None, 0, b"", 0, b"", 0, 0, 0)
 
 
 @dataclass
@@ -150,7 +263,7 @@ class Scanner:
         """Process one captured frame; returns its flow (None if it belongs to no flow)."""
         self.packets += 1
         try:
-            d = decode(linktype, frame)
+            d = _DECODE(linktype, frame)  # decode.decode, or its compiled front (_batchcount.pyx)
         except MalformedError as err:
             self._count_malformed(err)
             return None
@@ -208,22 +321,27 @@ class Scanner:
         return flow
 
     def feed_batches(
-        self, batches: Iterable[Batch], each: Callable[[float, int, bytes, int], object] | None = None
+        self, batches: Iterable[RunBatch], each: Callable[[float, int, bytes, int], object] | None = None
     ) -> None:
-        """``feed`` every record of a capture's ``batches()``, and tell ``malformed_packet`` of the
-        packets the reader dropped, in packet order. With ``each`` (a wrapper of ``feed`` that must
-        see every packet: ``scan --write-pcap``), every packet goes to it as its own bytes.
+        """``feed`` every record of a capture's ``batches()`` (or ``runs()``), and tell
+        ``malformed_packet`` of the packets the reader dropped, in packet order. With ``each`` (a
+        wrapper of ``feed`` that must see every packet: ``scan --write-pcap``), every packet goes to
+        it as its own bytes.
 
-        Most packets belong to flows no longer inspected; for those that are untagged Ethernet,
-        IPv4 without options or fragments, and TCP or UDP not to a tunnel port (what ``decode``
-        takes in one piece), the fields are read in place and the flow's counters (and FIN/RST
-        state) updated here: no frame, payload or decoded tuple is made. Every other packet goes
-        to ``feed`` (so does a SYN on a flow that saw a FIN or RST: it may open a new
-        connection), so the result is exactly ``feed``'s: the counting below is the end of
-        ``feed`` for such a packet.
+        Most packets belong to flows no longer inspected; for those that ``decode`` would take in
+        one piece (``_in_place``: IPv4 without options or fragments or IPv6 without extension
+        headers, TCP or UDP not to a tunnel port, behind Ethernet with up to two VLAN tags, SLL,
+        SLL2 or raw IP), the fields are read in place and the flow's counters (and FIN/RST state)
+        updated here: no frame, payload or decoded tuple is made. Every other packet goes to
+        ``feed`` (so does a SYN on a flow that saw a FIN or RST: it may open a new connection),
+        so the result is exactly ``feed``'s: the counting below is the end of ``feed`` for such a
+        packet. The compiled twin (_batchcount.pyx) also walks a ``PcapRun`` itself, so a packet
+        it counts never becomes a record tuple.
         """
         if each is not None:
             for buf, records, dropped in batches:
+                if isinstance(records, tuple):  # a run of whole pcap records (reader.runs())
+                    records = run_records(buf, records)
                 k = 0
                 for ts, linktype, start, end, iface in records:
                     if linktype == DROPPED:
@@ -240,16 +358,19 @@ class Scanner:
         entries = table.entries
         tcp4 = ETH_IP4_TCP.unpack_from
         udp4 = ETH_IP4_UDP.unpack_from
-        tunnel_ports = UDP_PORTS | {UDP_TEREDO}  # Teredo at either end: decode's rule
+        tunnel_ports = _TUNNEL_PORTS
         # Kept in locals, written back before anything else could read or change them: packets
         # counted here and not yet in self.packets, and the table's next sweep instant.
         counted = 0
         next_sweep = table.next_sweep
         for buf, records, dropped in batches:
+            if isinstance(records, tuple):  # a run of whole pcap records (reader.runs())
+                records = run_records(buf, records)
             k = 0
             for ts, linktype, start, end, iface in records:
                 size = end - start
                 if linktype == 1 and size >= 42:
+                    # untagged Ethernet and IPv4, the common case, inline
                     proto = buf[start + 23]
                     flow = None
                     if proto == 6:
@@ -285,28 +406,38 @@ class Scanner:
                                 flow = entries.get((src, sport, dst, dport, 17))
                             else:
                                 flow = entries.get((dst, dport, src, sport, 17))
-                    if flow is not None and not flow.inspecting and not (flow.fin and flags & TCP_SYN):
-                        counted += 1
-                        if ts > flow.last_ts:
-                            flow.last_ts = ts
-                        if sport == flow.client_port and (sport != dport or src == flow.client):
-                            flow.c2s_pkts += 1
-                            flow.c2s_bytes += total
-                            if flags & _FIN_OR_RST:
-                                self._fin_or_rst(flow, flags, True, ts)
-                                next_sweep = table.next_sweep
-                        else:
-                            flow.s2c_pkts += 1
-                            flow.s2c_bytes += total
-                            if flags & _FIN_OR_RST:
-                                self._fin_or_rst(flow, flags, False, ts)
-                                next_sweep = table.next_sweep
-                        if ts >= next_sweep:
-                            self.packets += counted
-                            counted = 0
-                            table.sweep(ts)
+                    if flow is None and (buf[start + 12] != 8 or buf[start + 13] != 0):
+                        flow, proto, src, sport, dst, dport, flags, total = _lookup_in_place(
+                            entries, buf, start, size, linktype
+                        )
+                elif linktype != 1 and linktype != DROPPED:  # (an Ethernet frame under 42 bytes: feed)
+                    flow, proto, src, sport, dst, dport, flags, total = _lookup_in_place(
+                        entries, buf, start, size, linktype
+                    )
+                else:
+                    flow = None
+                if flow is not None and not flow.inspecting and not (flow.fin and flags & TCP_SYN):
+                    counted += 1
+                    if ts > flow.last_ts:
+                        flow.last_ts = ts
+                    if sport == flow.client_port and (sport != dport or src == flow.client):
+                        flow.c2s_pkts += 1
+                        flow.c2s_bytes += total
+                        if flags & _FIN_OR_RST:
+                            self._fin_or_rst(flow, flags, True, ts)
                             next_sweep = table.next_sweep
-                        continue
+                    else:
+                        flow.s2c_pkts += 1
+                        flow.s2c_bytes += total
+                        if flags & _FIN_OR_RST:
+                            self._fin_or_rst(flow, flags, False, ts)
+                            next_sweep = table.next_sweep
+                    if ts >= next_sweep:
+                        self.packets += counted
+                        counted = 0
+                        table.sweep(ts)
+                        next_sweep = table.next_sweep
+                    continue
                 self.packets += counted
                 counted = 0
                 if linktype == DROPPED:
@@ -316,6 +447,11 @@ class Scanner:
                     feed(ts, linktype, buf[start:end], iface)
                     next_sweep = table.next_sweep
         self.packets += counted
+
+    def batches_of(self, reader: CaptureReader) -> Iterator[RunBatch]:
+        """What ``feed_batches`` reads best from ``reader``: its runs of whole pcap records for the
+        compiled loop (which walks them without a tuple each), its batches for the pure one."""
+        return reader.runs() if COMPILED_FEED is not None else reader.batches()
 
     def _fin_or_rst(self, flow: Flow, flags: int, from_client: bool, ts: float) -> None:
         """A FIN or RST: the side that closed, and the short timeout once the flow is closed."""

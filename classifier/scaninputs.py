@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from typing import Any
 
-from .capture import Batch, CaptureError, CaptureReader, open_capture
+from .capture import CaptureError, CaptureReader, RunBatch, open_capture
 from .outputs import printable
 from .pipeline import Scanner
 from .report import InputStats
@@ -68,7 +68,9 @@ def _feed(
             scanner.start_input(name, reader.interfaces, carry_over=continuous)
             reader.on_malformed = scanner.malformed_packet
             stats.files += 1
-            batches = reader.batches() if progress is None else _reporting(reader, progress, done_bytes)
+            batches = scanner.batches_of(reader) if wrap_feed is None else reader.batches()
+            if progress is not None:
+                batches = _reporting(reader, batches, progress, done_bytes)
             try:
                 scanner.feed_batches(batches, None if wrap_feed is None else wrap_feed(scanner.feed))
             finally:
@@ -84,10 +86,12 @@ def progress_bar(total: int | None, wanted: bool) -> Any:
     return nullcontext(None)
 
 
-def _reporting(reader: CaptureReader, progress: tuple[Any, Any], done_bytes: int) -> Iterator[Batch]:
+def _reporting(
+    reader: CaptureReader, batches: Iterator[RunBatch], progress: tuple[Any, Any], done_bytes: int
+) -> Iterator[RunBatch]:
     """The reader's batches, moving the progress bar after each one."""
     bar, task = progress
-    for batch in reader.batches():
+    for batch in batches:
         yield batch
         bar.update(task, completed=done_bytes + reader.position)
 
