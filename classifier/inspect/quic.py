@@ -250,15 +250,22 @@ def initial_key_material(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes
     salt = _SALTS.get(v.salt)
     if salt is None:
         salt = _SALTS[v.salt] = _PreKeyed(v.salt)
-    initial_secret = salt.digest(dcid)  # HKDF-Extract
-    # HKDF-Expand-Label(initial_secret, "client in", 32): one SHA-256 block, through _PreKeyed
-    # (a pre-keyed pair of hashes costs less than the one-shot hmac.digest's set-up).
-    client = _PreKeyed(_PreKeyed(initial_secret).digest(_label_info(b"client in", 32)))
+    initial_secret = salt.digest(dcid)  # HKDF-Extract: the salt is one pre-keyed pair per version
+    # The secrets below key one or three HMACs each, once per flow: RFC 2104 spelled out with
+    # one-shot hashes of the padded key and the message costs less than absorbing the key into a
+    # pre-keyed pair first (whose set-up is two more hash objects) or hmac.digest's set-up.
+    sha256 = hashlib.sha256
+    k = initial_secret.ljust(64, b"\x00")
+    # HKDF-Expand-Label(initial_secret, "client in", 32): one SHA-256 block.
+    inner = sha256(k.translate(_IPAD) + _label_info(b"client in", 32)).digest()
+    k = sha256(k.translate(_OPAD) + inner).digest().ljust(64, b"\x00")
+    ki = k.translate(_IPAD)
+    ko = k.translate(_OPAD)
     key_label, iv_label, hp_label = v.labels
     return (
-        client.digest(_label_info(key_label, 16))[:16],
-        client.digest(_label_info(iv_label, 12))[:12],
-        client.digest(_label_info(hp_label, 16))[:16],
+        sha256(ko + sha256(ki + _label_info(key_label, 16)).digest()).digest()[:16],
+        sha256(ko + sha256(ki + _label_info(iv_label, 12)).digest()).digest()[:12],
+        sha256(ko + sha256(ki + _label_info(hp_label, 16)).digest()).digest()[:16],
     )
 
 
@@ -270,16 +277,40 @@ def _ciphers() -> list[Any]:
     level (most scans meet none, and the bindings cost more start-up time than a small capture
     takes to scan), and then kept: an import statement per flow costs more than the lookup."""
     if not _CIPHERS:
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        from cryptography.hazmat.primitives.ciphers import algorithms, modes
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        ecb = modes.ECB()  # no state: one for every key
-
-        def header_protection(key: bytes) -> Any:
-            return Cipher(algorithms.AES(key), ecb).encryptor()  # AES-ECB (RFC 9001 5.4.3)
-
-        _CIPHERS[:] = [AESGCM, header_protection]
+        _CIPHERS[:] = [AESGCM, _header_protection_constructor(algorithms.AES, modes.ECB())]
     return _CIPHERS
+
+
+def _header_protection_constructor(aes: Any, ecb: Any) -> Any:
+    """A function of a key to its AES-ECB encryptor (RFC 9001 5.4.3), one per flow.
+
+    ``Cipher(AES(key), ECB()).encryptor()`` spends most of its time in ``Cipher``'s checks of
+    the algorithm and mode against abstract classes, the same answer for every key: the context
+    is made by the binding ``encryptor()`` itself calls, which makes the same OpenSSL context.
+    Where that binding is not there (another cryptography release), through ``Cipher``.
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher
+
+    def cipher_encryptor(key: bytes) -> Any:
+        return Cipher(aes(key), ecb).encryptor()
+
+    try:
+        from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+
+        create = rust_openssl.ciphers.create_encryption_ctx
+        probe = bytes(range(16))  # the binding takes these arguments and encrypts as Cipher does
+        if create(aes(probe), ecb).update(probe) != cipher_encryptor(probe).update(probe):
+            return cipher_encryptor
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return cipher_encryptor
+
+    def direct_encryptor(key: bytes) -> Any:
+        return create(aes(key), ecb)
+
+    return direct_encryptor
 
 
 class _Keys:
@@ -297,7 +328,10 @@ class _Keys:
 
 # --- small readers --------------------------------------------------------------------------
 
-_NONZERO = re.compile(rb"[^\x00]")
+# A run of zero bytes: matched with a repeat of one literal, which sre counts in a tight loop (a
+# search for the next non-zero byte tries a character class at each position, several times slower
+# over Chrome's hundreds of bytes of PADDING per Initial).
+_ZEROS = re.compile(rb"\x00+")
 
 
 def _err(field: str, detail: str) -> MalformedError:
@@ -853,8 +887,7 @@ def _ietf_frames(b: bytes) -> list[tuple[int, bytes]]:
     while pos < n:
         ftype = b[pos]
         if ftype == 0x00:  # PADDING: skip the whole run of zeros in C, not byte by byte
-            m = _NONZERO.search(b, pos)
-            pos = m.start() if m is not None else n
+            pos = _ZEROS.match(b, pos).end()  # type: ignore[union-attr]  # b[pos] is a zero
         elif ftype == 0x01:  # PING
             pos += 1
         elif ftype == 0x06:  # CRYPTO
