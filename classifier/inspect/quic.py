@@ -38,6 +38,7 @@ import re
 import struct
 from bisect import bisect_left
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Literal
 
 from classifier.errors import MalformedError
@@ -239,6 +240,15 @@ def _label_info(label: bytes, length: int) -> bytes:
     return info
 
 
+# The infos of the client secret's expansion and, per label set, of its key (16 bytes), iv (12)
+# and hp (16) expansions: a few bytes each, built at import rather than looked up per flow.
+_CLIENT_IN = _label_info(b"client in", 32)
+_EXPAND_INFOS = {
+    labels: (_label_info(labels[0], 16), _label_info(labels[1], 12), _label_info(labels[2], 16))
+    for labels in (_LABELS_V1, _LABELS_V2)
+}
+
+
 def initial_key_material(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes]:
     """(key, iv, hp) that protect the client's Initial packets for ``dcid`` (RFC 9001 5.2).
 
@@ -257,15 +267,15 @@ def initial_key_material(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes
     sha256 = hashlib.sha256
     k = initial_secret.ljust(64, b"\x00")
     # HKDF-Expand-Label(initial_secret, "client in", 32): one SHA-256 block.
-    inner = sha256(k.translate(_IPAD) + _label_info(b"client in", 32)).digest()
+    inner = sha256(k.translate(_IPAD) + _CLIENT_IN).digest()
     k = sha256(k.translate(_OPAD) + inner).digest().ljust(64, b"\x00")
     ki = k.translate(_IPAD)
     ko = k.translate(_OPAD)
-    key_label, iv_label, hp_label = v.labels
+    key_info, iv_info, hp_info = _EXPAND_INFOS[v.labels]
     return (
-        sha256(ko + sha256(ki + _label_info(key_label, 16)).digest()).digest()[:16],
-        sha256(ko + sha256(ki + _label_info(iv_label, 12)).digest()).digest()[:12],
-        sha256(ko + sha256(ki + _label_info(hp_label, 16)).digest()).digest()[:16],
+        sha256(ko + sha256(ki + key_info).digest()).digest()[:16],
+        sha256(ko + sha256(ki + iv_info).digest()).digest()[:12],
+        sha256(ko + sha256(ki + hp_info).digest()).digest()[:16],
     )
 
 
@@ -385,7 +395,7 @@ class _Stream:
         self.ends: list[int] = []
         self.contiguous = 0  # bytes present from offset 0
 
-    def add(self, offset: int, data: bytes) -> None:
+    def add(self, offset: int, data: bytes | bytearray) -> None:
         end = offset + len(data)
         if end > MAX_CRYPTO_BYTES:
             raise _err("crypto.offset", f"handshake data up to offset {end} exceeds {MAX_CRYPTO_BYTES} bytes")
@@ -431,9 +441,26 @@ class _Stream:
             self.add(offset, data)
 
 
-def _chunk_offset(chunk: tuple[int, bytes]) -> int:
-    return chunk[0]
+def _from_zero(chunks: list[tuple[int, bytes]]) -> bytes | None:
+    """The chunks joined, if they tile one range from offset 0 (what ``_Stream.add_all`` of an
+    empty stream would hold, from 0 to its end); else None."""
+    if len(chunks) == 1:
+        offset, data = chunks[0]
+        return data if offset == 0 and len(data) <= MAX_CRYPTO_BYTES else None
+    if not chunks:
+        return b""
+    ordered = sorted(chunks, key=_chunk_offset)
+    end = 0
+    for offset, data in ordered:
+        if offset != end:
+            return None
+        end += len(data)
+    if end > MAX_CRYPTO_BYTES:
+        return None
+    return b"".join([data for _offset, data in ordered])
 
+
+_chunk_offset = itemgetter(0)  # a chunk's offset, in C
 
 # --- the per-flow state ---------------------------------------------------------------------
 
@@ -467,7 +494,7 @@ class QuicInitialState:
         self._keys: dict[tuple[int, bytes], _Keys] = {}
         self._key_dcid: bytes | None = None  # DCID the client's Initial keys come from
         self._largest_pn = -1
-        self._stream = _Stream()
+        self._stream: _Stream | None = None  # the handshake bytes so far, once a packet leaves a gap
         self._gquic_version: _Version | None = None  # public-header gQUIC seen from the client
         self.datagrams = 0
         self.done = False
@@ -604,12 +631,12 @@ class QuicInitialState:
 
     # decryption
 
-    def _keys_for(self, version: int, dcid: bytes) -> _Keys:
-        k = self._keys.get((version, dcid))
-        if k is None:
-            if len(self._keys) >= _MAX_KEY_SETS:
-                del self._keys[next(iter(self._keys))]
-            k = self._keys[(version, dcid)] = _Keys(version, dcid)
+    def _new_keys(self, version: int, dcid: bytes) -> _Keys:
+        """Keys for (version, DCID), kept for the flow's later packets: the oldest of
+        ``_MAX_KEY_SETS`` goes first."""
+        if len(self._keys) >= _MAX_KEY_SETS:
+            del self._keys[next(iter(self._keys))]
+        k = self._keys[(version, dcid)] = _Keys(version, dcid)
         return k
 
     def _open(
@@ -624,23 +651,24 @@ class QuicInitialState:
         if pn_offset + 20 > end:
             raise _err("initial.length", "packet too short for a header-protection sample")
         key_dcid = self._key_dcid
-        candidates = [dcid] if key_dcid is None or key_dcid == dcid else [key_dcid, dcid]
+        candidates = (dcid,) if key_dcid is None or key_dcid == dcid else (key_dcid, dcid)
         sample = d[pn_offset + 4 : pn_offset + 20]
+        largest = self._largest_pn
         for cid in candidates:
-            keys = self._keys_for(v.number, cid)
+            keys = self._keys.get((v.number, cid)) or self._new_keys(v.number, cid)
             mask = keys.hp.update(sample)
             b0 = d[start] ^ (mask[0] & 0x0F)
             pn_len = (b0 & 3) + 1
             truncated = 0
             for i in range(pn_len):
                 truncated = (truncated << 8) | (d[pn_offset + i] ^ mask[1 + i])
-            header = bytearray(d[start : pn_offset + pn_len])
-            header[0] = b0
-            header[pn_offset - start :] = truncated.to_bytes(pn_len, "big")
-            pn = _decode_pn(self._largest_pn, truncated, pn_len * 8)
+            # The header as sent before protection: the associated data.
+            header = b"%c%s%s" % (b0, d[start + 1 : pn_offset], truncated.to_bytes(pn_len, "big"))
+            # Before any packet number, the truncated one is the packet number (RFC 9000 A.3).
+            pn = truncated if largest < 0 else _decode_pn(largest, truncated, pn_len * 8)
             nonce = (keys.iv ^ pn).to_bytes(12, "big")
             try:
-                payload = keys.aead.decrypt(nonce, d[pn_offset + pn_len : end], bytes(header))
+                payload = keys.aead.decrypt(nonce, d[pn_offset + pn_len : end], header)
             except Exception as err:  # cryptography's InvalidTag: the key does not fit this packet
                 if type(err).__name__ != "InvalidTag":
                     raise
@@ -668,7 +696,7 @@ class QuicInitialState:
             raise _err("version_negotiation", "version list is not a whole number of versions")
         self.versions_offered = tuple(int.from_bytes(d[i : i + 4], "big") for i in range(p, n, 4))
         # The client starts over (new version, new ClientHello, packet numbers from 0).
-        self._stream = _Stream()
+        self._stream = None
         self._largest_pn = -1
         self._key_dcid = None
 
@@ -680,7 +708,7 @@ class QuicInitialState:
         # The client resends its ClientHello in an Initial to the Retry's SCID, under keys
         # derived from that SCID.
         self._key_dcid = scid
-        self._stream = _Stream()
+        self._stream = None
 
     # gQUIC packets without encryption
 
@@ -746,27 +774,46 @@ class QuicInitialState:
 
     def _add(self, chunks: list[tuple[int, bytes]], v: _Version, dcid: bytes) -> QuicFacts | None:
         stream = self._stream
-        stream.add_all(chunks)
+        if stream is not None:
+            stream.add_all(chunks)
+            buf: bytes | bytearray = stream.buf
+            have = stream.contiguous
+        else:
+            # Nothing of the handshake yet. Most clients send their whole ClientHello in their
+            # first Initial: frames that tile it from offset 0 are read where they were joined,
+            # and go into a stream only if the message needs more.
+            data = _from_zero(chunks)
+            if data is None:
+                stream = self._stream = _Stream()
+                stream.add_all(chunks)
+                buf, have = stream.buf, stream.contiguous
+            else:
+                buf, have = data, len(data)
         if v.chlo:
-            found = self._complete_chlo(stream)
-            if found is None:
-                return None
-            sni, uaid = found
-            return self._finish(
-                QuicFacts(v.number, v.name, dcid, None, sni, (), self.retry_seen, self.packets, uaid)
-            )
-        hello = self._complete_client_hello(stream)
-        if hello is None:
-            return None
-        return self._finish(
-            QuicFacts(v.number, v.name, dcid, hello, hello.sni, hello.alpn, self.retry_seen, self.packets)
-        )
+            found = self._complete_chlo(buf, have)
+            if found is not None:
+                sni, uaid = found
+                return self._finish(
+                    QuicFacts(v.number, v.name, dcid, None, sni, (), self.retry_seen, self.packets, uaid)
+                )
+        else:
+            hello = self._complete_client_hello(buf, have)
+            if hello is not None:
+                return self._finish(
+                    QuicFacts(
+                        v.number, v.name, dcid, hello, hello.sni, hello.alpn, self.retry_seen, self.packets
+                    )
+                )
+        if stream is None and have:
+            self._stream = stream = _Stream()
+            stream.add(0, buf)
+        return None
 
     def _finish(self, facts: QuicFacts) -> QuicFacts:
         self.done = True
         self.facts = facts
         self._keys.clear()
-        self._stream = _Stream()
+        self._stream = None
         return facts
 
     def _fatal(self, e: MalformedError) -> MalformedError:
@@ -774,11 +821,10 @@ class QuicInitialState:
         self.done = True
         return e
 
-    def _complete_client_hello(self, stream: _Stream) -> ClientHello | None:
-        have = stream.contiguous
+    def _complete_client_hello(self, b: bytes | bytearray, have: int) -> ClientHello | None:
+        """The ClientHello once the ``have`` bytes from offset 0 of ``b`` hold all of it."""
         if have == 0:
             return None
-        b = stream.buf
         if b[0] != 1:
             raise self._fatal(
                 _err(
@@ -803,10 +849,8 @@ class QuicInitialState:
         except MalformedError as e:
             raise self._fatal(e) from None
 
-    def _complete_chlo(self, stream: _Stream) -> tuple[str | None, str | None] | None:
+    def _complete_chlo(self, b: bytes | bytearray, have: int) -> tuple[str | None, str | None] | None:
         """(SNI, UAID) of a complete CHLO message (little-endian tag/value map), else None."""
-        have = stream.contiguous
-        b = stream.buf
         if have < 8:
             if have and bytes(b[:have]) != b"CHLO"[:have]:
                 raise self._fatal(
@@ -884,14 +928,44 @@ def _ietf_frames(b: bytes) -> list[tuple[int, bytes]]:
     n = len(b)
     pos = 0
     out: list[tuple[int, bytes]] = []
+    zeros = _ZEROS.match
     while pos < n:
         ftype = b[pos]
-        if ftype == 0x00:  # PADDING: skip the whole run of zeros in C, not byte by byte
-            pos = _ZEROS.match(b, pos).end()  # type: ignore[union-attr]  # b[pos] is a zero
+        if ftype == 0x06:  # CRYPTO: as _crypto_frame reads it, inline for the common case
+            # Chrome scatters its ClientHello over ten frames or so per packet, each with an
+            # offset and length of one or two bytes: those are read here, without a call;
+            # longer varints, and frames cut short or too far (to raise), by _crypto_frame.
+            p = pos + 1
+            first = b[p] if p < n else 0xFF
+            if first < 0x40:
+                offset = first
+                p += 1
+            elif first < 0x80 and p + 2 <= n:
+                offset = ((first & 0x3F) << 8) | b[p + 1]
+                p += 2
+            else:
+                pos = _crypto_frame(b, pos + 1, n, out)
+                continue
+            first = b[p] if p < n else 0xFF
+            if first < 0x40:
+                length = first
+                p += 1
+            elif first < 0x80 and p + 2 <= n:
+                length = ((first & 0x3F) << 8) | b[p + 1]
+                p += 2
+            else:
+                pos = _crypto_frame(b, pos + 1, n, out)
+                continue
+            end = p + length
+            if end > n or offset + length > MAX_CRYPTO_BYTES:
+                pos = _crypto_frame(b, pos + 1, n, out)  # raises, with the reason
+                continue
+            out.append((offset, b[p:end]))
+            pos = end
+        elif ftype == 0x00:  # PADDING: skip the whole run of zeros in C, not byte by byte
+            pos = zeros(b, pos).end()  # type: ignore[union-attr]  # b[pos] is a zero
         elif ftype == 0x01:  # PING
             pos += 1
-        elif ftype == 0x06:  # CRYPTO
-            pos = _crypto_frame(b, pos + 1, n, out)
         elif ftype == 0x02 or ftype == 0x03:  # ACK, ACK_ECN
             _largest, pos = _varint(b, pos + 1, n, "frame.ack")
             _delay, pos = _varint(b, pos, n, "frame.ack")
