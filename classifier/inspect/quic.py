@@ -619,11 +619,18 @@ class QuicInitialState:
         n = len(d)
         ptype, dcid, scid, p = self._header(d, pos, v)
         if ptype == _PT_INITIAL:
-            token_len, p = _varint(d, p, n, "token")
-            p += token_len
-            if p > n:
-                raise _err("token", f"token of {token_len} bytes overruns the datagram")
-        length, p = _varint(d, p, n, "length")
+            if p < n and d[p] == 0:  # no token: a client's first Initial (read as _varint would)
+                p += 1
+            else:
+                token_len, p = _varint(d, p, n, "token")
+                p += token_len
+                if p > n:
+                    raise _err("token", f"token of {token_len} bytes overruns the datagram")
+        if p + 1 < n and 0x40 <= d[p] < 0x80:  # the usual two-byte Length, read as _varint would
+            length = ((d[p] & 0x3F) << 8) | d[p + 1]
+            p += 2
+        else:
+            length, p = _varint(d, p, n, "length")
         end = p + length
         if end > n:
             raise _err("length", f"packet length {length} overruns the datagram ({n - p} bytes left)")
