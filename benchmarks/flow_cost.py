@@ -3,9 +3,11 @@
 
 The scan's per-flow work happens once a flow is decided or ends: attribution (signatures, DNS
 caches, evidence), the policy decision and the block floor, the record (``flow_record``), its JSON
-encoding and the summary. This runs the real ``classifier scan`` in-process over a capture (default:
-the 8-copy corpus of benchmarks/scan_throughput.py) with each stage's function wrapped in a timer,
-so the figures are those of a real scan with its real cache hit rates, not of a loop over one flow.
+encoding and the summary; and, for a QUIC flow, before its decision, its client Initials' keys,
+decryption and ClientHello (``quic``, per datagram inspected). This runs the real
+``classifier scan`` in-process over a capture (default: the 8-copy corpus of
+benchmarks/scan_throughput.py) with each stage's function wrapped in a timer, so the figures are
+those of a real scan with its real cache hit rates, not of a loop over one flow.
 Each tree runs in a process of its own, ``--repeat`` times, taking turns (a change in the machine's
 load hits them alike); the least time of each stage is reported. Stages are timed in thread CPU
 time, so a neighbour's load on a shared machine does not count; that clock is a system call
@@ -37,6 +39,7 @@ from scan_throughput import build_corpus  # noqa: E402  (a sibling script, not a
 _CHILD = r"""
 import json, os, sys, time
 from classifier import attribute, blockfloor, cli, flows, pipeline, policy, record, report
+from classifier.inspect import quic
 
 clock = time.thread_time  # CPU time: a neighbour's load on a shared machine does not count
 spent = {}
@@ -91,6 +94,9 @@ def record_function(seed=0):
 record.record_function = record_function
 record.JsonLinesWriter.write = timed("encode", record.JsonLinesWriter.write)
 report.Summary.add = timed("summary", report.Summary.add)
+# A QUIC flow's Initial work (keys, decryption, frames, the ClientHello) happens as its datagrams
+# come, before the decision: timed per datagram fed (the corpus's QUIC flows need one each).
+quic.QuicInitialState.feed = timed("quic", quic.QuicInitialState.feed)
 capture = sys.argv[1]
 t = time.process_time()
 status = cli.main(["scan", capture, "-o", os.devnull, "-q"])
@@ -102,9 +108,10 @@ print(json.dumps({"status": status, "total": total, "spent": spent, "calls": cal
 
 # Stages inside "decide" (Scanner.decide: attribution, the policy, the floor, the name memory) and
 # inside "end" (FlowTable.end: the decision if the flow ended undecided, the record, its encoding,
-# the summary, the table's own work). Each column is per call of its stage; the per-flow total is
-# decide + end, without counting twice a decision made as its flow ended.
-STAGES = ("attribute", "policy", "floor", "decide", "record", "encode", "summary", "end")
+# the summary, the table's own work), and "quic" (QuicInitialState.feed, per QUIC datagram
+# inspected: outside both, before the decision). Each column is per call of its stage; the
+# per-flow total is decide + end, without counting twice a decision made as its flow ended.
+STAGES = ("attribute", "policy", "floor", "decide", "record", "encode", "summary", "end", "quic")
 
 
 def run(tree: Path, capture: Path) -> dict:

@@ -11,6 +11,7 @@ import itertools
 import random
 import shutil
 import subprocess
+import sys
 from collections import OrderedDict
 
 import pytest
@@ -1167,3 +1168,152 @@ def test_pre_keyed_hmac_equals_the_standard_library(key_len):
     key = bytes(range(key_len))
     for message in (b"", b"\x00" * 20, bytes(range(200))):
         assert quic._PreKeyed(key).digest(message) == hmac.digest(key, message, hashlib.sha256)
+
+
+# --- the once-per-flow fast paths agree with the general ones ---------------------------------
+
+# RFC 9001 A.2: the client's header-protection key, the sample of its Initial and the mask.
+RFC9001_HP = bytes.fromhex("9f50449e04a0e810283a1e9933adedd2")
+RFC9001_SAMPLE = bytes.fromhex("d1b1c98dd7689fb8ec11d242b123dc9b")
+RFC9001_MASK = bytes.fromhex("437b9aec36")
+
+
+def test_header_protection_mask_is_the_rfc9001_one():
+    """The ECB context made through the binding masks as RFC 9001 A.2 says."""
+    _aesgcm, header_protection = quic._CIPHERS or quic._ciphers()
+    assert header_protection.__name__ == "direct_encryptor"  # the pinned cryptography has it
+    assert header_protection(RFC9001_HP).update(RFC9001_SAMPLE)[:5] == RFC9001_MASK
+
+
+def test_header_protection_falls_back_to_cipher_without_the_binding(monkeypatch):
+    """Another cryptography release (no such binding, one that takes other arguments, or a
+    Cipher that no longer goes through it and encrypts otherwise): Cipher, as before."""
+    from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+
+    ecb = modes.ECB()
+    built = []
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.bindings._rust", None)
+    built.append(quic._header_protection_constructor(algorithms.AES, ecb))
+    monkeypatch.undo()
+
+    def other_arguments(*args: object) -> None:
+        raise TypeError("create_encryption_ctx() takes 3 positional arguments")
+
+    monkeypatch.setattr(rust_openssl.ciphers, "create_encryption_ctx", other_arguments)
+    built.append(quic._header_protection_constructor(algorithms.AES, ecb))
+    monkeypatch.undo()
+
+    class Other:
+        def update(self, data: bytes) -> bytes:
+            return bytes(len(data))
+
+    monkeypatch.setattr(Cipher, "encryptor", lambda self: Other())
+    built.append(quic._header_protection_constructor(algorithms.AES, ecb))
+    monkeypatch.undo()
+    for constructor in built:
+        assert constructor.__name__ == "cipher_encryptor"
+        assert constructor(RFC9001_HP).update(RFC9001_SAMPLE)[:5] == RFC9001_MASK
+
+
+def test_from_zero_holds_what_a_stream_would():
+    """Chunks that tile one range from offset 0, in any order, are read where they are joined:
+    exactly the bytes a stream would hold. Anything else (a gap, an overlap, a duplicate, a start
+    past 0) is left to the stream, which keeps the later of two differing bytes."""
+    rng = random.Random(12)
+    data = rng.randbytes(300)
+    joined = 0
+    for _ in range(3000):
+        cuts = sorted(rng.sample(range(1, 300), rng.randrange(0, 9)))
+        edges = [0, *cuts, rng.choice((300, rng.randrange(1, 300)))]
+        chunks = [(a, data[a:b]) for a, b in itertools.pairwise(edges) if a <= b]
+        if rng.random() < 0.4:  # a gap, an overlap or duplicate, or a range not from 0
+            a = rng.randrange(300)
+            chunks.append((a, rng.randbytes(rng.randrange(0, 30))))
+        if rng.random() < 0.2:
+            chunks = [(offset + 5, piece) for offset, piece in chunks]
+        rng.shuffle(chunks)
+        stream = quic._Stream()
+        stream.add_all(chunks)
+        got = quic._from_zero(chunks)  # None (left to the stream) is always a right answer
+        if got is not None:
+            joined += 1
+            assert got == bytes(stream.buf) and len(got) == stream.contiguous
+    assert joined > 1000  # the fast path was taken, not only refused
+    assert quic._from_zero([]) == b""
+    assert quic._from_zero([(0, b"ab"), (2, b"cd"), (1, b"x")]) is None  # overlap: the stream's
+    assert quic._from_zero([(0, b"ab"), (0, b"ab")]) is None  # duplicate
+    assert quic._from_zero([(2, b"cd"), (0, b"ab")]) == b"abcd"
+
+
+def test_client_hello_from_zero_but_unfinished_waits_for_the_rest():
+    """A first packet whose frames tile the ClientHello's start (shuffled) but not all of it:
+    kept, and completed by the next; a later packet's different bytes for the same offsets win,
+    as they do in the stream."""
+    hello = aioquic_client_hello()
+    frames = split_frames(hello, [30, 90, 160])
+    dcid = b"\x24" * 8
+    state = QuicInitialState()
+    assert state.feed(protect(V1, dcid, frames[2] + frames[0] + frames[1], pn=0), True) is None
+    facts = state.feed(protect(V1, dcid, frames[3], pn=1), True)
+    assert facts is not None and facts.sni == "www.tiktok.com" and facts.packets == 2
+    # A first packet with only the first 30 bytes (less than the handshake header tells).
+    state = QuicInitialState()
+    assert state.feed(protect(V1, dcid, frames[0], pn=0), True) is None
+    assert state.feed(protect(V1, dcid, frames[2] + frames[1], pn=1), True) is None
+    facts = state.feed(protect(V1, dcid, frames[3], pn=2), True)
+    assert facts is not None and facts.sni == "www.tiktok.com" and facts.packets == 3
+    # Same start, then bytes 0..4 sent again as something that is no ClientHello: that wins.
+    state = QuicInitialState()
+    assert state.feed(protect(V1, dcid, frames[1] + frames[0], pn=0), True) is None
+    with pytest.raises(MalformedError) as e:
+        state.feed(protect(V1, dcid, crypto_frame(0, b"\x02\x00\x00\x10") + frames[2], pn=1), True)
+    assert e.value.reason == "quic.crypto.handshake_type" and state.done
+
+
+def _frames_one_by_one(b: bytes) -> list[tuple[int, bytes]] | str:
+    """Initial frames read the plain way (PADDING a byte at a time, every CRYPTO frame through
+    _crypto_frame): what _ietf_frames must agree with, or the reason it must raise."""
+    n, pos, out = len(b), 0, []
+    try:
+        while pos < n:
+            ftype = b[pos]
+            if ftype in (0x00, 0x01):
+                pos += 1
+            elif ftype == 0x06:
+                pos = quic._crypto_frame(b, pos + 1, n, out)
+            else:
+                raise quic._err("frame.type", f"frame type {ftype:#04x} is not allowed in an Initial packet")
+    except MalformedError as e:
+        return str(e)
+    return out
+
+
+def test_ietf_frames_read_as_crypto_frame_does():
+    """CRYPTO frames read inline (offsets and lengths of 1 or 2 bytes) and runs of PADDING skipped
+    at once agree with the plain reading, for every varint size, cut anywhere, near the limit."""
+    rng = random.Random(5)
+    for _ in range(4000):
+        payload = b""
+        for _ in range(rng.randrange(1, 8)):
+            kind = rng.random()
+            if kind < 0.2:
+                payload += bytes(rng.choice((1, 2, 40, 700)))
+            elif kind < 0.3:
+                payload += b"\x01"
+            else:
+                offset = rng.choice((0, 5, 63, 64, 300, 16383, 16384, MAX_CRYPTO_BYTES - 3))
+                data = rng.randbytes(rng.choice((0, 3, 63, 64, 200)))
+                size = rng.choice((None, 1, 2, 4, 8))
+                size = None if (size == 1 and offset >= 0x40) or (size == 2 and offset >= 0x4000) else size
+                lsize = rng.choice((None, 2, 4, 8))
+                payload += b"\x06" + varint(offset, size) + varint(len(data), lsize) + data
+        if rng.random() < 0.3:
+            payload = payload[: rng.randrange(len(payload) + 1)]
+        if rng.random() < 0.1:
+            payload += b"\x08"
+        want = _frames_one_by_one(payload)
+        try:
+            got: list[tuple[int, bytes]] | str = quic._ietf_frames(payload)
+        except MalformedError as e:
+            got = str(e)
+        assert got == want, payload.hex()

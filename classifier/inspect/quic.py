@@ -38,6 +38,7 @@ import re
 import struct
 from bisect import bisect_left
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Literal
 
 from classifier.errors import MalformedError
@@ -239,6 +240,15 @@ def _label_info(label: bytes, length: int) -> bytes:
     return info
 
 
+# The infos of the client secret's expansion and, per label set, of its key (16 bytes), iv (12)
+# and hp (16) expansions: a few bytes each, built at import rather than looked up per flow.
+_CLIENT_IN = _label_info(b"client in", 32)
+_EXPAND_INFOS = {
+    labels: (_label_info(labels[0], 16), _label_info(labels[1], 12), _label_info(labels[2], 16))
+    for labels in (_LABELS_V1, _LABELS_V2)
+}
+
+
 def initial_key_material(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes]:
     """(key, iv, hp) that protect the client's Initial packets for ``dcid`` (RFC 9001 5.2).
 
@@ -250,15 +260,22 @@ def initial_key_material(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes
     salt = _SALTS.get(v.salt)
     if salt is None:
         salt = _SALTS[v.salt] = _PreKeyed(v.salt)
-    initial_secret = salt.digest(dcid)  # HKDF-Extract
-    # HKDF-Expand-Label(initial_secret, "client in", 32): one SHA-256 block, through _PreKeyed
-    # (a pre-keyed pair of hashes costs less than the one-shot hmac.digest's set-up).
-    client = _PreKeyed(_PreKeyed(initial_secret).digest(_label_info(b"client in", 32)))
-    key_label, iv_label, hp_label = v.labels
+    initial_secret = salt.digest(dcid)  # HKDF-Extract: the salt is one pre-keyed pair per version
+    # The secrets below key one or three HMACs each, once per flow: RFC 2104 spelled out with
+    # one-shot hashes of the padded key and the message costs less than absorbing the key into a
+    # pre-keyed pair first (whose set-up is two more hash objects) or hmac.digest's set-up.
+    sha256 = hashlib.sha256
+    k = initial_secret.ljust(64, b"\x00")
+    # HKDF-Expand-Label(initial_secret, "client in", 32): one SHA-256 block.
+    inner = sha256(k.translate(_IPAD) + _CLIENT_IN).digest()
+    k = sha256(k.translate(_OPAD) + inner).digest().ljust(64, b"\x00")
+    ki = k.translate(_IPAD)
+    ko = k.translate(_OPAD)
+    key_info, iv_info, hp_info = _EXPAND_INFOS[v.labels]
     return (
-        client.digest(_label_info(key_label, 16))[:16],
-        client.digest(_label_info(iv_label, 12))[:12],
-        client.digest(_label_info(hp_label, 16))[:16],
+        sha256(ko + sha256(ki + key_info).digest()).digest()[:16],
+        sha256(ko + sha256(ki + iv_info).digest()).digest()[:12],
+        sha256(ko + sha256(ki + hp_info).digest()).digest()[:16],
     )
 
 
@@ -270,16 +287,40 @@ def _ciphers() -> list[Any]:
     level (most scans meet none, and the bindings cost more start-up time than a small capture
     takes to scan), and then kept: an import statement per flow costs more than the lookup."""
     if not _CIPHERS:
-        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        from cryptography.hazmat.primitives.ciphers import algorithms, modes
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        ecb = modes.ECB()  # no state: one for every key
-
-        def header_protection(key: bytes) -> Any:
-            return Cipher(algorithms.AES(key), ecb).encryptor()  # AES-ECB (RFC 9001 5.4.3)
-
-        _CIPHERS[:] = [AESGCM, header_protection]
+        _CIPHERS[:] = [AESGCM, _header_protection_constructor(algorithms.AES, modes.ECB())]
     return _CIPHERS
+
+
+def _header_protection_constructor(aes: Any, ecb: Any) -> Any:
+    """A function of a key to its AES-ECB encryptor (RFC 9001 5.4.3), one per flow.
+
+    ``Cipher(AES(key), ECB()).encryptor()`` spends most of its time in ``Cipher``'s checks of
+    the algorithm and mode against abstract classes, the same answer for every key: the context
+    is made by the binding ``encryptor()`` itself calls, which makes the same OpenSSL context.
+    Where that binding is not there (another cryptography release), through ``Cipher``.
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher
+
+    def cipher_encryptor(key: bytes) -> Any:
+        return Cipher(aes(key), ecb).encryptor()
+
+    try:
+        from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+
+        create = rust_openssl.ciphers.create_encryption_ctx
+        probe = bytes(range(16))  # the binding takes these arguments and encrypts as Cipher does
+        if create(aes(probe), ecb).update(probe) != cipher_encryptor(probe).update(probe):
+            return cipher_encryptor
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return cipher_encryptor
+
+    def direct_encryptor(key: bytes) -> Any:
+        return create(aes(key), ecb)
+
+    return direct_encryptor
 
 
 class _Keys:
@@ -297,7 +338,10 @@ class _Keys:
 
 # --- small readers --------------------------------------------------------------------------
 
-_NONZERO = re.compile(rb"[^\x00]")
+# A run of zero bytes: matched with a repeat of one literal, which sre counts in a tight loop (a
+# search for the next non-zero byte tries a character class at each position, several times slower
+# over Chrome's hundreds of bytes of PADDING per Initial).
+_ZEROS = re.compile(rb"\x00+")
 
 
 def _err(field: str, detail: str) -> MalformedError:
@@ -351,7 +395,7 @@ class _Stream:
         self.ends: list[int] = []
         self.contiguous = 0  # bytes present from offset 0
 
-    def add(self, offset: int, data: bytes) -> None:
+    def add(self, offset: int, data: bytes | bytearray) -> None:
         end = offset + len(data)
         if end > MAX_CRYPTO_BYTES:
             raise _err("crypto.offset", f"handshake data up to offset {end} exceeds {MAX_CRYPTO_BYTES} bytes")
@@ -397,9 +441,26 @@ class _Stream:
             self.add(offset, data)
 
 
-def _chunk_offset(chunk: tuple[int, bytes]) -> int:
-    return chunk[0]
+def _from_zero(chunks: list[tuple[int, bytes]]) -> bytes | None:
+    """The chunks joined, if they tile one range from offset 0 (what ``_Stream.add_all`` of an
+    empty stream would hold, from 0 to its end); else None."""
+    if len(chunks) == 1:
+        offset, data = chunks[0]
+        return data if offset == 0 and len(data) <= MAX_CRYPTO_BYTES else None
+    if not chunks:
+        return b""
+    ordered = sorted(chunks, key=_chunk_offset)
+    end = 0
+    for offset, data in ordered:
+        if offset != end:
+            return None
+        end += len(data)
+    if end > MAX_CRYPTO_BYTES:
+        return None
+    return b"".join([data for _offset, data in ordered])
 
+
+_chunk_offset = itemgetter(0)  # a chunk's offset, in C
 
 # --- the per-flow state ---------------------------------------------------------------------
 
@@ -433,7 +494,7 @@ class QuicInitialState:
         self._keys: dict[tuple[int, bytes], _Keys] = {}
         self._key_dcid: bytes | None = None  # DCID the client's Initial keys come from
         self._largest_pn = -1
-        self._stream = _Stream()
+        self._stream: _Stream | None = None  # the handshake bytes so far, once a packet leaves a gap
         self._gquic_version: _Version | None = None  # public-header gQUIC seen from the client
         self.datagrams = 0
         self.done = False
@@ -558,11 +619,18 @@ class QuicInitialState:
         n = len(d)
         ptype, dcid, scid, p = self._header(d, pos, v)
         if ptype == _PT_INITIAL:
-            token_len, p = _varint(d, p, n, "token")
-            p += token_len
-            if p > n:
-                raise _err("token", f"token of {token_len} bytes overruns the datagram")
-        length, p = _varint(d, p, n, "length")
+            if p < n and d[p] == 0:  # no token: a client's first Initial (read as _varint would)
+                p += 1
+            else:
+                token_len, p = _varint(d, p, n, "token")
+                p += token_len
+                if p > n:
+                    raise _err("token", f"token of {token_len} bytes overruns the datagram")
+        if p + 1 < n and 0x40 <= d[p] < 0x80:  # the usual two-byte Length, read as _varint would
+            length = ((d[p] & 0x3F) << 8) | d[p + 1]
+            p += 2
+        else:
+            length, p = _varint(d, p, n, "length")
         end = p + length
         if end > n:
             raise _err("length", f"packet length {length} overruns the datagram ({n - p} bytes left)")
@@ -570,12 +638,12 @@ class QuicInitialState:
 
     # decryption
 
-    def _keys_for(self, version: int, dcid: bytes) -> _Keys:
-        k = self._keys.get((version, dcid))
-        if k is None:
-            if len(self._keys) >= _MAX_KEY_SETS:
-                del self._keys[next(iter(self._keys))]
-            k = self._keys[(version, dcid)] = _Keys(version, dcid)
+    def _new_keys(self, version: int, dcid: bytes) -> _Keys:
+        """Keys for (version, DCID), kept for the flow's later packets: the oldest of
+        ``_MAX_KEY_SETS`` goes first."""
+        if len(self._keys) >= _MAX_KEY_SETS:
+            del self._keys[next(iter(self._keys))]
+        k = self._keys[(version, dcid)] = _Keys(version, dcid)
         return k
 
     def _open(
@@ -590,23 +658,24 @@ class QuicInitialState:
         if pn_offset + 20 > end:
             raise _err("initial.length", "packet too short for a header-protection sample")
         key_dcid = self._key_dcid
-        candidates = [dcid] if key_dcid is None or key_dcid == dcid else [key_dcid, dcid]
+        candidates = (dcid,) if key_dcid is None or key_dcid == dcid else (key_dcid, dcid)
         sample = d[pn_offset + 4 : pn_offset + 20]
+        largest = self._largest_pn
         for cid in candidates:
-            keys = self._keys_for(v.number, cid)
+            keys = self._keys.get((v.number, cid)) or self._new_keys(v.number, cid)
             mask = keys.hp.update(sample)
             b0 = d[start] ^ (mask[0] & 0x0F)
             pn_len = (b0 & 3) + 1
             truncated = 0
             for i in range(pn_len):
                 truncated = (truncated << 8) | (d[pn_offset + i] ^ mask[1 + i])
-            header = bytearray(d[start : pn_offset + pn_len])
-            header[0] = b0
-            header[pn_offset - start :] = truncated.to_bytes(pn_len, "big")
-            pn = _decode_pn(self._largest_pn, truncated, pn_len * 8)
+            # The header as sent before protection: the associated data.
+            header = b"%c%s%s" % (b0, d[start + 1 : pn_offset], truncated.to_bytes(pn_len, "big"))
+            # Before any packet number, the truncated one is the packet number (RFC 9000 A.3).
+            pn = truncated if largest < 0 else _decode_pn(largest, truncated, pn_len * 8)
             nonce = (keys.iv ^ pn).to_bytes(12, "big")
             try:
-                payload = keys.aead.decrypt(nonce, d[pn_offset + pn_len : end], bytes(header))
+                payload = keys.aead.decrypt(nonce, d[pn_offset + pn_len : end], header)
             except Exception as err:  # cryptography's InvalidTag: the key does not fit this packet
                 if type(err).__name__ != "InvalidTag":
                     raise
@@ -634,7 +703,7 @@ class QuicInitialState:
             raise _err("version_negotiation", "version list is not a whole number of versions")
         self.versions_offered = tuple(int.from_bytes(d[i : i + 4], "big") for i in range(p, n, 4))
         # The client starts over (new version, new ClientHello, packet numbers from 0).
-        self._stream = _Stream()
+        self._stream = None
         self._largest_pn = -1
         self._key_dcid = None
 
@@ -646,7 +715,7 @@ class QuicInitialState:
         # The client resends its ClientHello in an Initial to the Retry's SCID, under keys
         # derived from that SCID.
         self._key_dcid = scid
-        self._stream = _Stream()
+        self._stream = None
 
     # gQUIC packets without encryption
 
@@ -712,27 +781,46 @@ class QuicInitialState:
 
     def _add(self, chunks: list[tuple[int, bytes]], v: _Version, dcid: bytes) -> QuicFacts | None:
         stream = self._stream
-        stream.add_all(chunks)
+        if stream is not None:
+            stream.add_all(chunks)
+            buf: bytes | bytearray = stream.buf
+            have = stream.contiguous
+        else:
+            # Nothing of the handshake yet. Most clients send their whole ClientHello in their
+            # first Initial: frames that tile it from offset 0 are read where they were joined,
+            # and go into a stream only if the message needs more.
+            data = _from_zero(chunks)
+            if data is None:
+                stream = self._stream = _Stream()
+                stream.add_all(chunks)
+                buf, have = stream.buf, stream.contiguous
+            else:
+                buf, have = data, len(data)
         if v.chlo:
-            found = self._complete_chlo(stream)
-            if found is None:
-                return None
-            sni, uaid = found
-            return self._finish(
-                QuicFacts(v.number, v.name, dcid, None, sni, (), self.retry_seen, self.packets, uaid)
-            )
-        hello = self._complete_client_hello(stream)
-        if hello is None:
-            return None
-        return self._finish(
-            QuicFacts(v.number, v.name, dcid, hello, hello.sni, hello.alpn, self.retry_seen, self.packets)
-        )
+            found = self._complete_chlo(buf, have)
+            if found is not None:
+                sni, uaid = found
+                return self._finish(
+                    QuicFacts(v.number, v.name, dcid, None, sni, (), self.retry_seen, self.packets, uaid)
+                )
+        else:
+            hello = self._complete_client_hello(buf, have)
+            if hello is not None:
+                return self._finish(
+                    QuicFacts(
+                        v.number, v.name, dcid, hello, hello.sni, hello.alpn, self.retry_seen, self.packets
+                    )
+                )
+        if stream is None and have:
+            self._stream = stream = _Stream()
+            stream.add(0, buf)
+        return None
 
     def _finish(self, facts: QuicFacts) -> QuicFacts:
         self.done = True
         self.facts = facts
         self._keys.clear()
-        self._stream = _Stream()
+        self._stream = None
         return facts
 
     def _fatal(self, e: MalformedError) -> MalformedError:
@@ -740,11 +828,10 @@ class QuicInitialState:
         self.done = True
         return e
 
-    def _complete_client_hello(self, stream: _Stream) -> ClientHello | None:
-        have = stream.contiguous
+    def _complete_client_hello(self, b: bytes | bytearray, have: int) -> ClientHello | None:
+        """The ClientHello once the ``have`` bytes from offset 0 of ``b`` hold all of it."""
         if have == 0:
             return None
-        b = stream.buf
         if b[0] != 1:
             raise self._fatal(
                 _err(
@@ -769,10 +856,8 @@ class QuicInitialState:
         except MalformedError as e:
             raise self._fatal(e) from None
 
-    def _complete_chlo(self, stream: _Stream) -> tuple[str | None, str | None] | None:
+    def _complete_chlo(self, b: bytes | bytearray, have: int) -> tuple[str | None, str | None] | None:
         """(SNI, UAID) of a complete CHLO message (little-endian tag/value map), else None."""
-        have = stream.contiguous
-        b = stream.buf
         if have < 8:
             if have and bytes(b[:have]) != b"CHLO"[:have]:
                 raise self._fatal(
@@ -850,15 +935,44 @@ def _ietf_frames(b: bytes) -> list[tuple[int, bytes]]:
     n = len(b)
     pos = 0
     out: list[tuple[int, bytes]] = []
+    zeros = _ZEROS.match
     while pos < n:
         ftype = b[pos]
-        if ftype == 0x00:  # PADDING: skip the whole run of zeros in C, not byte by byte
-            m = _NONZERO.search(b, pos)
-            pos = m.start() if m is not None else n
+        if ftype == 0x06:  # CRYPTO: as _crypto_frame reads it, inline for the common case
+            # Chrome scatters its ClientHello over ten frames or so per packet, each with an
+            # offset and length of one or two bytes: those are read here, without a call;
+            # longer varints, and frames cut short or too far (to raise), by _crypto_frame.
+            p = pos + 1
+            first = b[p] if p < n else 0xFF
+            if first < 0x40:
+                offset = first
+                p += 1
+            elif first < 0x80 and p + 2 <= n:
+                offset = ((first & 0x3F) << 8) | b[p + 1]
+                p += 2
+            else:
+                pos = _crypto_frame(b, pos + 1, n, out)
+                continue
+            first = b[p] if p < n else 0xFF
+            if first < 0x40:
+                length = first
+                p += 1
+            elif first < 0x80 and p + 2 <= n:
+                length = ((first & 0x3F) << 8) | b[p + 1]
+                p += 2
+            else:
+                pos = _crypto_frame(b, pos + 1, n, out)
+                continue
+            end = p + length
+            if end > n or offset + length > MAX_CRYPTO_BYTES:
+                pos = _crypto_frame(b, pos + 1, n, out)  # raises, with the reason
+                continue
+            out.append((offset, b[p:end]))
+            pos = end
+        elif ftype == 0x00:  # PADDING: skip the whole run of zeros in C, not byte by byte
+            pos = zeros(b, pos).end()  # type: ignore[union-attr]  # b[pos] is a zero
         elif ftype == 0x01:  # PING
             pos += 1
-        elif ftype == 0x06:  # CRYPTO
-            pos = _crypto_frame(b, pos + 1, n, out)
         elif ftype == 0x02 or ftype == 0x03:  # ACK, ACK_ECN
             _largest, pos = _varint(b, pos + 1, n, "frame.ack")
             _delay, pos = _varint(b, pos, n, "frame.ack")

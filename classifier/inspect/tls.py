@@ -214,10 +214,11 @@ def parse_client_hello_message(handshake: bytes) -> ClientHello:
             raise _err("client_hello.extensions", "extensions overrun the message")
         seen: set[int] = set()  # of the types read below
         append = ext_types.append
+        header = _EXT_HEADER.unpack_from  # (a dozen extensions or so: looked up once)
         while pos < ext_end:
             if pos + 4 > ext_end:
                 raise _err("extension.header", "truncated extension header")
-            etype, elen = _EXT_HEADER.unpack_from(b, pos)
+            etype, elen = header(b, pos)
             start = pos + 4
             end = start + elen
             if end > ext_end:
@@ -339,4 +340,4 @@ def _supported_versions(b: bytes, start: int, end: int) -> tuple[int, ...]:
     vlen = b[start]
     if vlen == 0 or vlen % 2 or start + 1 + vlen != end:
         raise _err(field, f"versions length {vlen} is zero, odd, or does not fill the extension")
-    return tuple(v for (v,) in _U16.iter_unpack(b[start + 1 : end]) if v not in GREASE)
+    return tuple([v for (v,) in _U16.iter_unpack(b[start + 1 : end]) if v not in GREASE])
