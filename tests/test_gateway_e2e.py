@@ -545,8 +545,10 @@ def test_sighup_reopens_the_log_and_metrics_on_loopback(lab, sig_dir, tmp_path):
         # loopback only: not reachable on the gateway's own addresses
         assert not lab.curl("client", f"http://{netlab.GW_CLIENT4}:9597/metrics", timeout=2).ok
     before = [json.loads(x) for x in rotated.read_text().splitlines()]
-    assert {r["hostname"] for r in before} == {"www.google.com"}
-    assert {r["hostname"] for r in gw.records()} == {"www.tiktok.com"}
+    assert {r["hostname"] for r in before} == {"www.google.com"}, before
+    after = gw.records()
+    # the whole records on failure: a hostless record here was seen once (stop 17), not reproduced
+    assert {r["hostname"] for r in after} == {"www.tiktok.com"}, after
 
 
 def test_a_stalled_gateway_is_not_an_outage(lab, sig_dir, tmp_path):
