@@ -40,6 +40,7 @@ from .record import json_line, record_function
 from .report import InputStats, Summary
 from .scaninputs import progress_bar, scan_inputs
 from .signatures import Signatures
+from .startup import thaw_after_workers
 
 BATCH = 256  # records per message from a worker
 # The share of a one-process scan's time that every partition repeats when splitting by server
@@ -250,7 +251,7 @@ def scan_parallel(
             proc.join()
         for conn in conns:
             conn.close()
-        gc.unfreeze()
+        thaw_after_workers()
     merged = merge_part_stats([(r.stats, r.first_seen) for r in results])
     return merged, any(r.failed for r in results)
 
@@ -421,7 +422,7 @@ def _scan_files(
             proc.join()
         for conn in conns:
             conn.close()
-        gc.unfreeze()
+        thaw_after_workers()
     merged = merge_input_stats([(r.stats, r.failed) for r in results])
     return merged, any(r.failed for r in results)
 

@@ -64,6 +64,21 @@ def test_only_the_first_command_of_a_process_freezes(tmp_path):
     assert out.stdout.strip() == "True True True", out.stdout + out.stderr
 
 
+@pytest.mark.parametrize("files", [1, 3], ids=["split-by-address", "split-by-files"])
+def test_workers_leave_the_first_commands_freeze_and_thaw_later_ones(tmp_path, files):
+    # the first command's workers must not thaw the start-up freeze (the collector would walk it
+    # all again at exit), and later commands in the same process thaw what they froze
+    args = [_empty_capture(tmp_path)] * files + ["--workers", "2", "-o", os.devnull, "-q"]
+    code = (
+        "import gc; from classifier.cli import main; "
+        f"main(['scan', *{args!r}]); first = gc.get_freeze_count(); "
+        f"main(['scan', *{args!r}]); later = gc.get_freeze_count(); "
+        "print(first > 1000, later == 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "True True", out.stdout + out.stderr
+
+
 def test_a_scan_imports_no_plugin_module(tmp_path):
     empty = _empty_capture(tmp_path)
     code = (
