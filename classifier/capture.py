@@ -126,6 +126,7 @@ class _Structs:
 
 
 _STRUCTS = {"<": _Structs("<"), ">": _Structs(">")}
+_BIG_ENDIAN = _STRUCTS[">"]
 
 # Records of one buffer: ``(buf, records, dropped)``. Each record is ``(timestamp, linktype, start,
 # end, interface_index)``, its frame being ``buf[start:end]``; a record whose linktype is
@@ -188,6 +189,53 @@ def run_records(buf: bytes, run: PcapRun) -> list[tuple[float, int, int, int, in
     return records
 
 
+# One pcapng interface as the EPB walk needs it: (index in CaptureReader.interfaces, linktype,
+# timestamp units per second, timestamp offset in seconds, snaplen).
+PcapngInterface = tuple[int, int, int, int, int]
+
+
+def whole_pcapng_epbs(
+    buf: bytes,
+    pos: int,
+    big_endian: bool,
+    ifaces: list[PcapngInterface],
+    limit: int,
+    records: list[tuple[float, int, int, int, int]],
+) -> int:
+    """Append the records of the enhanced packet blocks lying whole and well formed in ``buf`` from
+    ``pos`` on (known interface, lengths consistent, timestamp in range), up to the first block that
+    is anything else; where that one starts (the reader's general path deals with it, and says what
+    is wrong). Records as ``_pcapng_batches`` makes them; ``classifier/_pcapscan.pyx`` is its
+    compiled twin."""
+    st = _STRUCTS[">" if big_endian else "<"]
+    fast = st.epb_fast.unpack_from
+    u32 = st.u32.unpack_from
+    add = records.append
+    nif = len(ifaces)
+    n = len(buf)
+    ts_min = PACKET_TIME_MIN
+    ts_max = MAX_INSTANT
+    while n - pos >= 24:
+        btype, blen, iid, hi, lo, caplen = fast(buf, pos)
+        end = pos + blen
+        if not (
+            btype == _EPB
+            and end <= n
+            and iid < nif
+            and caplen + 32 <= blen <= limit
+            and not blen & 3
+            and u32(buf, end - 4)[0] == blen
+        ):
+            break
+        gidx, linktype, units, tsoffset, _snap = ifaces[iid]
+        ts = ((hi << 32) | lo) / units + tsoffset
+        if not ts_min <= ts <= ts_max:
+            break
+        add((ts, linktype, pos + 28, pos + 28 + caplen, gidx))
+        pos = end
+    return pos
+
+
 def _compiled_whole_pcap_records() -> Callable[..., int] | None:
     """The compiled ``whole_pcap_records`` if it was built and CLASSIFIER_PURE_PYTHON is not set."""
     if os.environ.get("CLASSIFIER_PURE_PYTHON"):
@@ -210,6 +258,21 @@ COMPILED_WHOLE_PCAP_RUN: Callable[..., tuple[int, int]] | None = (
     else importlib.import_module("classifier._pcapscan").whole_pcap_run
 )
 WHOLE_PCAP_RUN = COMPILED_WHOLE_PCAP_RUN or whole_pcap_run
+
+
+def _compiled_whole_pcapng_epbs() -> Callable[..., int] | None:
+    """The compiled ``whole_pcapng_epbs`` if it was built (from a .pyx that has it) and
+    CLASSIFIER_PURE_PYTHON is not set."""
+    if COMPILED_WHOLE_PCAP_RECORDS is None:
+        return None
+    found: Callable[..., int] | None = getattr(
+        importlib.import_module("classifier._pcapscan"), "whole_pcapng_epbs", None
+    )
+    return found
+
+
+COMPILED_WHOLE_PCAPNG_EPBS = _compiled_whole_pcapng_epbs()
+WHOLE_PCAPNG_EPBS = COMPILED_WHOLE_PCAPNG_EPBS or whole_pcapng_epbs
 
 
 @dataclass(frozen=True)
@@ -517,7 +580,7 @@ class CaptureReader:
         skipped = 0  # packet records not yielded: records + skipped = packet records met so far
         last_ts = 0.0
         # this section's interfaces: (index in self.interfaces, linktype, ts units, ts offset, snaplen)
-        ifaces: list[tuple[int, int, int, int, int]] = []
+        ifaces: list[PcapngInterface] = []
         nif = 0
         st = _STRUCTS["<"]
         fast = st.epb_fast.unpack_from
@@ -528,7 +591,17 @@ class CaptureReader:
         records: list[tuple[float, int, int, int, int]] = []
         errors: list[MalformedError] = []
         add = records.append
+        walk = COMPILED_WHOLE_PCAPNG_EPBS
         while True:
+            # Compiled fast path: the whole, well-formed EPBs of known interfaces, in one call.
+            if walk is not None and n - pos >= 24:
+                had = len(records)
+                start = pos
+                pos = walk(buf, pos, st is _BIG_ENDIAN, ifaces, max_block, records)
+                if pos != start:
+                    self.records += len(records) - had
+                    last_ts = records[-1][0]
+                    continue
             # Fast path: a whole, well-formed EPB of a known interface is in the buffer.
             if n - pos >= 24:
                 btype, blen, iid, hi, lo, caplen = fast(buf, pos)

@@ -35,7 +35,12 @@ def _compiled():
 
 def test_extension_is_built_and_chosen():
     _compiled()
-    for compiled in (pipeline.COMPILED_FEED, capture.COMPILED_WHOLE_PCAP_RECORDS):
+    assert capture.COMPILED_WHOLE_PCAPNG_EPBS is not None, "built from a _pcapscan.pyx without the EPB walk"
+    for compiled in (
+        pipeline.COMPILED_FEED,
+        capture.COMPILED_WHOLE_PCAP_RECORDS,
+        capture.COMPILED_WHOLE_PCAPNG_EPBS,
+    ):
         built = Path(sys.modules[compiled.__module__].__file__)
         assert built.suffix == ".so", built
         # An editable install does not rebuild by itself: a .pyx edited since is not what runs.
@@ -73,21 +78,104 @@ def _captures() -> list[Path]:
 @pytest.mark.real
 def test_compiled_and_pure_loops_give_identical_records_and_stats(sigs, policy, monkeypatch):
     compiled = _compiled()
+    walk = capture.COMPILED_WHOLE_PCAPNG_EPBS
     captures = _captures()
     assert len(captures) >= 20, captures
     counted = 0
     for path in captures:
         monkeypatch.setattr(pipeline, "COMPILED_FEED", compiled)
         monkeypatch.setattr(capture, "WHOLE_PCAP_RECORDS", capture.COMPILED_WHOLE_PCAP_RECORDS)
+        monkeypatch.setattr(capture, "COMPILED_WHOLE_PCAPNG_EPBS", walk)
         got = _scan(sigs, policy, path)
         monkeypatch.setattr(pipeline, "COMPILED_FEED", None)
         monkeypatch.setattr(capture, "WHOLE_PCAP_RECORDS", capture.whole_pcap_records)
+        monkeypatch.setattr(capture, "COMPILED_WHOLE_PCAPNG_EPBS", None)
         want = _scan(sigs, policy, path)
         assert got[0] == want[0], f"{path.name}: records differ"
         assert got[1] == want[1], f"{path.name}: statistics differ"
         assert got[2] == want[2], path.name
         counted += got[2]
     assert counted > 10_000
+    assert any(p.name.endswith((".pcapng", ".pcapng.gz")) for p in captures)  # the EPB walk ran
+
+
+def _epb(
+    order: str, iid: int, count: int, data: bytes, *, blen_delta: int = 0, trailer_delta: int = 0
+) -> bytes:
+    """An enhanced packet block (timestamp ``count`` in its interface's units)."""
+    pad = b"\0" * (-len(data) % 4)
+    blen = 32 + len(data) + len(pad)
+    head = struct.pack(
+        order + "IIIIIII", 6, blen + blen_delta, iid, count >> 32, count & 0xFFFFFFFF, len(data), len(data)
+    )
+    return head + data + pad + struct.pack(order + "I", blen + trailer_delta)
+
+
+_SECOND = 1_764_806_400  # 2025-12-04 in seconds since 1970
+# (index, linktype, units, offset, snaplen): microseconds; nanoseconds (counts past 2**53);
+# 2**-60 s units (past 2**53 themselves); an offset of one day
+_IFACES = [(0, 1, 10**6, 0, 0), (1, 113, 10**9, 0, 0), (2, 1, 1 << 60, 0, 0), (3, 1, 10**6, 86_400, 0)]
+
+
+def _epb_stream(order: str) -> tuple[bytes, list[int]]:
+    """EPBs every walk must take whole, then after each mark a block it must stop at."""
+    good = [
+        _epb(order, 0, _SECOND * 10**6 + 123_457, b"a" * 60),
+        _epb(order, 1, _SECOND * 10**9 + 987_654_321, b"b" * 61),
+        _epb(order, 2, (15 << 60) + 12345, b"c" * 62),
+        _epb(order, 3, _SECOND * 10**6 + 1, b""),
+        _epb(order, 1, (1 << 53) + 1, b"d" * 3),
+    ]
+    stops = [
+        _epb(order, 4, _SECOND * 10**6, b"x"),  # unknown interface
+        _epb(order, 0, 0xFFFF_FFFF_FFFF_FFFF, b"x"),  # timestamp out of range
+        _epb(order, 0, _SECOND * 10**6, b"x" * 8, blen_delta=4),  # block length past the data
+        _epb(order, 0, _SECOND * 10**6, b"x" * 8, trailer_delta=4),  # trailer differs
+        _epb(order, 0, _SECOND * 10**6, b"x" * 8, blen_delta=-4),  # captured length > data
+        struct.pack(order + "III", 5, 12, 12),  # an interface statistics block: not a packet
+        _epb(order, 0, _SECOND * 10**6, b"x" * 8)[:-1],  # cut
+    ]
+    out = b"".join(good)
+    marks = []  # (where a bad block starts, where the good ones after it start)
+    for stop in stops:
+        marks.append((len(out), len(out) + len(stop)))
+        out += stop + b"".join(good)
+    return out, marks
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_pcapng_epb_walk_twins_agree_bit_for_bit(order):
+    _compiled()
+    walk = capture.COMPILED_WHOLE_PCAPNG_EPBS
+    buf, marks = _epb_stream(order)
+    pos = 0
+    stopped = []
+    while pos < len(buf):
+        got: list = []
+        want: list = []
+        end = walk(buf, pos, order == ">", _IFACES, 1 << 24, got)
+        assert end == capture.whole_pcapng_epbs(buf, pos, order == ">", _IFACES, 1 << 24, want)
+        # timestamps equal to the last bit (the nanosecond and 2**-60 ones are Python's division)
+        assert [(repr(r[0]), *r[1:]) for r in got] == [(repr(r[0]), *r[1:]) for r in want]
+        assert [r[0] for r in want[:5]] == [
+            _SECOND + 123_457 / 10**6,
+            (_SECOND * 10**9 + 987_654_321) / 10**9,
+            ((15 << 60) + 12345) / (1 << 60),
+            (_SECOND * 10**6 + 1) / 10**6 + 86_400,
+            ((1 << 53) + 1) / 10**9,
+        ][: len(want[:5])]
+        if end == pos:  # stopped at once: step over the block the reader's general path would take
+            stopped.append(pos)
+            pos = dict(marks)[pos]
+        else:
+            pos = end
+    assert stopped == [start for start, _resume in marks]  # every bad block stops both walks, there
+    # a limit below a block's length stops the walk too
+    assert (
+        walk(buf, 0, order == ">", _IFACES, 64, [])
+        == capture.whole_pcapng_epbs(buf, 0, order == ">", _IFACES, 64, [])
+        == 0
+    )
 
 
 def _pcap_records(order: str, records: list[tuple[int, int, int]]) -> bytes:
