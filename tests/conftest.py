@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +36,17 @@ def need_program(name: str, why: str = "CI must run this test") -> str:
             pytest.fail(f"{name} is not installed, and {why} (tools/debian-packages.txt)")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+def need_extension(name: str) -> Any:
+    """A compiled extension of the package (``_batchcount``...), imported: CI must have built it
+    (setup.py, `make test`), so there its absence fails; elsewhere the test is skipped."""
+    try:
+        return importlib.import_module(f"classifier.{name}")
+    except ImportError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"classifier.{name} is not built ({err}), and CI must run this test")
+        pytest.skip(f"classifier.{name} is not built")
 
 
 @pytest.fixture(scope="session")
