@@ -52,7 +52,6 @@ reader yields the usual per-packet tuples, made from the same batches.
 
 from __future__ import annotations
 
-import importlib
 import os
 import stat
 import struct
@@ -62,6 +61,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
+from classifier.compiled import compiled_function
 from classifier.compressed import GZIP_MAGIC, GzipSource, PlainSource, RawInput, one_line, read_head
 from classifier.errors import MalformedError, UserError
 from classifier.timeutil import MAX_INSTANT, PACKET_TIME_MIN
@@ -236,42 +236,18 @@ def whole_pcapng_epbs(
     return pos
 
 
-def _compiled_whole_pcap_records() -> Callable[..., int] | None:
-    """The compiled ``whole_pcap_records`` if it was built and CLASSIFIER_PURE_PYTHON is not set."""
-    if os.environ.get("CLASSIFIER_PURE_PYTHON"):
-        return None
-    try:
-        compiled = importlib.import_module("classifier._pcapscan")
-    except ImportError:
-        return None
-    if not hasattr(compiled, "whole_pcap_run"):  # built from an older .pyx: as if not built
-        return None
-    found: Callable[..., int] = compiled.whole_pcap_records
-    return found
-
-
-COMPILED_WHOLE_PCAP_RECORDS = _compiled_whole_pcap_records()
+# The compiled twins (classifier/_pcapscan.pyx); the record scan and the run walk come together.
+COMPILED_WHOLE_PCAP_RECORDS: Callable[..., int] | None = compiled_function(
+    "_pcapscan", "whole_pcap_records", "whole_pcap_run"
+)
 WHOLE_PCAP_RECORDS = COMPILED_WHOLE_PCAP_RECORDS or whole_pcap_records
-COMPILED_WHOLE_PCAP_RUN: Callable[..., tuple[int, int]] | None = (
-    None
-    if COMPILED_WHOLE_PCAP_RECORDS is None
-    else importlib.import_module("classifier._pcapscan").whole_pcap_run
+COMPILED_WHOLE_PCAP_RUN: Callable[..., tuple[int, int]] | None = compiled_function(
+    "_pcapscan", "whole_pcap_run", "whole_pcap_records"
 )
 WHOLE_PCAP_RUN = COMPILED_WHOLE_PCAP_RUN or whole_pcap_run
 
 
-def _compiled_whole_pcapng_epbs() -> Callable[..., int] | None:
-    """The compiled ``whole_pcapng_epbs`` if it was built (from a .pyx that has it) and
-    CLASSIFIER_PURE_PYTHON is not set."""
-    if COMPILED_WHOLE_PCAP_RECORDS is None:
-        return None
-    found: Callable[..., int] | None = getattr(
-        importlib.import_module("classifier._pcapscan"), "whole_pcapng_epbs", None
-    )
-    return found
-
-
-COMPILED_WHOLE_PCAPNG_EPBS = _compiled_whole_pcapng_epbs()
+COMPILED_WHOLE_PCAPNG_EPBS: Callable[..., int] | None = compiled_function("_pcapscan", "whole_pcapng_epbs")
 WHOLE_PCAPNG_EPBS = COMPILED_WHOLE_PCAPNG_EPBS or whole_pcapng_epbs
 
 

@@ -12,11 +12,10 @@ flows that may share a remembered name are in the same partition. docs/ARCHITECT
 
 from __future__ import annotations
 
-import importlib
-import os
 import zlib
 from collections.abc import Callable
 
+from .compiled import compiled_function
 from .dnscache import DnsCache
 from .errors import MalformedError
 from .flows import DECIDED, Flow, FlowConfig
@@ -30,20 +29,9 @@ from .tunnels import Tunnel
 _MAX_EXAMPLES = 3  # malformed-packet examples per reason, as the scanner keeps them
 
 
-def _compiled_feed() -> Callable[..., Flow | None] | None:
-    """The compiled first packet of a flow another partition reports (classifier/_partfeed.pyx),
-    if it was built and not refused (CLASSIFIER_PURE_PYTHON: ``Scanner.feed`` takes every packet)."""
-    if os.environ.get("CLASSIFIER_PURE_PYTHON"):
-        return None
-    try:
-        compiled = importlib.import_module("classifier._partfeed")
-    except ImportError:
-        return None
-    feed: Callable[..., Flow | None] = compiled.feed
-    return feed
-
-
-COMPILED_FEED = _compiled_feed()
+# The compiled first packet of a flow another partition reports (classifier/_partfeed.pyx); without
+# it (or refused) ``Scanner.feed`` takes every packet.
+COMPILED_FEED: Callable[..., Flow | None] | None = compiled_function("_partfeed", "feed")
 
 
 def partition_of(server: bytes, parts: int) -> int:

@@ -8,7 +8,6 @@ handed to ``on_record`` exactly once.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from .attribute import Attributor
 from .blockfloor import BlockFloor
 from .capture import COMPILED_WHOLE_PCAP_RECORDS, DROPPED, CaptureReader, RunBatch, run_records
+from .compiled import compiled_function
 from .decode import (
     ETH_IP4_TCP,
     ETH_IP4_UDP,
@@ -55,34 +55,14 @@ _FIN_OR_RST = TCP_FIN | TCP_RST
 _TUNNEL_PORTS = UDP_PORTS | {UDP_TEREDO}  # Teredo at either end: decode's rule
 
 
-def _compiled_feed() -> Callable[[Scanner, Iterable[RunBatch]], None] | None:
-    """The compiled twin of ``feed_batches``' in-place loop, if it was built and not refused
-    (CLASSIFIER_PURE_PYTHON set: the pure-Python loop below, e.g. to compare the two)."""
-    if os.environ.get("CLASSIFIER_PURE_PYTHON"):
-        return None
-    try:
-        compiled = importlib.import_module("classifier._batchcount")
-    except ImportError:
-        return None
-    if not hasattr(compiled, "decode"):  # built from an older .pyx (no runs, no decode): as if not built
-        return None
-    feed_batches: Callable[[Scanner, Iterable[RunBatch]], None] = compiled.feed_batches
-    return feed_batches
-
-
-COMPILED_FEED = _compiled_feed()
-
-
-def _compiled_decode() -> Callable[[int, bytes], Decoded | None] | None:
-    """The compiled ``decode`` of the same extension (it decodes in C what the in-place loop reads,
-    and hands every other frame to decode.py), under the same conditions as ``_compiled_feed``."""
-    if COMPILED_FEED is None:
-        return None
-    found: Callable[[int, bytes], Decoded | None] = importlib.import_module("classifier._batchcount").decode
-    return found
-
-
-COMPILED_DECODE = _compiled_decode()
+# The compiled twin of ``feed_batches``' in-place loop, and its ``decode`` (it decodes in C what
+# the in-place loop reads and hands every other frame to decode.py): both, or neither.
+COMPILED_FEED: Callable[[Scanner, Iterable[RunBatch]], None] | None = compiled_function(
+    "_batchcount", "feed_batches", "decode"
+)
+COMPILED_DECODE: Callable[[int, bytes], Decoded | None] | None = compiled_function(
+    "_batchcount", "decode", "feed_batches"
+)
 _DECODE = COMPILED_DECODE or decode
 
 

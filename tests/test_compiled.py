@@ -52,6 +52,19 @@ def test_extension_is_built_and_chosen():
     assert pipeline.per_packet_loop() == "compiled (Cython)"
 
 
+def test_a_twin_is_found_only_when_built_whole_and_not_refused(monkeypatch):
+    _compiled()
+    from classifier.compiled import compiled_function
+
+    assert compiled_function("_pcapscan", "whole_pcap_run") is capture.COMPILED_WHOLE_PCAP_RUN
+    assert compiled_function("_no_such_extension", "f") is None  # not built
+    # built from an older .pyx: a function its callers need is missing
+    assert compiled_function("_pcapscan", "whole_pcap_run", "not_in_this_build") is None
+    assert compiled_function("_pcapscan", "not_in_this_build") is None
+    monkeypatch.setenv("CLASSIFIER_PURE_PYTHON", "1")
+    assert compiled_function("_pcapscan", "whole_pcap_run") is None  # refused
+
+
 def _scan(sigs, policy, path: Path) -> tuple[bytes, str, int]:
     """(records as JSON lines, statistics as JSON, packets) of one capture through feed_batches."""
     lines: list[bytes] = []

@@ -20,6 +20,7 @@ from test_scanner import client_hello
 
 from classifier import capture, pipeline
 from classifier.capture import open_capture
+from classifier.compiled import compiled_function
 from classifier.decode import decode
 from classifier.errors import MalformedError
 from classifier.pipeline import Scanner, ScanOptions, _in_place
@@ -45,7 +46,8 @@ LINKS = {
 
 def _compiled_feed():
     need_extension("_batchcount")  # CI fails without it
-    return pipeline._compiled_feed() or pytest.skip("CLASSIFIER_PURE_PYTHON refuses the compiled loop")
+    found = compiled_function("_batchcount", "feed_batches", "decode")
+    return found or pytest.skip("CLASSIFIER_PURE_PYTHON refuses the compiled loop")
 
 
 def _ip(version: int, src: str, dst: str, **kw):
