@@ -139,7 +139,7 @@ def run_scan(args: argparse.Namespace) -> int:
 
             # JSON lines: the workers encode the records, the parent only joins them (and keeps
             # the summary); other formats get whole records.
-            lines = isinstance(writer, JsonLinesWriter) and html is None and sink is None
+            jsonl = writer if isinstance(writer, JsonLinesWriter) and html is None and sink is None else None
             stats, failed = scan_parallel(
                 sigs,
                 policy,
@@ -148,8 +148,8 @@ def run_scan(args: argparse.Namespace) -> int:
                 args.continuous,
                 workers,
                 progress,
-                (summary.add if summarize else None) if lines else on_record,
-                writer.write_lines if lines and isinstance(writer, JsonLinesWriter) else None,
+                (summary.add if summarize else None) if jsonl is not None else on_record,
+                None if jsonl is None else jsonl.write_lines,
             )
         else:
             flow_record = record_function(options.community_id_seed)
