@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from classifier.compiled import compiled_function
 from classifier.errors import MalformedError
 from classifier.inspect import escape_label, normalize_hostname
 
@@ -38,6 +40,7 @@ __all__ = [
     "ServiceBinding",
     "decode_name",
     "parse_message",
+    "parse_message_py",
     "parse_svcb",
     "split_tcp_stream",
 ]
@@ -219,11 +222,12 @@ def _records(
     return tuple(out), pos
 
 
-def parse_message(data: bytes) -> Message:
+def parse_message_py(data: bytes) -> Message:
     """One DNS message (a UDP payload, or one message from :func:`split_tcp_stream`).
 
     Any inconsistency raises ``MalformedError`` naming the section and field; bytes after the
-    last record the header announces are ignored.
+    last record the header announces are ignored. The pure-Python reference of the compiled
+    ``parse_message`` (classifier/_dnsparse.pyx, chosen at the end of this module).
     """
     n = len(data)
     if n < 12:
@@ -411,3 +415,10 @@ def _ech_config(version: int, b: bytes) -> EchConfig:
     if len(name) != ln or not ln:
         raise _svcb_err("ech", "bad public_name")
     return EchConfig(version, config_id, normalize_hostname(name))
+
+
+# The compiled twin of ``parse_message_py`` (classifier/_dnsparse.pyx), found last: it imports the
+# dataclasses and helpers above from this module. Every DNS message is parsed, by every worker of
+# ``scan --workers`` too, so this is once-per-message work that every process repeats.
+COMPILED_PARSE_MESSAGE: Callable[[bytes], Message] | None = compiled_function("_dnsparse", "parse_message")
+parse_message: Callable[[bytes], Message] = COMPILED_PARSE_MESSAGE or parse_message_py
