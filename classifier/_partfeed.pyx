@@ -5,7 +5,8 @@ Every ``scan --workers`` partition creates every flow, so that flow numbers, tim
 are those of one process (classifier/partition.py). A flow it does not report needs nothing but
 what keeps those identical: its number, key, times, counters and FIN/RST state. For the packets
 ``decode`` takes in one piece (untagged Ethernet, IPv4 without options or fragments, TCP or UDP not
-to a tunnel port) and not to or from port 53 (DNS flows are inspected everywhere), the first packet
+to a tunnel port) or in two short steps (IPv6 with TCP or UDP as the next header, ``_ipv6`` and
+``_transport``) and not to or from port 53 (DNS flows are inspected everywhere), the first packet
 of such a flow is read here in C and the flow made directly, instead of ``decode``, ``Scanner.feed``
 and ``_new_flow``; fields only a record shows (interface, next hop, VLAN) are left unset, since no
 record of it is written here. Every other packet goes to ``Scanner.feed``. Without this module
@@ -53,38 +54,58 @@ cdef inline long _u16(const unsigned char *b) noexcept:
 def feed(scanner, ts, long linktype, frame, iface=0):
     """``Scanner.feed(ts, linktype, frame, iface)`` for a ``PartScanner``: see above."""
     cdef const unsigned char *p
-    cdef Py_ssize_t n, end, l7
+    cdef Py_ssize_t n, end, l4, l7, a, alen
     cdef long proto, total, sport, dport, client_port, flags = 0
     cdef bint forward, by_client, from_client
     if linktype != 1 or type(frame) is not bytes:
         return _generic_feed(scanner, ts, linktype, frame, iface)
     p = <const unsigned char *><bytes>frame
     n = len(<bytes>frame)
-    if n < 42 or p[12] != 0x08 or p[13] != 0x00:
+    if n < 42:
         return _generic_feed(scanner, ts, linktype, frame, iface)
-    total = _u16(p + 16)
-    proto = p[23]
-    if p[14] != 0x45 or _u16(p + 20) & 0x3FFF or total < 28:
+    if p[12] == 0x08 and p[13] == 0x00:
+        # IPv4 without options or fragments (decode's fast path)
+        total = _u16(p + 16)
+        proto = p[23]
+        if p[14] != 0x45 or _u16(p + 20) & 0x3FFF or total < 28:
+            return _generic_feed(scanner, ts, linktype, frame, iface)
+        end = 14 + total
+        l4 = 34
+        a = 26
+        alen = 4
+    elif p[12] == 0x86 and p[13] == 0xDD:
+        # IPv6 whose next header is TCP or UDP (no extension header): decode's _ipv6, _transport
+        if n < 62 or p[14] >> 4 != 6:
+            return _generic_feed(scanner, ts, linktype, frame, iface)
+        proto = p[20]
+        if proto != 6 and proto != 17:
+            return _generic_feed(scanner, ts, linktype, frame, iface)
+        total = _u16(p + 18)
+        end = 54 + total if total else n  # payload length 0: a jumbogram, to the end
+        total += 40
+        l4 = 54
+        a = 22
+        alen = 16
+    else:
         return _generic_feed(scanner, ts, linktype, frame, iface)
-    sport = _u16(p + 34)
-    dport = _u16(p + 36)
+    sport = _u16(p + l4)
+    dport = _u16(p + l4 + 2)
     if sport == _DNS or dport == _DNS:
         return _generic_feed(scanner, ts, linktype, frame, iface)
-    end = 14 + total
     if end > n:
         end = n
     if proto == 6:
-        if end < 54:
+        if end < l4 + 20:
             return _generic_feed(scanner, ts, linktype, frame, iface)
-        l7 = 34 + (p[46] >> 4) * 4
-        if l7 < 54 or l7 > end:
+        l7 = l4 + (p[l4 + 12] >> 4) * 4
+        if l7 < l4 + 20 or l7 > end:
             return _generic_feed(scanner, ts, linktype, frame, iface)
-        flags = p[47]
-    elif proto != 17 or _tunnel_port(dport) or sport == _TEREDO:
+        flags = p[l4 + 13]
+    elif proto != 17 or end < l4 + 8 or _tunnel_port(dport) or sport == _TEREDO:
         return _generic_feed(scanner, ts, linktype, frame, iface)
-    src = frame[26:30]
-    dst = frame[30:34]
-    forward = sport > dport or (sport == dport and memcmp(p + 26, p + 30, 4) >= 0)
+    src = frame[a : a + alen]
+    dst = frame[a + alen : a + 2 * alen]
+    forward = sport > dport or (sport == dport and memcmp(p + a, p + a + alen, alen) >= 0)
     key = (src, sport, dst, dport, proto) if forward else (dst, dport, src, sport, proto)
     table = scanner.table
     if key in table.entries:

@@ -301,8 +301,10 @@ def test_worker_pipes_hold_several_batches() -> None:
 def _edge_capture(path: Path) -> None:
     """First packets the compiled short cut must get right, or leave to ``Scanner.feed``: a
     SYN-ACK first, a RST first, a FIN first, both ends the same address and port, TCP options,
-    IPv4 options, DNS, a tunnel port, a closed flow's port reused, many short flows (the cap)."""
+    IPv4 options, DNS, a tunnel port, a closed flow's port reused, many short flows (the cap); and
+    over IPv6 too."""
     from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
     from scapy.layers.l2 import Ether
     from scapy.utils import wrpcap
 
@@ -326,6 +328,25 @@ def _edge_capture(path: Path) -> None:
         IP(src=b, dst=a) / TCP(sport=80, dport=40002, flags="S"),  # one FIN only: the same one
     ]
     pkts += [IP(src=a, dst=f"203.0.113.{i}") / UDP(sport=41000 + i, dport=123) for i in range(40)]
+    # IPv6: the same cases, an extension header, a jumbogram's zero length, a cut TCP header.
+    c, d = "2001:db8::10", "2001:db8:1::20"
+    mss = [("MSS", 1440), ("NOP", None)]
+    pkts += [
+        IPv6(src=d, dst=c) / TCP(sport=443, dport=40000, flags="SA"),
+        IPv6(src=c, dst=d) / TCP(sport=40000, dport=443, flags="A") / b"data",
+        IPv6(src=c, dst=d) / TCP(sport=40001, dport=80, flags="R"),
+        IPv6(src=d, dst=c) / TCP(sport=80, dport=40002, flags="FA"),
+        IPv6(src=c, dst=c) / TCP(sport=5000, dport=5000, flags="SA"),
+        IPv6(src=c, dst=d) / TCP(sport=40003, dport=443, flags="S", options=mss),
+        IPv6(src=c, dst=d) / IPv6ExtHdrHopByHop() / TCP(sport=40004, dport=443, flags="S"),
+        IPv6(src=c, dst=d) / UDP(sport=40005, dport=53) / (b"\0" * 12),
+        IPv6(src=c, dst=d) / UDP(sport=4789, dport=4789) / (b"\0" * 8),
+        IPv6(src=c, dst=d, plen=0) / UDP(sport=40007, dport=443) / (b"\0" * 30),
+        IPv6(src=c, dst=d, plen=12) / TCP(sport=40008, dport=443, flags="S"),
+        IPv6(src=c, dst=d, plen=24) / TCP(sport=40010, dport=443, flags="S", options=mss),  # cut options
+        IPv6(src=d, dst=c) / UDP(sport=443, dport=40009) / (b"\0" * 1200),
+    ]
+    pkts += [IPv6(src=c, dst=f"2001:db8:2::{i:x}") / UDP(sport=42000 + i, dport=443) for i in range(20)]
     frames = [Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / p for p in pkts]
     for n, frame in enumerate(frames):
         frame.time = 1_700_000_000 + n / 2  # 27 s: flows closed by a FIN or RST end after 10
@@ -360,11 +381,16 @@ def _part(
         scanner.compiled_feed = None
     short_cuts = 0
     ended = scanner._ended
+    flows: list[tuple] = []  # what the table keeps of every flow, reported here or not
 
     def count(flow: parallel.Flow) -> None:
         nonlocal short_cuts
         # The short cut leaves the next hop unset: only a record shows it.
         short_cuts += flow.neighbour is None and not scanner.owns(flow)
+        flows.append(
+            (flow.id, flow.key, flow.client, flow.client_port, flow.first_ts, flow.last_ts, flow.fin,
+             flow.c2s_pkts, flow.c2s_bytes, flow.s2c_pkts, flow.s2c_bytes, flow.end_reason, flow.first_packet)
+        )  # fmt: skip
         ended(flow)
 
     scanner.table.on_end = count
@@ -372,7 +398,7 @@ def _part(
     scan_inputs(captures, scanner, stats, False, False)
     scanner.finish()
     scanner.fill_stats(stats)
-    return records, stats, dict(scanner.inspection.first_seen), short_cuts
+    return records, stats, dict(scanner.inspection.first_seen), short_cuts, flows
 
 
 @pytest.mark.parametrize("parts", [2, 3])
@@ -398,6 +424,7 @@ def test_the_compiled_first_packet_of_other_partitions_flows_changes_nothing(
         for got, want in zip(with_short_cut, without, strict=True):
             assert got[0] == want[0]
             assert got[1] == want[1] and got[2] == want[2]
+            assert got[4] == want[4]  # every flow alike: numbers, keys, ends, times and counters
         # All Ethernet: Scanner.feed sets every flow's next hop, the short cut none.
         assert sum(want[3] for want in without) == 0
         assert sum(got[3] for got in with_short_cut) > 10
