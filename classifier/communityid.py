@@ -14,6 +14,7 @@ from __future__ import annotations
 from binascii import b2a_base64
 from hashlib import sha1
 from struct import Struct
+from typing import Any
 
 PROTO_ICMP = 1
 PROTO_ICMP6 = 58
@@ -82,5 +83,13 @@ def community_id(
 
 def _render(seed: int, tuple_bytes: bytes) -> str:
     """``1:`` and the base64 SHA-1 of the seed and the ordered tuple."""
-    digest = sha1(_SEED.pack(seed) + tuple_bytes, usedforsecurity=False).digest()
-    return "1:" + b2a_base64(digest, newline=False).decode("ascii")
+    seeded = _SEEDED.get(seed)
+    if seeded is None:
+        seeded = _SEEDED[seed] = sha1(_SEED.pack(seed), usedforsecurity=False)
+    h = seeded.copy()  # a third cheaper than a new SHA-1 object (OpenSSL's set-up per hash)
+    h.update(tuple_bytes)
+    return "1:" + b2a_base64(h.digest(), newline=False).decode("ascii")
+
+
+# seed -> SHA-1 state after hashing it (a run uses one seed; at most 65,536 in all)
+_SEEDED: dict[int, Any] = {}
