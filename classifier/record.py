@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from .attribute import client_hello, flow_ja4, ntop
-from .communityid import check_seed, community_id
+from .communityid import port_flow_id
 from .flows import Flow
 from .outputs import TextSink
 from .timeutil import format_micro
@@ -50,6 +50,20 @@ def json_text(v: Any) -> str:
 
 def _csv_provisions(v: list[dict[str, Any]]) -> str:
     return ";".join(f"{p['id']}:{p['status']}" for p in v)
+
+
+_VERSION_NAMES: dict[tuple[int, ...], tuple[str, ...]] = {}  # a ClientHello's versions -> names
+_VERSION_NAMES_MAX = 1024  # (clients offer a few dozen lists; the memory starts over when full)
+
+
+def tls_version_names(versions: tuple[int, ...]) -> list[str]:
+    """The ``tls_versions`` value: names of the versions offered, remembered per list."""
+    names = _VERSION_NAMES.get(versions)
+    if names is None:
+        if len(_VERSION_NAMES) >= _VERSION_NAMES_MAX:
+            _VERSION_NAMES.clear()
+        names = _VERSION_NAMES[versions] = tuple(_TLS_VERSIONS.get(v, f"0x{v:04x}") for v in versions)
+    return list(names)
 
 
 def tunnel_field(flow: Flow) -> list[dict] | None:
@@ -119,7 +133,7 @@ FIELDS: tuple[RecordField, ...] = (
         "string",
         "Community ID v1 of the flow (seed 0 unless --community-id-seed), as Zeek, Suricata, "
         "Arkime and Elastic compute it: the key to the same connection in their logs",
-        "community_id(flow.proto, flow.client, flow.server, flow.client_port, flow.server_port, _CID_SEED)",
+        "flow_id(flow.proto, flow.client, flow.server, flow.client_port, flow.server_port)",
     ),
     F(
         "vlan",
@@ -163,7 +177,7 @@ FIELDS: tuple[RecordField, ...] = (
         "tls_versions",
         "array",
         "TLS versions offered (supported_versions, else the legacy version)",
-        '[_TLS_VERSIONS.get(v, f"0x{v:04x}") for v in hello.versions] if hello else []',
+        "tls_version_names(hello.versions) if hello else []",
     ),
     F(
         "quic_version",
@@ -246,7 +260,8 @@ FIELDS: tuple[RecordField, ...] = (
         "array",
         "every provision covering the app and categories, with its status then",
         '[{"id": p.provision, "category": p.category, "status": p.status, "effective": p.effective, '
-        '"event": p.event, "unenforced": p.unenforced, "reason": p.reason} for p in d.provisions]',
+        '"event": p.event, "unenforced": p.unenforced, "reason": p.reason} for p in d.provisions] '
+        "if d.provisions else []",  # (a comprehension costs a call, also over nothing)
         csv=_csv_provisions,
         csv_last=True,
     ),
@@ -254,7 +269,7 @@ FIELDS: tuple[RecordField, ...] = (
         "evidence",
         "array",
         "objects with kind, value, and signature/source where a signature matched",
-        "[e.as_dict() for e in a.evidence]",
+        "[e.as_dict() for e in a.evidence] if a.evidence else []",
         csv=json_text,
     ),
     F("packets_c2s", "integer", "packets client to server", "flow.c2s_pkts"),
@@ -327,8 +342,8 @@ def compile_flow_record(
         "ntop": ntop,
         "format_micro": format_micro,
         "_TLS_VERSIONS": _TLS_VERSIONS,
-        "community_id": community_id,
-        "_CID_SEED": check_seed(community_id_seed),
+        "flow_id": port_flow_id(community_id_seed),  # records are TCP or UDP flows
+        "tls_version_names": tls_version_names,
     }
     values = []
     for i, f in enumerate(fields):

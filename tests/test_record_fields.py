@@ -19,6 +19,8 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.utils import wrpcap
 
+from classifier.record import _TLS_VERSIONS as TLS_VERSIONS
+from classifier.record import tls_version_names
 from classifier.timeutil import format_instant, parse_instant
 
 DEMO = ROOT / "pcaps" / "demo.pcap"
@@ -187,3 +189,13 @@ def test_csv_keeps_every_field_losslessly() -> None:
         signed += any("signature" in e and "source" in e for e in json.loads(row["evidence"] or "[]"))
     assert signed, "no evidence with signature and source: the test would not show they reach CSV"
     assert noted, "no record with notes: the test would not show they reach CSV"
+
+
+def test_tls_version_names_as_written_before_they_were_remembered() -> None:
+    """tls_versions names each offered version (unknown ones in hex), a fresh list per record."""
+    for versions in [(0x0304, 0x0303), (0x0303,), (0x7F1C, 0x0304, 0x0300, 0x0301, 0x0302), ()]:
+        expected = [TLS_VERSIONS.get(v, f"0x{v:04x}") for v in versions]
+        first, again = tls_version_names(versions), tls_version_names(versions)
+        assert first == again == expected
+        assert first is not again
+    assert tls_version_names((0x7F1C,)) == ["0x7f1c"]
