@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from .attribute import client_hello, flow_ja4, ntop
+from .attribute import flow_ja4, ntop
 from .communityid import port_flow_id
 from .flows import Flow
 from .outputs import TextSink
@@ -292,7 +292,7 @@ FIELDS: tuple[RecordField, ...] = (
         "erspan2, erspan3, pptp, vxlan, geneve, gtp-u, teredo, ipip, 6in4, 4in6, 6in6), src and dst (outer "
         "addresses, src on the client side) and id (GRE key, PPTP call id, ERSPAN session, VNI, GTP-U TEID "
         "of the flow's first packet; null if the type has none)",
-        tunnel_field,
+        "tunnel_field(flow) if flow.tunnel is not None else None",
         csv=tunnel_text,
     ),
     F(
@@ -307,7 +307,8 @@ FIELDS: tuple[RecordField, ...] = (
         "ja4",
         "string|null",
         "JA4 fingerprint of the ClientHello (TLS or QUIC), FoxIO specification",
-        flow_ja4,
+        # computed once, by flow_ja4, for a flow with a ClientHello
+        "flow_ja4(flow) if hello is not None and facts.ja4 is None else facts.ja4",
     ),
     F(
         "ja4s",
@@ -338,7 +339,8 @@ def compile_flow_record(
     if len(set(names)) != len(names):
         raise ValueError("record fields: a name is declared twice")
     scope: dict[str, Any] = {
-        "client_hello": client_hello,
+        "flow_ja4": flow_ja4,
+        "tunnel_field": tunnel_field,
         "ntop": ntop,
         "format_micro": format_micro,
         "_TLS_VERSIONS": _TLS_VERSIONS,
@@ -361,8 +363,10 @@ def compile_flow_record(
         "    a = flow.attribution\n"
         "    d = flow.decision\n"
         "    facts = flow.facts\n"
-        "    hello = client_hello(flow)\n"
         "    quic = facts.quic\n"
+        "    hello = facts.tls\n"  # client_hello(flow), without its call
+        "    if hello is None and quic is not None:\n"
+        "        hello = quic.client_hello\n"
         "    req = facts.http\n"
         "    first = format_micro(flow.first_ts)\n"
         "    record = _KEYS.copy()\n"
@@ -385,6 +389,10 @@ def record_function(community_id_seed: int = 0) -> Callable[[Flow], dict[str, An
 flow_record = record_function(0)
 
 
+_dumps = orjson.dumps
+_LINE = orjson.OPT_APPEND_NEWLINE
+
+
 def json_line(record: dict[str, Any]) -> bytes:
     """A record as its JSON line (UTF-8), exactly what ``JsonLinesWriter.write`` writes: scan
     workers encode their records with it and the parent only concatenates them."""
@@ -400,9 +408,10 @@ class JsonLinesWriter:
     def __init__(self, out: TextSink, line_buffered: bool = False) -> None:
         self.out = out
         self.line_buffered = line_buffered
+        self._write = out.write
 
     def write(self, record: dict[str, Any]) -> None:
-        self.out.write(json_line(record).decode())
+        self._write(_dumps(record, option=_LINE).decode())  # json_line, without its call
         if self.line_buffered:
             self.out.flush()
 
