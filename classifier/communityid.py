@@ -12,8 +12,10 @@ are hashed in the direction they were sent. Computed once per flow, at record ti
 from __future__ import annotations
 
 from binascii import b2a_base64
+from collections.abc import Callable
 from hashlib import sha1
 from struct import Struct
+from typing import Any
 
 PROTO_ICMP = 1
 PROTO_ICMP6 = 58
@@ -80,7 +82,32 @@ def community_id(
     return _render(seed, src + dst + _TAIL_NO_PORTS.pack(proto))
 
 
+def port_flow_id(seed: int = 0) -> Callable[[int, bytes, bytes, int, int], str]:
+    """``community_id`` of a TCP or UDP flow (proto, src, dst, sport, dport) with one seed, as one
+    call: records compute it once per flow, so the generic path's tests and calls are worth
+    skipping. Not for ICMP (its types pair up) nor for protocols without ports."""
+    seeded = sha1(_SEED.pack(check_seed(seed)), usedforsecurity=False)
+    pack = _TAIL.pack
+
+    def flow_id(proto: int, src: bytes, dst: bytes, sport: int, dport: int) -> str:
+        if src > dst or (src == dst and sport > dport):
+            src, dst, sport, dport = dst, src, dport, sport
+        h = seeded.copy()
+        h.update(src + dst + pack(proto, sport, dport))
+        return "1:" + b2a_base64(h.digest(), newline=False).decode("ascii")
+
+    return flow_id
+
+
 def _render(seed: int, tuple_bytes: bytes) -> str:
     """``1:`` and the base64 SHA-1 of the seed and the ordered tuple."""
-    digest = sha1(_SEED.pack(seed) + tuple_bytes, usedforsecurity=False).digest()
-    return "1:" + b2a_base64(digest, newline=False).decode("ascii")
+    seeded = _SEEDED.get(seed)
+    if seeded is None:
+        seeded = _SEEDED[seed] = sha1(_SEED.pack(seed), usedforsecurity=False)
+    h = seeded.copy()  # a third cheaper than a new SHA-1 object (OpenSSL's set-up per hash)
+    h.update(tuple_bytes)
+    return "1:" + b2a_base64(h.digest(), newline=False).decode("ascii")
+
+
+# seed -> SHA-1 state after hashing it (a run uses one seed; at most 65,536 in all)
+_SEEDED: dict[int, Any] = {}

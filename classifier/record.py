@@ -7,9 +7,10 @@ all derive from it, so adding a field is one entry there.
 
 ``fill`` is a Python expression over the decided flow (``flow``), its attribution (``a``), its
 decision (``d``), its facts (``facts``), its ClientHello over TLS or QUIC (``hello``), QUIC facts
-(``quic``) and HTTP request (``req``), or a function of the flow for a value that needs more than an
-expression; ``flow_record`` is compiled from them into one function that builds the record as a dict
-display, as fast as writing it out by hand (records are a per-flow cost of every scan).
+(``quic``), HTTP request (``req``) and first packet's instant as ISO 8601 text with microseconds
+(``first``), or a function of the flow for a value that needs more than an
+expression; ``flow_record`` is compiled from them into one function that builds the record dict
+inline, as fast as writing it out by hand (records are a per-flow cost of every scan).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from typing import Any
 
 import orjson
 
-from .attribute import client_hello, flow_ja4, ntop
-from .communityid import check_seed, community_id
+from .attribute import flow_ja4, ntop
+from .communityid import port_flow_id
 from .flows import Flow
 from .outputs import TextSink
-from .timeutil import format_instant
+from .timeutil import format_micro
 
 _TLS_VERSIONS = {0x0300: "SSL3.0", 0x0301: "TLS1.0", 0x0302: "TLS1.1", 0x0303: "TLS1.2", 0x0304: "TLS1.3"}
 
@@ -49,6 +50,20 @@ def json_text(v: Any) -> str:
 
 def _csv_provisions(v: list[dict[str, Any]]) -> str:
     return ";".join(f"{p['id']}:{p['status']}" for p in v)
+
+
+_VERSION_NAMES: dict[tuple[int, ...], tuple[str, ...]] = {}  # a ClientHello's versions -> names
+_VERSION_NAMES_MAX = 1024  # (clients offer a few dozen lists; the memory starts over when full)
+
+
+def tls_version_names(versions: tuple[int, ...]) -> list[str]:
+    """The ``tls_versions`` value: names of the versions offered, remembered per list."""
+    names = _VERSION_NAMES.get(versions)
+    if names is None:
+        if len(_VERSION_NAMES) >= _VERSION_NAMES_MAX:
+            _VERSION_NAMES.clear()
+        names = _VERSION_NAMES[versions] = tuple(_TLS_VERSIONS.get(v, f"0x{v:04x}") for v in versions)
+    return list(names)
 
 
 def tunnel_field(flow: Flow) -> list[dict] | None:
@@ -95,13 +110,18 @@ FIELDS: tuple[RecordField, ...] = (
         "per file with several inputs or --continuous; since start in the gateway)",
         "flow.first_packet",
     ),
-    F("first_ts", "string", "first packet, ISO 8601 UTC", "format_instant(flow.first_ts, True)"),
-    F("last_ts", "string", "last packet, ISO 8601 UTC", "format_instant(flow.last_ts, True)"),
+    F("first_ts", "string", "first packet, ISO 8601 UTC", "first"),
+    F(
+        "last_ts",
+        "string",
+        "last packet, ISO 8601 UTC",
+        "first if flow.last_ts == flow.first_ts else format_micro(flow.last_ts)",
+    ),
     F(
         "duration",
         "number",
         "seconds from first to last packet (microseconds)",
-        "round(flow.last_ts - flow.first_ts, 6)",
+        "round(flow.last_ts - flow.first_ts, 6) if flow.last_ts != flow.first_ts else 0.0",
     ),
     F("proto", "string", "tcp or udp", '"tcp" if flow.proto == 6 else "udp"'),
     F("src", "string", "client address (sender of the SYN, else of the first packet)", "ntop(flow.client)"),
@@ -113,7 +133,7 @@ FIELDS: tuple[RecordField, ...] = (
         "string",
         "Community ID v1 of the flow (seed 0 unless --community-id-seed), as Zeek, Suricata, "
         "Arkime and Elastic compute it: the key to the same connection in their logs",
-        "community_id(flow.proto, flow.client, flow.server, flow.client_port, flow.server_port, _CID_SEED)",
+        "flow_id(flow.proto, flow.client, flow.server, flow.client_port, flow.server_port)",
     ),
     F(
         "vlan",
@@ -157,7 +177,7 @@ FIELDS: tuple[RecordField, ...] = (
         "tls_versions",
         "array",
         "TLS versions offered (supported_versions, else the legacy version)",
-        '[_TLS_VERSIONS.get(v, f"0x{v:04x}") for v in hello.versions] if hello else []',
+        "tls_version_names(hello.versions) if hello else []",
     ),
     F(
         "quic_version",
@@ -211,7 +231,14 @@ FIELDS: tuple[RecordField, ...] = (
     F("server_owner", "string|null", "operator or CDN provider holding the server address", "a.server_owner"),
     F("action", "string", "block, log or allow", "d.action"),
     F("view", "string", "announced or in-force: the policy view that decided", "d.view"),
-    F("decided_at", "string", "the instant the policy was evaluated at (first packet, or --as-of)", "d.at"),
+    F(
+        "decided_at",
+        "string",
+        "the instant the policy was evaluated at (first packet, or --as-of)",
+        # d.at formatted again, unless it is the first packet's instant: its text without zero
+        # microseconds, as format_instant writes it
+        "(first if first[-8:] != '.000000Z' else first[:-8] + 'Z') if d.when == flow.first_ts else d.at",
+    ),
     F(
         "rule",
         "string",
@@ -233,7 +260,8 @@ FIELDS: tuple[RecordField, ...] = (
         "array",
         "every provision covering the app and categories, with its status then",
         '[{"id": p.provision, "category": p.category, "status": p.status, "effective": p.effective, '
-        '"event": p.event, "unenforced": p.unenforced, "reason": p.reason} for p in d.provisions]',
+        '"event": p.event, "unenforced": p.unenforced, "reason": p.reason} for p in d.provisions] '
+        "if d.provisions else []",  # (a comprehension costs a call, also over nothing)
         csv=_csv_provisions,
         csv_last=True,
     ),
@@ -241,7 +269,7 @@ FIELDS: tuple[RecordField, ...] = (
         "evidence",
         "array",
         "objects with kind, value, and signature/source where a signature matched",
-        "[e.as_dict() for e in a.evidence]",
+        "[e.as_dict() for e in a.evidence] if a.evidence else []",
         csv=json_text,
     ),
     F("packets_c2s", "integer", "packets client to server", "flow.c2s_pkts"),
@@ -264,7 +292,7 @@ FIELDS: tuple[RecordField, ...] = (
         "erspan2, erspan3, pptp, vxlan, geneve, gtp-u, teredo, ipip, 6in4, 4in6, 6in6), src and dst (outer "
         "addresses, src on the client side) and id (GRE key, PPTP call id, ERSPAN session, VNI, GTP-U TEID "
         "of the flow's first packet; null if the type has none)",
-        tunnel_field,
+        "tunnel_field(flow) if flow.tunnel is not None else None",
         csv=tunnel_text,
     ),
     F(
@@ -279,7 +307,8 @@ FIELDS: tuple[RecordField, ...] = (
         "ja4",
         "string|null",
         "JA4 fingerprint of the ClientHello (TLS or QUIC), FoxIO specification",
-        flow_ja4,
+        # computed once, by flow_ja4, for a flow with a ClientHello
+        "flow_ja4(flow) if hello is not None and facts.ja4 is None else facts.ja4",
     ),
     F(
         "ja4s",
@@ -305,17 +334,18 @@ _CSV_CELLS: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
 def compile_flow_record(
     fields: tuple[RecordField, ...], community_id_seed: int = 0
 ) -> Callable[[Flow], dict[str, Any]]:
-    """A record function from the ``fill`` expressions: one dict display, no call per field."""
+    """A record function from the ``fill`` expressions: one dict, no call per field."""
     names = [f.name for f in fields]
     if len(set(names)) != len(names):
         raise ValueError("record fields: a name is declared twice")
     scope: dict[str, Any] = {
-        "client_hello": client_hello,
+        "flow_ja4": flow_ja4,
+        "tunnel_field": tunnel_field,
         "ntop": ntop,
-        "format_instant": format_instant,
+        "format_micro": format_micro,
         "_TLS_VERSIONS": _TLS_VERSIONS,
-        "community_id": community_id,
-        "_CID_SEED": check_seed(community_id_seed),
+        "flow_id": port_flow_id(community_id_seed),  # records are TCP or UDP flows
+        "tls_version_names": tls_version_names,
     }
     values = []
     for i, f in enumerate(fields):
@@ -324,16 +354,24 @@ def compile_flow_record(
         else:
             scope[f"_fill_{i}"] = f.fill
             values.append(f"_fill_{i}(flow)")
-    items = ",\n".join(f"        {f.name!r}: {value}" for f, value in zip(fields, values, strict=True))
+    # A copy of a dict holding the keys, then one store per key: a third fewer instructions than
+    # a dict display of this size (which CPython builds in chunks and merges, resizing as it goes).
+    scope["_KEYS"] = dict.fromkeys(names)
+    stores = "".join(f"    record[{f.name!r}] = {value}\n" for f, value in zip(fields, values, strict=True))
     source = (
         "def flow_record(flow):\n"
         "    a = flow.attribution\n"
         "    d = flow.decision\n"
         "    facts = flow.facts\n"
-        "    hello = client_hello(flow)\n"
         "    quic = facts.quic\n"
+        "    hello = facts.tls\n"  # client_hello(flow), without its call
+        "    if hello is None and quic is not None:\n"
+        "        hello = quic.client_hello\n"
         "    req = facts.http\n"
-        f"    return {{\n{items},\n    }}\n"
+        "    first = format_micro(flow.first_ts)\n"
+        "    record = _KEYS.copy()\n"
+        f"{stores}"
+        "    return record\n"
     )
     exec(compile(source, f"<record fields of {__name__}>", "exec"), scope)
     function: Callable[[Flow], dict[str, Any]] = scope["flow_record"]
@@ -351,6 +389,10 @@ def record_function(community_id_seed: int = 0) -> Callable[[Flow], dict[str, An
 flow_record = record_function(0)
 
 
+_dumps = orjson.dumps
+_LINE = orjson.OPT_APPEND_NEWLINE
+
+
 def json_line(record: dict[str, Any]) -> bytes:
     """A record as its JSON line (UTF-8), exactly what ``JsonLinesWriter.write`` writes: scan
     workers encode their records with it and the parent only concatenates them."""
@@ -366,9 +408,10 @@ class JsonLinesWriter:
     def __init__(self, out: TextSink, line_buffered: bool = False) -> None:
         self.out = out
         self.line_buffered = line_buffered
+        self._write = out.write
 
     def write(self, record: dict[str, Any]) -> None:
-        self.out.write(json_line(record).decode())
+        self._write(_dumps(record, option=_LINE).decode())  # json_line, without its call
         if self.line_buffered:
             self.out.flush()
 

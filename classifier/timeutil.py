@@ -48,16 +48,25 @@ def format_instant(ts: float, micro: bool = False) -> str:
 
 def _instant_text(ts: float) -> str:
     """``ts`` with microseconds, remembered."""
+    text = format_micro(ts)
+    if len(_INSTANTS) >= _INSTANTS_MAX:
+        _INSTANTS.clear()
+    _INSTANTS[ts] = text
+    return text
+
+
+def format_micro(ts: float) -> str:
+    """``format_instant(ts, True)`` without remembering the instant: records format each flow's
+    first and last packet once, and those instants seldom come back (their seconds do, and are
+    remembered)."""
     if not MIN_INSTANT <= ts < MAX_INSTANT + 1:  # also false for NaN
         raise _out_of_range(ts)
-    sec, frac = divmod(round(ts * 1_000_000), 1_000_000)
+    us = round(ts * 1_000_000)
+    sec = us // 1_000_000
     text = _SECONDS.get(sec)
     if text is None:
         text = _second_text(sec, ts)
-    if len(_INSTANTS) >= _INSTANTS_MAX:
-        _INSTANTS.clear()
-    text = _INSTANTS[ts] = "%s.%06dZ" % (text, frac)  # noqa: UP031 (twice as fast as an f-string)
-    return text
+    return "%s.%06dZ" % (text, us - sec * 1_000_000)  # noqa: UP031 (twice as fast as an f-string)
 
 
 def _second_text(sec: int, ts: float) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import communityid
 import pytest
 
-from classifier.communityid import check_seed, community_id
+from classifier.communityid import check_seed, community_id, port_flow_id
 
 DATA = Path(__file__).parent / "data" / "community-id"
 
@@ -91,3 +91,26 @@ def test_same_as_the_reference_implementation(seed):
             sport = dport = None
         got = community_id(proto, src, dst, sport, dport, seed)
         assert got == _reference(proto, src, dst, sport, dport, seed), (proto, src, dst, sport, dport)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4242, 65535])
+def test_port_flow_id_is_community_id_of_tcp_and_udp(seed):
+    """Records hash with port_flow_id: the reference implementation's value on every TCP/UDP
+    tuple, including equal addresses (ordered by port) and the published vectors."""
+    import random
+
+    rng = random.Random(seed)
+    flow_id = port_flow_id(seed)
+    for _ in range(400):
+        proto = rng.choice((6, 17))
+        size = 16 if rng.random() < 0.4 else 4
+        src = bytes(rng.randrange(3) for _ in range(size))  # small values: equal addresses happen
+        dst = bytes(rng.randrange(3) for _ in range(size))
+        sport, dport = rng.choice((53, 443, rng.randrange(65536))), rng.choice((53, 443, 0))
+        expected = _reference(proto, src, dst, sport, dport, seed)
+        assert flow_id(proto, src, dst, sport, dport) == expected, (proto, src, dst, sport, dport)
+    for s, proto, src, dst, sport, dport, expected in (p.values for p in VECTORS):
+        if s == seed and proto in (6, 17):
+            assert flow_id(proto, _packed(src), _packed(dst), sport, dport) == expected
+    with pytest.raises(ValueError, match=r"0\.\.65535"):
+        port_flow_id(65536)

@@ -19,6 +19,10 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.utils import wrpcap
 
+from classifier.record import _TLS_VERSIONS as TLS_VERSIONS
+from classifier.record import tls_version_names
+from classifier.timeutil import format_instant, parse_instant
+
 DEMO = ROOT / "pcaps" / "demo.pcap"
 PROTOS = {"tcp": 6, "udp": 17}
 
@@ -125,6 +129,35 @@ def test_vlan_ids_of_the_first_packet_outermost_first(tmp_path: Path) -> None:
     assert records[40002]["vlan"] is None
 
 
+def test_instants_and_duration_as_format_instant_writes_them(tmp_path: Path) -> None:
+    """first_ts, last_ts and duration are written from the packets' times and decided_at from the
+    decision's instant exactly as format_instant and round write them (the record takes shortcuts:
+    one packet, a decision at the first packet, whole seconds)."""
+    times = {40000: [1600000000.0], 40001: [1600000000.5, 1600000001.25], 40002: [1600000002.0, 1600000002.0]}
+    times[40003] = [1600000003.0, 1600000003.000001]
+    packets = []
+    for sport, stamps in times.items():
+        for ts in stamps:
+            packet = Ether() / IP(src="198.51.100.7", dst="203.0.113.9") / TCP(sport=sport, dport=80)
+            packet.time = ts
+            packets.append(packet)
+    path = tmp_path / "times.pcap"
+    wrpcap(str(path), packets)
+    for extra in ((), ("--as-of", "2020-09-21T04:00:00Z"), ("--as-of", "2020-09-21T04:00:00.5Z")):
+        records = {r["sport"]: r for r in scan_records(*extra, str(path))}
+        assert set(records) == set(times)
+        for sport, stamps in times.items():
+            r, first, last = records[sport], stamps[0], stamps[-1]
+            assert r["first_ts"] == format_instant(first, True)
+            assert r["last_ts"] == format_instant(last, True)
+            assert r["duration"] == round(last - first, 6)
+            assert type(r["duration"]) is float
+            when = parse_instant(extra[1]) if extra else first
+            assert r["decided_at"] == format_instant(when)
+    assert records[40000]["first_ts"] == "2020-09-13T12:26:40.000000Z"
+    assert records[40000]["decided_at"] == "2020-09-21T04:00:00.500000Z"
+
+
 def test_community_id_matches_the_reference_on_every_real_flow() -> None:
     records = scan_records(*_real_captures(), str(DEMO))
     assert len(records) > 100
@@ -156,3 +189,13 @@ def test_csv_keeps_every_field_losslessly() -> None:
         signed += any("signature" in e and "source" in e for e in json.loads(row["evidence"] or "[]"))
     assert signed, "no evidence with signature and source: the test would not show they reach CSV"
     assert noted, "no record with notes: the test would not show they reach CSV"
+
+
+def test_tls_version_names_as_written_before_they_were_remembered() -> None:
+    """tls_versions names each offered version (unknown ones in hex), a fresh list per record."""
+    for versions in [(0x0304, 0x0303), (0x0303,), (0x7F1C, 0x0304, 0x0300, 0x0301, 0x0302), ()]:
+        expected = [TLS_VERSIONS.get(v, f"0x{v:04x}") for v in versions]
+        first, again = tls_version_names(versions), tls_version_names(versions)
+        assert first == again == expected
+        assert first is not again
+    assert tls_version_names((0x7F1C,)) == ["0x7f1c"]

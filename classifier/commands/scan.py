@@ -153,7 +153,11 @@ def run_scan(args: argparse.Namespace) -> int:
             )
         else:
             flow_record = record_function(options.community_id_seed)
-            scanner = Scanner(sigs, policy, options, lambda flow: on_record(flow_record(flow), flow))
+            if writer is not None and not summarize and html is None and sink is None:
+                write = writer.write  # records only go to the writer: one call per flow less
+                scanner = Scanner(sigs, policy, options, lambda flow: write(flow_record(flow)))
+            else:
+                scanner = Scanner(sigs, policy, options, lambda flow: on_record(flow_record(flow), flow))
             wrap = None if sink is None else (lambda feed: feeding(feed, sink))
             failed = scan_inputs(captures, scanner, stats, args.continuous, progress, wrap)
             scanner.finish()
