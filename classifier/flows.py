@@ -229,7 +229,12 @@ class FlowTable:
         flow.key = key
         self.live += 1
         self.created += 1
-        self.schedule(flow, flow.first_ts + self.timeout(flow))
+        c = self.config  # self.timeout(flow), inline: once per flow
+        if flow.proto == 6:
+            timeout = c.closed_tcp if flow.fin & 4 or flow.fin & 3 == 3 else c.idle_tcp
+        else:
+            timeout = c.idle_udp
+        self.schedule(flow, flow.first_ts + timeout)
 
     def schedule(self, flow: Flow, deadline: float) -> None:
         """Make sure the flow is looked at by ``deadline`` (a look at an earlier instant re-files

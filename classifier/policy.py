@@ -27,6 +27,7 @@ import math
 import os
 import re
 import sys
+from bisect import bisect_right as _bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -625,7 +626,12 @@ class Policy:
         if known is None:
             known = self._remember_inputs(key)
         timelines, verdicts = known
-        segment = tuple([bisect.bisect_right(t[0], when) - 1 for t in timelines]) if timelines else ()
+        if not timelines:  # no provision covers the input (most flows): one verdict for all instants
+            segment: tuple[int, ...] = ()
+        elif len(timelines) == 1:
+            segment = (_bisect_right(timelines[0][0], when) - 1,)
+        else:
+            segment = tuple([_bisect_right(t[0], when) - 1 for t in timelines])
         verdict = verdicts.get(segment)
         if verdict is None:
             found = tuple(statuses[i] for (_, statuses), i in zip(timelines, segment, strict=True))
