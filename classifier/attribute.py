@@ -58,7 +58,8 @@ _WEAK_NAMES = ("name-history", "dns-unsolicited")  # names guessed for this flow
 _DOH_PORTS = (443,)
 _MAX_SHARED = 4096  # distinct attributions kept for sharing
 _MAX_SERVERS = 4096  # server addresses whose prefix entry and evidence are kept
-_MAX_KNOWN = 8192  # attribution inputs (names, DNS match, facts, server...) whose result is kept
+_MAX_KNOWN = 4096  # attribution inputs (names, DNS match, facts, server...) whose result is kept
+_MAX_KNOWN_TARGET = 512  # a request target longer than this is worked out, not kept (bounds a key)
 
 
 _ADDRESS_TEXTS: dict[bytes, str] = {}  # address -> its text: every record writes two, flows repeat them
@@ -262,6 +263,8 @@ class Attributor:
             chains,
             weak_chain,
         )
+        if req is not None and len(req.target) > _MAX_KNOWN_TARGET:
+            return known  # not kept: a key holds no long request target
         known_table = self._known
         if len(known_table) >= _MAX_KNOWN:
             known_table.clear()

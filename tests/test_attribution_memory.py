@@ -240,3 +240,16 @@ def test_greeting_and_handshake_are_inputs(sigs):
             f.own_facts().tls = hello
         kinds.append(same_as_fresh(attributor, f).encrypted_dns)
     assert kinds == [encrypted.kind, None]
+
+
+def test_a_long_request_target_is_worked_out_not_kept(sigs):
+    """A key holds no long request target: the memory stays small whatever the requests are."""
+    server = operator_address(sigs)
+    attributor = Attributor(sigs, DnsCache())
+    long_target = "/" + "a" * attribute._MAX_KNOWN_TARGET
+    for i in range(3):
+        f = flow(80 + i, server)
+        request = f"GET {long_target} HTTP/1.1\r\nHost: {app_host(sigs)}\r\n\r\n".encode()
+        f.own_facts().http = parse_http_request(request)
+        assert same_as_fresh(attributor, f).hostname == app_host(sigs)
+    assert not attributor._known and attributor.known_hits == 0
