@@ -82,6 +82,7 @@ attribute.Attributor.attribute = timed("attribute", attribute.Attributor.attribu
 policy.Policy.decide = timed("policy", policy.Policy.decide)
 blockfloor.BlockFloor.apply = timed("floor", blockfloor.BlockFloor.apply)
 pipeline.Scanner.decide = timed("decide", pipeline.Scanner.decide)
+pipeline.Scanner._new_flow = timed("new", pipeline.Scanner._new_flow)
 flows.FlowTable.end = timed("end", flows.FlowTable.end)
 # The scan asks record_function() for its run's record function (the Community ID seed's twin of
 # flow_record): time what it returns. Set before commands.scan imports it.
@@ -106,12 +107,14 @@ for name in calls:
 print(json.dumps({"status": status, "total": total, "spent": spent, "calls": calls, "overhead": overhead}))
 """
 
-# Stages inside "decide" (Scanner.decide: attribution, the policy, the floor, the name memory) and
-# inside "end" (FlowTable.end: the decision if the flow ended undecided, the record, its encoding,
-# the summary, the table's own work), and "quic" (QuicInitialState.feed, per QUIC datagram
-# inspected: outside both, before the decision). Each column is per call of its stage; the
-# per-flow total is decide + end, without counting twice a decision made as its flow ended.
-STAGES = ("attribute", "policy", "floor", "decide", "record", "encode", "summary", "end", "quic")
+# "new" (Scanner._new_flow: the Flow, its shared endpoints and next hop, the table's entry and
+# timeout bucket) runs once per flow at its first packet, outside the others. Stages inside "decide"
+# (Scanner.decide: attribution, the policy, the floor, the name memory) and inside "end"
+# (FlowTable.end: the decision if the flow ended undecided, the record, its encoding, the summary,
+# the table's own work), and "quic" (QuicInitialState.feed, per QUIC datagram inspected: outside
+# both, before the decision). Each column is per call of its stage; the per-flow total is new +
+# decide + end, without counting twice a decision made as its flow ended.
+STAGES = ("new", "attribute", "policy", "floor", "decide", "record", "encode", "summary", "end", "quic")
 
 
 def run(tree: Path, capture: Path) -> dict:
@@ -154,7 +157,7 @@ def main() -> int:
     for name, result in best.items():
         spent = result["spent"]
         per = [spent[s] / max(1, result["calls"][s]) * 1e6 for s in STAGES]
-        total = (spent["decide"] + spent["end"] - spent["decide in end"]) / flows * 1e6
+        total = (spent["new"] + spent["decide"] + spent["end"] - spent["decide in end"]) / flows * 1e6
         cells = "".join(f"{p:10.2f}" for p in per)
         print(f"{name[:13]:14}{cells}{total:11.2f}{result['total']:12.3f}")
     return 0

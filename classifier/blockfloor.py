@@ -15,7 +15,7 @@ software, which other apps share and any client can imitate, never the destinati
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the command line imports this module for its vocabulary: it stays import-light
@@ -129,4 +129,4 @@ class BlockFloor:
             f"a block needs confidence {self.confidence} or higher (--block-confidence) from "
             f"{', '.join(self.evidence)} (--block-evidence); the policy alone: {decision.reason}"
         )
-        return replace(decision, action="log", rule=rule, reason=reason)
+        return decision._replace(action="log", rule=rule, reason=reason)

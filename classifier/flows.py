@@ -229,7 +229,12 @@ class FlowTable:
         flow.key = key
         self.live += 1
         self.created += 1
-        self.schedule(flow, flow.first_ts + self.timeout(flow))
+        c = self.config  # self.timeout(flow), inline: once per flow
+        if flow.proto == 6:
+            timeout = c.closed_tcp if flow.fin & 4 or flow.fin & 3 == 3 else c.idle_tcp
+        else:
+            timeout = c.idle_udp
+        self.schedule(flow, flow.first_ts + timeout)
 
     def schedule(self, flow: Flow, deadline: float) -> None:
         """Make sure the flow is looked at by ``deadline`` (a look at an earlier instant re-files
@@ -282,6 +287,8 @@ class FlowTable:
         buckets = self._buckets
         gran = self._gran
         limit = int(now // gran)
+        c = self.config
+        idle_tcp, idle_udp, closed_tcp = c.idle_tcp, c.idle_udp, c.closed_tcp
         while heap and heap[0] <= limit:
             b = heapq.heappop(heap)
             due = buckets.pop(b, None)
@@ -296,7 +303,14 @@ class FlowTable:
                 flow = flows.pop()
                 if flow.ended:  # ended by an earlier flow's on_end
                     continue
-                deadline = flow.last_ts + self.timeout(flow)
+                # self.timeout(flow), inline: every live flow comes here at least once
+                fin = flow.fin
+                if flow.proto != 6:
+                    deadline = flow.last_ts + idle_udp
+                elif fin & 4 or fin & 3 == 3:
+                    deadline = flow.last_ts + closed_tcp
+                else:
+                    deadline = flow.last_ts + idle_tcp
                 if deadline <= now:
                     self.expired += 1
                     self.end(flow, "closed" if flow.closed else "idle")

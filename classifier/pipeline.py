@@ -39,8 +39,8 @@ from .decode import (
 from .defrag import Defragmenter
 from .dnscache import DnsCache
 from .errors import MalformedError
-from .flows import DECIDED, Flow, FlowConfig, FlowTable, flow_key
-from .inspect.driver import DNS_PORT, Inspection, is_dns_port
+from .flows import DECIDED, Flow, FlowConfig, FlowTable
+from .inspect.driver import DNS_PORT, Inspection
 from .linklayer import vlan_ids
 from .linktypes import LINKTYPE_RAW
 from .policy import Policy
@@ -51,6 +51,7 @@ from .tunnels import UDP_PORTS, UDP_TEREDO, Tunnel, client_scope, oriented, tunn
 _MAX_EXAMPLES = 3
 _MAX_FRAGMENT_KEYS = 4096
 _MAX_ENDPOINTS = 4096
+_REMEMBERED_SOURCES = frozenset(("sni", "http-host"))  # names a client sent itself: name memory
 _FIN_OR_RST = TCP_FIN | TCP_RST
 _TUNNEL_PORTS = UDP_PORTS | {UDP_TEREDO}  # Teredo at either end: decode's rule
 
@@ -83,6 +84,7 @@ def per_packet_loop() -> str:
 
 _VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))  # linklayer's: one a tag, as decode reads them
 _RAW_IP = frozenset((101, 228, 229, 12, 14))
+_VLAN_TYPE_HIGH = frozenset((0x81, 0x88, 0x91, 0x92))  # first byte of a VLAN tag's EtherType
 
 
 def _in_place(
@@ -559,52 +561,60 @@ class Scanner:
             flow.iface = self.interfaces[iface].name
         if linktype == 1:
             # The next hop toward the server: destination MAC of client packets, source of the rest.
-            flow.neighbour = mac_text(frame[0:6] if sent_by_client else frame[6:12])
-            if frame[12] == 0x81 or frame[12] == 0x88 or frame[12] == 0x91 or frame[12] == 0x92:
+            mac = frame[0:6] if sent_by_client else frame[6:12]
+            neighbour = _MACS.get(mac)
+            flow.neighbour = neighbour if neighbour is not None else mac_text(mac)
+            if frame[12] in _VLAN_TYPE_HIGH:
                 flow.vlan = vlan_ids(linktype, frame)
         elif linktype == 113 or linktype == 276:
             flow.vlan = vlan_ids(linktype, frame)
-        flow.dns_client = is_dns_port(sport, dport)
-        if flow.dns_client:
+        if sport == DNS_PORT or dport == DNS_PORT:  # inspect.driver.is_dns_port, inline
+            flow.dns_client = True
             flow.set_app_proto("dns")
-        table.add(flow, flow_key(src, sport, dst, dport, proto, tunnel))
+        # flows.flow_key, inline
+        if sport > dport or (sport == dport and src >= dst):
+            key: tuple = (src, sport, dst, dport, proto)
+        else:
+            key = (dst, dport, src, sport, proto)
+        table.add(flow, key if tunnel is None else (*key, tunnel_key(tunnel)))
         return flow
 
     def decide(self, flow: Flow) -> None:
         """Attribute the flow and apply the policy; from now on its packets are only counted."""
         flow.stage = DECIDED
+        options = self.options
         attribution = self.attributor.attribute(flow)
         flow.attribution = attribution
         hostname = attribution.hostname
         if (
             hostname is not None
-            and attribution.hostname_source in ("sni", "http-host")
-            and self.options.name_memory > 0
+            and attribution.hostname_source in _REMEMBERED_SOURCES
+            and options.name_memory > 0
         ):
             self.seen_names.remember(
                 flow.server,
                 hostname,
                 flow.first_ts,
                 flow.client,
-                self.options.name_memory,
-                client_scope(flow.tunnel),
+                options.name_memory,
+                None if flow.tunnel is None else client_scope(flow.tunnel),
             )
-        when = self.options.as_of if self.options.as_of is not None else flow.first_ts
+        app = attribution.app
         decision = self.policy.decide(
-            attribution.app,
+            app,
             attribution.categories,
-            attribution.attributed,
-            when,
-            self.options.view,
-            self.options.unenforced_blocks,
+            app is not None or attribution.operator is not None,  # attribution.attributed, inline
+            options.as_of if options.as_of is not None else flow.first_ts,
+            options.view,
+            options.unenforced_blocks,
         )
-        flow.decision = self.options.floor.apply(decision, attribution)
+        flow.decision = decision if decision.action != "block" else options.floor.apply(decision, attribution)
         # Only now, with the decision made: DNS flows keep feeding the cache after it; TLS flows
         # read the ServerHello (JA4S), which can then add a fact but never change the verdict.
-        flow.inspecting = flow.dns_client or (
-            self.options.server_hello and self.inspection.awaits_server_hello(flow)
-        )
-        if not flow.inspecting:
+        if flow.dns_client or (options.server_hello and self.inspection.awaits_server_hello(flow)):
+            flow.inspecting = True
+        else:
+            flow.inspecting = False
             flow.streams = None  # up to inspect_bytes per direction that nothing reads any more
 
     def forget_names(self) -> None:
@@ -705,7 +715,7 @@ class Scanner:
         stats.dns_binding = self.inspection.queries.counts
 
 
-_MACS: dict[bytes, str] = {}
+_MACS: dict[bytes, str] = {}  # raw MAC -> its text (_new_flow reads it inline)
 
 
 def mac_text(raw: bytes) -> str:

@@ -27,10 +27,12 @@ import math
 import os
 import re
 import sys
+from bisect import bisect_right as _bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 from classifier import vocabulary
 from classifier.datafile import read_toml
@@ -116,9 +118,12 @@ class ProvisionStatus:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The verdict for one flow, with the provisions and the view that produced it."""
+class Decision(NamedTuple):
+    """The verdict for one flow, with the provisions and the view that produced it.
+
+    A named tuple, not a frozen dataclass: every flow gets one, and a tuple is built in C (a frozen
+    dataclass sets each field through generated Python: 0.86 against 0.18 us).
+    """
 
     action: str  # "block" | "log" | "allow"
     view: str
@@ -621,7 +626,12 @@ class Policy:
         if known is None:
             known = self._remember_inputs(key)
         timelines, verdicts = known
-        segment = tuple([bisect.bisect_right(t[0], when) - 1 for t in timelines]) if timelines else ()
+        if not timelines:  # no provision covers the input (most flows): one verdict for all instants
+            segment: tuple[int, ...] = ()
+        elif len(timelines) == 1:
+            segment = (_bisect_right(timelines[0][0], when) - 1,)
+        else:
+            segment = tuple([_bisect_right(t[0], when) - 1 for t in timelines])
         verdict = verdicts.get(segment)
         if verdict is None:
             found = tuple(statuses[i] for (_, statuses), i in zip(timelines, segment, strict=True))
