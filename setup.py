@@ -1,4 +1,5 @@
-"""The optional compiled per-packet code (classifier/_batchcount.pyx, _pcapscan.pyx, _partfeed.pyx; Cython).
+"""The optional compiled per-packet code (classifier/_batchcount.pyx, _pcapscan.pyx, _partfeed.pyx;
+_hello.pyx: ClientHello and QUIC Initial frames; Cython).
 
 Everything else is declared in pyproject.toml. Without a C compiler (or Python headers) the build
 of the extension is skipped with a warning and the install goes on: the package then runs its
@@ -39,6 +40,7 @@ setup(
             Extension("classifier._batchcount", ["classifier/_batchcount.pyx"]),
             Extension("classifier._pcapscan", ["classifier/_pcapscan.pyx"]),
             Extension("classifier._partfeed", ["classifier/_partfeed.pyx"]),
+            Extension("classifier._hello", ["classifier/_hello.pyx"]),
         ],
         language_level=3,
         quiet=True,
