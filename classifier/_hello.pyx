@@ -11,11 +11,13 @@ made by the same Python calls the reference makes.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.object cimport PyObject_GenericSetAttr
 
 from .errors import MalformedError
 from .inspect import normalize_hostname
 
 cdef object _ClientHello = None  # classifier.inspect.tls.ClientHello, imported on first use
+cdef tuple _FIELDS = ()  # its field names, in order
 
 cdef enum:
     EXT_SERVER_NAME = 0
@@ -43,13 +45,26 @@ cdef object _tls_err(str field, str detail):
     return MalformedError("tls", field, detail)
 
 
-cdef object _client_hello_class():
-    global _ClientHello
+cdef object _client_hello(tuple values):
+    """``ClientHello(*values)``: its slots set directly (the frozen dataclass's ``__init__`` makes
+    a Python-level ``object.__setattr__`` call per field: two thirds of the parse's time)."""
+    global _ClientHello, _FIELDS
+    cdef Py_ssize_t i
     if _ClientHello is None:
+        from dataclasses import fields
+
         from .inspect.tls import ClientHello
 
+        names = tuple(f.name for f in fields(ClientHello))
+        plain = not hasattr(ClientHello, "__post_init__") and names == ClientHello.__slots__
+        _FIELDS = names if plain and len(names) == len(values) else ()
         _ClientHello = ClientHello
-    return _ClientHello
+    if not _FIELDS:  # a ClientHello this module does not know how to make: its own constructor
+        return _ClientHello(*values)
+    hello = _ClientHello.__new__(_ClientHello)
+    for i in range(len(values)):
+        PyObject_GenericSetAttr(hello, _FIELDS[i], values[i])
+    return hello
 
 
 cdef Py_ssize_t _list_body(const unsigned char *b, Py_ssize_t start, Py_ssize_t end, str field, str what) except -1:
@@ -236,7 +251,7 @@ def parse_client_hello_message(handshake):
             else:
                 ech = True
                 ech_config_id = b[start + 5] if end - start >= 6 and b[start] == 0 else None
-    return _client_hello_class()(
+    return _client_hello((
         sni,
         alpn,
         versions if versions is not None else (legacy_version,),
@@ -248,7 +263,7 @@ def parse_client_hello_message(handshake):
         cipher_bytes,
         sig_algs,
         alpn_first,
-    )
+    ))
 
 
 # --- QUIC Initial frames ------------------------------------------------------------------------
