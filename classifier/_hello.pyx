@@ -80,7 +80,7 @@ cdef Py_ssize_t _list_body(const unsigned char *b, Py_ssize_t start, Py_ssize_t 
     return pos
 
 
-cdef object _server_name(bytes data, const unsigned char *b, Py_ssize_t start, Py_ssize_t end):
+cdef object _server_name(const unsigned char *b, Py_ssize_t start, Py_ssize_t end):
     cdef str field = "extension.server_name"
     cdef Py_ssize_t pos = _list_body(b, start, end, field, "server name")
     cdef Py_ssize_t name_len
@@ -240,7 +240,7 @@ def parse_client_hello_message(handshake):
                 continue  # duplicates are forbidden; the first occurrence is the one we report
             seen |= bit
             if bit == 1:
-                sni = _server_name(data, b, start, end)
+                sni = _server_name(b, start, end)
             elif bit == 2:
                 alpn = _alpn(b, start, end)
                 alpn_first = PyBytes_FromStringAndSize(<const char *>b + start + 3, b[start + 2])
@@ -292,8 +292,7 @@ cdef Py_ssize_t _varint(const unsigned char *b, Py_ssize_t pos, Py_ssize_t end, 
     return pos + size
 
 
-cdef Py_ssize_t _crypto_frame(bytes data, const unsigned char *b, Py_ssize_t pos, Py_ssize_t n,
-                              list out) except -1:
+cdef Py_ssize_t _crypto_frame(const unsigned char *b, Py_ssize_t pos, Py_ssize_t n, list out) except -1:
     cdef unsigned long long offset, length
     pos = _varint(b, pos, n, "frame.crypto", &offset)
     pos = _varint(b, pos, n, "frame.crypto", &length)
@@ -319,7 +318,7 @@ def ietf_frames(payload):
     while pos < n:
         ftype = b[pos]
         if ftype == 0x06:  # CRYPTO
-            pos = _crypto_frame(data, b, pos + 1, n, out)
+            pos = _crypto_frame(b, pos + 1, n, out)
         elif ftype == 0x00:  # PADDING
             pos += 1
             while pos < n and b[pos] == 0:
