@@ -1,5 +1,5 @@
-"""The optional compiled per-packet code (classifier/_batchcount.pyx, _pcapscan.pyx, _partfeed.pyx,
-_dnsparse.pyx; Cython).
+"""The optional compiled code, Cython: the per-packet loop (classifier/_batchcount.pyx, _pcapscan.pyx,
+_partfeed.pyx), DNS messages (_dnsparse.pyx), ClientHello and QUIC Initial frames (_hello.pyx).
 
 Everything else is declared in pyproject.toml. Without a C compiler (or Python headers) the build
 of the extension is skipped with a warning and the install goes on: the package then runs its
@@ -41,6 +41,7 @@ setup(
             Extension("classifier._pcapscan", ["classifier/_pcapscan.pyx"]),
             Extension("classifier._partfeed", ["classifier/_partfeed.pyx"]),
             Extension("classifier._dnsparse", ["classifier/_dnsparse.pyx"]),
+            Extension("classifier._hello", ["classifier/_hello.pyx"]),
         ],
         language_level=3,
         quiet=True,

@@ -37,10 +37,12 @@ import hashlib
 import re
 import struct
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Literal
 
+from classifier.compiled import compiled_function
 from classifier.errors import MalformedError
 from classifier.inspect import normalize_hostname
 from classifier.inspect.tls import ClientHello, parse_client_hello_message
@@ -586,7 +588,7 @@ class QuicInitialState:
         payload, pn_len = self._open(d, pos, pn_offset, end, v, dcid)
         self.packets += 1
         if v.layout == _IETF:
-            chunks = _ietf_frames(payload)
+            chunks = ietf_frames(payload)
         else:
             chunks = _gquic_frames(payload, v, pn_len, crypto_frames=True)
         return self._add(chunks, v, dcid)
@@ -931,7 +933,10 @@ def _crypto_frame(b: bytes, pos: int, n: int, out: list[tuple[int, bytes]]) -> i
 
 
 def _ietf_frames(b: bytes) -> list[tuple[int, bytes]]:
-    """CRYPTO (offset, data) of a decrypted Initial payload; the frames allowed in Initials."""
+    """CRYPTO (offset, data) of a decrypted Initial payload; the frames allowed in Initials.
+
+    The reference of the compiled twin (classifier/_hello.pyx), which ``ietf_frames`` is when built.
+    """
     n = len(b)
     pos = 0
     out: list[tuple[int, bytes]] = []
@@ -991,6 +996,14 @@ def _ietf_frames(b: bytes) -> list[tuple[int, bytes]]:
             raise _err("frame.type", f"frame type {ftype:#04x} is not allowed in an Initial packet")
     return out
 
+
+# The compiled twin bounds the handshake by its own copy of MAX_CRYPTO_BYTES: chosen while they agree.
+COMPILED_IETF_FRAMES: Callable[[bytes], list[tuple[int, bytes]]] | None = (
+    compiled_function("_hello", "ietf_frames")
+    if compiled_function("_hello", "MAX_CRYPTO_BYTES") == MAX_CRYPTO_BYTES
+    else None
+)
+ietf_frames: Callable[[bytes], list[tuple[int, bytes]]] = COMPILED_IETF_FRAMES or _ietf_frames
 
 _GQUIC_LEN = (1, 2, 4, 6)
 
