@@ -41,9 +41,23 @@ PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
 _CORE_ONLY = frozenset(("scan", "policy", "schema", "report"))
 
 
+def _compiled_parsers() -> str:
+    """Which parsers run compiled, for ``classifier --version`` (as the per-packet loop's line):
+    the parsers import their twins at import, so they are imported only when asked."""
+    from .compiled import compiled_status
+    from .inspect import dns, quic, tls
+
+    parts = {
+        "DNS messages": dns.COMPILED_PARSE_MESSAGE,
+        "TLS ClientHello": tls.COMPILED_PARSE_CLIENT_HELLO_MESSAGE,
+        "QUIC Initial frames": quic.COMPILED_IETF_FRAMES,
+    }
+    return compiled_status(parts, name_them=True)
+
+
 class _Version(argparse.Action):
-    """``--version``: also which per-packet loop runs (compiled or pure Python), found only when
-    asked, so a run's start-up imports nothing for it."""
+    """``--version``: also which per-packet loop and parsers run (compiled or pure Python), found
+    only when asked, so a run's start-up imports nothing for it."""
 
     def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
@@ -51,7 +65,8 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
         from .pipeline import per_packet_loop
 
-        print(f"classifier {__version__}\nper-packet loop: {per_packet_loop()}")
+        print(f"classifier {__version__}")
+        print(f"per-packet loop: {per_packet_loop()}\nparsers: {_compiled_parsers()}")
         parser.exit()
 
 
@@ -61,7 +76,9 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
         prog="classifier", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--version", action=_Version, help="show the version and which per-packet loop runs, and exit"
+        "--version",
+        action=_Version,
+        help="show the version and which per-packet loop and parsers run (compiled or not), and exit",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -24,3 +24,17 @@ def compiled_function(module: str, name: str, *also: str) -> Any | None:
     if not all(hasattr(found, wanted) for wanted in (name, *also)):
         return None
     return getattr(found, name)
+
+
+def compiled_status(parts: dict[str, Any], name_them: bool = False) -> str:
+    """How much of ``parts`` (what it does -> its compiled twin or None) runs compiled, in words for
+    ``classifier --version``: a user can tell whether they got the compiled speed, and if not why."""
+    if all(parts.values()):
+        return "compiled (Cython)" + (": " + ", ".join(parts) if name_them else "")
+    if os.environ.get("CLASSIFIER_PURE_PYTHON"):
+        return "pure Python (CLASSIFIER_PURE_PYTHON is set)"
+    missing = ", ".join(name for name, compiled in parts.items() if compiled is None)
+    return (
+        f"{'partly compiled' if any(parts.values()) else 'pure Python'} (not built: {missing}; "
+        "reinstall with a C compiler and Python headers for the compiled speed)"
+    )

@@ -8,7 +8,6 @@ handed to ``on_record`` exactly once.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from .attribute import Attributor
 from .blockfloor import BlockFloor
 from .capture import COMPILED_WHOLE_PCAP_RECORDS, DROPPED, CaptureReader, RunBatch, run_records
-from .compiled import compiled_function
+from .compiled import compiled_function, compiled_status
 from .decode import (
     ETH_IP4_TCP,
     ETH_IP4_UDP,
@@ -71,15 +70,7 @@ def per_packet_loop() -> str:
     """Which per-packet loop runs, for ``classifier --version``: a user can tell whether they
     got the compiled speed."""
     parts = {"in-place counting": COMPILED_FEED, "pcap record scan": COMPILED_WHOLE_PCAP_RECORDS}
-    if all(parts.values()):
-        return "compiled (Cython)"
-    if os.environ.get("CLASSIFIER_PURE_PYTHON"):
-        return "pure Python (CLASSIFIER_PURE_PYTHON is set)"
-    missing = ", ".join(name for name, compiled in parts.items() if compiled is None)
-    return (
-        f"{'partly compiled' if any(parts.values()) else 'pure Python'} (not built: {missing}; "
-        "reinstall with a C compiler and Python headers for the compiled speed)"
-    )
+    return compiled_status(parts)
 
 
 _VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))  # linklayer's: one a tag, as decode reads them

@@ -249,8 +249,12 @@ def test_version_says_which_loop_runs():
     assert "per-packet loop: compiled (Cython)" in _classifier(
         "--version", env={"CLASSIFIER_PURE_PYTHON": ""}
     )
+    assert "parsers: compiled (Cython): DNS messages, TLS ClientHello, QUIC Initial frames" in _classifier(
+        "--version", env={"CLASSIFIER_PURE_PYTHON": ""}
+    )
     forced = _classifier("--version", env={"CLASSIFIER_PURE_PYTHON": "1"})
     assert "per-packet loop: pure Python (CLASSIFIER_PURE_PYTHON is set)" in forced
+    assert "parsers: pure Python (CLASSIFIER_PURE_PYTHON is set)" in forced
 
 
 def test_without_the_extension_the_pure_loop_runs_and_says_so():
@@ -263,6 +267,11 @@ def test_without_the_extension_the_pure_loop_runs_and_says_so():
     one = "import sys; sys.modules['classifier._pcapscan'] = None; "
     out = _classifier("--version", env={"CLASSIFIER_PURE_PYTHON": ""}, pre=one)
     assert "per-packet loop: partly compiled (not built: pcap record scan;" in out
+    # The parsers' twins: each missing one named, the others still compiled.
+    parsers = "import sys; sys.modules['classifier._hello'] = None; "
+    out = _classifier("--version", env={"CLASSIFIER_PURE_PYTHON": ""}, pre=parsers)
+    assert "parsers: partly compiled (not built: TLS ClientHello, QUIC Initial frames;" in out
+    assert "per-packet loop: compiled (Cython)" in out
     scan = _classifier(
         "scan",
         str(ROOT / "pcaps" / "demo.pcap"),
