@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REAL, ROOT, need_shared
+from test_flow_cost import app_host, operator_address
 
 from classifier import attribute
 from classifier.attribute import Attributor
@@ -77,18 +78,6 @@ def test_every_flow_of_the_captures_gets_what_working_it_out_gives(sigs, policy,
         scanner.finish()
     assert seen[0] > 1000
     assert seen[1] > seen[0] // 3  # the memory is used
-
-
-def operator_address(sigs) -> bytes:
-    for size, network, length, _text, entry in sigs.prefixes.networks():
-        if size == 4 and entry.kind == "operator" and length <= 30:
-            return (network + 1).to_bytes(4, "big")
-    raise AssertionError("the signatures have no IPv4 operator prefix")
-
-
-def app_host(sigs) -> str:
-    rule = next(r for r in sigs.hosts.rules if r.app is not None)
-    return rule.pattern if rule.exact else f"www.{rule.pattern}"
 
 
 def flow(fid: int, server: bytes, port: int = 80, proto: int = 6, ts: float = T0) -> Flow:
