@@ -37,8 +37,9 @@ $(BIN)/python:
 	bash tools/install-system-packages.sh
 	$(PYTHON) -m venv $(VENV)
 
-# Which per-packet loop the install gives (compiled, or pure Python and why), said after each install.
-SAY_LOOP := $(BIN)/python -c 'from classifier.pipeline import per_packet_loop; print("per-packet loop:", per_packet_loop())'
+# Which per-packet loop and parsers the install gives (compiled, or pure Python and why), said after
+# each install: the lines of `classifier --version` after the first.
+SAY_LOOP := $(BIN)/classifier --version | tail -n +2
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q $(PIN) pip
