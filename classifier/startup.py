@@ -48,3 +48,8 @@ def thaw_after_workers() -> None:
     """
     if not _freeze:
         gc.unfreeze()
+
+
+def first_command() -> bool:
+    """True until a command of this process has finished (what it leaves may then be frozen)."""
+    return _freeze

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import ssl
 import struct
+import types
 
 import pytest
 from scapy.layers.dns import DNS, DNSQR, DNSRR
@@ -240,3 +242,33 @@ def test_mmtls_long_connection_is_wechat(sigs, policy):
     elsewhere = recs[40031].attribution
     assert elsewhere.app == "wechat" and elsewhere.confidence == "medium"
     assert recs[40031].decision.action == "log"  # 2025: WeChat was never covered again
+
+
+def test_a_recorded_malformed_error_leaves_no_reference_cycle(sigs, policy):
+    # the QUIC state keeps its errors; a traceback kept with one would hold frames that hold the
+    # state and the flow: a cycle only the cyclic collector frees (rarely, during a scan)
+    from aioquic.quic.packet import encode_quic_version_negotiation
+
+    vn = encode_quic_version_negotiation(
+        source_cid=b"\x01" * 8, destination_cid=b"\x02" * 8, supported_versions=[1]
+    )
+    was_on = gc.isenabled()
+    gc.disable()
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        run = Run(sigs, policy)
+        for sport in (40001, 40002):
+            run.send(IP(src=C, dst="198.51.100.9") / UDP(sport=sport, dport=443) / vn)
+        errors = dict(run.scanner.inspection.errors)
+        run.done()
+        del run
+        gc.collect()
+        frames = [o for o in gc.garbage if isinstance(o, types.FrameType)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if was_on:
+            gc.enable()
+    assert errors.get("quic.version_negotiation") == 2, errors
+    assert not frames, [f.f_code.co_name for f in frames]

@@ -95,3 +95,22 @@ def test_other_commands_still_see_the_plugins():
     code = "from classifier.cli import main; main(['signatures', '--help'])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "build-prefixes" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_scan_collects_rarely_and_restores_the_thresholds(tmp_path):
+    # during the scan young collections are rare (the flows it keeps are no garbage); afterwards
+    # the thresholds are as before, and only the first command freezes what the scan left
+    args = [_empty_capture(tmp_path), "-o", os.devnull, "-q"]
+    code = (
+        "import gc; from classifier.cli import main; import classifier.commands.scan as s; "
+        "seen = []; inner = s.scan_inputs; "
+        "s.scan_inputs = lambda *a: "
+        "(seen.append((gc.get_threshold()[0], gc.get_freeze_count())), inner(*a))[1]; "
+        "before = gc.get_threshold(); "
+        f"main(['scan', *{args!r}]); first = (gc.get_threshold(), gc.get_freeze_count()); "
+        f"main(['scan', *{args!r}]); later = (gc.get_threshold(), gc.get_freeze_count()); "
+        "print([t for t, _ in seen] == [s.SCAN_GC_THRESHOLD] * 2, first[0] == later[0] == before, "
+        "first[1] > seen[0][1], later[1] == first[1])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "True True True True", out.stdout + out.stderr

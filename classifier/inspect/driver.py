@@ -54,6 +54,9 @@ class Inspection:
     # -- errors ------------------------------------------------------------------------------
 
     def _malformed(self, flow: Flow, err: MalformedError) -> None:
+        # The error may be kept (QUIC state keeps its errors): its traceback's frames hold that
+        # state and the flow, a reference cycle only the cyclic collector would free. Unneeded.
+        err.__traceback__ = None
         reason = err.reason
         self.errors[reason] += 1
         self.error_examples.setdefault(reason, str(err))
