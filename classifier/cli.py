@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from . import __version__
+from . import __version__, classcode
 from .cliargs import (
     add_community_id_argument,
     add_floor_arguments,
@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
     finally:
+        classcode.finish()
         command_done()
 
 
