@@ -22,6 +22,7 @@ from .cliargs import (
     instant_arg,
     positive,
 )
+from .datafile import save_documents
 from .errors import OutputError, UserError
 from .exitcodes import Exit, epilog
 from .flows import DEFAULT_MAX_FLOWS
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(argv)
     finally:
         classcode.finish()
+        save_documents()
         command_done()
 
 
