@@ -23,6 +23,7 @@ import os
 import stat
 import sys
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 MAX_BYTES = 64 << 20
@@ -144,6 +145,19 @@ def _exec(source: Any, globals: Any = None, locals: Any = None) -> None:
             code = _new[source] = _cache[source] = compile(source, "<string>", "exec", dont_inherit=True)
         source = code
     builtins.exec(source, globals, locals)
+
+
+def compiled(source: str, filename: str) -> CodeType:
+    """``compile(source, filename, "exec")`` of code this package generates at import (the record
+    function), served from the cache like the classes' code while it is active."""
+    if not _active:
+        return compile(source, filename, "exec", dont_inherit=True)
+    key = f"{filename}\0{source}"
+    code = _cache.get(key)
+    _used.add(key)
+    if code is None:
+        code = _new[key] = _cache[key] = compile(source, filename, "exec", dont_inherit=True)
+    return code
 
 
 def start() -> None:

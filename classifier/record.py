@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from .attribute import flow_ja4, ntop
+from .classcode import compiled
 from .communityid import port_flow_id
 from .flows import Flow
 from .outputs import TextSink
@@ -373,7 +374,7 @@ def compile_flow_record(
         f"{stores}"
         "    return record\n"
     )
-    exec(compile(source, f"<record fields of {__name__}>", "exec"), scope)
+    exec(compiled(source, f"<record fields of {__name__}>"), scope)
     function: Callable[[Flow], dict[str, Any]] = scope["flow_record"]
     function.__doc__ = "The record of one decided flow, with exactly the keys of SCHEMA, in its order."
     function.__module__ = __name__

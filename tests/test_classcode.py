@@ -138,3 +138,23 @@ def test_no_cache_when_turned_off(tmp_path, monkeypatch):
     out = _python(code, env)
     assert out.stdout.strip() == "True"
     assert not (tmp_path / "cache").exists()
+
+
+def test_generated_functions_compile_once_and_as_compile_does(monkeypatch):
+    source = "def f(x):\n    return {'x': x, 'y': [x] * 2}\n"
+    plain = compile(source, "<generated>", "exec", dont_inherit=True)
+    monkeypatch.setattr(classcode, "_active", False)
+    assert classcode.compiled(source, "<generated>").co_code == plain.co_code
+    monkeypatch.setattr(classcode, "_active", True)
+    monkeypatch.setattr(classcode, "_cache", {})
+    monkeypatch.setattr(classcode, "_new", {})
+    monkeypatch.setattr(classcode, "_used", set())
+    first = classcode.compiled(source, "<generated>")
+    assert classcode._new and classcode.compiled(source, "<generated>") is first
+    assert classcode.compiled(source, "<other>") is not first  # the file name is part of the key
+    for code in (first, marshal.loads(marshal.dumps(first))):
+        assert (code.co_code, code.co_consts) == (plain.co_code, plain.co_consts)
+        assert code.co_filename == "<generated>"
+        scope: dict = {}
+        exec(code, scope)
+        assert scope["f"](3) == {"x": 3, "y": [3, 3]}
