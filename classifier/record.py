@@ -15,7 +15,6 @@ inline, as fast as writing it out by hand (records are a per-flow cost of every 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -431,6 +430,8 @@ class CsvWriter:
     objects and free text), tunnels as 'type:src>dst#id', provisions as 'id:status' (last)."""
 
     def __init__(self, out: TextSink) -> None:
+        import csv  # here: only CSV output needs it, every start-up would import it
+
         self.out = out
         self._w = csv.writer(out)
         self._w.writerow(CSV_COLUMNS)
