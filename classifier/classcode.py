@@ -31,7 +31,6 @@ MAX_BYTES = 64 << 20
 _TAG = f"{sys.implementation.cache_tag}-{sys.hexversion:x}"
 _FILE_NAME = f"dataclass-code-{_TAG}.marshal"
 
-KEEP_ENTRIES = 4000  # beyond this many (texts of classes since changed), keep only this run's
 
 _cache: dict[str, Any] = {}
 _new: dict[str, Any] = {}
@@ -111,6 +110,13 @@ def write_private(path: Path, data: bytes) -> bool:
     return True
 
 
+def _kept_at_most(used: int) -> int:
+    """Entries a cache file may keep when a run used ``used`` of them: other commands' entries
+    stay, but once stale ones (of classes since edited) could double the file, only this run's
+    are kept: every start-up reads the whole file."""
+    return 2 * used + 64
+
+
 def cache_file() -> Path | None:
     """This Python version's cache file (None: caching is off)."""
     where = cache_dir()
@@ -183,7 +189,7 @@ def finish() -> None:
     _active = False
     path = cache_file()
     if _new and path is not None:
-        keep = _cache if len(_cache) <= KEEP_ENTRIES else {k: _cache[k] for k in _used}
+        keep = _cache if len(_cache) <= _kept_at_most(len(_used)) else {k: _cache[k] for k in _used}
         write_private(path, marshal.dumps((_TAG, keep)))
     _new.clear()
     _cache.clear()

@@ -36,7 +36,6 @@ _TOML_POS_RE = re.compile(r"\s*\(at (line \d+, column \d+)\)$")
 # The document cache: absolute path -> (stat key, document with dates as tagged tuples; TOML has
 # no tuples, so a tuple is always a tag). None until first used.
 _DOCS_FILE = f"toml-documents-{sys.hexversion:x}.marshal"
-_DOCS_KEEP = 64  # entries beyond this (files of other checkouts, tests): keep only this run's
 _docs: dict[str, tuple[tuple[int, ...], Any]] | None = None
 _docs_used: set[str] = set()
 _docs_new = False
@@ -160,7 +159,9 @@ def save_documents() -> None:
     global _docs, _docs_new
     where = classcode.cache_dir()
     if _docs_new and _docs is not None and where is not None:
-        keep = _docs if len(_docs) <= _DOCS_KEEP else {k: _docs[k] for k in _docs_used if k in _docs}
+        # other directories' documents stay, unless they could double what every start-up reads
+        small = len(_docs) <= 2 * len(_docs_used) + 8
+        keep = _docs if small else {k: _docs[k] for k in _docs_used if k in _docs}
         classcode.write_private(where / _DOCS_FILE, marshal.dumps(keep))
     _docs, _docs_new = None, False
     _docs_used.clear()

@@ -158,3 +158,20 @@ def test_generated_functions_compile_once_and_as_compile_does(monkeypatch):
         scope: dict = {}
         exec(code, scope)
         assert scope["f"](3) == {"x": 3, "y": [3, 3]}
+
+
+def test_stale_entries_are_dropped_once_they_could_double_the_file(tmp_path):
+    cache = tmp_path / "cache"
+    _, compiled = _imports(cache)
+    path = cache / "classifier" / classcode._FILE_NAME
+    tag, table = marshal.loads(path.read_bytes())
+    code = next(iter(table.values()))
+    all_but_one = dict(list(table.items())[1:])  # a file is written only when something is new
+    few = {f"# stale {i}\n": code for i in range(10)}
+    path.write_bytes(marshal.dumps((tag, {**all_but_one, **few})))
+    _imports(cache)
+    assert len(marshal.loads(path.read_bytes())[1]) == len(table) + len(few)  # a few stale ones stay
+    many = {f"# stale {i}\n": code for i in range(2 * compiled + 100)}
+    path.write_bytes(marshal.dumps((tag, {**all_but_one, **many})))
+    _imports(cache)
+    assert marshal.loads(path.read_bytes())[1].keys() == table.keys()

@@ -150,3 +150,19 @@ def test_the_policy_from_the_cache_is_the_parsed_policy(cache, tmp_path):
     )
     with pytest.raises(SignatureError, match=r"provisions\.toml"):
         Policy.load(policy_dir)
+
+
+def test_documents_of_other_files_are_dropped_once_they_could_double_the_file(cache, tmp_path):
+    files = []
+    for i in range(20):
+        files.append(tmp_path / f"f{i}.toml")
+        files[-1].write_text(f"n = {i}\n")
+        datafile.read_toml(files[-1], cached=True)
+    _fresh_process()
+    datafile.read_toml(files[0], cached=True)
+    files[1].write_text("n = 100\n")  # something new to store
+    datafile.read_toml(files[1], cached=True)
+    _fresh_process()
+    import marshal
+
+    assert sorted(marshal.loads(cache.read_bytes())) == sorted(os.path.abspath(f) for f in files[:2])
