@@ -26,10 +26,9 @@ def _make(*, frozen: bool) -> type:
 
 def _shape(cls: type) -> list[tuple[object, ...]]:
     out = []
-    for name in ("__init__", "__repr__", "__eq__", "__hash__", "__setattr__", "__delattr__"):
-        fn = cls.__dict__.get(name)
-        if fn is None or not hasattr(fn, "__code__"):
-            continue
+    methods = sorted((n, f) for n, f in vars(cls).items() if n.startswith("__") and hasattr(f, "__code__"))
+    assert {"__init__", "__repr__", "__eq__"} <= {n for n, _ in methods}
+    for name, fn in methods:
         code = fn.__code__
         out.append((name, code.co_code, code.co_consts, code.co_names, code.co_flags, fn.__annotations__))
     return out
