@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from . import __version__
+from . import __version__, classcode
 from .cliargs import (
     add_community_id_argument,
     add_floor_arguments,
@@ -22,6 +22,7 @@ from .cliargs import (
     instant_arg,
     positive,
 )
+from .datafile import save_documents
 from .errors import OutputError, UserError
 from .exitcodes import Exit, epilog
 from .flows import DEFAULT_MAX_FLOWS
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
     finally:
+        classcode.finish()
+        save_documents()
         command_done()
 
 

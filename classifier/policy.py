@@ -269,7 +269,7 @@ def _read_entries(root: Path, skip: Path) -> dict[str, list[Entry]]:
     seen_ids: dict[str, str] = {}
     for file in sorted(p for p in root.rglob("*.toml") if p.is_file() and p != skip):
         spath = str(file)
-        doc = read_toml(file, SignatureError)  # an empty policy file is an error, not "no rules"
+        doc = read_toml(file, SignatureError, cached=True)  # an empty policy file is an error
         if "vocabulary" in doc:
             raise SignatureError(spath, "vocabulary", f"belongs in {skip} only, the one vocabulary")
         only_keys(doc, _SCHEMAS, spath, SignatureError)

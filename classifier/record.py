@@ -15,7 +15,6 @@ inline, as fast as writing it out by hand (records are a per-flow cost of every 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +23,7 @@ from typing import Any
 import orjson
 
 from .attribute import flow_ja4, ntop
+from .classcode import compiled
 from .communityid import port_flow_id
 from .flows import Flow
 from .outputs import TextSink
@@ -373,7 +373,7 @@ def compile_flow_record(
         f"{stores}"
         "    return record\n"
     )
-    exec(compile(source, f"<record fields of {__name__}>", "exec"), scope)
+    exec(compiled(source, f"<record fields of {__name__}>"), scope)
     function: Callable[[Flow], dict[str, Any]] = scope["flow_record"]
     function.__doc__ = "The record of one decided flow, with exactly the keys of SCHEMA, in its order."
     function.__module__ = __name__
@@ -430,6 +430,8 @@ class CsvWriter:
     objects and free text), tunnels as 'type:src>dst#id', provisions as 'id:status' (last)."""
 
     def __init__(self, out: TextSink) -> None:
+        import csv  # here: only CSV output needs it, every start-up would import it
+
         self.out = out
         self._w = csv.writer(out)
         self._w.writerow(CSV_COLUMNS)

@@ -21,12 +21,15 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from classifier.classcode import cache_dir, write_private
+from classifier.classcode import read_trusted as _read_trusted
 from classifier.sigload import SignatureParts
 from classifier.sigmatch import PrefixTable
 from classifier.sigmodel import (
@@ -47,22 +50,8 @@ from classifier.sigmodel import (
 
 FORMAT = 2  # bump when the encoding below changes
 KEEP = 8  # cache files kept, newest first; older ones are removed when a new one is written
-MAX_BYTES = 64 << 20
 _PACKAGE = Path(__file__).resolve().parent
 _SUFFIXES = (".toml", ".txt")
-
-
-def cache_dir() -> Path | None:
-    """Where cache files live (None: turned off by CLASSIFIER_NO_CACHE, or no home directory)."""
-    if os.environ.get("CLASSIFIER_NO_CACHE"):
-        return None
-    base = os.environ.get("CLASSIFIER_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    if not base:
-        try:
-            base = str(Path.home() / ".cache")
-        except (RuntimeError, KeyError):  # no HOME and no passwd entry (a bare container)
-            return None
-    return Path(base) / "classifier"
 
 
 class Slot:
@@ -99,30 +88,9 @@ class Slot:
 
     def write(self, parts: SignatureParts) -> None:
         """Store atomically (owner-only mode), then prune old files; failures only cost the cache."""
-        directory = self.path.parent
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            st = os.stat(directory)
-            if st.st_uid == os.geteuid() and not _trusted_dir(st):
-                # Our own directory, made group/world-writable: close it. Files others put there
-                # meanwhile stay refused (not ours); what we write from now on can be trusted.
-                os.chmod(directory, stat.S_IMODE(st.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
-                st = os.stat(directory)
-            if not _trusted_dir(st):
-                return
-            data = _encode(parts, self.key)
-            tmp = directory / f".{self.path.name}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, self.path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            _prune(directory, self.path)
-        except OSError:
-            pass
+        if write_private(self.path, _encode(parts, self.key)):
+            with suppress(OSError):
+                _prune(self.path.parent, self.path)
 
 
 def _key(root: Path, files: Iterable[Path]) -> str:
@@ -159,37 +127,6 @@ def _tree(top: str, suffixes: tuple[str, ...]) -> list[tuple[str, os.stat_result
 def _stat_line(path: Path, name: Path) -> bytes:
     st = path.stat()
     return f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode()
-
-
-def _trusted_dir(st: os.stat_result) -> bool:
-    """Ours (or root's), and nobody else can swap files in it unless it is sticky."""
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (os.geteuid(), 0):
-        return False
-    return not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or bool(st.st_mode & stat.S_ISVTX)
-
-
-def _read_trusted(path: Path) -> bytes | None:
-    """The file's bytes if it and its directory pass the ownership and mode checks."""
-    try:
-        if not _trusted_dir(os.stat(path.parent)):
-            return None
-        # O_NOFOLLOW: not through a symlink; O_NONBLOCK: a planted FIFO cannot hang the start.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if (
-            not stat.S_ISREG(st.st_mode)
-            or st.st_uid != os.geteuid()
-            or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-            or st.st_size > MAX_BYTES
-        ):
-            return None
-        try:
-            return f.read(MAX_BYTES + 1)
-        except OSError:
-            return None
 
 
 def _prune(directory: Path, keep: Path) -> None:

@@ -53,6 +53,6 @@ def from_table(raw: Any, path: str, error: type[DataError] = SignatureError) -> 
 
 def load(path: Path, error: type[DataError] = SignatureError) -> Vocabulary:
     """Read a vocabulary file: exactly one ``[vocabulary]`` table."""
-    doc = read_toml(path, error)
+    doc = read_toml(path, error, cached=True)
     only_keys(doc, ("vocabulary",), str(path), error)
     return from_table(doc["vocabulary"], str(path), error)
