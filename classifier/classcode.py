@@ -141,9 +141,17 @@ def _load(path: Path) -> dict[str, Any]:
     return table
 
 
+def _ours(namespace: Any) -> bool:
+    """Whether ``namespace`` is that of one of this package's modules."""
+    name = namespace.get("__name__") if type(namespace) is dict else None
+    return type(name) is str and (name == __package__ or name.startswith(f"{__package__}."))
+
+
 def _exec(source: Any, globals: Any = None, locals: Any = None) -> None:
-    """``exec`` for ``dataclasses``: a source text is compiled once per cache, not once per run."""
-    if type(source) is str:
+    """``exec`` for ``dataclasses``: a source text is compiled once per cache, not once per run.
+    Only for our own classes (``dataclasses`` passes the class's module namespace as ``globals``):
+    another package's classes, made while the hook is in place, are compiled as usual."""
+    if type(source) is str and _ours(globals):
         code = _cache.get(source)
         _used.add(source)
         if code is None:

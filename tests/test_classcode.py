@@ -21,7 +21,10 @@ def _make(*, frozen: bool) -> type:
     """A dataclass like ours: frozen with slots, defaults, a field kept out of eq and repr."""
     fields = [("a", int), ("b", "tuple[str, ...]", dataclasses.field(default=())), ("c", float, 0.5)]
     fields.append(("d", str, dataclasses.field(default="x", compare=False, repr=False)))
-    return dataclasses.make_dataclass("Sample", fields, frozen=frozen, slots=True)
+    # Of a module of ours: the hook serves only our classes (``dataclasses`` compiles the code in
+    # the namespace of the class's module).
+    ours = {"__module__": classcode.__name__}
+    return dataclasses.make_dataclass("Sample", fields, namespace=ours, frozen=frozen, slots=True)
 
 
 def _shape(cls: type) -> list[tuple[object, ...]]:
@@ -174,3 +177,18 @@ def test_stale_entries_are_dropped_once_they_could_double_the_file(tmp_path):
     path.write_bytes(marshal.dumps((tag, {**all_but_one, **many})))
     _imports(cache)
     assert marshal.loads(path.read_bytes())[1].keys() == table.keys()
+
+
+def test_the_hook_serves_our_classes_only(monkeypatch):
+    """Another package's dataclass, made while the hook is in place (``import classifier`` in a
+    program of its own), is compiled as usual: nothing of it is kept or stored."""
+    monkeypatch.setattr(classcode, "_cache", {})
+    monkeypatch.setattr(classcode, "_new", {})
+    monkeypatch.setattr(classcode, "_used", set())
+    monkeypatch.setattr(dataclasses, "exec", classcode._exec, raising=False)
+    theirs = dataclasses.make_dataclass("Theirs", [("a", int)], namespace={"__module__": "json"})
+    assert theirs(1) == theirs(1) and not classcode._new and not classcode._used
+    assert classcode._ours({"__name__": "classifier"}) and classcode._ours({"__name__": "classifier.flows"})
+    assert not classcode._ours({"__name__": "classifierx"}) and not classcode._ours({})
+    _make(frozen=True)
+    assert classcode._new  # ours: compiled once and kept
