@@ -943,37 +943,8 @@ def _ietf_frames(b: bytes) -> list[tuple[int, bytes]]:
     zeros = _ZEROS.match
     while pos < n:
         ftype = b[pos]
-        if ftype == 0x06:  # CRYPTO: as _crypto_frame reads it, inline for the common case
-            # Chrome scatters its ClientHello over ten frames or so per packet, each with an
-            # offset and length of one or two bytes: those are read here, without a call;
-            # longer varints, and frames cut short or too far (to raise), by _crypto_frame.
-            p = pos + 1
-            first = b[p] if p < n else 0xFF
-            if first < 0x40:
-                offset = first
-                p += 1
-            elif first < 0x80 and p + 2 <= n:
-                offset = ((first & 0x3F) << 8) | b[p + 1]
-                p += 2
-            else:
-                pos = _crypto_frame(b, pos + 1, n, out)
-                continue
-            first = b[p] if p < n else 0xFF
-            if first < 0x40:
-                length = first
-                p += 1
-            elif first < 0x80 and p + 2 <= n:
-                length = ((first & 0x3F) << 8) | b[p + 1]
-                p += 2
-            else:
-                pos = _crypto_frame(b, pos + 1, n, out)
-                continue
-            end = p + length
-            if end > n or offset + length > MAX_CRYPTO_BYTES:
-                pos = _crypto_frame(b, pos + 1, n, out)  # raises, with the reason
-                continue
-            out.append((offset, b[p:end]))
-            pos = end
+        if ftype == 0x06:  # CRYPTO (the compiled twin, _hello.ietf_frames, reads it inline)
+            pos = _crypto_frame(b, pos + 1, n, out)
         elif ftype == 0x00:  # PADDING: skip the whole run of zeros in C, not byte by byte
             pos = zeros(b, pos).end()  # type: ignore[union-attr]  # b[pos] is a zero
         elif ftype == 0x01:  # PING
