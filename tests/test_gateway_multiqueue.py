@@ -7,6 +7,7 @@ import argparse
 import pickle
 import socket
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -359,3 +360,61 @@ def test_a_queue_that_never_drains_still_gets_its_housekeeping_and_can_stop(sigs
     engine.stop_requested = True
     packets(HOUSEKEEPING_PACKETS)
     assert queue.unbound and engine.queue is None  # unbound: the read loop returns, the bypass passes
+
+
+class _CountingNft(_Nft):
+    """An nft whose set listings report the counters the test sets for each element key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counters: dict[str, tuple[int, int]] = {}
+
+    def list_json(self, what: str) -> list[dict]:
+        elems = [
+            {"elem": {"val": {"concat": key.split(" . ")}, "counter": {"packets": p, "bytes": b}}}
+            for key, (p, b) in self.counters.items()
+        ]
+        return [{"set": {"elem": elems}}]
+
+
+def test_a_closed_offloaded_flow_ends_with_the_packets_its_element_passed_after_the_last_read(
+    tmp_path, sigs, policy
+):
+    """The sweep that ends a closed flow reads the counters first when the flow's FIN came after
+    the last read: otherwise the packets the kernel passed in between are missing from its record
+    (the sweep ran before the read due in the same pass, with sync_interval = closed_tcp)."""
+    import json
+
+    from scapy.layers.inet import IP, TCP
+    from test_gateway_floor import Packet
+    from test_gateway_ja4s import C, S, exchange
+
+    from classifier.gateway.flowsets import FlowSets, element_keys
+    from classifier.gateway.inline import InlineEngine
+    from classifier.gateway.recordlog import RecordLog
+
+    cfg = gwconfig.GatewayConfig(
+        mode="inline",
+        as_of=1598918400.0,
+        offload_after=0,
+        closed_tcp=1.0,
+        sync_interval=1.0,
+        log=str(tmp_path / "r.jsonl"),
+    )
+    nft = _CountingNft()
+    engine = InlineEngine(cfg, sigs, policy, RecordLog(cfg.log), Stats(), sets=FlowSets(nft, 3600), label="x")
+    for raw in exchange("www.example.com", 41000)[:4]:  # decided (allowed) at its ClientHello
+        engine._on_packet(Packet(raw))
+    (entry,) = engine.sets.flows.values()
+    engine.housekeeping(time.time())  # elements sent, counters read (nothing counted yet)
+    assert any("add element" in t and "allow4" in t for t in nft.sent)
+    _fam, c2s, s2c = element_keys(entry.flow)
+    nft.counters = {c2s: (6, 600), s2c: (5, 5000)}  # what the kernel passed since, off the queue
+    for flags, src, dst, sport, dport in (("FA", C, S, 41000, 443), ("FA", S, C, 443, 41000)):
+        engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags))))
+    assert entry.flow.closed
+    engine.housekeeping(time.time() + 3)  # sweep and the regular read both due: the flow ends
+    (rec,) = (json.loads(line) for line in Path(cfg.log).read_text().splitlines())
+    assert rec["end_reason"] == "closed"
+    # the queue saw SYN, ClientHello, FIN one way and SYN-ACK, ServerHello, FIN the other
+    assert (rec["packets_c2s"], rec["packets_s2c"]) == (3 + 6, 3 + 5)

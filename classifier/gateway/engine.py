@@ -151,8 +151,10 @@ class Engine:
     def _ended(self, flow: Flow) -> None:
         """A flow left the flow table: fold in the kernel's counts, drop its elements, write it.
 
-        The counts are those of the last counter read; with ``sync_interval`` no longer than the
-        closed and idle timeouts, that read came after the flow's last packet.
+        The counts are those of the last counter read, which came after the flow's last packet: an
+        idle flow's element matched nothing for the idle timeout (no shorter than
+        ``sync_interval``), and a sweep that may end a closed flow reads the counters first when
+        the flow's FIN/RST came after the last read (``FlowSets.stale_closed``).
         """
         sets = self.sets
         entry = sets.release(flow) if sets is not None else None
@@ -183,15 +185,20 @@ class Engine:
 
     def housekeeping(self, now: float) -> None:
         """Sweep idle flows, read set counters, send pending set elements, reopen the log."""
+        sets = self.sets
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
+            if sets is not None and sets.flows and sets.stale_closed():
+                # A closed flow may end in this sweep: its counts must come from a read made after
+                # its last packet, or the packets its element passed since the last read are lost.
+                self._next_sync = now + self.cfg.sync_interval
+                self._sync(sets, now)
             self.scanner.table.sweep(now)
             for tick in self.ticks:
                 try:
                     tick(now)
                 except Exception as err:  # a failed route update must not stop the flows
                     self.error("tick", err)
-        sets = self.sets
         if sets is not None:
             if sets.flows and now >= self._next_sync:
                 self._next_sync = now + self.cfg.sync_interval

@@ -14,6 +14,7 @@ as one transaction per batch, after the packets at hand got their verdicts.
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 
 from classifier.flows import Flow
@@ -81,6 +82,15 @@ class FlowSets:
         self._removes: list[Offloaded] = []
         self.errors = 0
         self.last_error: str | None = None
+        # Wall-clock time at which the last counter read began: counts read then cover every
+        # packet the kernel matched before it.
+        self.read_at = float("-inf")
+
+    def stale_closed(self) -> bool:
+        """Whether a closed flow's last packet (its FIN/RST, seen on the queue) came after the
+        last counter read: its element may have matched packets that read did not count."""
+        read_at = self.read_at
+        return any(e.flow.closed and e.flow.last_ts >= read_at for e in self.flows.values())
 
     def add(self, flow: Flow, kind: str, now: float, immediate: bool = False) -> Offloaded:
         """Give a flow its two elements (batched unless ``immediate``)."""
@@ -152,6 +162,7 @@ class FlowSets:
 
         Returns (packets, bytes) per element key per set.
         """
+        self.read_at = time.time()
         totals: dict[str, dict[str, tuple[int, int]]] = {}
         for name in {e.set for e in self.flows.values()}:
             per: dict[str, tuple[int, int]] = {}
