@@ -203,6 +203,8 @@ def test_two_queues_spread_flows_and_keep_each_flow_on_one_worker(lab, sig_dir, 
         metrics = scrape(lab)
         n_flows = 2 * (len(allowed) + len(blocked)) + 2
         wait_until(lambda: len(gw.records()) >= n_flows, 20, "every flow's record")
+        # per queue: number, portid, waiting, mode, range, dropped (full), dropped (netlink), id seq
+        proc_queues = lab.run("gateway", ["cat", "/proc/net/netfilter/nfnetlink_queue"]).stdout
     # flows spread over both queues: the kernel's counters and each worker's
     assert set(queued) == set(QUEUES) and all(queued[q] > 0 for q in QUEUES), queued
     per_queue = {q: metric(metrics, "queue_packets_total", queue=str(q)) for q in QUEUES}
@@ -226,6 +228,7 @@ def test_two_queues_spread_flows_and_keep_each_flow_on_one_worker(lab, sig_dir, 
             assert r["packets_c2s"] >= 5 and r["packets_s2c"] >= 4 and r["end_reason"] == "closed", (
                 brief(r),
                 [line for line in metrics.splitlines() if "errors" in line and not line.startswith("#")],
+                proc_queues,
             )
     assert {r["hostname"] for r in recs if r["action"] == "block"} == {"www.tiktok.com", "m.tiktok.com"}
 
