@@ -29,9 +29,9 @@ from .signatures import Signatures
 from .tunnels import Tunnel
 
 _MAX_EXAMPLES = 3  # malformed-packet examples per reason, as the scanner keeps them
-# Server addresses whose partition is remembered (about 100 bytes each); those seen after that many
-# go by ``partition_of`` alone, as every partition sees them in the same order.
-MAX_ASSIGNED = 1 << 20
+# Server addresses whose partition is remembered (about 100 bytes each, never forgotten: an address
+# must keep its partition); those first seen after that many go by ``partition_of`` alone.
+MAX_ASSIGNED = 1 << 16
 
 
 # The compiled first packet of a flow another partition reports (classifier/_partfeed.pyx); without

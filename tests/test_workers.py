@@ -489,3 +489,20 @@ def test_a_server_keeps_its_partition_and_new_ones_go_to_the_least_loaded(
     assert scanner.owner(d) == 1 and scanner.owner(a) == 0  # new: least loaded; known: unchanged
     scanner.load[:] = [0, 9, 9]
     assert scanner.owner(d) == 1
+
+
+def test_addresses_past_the_remembered_ones_go_by_crc32(
+    monkeypatch: pytest.MonkeyPatch, sigs: object, policy: object
+) -> None:
+    from classifier import partition
+    from classifier.pipeline import ScanOptions
+
+    monkeypatch.setattr(partition, "MAX_ASSIGNED", 2)
+    scanner = partition.PartScanner(sigs, policy, ScanOptions(), lambda f, s: None, 0, 4)  # type: ignore[arg-type]
+    kept = [bytes([198, 51, 100, i]) for i in range(2)]
+    assert [scanner.owner(x) for x in kept] == [0, 0]
+    scanner.load[:] = [9, 0, 0, 0]
+    assert scanner.owner(kept[0]) == 0  # remembered: unchanged by the load
+    later = [bytes([203, 0, 113, i]) for i in range(16)]
+    assert [scanner.owner(x) for x in later] == [partition.partition_of(x, 4) for x in later]
+    assert len(scanner._parts) == 2
