@@ -14,9 +14,14 @@ by whole files). Each table prints the wall speed-up (whole run and steady) and 
 (CPU of N workers over one: the work the split adds) beside the target. Then the partition model:
 in this process, the CPU time of one process and of each partition of the corpus, the share of
 the work every partition repeats, and the speed-up that predicts for 2, 16 and 64 cores (free of
-other engineers' load, unlike the wall times).
+other engineers' load, unlike the wall times), with and without the serial start-up.
 
-    python benchmarks/scan_workers.py [--copies 8] [--repeat 5] [--workers 2] [--split 8] [--capture FILE]
+With ``--big K`` (default 32; 0: none) a larger corpus of K copies is measured too, as one capture
+and cut into ``--split`` files, where the start-up no longer dominates the run; its partition model
+is printed beside the first one's.
+
+    python benchmarks/scan_workers.py [--copies 8] [--big 32] [--repeat 5] [--workers 2] [--split 8]
+        [--capture FILE]
 """
 
 from __future__ import annotations
@@ -96,8 +101,11 @@ def run(captures: list[Path], workers: int) -> tuple[float, float, str]:
     return wall, cpu, digest
 
 
-def measure(label: str, captures: list[Path], empty: Path, counts: list[int], repeat: int) -> bool:
-    """Print the table of one input; True if every worker count wrote the same records."""
+def measure(
+    label: str, captures: list[Path], empty: Path, counts: list[int], repeat: int
+) -> tuple[bool, float]:
+    """Print the table of one input; (every worker count wrote the same records, start-up wall s
+    of one process)."""
     best: dict[int, list[float]] = {n: [float("inf")] * 4 for n in counts}
     digests: dict[int, set[str]] = {n: set() for n in counts}
     for _ in range(repeat):
@@ -125,10 +133,10 @@ def measure(label: str, captures: list[Path], empty: Path, counts: list[int], re
         )
     same = len(set().union(*digests.values())) == 1
     print(f"records identical for every worker count: {'yes' if same else 'NO'}")
-    return same
+    return same, one[2]
 
 
-def partition_model(capture: Path, parts: int, repeat: int) -> None:
+def partition_model(capture: Path, parts: int, repeat: int, startup: float) -> None:
     """CPU of one process and of each of ``parts`` partitions, in this process; what that predicts."""
     sys.path.insert(0, str(ROOT))
     from classifier.parallel import PartJob, run_part
@@ -157,11 +165,18 @@ def partition_model(capture: Path, parts: int, repeat: int) -> None:
     print(f"  a partition that reports nothing: {none:.3f} (r = {none / one:.2f} of one process)")
     print(f"  repeated share r = {repeated:.2f}; predicted speed-up 1/(r + (1-r)/N) at an even split:")
     print("  " + "  ".join(f"N={n}: {1 / (repeated + (1 - repeated) / n):.2f}" for n in (2, 16, 64)))
+    # The whole run: the start-up (an empty capture's wall time with one worker) stays serial.
+    whole = [(startup + one) / (startup + one * (repeated + (1 - repeated) / n)) for n in (2, 16, 64)]
+    print(
+        f"  whole run with the {startup:.3f} s start-up serial: "
+        + "  ".join(f"N={n}: {w:.2f}" for n, w in zip((2, 16, 64), whole, strict=True))
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--copies", type=int, default=8)
+    ap.add_argument("--big", type=int, default=32, help="also a corpus of this many copies (0: no)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--workers", type=int, action="append", help="worker counts beside 1 (default 2)")
     ap.add_argument("--split", type=int, default=8, help="also the corpus cut into this many files (0: no)")
@@ -177,16 +192,28 @@ def main() -> int:
         f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
         f"{len(os.sched_getaffinity(0))} CPUs; {capture} ({capture.stat().st_size / 1e6:.1f} MB)"
     )
-    same = measure("one capture (split by server address)", [capture], empty, counts, args.repeat)
-    if args.split > 1:
-        files = split_capture(capture, args.split)
-        same &= measure("files on their own (split by whole files)", files, empty, counts, args.repeat)
-    partition_model(capture, max(counts), args.repeat)
+    inputs = [capture]
+    if args.big and not args.capture:
+        inputs.append(build_corpus(args.big))
+    models = []
+    all_same = True
+    for corpus in inputs:
+        same, startup = measure(
+            f"{corpus.name} as one capture (split by server address)", [corpus], empty, counts, args.repeat
+        )
+        if args.split > 1:
+            files = split_capture(corpus, args.split)
+            label = f"{corpus.name} as {args.split} files on their own (split by whole files)"
+            same &= measure(label, files, empty, counts, args.repeat)[0]
+        all_same &= same
+        models.append((corpus, startup))
+    for corpus, startup in models:
+        partition_model(corpus, max(counts), args.repeat, startup)
     print(
         f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; best of {args.repeat}; "
         "CPU = user + system of the scan and its workers; steady = minus the start-up (an empty capture)"
     )
-    return 0 if same else 1
+    return 0 if all_same else 1
 
 
 if __name__ == "__main__":

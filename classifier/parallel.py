@@ -67,7 +67,7 @@ class PartResult:
     """What a partition counted, and when each inspection error reason was first seen."""
 
     stats: InputStats
-    first_seen: dict[str, int]
+    first_seen: dict[str, tuple[int, int]]  # reason -> (packet, flows ended) where first seen
     failed: bool  # some input could not be opened
     created: int = 0  # flows the partition's table created (every partition's)
 

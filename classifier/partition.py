@@ -6,7 +6,9 @@ out, closed and evicted exactly as in one process, with the same flow numbers) a
 DNS flow (so the DNS caches, pending queries and ECH public names are the same everywhere), but it
 inspects, decides and reports only the flows whose server address falls in its partition. Name
 memory (SNI/Host names clients used for a server address) is looked up by server address, so all
-flows that may share a remembered name are in the same partition. docs/ARCHITECTURE.md
+flows that may share a remembered name are in the same partition. A server address gets its
+partition when it is first seen: the one that has been given the fewest flows so far (every
+partition sees the same flows in the same order, so all of them assign alike). docs/ARCHITECTURE.md
 "Scale-out" gives the whole argument and its limits.
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from .compiled import compiled_function
 from .dnscache import DnsCache
 from .errors import MalformedError
-from .flows import DECIDED, Flow, FlowConfig
+from .flows import DECIDED, Flow, FlowConfig, FlowTable
 from .inspect.driver import Inspection
 from .pipeline import Scanner, ScanOptions
 from .policy import Policy
@@ -27,6 +29,9 @@ from .signatures import Signatures
 from .tunnels import Tunnel
 
 _MAX_EXAMPLES = 3  # malformed-packet examples per reason, as the scanner keeps them
+# Server addresses whose partition is remembered (about 100 bytes each, never forgotten: an address
+# must keep its partition); those first seen after that many go by ``partition_of`` alone.
+MAX_ASSIGNED = 1 << 16
 
 
 # The compiled first packet of a flow another partition reports (classifier/_partfeed.pyx); without
@@ -37,6 +42,21 @@ COMPILED_FEED: Callable[..., Flow | None] | None = compiled_function("_partfeed"
 def partition_of(server: bytes, parts: int) -> int:
     """The partition of a server address: stable across processes and machines (unlike ``hash``)."""
     return zlib.crc32(server) % parts
+
+
+class _PartTable(FlowTable):
+    """The flow table of a ``PartScanner``: every flow it creates (the same flows, in the same order,
+    in every partition) counts toward its server's partition, the load the next new server address
+    is given by."""
+
+    def __init__(self, scanner: PartScanner, config: FlowConfig) -> None:
+        super().__init__(config, scanner._ended)
+        self.scanner = scanner
+
+    def add(self, flow: Flow, key: tuple) -> None:
+        scanner = self.scanner
+        scanner.load[scanner.owner(flow.server)] += 1
+        super().add(flow, key)
 
 
 class _PartInspection(Inspection):
@@ -53,14 +73,16 @@ class _PartInspection(Inspection):
     ) -> None:
         super().__init__(config, dnscache, unbound_dns)
         self.scanner = scanner
-        self.first_seen: dict[str, int] = {}  # reason -> packet number (of the run) of the example
+        # reason -> (packet number of the run, flows ended by then) where it was first seen: the
+        # flows ended tell apart errors of different flows at one packet (those the end decides)
+        self.first_seen: dict[str, tuple[int, int]] = {}
 
     def _malformed(self, flow: Flow, err: MalformedError) -> None:
         if not self.scanner.owns(flow):
             flow.add_note(str(err))  # the flow is reported elsewhere, where the error is counted
             return
         if err.reason not in self.error_examples:
-            self.first_seen[err.reason] = self.scanner.packets
+            self.first_seen[err.reason] = (self.scanner.packets, self.scanner.ended)
         super()._malformed(flow, err)
 
 
@@ -90,16 +112,24 @@ class PartScanner(Scanner):
         self.report_record = on_record
         self.ended = 0  # flows of every partition that have ended
         self.tick = tick
-        self._parts: dict[bytes, int] = {}  # server address -> partition (a few per flow)
+        self._parts: dict[bytes, int] = {}  # server address -> partition, kept: it must not change
+        self.load = [0] * parts  # flows created so far, per partition of their server
+        self.table = _PartTable(self, options.flows)
         self.compiled_feed = COMPILED_FEED if parts > 1 else None
 
     def owner(self, server: bytes) -> int:
-        """The partition that reports the flows to ``server``."""
+        """The partition that reports the flows to ``server``.
+
+        A new server address goes to the partition given the fewest flows so far (the lowest such
+        one): crc32 alone leaves partitions uneven where a few servers carry most flows. Every
+        partition calls this for a new address at the same point (a flow made, or about to be),
+        never while inspecting, so they all assign alike; the answer never changes afterwards."""
         part = self._parts.get(server)
         if part is None:
-            if len(self._parts) >= 65536:
-                self._parts.clear()
-            part = self._parts[server] = partition_of(server, self.parts)
+            if len(self._parts) >= MAX_ASSIGNED:
+                return partition_of(server, self.parts)
+            load = self.load
+            part = self._parts[server] = load.index(min(load))
         return part
 
     def owns(self, flow: Flow) -> bool:
@@ -149,13 +179,14 @@ class PartScanner(Scanner):
         self.report_record(flow, self.ended)
 
 
-def merge_part_stats(parts: list[tuple[InputStats, dict[str, int]]]) -> InputStats:
-    """One process's stats from the partitions' (stats, first packet of each inspection error).
+def merge_part_stats(parts: list[tuple[InputStats, dict[str, tuple[int, int]]]]) -> InputStats:
+    """One process's stats from the partitions' (stats, where each inspection error was first seen).
 
     Everything counted before a flow's partition matters (packets, decode errors, skipped
     packets, fragments, evictions, DNS answers and bindings, capture problems) is the same in every
     partition: it is taken from the first. Records and inspection errors are per partition: summed,
-    and each reason's example is the one seen first.
+    each reason's example is the one seen first, and the reasons are listed in the order one
+    process first met them (the order its statistics show).
     """
     first = parts[0][0]
     merged = InputStats(
@@ -172,15 +203,23 @@ def merge_part_stats(parts: list[tuple[InputStats, dict[str, int]]]) -> InputSta
         dns_queries=first.dns_queries,
         dns_binding=first.dns_binding,
     )
-    seen_at: dict[str, int] = {}
+    seen_at: dict[str, tuple[int, int]] = {}
+    examples: dict[str, str] = {}
+    counts: dict[str, int] = {}
     for stats, first_seen in parts:
         merged.flows += stats.flows
-        merged.inspect_errors.update(stats.inspect_errors)
-        for reason, example in stats.inspect_examples.items():
-            at = first_seen.get(reason, 0)
+        for reason, n in stats.inspect_errors.items():
+            counts[reason] = counts.get(reason, 0) + n
+            at = first_seen.get(reason, (0, 0))
             if reason not in seen_at or at < seen_at[reason]:
                 seen_at[reason] = at
-                merged.inspect_examples[reason] = example
+                if reason in stats.inspect_examples:
+                    examples[reason] = stats.inspect_examples[reason]
+    # A stable sort: reasons first met at the same point come from one partition, in its order.
+    for reason in sorted(counts, key=seen_at.__getitem__):
+        merged.inspect_errors[reason] = counts[reason]
+        if reason in examples:
+            merged.inspect_examples[reason] = examples[reason]
     return merged
 
 
