@@ -186,7 +186,11 @@ cdef struct Slot:
 
 
 cdef inline Py_ssize_t _slot_of(Packet *pk) noexcept:
-    cdef unsigned long h = <unsigned long>(pk.sport * 40503 + pk.dport * 2654435761 + pk.proto)
+    # C arithmetic throughout (the unsigned casts and suffix): a bare literal above 2**31 made
+    # Cython do this line with Python ints, three objects and a multiplication per packet.
+    cdef unsigned long h = (
+        <unsigned long>pk.sport * 40503UL + <unsigned long>pk.dport * 2654435761UL + <unsigned long>pk.proto
+    )
     cdef int i
     for i in range(pk.alen - 4, pk.alen):
         h = h * 31 + pk.src[i]
