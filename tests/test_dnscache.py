@@ -176,6 +176,7 @@ def test_put_extends_as_the_general_walk_does():
     import random
 
     rng = random.Random(11)
+    names = ("a.example", "b.example", "c.example", *(f"n{i}.example" for i in range(9)))
     for _run in range(200):
         cache = DnsCache(max_addresses=10_000)
         reference: dict = {}
@@ -183,7 +184,7 @@ def test_put_extends_as_the_general_walk_does():
         for _ in range(60):
             ts += rng.random()
             addr = rng.choice((EDGE, ME, OTHER))
-            name = rng.choice(("a.example", "b.example", "c.example") + tuple(f"n{i}.example" for i in range(9)))
+            name = rng.choice(names)
             client = rng.choice((ME, OTHER))
             scope = rng.choice((None, None, ("gre", 1)))
             life = rng.choice((5.0, 50.0, 600.0))
