@@ -13,6 +13,7 @@ ends. tests/test_compiled.py checks that both give byte-identical records and st
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItemWithError
 from cpython.ref cimport PyObject, Py_XDECREF, Py_INCREF
 from libc.string cimport memcmp, memcpy
 
@@ -186,7 +187,11 @@ cdef struct Slot:
 
 
 cdef inline Py_ssize_t _slot_of(Packet *pk) noexcept:
-    cdef unsigned long h = <unsigned long>(pk.sport * 40503 + pk.dport * 2654435761 + pk.proto)
+    # C arithmetic throughout (the unsigned casts and suffix): a bare literal above 2**31 made
+    # Cython do this line with Python ints, three objects and a multiplication per packet.
+    cdef unsigned long h = (
+        <unsigned long>pk.sport * 40503UL + <unsigned long>pk.dport * 2654435761UL + <unsigned long>pk.proto
+    )
     cdef int i
     for i in range(pk.alen - 4, pk.alen):
         h = h * 31 + pk.src[i]
@@ -285,7 +290,8 @@ cdef inline unsigned long _u32_order(const unsigned char *p, bint big_endian) no
 cdef class _Loop:
     """The state of one ``feed_batches``: what the loop keeps in C between packets."""
 
-    cdef object scanner, feed, fin_or_rst, table, entries
+    cdef object scanner, feed, fin_or_rst, table
+    cdef dict entries  # the table's own dict: probed in C, without a method call (the slot misses)
     cdef _Recent recent
     cdef long counted  # packets counted here and not yet in scanner.packets
     cdef double next_sweep
@@ -314,6 +320,7 @@ cdef class _Loop:
         record has it, or None (made when Python needs it)."""
         cdef Packet pk
         cdef Slot *s
+        cdef PyObject *found
         cdef bytes src, dst
         cdef bint from_client
         cdef long flags
@@ -335,10 +342,13 @@ cdef class _Loop:
             src = PyBytes_FromStringAndSize(<const char *>pk.src, pk.alen)
             dst = PyBytes_FromStringAndSize(<const char *>pk.dst, pk.alen)
             if pk.sport > pk.dport or (pk.sport == pk.dport and memcmp(pk.src, pk.dst, pk.alen) >= 0):
-                flow = self.entries.get((src, pk.sport, dst, pk.dport, pk.proto))
+                found = PyDict_GetItemWithError(self.entries, (src, pk.sport, dst, pk.dport, pk.proto))
             else:
-                flow = self.entries.get((dst, pk.dport, src, pk.sport, pk.proto))
-            if flow is None or flow.inspecting:
+                found = PyDict_GetItemWithError(self.entries, (dst, pk.dport, src, pk.sport, pk.proto))
+            if found == NULL:  # (an error in the probe is raised: ``except? NULL``)
+                return False
+            flow = <object>found
+            if flow.inspecting:
                 return False
             from_client = pk.sport == <long>flow.client_port and (pk.sport != pk.dport or src == flow.client)
             recent.put(s, &pk, flow, from_client, flow.fin)

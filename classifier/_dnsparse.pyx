@@ -16,7 +16,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.object cimport PyObject_GenericSetAttr
 from cpython.unicode cimport PyUnicode_DecodeASCII
 
-import socket
+import _socket  # not socket: the same function, without socket's import (its enums, selectors) at start-up
 
 from classifier.inspect import escape_label, normalize_hostname
 from classifier.inspect.dns import (
@@ -49,8 +49,8 @@ if _MAXLEN > 255:
     raise ImportError("classifier._dnsparse: names longer than its buffer")
 
 _new = object.__new__
-_inet_ntop = socket.inet_ntop
-_AF_INET6 = socket.AF_INET6
+_inet_ntop = _socket.inet_ntop
+_AF_INET6 = _socket.AF_INET6
 
 cdef str _S_NAME = "name"
 cdef str _S_QTYPE = "qtype"

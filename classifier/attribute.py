@@ -35,7 +35,7 @@ The rules (also in the README):
 
 from __future__ import annotations
 
-import socket
+from _socket import AF_INET, AF_INET6, inet_ntop
 
 from .dnsbind import EXPLAIN
 from .dnscache import DnsCache, DnsMatch
@@ -70,7 +70,7 @@ def ntop(addr: bytes) -> str:
     """An address (4 or 16 bytes) as text, remembered (bounded: the memory starts over when full)."""
     text = _ADDRESS_TEXTS.get(addr)
     if text is None:
-        text = socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+        text = inet_ntop(AF_INET if len(addr) == 4 else AF_INET6, addr)
         if len(_ADDRESS_TEXTS) >= _MAX_ADDRESS_TEXTS:
             _ADDRESS_TEXTS.clear()
         _ADDRESS_TEXTS[addr] = text

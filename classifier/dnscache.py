@@ -218,9 +218,18 @@ class DnsCache:
                 oldest = next(iter(self._by_addr))
                 del self._by_addr[oldest]
                 self.dropped += 1
-        else:
+        elif lst:
             # The same name again for the same client extends the earlier entry, so a flow that
             # started under the earlier answer (and is decided late) still finds it.
+            last = lst[-1]
+            if last.name == name and last.client == client and last.scope == scope:
+                # The usual case, the entry filed last: this is the only insert and it drops any
+                # earlier entry of (name, client, scope), so no other one matches, and replacing
+                # it in place keeps the order the general path below gives.
+                del lst[: max(0, len(lst) - _MAX_NAMES_PER_ADDRESS)]
+                lst[-1] = DnsAnswer(name, chain, last.ts, max(last.expires, expires), client, unbound, scope)
+                self._by_addr[addr] = lst
+                return
             extended = False
             for a in lst:
                 if a.name == name and a.client == client and a.scope == scope:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import socket
+from _socket import AF_INET, AF_INET6, inet_pton
 
 from classifier import vocabulary
 from classifier.errors import SignatureError
@@ -53,9 +53,7 @@ class Signatures:
         suffix = {h: r for r in parts.resolvers for h in r.hosts if h in suffixes}
         self._resolver_names = SuffixIndex(exact, suffix)
         self.resolver_addresses = {
-            socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a): r
-            for r in parts.resolvers
-            for a in r.addresses
+            inet_pton(AF_INET6 if ":" in a else AF_INET, a): r for r in parts.resolvers for a in r.addresses
         }
         self.ech_public_names = {e.name: e for e in parts.ech_public_names}
         self.protocols = {p.id: p for p in parts.protocols}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import reprlib
-import socket
+from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -192,7 +192,7 @@ MAC = Kind("a MAC address", _mac)
 def _address(value: Any) -> str:
     if isinstance(value, str):
         try:
-            socket.inet_pton(socket.AF_INET6 if ":" in value else socket.AF_INET, value)
+            inet_pton(AF_INET6 if ":" in value else AF_INET, value)
             return value
         except (OSError, ValueError):
             pass
@@ -207,11 +207,11 @@ def parse_prefix(text: str) -> tuple[bytes, int, str]:
     addr, slash, length_text = text.partition("/")
     if not slash or not length_text.isdigit() or len(length_text) > 3:
         raise Invalid("not address/length")
-    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    family = AF_INET6 if ":" in addr else AF_INET
     try:
-        packed = socket.inet_pton(family, addr)
+        packed = inet_pton(family, addr)
     except (OSError, ValueError):
-        raise Invalid(f"bad IPv{6 if family == socket.AF_INET6 else 4} address") from None
+        raise Invalid(f"bad IPv{6 if family == AF_INET6 else 4} address") from None
     bits = len(packed) * 8
     length = int(length_text)
     if length > bits:
@@ -220,8 +220,8 @@ def parse_prefix(text: str) -> tuple[bytes, int, str]:
     host_bits = value & ((1 << (bits - length)) - 1)
     if host_bits:
         network = (value - host_bits).to_bytes(len(packed), "big")
-        raise Invalid(f"host bits set (the network is {socket.inet_ntop(family, network)}/{length})")
-    return packed, length, f"{socket.inet_ntop(family, packed)}/{length}"
+        raise Invalid(f"host bits set (the network is {inet_ntop(family, network)}/{length})")
+    return packed, length, f"{inet_ntop(family, packed)}/{length}"
 
 
 def instant(parse: Callable[[str], float], example: str) -> Kind:

@@ -147,3 +147,48 @@ def test_broken_https_record_reported_and_the_rest_kept():
     resolutions, errors = resolve(response("x.example", [bad, good]))
     assert [e.reason for e in errors] == ["dns.svcb.param"]
     assert resolutions[0].addresses == ((socket.inet_aton("198.51.100.9"), 60),)
+
+
+def _put_reference(by_addr, addr, name, chain, ts, expires, client, unbound, scope, cap=8):
+    """``DnsCache._put`` as it was before its fast path (the entry filed last extended in place):
+    every match found by a walk of the list, then the list filtered."""
+    from classifier.dnscache import DnsAnswer
+
+    lst = by_addr.pop(addr, None)
+    if lst is None:
+        lst = []
+    else:
+        extended = False
+        for a in lst:
+            if a.name == name and a.client == client and a.scope == scope:
+                ts, expires, extended = a.ts, max(a.expires, expires), True
+        if extended:
+            lst = [a for a in lst if a.name != name or a.client != client or a.scope != scope]
+        del lst[: max(0, len(lst) - cap + 1)]
+    lst.append(DnsAnswer(name, chain, ts, expires, client, unbound, scope))
+    by_addr[addr] = lst
+
+
+def test_put_extends_as_the_general_walk_does():
+    """The fast path (the same name, client and scope as the entry filed last) leaves every
+    address's answers, their order and the addresses' order exactly as the general path would,
+    over random runs that mix it with new names, other clients and scopes, and full lists."""
+    import random
+
+    rng = random.Random(11)
+    names = ("a.example", "b.example", "c.example", *(f"n{i}.example" for i in range(9)))
+    for _run in range(200):
+        cache = DnsCache(max_addresses=10_000)
+        reference: dict = {}
+        ts = 0.0
+        for _ in range(60):
+            ts += rng.random()
+            addr = rng.choice((EDGE, ME, OTHER))
+            name = rng.choice(names)
+            client = rng.choice((ME, OTHER))
+            scope = rng.choice((None, None, ("gre", 1)))
+            life = rng.choice((5.0, 50.0, 600.0))
+            cache.remember(addr, name, ts, client, life, scope)
+            _put_reference(reference, addr, name, (name,), ts, ts + life, client, None, scope)
+            assert list(cache._by_addr) == list(reference)
+            assert cache._by_addr == reference

@@ -8,8 +8,8 @@ kept for later parsing of SVCB/HTTPS (types 64/65) records.
 
 from __future__ import annotations
 
-import socket
 import struct
+from _socket import AF_INET, AF_INET6, inet_ntop
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -207,11 +207,11 @@ def _records(
         if rtype == TYPE_A and rclass & 0x7FFF == CLASS_IN:  # low 15 bits: mDNS sets the top one
             if rdlength != 4:
                 raise _err(f"{section}.rdlength", f"A record with rdlength {rdlength}")
-            value = socket.inet_ntop(socket.AF_INET, rdata)
+            value = inet_ntop(AF_INET, rdata)
         elif rtype == TYPE_AAAA and rclass & 0x7FFF == CLASS_IN:
             if rdlength != 16:
                 raise _err(f"{section}.rdlength", f"AAAA record with rdlength {rdlength}")
-            value = socket.inet_ntop(socket.AF_INET6, rdata)
+            value = inet_ntop(AF_INET6, rdata)
         elif rtype in _NAME_TARGET_TYPES:
             if rdlength == 0:
                 raise _err(f"{section}.rdata", "empty rdata where a name is expected")
