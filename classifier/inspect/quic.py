@@ -503,7 +503,9 @@ class _Stream:
 
 def _from_zero(chunks: list[tuple[int, bytes]]) -> bytes | None:
     """The chunks joined, if they tile one range from offset 0 (what ``_Stream.add_all`` of an
-    empty stream would hold, from 0 to its end); else None."""
+    empty stream would hold, from 0 to its end); else None.
+
+    The reference of the compiled twin (classifier/_hello.pyx), which ``from_zero`` is when built."""
     if len(chunks) == 1:
         offset, data = chunks[0]
         return data if offset == 0 and len(data) <= MAX_CRYPTO_BYTES else None
@@ -521,6 +523,14 @@ def _from_zero(chunks: list[tuple[int, bytes]]) -> bytes | None:
 
 
 _chunk_offset = itemgetter(0)  # a chunk's offset, in C
+
+# The compiled twin (classifier/_hello.pyx), chosen under the same condition as ``ietf_frames``.
+COMPILED_FROM_ZERO: Callable[[list[tuple[int, bytes]]], bytes | None] | None = (
+    compiled_function("_hello", "from_zero")
+    if compiled_function("_hello", "MAX_CRYPTO_BYTES") == MAX_CRYPTO_BYTES
+    else None
+)
+from_zero: Callable[[list[tuple[int, bytes]]], bytes | None] = COMPILED_FROM_ZERO or _from_zero
 
 # --- the per-flow state ---------------------------------------------------------------------
 
@@ -834,7 +844,7 @@ class QuicInitialState:
             # Nothing of the handshake yet. Most clients send their whole ClientHello in their
             # first Initial: frames that tile it from offset 0 are read where they were joined,
             # and go into a stream only if the message needs more.
-            data = _from_zero(chunks)
+            data = from_zero(chunks)
             if data is None:
                 stream = self._stream = _Stream()
                 stream.add_all(chunks)
