@@ -8,7 +8,10 @@ through ``QuicInitialState`` give the same facts and errors with either."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -252,3 +255,35 @@ def test_a_twin_that_differs_is_caught():
     assert quic._Keys(schedule, dcid).open(packet, *openings[0][3:]) is not None
     assert not _disagreements(quic._Keys, openings)
     assert _disagreements(Broken, openings)
+
+
+def _scan_in_child(capture: Path, pre: str) -> tuple[str, bool]:
+    """(records, whether cryptography was imported) of a scan in a fresh interpreter."""
+    code = (
+        f"{pre}import os, sys; from classifier.cli import main; "
+        f"main(['scan', {str(capture)!r}, '-q']); "
+        "sys.stderr.write(str('cryptography' in sys.modules))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLASSIFIER_PURE_PYTHON": ""},
+        cwd=ROOT,
+    )
+    assert res.returncode in (0, 3), res.stderr
+    return res.stdout, res.stderr.strip().endswith("True")
+
+
+def test_a_scan_with_the_twin_imports_no_cryptography_and_writes_the_same_records():
+    """Where the twin is built a QUIC scan never imports ``cryptography`` (a start-up cost the size
+    of a small capture's scan); its records are those of the reference keys."""
+    _twin()
+    capture = ROOT / "pcaps" / "quic-v1.pcap"
+    compiled, imported = _scan_in_child(capture, "")
+    reference, imported_by_reference = _scan_in_child(
+        capture, "import sys; sys.modules['classifier._quicinitial'] = None; "
+    )
+    assert '"hostname_source":"sni"' in compiled
+    assert compiled == reference
+    assert not imported and imported_by_reference
