@@ -336,3 +336,30 @@ def test_from_zero_twins_agree_on_hostile_chunks():
     twin = _from_zero_twin()
     bad = [c for c in HOSTILE_CHUNKS if _outcome(twin, c) != _outcome(quic._from_zero, c)]  # type: ignore[arg-type]
     assert not bad, bad
+
+
+@pytest.mark.real
+def test_quic_facts_twins_make_equal_facts(seen):
+    """The compiled QuicFacts builder makes the object the dataclass makes: equal, same type,
+    same repr and hash, still frozen; a tuple without every field goes to the constructor."""
+    twin = need_extension("_hello").quic_facts
+    assert quic.quic_facts is twin or quic.quic_facts is quic._quic_facts
+    rng = random.Random(13)
+    values: list[tuple[Any, ...]] = []
+    for data in seen["hellos"]:
+        try:
+            hello = tls.parse_client_hello_message_py(data)
+        except MalformedError:
+            continue
+        version = rng.choice((1, 0x6B3343CF, 0xFF00001D, int.from_bytes(b"Q050", "big")))
+        dcid, retry, packets = rng.randbytes(rng.randrange(21)), rng.random() < 0.5, rng.randrange(1, 17)
+        values.append(
+            (version, quic.version_name(version), dcid, hello, hello.sni, hello.alpn, retry, packets, None)
+        )
+        values.append((version, "Q050", dcid, None, hello.sni, (), retry, packets, "Chrome/1"))
+    assert len(values) > 300
+    for v in (*values, values[0][:8]):
+        got, want = twin(v), quic._quic_facts(v)
+        assert got == want and type(got) is type(want) and repr(got) == repr(want) and hash(got) == hash(want)
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
+        got.sni = "x"  # type: ignore[misc]

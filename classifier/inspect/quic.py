@@ -170,6 +170,15 @@ class QuicFacts:
     user_agent: str | None = None  # gQUIC CHLO "UAID" tag
 
 
+def _quic_facts(values: tuple[Any, ...]) -> QuicFacts:
+    """``QuicFacts(*values)``: the reference of the compiled twin (classifier/_hello.pyx), which
+    ``quic_facts`` is when built."""
+    return QuicFacts(*values)
+
+
+quic_facts: Callable[[tuple[Any, ...]], QuicFacts] = compiled_function("_hello", "quic_facts") or _quic_facts
+
+
 # --- cheap classification -------------------------------------------------------------------
 
 
@@ -856,14 +865,24 @@ class QuicInitialState:
             if found is not None:
                 sni, uaid = found
                 return self._finish(
-                    QuicFacts(v.number, v.name, dcid, None, sni, (), self.retry_seen, self.packets, uaid)
+                    quic_facts((v.number, v.name, dcid, None, sni, (), self.retry_seen, self.packets, uaid))
                 )
         else:
             hello = self._complete_client_hello(buf, have)
             if hello is not None:
                 return self._finish(
-                    QuicFacts(
-                        v.number, v.name, dcid, hello, hello.sni, hello.alpn, self.retry_seen, self.packets
+                    quic_facts(
+                        (
+                            v.number,
+                            v.name,
+                            dcid,
+                            hello,
+                            hello.sni,
+                            hello.alpn,
+                            self.retry_seen,
+                            self.packets,
+                            None,
+                        )
                     )
                 )
         if stream is None and have:
