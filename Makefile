@@ -78,4 +78,4 @@ signatures: install-test
 	$(BIN)/python tools/build_signatures.py
 
 clean:
-	rm -rf $(VENV) out benchmarks/work build *.egg-info .mypy_cache classifier/_batchcount.c classifier/_pcapscan.c classifier/_partfeed.c classifier/_dnsparse.c classifier/_hello.c classifier/*.so
+	rm -rf $(VENV) out benchmarks/work build *.egg-info .mypy_cache classifier/_batchcount.c classifier/_pcapscan.c classifier/_partfeed.c classifier/_dnsparse.c classifier/_hello.c classifier/_quicinitial.c classifier/*.so

@@ -1,5 +1,6 @@
 """The optional compiled code, Cython: the per-packet loop (classifier/_batchcount.pyx, _pcapscan.pyx,
-_partfeed.pyx), DNS messages (_dnsparse.pyx), ClientHello and QUIC Initial frames (_hello.pyx).
+_partfeed.pyx), DNS messages (_dnsparse.pyx), ClientHello and QUIC Initial frames (_hello.pyx), QUIC
+Initial keys and packet opening (_quicinitial.pyx, with OpenSSL's libcrypto).
 
 Everything else is declared in pyproject.toml. Without a C compiler (or Python headers) the build
 of the extension is skipped with a warning and the install goes on: the package then runs its
@@ -42,6 +43,14 @@ setup(
             Extension("classifier._partfeed", ["classifier/_partfeed.pyx"]),
             Extension("classifier._dnsparse", ["classifier/_dnsparse.pyx"]),
             Extension("classifier._hello", ["classifier/_hello.pyx"]),
+            # OpenSSL's libcrypto (Debian: libssl-dev), whose SHA-256 and AES it calls; without
+            # it only this one is skipped, and QUIC Initials go through hashlib and cryptography.
+            Extension(
+                "classifier._quicinitial",
+                ["classifier/_quicinitial.pyx"],
+                libraries=["crypto"],
+                define_macros=[("OPENSSL_API_COMPAT", "0x10101000L")],
+            ),
         ],
         language_level=3,
         quiet=True,

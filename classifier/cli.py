@@ -52,6 +52,7 @@ def _compiled_parsers() -> str:
         "DNS messages": dns.COMPILED_PARSE_MESSAGE,
         "TLS ClientHello": tls.COMPILED_PARSE_CLIENT_HELLO_MESSAGE,
         "QUIC Initial frames": quic.COMPILED_IETF_FRAMES,
+        "QUIC Initial keys": quic.COMPILED_INITIAL_KEYS,
     }
     return compiled_status(parts, name_them=True)
 

@@ -272,6 +272,10 @@ def test_without_the_extension_the_pure_loop_runs_and_says_so():
     out = _classifier("--version", env={"CLASSIFIER_PURE_PYTHON": ""}, pre=parsers)
     assert "parsers: partly compiled (not built: TLS ClientHello, QUIC Initial frames;" in out
     assert "per-packet loop: compiled (Cython)" in out
+    # Without OpenSSL's headers only the QUIC Initial keys are missing: cryptography does them.
+    keys = "import sys; sys.modules['classifier._quicinitial'] = None; "
+    out = _classifier("--version", env={"CLASSIFIER_PURE_PYTHON": ""}, pre=keys)
+    assert "parsers: partly compiled (not built: QUIC Initial keys;" in out
     scan = _classifier(
         "scan",
         str(ROOT / "pcaps" / "demo.pcap"),

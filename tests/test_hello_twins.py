@@ -260,3 +260,106 @@ def test_a_twin_that_differs_is_caught():
 
 def _fields(hello: tls.ClientHello) -> dict[str, Any]:
     return {name: getattr(hello, name) for name in hello.__slots__}
+
+
+def _from_zero_twin() -> Callable[[list[tuple[int, bytes]]], bytes | None]:
+    module = need_extension("_hello")
+    assert quic.from_zero is module.from_zero or quic.COMPILED_FROM_ZERO is None
+    return module.from_zero
+
+
+def _chunk_lists(payloads: list[bytes], rng: random.Random) -> list[list[tuple[int, bytes]]]:
+    """The CRYPTO chunks of each payload, reordered, with one left out, one doubled, one shifted
+    or emptied, and split into many: lists that tile from 0 and lists that do not."""
+    out = []
+    for payload in payloads:
+        try:
+            chunks = quic._ietf_frames(payload)
+        except MalformedError:
+            continue
+        out.append(chunks)
+        if not chunks:
+            continue
+        out.append(chunks[::-1])
+        out.append(rng.sample(chunks, len(chunks)))
+        i = rng.randrange(len(chunks))
+        offset, data = chunks[i]
+        out.append(chunks[:i] + chunks[i + 1 :])
+        out.append([*chunks, chunks[i]])
+        out.append([*chunks[:i], (offset + rng.choice((-1, 1)), data), *chunks[i + 1 :]])
+        out.append([*chunks[:i], (offset, b""), *chunks[i + 1 :]])
+        out.append([*chunks[:i], (offset, b""), (offset, data), *chunks[i + 1 :]])
+        joined = quic._from_zero(sorted(chunks))
+        if joined:
+            for pieces in (len(joined), 63, 64, 65, 200):  # around the twin's own limit
+                size = max(1, -(-len(joined) // pieces))
+                split = [(a, joined[a : a + size]) for a in range(0, len(joined), size)]
+                out.append(rng.sample(split, len(split)))
+    return out
+
+
+@pytest.mark.real
+def test_from_zero_twins_agree_on_every_real_initial_and_reorderings(seen):
+    twin = _from_zero_twin()
+    lists = _chunk_lists(seen["payloads"], random.Random(12))
+    assert len(lists) > 400, len(lists)
+    joined = [quic._from_zero(chunks) for chunks in lists]
+    assert sum(j is None for j in joined) > 100 and sum(bool(j) for j in joined) > 100
+    bad = [c for c in lists if _outcome(twin, c) != _outcome(quic._from_zero, c)]  # type: ignore[arg-type]
+    assert not bad, bad[:2]
+
+
+HOSTILE_CHUNKS: list[list[Any]] = [
+    [],
+    [(0, b"")],
+    [(1, b"")],
+    [(0, b"ab"), (0, b"")],
+    [(0, b""), (0, b"ab")],
+    [(0, b"ab"), (2, b""), (2, b"cd")],
+    [(-1, b"x"), (0, b"a")],
+    [(2**70, b"x"), (0, b"")],
+    [(0, bytes(quic.MAX_CRYPTO_BYTES))],
+    [(0, bytes(quic.MAX_CRYPTO_BYTES + 1))],
+    [(0, bytes(quic.MAX_CRYPTO_BYTES)), (quic.MAX_CRYPTO_BYTES, b"")],
+    [(0, bytes(quic.MAX_CRYPTO_BYTES)), (quic.MAX_CRYPTO_BYTES, b"x")],
+    [(0, bytearray(b"ab")), (2, b"cd")],
+    [(0, bytearray(b"ab"))],
+    [(True, b"x"), (0, b"a")],
+    [(0, b"a"), (1, b"b"), [2, b"c"]],
+    [(i, b"x") for i in range(64)],
+    [(i, b"x") for i in range(65)],
+    [(i, b"x") for i in reversed(range(64))],
+]
+
+
+def test_from_zero_twins_agree_on_hostile_chunks():
+    twin = _from_zero_twin()
+    bad = [c for c in HOSTILE_CHUNKS if _outcome(twin, c) != _outcome(quic._from_zero, c)]  # type: ignore[arg-type]
+    assert not bad, bad
+
+
+@pytest.mark.real
+def test_quic_facts_twins_make_equal_facts(seen):
+    """The compiled QuicFacts builder makes the object the dataclass makes: equal, same type,
+    same repr and hash, still frozen; a tuple without every field goes to the constructor."""
+    twin = need_extension("_hello").quic_facts
+    assert quic.quic_facts is twin or quic.quic_facts is quic._quic_facts
+    rng = random.Random(13)
+    values: list[tuple[Any, ...]] = []
+    for data in seen["hellos"]:
+        try:
+            hello = tls.parse_client_hello_message_py(data)
+        except MalformedError:
+            continue
+        version = rng.choice((1, 0x6B3343CF, 0xFF00001D, int.from_bytes(b"Q050", "big")))
+        dcid, retry, packets = rng.randbytes(rng.randrange(21)), rng.random() < 0.5, rng.randrange(1, 17)
+        values.append(
+            (version, quic.version_name(version), dcid, hello, hello.sni, hello.alpn, retry, packets, None)
+        )
+        values.append((version, "Q050", dcid, None, hello.sni, (), retry, packets, "Chrome/1"))
+    assert len(values) > 300
+    for v in (*values, values[0][:8]):
+        got, want = twin(v), quic._quic_facts(v)
+        assert got == want and type(got) is type(want) and repr(got) == repr(want) and hash(got) == hash(want)
+    with pytest.raises(AttributeError):  # dataclasses.FrozenInstanceError
+        got.sni = "x"  # type: ignore[misc]

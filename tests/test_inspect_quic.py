@@ -466,13 +466,13 @@ def test_duplicated_datagrams_do_not_complete_early():
 
 def test_keys_are_derived_once_per_dcid(monkeypatch):
     built = []
-    real = quic._Keys
+    real = quic.initial_keys
 
-    def counting(version, dcid):
-        built.append((version, dcid))
-        return real(version, dcid)
+    def counting(schedule, dcid):
+        built.append((schedule, dcid))
+        return real(schedule, dcid)
 
-    monkeypatch.setattr(quic, "_Keys", counting)
+    monkeypatch.setattr(quic, "initial_keys", counting)
     _conn, dgs = aioquic_flight(V1, alpn=big_alpn())
     facts = feed_all(QuicInitialState(), dgs)[-1]
     assert facts is not None and facts.packets == len(dgs) >= 3

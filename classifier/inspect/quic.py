@@ -40,7 +40,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from classifier.compiled import compiled_function
 from classifier.errors import MalformedError
@@ -170,6 +170,15 @@ class QuicFacts:
     user_agent: str | None = None  # gQUIC CHLO "UAID" tag
 
 
+def _quic_facts(values: tuple[Any, ...]) -> QuicFacts:
+    """``QuicFacts(*values)``: the reference of the compiled twin (classifier/_hello.pyx), which
+    ``quic_facts`` is when built."""
+    return QuicFacts(*values)
+
+
+quic_facts: Callable[[tuple[Any, ...]], QuicFacts] = compiled_function("_hello", "quic_facts") or _quic_facts
+
+
 # --- cheap classification -------------------------------------------------------------------
 
 
@@ -251,17 +260,33 @@ _EXPAND_INFOS = {
 }
 
 
+# Per version with Initial encryption: its salt and the infos of the client secret's expansion and
+# of its key, iv and hp expansions: what both key twins (``_Keys``, ``_quicinitial.InitialKeys``) take.
+_Schedule = tuple[bytes, bytes, bytes, bytes, bytes]
+_SCHEDULES: dict[int, _Schedule] = {
+    number: (v.salt, _CLIENT_IN, *_EXPAND_INFOS[v.labels])
+    for number, v in _VERSIONS.items()
+    if v.salt is not None
+}
+
+
 def initial_key_material(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes]:
     """(key, iv, hp) that protect the client's Initial packets for ``dcid`` (RFC 9001 5.2).
 
     Raises MalformedError for a version without Initial encryption.
     """
-    v = _VERSIONS.get(version)
-    if v is None or v.salt is None:
+    schedule = _SCHEDULES.get(version)
+    if schedule is None:
         raise MalformedError("quic", "version", f"no Initial keys for version {version_name(version)}")
-    salt = _SALTS.get(v.salt)
+    return _key_material(schedule, dcid)
+
+
+def _key_material(schedule: _Schedule, dcid: bytes) -> tuple[bytes, bytes, bytes]:
+    """(key, iv, hp) of a version's schedule and a DCID: HKDF-Extract, then HKDF-Expand-Label."""
+    salt_key, client_in, key_info, iv_info, hp_info = schedule
+    salt = _SALTS.get(salt_key)
     if salt is None:
-        salt = _SALTS[v.salt] = _PreKeyed(v.salt)
+        salt = _SALTS[salt_key] = _PreKeyed(salt_key)
     initial_secret = salt.digest(dcid)  # HKDF-Extract: the salt is one pre-keyed pair per version
     # The secrets below key one or three HMACs each, once per flow: RFC 2104 spelled out with
     # one-shot hashes of the padded key and the message costs less than absorbing the key into a
@@ -269,11 +294,10 @@ def initial_key_material(version: int, dcid: bytes) -> tuple[bytes, bytes, bytes
     sha256 = hashlib.sha256
     k = initial_secret.ljust(64, b"\x00")
     # HKDF-Expand-Label(initial_secret, "client in", 32): one SHA-256 block.
-    inner = sha256(k.translate(_IPAD) + _CLIENT_IN).digest()
+    inner = sha256(k.translate(_IPAD) + client_in).digest()
     k = sha256(k.translate(_OPAD) + inner).digest().ljust(64, b"\x00")
     ki = k.translate(_IPAD)
     ko = k.translate(_OPAD)
-    key_info, iv_info, hp_info = _EXPAND_INFOS[v.labels]
     return (
         sha256(ko + sha256(ki + key_info).digest()).digest()[:16],
         sha256(ko + sha256(ki + iv_info).digest()).digest()[:12],
@@ -326,16 +350,59 @@ def _header_protection_constructor(aes: Any, ecb: Any) -> Any:
 
 
 class _Keys:
-    """The cipher objects for one (version, DCID); built once, used for every packet."""
+    """The cipher objects for one (version, DCID); built once, used for every packet.
+
+    The reference of the compiled twin (``classifier/_quicinitial.pyx`` ``InitialKeys``), which
+    ``initial_keys`` is when built: the same constructor and ``open``."""
 
     __slots__ = ("aead", "hp", "iv")
 
-    def __init__(self, version: int, dcid: bytes) -> None:
+    def __init__(self, schedule: _Schedule, dcid: bytes) -> None:
         aesgcm, header_protection = _CIPHERS or _ciphers()
-        key, iv, hp = initial_key_material(version, dcid)
+        key, iv, hp = _key_material(schedule, dcid)
         self.aead = aesgcm(key)
         self.iv = int.from_bytes(iv, "big")
         self.hp = header_protection(hp)
+
+    def open(
+        self, d: bytes, start: int, pn_offset: int, end: int, largest: int
+    ) -> tuple[bytes, int, int] | None:
+        """Header protection removed and the packet decrypted: (plaintext, packet number length,
+        packet number), or None when the tag does not verify under these keys. The caller has
+        checked the packet (``start`` to ``end`` of ``d``) holds the 16-byte sample after 4 bytes."""
+        mask = self.hp.update(d[pn_offset + 4 : pn_offset + 20])
+        b0 = d[start] ^ (mask[0] & 0x0F)
+        pn_len = (b0 & 3) + 1
+        truncated = 0
+        for i in range(pn_len):
+            truncated = (truncated << 8) | (d[pn_offset + i] ^ mask[1 + i])
+        # The header as sent before protection: the associated data.
+        header = b"%c%s%s" % (b0, d[start + 1 : pn_offset], truncated.to_bytes(pn_len, "big"))
+        # Before any packet number, the truncated one is the packet number (RFC 9000 A.3).
+        pn = truncated if largest < 0 else _decode_pn(largest, truncated, pn_len * 8)
+        nonce = (self.iv ^ pn).to_bytes(12, "big")
+        try:
+            payload = self.aead.decrypt(nonce, d[pn_offset + pn_len : end], header)
+        except Exception as err:  # cryptography's InvalidTag: the key does not fit this packet
+            if type(err).__name__ != "InvalidTag":
+                raise
+            return None
+        return payload, pn_len, pn
+
+
+class _PacketKeys(Protocol):
+    """What ``QuicInitialState`` asks of a key set: ``_Keys`` or its compiled twin."""
+
+    def open(
+        self, d: bytes, start: int, pn_offset: int, end: int, largest: int
+    ) -> tuple[bytes, int, int] | None: ...
+
+
+# The compiled twin: OpenSSL's SHA-256 and AES called from C, no cryptography import at all.
+COMPILED_INITIAL_KEYS: Callable[[_Schedule, bytes], _PacketKeys] | None = compiled_function(
+    "_quicinitial", "InitialKeys"
+)
+initial_keys: Callable[[_Schedule, bytes], _PacketKeys] = COMPILED_INITIAL_KEYS or _Keys
 
 
 # --- small readers --------------------------------------------------------------------------
@@ -445,7 +512,9 @@ class _Stream:
 
 def _from_zero(chunks: list[tuple[int, bytes]]) -> bytes | None:
     """The chunks joined, if they tile one range from offset 0 (what ``_Stream.add_all`` of an
-    empty stream would hold, from 0 to its end); else None."""
+    empty stream would hold, from 0 to its end); else None.
+
+    The reference of the compiled twin (classifier/_hello.pyx), which ``from_zero`` is when built."""
     if len(chunks) == 1:
         offset, data = chunks[0]
         return data if offset == 0 and len(data) <= MAX_CRYPTO_BYTES else None
@@ -463,6 +532,14 @@ def _from_zero(chunks: list[tuple[int, bytes]]) -> bytes | None:
 
 
 _chunk_offset = itemgetter(0)  # a chunk's offset, in C
+
+# The compiled twin (classifier/_hello.pyx), chosen under the same condition as ``ietf_frames``.
+COMPILED_FROM_ZERO: Callable[[list[tuple[int, bytes]]], bytes | None] | None = (
+    compiled_function("_hello", "from_zero")
+    if compiled_function("_hello", "MAX_CRYPTO_BYTES") == MAX_CRYPTO_BYTES
+    else None
+)
+from_zero: Callable[[list[tuple[int, bytes]]], bytes | None] = COMPILED_FROM_ZERO or _from_zero
 
 # --- the per-flow state ---------------------------------------------------------------------
 
@@ -493,7 +570,7 @@ class QuicInitialState:
     )
 
     def __init__(self) -> None:
-        self._keys: dict[tuple[int, bytes], _Keys] = {}
+        self._keys: dict[tuple[int, bytes], _PacketKeys] = {}
         self._key_dcid: bytes | None = None  # DCID the client's Initial keys come from
         self._largest_pn = -1
         self._stream: _Stream | None = None  # the handshake bytes so far, once a packet leaves a gap
@@ -640,12 +717,12 @@ class QuicInitialState:
 
     # decryption
 
-    def _new_keys(self, version: int, dcid: bytes) -> _Keys:
+    def _new_keys(self, version: int, dcid: bytes) -> _PacketKeys:
         """Keys for (version, DCID), kept for the flow's later packets: the oldest of
         ``_MAX_KEY_SETS`` goes first."""
         if len(self._keys) >= _MAX_KEY_SETS:
             del self._keys[next(iter(self._keys))]
-        k = self._keys[(version, dcid)] = _Keys(version, dcid)
+        k = self._keys[(version, dcid)] = initial_keys(_SCHEDULES[version], dcid)
         return k
 
     def _open(
@@ -661,27 +738,12 @@ class QuicInitialState:
             raise _err("initial.length", "packet too short for a header-protection sample")
         key_dcid = self._key_dcid
         candidates = (dcid,) if key_dcid is None or key_dcid == dcid else (key_dcid, dcid)
-        sample = d[pn_offset + 4 : pn_offset + 20]
-        largest = self._largest_pn
         for cid in candidates:
             keys = self._keys.get((v.number, cid)) or self._new_keys(v.number, cid)
-            mask = keys.hp.update(sample)
-            b0 = d[start] ^ (mask[0] & 0x0F)
-            pn_len = (b0 & 3) + 1
-            truncated = 0
-            for i in range(pn_len):
-                truncated = (truncated << 8) | (d[pn_offset + i] ^ mask[1 + i])
-            # The header as sent before protection: the associated data.
-            header = b"%c%s%s" % (b0, d[start + 1 : pn_offset], truncated.to_bytes(pn_len, "big"))
-            # Before any packet number, the truncated one is the packet number (RFC 9000 A.3).
-            pn = truncated if largest < 0 else _decode_pn(largest, truncated, pn_len * 8)
-            nonce = (keys.iv ^ pn).to_bytes(12, "big")
-            try:
-                payload = keys.aead.decrypt(nonce, d[pn_offset + pn_len : end], header)
-            except Exception as err:  # cryptography's InvalidTag: the key does not fit this packet
-                if type(err).__name__ != "InvalidTag":
-                    raise
+            opened = keys.open(d, start, pn_offset, end, self._largest_pn)
+            if opened is None:
                 continue
+            payload, pn_len, pn = opened
             if pn > self._largest_pn:
                 self._largest_pn = pn
             if self._key_dcid is None:
@@ -791,7 +853,7 @@ class QuicInitialState:
             # Nothing of the handshake yet. Most clients send their whole ClientHello in their
             # first Initial: frames that tile it from offset 0 are read where they were joined,
             # and go into a stream only if the message needs more.
-            data = _from_zero(chunks)
+            data = from_zero(chunks)
             if data is None:
                 stream = self._stream = _Stream()
                 stream.add_all(chunks)
@@ -803,14 +865,24 @@ class QuicInitialState:
             if found is not None:
                 sni, uaid = found
                 return self._finish(
-                    QuicFacts(v.number, v.name, dcid, None, sni, (), self.retry_seen, self.packets, uaid)
+                    quic_facts((v.number, v.name, dcid, None, sni, (), self.retry_seen, self.packets, uaid))
                 )
         else:
             hello = self._complete_client_hello(buf, have)
             if hello is not None:
                 return self._finish(
-                    QuicFacts(
-                        v.number, v.name, dcid, hello, hello.sni, hello.alpn, self.retry_seen, self.packets
+                    quic_facts(
+                        (
+                            v.number,
+                            v.name,
+                            dcid,
+                            hello,
+                            hello.sni,
+                            hello.alpn,
+                            self.retry_seen,
+                            self.packets,
+                            None,
+                        )
                     )
                 )
         if stream is None and have:
