@@ -37,11 +37,23 @@ def positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     return conv
 
 
+def output_file(value: str) -> str | None:
+    """An ``-o`` value: ``-`` is standard output, as for tcpdump -w and most Unix tools (a file
+    named ``-`` is still reachable as ``./-``)."""
+    return None if value == "-" else value
+
+
 def add_output_arguments(
     p: argparse.ArgumentParser, format_help: str, formats: tuple[str, ...] = ("jsonl", "table", "csv")
 ) -> None:
     """-o and --format, as every command that writes records has them."""
-    p.add_argument("-o", "--output", metavar="FILE", help="write records here instead of standard output")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        type=output_file,
+        help="write records here instead of standard output (- is standard output)",
+    )
     p.add_argument("--format", choices=formats, default="jsonl", help=format_help)
 
 

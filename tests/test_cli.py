@@ -38,6 +38,16 @@ def test_jsonl_to_file_and_stats(tmp_path):
     assert b"Flows by app, category and action" in proc.stderr  # summary on stderr by default
 
 
+def test_dash_output_is_standard_output(tmp_path):
+    """``-o -`` writes the records to standard output, as tcpdump -w - does, not a file named "-"
+    (two sessions left such a file behind); ``./-`` still names that file."""
+    cmd = [sys.executable, "-m", "classifier", "scan", DEMO, "-q"]
+    proc = subprocess.run([*cmd, "-o", "-"], capture_output=True, cwd=tmp_path, timeout=300, check=True)
+    assert len(proc.stdout.splitlines()) == 34 and not (tmp_path / "-").exists()
+    proc = subprocess.run([*cmd, "-o", "./-"], capture_output=True, cwd=tmp_path, timeout=300, check=True)
+    assert proc.stdout == b"" and len((tmp_path / "-").read_bytes().splitlines()) == 34
+
+
 def test_table_format_summarises_app_category_action():
     text = run_cli("scan", DEMO, "--format", "table").stdout.decode()
     assert "Flows by app, category and action" in text and "Top 15 hostnames" in text

@@ -23,7 +23,7 @@ def _asn(text: str) -> int:
 
 def register(subparsers: Any, signature_subparsers: Any) -> None:
     """Add ``bgp`` to the commands and ``build-prefixes``/``export-prefixes`` to ``signatures``."""
-    from classifier.cliargs import add_output_arguments, add_policy_arguments
+    from classifier.cliargs import add_output_arguments, add_policy_arguments, output_file
     from classifier.exitcodes import epilog
 
     b = subparsers.add_parser(
@@ -132,7 +132,9 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
         metavar="NAME",
         help="nftables table name (inet family)",
     )
-    ep.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    ep.add_argument(
+        "-o", "--output", metavar="FILE", type=output_file, help="write here instead of standard output (-)"
+    )
     ep.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
     ep.set_defaults(func=_export)
 
@@ -160,7 +162,9 @@ def register(subparsers: Any, signature_subparsers: Any) -> None:
         default="announced",
         help="which view's dates the policy comments give (default: announced)",
     )
-    ap.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+    ap.add_argument(
+        "-o", "--output", metavar="FILE", type=output_file, help="write here instead of standard output (-)"
+    )
     ap.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
     ap.add_argument("--policy", metavar="DIR", help="policy directory (default: the signatures' policy/)")
     ap.set_defaults(func=_export_as_path)

@@ -22,7 +22,12 @@ line says what), 130 stopped by SIGINT, 1 internal error. See docs/gateway.md.
 
 def register(subparsers, signature_subparsers) -> None:
     """Add ``gateway`` and ``export`` to the main parser."""
-    from classifier.cliargs import add_community_id_argument, add_floor_arguments, instant_arg, positive
+    from classifier.cliargs import (
+        add_community_id_argument,
+        add_floor_arguments,
+        instant_arg,
+        positive,
+    )
 
     g = subparsers.add_parser(
         "gateway",
@@ -201,6 +206,8 @@ def register(subparsers, signature_subparsers) -> None:
 
 def _dated_export_arguments(p: argparse.ArgumentParser, instant_arg) -> None:
     """The options every policy-dated export shares: instant, view, data, output."""
+    from classifier.cliargs import output_file
+
     p.add_argument("--as-of", metavar="INSTANT", type=instant_arg, help="policy instant (default: now)")
     p.add_argument("--view", choices=("announced", "in-force"), default="announced")
     p.add_argument(
@@ -210,7 +217,13 @@ def _dated_export_arguments(p: argparse.ArgumentParser, instant_arg) -> None:
     )
     p.add_argument("--signatures", metavar="DIR", help="signature directory (default: the shipped set)")
     p.add_argument("--policy", metavar="DIR", help="policy directory (default: <signatures>/policy)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        type=output_file,
+        help="write here (atomically) instead of stdout (-)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
 
 
