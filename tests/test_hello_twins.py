@@ -84,6 +84,18 @@ def _captures() -> list[Path]:
     return [p for p in paths if p.is_file() and p.name.endswith(CAPTURE_SUFFIXES)]
 
 
+def scan_captures(sigs, policy) -> None:
+    """Scan every capture (the real ones and ours) as ``classifier scan`` does, records discarded:
+    the fixtures record what the parsers were asked on the way."""
+    for path in _captures():
+        scanner = Scanner(sigs, policy, ScanOptions(), lambda flow: json.dumps(flow_record(flow)))
+        with open_capture(str(path)) as reader:
+            scanner.start_input(path.name, reader.interfaces)
+            reader.on_malformed = scanner.malformed_packet
+            scanner.feed_batches(reader.batches())
+        scanner.finish()
+
+
 @pytest.fixture(scope="module")
 def seen(sigs, policy) -> dict[str, list[bytes]]:
     """Every ClientHello body and decrypted IETF Initial payload a scan of the captures parses."""
@@ -102,13 +114,7 @@ def seen(sigs, policy) -> dict[str, list[bytes]]:
         mp.setattr(tls, "parse_client_hello_message", hello)
         mp.setattr(quic, "parse_client_hello_message", hello)
         mp.setattr(quic, "ietf_frames", frames)
-        for path in _captures():
-            scanner = Scanner(sigs, policy, ScanOptions(), lambda flow: json.dumps(flow_record(flow)))
-            with open_capture(str(path)) as reader:
-                scanner.start_input(path.name, reader.interfaces)
-                reader.on_malformed = scanner.malformed_packet
-                scanner.feed_batches(reader.batches())
-            scanner.finish()
+        scan_captures(sigs, policy)
     return {"hellos": list(dict.fromkeys(hellos)), "payloads": list(dict.fromkeys(payloads))}
 
 

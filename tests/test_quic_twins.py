@@ -7,7 +7,6 @@ through ``QuicInitialState`` give the same facts and errors with either."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
@@ -17,16 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REAL, ROOT, need_extension, need_shared
+from conftest import ROOT, need_extension
+from test_hello_twins import scan_captures
 from test_inspect_quic import V1, V2, protect
 
-from classifier.capture import open_capture
 from classifier.errors import MalformedError
 from classifier.inspect import quic
-from classifier.pipeline import Scanner, ScanOptions
-from classifier.record import flow_record
-
-CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".gz")
 
 Opening = tuple[Any, bytes, bytes, int, int, int, int]  # schedule, DCID, datagram, start, pn, end, largest
 
@@ -50,12 +45,6 @@ def _disagreements(twin: Callable[..., Any], openings: list[Opening]) -> list[st
         if got != want:
             bad.append(f"{dcid.hex()} {args} {d.hex()}: compiled {got!r}, reference {want!r}")
     return bad
-
-
-def _captures() -> list[Path]:
-    real = need_shared(REAL)
-    paths = [*sorted(real.iterdir()), *sorted((ROOT / "pcaps").iterdir())]
-    return [p for p in paths if p.is_file() and p.name.endswith(CAPTURE_SUFFIXES)]
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +71,7 @@ def seen(sigs, policy) -> dict[str, list[Any]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(quic, "initial_keys", Recording)
         mp.setattr(quic.QuicInitialState, "feed", recording_feed)
-        for path in _captures():
-            scanner = Scanner(sigs, policy, ScanOptions(), lambda flow: json.dumps(flow_record(flow)))
-            with open_capture(str(path)) as reader:
-                scanner.start_input(path.name, reader.interfaces)
-                reader.on_malformed = scanner.malformed_packet
-                scanner.feed_batches(reader.batches())
-            scanner.finish()
+        scan_captures(sigs, policy)
     return {"openings": openings, "flows": [datagrams for _state, datagrams in flows.values()]}
 
 
