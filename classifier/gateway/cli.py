@@ -22,12 +22,7 @@ line says what), 130 stopped by SIGINT, 1 internal error. See docs/gateway.md.
 
 def register(subparsers, signature_subparsers) -> None:
     """Add ``gateway`` and ``export`` to the main parser."""
-    from classifier.cliargs import (
-        add_community_id_argument,
-        add_floor_arguments,
-        instant_arg,
-        positive,
-    )
+    from classifier.cliargs import add_community_id_argument, add_floor_arguments, instant_arg, positive
 
     g = subparsers.add_parser(
         "gateway",
