@@ -113,7 +113,10 @@ def feed(scanner, ts, long linktype, frame, iface=0):
     # The client sends the SYN; a SYN-ACK comes from the server; else the first sender (no DNS here).
     by_client = not (flags & _ACK) if proto == 6 and flags & _SYN else True
     server = dst if by_client else src
-    if scanner.owner(server) == scanner.part:
+    part = scanner._parts.get(server)
+    if part is None:
+        part = scanner.owner(server)  # a new server address is given its partition
+    if part == scanner.part:
         return _generic_feed(scanner, ts, linktype, frame, iface)
     # From here on, Scanner.feed and _new_flow for this case, statement for statement.
     scanner.packets += 1
@@ -127,7 +130,22 @@ def feed(scanner, ts, long linktype, frame, iface=0):
     flow.file = scanner.current_file
     flow.first_packet = scanner.packets - scanner._file_start
     flow.inspecting = False  # counted and timed like any flow, never inspected here
-    table.add(flow, key)
+    # _PartTable.add and FlowTable.add, inline (the flow has no FIN yet, so the idle timeout);
+    # FlowTable.schedule only when the flow's bucket is not there yet.
+    flow.part = part
+    scanner.load[part] += 1
+    table.entries[key] = flow
+    flow.key = key
+    table.live += 1
+    table.created += 1
+    config = table.config
+    deadline = ts + (config.idle_tcp if proto == 6 else config.idle_udp)
+    bucket = table._buckets.get(int(deadline // table._gran) + 1)
+    if bucket is None:
+        table.schedule(flow, deadline)
+    else:
+        bucket.add(flow)
+        flow.bucket = bucket
     # From the client: its port, and when both ports are equal, its address.
     client_port = sport if by_client else dport
     from_client = sport == client_port and (sport != dport or src == flow.client)

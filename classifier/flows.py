@@ -83,6 +83,7 @@ class Flow:
         "last_ts",
         "neighbour",
         "notes",
+        "part",
         "proto",
         "s2c_bytes",
         "s2c_pkts",
@@ -94,6 +95,9 @@ class Flow:
         "tunnel",
         "vlan",
     )
+    # The partition that reports the flow: set only by a ``scan --workers`` partition's table
+    # (partition._PartTable), which reads it at every end and DNS message instead of a dict probe.
+    part: int
 
     def __init__(
         self, fid: int, proto: int, client: bytes, cport: int, server: bytes, sport: int, ts: float
@@ -305,15 +309,16 @@ class FlowTable:
                     continue
                 # self.timeout(flow), inline: every live flow comes here at least once
                 fin = flow.fin
+                closed = fin & 4 or fin & 3 == 3  # flow.closed, inline
                 if flow.proto != 6:
                     deadline = flow.last_ts + idle_udp
-                elif fin & 4 or fin & 3 == 3:
+                elif closed:
                     deadline = flow.last_ts + closed_tcp
                 else:
                     deadline = flow.last_ts + idle_tcp
                 if deadline <= now:
                     self.expired += 1
-                    self.end(flow, "closed" if flow.closed else "idle")
+                    self.end(flow, "closed" if closed else "idle")
                 else:
                     self.schedule(flow, deadline)
         self.next_sweep = heap[0] * gran if heap else float("inf")

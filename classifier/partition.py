@@ -20,7 +20,7 @@ from collections.abc import Callable
 from .compiled import compiled_function
 from .dnscache import DnsCache
 from .errors import MalformedError
-from .flows import DECIDED, Flow, FlowConfig, FlowTable
+from .flows import Flow, FlowConfig, FlowTable
 from .inspect.driver import Inspection
 from .pipeline import Scanner, ScanOptions
 from .policy import Policy
@@ -55,8 +55,33 @@ class _PartTable(FlowTable):
 
     def add(self, flow: Flow, key: tuple) -> None:
         scanner = self.scanner
-        scanner.load[scanner.owner(flow.server)] += 1
+        part = flow.part = scanner.owner(flow.server)  # kept on the flow: read at its end
+        scanner.load[part] += 1
         super().add(flow, key)
+
+    def end(self, flow: Flow, reason: str) -> None:
+        """``FlowTable.end``; another partition's flow (most of them) ends here without the
+        scanner's ``_ended``: it is only counted, which the order of the records needs."""
+        scanner = self.scanner
+        if flow.part == scanner.part or flow.ended:
+            super().end(flow, reason)
+            return
+        # FlowTable.end and PartScanner._ended for such a flow, inline (every flow ends once)
+        flow.ended = True
+        flow.end_reason = reason
+        bucket = flow.bucket
+        if bucket is not None:
+            bucket.discard(flow)
+            flow.bucket = None
+            if not bucket:
+                del self._buckets[bucket.at]
+        key = flow.key
+        if key is not None and self.entries.get(key) is flow:
+            del self.entries[key]
+        self.live -= 1
+        ended = scanner.ended = scanner.ended + 1
+        if ended % scanner.tick == 0:
+            scanner.report_record(None, ended)
 
 
 class _PartInspection(Inspection):
@@ -76,6 +101,11 @@ class _PartInspection(Inspection):
         # reason -> (packet number of the run, flows ended by then) where it was first seen: the
         # flows ended tell apart errors of different flows at one packet (those the end decides)
         self.first_seen: dict[str, tuple[int, int]] = {}
+
+    def reports(self, flow: Flow) -> bool:
+        """Only the flows of its partition: the others' DNS messages are read for the caches and
+        pending queries alone."""
+        return flow.part == self.scanner.part
 
     def _malformed(self, flow: Flow, err: MalformedError) -> None:
         if not self.scanner.owns(flow):
@@ -133,8 +163,8 @@ class PartScanner(Scanner):
         return part
 
     def owns(self, flow: Flow) -> bool:
-        """True if this partition reports ``flow``."""
-        return self.owner(flow.server) == self.part
+        """True if this partition reports ``flow`` (one the table holds or held)."""
+        return flow.part == self.part
 
     def feed(self, ts: float, linktype: int, frame: bytes, iface: int = 0) -> Flow | None:
         """``Scanner.feed``; the first packet of a plain flow another partition reports takes a
@@ -164,14 +194,14 @@ class PartScanner(Scanner):
         return flow
 
     def _ended(self, flow: Flow) -> None:
+        """A flow of this partition ended (``_PartTable.end`` counts the others' itself)."""
         self.ended += 1
-        if self.owns(flow):
+        if flow.part == self.part:
             super()._ended(flow)  # decides if need be, counts it, calls _report
             return
-        if flow.dns_client and flow.stage != DECIDED:
-            # A DNS flow ends undecided here as in every partition: decide it alike, so whatever
-            # a decision records for later flows stays the same in all of them.
-            self.decide(flow)
+        # Another partition's flow is never decided here, a DNS flow included: a decision records
+        # for later flows only a name the client sent (SNI, Host), which a DNS flow never has
+        # (its names are its queries'), so skipping it changes nothing another flow sees.
         if self.ended % self.tick == 0:
             self.report_record(None, self.ended)
 

@@ -314,6 +314,12 @@ class Inspection:
 
     # -- DNS ---------------------------------------------------------------------------------
 
+    def reports(self, flow: Flow) -> bool:
+        """Is ``flow``'s record written by this run? Always here; a ``scan --workers`` partition
+        reads the DNS flows it does not report only for what they teach the others (the caches,
+        pending queries), not for their own facts and notes."""
+        return True
+
     def _dns_message(self, flow: Flow, raw: bytes, from_client: bool) -> None:
         try:
             msg = dnsp.parse_message(raw)
@@ -321,6 +327,7 @@ class Inspection:
             self._malformed(flow, err)
             return
         self.dns_messages += 1
+        reported = self.reports(flow)
         # (sender address, port, receiver address, port, tunnel): a query's sender is the client, a
         # response's receiver is; a query and its response cross the same tunnel.
         scope = client_scope(flow.tunnel)
@@ -331,7 +338,8 @@ class Inspection:
         ts = flow.last_ts
         if not msg.is_response:
             self.queries.query(ends, msg, ts)
-            self._dns_names(flow, msg)
+            if reported:
+                self._dns_names(flow, msg)
             return
         client_ends = (ends[2], ends[3], ends[0], ends[1], scope)
         client = client_ends[0]
@@ -340,6 +348,9 @@ class Inspection:
             self._malformed(flow, problem)
         outcome, earlier = self.queries.answer(client_ends, msg, ts, resolutions)
         if outcome == dnsbind.BOUND:  # its question is the query's: the flow has its names already
+            if not reported:
+                self.dnscache.add_resolutions(resolutions, ts, client, None, scope)
+                return
             facts = flow.own_facts()
             facts.dns_responses += 1
             chains = facts.dns_chains
@@ -350,7 +361,7 @@ class Inspection:
                     chains.append(r.chain)
             self.dnscache.add_resolutions(resolutions, ts, client, None, scope)
             return
-        if len(flow.notes) < MAX_NOTES:  # (a flood of forged responses formats nothing more)
+        if reported and len(flow.notes) < MAX_NOTES:  # (a flood of forged responses formats nothing more)
             asked = ", ".join(q.name for q in msg.questions) or "no question"
             flow.add_note(
                 f"DNS response id {msg.id:#06x} ({asked}) bound to no query: {outcome}: "
