@@ -24,6 +24,7 @@ from .tunnels import UDP_PORTS, UDP_TEREDO
 
 cdef long _SYN = TCP_SYN
 cdef long _FIN_OR_RST = TCP_FIN | TCP_RST
+cdef long _RST = TCP_RST
 cdef long _TEREDO = UDP_TEREDO
 cdef long _DROPPED = DROPPED
 # decode's rule: a UDP datagram to a tunnel port, or Teredo at either end, is opened by ``feed``.
@@ -290,7 +291,8 @@ cdef inline unsigned long _u32_order(const unsigned char *p, bint big_endian) no
 cdef class _Loop:
     """The state of one ``feed_batches``: what the loop keeps in C between packets."""
 
-    cdef object scanner, feed, fin_or_rst, table
+    cdef object scanner, feed, fin_or_rst, table, closed_tcp
+    cdef bint own_fin_or_rst  # the scanner's _fin_or_rst is Scanner's: done here in C
     cdef dict entries  # the table's own dict: probed in C, without a method call (the slot misses)
     cdef _Recent recent
     cdef long counted  # packets counted here and not yet in scanner.packets
@@ -300,6 +302,10 @@ cdef class _Loop:
         self.scanner = scanner
         self.feed = scanner.feed
         self.fin_or_rst = scanner._fin_or_rst
+        from .pipeline import Scanner  # loaded by now: it is what loads this module
+
+        self.own_fin_or_rst = type(scanner)._fin_or_rst is Scanner._fin_or_rst
+        self.closed_tcp = scanner.table.config.closed_tcp
         self.table = scanner.table
         self.entries = self.table.entries
         self.recent = _Recent()
@@ -323,7 +329,8 @@ cdef class _Loop:
         cdef PyObject *found
         cdef bytes src, dst
         cdef bint from_client
-        cdef long flags
+        cdef long flags, fin
+        cdef bint was_closed
         cdef _Recent recent = self.recent
         if not _in_place(p, size, linktype, &pk):
             return False
@@ -371,9 +378,22 @@ cdef class _Loop:
                 ts_obj = ts
             flow = <object>s.flow
             if flags & _FIN_OR_RST:
-                recent.before_python()
-                self.fin_or_rst(flow, flags, s.from_client, ts_obj)
-                self.next_sweep = self.table.next_sweep
+                if self.own_fin_or_rst:
+                    # Scanner._fin_or_rst, inline: most FINs and RSTs reach a flow counted here,
+                    # and only the one that closes it needs Python (its short timeout).
+                    fin = flow.fin
+                    was_closed = fin & 4 or fin & 3 == 3
+                    fin |= 4 if flags & _RST else (1 if s.from_client else 2)
+                    flow.fin = fin
+                    s.fin = fin
+                    if not was_closed and (fin & 4 or fin & 3 == 3):
+                        recent.before_python()
+                        self.table.schedule(flow, ts_obj + self.closed_tcp)
+                        self.next_sweep = self.table.next_sweep
+                else:
+                    recent.before_python()
+                    self.fin_or_rst(flow, flags, s.from_client, ts_obj)
+                    self.next_sweep = self.table.next_sweep
             if ts >= self.next_sweep:
                 self.to_python()
                 self.table.sweep(ts_obj)
