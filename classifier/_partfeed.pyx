@@ -7,8 +7,9 @@ what keeps those identical: its number, key, times, counters and FIN/RST state. 
 ``decode`` takes in one piece (untagged Ethernet, IPv4 without options or fragments, TCP or UDP not
 to a tunnel port) or in two short steps (IPv6 with TCP or UDP as the next header, ``_ipv6`` and
 ``_transport``) and not to or from port 53 (DNS flows are inspected everywhere), the first packet
-of such a flow is read here in C and the flow made directly, instead of ``decode``, ``Scanner.feed``
-and ``_new_flow``; fields only a record shows (interface, next hop, VLAN) are left unset, since no
+of such a flow is read here in C and the flow made and filed in its timeout bucket directly
+(``_PartTable.add`` inline), instead of ``decode``, ``Scanner.feed`` and ``_new_flow``; fields only a
+record shows (interface, next hop, VLAN) are left unset, since no
 record of it is written here. Every other packet goes to ``Scanner.feed``. Without this module
 (no compiler, or CLASSIFIER_PURE_PYTHON) ``Scanner.feed`` takes every packet: the same records,
 tests/test_workers.py checks.

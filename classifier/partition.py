@@ -2,8 +2,9 @@
 
 ``classifier scan --workers N`` (and each Dask task of ``--dask --continuous``) runs N of these
 over the same packets. Each keeps the *whole* flow table (every flow is created, counted, timed
-out, closed and evicted exactly as in one process, with the same flow numbers) and inspects every
-DNS flow (so the DNS caches, pending queries and ECH public names are the same everywhere), but it
+out, closed and evicted exactly as in one process, with the same flow numbers) and reads every DNS
+flow's messages (so the DNS caches, pending queries and ECH public names are the same everywhere;
+another partition's DNS flow for those alone, ``Inspection.reports``), but it
 inspects, decides and reports only the flows whose server address falls in its partition. Name
 memory (SNI/Host names clients used for a server address) is looked up by server address, so all
 flows that may share a remembered name are in the same partition. A server address gets its
@@ -174,7 +175,8 @@ class PartScanner(Scanner):
     def feed(self, ts: float, linktype: int, frame: bytes, iface: int = 0) -> Flow | None:
         """``Scanner.feed``; the first packet of a plain flow another partition reports takes a
         compiled short cut when there is one (classifier/_partfeed.pyx): every partition makes
-        every flow, and most of them are other partitions'."""
+        every flow, and most of them are other partitions'. (With the compiled module the scanner's
+        ``feed`` is that function itself, bound in ``__init__``; this method is the way back.)"""
         if self.compiled_feed is not None:
             return self.compiled_feed(self, ts, linktype, frame, iface)
         return super().feed(ts, linktype, frame, iface)
