@@ -34,7 +34,7 @@ from typing import Any, cast
 
 from .flows import Flow
 from .partition import PartScanner, merge_input_stats, merge_part_stats
-from .pipeline import ScanOptions
+from .pipeline import Scanner, ScanOptions
 from .policy import Policy
 from .record import json_line, record_function
 from .report import InputStats, Summary
@@ -347,6 +347,44 @@ def _renumbered(line: bytes, offset: int) -> bytes:
     return b"%s%d%s" % (line[:start], int(line[start:end]) + offset, line[end:])
 
 
+def scan_file(
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    capture: str,
+    emit: Callable[[list], None],
+    lines: tuple[str, ...] | None = None,
+    earlier: Scanner | None = None,
+) -> tuple[PartResult, Scanner]:
+    """Scan one file on its own, as one process scans it among others, with a plain ``Scanner``
+    (a whole file has no partition to keep): ``emit`` gets its records in batches (each record as
+    in ``run_part``, without a seq: a file's records go in its order), flows numbered from 1. The
+    pure caches of ``earlier``, the scanner of the worker's previous file, are kept warm
+    (``Scanner.reuse_caches``). Returns the result and the scanner (the next file's ``earlier``)."""
+    batch: list = []
+    flow_record = record_function(options.community_id_seed)
+    fields = lines or ()
+
+    def on_record(flow: Flow) -> None:
+        nonlocal batch
+        rec = flow_record(flow)
+        batch.append(rec if lines is None else (json_line(rec), tuple([rec[f] for f in fields])))
+        if len(batch) >= BATCH:
+            emit(batch)
+            batch = []
+
+    scanner = Scanner(sigs, policy, options, on_record)
+    if earlier is not None:
+        scanner.reuse_caches(earlier)
+    stats = InputStats()
+    failed = scan_inputs([capture], scanner, stats, False, False)
+    scanner.finish()
+    scanner.fill_stats(stats)
+    if batch:
+        emit(batch)
+    return PartResult(stats, {}, failed, scanner.table.created), scanner
+
+
 def _file_worker(
     conn: Connection,
     sigs: Signatures,
@@ -358,13 +396,13 @@ def _file_worker(
     """Body of a worker that scans whole files: it gets a file's index (None: no more), sends
     ("records", index, batch) messages, then ("done", index, result); or ("error", one line)."""
     try:
+        scanner = None
         while (index := conn.recv()) is not None:
 
-            def emit(batch: Batch, _upto: int, index: int = index) -> None:
-                if batch:
-                    send_message(conn, ("records", index, batch))
+            def emit(batch: list, index: int = index) -> None:
+                send_message(conn, ("records", index, batch))
 
-            result = run_part(sigs, policy, options, PartJob((captures[index],), False, 0, 1), emit, lines)
+            result, scanner = scan_file(sigs, policy, options, captures[index], emit, lines, scanner)
             send_message(conn, ("done", index, result))
     except KeyboardInterrupt:
         pass
@@ -457,9 +495,9 @@ def _merge_files(
                 raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None
             if msg[0] == "records":
                 if msg[1] == writing:
-                    take([rec for _seq, rec in msg[2]])
+                    take(msg[2])
                 else:
-                    held.setdefault(msg[1], []).extend(rec for _seq, rec in msg[2])
+                    held.setdefault(msg[1], []).extend(msg[2])
             elif msg[0] == "done":
                 results[msg[1]] = msg[2]
                 on_done(msg[1])

@@ -130,6 +130,7 @@ def test_a_failing_worker_is_one_line_and_no_hang(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(parallel, "run_part", boom)  # the forked workers inherit it
+    monkeypatch.setattr(parallel, "scan_file", boom)  # (by files)
     status = main(["scan", "-q", "--workers", "2", *[str(ROOT / "pcaps" / "demo.pcap")] * copies])
     err = capsys.readouterr().err
     assert status == 1
@@ -146,6 +147,7 @@ def test_a_worker_that_dies_is_reported(
         os._exit(9)  # as if killed (the OOM killer)
 
     monkeypatch.setattr(parallel, "run_part", die)
+    monkeypatch.setattr(parallel, "scan_file", die)
     status = main(["scan", "-q", "--workers", "2", *[str(ROOT / "pcaps" / "demo.pcap")] * copies])
     err = capsys.readouterr().err
     assert status == 1
