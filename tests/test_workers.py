@@ -220,17 +220,37 @@ def test_a_datagram_is_not_completed_across_files_on_their_own(tmp_path: Path) -
 
 
 def test_worker_messages_keep_every_value() -> None:
-    """Records go by marshal (plain values), anything else pickled: both arrive as sent."""
-    import multiprocessing
+    """Records and packed results go by marshal (plain values), anything else pickled: all arrive
+    as sent, a result as the dataclass it was (its Counters Counters again)."""
+    from collections import Counter
 
-    mine, theirs = multiprocessing.Pipe(duplex=False)
+    mine, theirs = parallel.channels()
     record = {"flow": 3, "ts": 1.5, "names": ["a", "b"], "tunnel": None, "ok": True, "pair": (1, 2)}
-    result = parallel.PartResult(parallel.InputStats(packets=7), {"tls.record": 2}, False, 5)
-    for msg in (("records", [(1, record)], 1), ("done", result)):
+    stats = parallel.InputStats(packets=7, skipped=Counter({"arp": 2, "non-ip": 1}), problems=["cut"])
+    result = parallel.PartResult(stats, {"tls.record": (2, 1)}, False, 5)
+    big = ("records", [(n, record) for n in range(20_000)], 1)  # more than the pipe holds at once
+    for msg in (("records", [(1, record)], 1), ("done", result), ("done", parallel.pack_result(result))):
         parallel.send_message(theirs, msg)
         assert parallel.recv_message(mine) == msg
+    pid = os.fork()
+    if pid == 0:  # a writer that blocks until the reader has taken the first part
+        try:
+            parallel.send_message(theirs, big)
+        finally:
+            os._exit(0)
+    assert parallel.recv_message(mine) == big
+    os.waitpid(pid, 0)
     parallel.send_message(theirs, ("records", [(1, record)], 1))
     assert mine.recv_bytes()[:1] == b"m"  # the cheap way for records
+    parallel.send_message(theirs, ("done", parallel.pack_result(result)))
+    data = mine.recv_bytes()
+    assert data[:1] == b"m"  # and for results, packed
+    back = parallel.unpack_result(parallel.marshal.loads(data[1:])[1])
+    assert back == result and type(back.stats.skipped) is Counter
+    theirs.close()
+    with pytest.raises(EOFError):  # the worker's end closed: a worker that died
+        mine.recv_bytes()
+    mine.close()
 
 
 def test_the_summary_fields_are_all_the_summary_reads() -> None:
@@ -286,18 +306,12 @@ def test_json_lines_and_summary_from_workers_are_one_process_s(split: tuple[str,
 def test_worker_pipes_hold_several_batches() -> None:
     """A worker's pipe is widened so that it need not wait while the parent reads another's."""
     import fcntl
-    import multiprocessing
-    import socket
 
-    mine, theirs = multiprocessing.get_context("fork").Pipe(duplex=False)
-    parallel._widen(mine)
-    assert fcntl.fcntl(mine.fileno(), fcntl.F_GETPIPE_SZ) == parallel.PIPE_BYTES
-    mine, theirs = multiprocessing.get_context("fork").Pipe(duplex=True)
-    parallel._widen(theirs, duplex=True)
-    # Linux doubles what it is asked for, up to twice net.core.wmem_max.
-    wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
-    with socket.socket(fileno=os.dup(theirs.fileno())) as sock:
-        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * min(parallel.PIPE_BYTES, wmem_max)
+    for duplex in (False, True):
+        mine, theirs = parallel.channels(duplex)
+        assert fcntl.fcntl(mine.fileno(), fcntl.F_GETPIPE_SZ) == parallel.PIPE_BYTES
+        mine.close()
+        theirs.close()
 
 
 def _edge_capture(path: Path) -> None:
