@@ -329,6 +329,21 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
+def _before_fork(sigs: Signatures, policy: Policy, options: ScanOptions) -> None:
+    """Do once, before forking, what every worker would otherwise do for itself as it starts (each
+    on its share of the cores): a scanner's lazy set-up (the protocol registry imports every
+    inspector module, a few ms) and the run's record function. Then what exists, the signatures
+    and policy above all, is frozen: the garbage collector leaves it alone, where it would
+    otherwise write to its pages in every worker and copy them all."""
+    Scanner(sigs, policy, options, _no_flow)
+    record_function(options.community_id_seed)
+    gc.freeze()
+
+
+def _no_flow(_flow: Flow) -> None:
+    """The records of a scanner made only for its set-up: it scans nothing."""
+
+
 def _size(path: str) -> int:
     try:
         return os.stat(path).st_size
@@ -360,9 +375,7 @@ def scan_parallel(
     # Forked: the workers inherit the loaded signatures, no start-up cost.
     conns: dict[Channel, int] = {}
     procs: list[Worker] = []
-    # Objects that exist now (the signatures and policy above all) are left alone by the garbage
-    # collector, which would otherwise write to their pages in every worker and copy them all.
-    gc.freeze()
+    _before_fork(sigs, policy, options)
     try:
         for part in range(workers):
             mine, theirs = channels()
@@ -549,9 +562,7 @@ def _scan_files(
     progress bar (if wanted) moves as files are done."""
     conns: dict[Channel, int] = {}
     procs: list[Worker] = []
-    # Objects that exist now (the signatures and policy above all) are left alone by the garbage
-    # collector, which would otherwise write to their pages in every worker and copy them all.
-    gc.freeze()
+    _before_fork(sigs, policy, options)
     try:
         for part in range(min(workers, len(captures))):
             mine, theirs = channels(duplex=True)
