@@ -155,11 +155,12 @@ def send_message(conn: Channel, msg: tuple) -> None:
 def recv_message(conn: Channel) -> tuple:
     """A message sent by ``send_message``."""
     data = conn.recv_bytes()
+    body = memoryview(data)[1:]  # not a copy of a whole batch
     if data[:1] == b"m":
-        return marshal.loads(data[1:])
+        return marshal.loads(body)
     import pickle
 
-    return pickle.loads(data[1:])
+    return pickle.loads(body)
 
 
 # The fields of InputStats that are Counters: plain dicts in a packed result.
@@ -360,14 +361,14 @@ def scan_parallel(
     workers: int,
     progress: bool,
     on_record: Callable[[dict], None] | None,
-    on_lines: Callable[[str], None] | None = None,
+    on_lines: Callable[[bytes], None] | None = None,
 ) -> tuple[InputStats, bool]:
     """Scan with ``workers`` processes; ``on_record`` gets every record in one-process order.
 
     With ``on_lines`` the workers encode the records as JSON lines (``record.json_line``), which
-    ``on_lines`` gets in order, a batch at a time, and ``on_record`` (if any) gets of each record
-    only the fields ``Summary.add`` reads. Returns the merged stats and whether some input could
-    not be opened.
+    ``on_lines`` gets in order, a batch at a time, as the UTF-8 bytes they are, and ``on_record``
+    (if any) gets of each record only the fields ``Summary.add`` reads. Returns the merged stats
+    and whether some input could not be opened.
     """
     lines = None if on_lines is None else (Summary.FIELDS if on_record is not None else ())
     if split_by_files(captures, continuous, workers):
@@ -398,7 +399,7 @@ def _merge(
     conns: dict[Channel, int],
     procs: list[Worker],
     on_record: Callable[[dict], None] | None,
-    on_lines: Callable[[str], None] | None,
+    on_lines: Callable[[bytes], None] | None,
 ) -> list[PartResult]:
     """Pass records on in seq order as soon as every worker has promised nothing earlier is coming."""
     take = _taker(on_record, on_lines)
@@ -433,7 +434,7 @@ def _merge(
 
 
 def _taker(
-    on_record: Callable[[dict], None] | None, on_lines: Callable[[str], None] | None, offset: int = 0
+    on_record: Callable[[dict], None] | None, on_lines: Callable[[bytes], None] | None, offset: int = 0
 ) -> Callable[[list], None]:
     """What the parent does with records in order: ``on_record`` for each; or, when the workers
     sent lines, ``on_lines`` for all of them and ``on_record`` (if any) for each one's summary
@@ -461,7 +462,7 @@ def _taker(
         if summed is not None:
             for _line, values in records:
                 summed(dict(zip(fields, values, strict=True)))
-        write(b"".join(text).decode())
+        write(b"".join(text))
 
     return take_lines
 
@@ -555,7 +556,7 @@ def _scan_files(
     workers: int,
     progress: bool,
     on_record: Callable[[dict], None] | None,
-    on_lines: Callable[[str], None] | None,
+    on_lines: Callable[[bytes], None] | None,
     lines: tuple[str, ...] | None,
 ) -> tuple[InputStats, bool]:
     """``scan_parallel`` by whole files: each worker takes the next file when it is free; the
@@ -594,7 +595,7 @@ def _merge_files(
     procs: list[Worker],
     files: int,
     on_record: Callable[[dict], None] | None,
-    on_lines: Callable[[str], None] | None,
+    on_lines: Callable[[bytes], None] | None,
     on_done: Callable[[int], None],
 ) -> list[PartResult]:
     """Hand out the files in order; pass each file's records on once every file before it is done,

@@ -522,3 +522,28 @@ def test_addresses_past_the_remembered_ones_go_by_crc32(
     later = [bytes([203, 0, 113, i]) for i in range(16)]
     assert [scanner.owner(x) for x in later] == [partition.partition_of(x, 4) for x in later]
     assert len(scanner._parts) == 2
+
+
+def test_lines_from_workers_are_written_as_the_bytes_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent writes the workers' JSON lines to the file's binary layer, after what was written
+    as text; a stream in another encoding gets them as text, encoded as one process writes them."""
+    import io
+
+    from classifier.outputs import TextOutput
+
+    path = tmp_path / "out.jsonl"
+    out = TextOutput(str(path))
+    out.write("a\n")
+    out.write_bytes("é\n".encode())
+    out.write("b\n")
+    out.close()
+    assert path.read_bytes() == "a\né\nb\n".encode()
+    latin = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    monkeypatch.setattr(sys, "stdout", latin)
+    out = TextOutput(None)
+    out.write("a\n")
+    out.write_bytes("é\n".encode())
+    out.close()
+    assert latin.buffer.getvalue() == "a\né\n".encode("latin-1")
