@@ -188,7 +188,8 @@ class Worker:
     def __init__(self, target: Callable[..., None], args: tuple, close: list[Channel]) -> None:
         """``close``: the parent's ends of every worker's pipes, which this one must not hold."""
         for stream in (sys.stdout, sys.stderr):  # nothing buffered before the fork is written twice
-            stream.flush()
+            if stream is not None:
+                stream.flush()
         self.exitcode: int | None = None
         self.pid = os.fork()
         if self.pid == 0:  # the worker
