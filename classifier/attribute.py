@@ -131,6 +131,16 @@ class Attributor:
         self._known: dict[tuple, Attribution] = {}
         self.known_hits = 0  # flows answered from it (benchmarks and tests read this)
 
+    def reuse_caches(self, earlier: Attributor) -> None:
+        """Take over the memories of an attributor of earlier, unrelated inputs (a scan worker's
+        previous file): what the signatures say of each server address, attributions by their
+        inputs and the shared attributions. Each is a function of its key and the signatures,
+        never of what an input taught (the DNS caches are not among them), so one process keeps
+        them across files too, and a worker that starts them cold spends a sixth more per file."""
+        self._servers = earlier._servers
+        self._known = earlier._known
+        self._shared = earlier._shared
+
     def ech_public_name(self, sni: str) -> tuple[str, str | None, str | None] | None:
         """(text, signature, source) if ``sni`` is an ECH public name, from signatures or DNS."""
         known = self.sigs.ech_public_names.get(sni)

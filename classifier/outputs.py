@@ -12,6 +12,7 @@ command line ends quietly.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import os
@@ -184,6 +185,20 @@ class TextOutput:
     def write(self, text: str) -> int:
         try:
             return self._f.write(text)
+        except OSError as err:
+            raise self._fail(err) from None
+
+    def write_bytes(self, data: bytes) -> None:
+        """UTF-8 text already encoded (JSON lines the scan workers made): to the file's binary
+        layer as it is, after what was written as text (flushed first, so the order stays), when
+        the file's encoding is UTF-8; otherwise decoded and written as text, as ``write`` would."""
+        try:
+            buffer = getattr(self._f, "buffer", None)
+            if buffer is None or codecs.lookup(self.encoding).name != "utf-8":
+                self._f.write(data.decode())
+                return
+            self._f.flush()
+            buffer.write(data)
         except OSError as err:
             raise self._fail(err) from None
 

@@ -19,22 +19,23 @@ those pages.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import heapq
 import marshal
-import multiprocessing
 import os
-import pickle
-import socket
+import select
+import struct
+import sys
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
-from typing import Any, cast
+from dataclasses import dataclass, fields
+from typing import Any
 
 from .flows import Flow
 from .partition import PartScanner, merge_input_stats, merge_part_stats
-from .pipeline import ScanOptions
+from .pipeline import Scanner, ScanOptions
 from .policy import Policy
 from .record import json_line, record_function
 from .report import InputStats, Summary
@@ -76,20 +77,163 @@ class PartResult:
 Batch = list[tuple[int, Any]]
 
 
-def send_message(conn: Connection, msg: tuple) -> None:
-    """Send a worker's message: with ``marshal`` when it holds only plain values (records do),
-    which costs about half of pickling them, the parent's share of the work; else pickled."""
+class Channel:
+    """A worker's end or the parent's end of its pipes: length-prefixed messages over raw file
+    descriptors, as ``multiprocessing.Connection`` sends them, without importing multiprocessing
+    (with pickle and socket, about 15 ms of every ``--workers`` start-up, half a worker's)."""
+
+    def __init__(self, rfd: int | None, wfd: int | None) -> None:
+        self.rfd = rfd  # read from (None: this end only writes)
+        self.wfd = wfd  # written to (None: this end only reads)
+
+    def fileno(self) -> int:
+        """The descriptor read from (what ``_ready`` polls)."""
+        assert self.rfd is not None
+        return self.rfd
+
+    def send_bytes(self, data: bytes) -> None:
+        """One message: its length, then its bytes (a batch of records is copied once, by the kernel)."""
+        assert self.wfd is not None
+        header = _LENGTH.pack(len(data))
+        sent = os.writev(self.wfd, [header, data])
+        if sent < len(header) + len(data):  # cut short (a signal): the rest, copied once
+            rest = memoryview(header + data)[sent:]
+            while rest:
+                rest = rest[os.write(self.wfd, rest) :]
+
+    def recv_bytes(self) -> bytes:
+        """The next message; EOFError when the other end closed (a worker that died)."""
+        return self._read(_LENGTH.unpack(self._read(_LENGTH.size))[0])
+
+    def _read(self, size: int) -> bytes:
+        assert self.rfd is not None
+        data = os.read(self.rfd, size)
+        if len(data) == size:
+            return data
+        buf = bytearray(data)
+        while data and len(buf) < size:
+            data = os.read(self.rfd, size - len(buf))
+            buf += data
+        if len(buf) < size:
+            raise EOFError
+        return bytes(buf)
+
+    def close(self) -> None:
+        for fd in (self.rfd, self.wfd):
+            if fd is not None:
+                os.close(fd)
+        self.rfd = self.wfd = None
+
+
+_LENGTH = struct.Struct("!i")  # a message's length, as multiprocessing.Connection writes it
+
+
+def channels(duplex: bool = False) -> tuple[Channel, Channel]:
+    """(the parent's end, the worker's end) of new pipes: the worker's messages to the parent (the
+    pipe widened, ``_widen``); with ``duplex``, also the parent's to the worker."""
+    up_r, up_w = os.pipe()
+    _widen(up_w)
+    if not duplex:
+        return Channel(up_r, None), Channel(None, up_w)
+    down_r, down_w = os.pipe()
+    return Channel(up_r, down_w), Channel(down_r, up_w)
+
+
+def send_message(conn: Channel, msg: tuple) -> None:
+    """Send a worker's message: with ``marshal`` when it holds only plain values (records and
+    packed results do), which costs about half of pickling them, the parent's share of the work;
+    else pickled."""
     try:
         data = b"m" + marshal.dumps(msg)
-    except ValueError:  # a dataclass (the result), or some value marshal does not know
+    except ValueError:  # some value marshal does not know
+        import pickle  # here: what workers send is plain, and every start-up would import it
+
         data = b"p" + pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
     conn.send_bytes(data)
 
 
-def recv_message(conn: Connection) -> tuple:
+def recv_message(conn: Channel) -> tuple:
     """A message sent by ``send_message``."""
     data = conn.recv_bytes()
-    return marshal.loads(data[1:]) if data[:1] == b"m" else pickle.loads(data[1:])
+    body = memoryview(data)[1:]  # not a copy of a whole batch
+    if data[:1] == b"m":
+        return marshal.loads(body)
+    import pickle
+
+    return pickle.loads(body)
+
+
+# The fields of InputStats that are Counters: plain dicts in a packed result.
+_COUNTERS = frozenset(f.name for f in fields(InputStats) if f.default_factory is Counter)
+
+
+def pack_result(result: PartResult) -> tuple:
+    """A result as plain values (marshal takes them, not a dataclass or a Counter)."""
+    stats = tuple(dict(v) if isinstance(v, Counter) else v for v in vars(result.stats).values())
+    return (stats, result.first_seen, result.failed, result.created)
+
+
+def unpack_result(values: tuple) -> PartResult:
+    """The result ``pack_result`` packed."""
+    stats = InputStats(*values[0])
+    for name in _COUNTERS:
+        setattr(stats, name, Counter(getattr(stats, name)))
+    return PartResult(stats, values[1], values[2], values[3])
+
+
+class Worker:
+    """A forked worker process running ``target(*args)``, then leaving at once (``os._exit``: no
+    clean-up of the parent's state it shares, no output the parent had buffered written twice)."""
+
+    def __init__(self, target: Callable[..., None], args: tuple, close: list[Channel]) -> None:
+        """``close``: the parent's ends of every worker's pipes, which this one must not hold."""
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered before the fork is written twice
+            if stream is not None:
+                stream.flush()
+        self.exitcode: int | None = None
+        self.pid = os.fork()
+        if self.pid == 0:  # the worker
+            code = 1
+            try:
+                for conn in close:
+                    conn.close()
+                target(*args)
+                code = 0
+            finally:
+                try:
+                    sys.stderr.flush()  # a progress bar's last lines
+                finally:
+                    os._exit(code)
+
+    def poll(self) -> int | None:
+        """Its exit status (-N: killed by signal N) if it has ended, else None."""
+        if self.exitcode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.exitcode = os.waitstatus_to_exitcode(status)
+        return self.exitcode
+
+    def join(self) -> int:
+        """Wait for it to end; its exit status."""
+        if self.exitcode is None:
+            self.exitcode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.exitcode
+
+    def stop(self) -> None:
+        """End it now (SIGTERM) if it still runs, and reap it."""
+        if self.poll() is None:
+            os.kill(self.pid, 15)
+        self.join()
+
+
+def _ready(conns: list[Channel]) -> list[Channel]:
+    """Those of ``conns`` with a message to read or closed by the worker (blocks until one is)."""
+    poller = select.poll()
+    by_fd = {}
+    for conn in conns:
+        by_fd[conn.fileno()] = conn
+        poller.register(conn.fileno(), select.POLLIN)
+    return [by_fd[fd] for fd, _events in poller.poll()]
 
 
 def run_part(
@@ -130,7 +274,7 @@ def run_part(
 
 
 def _worker(
-    conn: Connection,
+    conn: Channel,
     sigs: Signatures,
     policy: Policy,
     options: ScanOptions,
@@ -147,7 +291,7 @@ def _worker(
             lambda batch, upto: send_message(conn, ("records", batch, upto)),
             lines,
         )
-        send_message(conn, ("done", result))
+        send_message(conn, ("done", pack_result(result)))
     except KeyboardInterrupt:
         pass  # the parent was interrupted too and says so
     except BaseException as err:  # a bug: the parent reports it in one line
@@ -179,19 +323,27 @@ def split_by_files(captures: list[str], continuous: bool, workers: int) -> bool:
 PIPE_BYTES = 1 << 20  # a worker's pipe: several batches of records
 
 
-def _widen(conn: Connection, duplex: bool = False) -> None:
-    """Let a pipe (or the worker's end of a socket pair, ``duplex``) hold ``PIPE_BYTES``
-    (Linux's default pipe is 64 KiB, a quarter of one batch): a worker then goes on scanning while
-    the parent reads the other workers' batches, instead of waiting for it. Where the system
-    refuses (above fs.pipe-max-size), the default stays."""
-    try:
-        if duplex:
-            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_BYTES)
-        else:
-            fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except OSError:
-        pass
+def _widen(fd: int) -> None:
+    """Let a pipe hold ``PIPE_BYTES`` (Linux's default pipe is 64 KiB, a quarter of one batch): a
+    worker then goes on scanning while the parent reads the other workers' batches, instead of
+    waiting for it. Where the system refuses (above fs.pipe-max-size), the default stays."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def _before_fork(sigs: Signatures, policy: Policy, options: ScanOptions) -> None:
+    """Do once, before forking, what every worker would otherwise do for itself as it starts (each
+    on its share of the cores): a scanner's lazy set-up (the protocol registry imports every
+    inspector module, a few ms) and the run's record function. Then what exists, the signatures
+    and policy above all, is frozen: the garbage collector leaves it alone, where it would
+    otherwise write to its pages in every worker and copy them all."""
+    Scanner(sigs, policy, options, _no_flow)
+    record_function(options.community_id_seed)
+    gc.freeze()
+
+
+def _no_flow(_flow: Flow) -> None:
+    """The records of a scanner made only for its set-up: it scans nothing."""
 
 
 def _size(path: str) -> int:
@@ -210,45 +362,33 @@ def scan_parallel(
     workers: int,
     progress: bool,
     on_record: Callable[[dict], None] | None,
-    on_lines: Callable[[str], None] | None = None,
+    on_lines: Callable[[bytes], None] | None = None,
 ) -> tuple[InputStats, bool]:
     """Scan with ``workers`` processes; ``on_record`` gets every record in one-process order.
 
     With ``on_lines`` the workers encode the records as JSON lines (``record.json_line``), which
-    ``on_lines`` gets in order, a batch at a time, and ``on_record`` (if any) gets of each record
-    only the fields ``Summary.add`` reads. Returns the merged stats and whether some input could
-    not be opened.
+    ``on_lines`` gets in order, a batch at a time, as the UTF-8 bytes they are, and ``on_record``
+    (if any) gets of each record only the fields ``Summary.add`` reads. Returns the merged stats
+    and whether some input could not be opened.
     """
     lines = None if on_lines is None else (Summary.FIELDS if on_record is not None else ())
     if split_by_files(captures, continuous, workers):
         return _scan_files(sigs, policy, options, captures, workers, progress, on_record, on_lines, lines)
-    ctx = multiprocessing.get_context("fork")  # inherit the loaded signatures: no start-up cost
-    conns: dict[Connection, int] = {}
-    procs = []
-    # Objects that exist now (the signatures and policy above all) are left alone by the garbage
-    # collector, which would otherwise write to their pages in every worker and copy them all.
-    gc.freeze()
+    # Forked: the workers inherit the loaded signatures, no start-up cost.
+    conns: dict[Channel, int] = {}
+    procs: list[Worker] = []
+    _before_fork(sigs, policy, options)
     try:
         for part in range(workers):
-            mine, theirs = ctx.Pipe(duplex=False)
-            _widen(mine)
-            job = PartJob(tuple(captures), continuous, part, workers, progress and part == 0)
-            proc = ctx.Process(
-                target=_worker,
-                args=(theirs, sigs, policy, options, job, lines),
-                name=f"classifier-scan-{part}",
-                daemon=True,
-            )
-            proc.start()
-            theirs.close()
-            procs.append(proc)
+            mine, theirs = channels()
             conns[mine] = part
+            job = PartJob(tuple(captures), continuous, part, workers, progress and part == 0)
+            procs.append(Worker(_worker, (theirs, sigs, policy, options, job, lines), list(conns)))
+            theirs.close()
         results = _merge(conns, procs, on_record, on_lines)
     finally:
         for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join()
+            proc.stop()
         for conn in conns:
             conn.close()
         thaw_after_workers()
@@ -257,10 +397,10 @@ def scan_parallel(
 
 
 def _merge(
-    conns: dict[Connection, int],
-    procs: list,
+    conns: dict[Channel, int],
+    procs: list[Worker],
     on_record: Callable[[dict], None] | None,
-    on_lines: Callable[[str], None] | None,
+    on_lines: Callable[[bytes], None] | None,
 ) -> list[PartResult]:
     """Pass records on in seq order as soon as every worker has promised nothing earlier is coming."""
     take = _taker(on_record, on_lines)
@@ -269,21 +409,18 @@ def _merge(
     pending: list[tuple[int, dict]] = []
     live = list(conns)
     while live:
-        # wait() returns only objects of the list it is given, all Connections here; its stub
-        # declares every kind it accepts (sockets, file descriptors) instead.
-        for conn in cast(list[Connection], wait(live)):
+        for conn in _ready(live):
             part = conns[conn]
             try:
                 msg = recv_message(conn)
             except EOFError:
-                procs[part].join()
-                raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None
+                raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].join()})") from None
             if msg[0] == "records":
                 for item in msg[1]:
                     heapq.heappush(pending, item)
                 upto[part] = msg[2]
             elif msg[0] == "done":
-                results[part] = msg[1]
+                results[part] = unpack_result(msg[1])
                 upto[part] = 1 << 62
                 live.remove(conn)
             else:
@@ -298,7 +435,7 @@ def _merge(
 
 
 def _taker(
-    on_record: Callable[[dict], None] | None, on_lines: Callable[[str], None] | None, offset: int = 0
+    on_record: Callable[[dict], None] | None, on_lines: Callable[[bytes], None] | None, offset: int = 0
 ) -> Callable[[list], None]:
     """What the parent does with records in order: ``on_record`` for each; or, when the workers
     sent lines, ``on_lines`` for all of them and ``on_record`` (if any) for each one's summary
@@ -326,7 +463,7 @@ def _taker(
         if summed is not None:
             for _line, values in records:
                 summed(dict(zip(fields, values, strict=True)))
-        write(b"".join(text).decode())
+        write(b"".join(text))
 
     return take_lines
 
@@ -347,8 +484,46 @@ def _renumbered(line: bytes, offset: int) -> bytes:
     return b"%s%d%s" % (line[:start], int(line[start:end]) + offset, line[end:])
 
 
+def scan_file(
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    capture: str,
+    emit: Callable[[list], None],
+    lines: tuple[str, ...] | None = None,
+    earlier: Scanner | None = None,
+) -> tuple[PartResult, Scanner]:
+    """Scan one file on its own, as one process scans it among others, with a plain ``Scanner``
+    (a whole file has no partition to keep): ``emit`` gets its records in batches (each record as
+    in ``run_part``, without a seq: a file's records go in its order), flows numbered from 1. The
+    pure caches of ``earlier``, the scanner of the worker's previous file, are kept warm
+    (``Scanner.reuse_caches``). Returns the result and the scanner (the next file's ``earlier``)."""
+    batch: list = []
+    flow_record = record_function(options.community_id_seed)
+    fields = lines or ()
+
+    def on_record(flow: Flow) -> None:
+        nonlocal batch
+        rec = flow_record(flow)
+        batch.append(rec if lines is None else (json_line(rec), tuple([rec[f] for f in fields])))
+        if len(batch) >= BATCH:
+            emit(batch)
+            batch = []
+
+    scanner = Scanner(sigs, policy, options, on_record)
+    if earlier is not None:
+        scanner.reuse_caches(earlier)
+    stats = InputStats()
+    failed = scan_inputs([capture], scanner, stats, False, False)
+    scanner.finish()
+    scanner.fill_stats(stats)
+    if batch:
+        emit(batch)
+    return PartResult(stats, {}, failed, scanner.table.created), scanner
+
+
 def _file_worker(
-    conn: Connection,
+    conn: Channel,
     sigs: Signatures,
     policy: Policy,
     options: ScanOptions,
@@ -358,14 +533,14 @@ def _file_worker(
     """Body of a worker that scans whole files: it gets a file's index (None: no more), sends
     ("records", index, batch) messages, then ("done", index, result); or ("error", one line)."""
     try:
-        while (index := conn.recv()) is not None:
+        scanner = None
+        while (index := recv_message(conn)[0]) is not None:
 
-            def emit(batch: Batch, _upto: int, index: int = index) -> None:
-                if batch:
-                    send_message(conn, ("records", index, batch))
+            def emit(batch: list, index: int = index) -> None:
+                send_message(conn, ("records", index, batch))
 
-            result = run_part(sigs, policy, options, PartJob((captures[index],), False, 0, 1), emit, lines)
-            send_message(conn, ("done", index, result))
+            result, scanner = scan_file(sigs, policy, options, captures[index], emit, lines, scanner)
+            send_message(conn, ("done", index, pack_result(result)))
     except KeyboardInterrupt:
         pass
     except BaseException as err:
@@ -382,31 +557,22 @@ def _scan_files(
     workers: int,
     progress: bool,
     on_record: Callable[[dict], None] | None,
-    on_lines: Callable[[str], None] | None,
+    on_lines: Callable[[bytes], None] | None,
     lines: tuple[str, ...] | None,
 ) -> tuple[InputStats, bool]:
     """``scan_parallel`` by whole files: each worker takes the next file when it is free; the
     progress bar (if wanted) moves as files are done."""
-    ctx = multiprocessing.get_context("fork")
-    conns: dict[Connection, int] = {}
-    procs = []
-    # Objects that exist now (the signatures and policy above all) are left alone by the garbage
-    # collector, which would otherwise write to their pages in every worker and copy them all.
-    gc.freeze()
+    conns: dict[Channel, int] = {}
+    procs: list[Worker] = []
+    _before_fork(sigs, policy, options)
     try:
         for part in range(min(workers, len(captures))):
-            mine, theirs = ctx.Pipe(duplex=True)
-            _widen(theirs, duplex=True)
-            proc = ctx.Process(
-                target=_file_worker,
-                args=(theirs, sigs, policy, options, tuple(captures), lines),
-                name=f"classifier-scan-{part}",
-                daemon=True,
-            )
-            proc.start()
-            theirs.close()
-            procs.append(proc)
+            mine, theirs = channels(duplex=True)
             conns[mine] = part
+            procs.append(
+                Worker(_file_worker, (theirs, sigs, policy, options, tuple(captures), lines), list(conns))
+            )
+            theirs.close()
         sizes = [_size(c) for c in captures]
         with progress_bar(sum(sizes), progress) as bar:
 
@@ -417,9 +583,7 @@ def _scan_files(
             results = _merge_files(conns, procs, len(captures), on_record, on_lines, done)
     finally:
         for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join()
+            proc.stop()
         for conn in conns:
             conn.close()
         thaw_after_workers()
@@ -428,11 +592,11 @@ def _scan_files(
 
 
 def _merge_files(
-    conns: dict[Connection, int],
-    procs: list,
+    conns: dict[Channel, int],
+    procs: list[Worker],
     files: int,
     on_record: Callable[[dict], None] | None,
-    on_lines: Callable[[str], None] | None,
+    on_lines: Callable[[bytes], None] | None,
     on_done: Callable[[int], None],
 ) -> list[PartResult]:
     """Hand out the files in order; pass each file's records on once every file before it is done,
@@ -445,29 +609,28 @@ def _merge_files(
     handed = 0
     live = list(conns)
     for conn in live:
-        conn.send(handed)
+        send_message(conn, (handed,))
         handed += 1
     while live:
-        for conn in cast(list[Connection], wait(live)):
+        for conn in _ready(live):
             part = conns[conn]
             try:
                 msg = recv_message(conn)
             except EOFError:
-                procs[part].join()
-                raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].exitcode})") from None
+                raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].join()})") from None
             if msg[0] == "records":
                 if msg[1] == writing:
-                    take([rec for _seq, rec in msg[2]])
+                    take(msg[2])
                 else:
-                    held.setdefault(msg[1], []).extend(rec for _seq, rec in msg[2])
+                    held.setdefault(msg[1], []).extend(msg[2])
             elif msg[0] == "done":
-                results[msg[1]] = msg[2]
+                results[msg[1]] = unpack_result(msg[2])
                 on_done(msg[1])
                 if handed < files:
-                    conn.send(handed)
+                    send_message(conn, (handed,))
                     handed += 1
                 else:
-                    conn.send(None)
+                    send_message(conn, (None,))
                     live.remove(conn)
                 while writing in results and writing < files:
                     offset += results[writing].created

@@ -608,6 +608,14 @@ class Scanner:
             flow.inspecting = False
             flow.streams = None  # up to inspect_bytes per direction that nothing reads any more
 
+    def reuse_caches(self, earlier: Scanner) -> None:
+        """Take over the pure caches of a scanner of earlier, unrelated inputs (``--workers`` by
+        files: a new scanner per file, as the file's statistics and flow numbers start afresh):
+        the attributor's memories and the endpoint objects flows share. Nothing ``forget_names``
+        or ``forget_fragments`` forgets is among them, so results are those of one scanner."""
+        self.attributor.reuse_caches(earlier.attributor)
+        self._endpoints = earlier._endpoints
+
     def forget_names(self) -> None:
         """A new, unrelated input starts: no name, answer or pending query carries over."""
         self.dnscache.clear()

@@ -415,9 +415,15 @@ class JsonLinesWriter:
         if self.line_buffered:
             self.out.flush()
 
-    def write_lines(self, text: str) -> None:
-        """Lines ``json_line`` made elsewhere (scan workers), in order."""
-        self.out.write(text)
+    def write_lines(self, data: bytes) -> None:
+        """Lines ``json_line`` made elsewhere (scan workers), in order, as UTF-8: a ``TextOutput``
+        writes them as they are (no decoding and encoding again of every record), anything else
+        gets them as text."""
+        write_bytes = getattr(self.out, "write_bytes", None)
+        if write_bytes is not None:
+            write_bytes(data)
+        else:
+            self.out.write(data.decode())
         if self.line_buffered:
             self.out.flush()
 

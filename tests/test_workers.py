@@ -130,6 +130,7 @@ def test_a_failing_worker_is_one_line_and_no_hang(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(parallel, "run_part", boom)  # the forked workers inherit it
+    monkeypatch.setattr(parallel, "scan_file", boom)  # (by files)
     status = main(["scan", "-q", "--workers", "2", *[str(ROOT / "pcaps" / "demo.pcap")] * copies])
     err = capsys.readouterr().err
     assert status == 1
@@ -146,6 +147,7 @@ def test_a_worker_that_dies_is_reported(
         os._exit(9)  # as if killed (the OOM killer)
 
     monkeypatch.setattr(parallel, "run_part", die)
+    monkeypatch.setattr(parallel, "scan_file", die)
     status = main(["scan", "-q", "--workers", "2", *[str(ROOT / "pcaps" / "demo.pcap")] * copies])
     err = capsys.readouterr().err
     assert status == 1
@@ -218,17 +220,37 @@ def test_a_datagram_is_not_completed_across_files_on_their_own(tmp_path: Path) -
 
 
 def test_worker_messages_keep_every_value() -> None:
-    """Records go by marshal (plain values), anything else pickled: both arrive as sent."""
-    import multiprocessing
+    """Records and packed results go by marshal (plain values), anything else pickled: all arrive
+    as sent, a result as the dataclass it was (its Counters Counters again)."""
+    from collections import Counter
 
-    mine, theirs = multiprocessing.Pipe(duplex=False)
+    mine, theirs = parallel.channels()
     record = {"flow": 3, "ts": 1.5, "names": ["a", "b"], "tunnel": None, "ok": True, "pair": (1, 2)}
-    result = parallel.PartResult(parallel.InputStats(packets=7), {"tls.record": 2}, False, 5)
-    for msg in (("records", [(1, record)], 1), ("done", result)):
+    stats = parallel.InputStats(packets=7, skipped=Counter({"arp": 2, "non-ip": 1}), problems=["cut"])
+    result = parallel.PartResult(stats, {"tls.record": (2, 1)}, False, 5)
+    big = ("records", [(n, record) for n in range(20_000)], 1)  # more than the pipe holds at once
+    for msg in (("records", [(1, record)], 1), ("done", result), ("done", parallel.pack_result(result))):
         parallel.send_message(theirs, msg)
         assert parallel.recv_message(mine) == msg
+    pid = os.fork()
+    if pid == 0:  # a writer that blocks until the reader has taken the first part
+        try:
+            parallel.send_message(theirs, big)
+        finally:
+            os._exit(0)
+    assert parallel.recv_message(mine) == big
+    os.waitpid(pid, 0)
     parallel.send_message(theirs, ("records", [(1, record)], 1))
     assert mine.recv_bytes()[:1] == b"m"  # the cheap way for records
+    parallel.send_message(theirs, ("done", parallel.pack_result(result)))
+    data = mine.recv_bytes()
+    assert data[:1] == b"m"  # and for results, packed
+    back = parallel.unpack_result(parallel.marshal.loads(data[1:])[1])
+    assert back == result and type(back.stats.skipped) is Counter
+    theirs.close()
+    with pytest.raises(EOFError):  # the worker's end closed: a worker that died
+        mine.recv_bytes()
+    mine.close()
 
 
 def test_the_summary_fields_are_all_the_summary_reads() -> None:
@@ -284,18 +306,12 @@ def test_json_lines_and_summary_from_workers_are_one_process_s(split: tuple[str,
 def test_worker_pipes_hold_several_batches() -> None:
     """A worker's pipe is widened so that it need not wait while the parent reads another's."""
     import fcntl
-    import multiprocessing
-    import socket
 
-    mine, theirs = multiprocessing.get_context("fork").Pipe(duplex=False)
-    parallel._widen(mine)
-    assert fcntl.fcntl(mine.fileno(), fcntl.F_GETPIPE_SZ) == parallel.PIPE_BYTES
-    mine, theirs = multiprocessing.get_context("fork").Pipe(duplex=True)
-    parallel._widen(theirs, duplex=True)
-    # Linux doubles what it is asked for, up to twice net.core.wmem_max.
-    wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
-    with socket.socket(fileno=os.dup(theirs.fileno())) as sock:
-        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * min(parallel.PIPE_BYTES, wmem_max)
+    for duplex in (False, True):
+        mine, theirs = parallel.channels(duplex)
+        assert fcntl.fcntl(mine.fileno(), fcntl.F_GETPIPE_SZ) == parallel.PIPE_BYTES
+        mine.close()
+        theirs.close()
 
 
 def _edge_capture(path: Path) -> None:
@@ -531,3 +547,28 @@ def test_addresses_past_the_remembered_ones_go_by_crc32(
     later = [bytes([203, 0, 113, i]) for i in range(16)]
     assert [scanner.owner(x) for x in later] == [partition.partition_of(x, 4) for x in later]
     assert len(scanner._parts) == 2
+
+
+def test_lines_from_workers_are_written_as_the_bytes_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent writes the workers' JSON lines to the file's binary layer, after what was written
+    as text; a stream in another encoding gets them as text, encoded as one process writes them."""
+    import io
+
+    from classifier.outputs import TextOutput
+
+    path = tmp_path / "out.jsonl"
+    out = TextOutput(str(path))
+    out.write("a\n")
+    out.write_bytes("é\n".encode())
+    out.write("b\n")
+    out.close()
+    assert path.read_bytes() == "a\né\nb\n".encode()
+    latin = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    monkeypatch.setattr(sys, "stdout", latin)
+    out = TextOutput(None)
+    out.write("a\n")
+    out.write_bytes("é\n".encode())
+    out.close()
+    assert latin.buffer.getvalue() == "a\né\n".encode("latin-1")
