@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import REAL, ROOT, SHARED, need_shared, run_cli
 
-from classifier import parallel
+from classifier import parallel, workerproc
 from classifier.cli import main
 from classifier.partition import partition_of
 
@@ -224,25 +224,25 @@ def test_worker_messages_keep_every_value() -> None:
     as sent, a result as the dataclass it was (its Counters Counters again)."""
     from collections import Counter
 
-    mine, theirs = parallel.channels()
+    mine, theirs = workerproc.channels()
     record = {"flow": 3, "ts": 1.5, "names": ["a", "b"], "tunnel": None, "ok": True, "pair": (1, 2)}
     stats = parallel.InputStats(packets=7, skipped=Counter({"arp": 2, "non-ip": 1}), problems=["cut"])
     result = parallel.PartResult(stats, {"tls.record": (2, 1)}, False, 5)
     big = ("records", [(n, record) for n in range(20_000)], 1)  # more than the pipe holds at once
     for msg in (("records", [(1, record)], 1), ("done", result), ("done", parallel.pack_result(result))):
-        parallel.send_message(theirs, msg)
-        assert parallel.recv_message(mine) == msg
+        workerproc.send_message(theirs, msg)
+        assert workerproc.recv_message(mine) == msg
     pid = os.fork()
     if pid == 0:  # a writer that blocks until the reader has taken the first part
         try:
-            parallel.send_message(theirs, big)
+            workerproc.send_message(theirs, big)
         finally:
             os._exit(0)
-    assert parallel.recv_message(mine) == big
+    assert workerproc.recv_message(mine) == big
     os.waitpid(pid, 0)
-    parallel.send_message(theirs, ("records", [(1, record)], 1))
+    workerproc.send_message(theirs, ("records", [(1, record)], 1))
     assert mine.recv_bytes()[:1] == b"m"  # the cheap way for records
-    parallel.send_message(theirs, ("done", parallel.pack_result(result)))
+    workerproc.send_message(theirs, ("done", parallel.pack_result(result)))
     data = mine.recv_bytes()
     assert data[:1] == b"m"  # and for results, packed
     back = parallel.unpack_result(parallel.marshal.loads(data[1:])[1])
@@ -308,8 +308,8 @@ def test_worker_pipes_hold_several_batches() -> None:
     import fcntl
 
     for duplex in (False, True):
-        mine, theirs = parallel.channels(duplex)
-        assert fcntl.fcntl(mine.fileno(), fcntl.F_GETPIPE_SZ) == parallel.PIPE_BYTES
+        mine, theirs = workerproc.channels(duplex)
+        assert fcntl.fcntl(mine.fileno(), fcntl.F_GETPIPE_SZ) == workerproc.PIPE_BYTES
         mine.close()
         theirs.close()
 
