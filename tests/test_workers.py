@@ -12,6 +12,7 @@ clients), at the flow cap and with short timeouts.
 
 from __future__ import annotations
 
+import marshal
 import os
 import subprocess
 import sys
@@ -245,7 +246,7 @@ def test_worker_messages_keep_every_value() -> None:
     workerproc.send_message(theirs, ("done", parallel.pack_result(result)))
     data = mine.recv_bytes()
     assert data[:1] == b"m"  # and for results, packed
-    back = parallel.unpack_result(parallel.marshal.loads(data[1:])[1])
+    back = parallel.unpack_result(marshal.loads(data[1:])[1])
     assert back == result and type(back.stats.skipped) is Counter
     theirs.close()
     with pytest.raises(EOFError):  # the worker's end closed: a worker that died
