@@ -40,7 +40,7 @@ from .workerproc import Channel, Worker, channels, recv_message, send_message, w
 
 BATCH = 256  # records per message from a worker
 # The share of a one-process scan's time that every partition repeats when splitting by server
-# address (reading and counting every packet, DNS, the flow table): 0.31 of the CPU time on the
+# address (reading and counting every packet, DNS, the flow table): 0.24-0.25 of the CPU time on the
 # 8-copy corpus (benchmarks/scan_workers.py, "a partition that reports nothing"), but 0.5-0.6 of
 # the wall time measured at 2 workers (uneven partitions, the parent, the forks). docs/ARCHITECTURE.md
 # "Scale-out".
