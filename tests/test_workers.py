@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import marshal
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -573,3 +575,75 @@ def test_lines_from_workers_are_written_as_the_bytes_they_are(
     out.write_bytes("é\n".encode())
     out.close()
     assert latin.buffer.getvalue() == "a\né\n".encode("latin-1")
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _repeated_capture(path: Path, source: str, copies: int) -> None:
+    """One capture holding ``source``'s packets ``copies`` times, each copy later in time."""
+    import dpkt
+
+    with open(source, "rb") as f:
+        reader = dpkt.pcap.UniversalReader(f)
+        linktype = reader.datalink()
+        packets = list(reader)
+    span = packets[-1][0] - packets[0][0] + 3600
+    with open(path, "wb") as f:
+        writer = dpkt.pcap.Writer(f, linktype=linktype)
+        for k in range(copies):
+            for ts, buf in packets:
+                writer.writepkt(buf, ts=float(ts) + k * span)
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("split", ["files", "partitions"])
+def test_ctrl_c_ends_the_scan_and_every_worker(tmp_path: Path, split: str) -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) while the workers scan: the scan says it
+    was interrupted and exits 130, with no traceback, and no worker outlives it."""
+    source = str(need_shared(REAL) / "wechat.pcap")  # 1,672 packets over an hour
+    if split == "files":
+        captures = [source] * 400  # files on their own: whole files to the workers
+    else:
+        big = tmp_path / "big.pcap"
+        _repeated_capture(big, source, 150)  # one capture: split by server address
+        captures = [str(big)]
+    cmd = [sys.executable, "-m", "classifier", "scan", "-q", "--no-progress", "--workers", "2"]
+    proc = subprocess.Popen(
+        [*cmd, "-o", str(tmp_path / "out.jsonl"), *captures],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        workers = _children(proc.pid)
+        assert len(workers) == 2 and proc.poll() is None, "the scan ended before both workers ran"
+        time.sleep(0.05)  # both at work
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err.decode(errors="replace")
+    assert err.decode().strip().splitlines()[-1] == "classifier: interrupted", err.decode(errors="replace")
+    assert b"Traceback" not in err
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # nothing of the scan's process group is left
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the scan"
