@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""The compiled first packet of a flow another partition reports (``PartScanner.feed``).
+"""The compiled first packet of a flow another partition reports (a ``PartScanner``'s ``feed``).
 
 Every ``scan --workers`` partition creates every flow, so that flow numbers, timeouts and evictions
 are those of one process (classifier/partition.py). A flow it does not report needs nothing but

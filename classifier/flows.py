@@ -272,8 +272,13 @@ class FlowTable:
 
     def end(self, flow: Flow, reason: str) -> None:
         """Remove a flow now and report it; afterwards the table holds no reference to it."""
+        if self._remove(flow, reason):
+            self.on_end(flow)
+
+    def _remove(self, flow: Flow, reason: str) -> bool:
+        """Take a live flow out of the table, ended for ``reason``; False if it had ended already."""
         if flow.ended:
-            return
+            return False
         flow.ended = True
         flow.end_reason = reason
         bucket = flow.bucket
@@ -283,7 +288,7 @@ class FlowTable:
         if key is not None and self.entries.get(key) is flow:
             del self.entries[key]
         self.live -= 1
-        self.on_end(flow)
+        return True
 
     def sweep(self, now: float) -> None:
         """End flows idle past their timeout as of ``now``; re-file the others."""

@@ -90,6 +90,20 @@ def unpack_result(values: tuple) -> PartResult:
     return PartResult(stats, values[1], values[2], values[3])
 
 
+def _encoder(options: ScanOptions, lines: tuple[str, ...] | None) -> Callable[[Flow], Any]:
+    """A flow's record as a worker sends it: the record, or with ``lines`` (field names) its JSON
+    line and the values of those fields (the few the summary reads, or none)."""
+    flow_record = record_function(options.community_id_seed)
+    if lines is None:
+        return flow_record
+
+    def encode(flow: Flow) -> tuple[bytes, tuple]:
+        rec = flow_record(flow)
+        return json_line(rec), tuple([rec[f] for f in lines])
+
+    return encode
+
+
 def run_part(
     sigs: Signatures,
     policy: Policy,
@@ -104,14 +118,12 @@ def run_part(
     few the summary reads, or none): encoding is then done here, in parallel, and the parent's
     serial share per record is a fraction of a dict's."""
     batch: Batch = []
-    flow_record = record_function(options.community_id_seed)
-    fields = lines or ()
+    encode = _encoder(options, lines)
 
     def on_record(flow: Flow | None, seq: int) -> None:
         nonlocal batch
         if flow is not None:
-            rec = flow_record(flow)
-            batch.append((seq, rec if lines is None else (json_line(rec), tuple([rec[f] for f in fields]))))
+            batch.append((seq, encode(flow)))
             if len(batch) < BATCH:
                 return
         emit(batch, seq)
@@ -342,13 +354,11 @@ def scan_file(
     pure caches of ``earlier``, the scanner of the worker's previous file, are kept warm
     (``Scanner.reuse_caches``). Returns the result and the scanner (the next file's ``earlier``)."""
     batch: list = []
-    flow_record = record_function(options.community_id_seed)
-    fields = lines or ()
+    encode = _encoder(options, lines)
 
     def on_record(flow: Flow) -> None:
         nonlocal batch
-        rec = flow_record(flow)
-        batch.append(rec if lines is None else (json_line(rec), tuple([rec[f] for f in fields])))
+        batch.append(encode(flow))
         if len(batch) >= BATCH:
             emit(batch)
             batch = []

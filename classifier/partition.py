@@ -65,25 +65,12 @@ class _PartTable(FlowTable):
         """``FlowTable.end``; another partition's flow (most of them) ends here without the
         scanner's ``_ended``: it is only counted, which the order of the records needs."""
         scanner = self.scanner
-        if flow.part == scanner.part or flow.ended:
+        if flow.part == scanner.part:
             super().end(flow, reason)
-            return
-        # FlowTable.end and PartScanner._ended for such a flow, inline (every flow ends once)
-        flow.ended = True
-        flow.end_reason = reason
-        bucket = flow.bucket
-        if bucket is not None:
-            bucket.discard(flow)
-            flow.bucket = None
-            if not bucket:
-                del self._buckets[bucket.at]
-        key = flow.key
-        if key is not None and self.entries.get(key) is flow:
-            del self.entries[key]
-        self.live -= 1
-        ended = scanner.ended = scanner.ended + 1
-        if ended % scanner.tick == 0:
-            scanner.report_record(None, ended)
+        elif self._remove(flow, reason):
+            ended = scanner.ended = scanner.ended + 1
+            if ended % scanner.tick == 0:
+                scanner.report_record(None, ended)
 
 
 class _PartInspection(Inspection):
@@ -147,11 +134,11 @@ class PartScanner(Scanner):
         self._parts: dict[bytes, int] = {}  # server address -> partition, kept: it must not change
         self.load = [0] * parts  # flows created so far, per partition of their server
         self.table = _PartTable(self, options.flows)
-        self.compiled_feed = COMPILED_FEED if parts > 1 else None
-        if self.compiled_feed is not None:
-            # Called without ``feed`` below in between: every packet the compiled loop leaves
-            # comes this way, and a Python frame is most of what the short cut costs the others.
-            self.feed = MethodType(self.compiled_feed, self)  # type: ignore[method-assign]
+        if COMPILED_FEED is not None and parts > 1:
+            # The scanner's ``feed`` is the compiled function itself: every packet the compiled
+            # loop leaves comes this way, and a Python frame in between is most of what the short
+            # cut would cost the others. Without it, ``Scanner.feed`` takes every packet.
+            self.feed = MethodType(COMPILED_FEED, self)  # type: ignore[method-assign]
 
     def owner(self, server: bytes) -> int:
         """The partition that reports the flows to ``server``.
@@ -171,15 +158,6 @@ class PartScanner(Scanner):
     def owns(self, flow: Flow) -> bool:
         """True if this partition reports ``flow`` (one the table holds or held)."""
         return flow.part == self.part
-
-    def feed(self, ts: float, linktype: int, frame: bytes, iface: int = 0) -> Flow | None:
-        """``Scanner.feed``; the first packet of a plain flow another partition reports takes a
-        compiled short cut when there is one (classifier/_partfeed.pyx): every partition makes
-        every flow, and most of them are other partitions'. (With the compiled module the scanner's
-        ``feed`` is that function itself, bound in ``__init__``; this method is the way back.)"""
-        if self.compiled_feed is not None:
-            return self.compiled_feed(self, ts, linktype, frame, iface)
-        return super().feed(ts, linktype, frame, iface)
 
     def _new_flow(
         self,
@@ -201,16 +179,12 @@ class PartScanner(Scanner):
         return flow
 
     def _ended(self, flow: Flow) -> None:
-        """A flow of this partition ended (``_PartTable.end`` counts the others' itself)."""
+        """A flow of this partition ended (``_PartTable.end`` counts the others' itself, never
+        deciding them, a DNS flow included: a decision records for later flows only a name the
+        client sent (SNI, Host), which a DNS flow never has, so skipping it changes nothing another
+        flow sees)."""
         self.ended += 1
-        if flow.part == self.part:
-            super()._ended(flow)  # decides if need be, counts it, calls _report
-            return
-        # Another partition's flow is never decided here, a DNS flow included: a decision records
-        # for later flows only a name the client sent (SNI, Host), which a DNS flow never has
-        # (its names are its queries'), so skipping it changes nothing another flow sees.
-        if self.ended % self.tick == 0:
-            self.report_record(None, self.ended)
+        super()._ended(flow)  # decides if need be, counts it, calls _report
 
     def _report(self, flow: Flow) -> None:
         self.report_record(flow, self.ended)

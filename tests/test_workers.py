@@ -397,8 +397,7 @@ def _part(
         parts,
     )
     if not compiled:
-        scanner.compiled_feed = None
-        vars(scanner).pop("feed", None)  # PartScanner.feed again
+        vars(scanner).pop("feed", None)  # Scanner.feed again
     short_cuts = 0
     end = scanner.table.end
     flows: list[tuple] = []  # what the table keeps of every flow, reported here or not
