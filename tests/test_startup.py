@@ -118,3 +118,31 @@ def test_a_scan_collects_rarely_and_restores_the_thresholds(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "True True True True", out.stdout + out.stderr
+
+
+def test_a_scan_never_runs_inspect_and_it_still_works_when_used(tmp_path):
+    # dataclasses imports inspect (ast, dis, tokenize: ~7 ms) only for classes without a
+    # docstring; classcode.defer_inspect leaves it unrun until used, and then it is the module
+    empty = _empty_capture(tmp_path)
+    code = (
+        "import sys; from classifier.cli import main; "
+        f"status = main(['scan', {empty!r}, '-o', {os.devnull!r}, '-q']); "
+        "lazy = type(sys.modules['inspect']).__name__; loaded = 'ast' in sys.modules; "
+        "import inspect, dataclasses; from inspect import isclass; "
+        "print(status, lazy, loaded, isclass(int), inspect is sys.modules['inspect'] is dataclasses.inspect, "
+        "type(inspect).__name__); print(inspect.signature(main))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.splitlines() == [
+        "0 _OnFirstUse False True True module",
+        "(argv: 'list[str] | None' = None) -> 'int'",
+    ], out.stdout + out.stderr
+
+
+def test_a_core_command_builds_only_its_own_parser():
+    from classifier.cli import build_parser
+
+    sub = next(a for a in build_parser(plugins=False, only="scan")._actions if a.dest == "command")
+    assert list(sub.choices) == ["scan"]
+    sub = next(a for a in build_parser(plugins=False)._actions if a.dest == "command")
+    assert list(sub.choices) == ["scan", "policy", "signatures", "schema", "report"]
