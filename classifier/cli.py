@@ -12,7 +12,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, classcode
 from .cliargs import (
@@ -38,8 +38,36 @@ DESCRIPTION = (
 PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that leaves what only shown help needs until help is shown: a command's
+    ``Exit status`` epilog (``exit_statuses``; textwrap) and the terminal's width (``shutil``, and
+    with it lzma), which ``add_argument`` asks for on every argument only to check its metavar.
+    Together about 2 ms of each run's start-up; the help and error messages are unchanged."""
+
+    exit_statuses = False  # True: the help ends with exitcodes.epilog()
+    _checking = False  # inside add_argument
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        self._checking = True
+        try:
+            return super().add_argument(*args, **kwargs)
+        finally:
+            self._checking = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if self._checking:  # the metavar check: any width does
+            formatter: Any = self.formatter_class
+            return formatter(prog=self.prog, width=80)
+        return super()._get_formatter()
+
+    def format_help(self) -> str:
+        if self.exit_statuses and self.epilog is None:
+            self.epilog = epilog()
+        return super().format_help()
+
+
 if TYPE_CHECKING:
-    _Commands = argparse._SubParsersAction[argparse.ArgumentParser]  # what add_subparsers returns
+    _Commands = argparse._SubParsersAction[_Parser]  # what add_subparsers returns
 
 # Core commands none of the PLUGINS adds to (they add to ``signatures``): a run of one of them
 # builds no plugin parser, imports no plugin module.
@@ -80,7 +108,7 @@ def build_parser(plugins: bool = True, only: str | None = None) -> argparse.Argu
     """The parser of every command; without ``plugins``, of the core commands only; with ``only``
     (a core command that the arguments name first), of that command alone: the others' arguments
     would never be read, and building them cost about a millisecond of each run's start-up."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="classifier", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
@@ -88,7 +116,9 @@ def build_parser(plugins: bool = True, only: str | None = None) -> argparse.Argu
         action=_Version,
         help="show the version and which per-packet loop and parsers run (compiled or not), and exit",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # prog: what argparse would format from this parser's usage without its options, given here
+    # so that no formatter (and no terminal width) is made for it
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, prog=p.prog)
 
     if only in (None, "scan"):
         _add_scan(sub)
@@ -113,9 +143,9 @@ def _add_scan(sub: _Commands) -> None:
         "scan",
         help="classify the flows of pcap/pcapng captures",
         description="Classify every flow of the captures; one record per flow.",
-        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    s.exit_statuses = True
     s.add_argument(
         "captures",
         nargs="+",
@@ -257,9 +287,9 @@ def _add_report(sub: _Commands) -> None:
         description="Aggregate JSON-lines records of `classifier scan` or `classifier bgp` "
         "(routes and --timeline) into one HTML file: tables and SVG plots, "
         "no script, nothing fetched when it is viewed.",
-        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    rep.exit_statuses = True
     rep.add_argument(
         "records",
         nargs="+",

@@ -146,3 +146,24 @@ def test_a_core_command_builds_only_its_own_parser():
     assert list(sub.choices) == ["scan"]
     sub = next(a for a in build_parser(plugins=False)._actions if a.dest == "command")
     assert list(sub.choices) == ["scan", "policy", "signatures", "schema", "report"]
+
+
+def test_a_scan_imports_no_help_only_or_bzip2_module(tmp_path):
+    # textwrap (the Exit status epilog), shutil and lzma (argparse's terminal width) serve only
+    # shown help; bz2 only a bzip2 capture (cli._Parser, compressed.Bzip2Source)
+    empty = _empty_capture(tmp_path)
+    code = (
+        "import sys; from classifier.cli import main; "
+        f"status = main(['scan', {empty!r}, '-o', {os.devnull!r}, '-q']); "
+        "print(status, sorted({'textwrap', 'shutil', 'lzma', 'bz2'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+
+
+def test_the_help_still_ends_with_the_exit_statuses():
+    out = subprocess.run(
+        [sys.executable, "-m", "classifier", "scan", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Exit status:" in out.stdout and "130 interrupted" in out.stdout, out.stdout
