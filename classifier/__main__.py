@@ -2,6 +2,9 @@
 
 import sys
 
-from .cli import main
+from .startup import loading
+
+with loading():  # the command line's imports: no collection during the burst (classifier.startup)
+    from .cli import main
 
 sys.exit(main())

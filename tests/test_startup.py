@@ -167,3 +167,31 @@ def test_the_help_still_ends_with_the_exit_statuses():
     )
     assert out.returncode == 0, out.stderr
     assert "Exit status:" in out.stdout and "130 interrupted" in out.stdout, out.stdout
+
+
+def test_importing_the_package_and_the_command_line_collects_nothing(tmp_path):
+    # classifier/__init__ pauses the collector around the class-code cache (and turns it back
+    # on); python -m classifier imports the command line inside loading(): no collection runs
+    # before the first loading() block is entered (without the pauses, 8 and 16 more ran)
+    empty = _empty_capture(tmp_path)
+    code = f"""
+import gc, runpy, sys
+runs = []
+gc.callbacks.append(lambda phase, info: runs.append(phase))
+import classifier
+on, package = gc.isenabled(), len(runs)
+import classifier.startup as s
+inner, seen = s.loading, []
+s.loading = lambda: (seen.append(len(runs)), inner())[1]
+sys.argv = ["classifier", "scan", {empty!r}, "-o", {os.devnull!r}, "-q"]
+before = len(runs)
+try:
+    runpy.run_module("classifier", run_name="__main__")
+except SystemExit as e:
+    print(e.code, on, package, seen[0] - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    status, on, package, command_line = out.stdout.split()
+    # a few run while the import system finds and reads the package, before its code runs (18
+    # without the pause)
+    assert (status, on, command_line) == ("0", "True", "0") and int(package) < 8, out.stdout + out.stderr
