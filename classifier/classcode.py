@@ -17,13 +17,13 @@ classes are then compiled as usual) and replaced.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import marshal
 import os
 import stat
 import sys
+import typing
 from pathlib import Path
-from types import CodeType
+from types import CodeType, ModuleType
 from typing import Any
 
 MAX_BYTES = 64 << 20
@@ -161,6 +161,22 @@ def _exec(source: Any, globals: Any = None, locals: Any = None) -> None:
     builtins.exec(source, globals, locals)
 
 
+def _compile(source: Any, filename: Any, mode: Any, *args: Any, **kwargs: Any) -> Any:
+    """``compile`` for ``typing``: a ``NamedTuple``'s field annotations are strings here (``from
+    __future__ import annotations``) and ``typing.ForwardRef`` compiles each one to check it (21
+    for a scan, the first call of the compiler in the process: about 1.5 ms), served from the cache
+    like the classes' code. ``typing`` calls it as ``compile(text, "<string>", "eval")`` and has
+    no ``__future__`` flags to pass on, so ``dont_inherit`` compiles exactly what it would."""
+    if type(source) is not str or filename != "<string>" or mode != "eval" or args or kwargs:
+        return builtins.compile(source, filename, mode, *args, **kwargs)
+    key = f"<eval>\0{source}"
+    code = _cache.get(key)
+    _used.add(key)
+    if code is None:
+        code = _new[key] = _cache[key] = builtins.compile(source, filename, mode, dont_inherit=True)
+    return code
+
+
 def compiled(source: str, filename: str) -> CodeType:
     """``compile(source, filename, "exec")`` of code this package generates at import (the record
     function), served from the cache like the classes' code while it is active."""
@@ -174,9 +190,48 @@ def compiled(source: str, filename: str) -> CodeType:
     return code
 
 
+class _OnFirstUse(ModuleType):
+    """A module found but not run yet: the first attribute it lacks runs it, in place (it stays the
+    object ``sys.modules`` and every importer hold), and from then on it is a plain module.
+
+    ``importlib.util.LazyLoader`` does not do here: on Python 3.11 an ``import`` statement of a
+    module already in ``sys.modules`` reads its ``__spec__``, which loads a LazyLoader module
+    (every access does); this one has its attributes of a found module and waits for a real one.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        self.__class__ = ModuleType  # type: ignore[assignment]  # once: a failed run is not retried
+        spec = self.__spec__
+        assert spec is not None and spec.loader is not None  # defer_inspect checked both
+        spec.loader.exec_module(self)
+        return getattr(self, name)
+
+
+def defer_inspect() -> None:
+    """Leave ``inspect`` unrun (``_OnFirstUse``) until something uses it, if nothing loaded it yet.
+
+    ``dataclasses`` imports it (with ast, dis, tokenize: about 7 ms of every start-up) for one
+    thing only: the ``__doc__`` of a class written without a docstring. Ours all have one, so a
+    scan never runs it; anything that does use it gets the whole module, as imported normally.
+    """
+    if "inspect" in sys.modules:
+        return
+    import importlib.util
+
+    spec = importlib.util.find_spec("inspect")
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    module.__class__ = _OnFirstUse
+    sys.modules["inspect"] = module
+
+
 def start() -> None:
     """Serve the classes created from now on from the cache (a no-op when caching is off)."""
     global _active
+    defer_inspect()
+    import dataclasses
+
     if _active or getattr(dataclasses, "exec", builtins.exec) is not builtins.exec:
         return
     path = cache_file()
@@ -184,6 +239,8 @@ def start() -> None:
         return
     _cache.update(_load(path))
     dataclasses.exec = _exec  # type: ignore[attr-defined]
+    if "compile" not in vars(typing):
+        typing.compile = _compile  # type: ignore[attr-defined]
     _active = True
 
 
@@ -192,8 +249,12 @@ def finish() -> None:
     global _active
     if not _active:
         return
+    import dataclasses
+
     if getattr(dataclasses, "exec", None) is _exec:
         del dataclasses.exec  # type: ignore[attr-defined]
+    if vars(typing).get("compile") is _compile:
+        del typing.compile  # type: ignore[attr-defined]
     _active = False
     path = cache_file()
     if _new and path is not None:

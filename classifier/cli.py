@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, classcode
 from .cliargs import (
@@ -36,6 +37,37 @@ DESCRIPTION = (
 # Modules with register(subparsers, signature_subparsers) adding their own commands.
 PLUGINS: tuple[str, ...] = ("classifier.gateway.cli", "classifier.bgp.cli")
 
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that leaves what only shown help needs until help is shown: a command's
+    ``Exit status`` epilog (``exit_statuses``; textwrap) and the terminal's width (``shutil``, and
+    with it lzma), which ``add_argument`` asks for on every argument only to check its metavar.
+    Together about 2 ms of each run's start-up; the help and error messages are unchanged."""
+
+    exit_statuses = False  # True: the help ends with exitcodes.epilog()
+    _checking = False  # inside add_argument
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        self._checking = True
+        try:
+            return super().add_argument(*args, **kwargs)
+        finally:
+            self._checking = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if self._checking:  # the metavar check: any width does
+            formatter: Any = self.formatter_class
+            return formatter(prog=self.prog, width=80)
+        return super()._get_formatter()
+
+    def format_help(self) -> str:
+        if self.exit_statuses and self.epilog is None:
+            self.epilog = epilog()
+        return super().format_help()
+
+
+if TYPE_CHECKING:
+    _Commands = argparse._SubParsersAction[_Parser]  # what add_subparsers returns
 
 # Core commands none of the PLUGINS adds to (they add to ``signatures``): a run of one of them
 # builds no plugin parser, imports no plugin module.
@@ -72,9 +104,11 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
-    """The parser of every command; without ``plugins``, of the core commands only."""
-    p = argparse.ArgumentParser(
+def build_parser(plugins: bool = True, only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; without ``plugins``, of the core commands only; with ``only``
+    (a core command that the arguments name first), of that command alone: the others' arguments
+    would never be read, and building them cost about a millisecond of each run's start-up."""
+    p = _Parser(
         prog="classifier", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
@@ -82,15 +116,36 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
         action=_Version,
         help="show the version and which per-packet loop and parsers run (compiled or not), and exit",
     )
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # prog: what argparse would format from this parser's usage without its options, given here
+    # so that no formatter (and no terminal width) is made for it
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, prog=p.prog)
 
+    if only in (None, "scan"):
+        _add_scan(sub)
+    if only in (None, "policy"):
+        _add_policy(sub)
+    sigsub = _add_signatures(sub) if only in (None, "signatures") else None
+    if only in (None, "schema"):
+        _add_schema(sub)
+    if only in (None, "report"):
+        _add_report(sub)
+
+    # Commands that live in their own packages register themselves here. Their register()
+    # functions must stay import-light: heavy imports belong in the function they set as func.
+    for name in PLUGINS if plugins else ():
+        module = importlib.import_module(name)
+        module.register(sub, sigsub)
+    return p
+
+
+def _add_scan(sub: _Commands) -> None:
     s = sub.add_parser(
         "scan",
         help="classify the flows of pcap/pcapng captures",
         description="Classify every flow of the captures; one record per flow.",
-        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    s.exit_statuses = True
     s.add_argument(
         "captures",
         nargs="+",
@@ -188,6 +243,8 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     s.set_defaults(func=_scan)
 
+
+def _add_policy(sub: _Commands) -> None:
     pol = sub.add_parser("policy", help="show each provision's status at an instant")
     pol.add_argument("--as-of", metavar="INSTANT", type=instant_arg, help="default: now")
     pol.add_argument("--view", choices=("announced", "in-force"), default="announced")
@@ -195,13 +252,19 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     pol.add_argument("--timeline", action="store_true", help="list every change in the view, in order")
     pol.set_defaults(func=_policy)
 
+
+def _add_signatures(sub: _Commands) -> _Commands:
+    """The ``signatures`` command; returns its subparsers, to which the plugins add theirs."""
     sig = sub.add_parser("signatures", help="signature tools")
     sigsub = sig.add_subparsers(dest="sig_command", metavar="COMMAND", required=True)
     chk = sigsub.add_parser("check", help="load and validate a signature directory")
     chk.add_argument("directory", nargs="?", help="default: the shipped set")
     chk.add_argument("--peering", metavar="FILE")
     chk.set_defaults(func=_signatures)
+    return sigsub
 
+
+def _add_schema(sub: _Commands) -> None:
     sch = sub.add_parser(
         "schema",
         help="print the flow record schema (Markdown), or JSON Schema of every record (--json)",
@@ -216,15 +279,17 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     )
     sch.set_defaults(func=_schema)
 
+
+def _add_report(sub: _Commands) -> None:
     rep = sub.add_parser(
         "report",
         help="one self-contained HTML report of scan or bgp records",
         description="Aggregate JSON-lines records of `classifier scan` or `classifier bgp` "
         "(routes and --timeline) into one HTML file: tables and SVG plots, "
         "no script, nothing fetched when it is viewed.",
-        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    rep.exit_statuses = True
     rep.add_argument(
         "records",
         nargs="+",
@@ -237,13 +302,6 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     )
     rep.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     rep.set_defaults(func=_report)
-
-    # Commands that live in their own packages register themselves here. Their register()
-    # functions must stay import-light: heavy imports belong in the function they set as func.
-    for name in PLUGINS if plugins else ():
-        module = importlib.import_module(name)
-        module.register(sub, sigsub)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     words = sys.argv[1:] if argv is None else argv
     with loading():
-        parser = build_parser(plugins=not words or words[0] not in _CORE_ONLY)
+        core = words[0] if words and words[0] in _CORE_ONLY else None
+        parser = build_parser(plugins=core is None, only=core)
         args = parser.parse_args(argv)
     warn_ignored_options(args)
     try:

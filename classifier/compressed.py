@@ -30,13 +30,15 @@ checked at its end).
 
 from __future__ import annotations
 
-import bz2
 import os
 import stat
 import sys
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:  # bz2 (with _compression) is imported where a bzip2 stream starts, not by every scan
+    import bz2
 
 __all__ = [
     "BZIP2_MAGIC",
@@ -344,8 +346,10 @@ class Bzip2Source:
                     return self._end_of_input()
                 self._in = data
             d = self._d
-            if d is None:
-                d = self._d = bz2.BZ2Decompressor()
+            if d is None:  # a stream starts
+                from bz2 import BZ2Decompressor
+
+                d = self._d = BZ2Decompressor()
                 self._stream_at, self._stream_out = self.raw.pos - len(self._in), self.delivered
                 self._piece = b""
                 self._kept = []
@@ -391,7 +395,9 @@ class Bzip2Source:
         again up to that piece, then feed the piece one byte at a time, keeping what each byte
         yields until the byte at which the damage shows."""
         self._done = True
-        d = bz2.BZ2Decompressor()
+        from bz2 import BZ2Decompressor
+
+        d = BZ2Decompressor()
         if self._redecode(d) != self._piece_out - self._stream_out:
             return self._unrecovered(why)
         piece = self._piece

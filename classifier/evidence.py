@@ -37,6 +37,8 @@ class Evidence(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
+    """What a flow was attributed to (app, operator, categories) and the evidence why."""
+
     hostname: str | None
     hostname_source: str | None  # sni | socks | http-proxy | http-host | dns | name-history |
     #                              dns-unsolicited | dns-query

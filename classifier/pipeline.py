@@ -173,6 +173,8 @@ _NOT_IN_PLACE = (None, 0, b"", 0, b"", 0, 0, 0)
 
 @dataclass
 class ScanOptions:
+    """How a scan decides and records: the view, instants, flow limits and the block floor."""
+
     view: str = "announced"
     as_of: float | None = None  # decide every flow at this instant instead of its first packet
     unenforced_blocks: bool = False

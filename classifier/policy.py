@@ -152,6 +152,8 @@ _Known = tuple[tuple[_Timeline, ...], dict[tuple[int, ...], _Verdict]]  # timeli
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
+    """An order or law the policy cites, as issued: provisions name it."""
+
     id: str
     title: str
     citation: str
@@ -165,6 +167,8 @@ class Instrument:
 
 @dataclass(frozen=True, slots=True)
 class Provision:
+    """One dated provision of an instrument: what it does to an app's category, from when."""
+
     id: str
     instrument: str
     app: str
@@ -183,6 +187,8 @@ class Provision:
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """A dated change to provisions (a schedule change, an injunction, a rescission...) and its views."""
+
     id: str
     kind: str
     at: float

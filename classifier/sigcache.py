@@ -48,7 +48,7 @@ from classifier.sigmodel import (
     StoreRule,
 )
 
-FORMAT = 2  # bump when the encoding below changes
+FORMAT = 3  # bump when the encoding below changes (3: prefix rows without their texts)
 KEEP = 8  # cache files kept, newest first; older ones are removed when a new one is written
 _PACKAGE = Path(__file__).resolve().parent
 _SUFFIXES = (".toml", ".txt")
@@ -115,11 +115,11 @@ def _tree(top: str, suffixes: tuple[str, ...]) -> list[tuple[str, os.stat_result
         prefix, directory = todo.pop()
         with os.scandir(directory) as entries:
             for entry in entries:
-                name = prefix + entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    todo.append((name + "/", entry.path))
-                if os.path.splitext(entry.name)[1] in suffixes:
-                    found.append((name, entry.stat()))
+                # __pycache__ holds no source: not entered (the package's has ~110 .pyc files)
+                if entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
+                    todo.append((prefix + entry.name + "/", entry.path))
+                if entry.name.endswith(suffixes) and os.path.splitext(entry.name)[1] in suffixes:
+                    found.append((prefix + entry.name, entry.stat()))
     found.sort(key=lambda item: item[0].split("/"))
     return found
 

@@ -76,9 +76,9 @@ from classifier.vocabulary import Vocabulary
 CONFIDENCES = ("high", "medium")
 PLATFORMS = ("android", "ios")
 
-IDENT = matching(re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*"), "must be letters, digits and . _ : -", 200)
+IDENT = matching(r"[A-Za-z0-9][A-Za-z0-9._:-]*", "must be letters, digits and . _ : -", 200)
 _ANDROID_PKG_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+")
-_IFNAME = matching(re.compile(r"\S{1,64}"), "is not an interface name (no spaces)", 64)
+_IFNAME = matching(r"\S{1,64}", "is not an interface name (no spaces)", 64)
 
 # Every entry says where it came from and how old that is.
 _SOURCED = (Field("source", TEXT), Field("date", DATE), optional("note", TEXT, ""))
@@ -133,7 +133,7 @@ STORE = _schema(
 )
 # JA4 (FoxIO technical_details/JA4.md): protocol, version, SNI, counts, ALPN, two truncated hashes
 JA4 = matching(
-    re.compile(r"[tqd](1[0-3]|s[23]|d[1-3]|00)[di][0-9]{4}[0-9a-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}"),
+    r"[tqd](1[0-3]|s[23]|d[1-3]|00)[di][0-9]{4}[0-9a-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}",
     "is not a JA4 fingerprint (e.g. t13d1516h2_8daaf6152771_e5627efa2ab1)",
     36,
 )

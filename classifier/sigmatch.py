@@ -8,6 +8,7 @@ prefixes, which is what makes a cached start-up fast (``sigcache``).
 from __future__ import annotations
 
 import re
+from _socket import AF_INET, AF_INET6, inet_ntop
 from collections.abc import Iterable, Iterator
 from dataclasses import astuple
 from typing import Any
@@ -91,49 +92,62 @@ class HostMatcher:
 # A prefix table's lengths at or below this export their keys as JSON integers; longer IPv6
 # prefixes (keys up to 2**128) export them as hex text, which every JSON reader keeps exact.
 _INT_KEY_BITS = 63
+_FAMILY = {4: AF_INET, 16: AF_INET6}
+
+
+def _network_text(size: int, key: int, length: int) -> str:
+    """The canonical text of the network ``key`` (the network number shifted right by the host
+    bits): what ``validate.parse_prefix`` made of the prefix as written, by the same inet_ntop."""
+    packed = (key << (size * 8 - length)).to_bytes(size, "big")
+    return f"{inet_ntop(_FAMILY[size], packed)}/{length}"
 
 
 class PrefixTable:
     """Longest-prefix match over operator and CDN prefixes, IPv4 and IPv6.
 
     One dict per prefix length, keyed by the network number shifted right by the host bits;
-    a lookup probes the lengths present, longest first. The dicts hold (network text, per-ASN
-    template) pairs rather than 20,000 entry objects; the entry is made when a lookup hits (once
-    per flow).
+    a lookup probes the lengths present, longest first. The dicts hold the per-ASN template
+    entries rather than 20,000 entry objects; the entry of a network that is not its template's
+    is made when a lookup hits (once per flow), with the network's text made from its key then:
+    keeping 20,000 texts cost a cached start-up about 4 ms (reading them, and the pairs).
     """
 
     __slots__ = ("_count", "_tables")
 
     def __init__(self, entries: Iterable[tuple[bytes, int, PrefixEntry]] = ()) -> None:
-        by_len: dict[int, dict[int, dict[int, tuple[str, PrefixEntry]]]] = {4: {}, 16: {}}
+        by_len: dict[int, dict[int, dict[int, PrefixEntry]]] = {4: {}, 16: {}}
         templates: dict[str, PrefixEntry] = {}
         count = 0
         for packed, length, entry in entries:
             bits = len(packed) * 8
             key = int.from_bytes(packed, "big") >> (bits - length)
+            if entry.network != _network_text(len(packed), key, length):  # parse_prefix's, always
+                raise ValueError(f"prefix {entry.network!r} is not in canonical form")
             template = templates.setdefault(entry.id, entry)
-            by_len[len(packed)].setdefault(length, {})[key] = (entry.network, template)
+            by_len[len(packed)].setdefault(length, {})[key] = template
             count += 1
         self._set(by_len, count)
 
-    def _set(self, by_len: dict[int, dict[int, dict[int, tuple[str, PrefixEntry]]]], count: int) -> None:
+    def _set(self, by_len: dict[int, dict[int, dict[int, PrefixEntry]]], count: int) -> None:
         self._count = count
-        # (bits, [(shift, table), ...] longest prefix first) per address size
+        # (bits, [(shift, length, table), ...] longest prefix first) per address size
         self._tables = {
-            size: (size * 8, [(size * 8 - n, t[n]) for n in sorted(t, reverse=True)])
+            size: (size * 8, [(size * 8 - n, n, t[n]) for n in sorted(t, reverse=True)])
             for size, t in by_len.items()
         }
 
     def lookup(self, addr: bytes) -> PrefixEntry | None:
         """The most specific entry covering ``addr`` (4 or 16 raw bytes), or None."""
-        table = self._tables.get(len(addr))
+        size = len(addr)
+        table = self._tables.get(size)
         if table is None:
             return None
         value = int.from_bytes(addr, "big")
-        for shift, networks in table[1]:
-            hit = networks.get(value >> shift)
-            if hit is not None:
-                network, t = hit
+        for shift, length, networks in table[1]:
+            key = value >> shift
+            t = networks.get(key)
+            if t is not None:
+                network = _network_text(size, key, length)
                 if t.network == network:
                     return t
                 return PrefixEntry(t.id, network, t.asn, t.owner, t.kind, t.source, t.date)
@@ -144,22 +158,20 @@ class PrefixTable:
 
     def networks(self) -> Iterator[tuple[int, int, int, str, PrefixEntry]]:
         """Every prefix as (address size, network number, length, text, template entry)."""
-        for size, (bits, tables) in self._tables.items():
-            for shift, networks in tables:
-                length = bits - shift
-                for key, (text, template) in networks.items():
-                    yield size, key << shift, length, text, template
+        for size, (_, tables) in self._tables.items():
+            for shift, length, networks in tables:
+                for key, template in networks.items():
+                    yield size, key << shift, length, _network_text(size, key, length), template
 
     def export(self) -> dict[str, Any]:
-        """The table as plain lists (numbers and strings) for the cache; see :meth:`restore`."""
+        """The table as plain lists of numbers (and strings) for the cache; see :meth:`restore`."""
         index: dict[str, int] = {}
         templates: list[list[Any]] = []
         rows: list[list[Any]] = []
-        for size, (bits, tables) in self._tables.items():
-            for shift, networks in tables:
-                length = bits - shift
+        for size, (_, tables) in self._tables.items():
+            for _, length, networks in tables:
                 ids = []
-                for _, template in networks.values():
+                for template in networks.values():
                     i = index.get(template.id)
                     if i is None:
                         i = index[template.id] = len(templates)
@@ -168,23 +180,21 @@ class PrefixTable:
                 keys: list[Any] = list(networks)
                 if length > _INT_KEY_BITS:
                     keys = [format(k, "x") for k in keys]
-                rows.append([size, length, keys, [text for text, _ in networks.values()], ids])
+                rows.append([size, length, keys, ids])
         return {"count": self._count, "templates": templates, "rows": rows}
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> PrefixTable:
         """The table :meth:`export` described; TypeError/ValueError/KeyError if it is not one."""
         templates = [PrefixEntry(*row) for row in data["templates"]]
-        by_len: dict[int, dict[int, dict[int, tuple[str, PrefixEntry]]]] = {4: {}, 16: {}}
+        by_len: dict[int, dict[int, dict[int, PrefixEntry]]] = {4: {}, 16: {}}
         count = 0
-        for size, length, keys, texts, ids in data["rows"]:
-            if size not in by_len or not 0 <= length <= size * 8 or not len(keys) == len(texts) == len(ids):
+        for size, length, keys, ids in data["rows"]:
+            if size not in by_len or not 0 <= length <= size * 8 or len(keys) != len(ids):
                 raise ValueError("malformed prefix table row")
             if length > _INT_KEY_BITS:
                 keys = [int(k, 16) for k in keys]
-            by_len[size][length] = dict(
-                zip(keys, zip(texts, map(templates.__getitem__, ids), strict=True), strict=True)
-            )
+            by_len[size][length] = dict(zip(keys, map(templates.__getitem__, ids), strict=True))
             count += len(keys)
         if count != data["count"]:
             raise ValueError("prefix table count does not match its rows")

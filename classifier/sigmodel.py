@@ -53,6 +53,8 @@ class CnameSuffix:
 
 @dataclass(frozen=True, slots=True)
 class App:
+    """An app the signatures name, with the source that says it is one."""
+
     id: str
     name: str
     operator: str
@@ -78,6 +80,8 @@ class Asn:
 
 @dataclass(frozen=True, slots=True)
 class Operator:
+    """A company that runs apps and networks, with its apps and ASNs and the source."""
+
     id: str
     name: str
     apps: tuple[str, ...]
@@ -88,6 +92,8 @@ class Operator:
 
 @dataclass(frozen=True, slots=True)
 class Cdn:
+    """A CDN or cloud named by its ASNs: its addresses serve many customers, not one app."""
+
     id: str
     name: str
     asns: tuple[int, ...]
@@ -97,6 +103,8 @@ class Cdn:
 
 @dataclass(frozen=True, slots=True)
 class Store:
+    """An app store, whose request targets name the app being fetched (StoreRule)."""
+
     id: str
     name: str
     platform: str  # "android" | "ios"

@@ -192,3 +192,50 @@ def test_the_hook_serves_our_classes_only(monkeypatch):
     assert not classcode._ours({"__name__": "classifierx"}) and not classcode._ours({})
     _make(frozen=True)
     assert classcode._new  # ours: compiled once and kept
+
+
+def test_named_tuple_annotations_compile_once_and_as_compile_does(monkeypatch):
+    # typing.ForwardRef compiles each string annotation of a NamedTuple: served from the cache
+    # (classcode._compile) while it is active, the same code as typing's own compile gives
+    import typing
+
+    def make() -> type:
+        return typing.NamedTuple("Sample", [("a", "int | None"), ("b", "tuple[str, ...]")])
+
+    monkeypatch.delattr(typing, "compile", raising=False)  # this process may have the hook on
+    plain = make().__annotations__
+    monkeypatch.setattr(classcode, "_cache", {})
+    monkeypatch.setattr(classcode, "_new", {})
+    monkeypatch.setattr(classcode, "_used", set())
+    monkeypatch.setattr(typing, "compile", classcode._compile, raising=False)
+    compiled = make().__annotations__
+    assert sorted(classcode._new) == ["<eval>\0int | None", "<eval>\0tuple[str, ...]"]
+    classcode._cache.update(marshal.loads(marshal.dumps(classcode._new)))
+    classcode._new.clear()
+    cached = make().__annotations__
+    assert not classcode._new, "a cached text was compiled again"
+    for hints in (compiled, cached):
+        assert hints == plain
+        for name, ref in hints.items():
+            mine, theirs = ref.__forward_code__, plain[name].__forward_code__
+            assert (mine.co_code, mine.co_consts, mine.co_names, mine.co_flags) == (
+                theirs.co_code,
+                theirs.co_consts,
+                theirs.co_names,
+                theirs.co_flags,
+            )
+    with pytest.raises(SyntaxError, match="Forward reference must be an expression"):
+        typing.ForwardRef("not an expression")
+    other = classcode._compile("x = 1", "<x>", "exec")  # not typing's call: compiled as asked
+    assert other.co_filename == "<x>" and not classcode._new
+
+
+def test_start_and_finish_hook_typing_and_unhook_it(tmp_path):
+    code = (
+        "import typing, classifier; from classifier import classcode; "
+        "hooked = typing.compile is classcode._compile; classcode.finish(); "
+        "print(hooked, 'compile' in vars(typing))"
+    )
+    env = {**os.environ, "CLASSIFIER_CACHE_DIR": str(tmp_path)}
+    env.pop("CLASSIFIER_NO_CACHE", None)
+    assert _python(code, env).stdout.split() == ["True", "False"]

@@ -210,3 +210,26 @@ def test_key_sees_data_files_at_any_depth_and_only_those(sigdir):
     (sigdir / "notes" / "deeper").mkdir()
     (sigdir / "notes" / "deeper" / "extra.txt").write_text("192.0.2.0/24\n")
     assert sigcache._key(sigdir, []) != before
+
+
+def test_prefix_texts_are_made_from_the_keys_exactly_as_the_loader_wrote_them():
+    # the table keeps no network text (sigmatch._network_text remakes it on a hit): every text
+    # must be parse_prefix's canonical form of the prefix, and a table refuses any other text
+    from classifier.sigmatch import PrefixTable
+    from classifier.sigmodel import PrefixEntry
+    from classifier.validate import parse_prefix
+
+    sigs = Signatures.load()
+    seen = 0
+    for size, value, length, text, _ in sigs.prefixes.networks():
+        packed = value.to_bytes(size, "big")
+        assert parse_prefix(text) == (packed, length, text)
+        seen += 1
+    assert seen == len(sigs.prefixes) > 10000
+    for written in ("2001:db8::/32", "10.1.0.0/16", "::ffff:1.2.3.0/120", "2001:db8:0:0:1::/80"):
+        packed, length, canonical = parse_prefix(written)
+        entry = PrefixEntry("x", canonical, 64496, "o", "cdn", "s", "2026-01-01")
+        assert PrefixTable([(packed, length, entry)]).lookup(packed) == entry
+    entry = PrefixEntry("x", "2001:0db8::/32", 64496, "o", "cdn", "s", "2026-01-01")
+    with pytest.raises(ValueError, match="canonical"):
+        PrefixTable([(parse_prefix("2001:db8::/32")[0], 32, entry)])

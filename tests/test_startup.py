@@ -118,3 +118,80 @@ def test_a_scan_collects_rarely_and_restores_the_thresholds(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "True True True True", out.stdout + out.stderr
+
+
+def test_a_scan_never_runs_inspect_and_it_still_works_when_used(tmp_path):
+    # dataclasses imports inspect (ast, dis, tokenize: ~7 ms) only for classes without a
+    # docstring; classcode.defer_inspect leaves it unrun until used, and then it is the module
+    empty = _empty_capture(tmp_path)
+    code = (
+        "import sys; from classifier.cli import main; "
+        f"status = main(['scan', {empty!r}, '-o', {os.devnull!r}, '-q']); "
+        "lazy = type(sys.modules['inspect']).__name__; loaded = 'ast' in sys.modules; "
+        "import inspect, dataclasses; from inspect import isclass; "
+        "print(status, lazy, loaded, isclass(int), inspect is sys.modules['inspect'] is dataclasses.inspect, "
+        "type(inspect).__name__); print(inspect.signature(main))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.splitlines() == [
+        "0 _OnFirstUse False True True module",
+        "(argv: 'list[str] | None' = None) -> 'int'",
+    ], out.stdout + out.stderr
+
+
+def test_a_core_command_builds_only_its_own_parser():
+    from classifier.cli import build_parser
+
+    sub = next(a for a in build_parser(plugins=False, only="scan")._actions if a.dest == "command")
+    assert list(sub.choices) == ["scan"]
+    sub = next(a for a in build_parser(plugins=False)._actions if a.dest == "command")
+    assert list(sub.choices) == ["scan", "policy", "signatures", "schema", "report"]
+
+
+def test_a_scan_imports_no_help_only_or_bzip2_module(tmp_path):
+    # textwrap (the Exit status epilog), shutil and lzma (argparse's terminal width) serve only
+    # shown help; bz2 only a bzip2 capture (cli._Parser, compressed.Bzip2Source)
+    empty = _empty_capture(tmp_path)
+    code = (
+        "import sys; from classifier.cli import main; "
+        f"status = main(['scan', {empty!r}, '-o', {os.devnull!r}, '-q']); "
+        "print(status, sorted({'textwrap', 'shutil', 'lzma', 'bz2'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "0 []", out.stdout + out.stderr
+
+
+def test_the_help_still_ends_with_the_exit_statuses():
+    out = subprocess.run(
+        [sys.executable, "-m", "classifier", "scan", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Exit status:" in out.stdout and "130 interrupted" in out.stdout, out.stdout
+
+
+def test_importing_the_package_and_the_command_line_collects_nothing(tmp_path):
+    # classifier/__init__ pauses the collector around the class-code cache (and turns it back
+    # on); python -m classifier imports the command line inside loading(): no collection runs
+    # before the first loading() block is entered (without the pauses, 8 and 16 more ran)
+    empty = _empty_capture(tmp_path)
+    code = f"""
+import gc, runpy, sys
+runs = []
+gc.callbacks.append(lambda phase, info: runs.append(phase))
+import classifier
+on, package = gc.isenabled(), len(runs)
+import classifier.startup as s
+inner, seen = s.loading, []
+s.loading = lambda: (seen.append(len(runs)), inner())[1]
+sys.argv = ["classifier", "scan", {empty!r}, "-o", {os.devnull!r}, "-q"]
+before = len(runs)
+try:
+    runpy.run_module("classifier", run_name="__main__")
+except SystemExit as e:
+    print(e.code, on, package, seen[0] - before)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    status, on, package, command_line = out.stdout.split()
+    # a few run while the import system finds and reads the package, before its code runs (18
+    # without the pause)
+    assert (status, on, command_line) == ("0", "True", "0") and int(package) < 8, out.stdout + out.stderr

@@ -13,17 +13,16 @@ import gc
 import io
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..blockfloor import BlockFloor
 from ..errors import UserError
 from ..exitcodes import Exit
 from ..flows import Flow, FlowConfig
 from ..outputs import TextOutput, check_writable, refuse_clobbering, write_text_file
-from ..pcapout import PacketSink, feeding, parse_where
 from ..pipeline import Scanner, ScanOptions
 from ..policy import Policy
 from ..record import CsvWriter, JsonLinesWriter, record_function
@@ -35,6 +34,7 @@ from ..startup import first_command, loading
 if TYPE_CHECKING:
     from ..eve import EveWriter
     from ..parquetout import ParquetPartWriter
+    from ..pcapout import PacketSink
     from ..reportdata import ScanAggregate
 
     RecordWriter = JsonLinesWriter | CsvWriter | ParquetPartWriter | EveWriter
@@ -161,7 +161,7 @@ def run_scan(args: argparse.Namespace) -> int:
                 scanner = Scanner(sigs, policy, options, lambda flow: write(flow_record(flow)))
             else:
                 scanner = Scanner(sigs, policy, options, lambda flow: on_record(flow_record(flow), flow))
-            wrap = None if sink is None else (lambda feed: feeding(feed, sink))
+            wrap = None if sink is None else _feeding_into(sink)
             failed = scan_inputs(captures, scanner, stats, args.continuous, progress, wrap)
             scanner.finish()
             scanner.fill_stats(stats)
@@ -236,15 +236,25 @@ def _writer(args: argparse.Namespace, out: TextOutput, dask: bool) -> RecordWrit
 
 
 def _packet_sink(args: argparse.Namespace) -> PacketSink | None:
-    """The --write-pcap output, or None (then --write-pcap-where makes no sense)."""
+    """The --write-pcap output, or None (then --write-pcap-where makes no sense). ``pcapout`` is
+    imported only for --write-pcap: a scan without it does not pay for loading it."""
     if not args.write_pcap:
         if args.write_pcap_where:
             raise UserError("--write-pcap-where needs --write-pcap FILE")
         return None
     if args.write_pcap == "-":
         raise UserError("--write-pcap -: give a file name (standard output carries the records)")
+    from ..pcapout import PacketSink, parse_where
+
     where = parse_where(args.write_pcap_where) if args.write_pcap_where else ()
     return PacketSink(args.write_pcap, list(args.captures), where, community_id_seed=args.community_id_seed)
+
+
+def _feeding_into(sink: PacketSink) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """What replaces ``Scanner.feed`` so that every packet also reaches the --write-pcap output."""
+    from ..pcapout import feeding
+
+    return lambda feed: feeding(feed, sink)
 
 
 def _html_aggregate(args: argparse.Namespace) -> ScanAggregate | None:

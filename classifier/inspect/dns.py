@@ -72,6 +72,8 @@ _NAME_TARGET_TYPES = frozenset({TYPE_CNAME, TYPE_NS, TYPE_PTR, TYPE_DNAME})
 
 @dataclass(frozen=True, slots=True)
 class Question:
+    """One entry of a message's question section, as sent (the name decoded, not normalized)."""
+
     name: str
     qtype: int
     qclass: int
@@ -79,6 +81,8 @@ class Question:
 
 @dataclass(frozen=True, slots=True)
 class Record:
+    """One resource record of an answer, authority or additional section, as sent."""
+
     name: str
     rtype: int
     rclass: int
@@ -89,6 +93,8 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """A parsed DNS message: what binding an answer to its query and the cache need."""
+
     id: int
     is_response: bool
     opcode: int

@@ -87,6 +87,8 @@ _GQUIC_PUBLIC = 3  # gQUIC public header (Q043 and older), clear, handshake on s
 
 @dataclass(frozen=True, slots=True)
 class _Version:
+    """What differs between the QUIC versions read: Initial layout, salt, key labels, packet types."""
+
     number: int
     name: str
     layout: int

@@ -16,8 +16,9 @@ on the first bytes of a client that is neither: they must be cheap and mutually 
 from __future__ import annotations
 
 import importlib
-import pkgutil
-from collections.abc import Callable
+import importlib.machinery
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,31 @@ def _load_builtin() -> None:
     global _builtin_loaded
     _builtin_loaded = True
     package = importlib.import_module(__package__ or "classifier.inspect")
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name not in _NOT_INSPECTORS:
-            importlib.import_module(f"{package.__name__}.{info.name}")
+    for name in sorted(_module_names(package.__path__)):
+        if name not in _NOT_INSPECTORS:
+            importlib.import_module(f"{package.__name__}.{name}")
+
+
+def _module_names(directories: Iterable[str]) -> set[str]:
+    """The modules and subpackages in ``directories``, as ``pkgutil.iter_modules`` names them
+    there: that function calls ``inspect.getmodulename``, and importing ``inspect`` (ast, dis,
+    tokenize...) cost every scan about 7 ms of its start-up (``classcode.defer_inspect``)."""
+    suffixes = importlib.machinery.all_suffixes()
+    names: set[str] = set()
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir():
+                if "." not in entry.name and any(
+                    os.path.isfile(os.path.join(entry.path, f"__init__{s}")) for s in suffixes
+                ):
+                    names.add(entry.name)
+                continue
+            for suffix in suffixes:
+                stem = entry.name[: -len(suffix)]
+                if entry.name.endswith(suffix) and stem and "." not in stem and stem != "__init__":
+                    names.add(stem)
+    return names
