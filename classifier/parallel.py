@@ -38,7 +38,7 @@ from .report import InputStats, Summary
 from .scaninputs import progress_bar, scan_inputs
 from .signatures import Signatures
 from .startup import thaw_after_workers
-from .workerproc import Channel, Worker, channels, recv_message, send_message, waiting
+from .workerproc import Channel, Worker, channels, recv_message, send_message, waiting, workers_end_too
 
 BATCH = 256  # records per message from a worker
 # The share of a one-process scan's time that every partition repeats when splitting by server
@@ -252,8 +252,27 @@ def scan_parallel(
     and whether some input could not be opened.
     """
     lines = None if on_lines is None else (Summary.FIELDS if on_record is not None else ())
-    if split_by_files(captures, continuous, workers):
-        return _scan_files(sigs, policy, options, captures, workers, progress, on_record, on_lines, lines)
+    with workers_end_too():  # ``kill`` of this process ends them too
+        if split_by_files(captures, continuous, workers):
+            return _scan_files(sigs, policy, options, captures, workers, progress, on_record, on_lines, lines)
+        return _scan_parts(
+            sigs, policy, options, captures, continuous, workers, progress, on_record, on_lines, lines
+        )
+
+
+def _scan_parts(
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    captures: list[str],
+    continuous: bool,
+    workers: int,
+    progress: bool,
+    on_record: Callable[[dict], None] | None,
+    on_lines: Callable[[bytes], None] | None,
+    lines: tuple[str, ...] | None,
+) -> tuple[InputStats, bool]:
+    """``scan_parallel`` by server address: every worker a partition of them."""
     # Forked: the workers inherit the loaded signatures, no start-up cost.
     conns: dict[Channel, int] = {}
     procs: list[Worker] = []

@@ -10,6 +10,7 @@ of one process.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import resource
@@ -367,3 +368,48 @@ def test_more_workers_than_the_machine_can_run_is_a_usage_error(dask: bool, tmp_
         assert proc.stderr.decode().splitlines()[-1] == (
             f"classifier scan: error: argument --workers: '{n}' must be a positive finite number"
         )
+
+
+_BUSY_WORKERS = """
+import sys, time
+from classifier import parallel
+from classifier.cli import main
+
+def busy(*args, **kwargs):
+    time.sleep(60)  # a worker deep in a capture of few long flows: it sends nothing for a while
+
+parallel.run_part = parallel.scan_file = busy  # the forked workers inherit it
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+@pytest.mark.parametrize("copies", [1, 2], ids=["by-address", "by-files"])
+def test_a_scan_ended_by_a_signal_ends_its_workers(signum: int, copies: int) -> None:
+    """``kill`` (or ``timeout``, or a closed terminal) of the scan: it ends by that signal as one
+    process does, and takes its workers with it; they used to go on scanning until their next
+    message met the closed pipe, which on a capture of few long flows is the rest of the scan."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BUSY_WORKERS, "scan", "-q", "--workers", "2", *[str(DEMO)] * copies],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        workers = _children(proc.pid)
+        assert len(workers) == 2 and proc.poll() is None, "the scan ended before both workers ran"
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=10)
+        left = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signum, err
+    assert err == b""
+    assert left == [], "workers outlived the scan"
