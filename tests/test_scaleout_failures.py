@@ -413,3 +413,53 @@ def test_a_scan_ended_by_a_signal_ends_its_workers(signum: int, copies: int) -> 
     assert proc.returncode == -signum, err
     assert err == b""
     assert left == [], "workers outlived the scan"
+
+
+def _session(sid: int) -> list[int]:
+    """Live processes of session ``sid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_dask_worker_killed_mid_scan_has_its_task_rerun(tmp_path: Path) -> None:
+    """SIGKILL to one of a LocalCluster's workers once the tasks run: Dask reruns what it was
+    doing elsewhere, and as tasks only read files the records are one process's
+    (docs/scale-out.md), with no hang."""
+    options = _mode("dask-files")
+    big = tmp_path / "big.pcap"
+    data = DEMO.read_bytes()
+    big.write_bytes(data + data[24:] * 30)
+    captures = [str(big)] * 6
+    out = tmp_path / "dask.jsonl"
+    one = _scan("-q", *captures)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "classifier", "scan", *options, "-o", str(out), *captures],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    try:
+        first = proc.stderr.readline()  # progress: a task is done, the others run
+        assert first.startswith(b"dask: 1/6 tasks done"), first
+        workers = [p for p in _session(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == one.returncode == Exit.OK, err
+    assert b"Traceback" not in err and b"dask: 6/6 tasks done" in err
+    assert out.read_bytes() == one.stdout
+    _session_ends(proc.pid)
