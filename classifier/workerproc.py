@@ -19,6 +19,7 @@ import signal
 import struct
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 PIPE_BYTES = 1 << 20  # a worker's pipe: several batches of records
 
@@ -199,7 +200,10 @@ def workers_end_too() -> Iterator[None]:
             ending.append(signum)
             raise _Ended(signum)
 
-    saved = {signum: signal.signal(signum, handler) for signum in ENDING_SIGNALS}
+    saved: dict[int, Any] = {}
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers (and gets signals)
+        for signum in ENDING_SIGNALS:
+            saved[signum] = signal.signal(signum, handler)
     try:
         yield
     except _Ended as ended:
@@ -207,5 +211,5 @@ def workers_end_too() -> Iterator[None]:
         os.kill(os.getpid(), ended.signum)
         raise  # not reached unless the signal is blocked
     finally:
-        for signum, previous in saved.items():
-            signal.signal(signum, previous)
+        for number, previous in saved.items():
+            signal.signal(number, previous)
