@@ -199,10 +199,10 @@ def _add_scan(sub: _Commands) -> None:
         type=positive(int),
         default=1,
         metavar="N",
-        help="scan with N processes (default 1: one process). The records, their order, "
-        "flow numbers and the statistics are exactly those of one process; every "
-        "worker reads all the captures (files only, not '-') and reports the flows "
-        "of its share of server addresses (docs/ARCHITECTURE.md, Scale-out)",
+        help="scan with N processes (default 1: one process; at most 8 per core). The records, "
+        "their order, flow numbers and the statistics are exactly those of one process; "
+        "the workers open the captures themselves (files only: not '-' or a FIFO) and "
+        "split them by whole files or by server address (docs/ARCHITECTURE.md, Scale-out)",
     )
     s.add_argument(
         "--dask",

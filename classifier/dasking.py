@@ -86,30 +86,37 @@ def expand_inputs(items: list[str]) -> list[str]:
 class TaskResult:
     """What one task sends back: its counts and summary, and its records unless it wrote Parquet."""
 
-    result: PartResult
+    result: PartResult | None
     summary: Summary
     records: Batch | None
+    error: UserError | None = None  # what stopped the task (a part that could not be written)
 
 
 def run_task(
     sigs: Signatures, policy: Policy, options: ScanOptions, job: PartJob, parquet_path: str | None
 ) -> TaskResult:
-    """One Dask task: scan ``job``; write its records to ``parquet_path`` or return them."""
+    """One Dask task: scan ``job``; write its records to ``parquet_path`` or return them.
+
+    A user's error (a full disk under the part) is returned, not raised: the client says it in
+    one line, where a raised one is also a failed task the workers log with its traceback."""
     summary = Summary()
     records: Batch = []
-    writer = ParquetPartWriter(parquet_path) if parquet_path else None
+    try:
+        writer = ParquetPartWriter(parquet_path) if parquet_path else None
 
-    def emit(batch: Batch, _upto: int) -> None:
-        for seq, rec in batch:
-            summary.add(rec)
-            if writer is not None:
-                writer.write(rec)
-            else:
-                records.append((seq, rec))
+        def emit(batch: Batch, _upto: int) -> None:
+            for seq, rec in batch:
+                summary.add(rec)
+                if writer is not None:
+                    writer.write(rec)
+                else:
+                    records.append((seq, rec))
 
-    result = run_part(sigs, policy, options, job, emit)
-    if writer is not None:
-        writer.close()
+        result = run_part(sigs, policy, options, job, emit)
+        if writer is not None:
+            writer.close()
+    except UserError as err:
+        return TaskResult(None, summary, None, err)
     return TaskResult(result, summary, None if writer is not None else records)
 
 
@@ -139,7 +146,9 @@ class DaskRun:
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=None,
-                    silence_logs=logging.ERROR,
+                    # Every failure of a task reaches the client, which says it in one line:
+                    # the workers' own log of it (a traceback) would only repeat it.
+                    silence_logs=logging.CRITICAL,
                 )
                 self.client = dd.Client(self.cluster)
             else:
@@ -181,12 +190,15 @@ class DaskRun:
         nxt = 0
         for finished, fut in enumerate(self._dd.as_completed(futures), 1):
             try:
-                done[index[fut.key]] = fut.result()
-            except UserError:  # e.g. a part that could not be written (OutputError, exit 4)
+                task = fut.result()
+            except UserError:  # never a bug, whoever raised it (OutputError: exit 4)
                 raise
             except Exception as err:  # a bug in a task (input problems are results, not errors)
                 what = f"{type(err).__name__}: {err}"
                 raise WorkerFailed(f"Dask task {index[fut.key]} failed: {what}") from None
+            if task.error is not None:
+                raise task.error  # e.g. a part that could not be written (OutputError, exit 4)
+            done[index[fut.key]] = task
             progress(finished, len(futures))
             while nxt in done:
                 yield done.pop(nxt)
@@ -257,6 +269,7 @@ def scan_dask(
         held: list[TaskResult] = []
         offset = 0  # flows of the files before: one process numbers flows on across files
         for task in run.run(sigs, policy, options, jobs, parquet_dir, progress_printer(not show_progress)):
+            assert task.result is not None  # a task that failed raised its error
             results.append(task.result)
             merge_summary(summary, task.summary)
             if writer is None:

@@ -22,11 +22,13 @@ from __future__ import annotations
 import gc
 import heapq
 import os
+import signal
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .errors import UserError
 from .flows import Flow
 from .partition import PartScanner, merge_input_stats, merge_part_stats
 from .pipeline import Scanner, ScanOptions
@@ -36,7 +38,7 @@ from .report import InputStats, Summary
 from .scaninputs import progress_bar, scan_inputs
 from .signatures import Signatures
 from .startup import thaw_after_workers
-from .workerproc import Channel, Worker, channels, recv_message, send_message, waiting
+from .workerproc import Channel, Worker, channels, recv_message, send_message, waiting, workers_end_too
 
 BATCH = 256  # records per message from a worker
 # The share of a one-process scan's time that every partition repeats when splitting by server
@@ -170,6 +172,29 @@ class WorkerFailed(RuntimeError):
     """A worker process died or raised: a bug (or the OOM killer), reported as an internal error."""
 
 
+def _died(part: int, proc: Worker) -> WorkerFailed:
+    """A worker that is gone (its pipe closed): how it ended, in words (the OOM killer's SIGKILL is
+    a signal, not the exit status -9)."""
+    code = proc.join()
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return WorkerFailed(f"scan worker {part} was killed by {name} (signal {-code})")
+    return WorkerFailed(f"scan worker {part} died (exit status {code})")
+
+
+def _hand(conn: Channel, part: int, proc: Worker, index: int | None) -> None:
+    """Give a file worker its next file (None: no more). A worker that died since its last message
+    closed its end: that is the worker's failure, not a broken standard output (which a
+    BrokenPipeError would be taken for: a quiet exit 0 with records missing)."""
+    try:
+        send_message(conn, (index,))
+    except BrokenPipeError:
+        raise _died(part, proc) from None
+
+
 def split_by_files(captures: list[str], continuous: bool, workers: int) -> bool:
     """True if whole files per worker beat partitions of server addresses for these inputs.
 
@@ -227,8 +252,27 @@ def scan_parallel(
     and whether some input could not be opened.
     """
     lines = None if on_lines is None else (Summary.FIELDS if on_record is not None else ())
-    if split_by_files(captures, continuous, workers):
-        return _scan_files(sigs, policy, options, captures, workers, progress, on_record, on_lines, lines)
+    with workers_end_too():  # ``kill`` of this process ends them too
+        if split_by_files(captures, continuous, workers):
+            return _scan_files(sigs, policy, options, captures, workers, progress, on_record, on_lines, lines)
+        return _scan_parts(
+            sigs, policy, options, captures, continuous, workers, progress, on_record, on_lines, lines
+        )
+
+
+def _scan_parts(
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    captures: list[str],
+    continuous: bool,
+    workers: int,
+    progress: bool,
+    on_record: Callable[[dict], None] | None,
+    on_lines: Callable[[bytes], None] | None,
+    lines: tuple[str, ...] | None,
+) -> tuple[InputStats, bool]:
+    """``scan_parallel`` by server address: every worker a partition of them."""
     # Forked: the workers inherit the loaded signatures, no start-up cost.
     conns: dict[Channel, int] = {}
     procs: list[Worker] = []
@@ -269,7 +313,7 @@ def _merge(
             try:
                 msg = recv_message(conn)
             except EOFError:
-                raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].join()})") from None
+                raise _died(part, procs[part]) from None
             if msg[0] == "records":
                 for item in msg[1]:
                     heapq.heappush(pending, item)
@@ -462,7 +506,7 @@ def _merge_files(
     handed = 0
     live = list(conns)
     for conn in live:
-        send_message(conn, (handed,))
+        _hand(conn, conns[conn], procs[conns[conn]], handed)
         handed += 1
     while live:
         for conn in waiting(live):
@@ -470,7 +514,7 @@ def _merge_files(
             try:
                 msg = recv_message(conn)
             except EOFError:
-                raise WorkerFailed(f"scan worker {part} died (exit status {procs[part].join()})") from None
+                raise _died(part, procs[part]) from None
             if msg[0] == "records":
                 if msg[1] == writing:
                     take(msg[2])
@@ -480,10 +524,10 @@ def _merge_files(
                 results[msg[1]] = unpack_result(msg[2])
                 on_done(msg[1])
                 if handed < files:
-                    send_message(conn, (handed,))
+                    _hand(conn, part, procs[part], handed)
                     handed += 1
                 else:
-                    send_message(conn, (None,))
+                    _hand(conn, part, procs[part], None)
                     live.remove(conn)
                 while writing in results and writing < files:
                     offset += results[writing].created
@@ -500,3 +544,20 @@ def _merge_files(
 def default_workers() -> int:
     """Cores this process may run on (the affinity mask, not the machine's count)."""
     return len(os.sched_getaffinity(0))
+
+
+# Local worker processes allowed per core: more only adds processes (each holding a flow table, and
+# by server address each reading every packet) on the same cores; ``--workers 100000`` would fork
+# until the machine runs out of processes or memory.
+WORKERS_PER_CORE = 8
+
+
+def check_workers(workers: int) -> None:
+    """UserError if ``workers`` local processes are more than ``WORKERS_PER_CORE`` per core."""
+    cores = default_workers()
+    if workers > WORKERS_PER_CORE * cores:
+        raise UserError(
+            f"--workers {workers}: at most {WORKERS_PER_CORE * cores} on this machine "
+            f"({WORKERS_PER_CORE} per core, {cores} cores): each worker is a process with its own "
+            "flow table, and more than the cores only share them"
+        )

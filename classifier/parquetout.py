@@ -9,6 +9,7 @@ optional extra ``dask`` and is imported only here.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,13 @@ def arrow_schema() -> Any:
     return pa.schema(fields)
 
 
+def _cannot_write(path: str, err: OSError) -> OutputError:
+    """One line as every output's failure reads ("cannot write PATH: No space left on device"):
+    pyarrow's own text wraps the OS error in its C++ call's words."""
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    return OutputError(f"cannot write {path}: {reason}")
+
+
 def part_name(number: int) -> str:
     return f"part-{number:05d}.parquet"
 
@@ -74,7 +82,7 @@ def check_directory(path: str) -> None:
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputError(f"{path}: {err.strerror or err}") from None
+        raise _cannot_write(path, err) from None
 
 
 class ParquetPartWriter:
@@ -90,7 +98,7 @@ class ParquetPartWriter:
         try:
             self._writer = pa.parquet.ParquetWriter(path, self.schema)
         except OSError as err:
-            raise OutputError(f"{path}: {err}") from None
+            raise _cannot_write(path, err) from None
 
     def write(self, record: dict) -> None:
         self._rows.append(record)
@@ -105,7 +113,7 @@ class ParquetPartWriter:
         try:
             self._writer.write_table(table)
         except OSError as err:
-            raise OutputError(f"{self.path}: {err}") from None
+            raise _cannot_write(self.path, err) from None
         self.rows += table.num_rows
 
     def close(self) -> None:
@@ -114,4 +122,4 @@ class ParquetPartWriter:
         try:
             self._writer.close()
         except OSError as err:
-            raise OutputError(f"{self.path}: {err}") from None
+            raise _cannot_write(self.path, err) from None

@@ -15,9 +15,11 @@ import fcntl
 import marshal
 import os
 import select
+import signal
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 PIPE_BYTES = 1 << 20  # a worker's pipe: several batches of records
 
@@ -129,6 +131,8 @@ class Worker:
         if self.pid == 0:  # the worker
             code = 1
             try:
+                for signum in ENDING_SIGNALS:  # ended by them at once, as before ``workers_end_too``
+                    signal.signal(signum, signal.SIG_DFL)
                 for conn in close:
                     conn.close()
                 target(*args)
@@ -168,3 +172,44 @@ def waiting(conns: list[Channel]) -> list[Channel]:
         by_fd[conn.fileno()] = conn
         poller.register(conn.fileno(), select.POLLIN)
     return [by_fd[fd] for fd, _events in poller.poll()]
+
+
+# Signals that end a process where it stands (``kill``, ``timeout``, a closed terminal): the parent
+# would leave its workers scanning until their next message met a closed pipe, which on a capture of
+# few long flows is the rest of the scan.
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class _Ended(BaseException):
+    """An ending signal, raised in the parent so that what stops the workers runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def workers_end_too() -> Iterator[None]:
+    """While workers run: an ending signal stops and reaps them (the ``finally`` that stops them
+    runs), then ends this process by that same signal, as it ends one process (same status, no
+    message). A second one meanwhile is ignored: the workers are being stopped already."""
+    ending: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if not ending:
+            ending.append(signum)
+            raise _Ended(signum)
+
+    saved: dict[int, Any] = {}
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers (and gets signals)
+        for signum in ENDING_SIGNALS:
+            saved[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    except _Ended as ended:
+        signal.signal(ended.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), ended.signum)
+        raise  # not reached unless the signal is blocked
+    finally:
+        for number, previous in saved.items():
+            signal.signal(number, previous)

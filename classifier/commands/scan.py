@@ -12,6 +12,8 @@ import argparse
 import gc
 import io
 import json
+import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -22,7 +24,7 @@ from ..blockfloor import BlockFloor
 from ..errors import UserError
 from ..exitcodes import Exit
 from ..flows import Flow, FlowConfig
-from ..outputs import TextOutput, check_writable, refuse_clobbering, write_text_file
+from ..outputs import TextOutput, check_writable, printable, refuse_clobbering, write_text_file
 from ..pipeline import Scanner, ScanOptions
 from ..policy import Policy
 from ..record import CsvWriter, JsonLinesWriter, record_function
@@ -50,11 +52,12 @@ def run_scan(args: argparse.Namespace) -> int:
 
         import_dask()  # without the extra: one line saying how to get it, before any work
         captures = expand_inputs(captures)
-    if (workers > 1 or scheduler is not None) and "-" in captures:
-        raise UserError(
-            "--workers/--dask: every worker reads the captures itself, so standard input "
-            "('-') cannot be one: give files"
-        )
+    if workers > 1 and scheduler in (None, "local"):
+        from ..parallel import check_workers
+
+        check_workers(workers)  # before a single fork
+    if workers > 1 or scheduler is not None:
+        _refuse_streams(captures)
     if parquet and not args.output:
         raise UserError("--format parquet writes a directory of parts: name it with -o DIR")
     if args.html and scheduler is not None:
@@ -233,6 +236,29 @@ def _writer(args: argparse.Namespace, out: TextOutput, dask: bool) -> RecordWrit
 
         return ParquetPartWriter(str(Path(args.output) / part_name(0)))
     return None
+
+
+def _refuse_streams(captures: list[str]) -> None:
+    """UserError for an input that can be read only once (standard input, a FIFO, a socket):
+    every worker opens the captures itself, so two would share its bytes and each see
+    a part (flows lost without a word), or wait for a writer that comes once. Missing files and
+    directories are left to the reader, which reports them as one process does."""
+    for path in captures:
+        if path == "-":
+            raise UserError(
+                "--workers/--dask: every worker reads the captures itself, so standard input "
+                "('-') cannot be one: give files"
+            )
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            continue
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else None
+        if kind is not None:
+            raise UserError(
+                f"--workers/--dask: every worker reads the captures itself, so {printable(path)} "
+                f"({kind}, readable once) cannot be one: give files"
+            )
 
 
 def _packet_sink(args: argparse.Namespace) -> PacketSink | None:

@@ -1,0 +1,465 @@
+"""Hostile inputs and failing outputs under ``scan --workers 2`` (both splits) and ``--dask local``.
+
+Every case runs the real command line in a subprocess of its own session, as a user would, and
+checks what one process does is what the scale-out does: the exit status, the lines on stderr
+(what is wrong and where), the records of everything good; and that nothing hangs (a timeout)
+and no worker outlives the scan (its process group is empty afterwards). tests/test_workers.py
+and tests/test_dask.py check the records on good inputs; tests/test_output_safety.py the outputs
+of one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from classifier import parallel
+from classifier.cli import main
+from classifier.exitcodes import Exit
+
+SAMPLES = ROOT / "pcaps"
+DEMO = SAMPLES / "demo.pcap"
+HAS_DASK = importlib.util.find_spec("dask") is not None and importlib.util.find_spec("pyarrow") is not None
+
+WORKERS = {
+    "files": ("--workers", "2"),  # several files on their own: whole files to the workers
+    "address": ("--workers", "2", "--continuous"),  # one stream: split by server address
+}
+DASK = {
+    "dask-files": ("--dask", "local", "--workers", "2"),
+    "dask-continuous": ("--dask", "local", "--workers", "2", "--continuous"),
+}
+
+
+def _mode(name: str) -> tuple[str, ...]:
+    if name in DASK and not HAS_DASK:
+        if os.environ.get("CI"):
+            pytest.fail("the optional extra dask is not installed (make test installs it)")
+        pytest.skip("the optional extra dask is not installed")
+    return {**WORKERS, **DASK}[name]
+
+
+def _one_process(mode: tuple[str, ...]) -> tuple[str, ...]:
+    """The one-process command of a scale-out mode: its options without the workers."""
+    return ("--continuous",) if "--continuous" in mode else ()
+
+
+ALL_MODES = pytest.mark.parametrize("mode", [*WORKERS, *DASK])
+
+
+def _scan(
+    *args: str, timeout: float = 60, limit_file_size: int | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
+    """``classifier scan ARGS`` in a session of its own: killed and failed if it hangs, failed if
+    any process of its session (a worker) is left once it has ended."""
+
+    def preexec() -> None:
+        if limit_file_size is not None:  # a "disk" that fills up: EFBIG instead of SIGXFSZ
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "classifier", "scan", "--no-progress", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=preexec,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"scan {' '.join(args)}: still running after {timeout} s (a hang)")
+    _session_ends(proc.pid)
+    assert b"Traceback" not in err, err.decode(errors="replace")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _session_ends(sid: int, within: float = 10) -> None:
+    """Fail unless every process of session ``sid`` is gone within ``within`` s (a LocalCluster's
+    workers take a moment to exit after the client has)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            os.killpg(sid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            os.killpg(sid, signal.SIGKILL)
+            pytest.fail(f"processes of the scan (session {sid}) outlived it")
+        time.sleep(0.05)
+
+
+def _one_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _record_header_offsets(data: bytes, count: int) -> list[int]:
+    """Offsets of the first ``count`` record headers of a little-endian classic pcap."""
+    offsets, at = [], 24
+    for _ in range(count):
+        offsets.append(at)
+        at += 16 + int.from_bytes(data[at + 8 : at + 12], "little")
+    return offsets
+
+
+@pytest.fixture
+def bad_inputs(tmp_path: Path) -> list[str]:
+    """Good captures with, among them, one cut in the middle of a record, one whose 6th record
+    header claims 2 GiB, one missing and one under a file (ENOTDIR): inputs even enough in size
+    to be split by files."""
+    data = DEMO.read_bytes()
+    assert data[:4] == b"\xd4\xc3\xb2\xa1"  # little-endian classic pcap, as the cut assumes
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) // 2 + 7])
+    corrupt = bytearray((SAMPLES / "preludes.pcap").read_bytes())
+    at = _record_header_offsets(bytes(corrupt), 6)[-1]
+    corrupt[at + 8 : at + 12] = (0x7FFFFFFF).to_bytes(4, "little")
+    (tmp_path / "corrupt.pcap").write_bytes(bytes(corrupt))
+    good = tmp_path / "good.pcap"
+    shutil.copyfile(DEMO, good)
+    captures = [
+        str(good),
+        str(cut),
+        str(SAMPLES / "quic-v1.pcap"),
+        str(tmp_path / "missing.pcap"),
+        str(tmp_path / "corrupt.pcap"),
+        str(good / "x"),
+        str(SAMPLES / "tunnel-gre.pcap"),
+    ]
+    assert parallel.split_by_files(captures, False, 2)
+    return captures
+
+
+@ALL_MODES
+def test_bad_inputs_among_good_ones_are_reported_as_in_one_process(mode: str, bad_inputs: list[str]) -> None:
+    options = _mode(mode)
+    one = _scan("-q", *_one_process(options), *bad_inputs)
+    assert one.returncode == Exit.INPUT
+    err = one.stderr.decode()
+    assert "cut.pcap: packet 142: offset 22570: truncated record: header says 571 bytes, 240 present" in err
+    assert "corrupt.pcap: packet 6: offset" in err and "corrupt record: header says 2147483647 bytes" in err
+    assert "missing.pcap: no such file" in err and "good.pcap/x: cannot open: Not a directory" in err
+    assert one.stdout.count(b"\n") > 50
+    many = _scan("-q", *options, *bad_inputs)
+    assert (many.returncode, many.stderr) == (one.returncode, one.stderr)
+    assert many.stdout == one.stdout  # the records of every good file and packet
+
+
+@pytest.mark.parametrize("mode", ["files", "address"])
+def test_a_directory_among_the_inputs_is_one_problem_line(mode: str, tmp_path: Path) -> None:
+    """(With --dask a directory stands for the files in it: docs/scale-out.md.)"""
+    options = _mode(mode)
+    (tmp_path / "dir").mkdir()
+    captures = [str(DEMO), str(tmp_path / "dir"), str(SAMPLES / "preludes.pcap")]
+    one = _scan("-q", *_one_process(options), *captures)
+    many = _scan("-q", *options, *captures)
+    assert one.returncode == Exit.INPUT and b"dir: is a directory, not a capture file" in one.stderr
+    assert (many.returncode, many.stderr, many.stdout) == (one.returncode, one.stderr, one.stdout)
+
+
+@ALL_MODES
+def test_a_fifo_is_refused_not_waited_for_or_shared(mode: str, tmp_path: Path) -> None:
+    """One process reads a FIFO once, waiting for its writer; workers would each open it and
+    share its bytes (flows lost without a word), or wait for ever without a writer: refused
+    before anything starts, as standard input is."""
+    options = _mode(mode)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.jsonl"
+    proc = _scan(*options, str(DEMO), str(fifo), "-o", str(out), timeout=30)
+    assert proc.returncode == Exit.USAGE
+    line = _one_line(proc)
+    assert line.startswith("classifier: error: --workers/--dask: ") and f"{fifo} (a FIFO" in line
+    assert not out.exists()
+
+
+def _output_cases(tmp_path: Path) -> dict[str, tuple[str, ...]]:
+    capture = tmp_path / "in.pcap"
+    shutil.copyfile(DEMO, capture)
+    (tmp_path / "file").write_text("")
+    return {
+        "full": ("-o", "/dev/full", str(capture), str(SAMPLES / "preludes.pcap")),
+        "no-directory": ("-o", str(tmp_path / "none" / "x.jsonl"), str(capture), str(DEMO)),
+        "an-input": ("-o", str(capture), str(DEMO), str(capture)),
+        "parquet-file": ("--format", "parquet", "-o", str(tmp_path / "file"), str(capture), str(DEMO)),
+        "parquet-under-a-file": ("--format", "parquet", "-o", str(tmp_path / "file" / "p"), str(DEMO)),
+    }
+
+
+@ALL_MODES
+@pytest.mark.parametrize("case", ["full", "no-directory", "an-input", "parquet-file", "parquet-under-a-file"])
+def test_an_output_that_fails_is_one_line_as_in_one_process(mode: str, case: str, tmp_path: Path) -> None:
+    options = _mode(mode)
+    if case.startswith("parquet") and not HAS_DASK:
+        pytest.skip("--format parquet needs the extra dask")
+    args = _output_cases(tmp_path)[case]
+    original = DEMO.read_bytes()
+    one = _scan(*_one_process(options), *args)
+    many = _scan(*options, *args)
+    assert one.returncode in (Exit.USAGE, Exit.OUTPUT)
+    assert _one_line(one).startswith("classifier: error: ")
+    assert (many.returncode, many.stderr) == (one.returncode, one.stderr)
+    assert (tmp_path / "in.pcap").read_bytes() == original  # an input is never written
+
+
+@ALL_MODES
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_disk_that_fills_up_mid_scan_is_one_line_and_keeps_what_was_written(
+    mode: str, fmt: str, tmp_path: Path
+) -> None:
+    """A file-size limit stands for a full disk. JSON lines: the file holds what one process
+    wrote before the failure. Parquet: the one line names the part (a Dask worker's own log of
+    the failed task, with its traceback, was printed too)."""
+    options = _mode(mode)
+    if fmt == "parquet" and not HAS_DASK:
+        pytest.skip("--format parquet needs the extra dask")
+    captures = [str(DEMO), str(SAMPLES / "preludes.pcap"), str(DEMO)]
+    limit = 12_000
+    outs = []
+    for label, opts in (("one", _one_process(options)), ("many", options)):
+        out = tmp_path / label
+        proc = _scan(*opts, "-q", "--format", fmt, "-o", str(out), *captures, limit_file_size=limit)
+        assert proc.returncode == Exit.OUTPUT, proc.stderr
+        line = _one_line(proc)
+        assert line.startswith(f"classifier: error: cannot write {out}") and line.endswith(": File too large")
+        outs.append(out)
+    if fmt == "jsonl":
+        assert outs[0].stat().st_size == limit
+        assert outs[1].read_bytes() == outs[0].read_bytes()
+
+
+def test_a_worker_gone_before_it_is_handed_a_file_is_a_failed_worker(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file worker that dies right after a file's results: handing it the next file meets a
+    closed pipe. That is the worker's failure; as a BrokenPipeError it passed for a reader of
+    standard output gone away (``| head``), a quiet exit 0 with the files after it missing."""
+    real = parallel.send_message
+
+    def send_then_die(conn: object, msg: tuple) -> None:
+        if msg[0] == "done":  # in a worker: its end of the pipe to it closed, then gone
+            os.close(conn.rfd)  # type: ignore[attr-defined]
+            conn.rfd = None  # type: ignore[attr-defined]
+            real(conn, msg)  # type: ignore[arg-type]
+            os._exit(9)
+        real(conn, msg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(parallel, "send_message", send_then_die)  # the forked workers inherit it
+    status = main(["scan", "-q", "--workers", "2", *[str(DEMO)] * 3])
+    err = capsys.readouterr().err
+    assert status == Exit.INTERNAL
+    assert err.count("\n") == 1 and "WorkerFailed: scan worker" in err and "died (exit status 9)" in err
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("mode", ["files", "address"])
+def test_a_worker_killed_mid_scan_is_one_line_and_the_other_is_reaped(mode: str, tmp_path: Path) -> None:
+    """SIGKILL (what the OOM killer sends) to one worker while both scan."""
+    if mode == "files":
+        captures = [str(DEMO)] * 400
+    else:
+        big = tmp_path / "big.pcap"
+        data = DEMO.read_bytes()
+        big.write_bytes(data + data[24:] * 200)  # one capture: split by server address
+        captures = [str(big)]
+    cmd = [sys.executable, "-m", "classifier", "scan", "-q", *_mode(mode), "-o", str(tmp_path / "o")]
+    proc = subprocess.Popen(
+        [*cmd, *captures],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        workers = _children(proc.pid)
+        assert len(workers) == 2 and proc.poll() is None, "the scan ended before both workers ran"
+        os.kill(workers[1], signal.SIGKILL)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == Exit.INTERNAL, err
+    line = err.decode().strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith("classifier: internal error: WorkerFailed: scan worker 1 was killed by SIGKILL")
+    _session_ends(proc.pid)
+
+
+@pytest.mark.parametrize("mode", ["files", "address", "dask-files"])
+def test_a_reader_that_goes_away_ends_the_scan_quietly_and_every_worker(mode: str) -> None:
+    """``classifier scan --workers 2 ... -o - | head -c 100``."""
+    options = _mode(mode)
+    captures = [str(DEMO)] * 8  # more records than a pipe holds
+    scan = subprocess.Popen(
+        [sys.executable, "-m", "classifier", "scan", "-q", *options, "-o", "-", *captures],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    head = subprocess.run(["head", "-c", "100"], stdin=scan.stdout, capture_output=True, timeout=60)
+    assert scan.stdout is not None and scan.stderr is not None
+    scan.stdout.close()
+    try:
+        err = scan.stderr.read()
+        assert scan.wait(timeout=60) == Exit.OK, err
+    finally:
+        if scan.poll() is None:
+            os.killpg(scan.pid, signal.SIGKILL)
+    assert err == b""
+    assert len(head.stdout) == 100
+    _session_ends(scan.pid)
+
+
+@pytest.mark.parametrize("dask", [False, True], ids=["workers", "dask-local"])
+def test_more_workers_than_the_machine_can_run_is_a_usage_error(dask: bool, tmp_path: Path) -> None:
+    """A number of local processes past ``WORKERS_PER_CORE`` per core is refused before any
+    fork (``--workers 100000`` forked until the machine ran out of processes)."""
+    if dask:
+        _mode("dask-files")
+    limit = parallel.WORKERS_PER_CORE * parallel.default_workers()
+    out = tmp_path / "o.jsonl"
+    dask_options = ("--dask", "local") if dask else ()
+    for n in (limit + 1, 100_000):
+        args = ("--workers", str(n), "--continuous", "-o", str(out), str(DEMO))
+        proc = _scan(*dask_options, *args, timeout=30)
+        assert proc.returncode == Exit.USAGE
+        assert _one_line(proc) == (
+            f"classifier: error: --workers {n}: at most {limit} on this machine "
+            f"({parallel.WORKERS_PER_CORE} per core, {parallel.default_workers()} cores): each worker "
+            "is a process with its own flow table, and more than the cores only share them"
+        )
+        assert not out.exists()
+    for n in ("0", "-1"):
+        proc = _scan("--workers", n, str(DEMO))
+        assert proc.returncode == Exit.USAGE
+        assert proc.stderr.decode().splitlines()[-1] == (
+            f"classifier scan: error: argument --workers: '{n}' must be a positive finite number"
+        )
+
+
+_BUSY_WORKERS = """
+import sys, time
+from classifier import parallel
+from classifier.cli import main
+
+def busy(*args, **kwargs):
+    time.sleep(60)  # a worker deep in a capture of few long flows: it sends nothing for a while
+
+parallel.run_part = parallel.scan_file = busy  # the forked workers inherit it
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+@pytest.mark.parametrize("copies", [1, 2], ids=["by-address", "by-files"])
+def test_a_scan_ended_by_a_signal_ends_its_workers(signum: int, copies: int) -> None:
+    """``kill`` (or ``timeout``, or a closed terminal) of the scan: it ends by that signal as one
+    process does, and takes its workers with it; they used to go on scanning until their next
+    message met the closed pipe, which on a capture of few long flows is the rest of the scan."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BUSY_WORKERS, "scan", "-q", "--workers", "2", *[str(DEMO)] * copies],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        workers = _children(proc.pid)
+        assert len(workers) == 2 and proc.poll() is None, "the scan ended before both workers ran"
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=10)
+        left = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == -signum, err
+    assert err == b""
+    assert left == [], "workers outlived the scan"
+
+
+def _session(sid: int) -> list[int]:
+    """Live processes of session ``sid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_dask_worker_killed_mid_scan_has_its_task_rerun(tmp_path: Path) -> None:
+    """SIGKILL to one of a LocalCluster's workers once the tasks run: Dask reruns what it was
+    doing elsewhere, and as tasks only read files the records are one process's
+    (docs/scale-out.md), with no hang."""
+    options = _mode("dask-files")
+    big = tmp_path / "big.pcap"
+    data = DEMO.read_bytes()
+    big.write_bytes(data + data[24:] * 30)
+    captures = [str(big)] * 6
+    out = tmp_path / "dask.jsonl"
+    one = _scan("-q", *captures)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "classifier", "scan", *options, "-o", str(out), *captures],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    try:
+        first = proc.stderr.readline()  # progress: a task is done, the others run
+        assert first.startswith(b"dask: 1/6 tasks done"), first
+        workers = [p for p in _session(proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == one.returncode == Exit.OK, err
+    assert b"Traceback" not in err and b"dask: 6/6 tasks done" in err
+    assert out.read_bytes() == one.stdout
+    _session_ends(proc.pid)
