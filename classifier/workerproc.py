@@ -132,7 +132,8 @@ class Worker:
             code = 1
             try:
                 for signum in ENDING_SIGNALS:  # ended by them at once, as before ``workers_end_too``
-                    signal.signal(signum, signal.SIG_DFL)
+                    if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored (nohup): it stays so
+                        signal.signal(signum, signal.SIG_DFL)
                 for conn in close:
                     conn.close()
                 target(*args)
@@ -203,7 +204,10 @@ def workers_end_too() -> Iterator[None]:
     saved: dict[int, Any] = {}
     with contextlib.suppress(ValueError):  # only the main thread may set handlers (and gets signals)
         for signum in ENDING_SIGNALS:
-            saved[signum] = signal.signal(signum, handler)
+            # Only where the signal would end the process: one ignored (``nohup``) stays ignored,
+            # here and in the workers; a handler of a program that calls us is its own business.
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                saved[signum] = signal.signal(signum, handler)
     try:
         yield
     except _Ended as ended:

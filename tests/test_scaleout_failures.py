@@ -415,6 +415,58 @@ def test_a_scan_ended_by_a_signal_ends_its_workers(signum: int, copies: int) -> 
     assert left == [], "workers outlived the scan"
 
 
+_SLOW_WORKERS = """
+import sys, time
+from classifier import parallel
+from classifier.cli import main
+
+def slow(real):
+    def run(*args, **kwargs):
+        time.sleep(1.5)  # long enough for the test to send its signal while the workers run
+        return real(*args, **kwargs)
+    return run
+
+parallel.run_part, parallel.scan_file = slow(parallel.run_part), slow(parallel.scan_file)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("copies", [1, 2], ids=["by-address", "by-files"])
+def test_a_scan_run_under_nohup_outlives_the_hangup_with_its_workers(copies: int) -> None:
+    """``nohup classifier scan --workers 2 ...`` and the terminal closes: SIGHUP reaches the whole
+    process group and is ignored by all of it, so the scan ends normally with every record (the
+    workers must not put back a default that ends them, nor the parent a handler that stops them)."""
+    args = ["scan", "-q", "--no-progress", "--workers", "2", *[str(DEMO)] * copies]
+    expected = subprocess.run([sys.executable, "-m", "classifier", "scan", "-q", "--no-progress",
+                               *[str(DEMO)] * copies], cwd=ROOT, capture_output=True, check=True)  # fmt: skip
+
+    def nohup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WORKERS, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=nohup,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(_children(proc.pid)) == 2 and proc.poll() is None, "the scan ended before both workers ran"
+        os.killpg(proc.pid, signal.SIGHUP)  # as a closed terminal sends it
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (proc.returncode, err) == (0, b"")
+    assert out == expected.stdout and out
+
+
 def _session(sid: int) -> list[int]:
     """Live processes of session ``sid``."""
     found = []
