@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +83,80 @@ def run_cli(
 def scan_records(*args: str, check_status: int | None = 0) -> list[dict]:
     proc = run_cli("scan", *args, "-q", check_status=check_status)
     return [json.loads(line) for line in proc.stdout.decode().splitlines()]
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def running_with_workers(
+    argv: list[str], workers: int = 2, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[tuple[subprocess.Popen, list[int]]]:
+    """``argv`` (a command that forks ``workers`` worker processes) started in a session of its
+    own, once all its workers run: (the process, the workers' pids); a failure if it ends before.
+    Leaving the block kills whatever of the session still runs (a test that failed midway), so a
+    test looks for leftover processes inside the block."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=preexec_fn,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(children(proc.pid)) < workers and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        found = children(proc.pid)
+        assert len(found) == workers and proc.poll() is None, "the command ended before its workers all ran"
+        yield proc, found
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def session_state(sid: int) -> str:
+    """What each live process of session ``sid`` is doing (state, kernel wait channel, command):
+    what a test prints when the session did not end in time."""
+    rows = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) != sid:
+                continue
+            wchan = (entry / "wchan").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ")[:120].decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        rows.append(f"pid {entry.name} ppid {fields[1]} state {fields[0]} wchan {wchan or '-'}: {cmd}")
+    return "; ".join(rows) or "no process left"
+
+
+def communicate_or_fail(proc: subprocess.Popen, timeout: float, what: str) -> tuple[bytes, bytes]:
+    """``proc.communicate(timeout)``; if it does not end by then, a failure that says what every
+    process of its session was doing (and what it had written to stderr), not a bare timeout."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        state = session_state(proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        _out, err = proc.communicate()
+        pytest.fail(f"{what}: not ended after {timeout} s; its session: {state}; stderr: {err[-2000:]!r}")

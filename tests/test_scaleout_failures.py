@@ -10,7 +10,6 @@ of one process.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import resource
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, communicate_or_fail, running_with_workers
 
 from classifier import parallel
 from classifier.cli import main
@@ -267,19 +266,6 @@ def test_a_worker_gone_before_it_is_handed_a_file_is_a_failed_worker(
     assert err.count("\n") == 1 and "WorkerFailed: scan worker" in err and "died (exit status 9)" in err
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.parametrize("mode", ["files", "address"])
 def test_a_worker_killed_mid_scan_is_one_line_and_the_other_is_reaped(mode: str, tmp_path: Path) -> None:
     """SIGKILL (what the OOM killer sends) to one worker while both scan."""
@@ -291,30 +277,14 @@ def test_a_worker_killed_mid_scan_is_one_line_and_the_other_is_reaped(mode: str,
         big.write_bytes(data + data[24:] * 200)  # one capture: split by server address
         captures = [str(big)]
     cmd = [sys.executable, "-m", "classifier", "scan", "-q", *_mode(mode), "-o", str(tmp_path / "o")]
-    proc = subprocess.Popen(
-        [*cmd, *captures],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        workers = _children(proc.pid)
-        assert len(workers) == 2 and proc.poll() is None, "the scan ended before both workers ran"
+    with running_with_workers([*cmd, *captures]) as (proc, workers):
         os.kill(workers[1], signal.SIGKILL)
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _out, err = communicate_or_fail(proc, 30, "a scan with a worker killed")
+        _session_ends(proc.pid)
     assert proc.returncode == Exit.INTERNAL, err
     line = err.decode().strip()
     assert "\n" not in line and "Traceback" not in line
     assert line.startswith("classifier: internal error: WorkerFailed: scan worker 1 was killed by SIGKILL")
-    _session_ends(proc.pid)
 
 
 @pytest.mark.parametrize("mode", ["files", "address", "dask-files"])
@@ -389,27 +359,11 @@ def test_a_scan_ended_by_a_signal_ends_its_workers(signum: int, copies: int) -> 
     """``kill`` (or ``timeout``, or a closed terminal) of the scan: it ends by that signal as one
     process does, and takes its workers with it; they used to go on scanning until their next
     message met the closed pipe, which on a capture of few long flows is the rest of the scan."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _BUSY_WORKERS, "scan", "-q", "--workers", "2", *[str(DEMO)] * copies],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        workers = _children(proc.pid)
-        assert len(workers) == 2 and proc.poll() is None, "the scan ended before both workers ran"
+    argv = [sys.executable, "-c", _BUSY_WORKERS, "scan", "-q", "--workers", "2", *[str(DEMO)] * copies]
+    with running_with_workers(argv) as (proc, workers):
         proc.send_signal(signum)
-        _out, err = proc.communicate(timeout=10)
+        _out, err = communicate_or_fail(proc, 10, f"a scan sent signal {signum}")
         left = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == -signum, err
     assert err == b""
     assert left == [], "workers outlived the scan"
@@ -443,26 +397,9 @@ def test_a_scan_run_under_nohup_outlives_the_hangup_with_its_workers(copies: int
     def nohup() -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_WORKERS, *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=nohup,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(_children(proc.pid)) == 2 and proc.poll() is None, "the scan ended before both workers ran"
+    with running_with_workers([sys.executable, "-c", _SLOW_WORKERS, *args], preexec_fn=nohup) as (proc, _):
         os.killpg(proc.pid, signal.SIGHUP)  # as a closed terminal sends it
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = communicate_or_fail(proc, 60, "a nohup'd scan sent SIGHUP")
     assert (proc.returncode, err) == (0, b"")
     assert out == expected.stdout and out
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REAL, ROOT, SHARED, need_shared, run_cli
+from conftest import REAL, ROOT, SHARED, communicate_or_fail, need_shared, run_cli, running_with_workers
 
 from classifier import parallel, workerproc
 from classifier.cli import main
@@ -576,20 +576,6 @@ def test_lines_from_workers_are_written_as_the_bytes_they_are(
     assert latin.buffer.getvalue() == "a\né\n".encode("latin-1")
 
 
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue  # gone meanwhile
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def _repeated_capture(path: Path, source: str, copies: int) -> None:
     """One capture holding ``source``'s packets ``copies`` times, each copy later in time."""
     import dpkt
@@ -619,30 +605,14 @@ def test_ctrl_c_ends_the_scan_and_every_worker(tmp_path: Path, split: str) -> No
         _repeated_capture(big, source, 150)  # one capture: split by server address
         captures = [str(big)]
     cmd = [sys.executable, "-m", "classifier", "scan", "-q", "--no-progress", "--workers", "2"]
-    proc = subprocess.Popen(
-        [*cmd, "-o", str(tmp_path / "out.jsonl"), *captures],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        workers = _children(proc.pid)
-        assert len(workers) == 2 and proc.poll() is None, "the scan ended before both workers ran"
+    with running_with_workers([*cmd, "-o", str(tmp_path / "out.jsonl"), *captures]) as (proc, workers):
         time.sleep(0.05)  # both at work
         os.killpg(proc.pid, signal.SIGINT)
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _out, err = communicate_or_fail(proc, 30, "a scan sent Ctrl-C")
+        with pytest.raises(ProcessLookupError):
+            os.killpg(proc.pid, 0)  # nothing of the scan's process group is left
     assert proc.returncode == 130, err.decode(errors="replace")
     assert err.decode().strip().splitlines()[-1] == "classifier: interrupted", err.decode(errors="replace")
     assert b"Traceback" not in err
-    with pytest.raises(ProcessLookupError):
-        os.killpg(proc.pid, 0)  # nothing of the scan's process group is left
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the scan"
