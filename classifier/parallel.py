@@ -282,7 +282,7 @@ def _scan_parts(
             mine, theirs = channels()
             conns[mine] = part
             job = PartJob(tuple(captures), continuous, part, workers, progress and part == 0)
-            procs.append(Worker(_worker, (theirs, sigs, policy, options, job, lines), list(conns)))
+            Worker(_worker, (theirs, sigs, policy, options, job, lines), list(conns), procs)
             theirs.close()
         results = _merge(conns, procs, on_record, on_lines)
     finally:
@@ -466,9 +466,7 @@ def _scan_files(
         for part in range(min(workers, len(captures))):
             mine, theirs = channels(duplex=True)
             conns[mine] = part
-            procs.append(
-                Worker(_file_worker, (theirs, sigs, policy, options, tuple(captures), lines), list(conns))
-            )
+            Worker(_file_worker, (theirs, sigs, policy, options, tuple(captures), lines), list(conns), procs)
             theirs.close()
         sizes = [_size(c) for c in captures]
         with progress_bar(sum(sizes), progress) as bar:

@@ -121,19 +121,37 @@ class Worker:
     """A forked worker process running ``target(*args)``, then leaving at once (``os._exit``: no
     clean-up of the parent's state it shares, no output the parent had buffered written twice)."""
 
-    def __init__(self, target: Callable[..., None], args: tuple, close: list[Channel]) -> None:
-        """``close``: the parent's ends of every worker's pipes, which this one must not hold."""
+    def __init__(
+        self, target: Callable[..., None], args: tuple, close: list[Channel], started: list[Worker]
+    ) -> None:
+        """``close``: the parent's ends of every worker's pipes, which this one must not hold;
+        ``started``: the parent's list of its workers (the ones it stops), which this one joins
+        before any signal can interrupt the parent.
+
+        Ctrl-C, ``kill`` and a hang-up are held back across the fork: one arriving just after it
+        would otherwise raise in the new process before it is in its ``try`` (which then ran on
+        in the parent's code, with the parent's output and workers), or in the parent before the
+        worker is in ``started`` (which then never stopped it). Held back, it is taken in the
+        worker inside its ``try`` and in the parent once the worker is listed."""
         for stream in (sys.stdout, sys.stderr):  # nothing buffered before the fork is written twice
             if stream is not None:
                 stream.flush()
         self.exitcode: int | None = None
-        self.pid = os.fork()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+        try:
+            self.pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            raise
         if self.pid == 0:  # the worker
             code = 1
             try:
-                for signum in ENDING_SIGNALS:  # ended by them at once, as before ``workers_end_too``
-                    if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored (nohup): it stays so
-                        signal.signal(signum, signal.SIG_DFL)
+                try:
+                    for signum in ENDING_SIGNALS:  # ended by them at once, as before ``workers_end_too``
+                        if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored (nohup): it stays so
+                            signal.signal(signum, signal.SIG_DFL)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
                 for conn in close:
                     conn.close()
                 target(*args)
@@ -143,6 +161,8 @@ class Worker:
                     sys.stderr.flush()  # a progress bar's last lines
                 finally:
                     os._exit(code)
+        started.append(self)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def poll(self) -> int | None:
         """Its exit status (-N: killed by signal N) if it has ended, else None."""
@@ -179,6 +199,7 @@ def waiting(conns: list[Channel]) -> list[Channel]:
 # would leave its workers scanning until their next message met a closed pipe, which on a capture of
 # few long flows is the rest of the scan.
 ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_HELD = {signal.SIGINT, *ENDING_SIGNALS}  # held back across a fork (``Worker``)
 
 
 class _Ended(BaseException):

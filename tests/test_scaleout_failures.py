@@ -404,6 +404,41 @@ def test_a_scan_run_under_nohup_outlives_the_hangup_with_its_workers(copies: int
     assert out == expected.stdout and out
 
 
+_CTRL_C_AT_FORK = """
+import os, signal, sys
+from classifier.cli import main
+
+real_fork = os.fork
+
+def fork():
+    pid = real_fork()
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the instant after the fork, in both processes
+    return pid
+
+os.fork = fork
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("copies", [1, 2], ids=["by-address", "by-files"])
+def test_ctrl_c_just_after_a_fork_ends_the_scan_once(copies: int) -> None:
+    """Ctrl-C the instant a worker is forked: the worker ends in its own code and the parent, which
+    lists it first, stops it. Taken at once, the new process raised before it was in its ``try``
+    and ran on in the parent's code (a second "interrupted", output of its own), and the parent
+    could lose track of it."""
+    argv = [sys.executable, "-c", _CTRL_C_AT_FORK, "scan", "-q", "--no-progress", "--workers", "2"]
+    proc = subprocess.Popen(
+        [*argv, *[str(DEMO)] * copies],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    out, err = communicate_or_fail(proc, 60, "a scan interrupted at a fork")
+    _session_ends(proc.pid)
+    assert (proc.returncode, err.decode(), out) == (130, "classifier: interrupted\n", b"")
+
+
 def _session(sid: int) -> list[int]:
     """Live processes of session ``sid``."""
     found = []
