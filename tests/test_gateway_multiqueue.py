@@ -418,3 +418,49 @@ def test_a_closed_offloaded_flow_ends_with_the_packets_its_element_passed_after_
     assert rec["end_reason"] == "closed"
     # the queue saw SYN, ClientHello, FIN one way and SYN-ACK, ServerHello, FIN the other
     assert (rec["packets_c2s"], rec["packets_s2c"]) == (3 + 6, 3 + 5)
+
+
+def test_a_closed_offloaded_flow_counts_the_ack_of_its_last_fin_read_after_the_regular_read(
+    tmp_path, sigs, policy
+):
+    """The regular counter read can come right after the last FIN is handled (housekeeping runs
+    after the packets at hand), before the ACK of that FIN crosses the kernel an RTT later. The
+    sweep that ends the flow then reads again: that ACK is in the record (it was missing: the FIN
+    came before the last read, so the read looked fresh; the multi-queue e2e test's short counts)."""
+    import json
+
+    from scapy.layers.inet import IP, TCP
+    from test_gateway_floor import Packet
+    from test_gateway_ja4s import C, S, exchange
+
+    from classifier.gateway.flowsets import FlowSets, element_keys
+    from classifier.gateway.inline import InlineEngine
+    from classifier.gateway.recordlog import RecordLog
+
+    cfg = gwconfig.GatewayConfig(
+        mode="inline",
+        as_of=1598918400.0,
+        offload_after=0,
+        closed_tcp=2.0,
+        sync_interval=1.0,
+        log=str(tmp_path / "r.jsonl"),
+    )
+    nft = _CountingNft()
+    engine = InlineEngine(cfg, sigs, policy, RecordLog(cfg.log), Stats(), sets=FlowSets(nft, 3600), label="x")
+    for raw in exchange("www.example.com", 41000)[:4]:  # decided (allowed) at its ClientHello
+        engine._on_packet(Packet(raw))
+    (entry,) = engine.sets.flows.values()
+    start = time.time()
+    engine.housekeeping(start)  # elements sent, counters read (nothing counted yet)
+    _fam, c2s, s2c = element_keys(entry.flow)
+    nft.counters = {c2s: (6, 600), s2c: (5, 5000)}  # what the kernel passed since, off the queue
+    for flags, src, dst, sport, dport in (("FA", C, S, 41000, 443), ("FA", S, C, 443, 41000)):
+        engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags))))
+    assert entry.flow.closed
+    engine.housekeeping(start + 1.05)  # the regular read, right after the FINs; the flow is not due
+    assert entry.counts == (6, 600, 5, 5000)
+    nft.counters = {c2s: (7, 660), s2c: (5, 5000)}  # the client's ACK of the server's FIN, an RTT later
+    engine.housekeeping(start + 3)  # the flow ends (closed_tcp after its FIN)
+    (rec,) = (json.loads(line) for line in Path(cfg.log).read_text().splitlines())
+    assert rec["end_reason"] == "closed"
+    assert (rec["packets_c2s"], rec["packets_s2c"]) == (3 + 7, 3 + 5)

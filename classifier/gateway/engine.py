@@ -30,6 +30,9 @@ from .metrics import Stats
 from .recordlog import RecordLog
 
 SWEEP_EVERY = 1.0  # seconds between flow-table sweeps when traffic is sparse
+# Seconds after a flow's last FIN/RST by which the packets that follow it (the ACK of the last FIN,
+# an RTT later) have crossed the kernel: a counter read that late counts them (capped by closed_tcp).
+CLOSE_SETTLE = 2.0
 
 
 class Engine:
@@ -153,8 +156,8 @@ class Engine:
 
         The counts are those of the last counter read, which came after the flow's last packet: an
         idle flow's element matched nothing for the idle timeout (no shorter than
-        ``sync_interval``), and a sweep that may end a closed flow reads the counters first when
-        the flow's FIN/RST came after the last read (``FlowSets.stale_closed``).
+        ``sync_interval``), and a sweep that ends a closed flow reads the counters first unless a
+        read came ``CLOSE_SETTLE`` (or ``closed_tcp``) after its FIN/RST (``FlowSets.stale_closed``).
         """
         sets = self.sets
         entry = sets.release(flow) if sets is not None else None
@@ -188,9 +191,10 @@ class Engine:
         sets = self.sets
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
-            if sets is not None and sets.flows and sets.stale_closed():
-                # A closed flow may end in this sweep: its counts must come from a read made after
-                # its last packet, or the packets its element passed since the last read are lost.
+            closed = self.scanner.table.config.closed_tcp
+            if sets is not None and sets.flows and sets.stale_closed(now, closed, min(closed, CLOSE_SETTLE)):
+                # A closed flow ends in this sweep: its counts must come from a read made after its
+                # last packet, or the packets its element passed since the last read are lost.
                 self._next_sync = now + self.cfg.sync_interval
                 self._sync(sets, now)
             self.scanner.table.sweep(now)
