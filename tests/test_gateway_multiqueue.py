@@ -377,14 +377,12 @@ class _CountingNft(_Nft):
         return [{"set": {"elem": elems}}]
 
 
-def test_a_closed_offloaded_flow_ends_with_the_packets_its_element_passed_after_the_last_read(
-    tmp_path, sigs, policy
-):
-    """The sweep that ends a closed flow reads the counters first when the flow's FIN came after
-    the last read: otherwise the packets the kernel passed in between are missing from its record
-    (the sweep ran before the read due in the same pass, with sync_interval = closed_tcp)."""
-    import json
-
+def _closed_offloaded_flow(tmp_path, sigs, policy, closed_tcp: float):
+    """An inline engine (sync_interval 1 s, counting nft) whose one TLS flow was allowed at its
+    ClientHello and offloaded, its elements sent and read once (nothing counted), then counted
+    (6, 600) one way and (5, 5000) the other by the kernel, and closed by both FINs on the queue.
+    Returns (engine, its entry, the nft, the c2s and s2c element keys, the record log, the time
+    of the first read)."""
     from scapy.layers.inet import IP, TCP
     from test_gateway_floor import Packet
     from test_gateway_ja4s import C, S, exchange
@@ -397,7 +395,7 @@ def test_a_closed_offloaded_flow_ends_with_the_packets_its_element_passed_after_
         mode="inline",
         as_of=1598918400.0,
         offload_after=0,
-        closed_tcp=1.0,
+        closed_tcp=closed_tcp,
         sync_interval=1.0,
         log=str(tmp_path / "r.jsonl"),
     )
@@ -406,15 +404,33 @@ def test_a_closed_offloaded_flow_ends_with_the_packets_its_element_passed_after_
     for raw in exchange("www.example.com", 41000)[:4]:  # decided (allowed) at its ClientHello
         engine._on_packet(Packet(raw))
     (entry,) = engine.sets.flows.values()
-    engine.housekeeping(time.time())  # elements sent, counters read (nothing counted yet)
+    start = time.time()
+    engine.housekeeping(start)  # elements sent, counters read (nothing counted yet)
     assert any("add element" in t and "allow4" in t for t in nft.sent)
     _fam, c2s, s2c = element_keys(entry.flow)
     nft.counters = {c2s: (6, 600), s2c: (5, 5000)}  # what the kernel passed since, off the queue
     for flags, src, dst, sport, dport in (("FA", C, S, 41000, 443), ("FA", S, C, 443, 41000)):
         engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags))))
     assert entry.flow.closed
-    engine.housekeeping(time.time() + 3)  # sweep and the regular read both due: the flow ends
-    (rec,) = (json.loads(line) for line in Path(cfg.log).read_text().splitlines())
+    return engine, entry, nft, c2s, s2c, Path(cfg.log), start
+
+
+def _record(log: Path) -> dict:
+    import json
+
+    (rec,) = (json.loads(line) for line in log.read_text().splitlines())
+    return rec
+
+
+def test_a_closed_offloaded_flow_ends_with_the_packets_its_element_passed_after_the_last_read(
+    tmp_path, sigs, policy
+):
+    """The sweep that ends a closed flow reads the counters first when the flow's FIN came after
+    the last read: otherwise the packets the kernel passed in between are missing from its record
+    (the sweep ran before the read due in the same pass, with sync_interval = closed_tcp)."""
+    engine, _entry, _nft, _c2s, _s2c, log, start = _closed_offloaded_flow(tmp_path, sigs, policy, 1.0)
+    engine.housekeeping(start + 3)  # sweep and the regular read both due: the flow ends
+    rec = _record(log)
     assert rec["end_reason"] == "closed"
     # the queue saw SYN, ClientHello, FIN one way and SYN-ACK, ServerHello, FIN the other
     assert (rec["packets_c2s"], rec["packets_s2c"]) == (3 + 6, 3 + 5)
@@ -427,40 +443,11 @@ def test_a_closed_offloaded_flow_counts_the_ack_of_its_last_fin_read_after_the_r
     after the packets at hand), before the ACK of that FIN crosses the kernel an RTT later. The
     sweep that ends the flow then reads again: that ACK is in the record (it was missing: the FIN
     came before the last read, so the read looked fresh; the multi-queue e2e test's short counts)."""
-    import json
-
-    from scapy.layers.inet import IP, TCP
-    from test_gateway_floor import Packet
-    from test_gateway_ja4s import C, S, exchange
-
-    from classifier.gateway.flowsets import FlowSets, element_keys
-    from classifier.gateway.inline import InlineEngine
-    from classifier.gateway.recordlog import RecordLog
-
-    cfg = gwconfig.GatewayConfig(
-        mode="inline",
-        as_of=1598918400.0,
-        offload_after=0,
-        closed_tcp=2.0,
-        sync_interval=1.0,
-        log=str(tmp_path / "r.jsonl"),
-    )
-    nft = _CountingNft()
-    engine = InlineEngine(cfg, sigs, policy, RecordLog(cfg.log), Stats(), sets=FlowSets(nft, 3600), label="x")
-    for raw in exchange("www.example.com", 41000)[:4]:  # decided (allowed) at its ClientHello
-        engine._on_packet(Packet(raw))
-    (entry,) = engine.sets.flows.values()
-    start = time.time()
-    engine.housekeeping(start)  # elements sent, counters read (nothing counted yet)
-    _fam, c2s, s2c = element_keys(entry.flow)
-    nft.counters = {c2s: (6, 600), s2c: (5, 5000)}  # what the kernel passed since, off the queue
-    for flags, src, dst, sport, dport in (("FA", C, S, 41000, 443), ("FA", S, C, 443, 41000)):
-        engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags))))
-    assert entry.flow.closed
+    engine, entry, nft, c2s, s2c, log, start = _closed_offloaded_flow(tmp_path, sigs, policy, 2.0)
     engine.housekeeping(start + 1.05)  # the regular read, right after the FINs; the flow is not due
     assert entry.counts == (6, 600, 5, 5000)
     nft.counters = {c2s: (7, 660), s2c: (5, 5000)}  # the client's ACK of the server's FIN, an RTT later
     engine.housekeeping(start + 3)  # the flow ends (closed_tcp after its FIN)
-    (rec,) = (json.loads(line) for line in Path(cfg.log).read_text().splitlines())
+    rec = _record(log)
     assert rec["end_reason"] == "closed"
     assert (rec["packets_c2s"], rec["packets_s2c"]) == (3 + 7, 3 + 5)
