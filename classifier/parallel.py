@@ -19,12 +19,13 @@ those pages.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import heapq
 import os
 import signal
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -222,6 +223,38 @@ def _before_fork(sigs: Signatures, policy: Policy, options: ScanOptions) -> None
     gc.freeze()
 
 
+@contextlib.contextmanager
+def _forked(
+    sigs: Signatures,
+    policy: Policy,
+    options: ScanOptions,
+    count: int,
+    duplex: bool,
+    target: Callable[..., None],
+    args: Callable[[int], tuple],
+) -> Iterator[tuple[dict[Channel, int], list[Worker]]]:
+    """``count`` workers forked after ``_before_fork``, worker ``part`` running ``target(its
+    channel, *args(part))`` (``duplex``: the parent writes to it too); yields (the parent's ends
+    -> part, the workers). On leaving, however it is left, every worker is stopped and reaped,
+    the pipes closed and the start-up freeze thawed."""
+    conns: dict[Channel, int] = {}
+    procs: list[Worker] = []
+    _before_fork(sigs, policy, options)
+    try:
+        for part in range(count):
+            mine, theirs = channels(duplex)
+            conns[mine] = part
+            Worker(target, (theirs, *args(part)), list(conns), procs)
+            theirs.close()
+        yield conns, procs
+    finally:
+        for proc in procs:
+            proc.stop()
+        for conn in conns:
+            conn.close()
+        thaw_after_workers()
+
+
 def _no_flow(_flow: Flow) -> None:
     """The records of a scanner made only for its set-up: it scans nothing."""
 
@@ -273,24 +306,13 @@ def _scan_parts(
     lines: tuple[str, ...] | None,
 ) -> tuple[InputStats, bool]:
     """``scan_parallel`` by server address: every worker a partition of them."""
-    # Forked: the workers inherit the loaded signatures, no start-up cost.
-    conns: dict[Channel, int] = {}
-    procs: list[Worker] = []
-    _before_fork(sigs, policy, options)
-    try:
-        for part in range(workers):
-            mine, theirs = channels()
-            conns[mine] = part
-            job = PartJob(tuple(captures), continuous, part, workers, progress and part == 0)
-            Worker(_worker, (theirs, sigs, policy, options, job, lines), list(conns), procs)
-            theirs.close()
+
+    def job(part: int) -> tuple:
+        scan = PartJob(tuple(captures), continuous, part, workers, progress and part == 0)
+        return (sigs, policy, options, scan, lines)
+
+    with _forked(sigs, policy, options, workers, False, _worker, job) as (conns, procs):
         results = _merge(conns, procs, on_record, on_lines)
-    finally:
-        for proc in procs:
-            proc.stop()
-        for conn in conns:
-            conn.close()
-        thaw_after_workers()
     merged = merge_part_stats([(r.stats, r.first_seen) for r in results])
     return merged, any(r.failed for r in results)
 
@@ -459,15 +481,12 @@ def _scan_files(
 ) -> tuple[InputStats, bool]:
     """``scan_parallel`` by whole files: each worker takes the next file when it is free; the
     progress bar (if wanted) moves as files are done."""
-    conns: dict[Channel, int] = {}
-    procs: list[Worker] = []
-    _before_fork(sigs, policy, options)
-    try:
-        for part in range(min(workers, len(captures))):
-            mine, theirs = channels(duplex=True)
-            conns[mine] = part
-            Worker(_file_worker, (theirs, sigs, policy, options, tuple(captures), lines), list(conns), procs)
-            theirs.close()
+    files = tuple(captures)
+
+    def job(_part: int) -> tuple:
+        return (sigs, policy, options, files, lines)  # every worker: the files, handed out one by one
+
+    with _forked(sigs, policy, options, min(workers, len(files)), True, _file_worker, job) as (conns, procs):
         sizes = [_size(c) for c in captures]
         with progress_bar(sum(sizes), progress) as bar:
 
@@ -476,12 +495,6 @@ def _scan_files(
                     bar[0].advance(bar[1], sizes[index])
 
             results = _merge_files(conns, procs, len(captures), on_record, on_lines, done)
-    finally:
-        for proc in procs:
-            proc.stop()
-        for conn in conns:
-            conn.close()
-        thaw_after_workers()
     merged = merge_input_stats([(r.stats, r.failed) for r in results])
     return merged, any(r.failed for r in results)
 
