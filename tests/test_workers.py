@@ -28,6 +28,17 @@ from classifier.cli import main
 from classifier.partition import partition_of
 
 
+def _need_compiled_feed() -> None:
+    """The compiled first packet (classifier/_partfeed.pyx) in use by partitions: CI builds it
+    (`make test`), so there its absence (or refusal) fails; elsewhere the test is skipped."""
+    from classifier import partition
+
+    if partition.COMPILED_FEED is None:
+        if os.environ.get("CI"):
+            pytest.fail("classifier._partfeed is not built or refused")
+        pytest.skip("classifier._partfeed is not in use")
+
+
 def _real() -> list[str]:
     return sorted(str(p) for p in need_shared(REAL).iterdir() if p.suffix in (".pcap", ".pcapng"))
 
@@ -426,14 +437,10 @@ def _part(
 def test_the_compiled_first_packet_of_other_partitions_flows_changes_nothing(
     tmp_path: Path, parts: int, sigs: object, policy: object
 ) -> None:
-    from classifier import partition
     from classifier.flows import FlowConfig
     from classifier.pipeline import ScanOptions
 
-    if partition.COMPILED_FEED is None:
-        if os.environ.get("CI"):
-            pytest.fail("classifier._partfeed is not built or refused")
-        pytest.skip("classifier._partfeed is not in use")
+    _need_compiled_feed()
     edge = tmp_path / "edge.pcap"
     _edge_capture(edge)
     for captures, options in (
@@ -456,13 +463,9 @@ def test_the_compiled_first_packet_changes_nothing_on_the_real_captures(sigs: ob
     """The compiled first packet (flow made, numbered, filed in its bucket in C) against
     ``Scanner.feed`` for every packet, on the real captures: every partition's records, statistics
     and every flow the table ended (reported there or not) alike."""
-    from classifier import partition
     from classifier.pipeline import ScanOptions
 
-    if partition.COMPILED_FEED is None:
-        if os.environ.get("CI"):
-            pytest.fail("classifier._partfeed is not built or refused")
-        pytest.skip("classifier._partfeed is not in use")
+    _need_compiled_feed()
     captures = _real()
     with_short_cut = _parts(sigs, policy, captures, 2, True, ScanOptions())
     without = _parts(sigs, policy, captures, 2, False, ScanOptions())
@@ -479,10 +482,7 @@ def test_the_partition_short_cut_is_built_fresh_and_refusable() -> None:
     a scan then writes the same."""
     from classifier import partition
 
-    if partition.COMPILED_FEED is None:
-        if os.environ.get("CI"):
-            pytest.fail("classifier._partfeed is not built or refused")
-        pytest.skip("classifier._partfeed is not in use")
+    _need_compiled_feed()
     built = Path(sys.modules[partition.COMPILED_FEED.__module__].__file__ or "")
     source = ROOT / "classifier" / "_partfeed.pyx"
     assert built.suffix == ".so", built
