@@ -377,15 +377,13 @@ class _CountingNft(_Nft):
         return [{"set": {"elem": elems}}]
 
 
-def _closed_offloaded_flow(tmp_path, sigs, policy, closed_tcp: float):
+def _offloaded_flow(tmp_path, sigs, policy, closed_tcp: float):
     """An inline engine (sync_interval 1 s, counting nft) whose one TLS flow was allowed at its
-    ClientHello and offloaded, its elements sent and read once (nothing counted), then counted
-    (6, 600) one way and (5, 5000) the other by the kernel, and closed by both FINs on the queue.
-    Returns (engine, its entry, the nft, the c2s and s2c element keys, the record log, the time
-    of the first read)."""
-    from scapy.layers.inet import IP, TCP
+    ClientHello and offloaded, its elements sent and read once (nothing counted yet). Returns
+    (engine, its entry, the nft, the c2s and s2c element keys, the record log, the time of that
+    read)."""
     from test_gateway_floor import Packet
-    from test_gateway_ja4s import C, S, exchange
+    from test_gateway_ja4s import exchange
 
     from classifier.gateway.flowsets import FlowSets, element_keys
     from classifier.gateway.inline import InlineEngine
@@ -408,11 +406,22 @@ def _closed_offloaded_flow(tmp_path, sigs, policy, closed_tcp: float):
     engine.housekeeping(start)  # elements sent, counters read (nothing counted yet)
     assert any("add element" in t and "allow4" in t for t in nft.sent)
     _fam, c2s, s2c = element_keys(entry.flow)
+    return engine, entry, nft, c2s, s2c, Path(cfg.log), start
+
+
+def _closed_offloaded_flow(tmp_path, sigs, policy, closed_tcp: float):
+    """``_offloaded_flow``, then counted (6, 600) one way and (5, 5000) the other by the kernel,
+    and closed by both FINs on the queue; the same values."""
+    from scapy.layers.inet import IP, TCP
+    from test_gateway_floor import Packet
+    from test_gateway_ja4s import C, S
+
+    engine, entry, nft, c2s, s2c, log, start = _offloaded_flow(tmp_path, sigs, policy, closed_tcp)
     nft.counters = {c2s: (6, 600), s2c: (5, 5000)}  # what the kernel passed since, off the queue
     for flags, src, dst, sport, dport in (("FA", C, S, 41000, 443), ("FA", S, C, 443, 41000)):
         engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags))))
     assert entry.flow.closed
-    return engine, entry, nft, c2s, s2c, Path(cfg.log), start
+    return engine, entry, nft, c2s, s2c, log, start
 
 
 def _record(log: Path) -> dict:
@@ -451,3 +460,37 @@ def test_a_closed_offloaded_flow_counts_the_ack_of_its_last_fin_read_after_the_r
     rec = _record(log)
     assert rec["end_reason"] == "closed"
     assert (rec["packets_c2s"], rec["packets_s2c"]) == (3 + 7, 3 + 5)
+
+
+def test_a_flow_whose_elements_timed_out_keeps_what_they_counted_after_they_are_added_again(
+    tmp_path, sigs, policy
+):
+    """A flow outliving its elements' kernel timeout (the safety net, 3600 s by default) has them
+    added again; the new ones count from zero. Its record still has every packet the old ones
+    passed (the next read used to replace them with the new elements' counts: a flow over an hour
+    long lost its first hour)."""
+    engine, entry, nft, c2s, s2c, log, start = _offloaded_flow(tmp_path, sigs, policy, 10.0)
+    nft.counters = {c2s: (100, 10_000), s2c: (200, 200_000)}
+    engine.housekeeping(start + 1.5)
+    assert entry.counts == (100, 10_000, 200, 200_000)
+    nft.counters = {}  # both elements timed out in the kernel
+    engine.housekeeping(start + 3)
+    assert sum("add element" in t for t in nft.sent) == 2  # added again
+    nft.counters = {c2s: (3, 300), s2c: (4, 4000)}  # what the new elements passed
+    engine.housekeeping(start + 4.5)
+    assert entry.counts == (103, 10_300, 204, 204_000)
+    engine.finish()
+    rec = _record(log)
+    # the queue saw SYN and ClientHello one way, SYN-ACK and ServerHello the other
+    assert (rec["packets_c2s"], rec["packets_s2c"]) == (2 + 103, 2 + 204)
+
+
+def test_a_listing_with_one_element_of_a_pair_keeps_the_other_directions_count(tmp_path, sigs, policy):
+    """The two elements of a flow are added and removed together, but a listing can come between
+    their expiries: the direction it lacks keeps its last count instead of dropping to zero."""
+    engine, entry, nft, c2s, s2c, _log, start = _offloaded_flow(tmp_path, sigs, policy, 10.0)
+    nft.counters = {c2s: (100, 10_000), s2c: (200, 200_000)}
+    engine.housekeeping(start + 1.5)
+    nft.counters = {s2c: (201, 200_100)}
+    engine.housekeeping(start + 3)
+    assert entry.counts == (100, 10_000, 201, 200_100)

@@ -39,7 +39,12 @@ class Offloaded:
     c2s: str
     s2c: str
     added_at: float = 0.0
-    counts: tuple[int, int, int, int] = (0, 0, 0, 0)  # c2s packets, bytes, s2c packets, bytes
+    # c2s packets, bytes, s2c packets, bytes: the whole flow's, at the last read
+    counts: tuple[int, int, int, int] = (0, 0, 0, 0)
+    # what the elements in the kernel now had counted at the last read (they start at zero when
+    # added again), and what the earlier ones had counted before they timed out
+    current: tuple[int, int, int, int] = (0, 0, 0, 0)
+    earlier: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def packets(self) -> int:
@@ -109,8 +114,10 @@ class FlowSets:
         return entry
 
     def readd(self, entry: Offloaded, now: float) -> None:
-        """Add the elements again (their kernel timeout ran out while the flow lives on)."""
+        """Add the elements again (their kernel timeout ran out while the flow lives on). The new
+        ones count from zero: what the old ones counted up to the last read is kept."""
         entry.added_at = now
+        entry.earlier, entry.current = entry.counts, (0, 0, 0, 0)
         self._adds.append(entry)
 
     def release(self, flow: Flow) -> Offloaded | None:
@@ -190,6 +197,11 @@ class FlowSets:
                 continue
             a, b = counts.get(entry.c2s), counts.get(entry.s2c)
             if a is not None or b is not None:
-                a, b = a or (0, 0), b or (0, 0)
-                entry.counts = (a[0], a[1], b[0], b[1])
+                # A pair is added and removed together, but a listing can fall between the two
+                # expiries: the direction it lacks keeps its last count (a counter never shrinks).
+                last = entry.current
+                a, b = a or last[:2], b or last[2:]
+                entry.current = (a[0], a[1], b[0], b[1])
+                e = entry.earlier
+                entry.counts = (e[0] + a[0], e[1] + a[1], e[2] + b[0], e[3] + b[1])
         return totals
