@@ -150,7 +150,8 @@ def _add_scan(sub: _Commands) -> None:
         "captures",
         nargs="+",
         metavar="CAPTURE",
-        help="pcap or pcapng file, optionally gzip-compressed; '-' reads standard input",
+        help="pcap or pcapng file, optionally gzip-compressed; a directory (every file under it) or "
+        "a quoted glob, in natural order; '-' reads standard input",
     )
     add_output_arguments(
         s,

@@ -19,14 +19,11 @@ storage on a cluster: docs/scale-out.md). Dask and pyarrow are the optional extr
 
 from __future__ import annotations
 
-import glob
 import heapq
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .errors import UserError
@@ -48,35 +45,6 @@ def import_dask() -> Any:
     except ImportError:
         raise UserError(f"--dask needs Dask, from the optional extra: {NEEDS_EXTRA}") from None
     return dd
-
-
-# -- inputs ------------------------------------------------------------------------------------
-
-
-def _natural(path: str) -> list:
-    """Sort key: numbers by value, so tcpdump -C's file, file1, file2, ... file10 stay in order."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
-
-
-def expand_inputs(items: list[str]) -> list[str]:
-    """Files as given; a directory as the files in it (recursively), a glob as its matches, each in
-    natural order. A glob matching nothing is an error; a missing file is left for the reader to
-    report (one line, like any unreadable input)."""
-    out: list[str] = []
-    for item in items:
-        if os.path.isdir(item):
-            found = [str(p) for p in Path(item).rglob("*") if p.is_file() and not p.name.startswith(".")]
-            if not found:
-                raise UserError(f"{item}: directory holds no file")
-            out.extend(sorted(found, key=_natural))
-        elif not os.path.exists(item) and glob.has_magic(item):
-            found = [p for p in glob.glob(item, recursive=True) if os.path.isfile(p)]
-            if not found:
-                raise UserError(f"{item}: no file matches")
-            out.extend(sorted(found, key=_natural))
-        else:
-            out.append(item)
-    return out
 
 
 # -- tasks -------------------------------------------------------------------------------------

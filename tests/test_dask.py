@@ -20,7 +20,7 @@ import dpkt
 import pytest
 from conftest import REAL, ROOT, need_shared, run_cli
 
-from classifier import dasking
+from classifier import dasking, inputpaths
 from classifier.cli import main
 from classifier.record import SCHEMA
 
@@ -90,7 +90,7 @@ def test_rotated_files_by_directory_and_glob(tmp_path: Path) -> None:
     assert by_dir == one
     assert by_glob == one
     # Read in lexical order (rot.pcap, rot.pcap1, rot.pcap10, ...) the stream would be scrambled.
-    assert dasking.expand_inputs([str(tmp_path / "rot")]) == [str(f) for f in files]
+    assert inputpaths.expand_inputs([str(tmp_path / "rot")]) == [str(f) for f in files]
 
 
 def _normalise(rec: dict) -> dict:

@@ -166,16 +166,54 @@ def test_bad_inputs_among_good_ones_are_reported_as_in_one_process(mode: str, ba
     assert many.stdout == one.stdout  # the records of every good file and packet
 
 
-@pytest.mark.parametrize("mode", ["files", "address"])
-def test_a_directory_among_the_inputs_is_one_problem_line(mode: str, tmp_path: Path) -> None:
-    """(With --dask a directory stands for the files in it: docs/scale-out.md.)"""
-    options = _mode(mode)
-    (tmp_path / "dir").mkdir()
-    captures = [str(DEMO), str(tmp_path / "dir"), str(SAMPLES / "preludes.pcap")]
-    one = _scan("-q", *_one_process(options), *captures)
-    many = _scan("-q", *options, *captures)
-    assert one.returncode == Exit.INPUT and b"dir: is a directory, not a capture file" in one.stderr
+@pytest.mark.parametrize("mode", ["one", *WORKERS])
+def test_a_directory_among_the_inputs_stands_for_the_files_under_it(mode: str, tmp_path: Path) -> None:
+    """Every mode reads a directory as the files under it (hidden ones left out), in natural
+    order: the records equal those of the files named one by one (the one process's too).
+    (--dask does the same: tests/test_dask.py.)"""
+    options = () if mode == "one" else _mode(mode)
+    rot = tmp_path / "rot"
+    (rot / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLES / "preludes.pcap", rot / "cap2.pcap")  # lexical order would put it last
+    shutil.copy(DEMO, rot / "cap10.pcap")
+    shutil.copy(SAMPLES / "preludes.pcap", rot / "sub" / "cap11.pcap")
+    (rot / ".notes").write_text("not a capture, and hidden\n")
+    (rot / ".hidden").mkdir()
+    (rot / ".hidden" / "x.txt").write_text("under a hidden directory\n")
+    named = [str(rot / "cap2.pcap"), str(rot / "cap10.pcap"), str(rot / "sub" / "cap11.pcap")]
+    one = _scan("-q", *_one_process(options), str(DEMO), *named)
+    many = _scan("-q", *options, str(DEMO), str(rot))
+    assert one.returncode == Exit.OK and one.stdout.count(b"\n") > 20, one.stderr
     assert (many.returncode, many.stderr, many.stdout) == (one.returncode, one.stderr, one.stdout)
+
+
+def test_an_output_left_in_an_input_directory_is_an_input_and_never_overwritten(tmp_path: Path) -> None:
+    """``scan DIR -o DIR/out.jsonl`` a second time: the first run's records are now a file under
+    DIR, so an input; the run is refused before anything is written, the file kept."""
+    rot = tmp_path / "rot"
+    rot.mkdir()
+    shutil.copy(DEMO, rot / "cap1.pcap")
+    out, pcap = rot / "out.jsonl", rot / "kept.pcap"
+    first = _scan("-q", str(rot), "-o", str(out))
+    assert first.returncode == Exit.OK and out.stat().st_size > 0, first.stderr
+    before = out.read_bytes()
+    again = _scan("-q", str(rot), "-o", str(out))
+    assert again.returncode == Exit.USAGE and b"out.jsonl" in again.stderr, again.stderr
+    assert out.read_bytes() == before
+    shutil.copy(DEMO, pcap)
+    third = _scan("-q", str(rot / "*.pcap"), "-o", "/dev/null", "--write-pcap", str(pcap))
+    assert third.returncode == Exit.USAGE and b"kept.pcap" in third.stderr, third.stderr
+    assert pcap.read_bytes() == DEMO.read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["one", *WORKERS])
+def test_an_empty_directory_or_a_glob_matching_nothing_stops_before_any_work(mode: str, tmp_path) -> None:
+    options = () if mode == "one" else _mode(mode)
+    (tmp_path / "empty").mkdir()
+    for arg, said in (("empty", "directory holds no file"), ("nothing*.pcap", "no file matches")):
+        proc = _scan("-q", *options, str(DEMO), str(tmp_path / arg))
+        assert proc.returncode == Exit.USAGE and not proc.stdout, proc.stderr
+        assert proc.stderr.decode().strip() == f"classifier: error: {tmp_path / arg}: {said}"
 
 
 @ALL_MODES

@@ -24,6 +24,7 @@ from ..blockfloor import BlockFloor
 from ..errors import UserError
 from ..exitcodes import Exit
 from ..flows import Flow, FlowConfig
+from ..inputpaths import expand_inputs
 from ..outputs import TextOutput, check_writable, printable, refuse_clobbering, write_text_file
 from ..pipeline import Scanner, ScanOptions
 from ..policy import Policy
@@ -46,12 +47,11 @@ def run_scan(args: argparse.Namespace) -> int:
     workers = getattr(args, "workers", 1)
     scheduler = getattr(args, "dask", None)
     parquet = args.format == "parquet"
-    captures = list(args.captures)
     if scheduler is not None:
-        from ..dasking import expand_inputs, import_dask
+        from ..dasking import import_dask
 
         import_dask()  # without the extra: one line saying how to get it, before any work
-        captures = expand_inputs(captures)
+    captures = expand_inputs(args.captures)
     if workers > 1 and scheduler in (None, "local"):
         from ..parallel import check_workers
 
@@ -82,7 +82,7 @@ def run_scan(args: argparse.Namespace) -> int:
     for extra in (args.stats, args.html, args.write_pcap):
         if extra:
             check_writable(extra)
-    sink = _packet_sink(args)
+    sink = _packet_sink(args, captures)
     if parquet:
         from ..parquetout import check_directory, require_pyarrow
 
@@ -261,7 +261,7 @@ def _refuse_streams(captures: list[str]) -> None:
             )
 
 
-def _packet_sink(args: argparse.Namespace) -> PacketSink | None:
+def _packet_sink(args: argparse.Namespace, captures: list[str]) -> PacketSink | None:
     """The --write-pcap output, or None (then --write-pcap-where makes no sense). ``pcapout`` is
     imported only for --write-pcap: a scan without it does not pay for loading it."""
     if not args.write_pcap:
@@ -273,7 +273,7 @@ def _packet_sink(args: argparse.Namespace) -> PacketSink | None:
     from ..pcapout import PacketSink, parse_where
 
     where = parse_where(args.write_pcap_where) if args.write_pcap_where else ()
-    return PacketSink(args.write_pcap, list(args.captures), where, community_id_seed=args.community_id_seed)
+    return PacketSink(args.write_pcap, captures, where, community_id_seed=args.community_id_seed)
 
 
 def _feeding_into(sink: PacketSink) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
