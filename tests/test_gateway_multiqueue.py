@@ -494,3 +494,51 @@ def test_a_listing_with_one_element_of_a_pair_keeps_the_other_directions_count(t
     nft.counters = {s2c: (201, 200_100)}
     engine.housekeeping(start + 3)
     assert entry.counts == (100, 10_000, 201, 200_100)
+
+
+def test_a_closed_offloaded_flow_ended_by_the_next_packet_reads_the_counters_first(
+    tmp_path, sigs, policy, monkeypatch
+):
+    """Between housekeepings the flow table sweeps in the packet path: a packet of another flow
+    arriving after a closed flow's ``closed_tcp`` ends it there, not in housekeeping. That end reads
+    the counters too (it used to keep those of the last regular read: the multi-queue e2e test's
+    records counted (6, 7) packets where the gateway's own capture had (10, 9))."""
+    from scapy.layers.inet import IP, UDP
+    from test_gateway_floor import Packet
+    from test_gateway_ja4s import C, S
+
+    engine, _entry, _nft, _c2s, _s2c, log, start = _closed_offloaded_flow(tmp_path, sigs, policy, 1.0)
+    monkeypatch.setattr(time, "time", lambda: start + 3)
+    engine._on_packet(Packet(bytes(IP(src=C, dst=S) / UDP(sport=5000, dport=5001) / b"x")))  # another flow
+    rec = _record(log)
+    assert rec["end_reason"] == "closed"
+    assert (rec["packets_c2s"], rec["packets_s2c"]) == (3 + 6, 3 + 5)
+
+
+def test_offloaded_flows_ending_together_cost_one_counter_read(tmp_path, sigs, policy, monkeypatch):
+    """Reading the counters is one listing of each set in use: a sweep that ends several closed
+    flows reads once, not once per flow, and so does the end of the run."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from test_gateway_floor import Packet
+    from test_gateway_ja4s import C, S, exchange
+
+    from classifier.gateway.netfilter import FAMILY, TABLE
+
+    engine, _entry, nft, _c2s, _s2c, log, start = _closed_offloaded_flow(tmp_path, sigs, policy, 1.0)
+    for port in (41001, 41002):  # two more flows, offloaded and closed the same way
+        for raw in exchange("www.example.com", port)[:4]:
+            engine._on_packet(Packet(raw))
+        for src, dst, sport, dport in ((C, S, port, 443), (S, C, 443, port)):
+            engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="FA"))))
+    assert len(engine.sets.flows) == 3
+    reads: list[str] = []
+    listing = nft.list_json
+    monkeypatch.setattr(nft, "list_json", lambda what: reads.append(what) or listing(what))
+    monkeypatch.setattr(time, "time", lambda: start + 3)
+    engine._on_packet(Packet(bytes(IP(src=C, dst=S) / UDP(sport=5000, dport=5001) / b"x")))  # ends all three
+    assert len(log.read_text().splitlines()) == 3
+    assert reads == [f"set {FAMILY} {TABLE} allow4"]
+    assert len(engine.sets.flows) == 1  # the UDP flow, allowed and offloaded at its first packet
+    engine.finish()  # one read for every flow still live, then their ends read nothing more
+    assert reads == [f"set {FAMILY} {TABLE} allow4"] * 2
+    assert len(log.read_text().splitlines()) == 4

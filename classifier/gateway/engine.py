@@ -90,6 +90,9 @@ class Engine:
         self.ticks: list[Callable[[float], None]] = []  # run once a second (e.g. route updates)
         self._next_sweep = 0.0
         self._next_sync = 0.0
+        # Wall-clock time at which the work at hand (a packet, a housekeeping pass) began: a counter
+        # read since then is as fresh as the flows that work ends can get.
+        self._work_began = float("-inf")
 
     def live_flows(self) -> int:
         """Flows in the flow table now (the metrics' gauge; the supervisor sums its workers')."""
@@ -154,12 +157,23 @@ class Engine:
     def _ended(self, flow: Flow) -> None:
         """A flow left the flow table: fold in the kernel's counts, drop its elements, write it.
 
-        The counts are those of the last counter read, which came after the flow's last packet: an
-        idle flow's element matched nothing for the idle timeout (no shorter than
-        ``sync_interval``), and a sweep that ends a closed flow reads the counters first unless a
-        read came ``CLOSE_SETTLE`` (or ``closed_tcp``) after its FIN/RST (``FlowSets.stale_closed``).
+        The counts must come from a read made after the flow's last packets crossed the kernel. A
+        flow can end in housekeeping's sweep, in the sweep the flow table makes in the packet path
+        (a packet of any flow after the flow's deadline), in an eviction or at the end of the run;
+        whichever it is, the counters are read first unless some read came ``CLOSE_SETTLE`` (or
+        ``closed_tcp``, if shorter) after its last packet seen here (for a closed flow, its last
+        FIN/RST: the ACK of that FIN crosses the kernel an RTT later) or since the work at hand
+        began (one read for all the flows a sweep or an eviction ends). With the defaults a
+        regular read (``sync_interval``) always came that late for flows that close or idle out.
         """
         sets = self.sets
+        if sets is not None and self.counts_from_kernel and flow.id in sets.flows:
+            settle = min(self.scanner.table.config.closed_tcp, CLOSE_SETTLE)
+            if sets.read_at < flow.last_ts + settle and sets.read_at < self._work_began:
+                try:
+                    sets.snapshot()
+                except Exception as err:  # nft trouble: the counts of the last read, and carry on
+                    self.error("nft", err)
         entry = sets.release(flow) if sets is not None else None
         if entry is not None and self.counts_from_kernel:
             self.scanner.touch(flow, flow.last_ts, entry.counts)
@@ -189,15 +203,10 @@ class Engine:
     def housekeeping(self, now: float) -> None:
         """Sweep idle flows, read set counters, send pending set elements, reopen the log."""
         sets = self.sets
+        self._work_began = now
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
-            closed = self.scanner.table.config.closed_tcp
-            if sets is not None and sets.flows and sets.stale_closed(now, closed, min(closed, CLOSE_SETTLE)):
-                # A closed flow ends in this sweep: its counts must come from a read made after its
-                # last packet, or the packets its element passed since the last read are lost.
-                self._next_sync = now + self.cfg.sync_interval
-                self._sync(sets, now)
-            self.scanner.table.sweep(now)
+            self.scanner.table.sweep(now)  # a flow it ends reads the counters first if need be
             for tick in self.ticks:
                 try:
                     tick(now)
@@ -260,6 +269,7 @@ class Engine:
     def finish(self) -> None:
         """Report every live flow (end of run), with the kernel counters read once for all."""
         sets = self.sets
+        self._work_began = time.time()
         if sets is not None and sets.flows:
             try:
                 sets.flush()

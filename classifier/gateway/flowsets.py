@@ -91,18 +91,6 @@ class FlowSets:
         # packet the kernel matched before it.
         self.read_at = float("-inf")
 
-    def stale_closed(self, now: float, closed_timeout: float, settle: float) -> bool:
-        """Whether a closed flow that ends at ``now`` (``closed_timeout`` after its last FIN/RST,
-        which the queue saw) has no counter read made ``settle`` or more after that packet: its
-        element may have matched packets that read did not count. The last of them, the ACK of
-        the last FIN, crosses the kernel an RTT after it; a read in between (the regular one, due
-        right after the FIN was handled) missed it."""
-        read_at = self.read_at
-        return any(
-            e.flow.closed and e.flow.last_ts + closed_timeout <= now and read_at < e.flow.last_ts + settle
-            for e in self.flows.values()
-        )
-
     def add(self, flow: Flow, kind: str, now: float, immediate: bool = False) -> Offloaded:
         """Give a flow its two elements (batched unless ``immediate``)."""
         fam, c2s, s2c = element_keys(flow)

@@ -193,7 +193,7 @@ class InlineEngine(Engine):
             except OSError:
                 name = None
             pos = self.iface_index(indev, name)
-        now = time.time()
+        self._work_began = now = time.time()
         flow = self.scanner.feed(now, _LINKTYPE_RAW, data, pos)
         if flow is None or flow.stage != DECIDED:
             pkt.accept()

@@ -109,8 +109,9 @@ class MonitorEngine(Engine):
             pos = self._iface_pos.get(ifname)
             if pos is None:
                 pos = self.iface_index(ifname, ifname)
+            self._work_began = now = time.time()
             try:
-                flow = feed(time.time(), linktype, frame, pos)
+                flow = feed(now, linktype, frame, pos)
                 if flow is not None and flow.stage == DECIDED and flow.id not in actions:
                     self.decided(flow, ip_packet(linktype, frame) if flow.proto == 6 else None)
             except Exception as err:  # a bug on one packet must not stop the capture
