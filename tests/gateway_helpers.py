@@ -193,6 +193,60 @@ def run_cli_in(
     return lab.run(ns, argv, timeout=timeout, env=env)
 
 
+Flow = tuple[str, str, int, str, int]  # proto, client, client port, server, server port
+Counts = tuple[int, int, int, int]  # packets and bytes client to server, packets and bytes back
+
+
+def wire_counts(pcap: Path) -> dict[Flow, Counts]:
+    """TCP and UDP packets and IP bytes per flow in an Ethernet capture, as a record counts them;
+    the client is the sender of a TCP flow's SYN, or of a UDP flow's first packet."""
+    import socket
+    from collections import Counter
+
+    import dpkt
+
+    packets: Counter = Counter()
+    octets: Counter = Counter()
+    clients: dict[tuple, tuple[str, int]] = {}
+    with open(pcap, "rb") as f:
+        for _ts, buf in dpkt.pcap.Reader(f):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            if isinstance(ip, dpkt.ip.IP):
+                fam, size = socket.AF_INET, ip.len
+            elif isinstance(ip, dpkt.ip6.IP6):
+                fam, size = socket.AF_INET6, 40 + ip.plen
+            else:
+                continue
+            l4 = ip.data
+            if not isinstance(l4, dpkt.tcp.TCP | dpkt.udp.UDP):
+                continue
+            proto = "tcp" if isinstance(l4, dpkt.tcp.TCP) else "udp"
+            src, dst = (socket.inet_ntop(fam, ip.src), l4.sport), (socket.inet_ntop(fam, ip.dst), l4.dport)
+            ends = (proto, frozenset((src, dst)))
+            if proto == "tcp":
+                if l4.flags & dpkt.tcp.TH_SYN and not l4.flags & dpkt.tcp.TH_ACK:
+                    clients[ends] = src
+            else:
+                clients.setdefault(ends, src)
+            packets[(proto, src, dst)] += 1
+            octets[(proto, src, dst)] += size
+    out: dict[Flow, Counts] = {}
+    for (proto, pair), client in clients.items():
+        (server,) = pair - {client}
+        up, down = (proto, client, server), (proto, server, client)
+        out[(proto, *client, *server)] = (packets[up], octets[up], packets[down], octets[down])
+    return out
+
+
+def flow_of(record: dict) -> Flow:
+    """A record's flow, as ``wire_counts`` keys it."""
+    return (record["proto"], record["src"], record["sport"], record["dst"], record["dport"])
+
+
+def counts_of(record: dict) -> Counts:
+    return (record["packets_c2s"], record["bytes_c2s"], record["packets_s2c"], record["bytes_s2c"])
+
+
 def our_objects(lab: netlab.Lab) -> list[str]:
     """Every table, chain, rule, set or route of ours in the gateway namespace (independent check)."""
     found = []

@@ -63,7 +63,8 @@ def by_host(records: list[dict], host: str, proto: str | None = None) -> list[di
 
 def test_before_the_effective_date_tiktok_and_wechat_work_and_are_logged(lab, sig_dir, tmp_path):
     args = base_args(sig_dir, "--mode", "inline", "--enforce", "--as-of", BEFORE)
-    with gh.running(lab, tmp_path, *args) as gw:
+    wire_pcap = tmp_path / "gw-cli.pcap"
+    with gh.running(lab, tmp_path, *args) as gw, lab.capture("gateway", lab.gw_client_if, wire_pcap, "tcp"):
         assert lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok
         assert lab.curl(
             "client", "https://web.wechat.com/", "--resolve", f"web.wechat.com:443:{A('wechat')}"
@@ -88,8 +89,10 @@ def test_before_the_effective_date_tiktok_and_wechat_work_and_are_logged(lab, si
     assert tiktok[0]["app_proto"] == "quic"
     for r in recs:
         assert set(r) == set(SCHEMA)  # the `scan` schema, exactly
-    # whole-flow counters although the flow was offloaded after its first packets
+    # whole-flow counters although the flow was offloaded after its first packets: every packet and
+    # byte that crossed the gateway (its own capture on the client side), both ways
     tls = by_host(recs, "www.tiktok.com", "tcp")[0]
+    assert gh.counts_of(tls) == gh.wire_counts(wire_pcap)[gh.flow_of(tls)]
     assert tls["packets_c2s"] >= 5 and tls["packets_s2c"] >= 4 and tls["end_reason"] == "closed"
 
 
@@ -595,7 +598,8 @@ def test_offloaded_flows_bypass_the_queue_and_keep_whole_counts(lab, sig_dir, tm
     cfg = tmp_path / "gw.toml"
     cfg.write_text("[inline]\noffload_after = 1\n")
     args = base_args(sig_dir, "-c", str(cfg), "--mode", "inline", "--enforce", "--as-of", BEFORE)
-    with gh.running(lab, tmp_path, *args) as gw:
+    wire_pcap = tmp_path / "gw-cli.pcap"
+    with gh.running(lab, tmp_path, *args) as gw, lab.capture("gateway", lab.gw_client_if, wire_pcap, "udp"):
         res = lab.quic_get("client", A("unrelated"), "www.google.com")
         assert res.ok
         rec = gw.wait_records(lambda r: r["hostname"] == "www.google.com", what="QUIC record")[0]
@@ -610,4 +614,5 @@ def test_offloaded_flows_bypass_the_queue_and_keep_whole_counts(lab, sig_dir, tm
     assert metric("offloaded_flows_total") == 1
     total = rec["packets_c2s"] + rec["packets_s2c"]
     assert queued >= 1 and total >= queued + 4  # the kernel counted the packets the queue never saw
+    assert gh.counts_of(rec) == gh.wire_counts(wire_pcap)[gh.flow_of(rec)]  # and nothing was lost
     assert rec["bytes_c2s"] > 1200 and rec["end_reason"] == "idle"

@@ -58,35 +58,6 @@ def base_args(sig_dir, *extra: str) -> tuple[str, ...]:
     )
 
 
-def wire_counts(pcap) -> dict[tuple[str, int, str, int], tuple[int, int]]:
-    """TCP packets per flow in a capture: (client, client port, server, server port) -> (client to
-    server, server to client), the client being the sender of the flow's SYN."""
-    import socket
-
-    import dpkt
-
-    packets: Counter = Counter()
-    clients: dict[frozenset, tuple[str, int]] = {}
-    with open(pcap, "rb") as f:
-        for _ts, buf in dpkt.pcap.Reader(f):
-            ip = dpkt.ethernet.Ethernet(buf).data
-            if not isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) or not isinstance(ip.data, dpkt.tcp.TCP):
-                continue
-            fam = socket.AF_INET if isinstance(ip, dpkt.ip.IP) else socket.AF_INET6
-            src, dst = (
-                (socket.inet_ntop(fam, ip.src), ip.data.sport),
-                (socket.inet_ntop(fam, ip.dst), ip.data.dport),
-            )
-            if ip.data.flags & dpkt.tcp.TH_SYN and not ip.data.flags & dpkt.tcp.TH_ACK:
-                clients[frozenset((src, dst))] = src
-            packets[(src, dst)] += 1
-    out = {}
-    for ends, client in clients.items():
-        (server,) = ends - {client}
-        out[(*client, *server)] = (packets[(client, server)], packets[(server, client)])
-    return out
-
-
 def kernel_queued(lab: netlab.Lab) -> dict[int, int]:
     """Packets the kernel has handed to each bound queue (its id_sequence column)."""
     text = lab.run("gateway", ["cat", "/proc/net/netfilter/nfnetlink_queue"]).stdout
@@ -248,7 +219,7 @@ def test_two_queues_spread_flows_and_keep_each_flow_on_one_worker(lab, sig_dir, 
     assert len({r["flow"] for r in recs}) == len(recs)  # flow numbers unique across the workers
     tcp = [r for r in recs if r["proto"] == "tcp"]
     assert len(tcp) == 2 * (len(allowed) + len(blocked))
-    wire = wire_counts(wire_pcap)  # what crossed the gateway's client side, both ways, per flow
+    wire = gh.wire_counts(wire_pcap)  # what crossed the gateway's client side, both ways, per flow
     for r in tcp:
         assert r["packets_c2s"] >= 1 and r["packets_s2c"] >= 1, r  # SYN-ACK seen with its SYN
     for r in recs:
@@ -257,9 +228,9 @@ def test_two_queues_spread_flows_and_keep_each_flow_on_one_worker(lab, sig_dir, 
         if not tiktok and r["proto"] == "tcp":
             # whole-flow counts: what the queue saw plus what the kernel passed after the offload,
             # which is every packet that crossed the gateway (its own capture on the client side)
-            seen = wire.get((r["src"], r["sport"], r["dst"], r["dport"]))
-            counted = (r["packets_c2s"], r["packets_s2c"])
-            assert counted == seen and counted >= (5, 4) and r["end_reason"] == "closed", "\n".join(
+            seen = wire.get(gh.flow_of(r))
+            counted = gh.counts_of(r)
+            assert counted == seen and counted[::2] >= (5, 4) and r["end_reason"] == "closed", "\n".join(
                 # one text, not a tuple: pytest cuts a tuple's repr short, and this is all there is
                 # to go on when the counts come short (a race between the kernel and a counter read)
                 [
