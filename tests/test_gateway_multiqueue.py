@@ -4,6 +4,7 @@ DNS cache, the supervisor's handling of worker messages, and the offload flush b
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import socket
 import struct
@@ -542,3 +543,54 @@ def test_offloaded_flows_ending_together_cost_one_counter_read(tmp_path, sigs, p
     engine.finish()  # one read for every flow still live, then their ends read nothing more
     assert reads == [f"set {FAMILY} {TABLE} allow4"] * 2
     assert len(log.read_text().splitlines()) == 4
+
+
+def _inline_engine_with_sets(tmp_path, sigs, policy, offload_after: int):
+    from classifier.gateway.flowsets import FlowSets
+    from classifier.gateway.inline import InlineEngine
+    from classifier.gateway.recordlog import RecordLog
+
+    cfg = gwconfig.GatewayConfig(
+        mode="inline", as_of=1598918400.0, offload_after=offload_after, log=str(tmp_path / "r.jsonl")
+    )
+    return InlineEngine(cfg, sigs, policy, RecordLog(cfg.log), Stats(), sets=FlowSets(_CountingNft(), 3600))
+
+
+def test_an_allowed_tls_flow_is_offloaded_after_its_server_hello_so_its_record_has_the_ja4s(
+    tmp_path, sigs, policy
+):
+    """offload_after 1 offloaded the flow at the packet after its ClientHello, so the ServerHello
+    bypassed the queue whenever the elements beat it to the kernel, and the live record lacked the
+    ``ja4s`` that ``scan --ja4s`` of the same traffic has (the multi-queue e2e test's offline
+    comparison). The offload now waits for the ServerHello, within SERVER_HELLO_PACKETS."""
+    from test_gateway_floor import Packet
+    from test_gateway_ja4s import exchange
+
+    engine = _inline_engine_with_sets(tmp_path, sigs, policy, 1)
+    packets = exchange("www.example.com", 41000)  # SYN, SYN-ACK, ClientHello, ServerHello, data
+    for raw in packets[:3]:
+        engine._on_packet(Packet(raw))
+    assert not engine.sets.flows  # decided at the ClientHello, its ServerHello still to come
+    engine._on_packet(Packet(packets[3]))
+    assert len(engine.sets.flows) == 1  # offloaded at the ServerHello, as soon as it was read
+    engine.finish()
+    (rec,) = map(json.loads, Path(engine.log.path).read_text().splitlines())
+    assert rec["action"] == "allow" and rec["ja4s"].startswith("t130100_1301_")
+
+
+def test_a_tls_flow_whose_server_hello_never_comes_is_still_offloaded_within_a_bound(tmp_path, sigs, policy):
+    from scapy.layers.inet import IP, TCP
+    from test_gateway_floor import Packet
+    from test_gateway_ja4s import C, S, exchange
+
+    from classifier.gateway.inline import SERVER_HELLO_PACKETS
+
+    engine = _inline_engine_with_sets(tmp_path, sigs, policy, 1)
+    for raw in exchange("www.example.com", 41000)[:3]:
+        engine._on_packet(Packet(raw))
+    ack = bytes(IP(src=C, dst=S) / TCP(sport=41000, dport=443, flags="A", seq=1501, ack=5001))
+    sent = 0
+    while not engine.sets.flows and sent < 3 * SERVER_HELLO_PACKETS:
+        engine._on_packet(Packet(ack))  # pure ACKs: no server bytes ever arrive
+        sent += 1
+    assert engine.sets.flows and sent == SERVER_HELLO_PACKETS, sent

@@ -48,6 +48,11 @@ _LINKTYPE_RAW = 101
 # a flow reaches offload only after ``offload_after`` queued packets, so this bounds both the
 # packets a decided flow still sends through Python and the share of time spent on transactions.
 FLUSH_AFTER_PACKETS = 8
+# Queued packets an allowed TLS flow may send beyond ``offload_after`` while its ServerHello is still
+# being read (for the record's ``ja4s``, as ``scan --ja4s`` reads it): offloaded sooner, the
+# ServerHello would bypass the queue whenever the elements beat it to the kernel. The reading gives
+# up after 8 server segments; pure ACKs count here too, so this bounds the wait in packets.
+SERVER_HELLO_PACKETS = 16
 # Packets between two looks at the clock for housekeeping (a few milliseconds at full speed).
 HOUSEKEEPING_PACKETS = 256
 _NEVER = float("inf")
@@ -208,7 +213,7 @@ class InlineEngine(Engine):
         pkt.accept()
         wait = self._offload_wait.get(flow.id)
         if wait is not None:
-            if wait > 1:
+            if wait > 1 or (flow.inspecting and wait > 1 - SERVER_HELLO_PACKETS):
                 self._offload_wait[flow.id] = wait - 1
             else:
                 del self._offload_wait[flow.id]
