@@ -201,7 +201,10 @@ def test_two_queues_spread_flows_and_keep_each_flow_on_one_worker(lab, sig_dir, 
         ("lookalike", "m.tiktok.com"),
     ]
     wire_pcap = tmp_path / "gw-cli.pcap"
-    with gh.running(lab, tmp_path, *args) as gw, lab.capture("gateway", lab.gw_client_if, wire_pcap, "tcp"):
+    with (
+        gh.running(lab, tmp_path, *args) as gw,
+        lab.capture("gateway", lab.gw_client_if, wire_pcap, "tcp or udp port 443"),
+    ):
         assert "running: inline mode on 2 queues" in gw.stderr()
         for family in (4, 6):
             for role, name in allowed:
@@ -259,8 +262,8 @@ def test_two_queues_spread_flows_and_keep_each_flow_on_one_worker(lab, sig_dir, 
                          "--as-of", TIKTOK_ON, "--ja4s")  # fmt: skip
     assert scan.returncode == 0, scan.stderr
     offline = {gh.flow_of(r): r for r in map(json.loads, scan.stdout.splitlines())}
-    live = [r for r in tcp if r["action"] != "block"]
-    assert len(live) == 2 * len(allowed)
+    live = [r for r in recs if r["action"] != "block"]
+    assert len(live) == 2 * len(allowed) + 1  # and the allowed QUIC flow
     for r in live:
         o = offline.get(gh.flow_of(r))
         assert o is not None and {k: o[k] for k in SAME_OFFLINE} == {k: r[k] for k in SAME_OFFLINE}, (
