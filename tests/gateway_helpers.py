@@ -243,6 +243,14 @@ def flow_of(record: dict) -> Flow:
     return (record["proto"], record["src"], record["sport"], record["dst"], record["dport"])
 
 
+def scan_capture(lab: netlab.Lab, pcap: Path, sig_dir: Path, *args: str) -> dict[Flow, dict]:
+    """``classifier scan`` of a capture with these signatures (one process), its records by flow;
+    with ``--ja4s``, as the gateway always reads a decided TLS flow's ServerHello."""
+    scan = run_cli_in(lab, "gateway", "scan", str(pcap), "-q", "--ja4s", "--signatures", str(sig_dir), *args)
+    assert scan.returncode == 0, scan.stderr
+    return {flow_of(r): r for r in map(json.loads, scan.stdout.splitlines())}
+
+
 def counts_of(record: dict) -> Counts:
     return (record["packets_c2s"], record["bytes_c2s"], record["packets_s2c"], record["bytes_s2c"])
 

@@ -12,7 +12,6 @@ checks that nothing of ours is left, also when the test failed.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -256,12 +255,8 @@ def test_two_queues_spread_flows_and_keep_each_flow_on_one_worker(lab, sig_dir, 
             )
     assert {r["hostname"] for r in recs if r["action"] == "block"} == {"www.tiktok.com", "m.tiktok.com"}
     # Offline and live agree: the gateway's capture scanned by `classifier scan` with the same
-    # signatures and instant (and --ja4s, which the gateway always reads) gives every allowed flow
-    # the same verdict, evidence and counts.
-    scan = gh.run_cli_in(lab, "gateway", "scan", str(wire_pcap), "-q", "--signatures", str(sig_dir),
-                         "--as-of", TIKTOK_ON, "--ja4s")  # fmt: skip
-    assert scan.returncode == 0, scan.stderr
-    offline = {gh.flow_of(r): r for r in map(json.loads, scan.stdout.splitlines())}
+    # signatures and instant gives every allowed flow the same verdict, evidence and counts.
+    offline = gh.scan_capture(lab, wire_pcap, sig_dir, "--as-of", TIKTOK_ON)
     live = [r for r in recs if r["action"] != "block"]
     assert len(live) == 2 * len(allowed) + 1  # and the allowed QUIC flow
     for r in live:
@@ -279,7 +274,8 @@ def test_dns_answers_name_flows_on_the_other_queue(lab, sig_dir, tmp_path):
     crossed = 0
     try:
         args = base_args(sig_dir, "--queues", "2", "--as-of", BEFORE)
-        with gh.running(lab, tmp_path, *args) as gw:
+        wire_pcap = tmp_path / "gw-cli.pcap"
+        with gh.running(lab, tmp_path, *args) as gw, lab.capture("gateway", lab.gw_client_if, wire_pcap):
             for src in EXTRA_CLIENTS:
                 before = kernel_queued(lab)
                 ok = lab.ns_exec(
@@ -302,6 +298,13 @@ def test_dns_answers_name_flows_on_the_other_queue(lab, sig_dir, tmp_path):
     for r in recs:
         assert (r["sni"], r["hostname"], r["hostname_source"]) == (None, "v16-webapp.tiktok.com", "dns"), r
         assert (r["app"], r["category"], r["server_owner"]) == ("tiktok", "cdn", "akamai"), r
+    # one process scanning the gateway's capture names and counts them alike
+    offline = gh.scan_capture(lab, wire_pcap, sig_dir, "--as-of", BEFORE)
+    for r in recs:
+        o = offline.get(gh.flow_of(r))
+        assert o is not None and {k: o[k] for k in SAME_OFFLINE} == {k: r[k] for k in SAME_OFFLINE}, (
+            brief(r) + "\n" + (brief(o) if o else "no offline record")
+        )
 
 
 @pytest.mark.parametrize("queues", [1, 2])
