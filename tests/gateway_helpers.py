@@ -251,6 +251,26 @@ def scan_capture(lab: netlab.Lab, pcap: Path, sig_dir: Path, *args: str) -> dict
     return {flow_of(r): r for r in map(json.loads, scan.stdout.splitlines())}
 
 
+# What `classifier scan` of a capture taken on the gateway says of a flow exactly as the gateway
+# did. Not: times, flow numbers, the file, the interface index, and end_reason (the scan's closed
+# flows wait out closed_tcp in packet time, which the capture ends before: "end-of-input").
+SAME_OFFLINE = ("proto", "src", "sport", "dst", "dport", "community_id", "app_proto", "hostname",
+                "hostname_source", "sni", "alpn", "tls_versions", "ech", "app", "operator", "category",
+                "categories", "confidence", "server_asn", "server_owner", "action", "view", "rule",
+                "reason", "provisions", "evidence", "packets_c2s", "packets_s2c", "bytes_c2s",
+                "bytes_s2c", "ja4", "ja4s")  # fmt: skip
+
+
+def assert_same_offline(live: list[dict], offline: dict[Flow, dict]) -> None:
+    """Each live record says what the offline scan's record of its flow says (``SAME_OFFLINE``)."""
+    for r in live:
+        o = offline.get(flow_of(r))
+        differ = {k: (r[k], o[k]) for k in SAME_OFFLINE if r[k] != o[k]} if o is not None else None
+        assert differ == {}, f"live {flow_of(r)}: " + (
+            "no offline record" if o is None else f"(live, offline) {differ}"
+        )
+
+
 def counts_of(record: dict) -> Counts:
     return (record["packets_c2s"], record["bytes_c2s"], record["packets_s2c"], record["bytes_s2c"])
 

@@ -64,7 +64,7 @@ def by_host(records: list[dict], host: str, proto: str | None = None) -> list[di
 def test_before_the_effective_date_tiktok_and_wechat_work_and_are_logged(lab, sig_dir, tmp_path):
     args = base_args(sig_dir, "--mode", "inline", "--enforce", "--as-of", BEFORE)
     wire_pcap = tmp_path / "gw-cli.pcap"
-    with gh.running(lab, tmp_path, *args) as gw, lab.capture("gateway", lab.gw_client_if, wire_pcap, "tcp"):
+    with gh.running(lab, tmp_path, *args) as gw, lab.capture("gateway", lab.gw_client_if, wire_pcap):
         assert lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok
         assert lab.curl(
             "client", "https://web.wechat.com/", "--resolve", f"web.wechat.com:443:{A('wechat')}"
@@ -94,6 +94,8 @@ def test_before_the_effective_date_tiktok_and_wechat_work_and_are_logged(lab, si
     tls = by_host(recs, "www.tiktok.com", "tcp")[0]
     assert gh.counts_of(tls) == gh.wire_counts(wire_pcap)[gh.flow_of(tls)]
     assert tls["packets_c2s"] >= 5 and tls["packets_s2c"] >= 4 and tls["end_reason"] == "closed"
+    # and one process scanning the gateway's capture says of every flow what the gateway said
+    gh.assert_same_offline(recs, gh.scan_capture(lab, wire_pcap, sig_dir, "--as-of", BEFORE))
 
 
 @pytest.mark.parametrize("mode", ["inline", "reactive"])

@@ -79,16 +79,6 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-# What `classifier scan` of a capture taken on the gateway says of a flow exactly as the gateway
-# did. Not: times, flow numbers, the file, the interface index, and end_reason (the scan's closed
-# flows wait out closed_tcp in packet time, which the capture ends before: "end-of-input").
-SAME_OFFLINE = ("proto", "src", "sport", "dst", "dport", "community_id", "app_proto", "hostname",
-                "hostname_source", "sni", "alpn", "tls_versions", "ech", "app", "operator", "category",
-                "categories", "confidence", "server_asn", "server_owner", "action", "view", "rule",
-                "reason", "provisions", "evidence", "packets_c2s", "packets_s2c", "bytes_c2s",
-                "bytes_s2c", "ja4", "ja4s")  # fmt: skip
-
-
 def brief(rec: dict) -> str:
     """The fields of a record these tests judge, on one line (pytest cuts a long dict short)."""
     keys = ("flow", "proto", "src", "sport", "dst", "dport", "hostname", "action", "end_reason")
@@ -259,11 +249,7 @@ def test_two_queues_spread_flows_and_keep_each_flow_on_one_worker(lab, sig_dir, 
     offline = gh.scan_capture(lab, wire_pcap, sig_dir, "--as-of", TIKTOK_ON)
     live = [r for r in recs if r["action"] != "block"]
     assert len(live) == 2 * len(allowed) + 1  # and the allowed QUIC flow
-    for r in live:
-        o = offline.get(gh.flow_of(r))
-        assert o is not None and {k: o[k] for k in SAME_OFFLINE} == {k: r[k] for k in SAME_OFFLINE}, (
-            brief(r) + "\n" + (brief(o) if o else "no offline record")
-        )
+    gh.assert_same_offline(live, offline)
 
 
 def test_dns_answers_name_flows_on_the_other_queue(lab, sig_dir, tmp_path):
@@ -300,11 +286,7 @@ def test_dns_answers_name_flows_on_the_other_queue(lab, sig_dir, tmp_path):
         assert (r["app"], r["category"], r["server_owner"]) == ("tiktok", "cdn", "akamai"), r
     # one process scanning the gateway's capture names and counts them alike
     offline = gh.scan_capture(lab, wire_pcap, sig_dir, "--as-of", BEFORE)
-    for r in recs:
-        o = offline.get(gh.flow_of(r))
-        assert o is not None and {k: o[k] for k in SAME_OFFLINE} == {k: r[k] for k in SAME_OFFLINE}, (
-            brief(r) + "\n" + (brief(o) if o else "no offline record")
-        )
+    gh.assert_same_offline(recs, offline)
 
 
 @pytest.mark.parametrize("queues", [1, 2])
