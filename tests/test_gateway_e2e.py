@@ -101,7 +101,8 @@ def test_before_the_effective_date_tiktok_and_wechat_work_and_are_logged(lab, si
 @pytest.mark.parametrize("mode", ["inline", "reactive"])
 def test_after_the_effective_date_tiktok_fails_and_lookalikes_work(lab, sig_dir, tmp_path, mode):
     args = base_args(sig_dir, "--mode", mode, "--enforce", "--as-of", TIKTOK_ON)
-    with gh.running(lab, tmp_path, *args) as gw:
+    wire_pcap = tmp_path / "gw-cli.pcap"
+    with gh.running(lab, tmp_path, *args) as gw, lab.capture("gateway", lab.gw_client_if, wire_pcap):
         if mode == "inline":
             # Inline: the packet that decides the flow is itself dropped, so nothing gets through.
             # TLS by SNI: on the operator's address, and on an unrelated address (the name decides)
@@ -159,6 +160,9 @@ def test_after_the_effective_date_tiktok_fails_and_lookalikes_work(lab, sig_dir,
         assert by_host(recs, name) and all(r["action"] != "block" for r in by_host(recs, name))
     assert by_host(recs, "www.qq.com")[0]["operator"] == "tencent"
     assert by_host(recs, "www.qq.com")[0]["app"] is None
+    # what passed, one process scanning the gateway's capture says of it what the gateway said
+    allowed = [r for r in recs if r["action"] != "block"]
+    gh.assert_same_offline(allowed, gh.scan_capture(lab, wire_pcap, sig_dir, "--as-of", TIKTOK_ON))
 
 
 def test_after_the_effective_date_wechat_fails_and_qq_works(lab, sig_dir, tmp_path):
@@ -472,7 +476,8 @@ def test_sigint_stops_cleanly_with_status_130(lab, sig_dir, tmp_path):
 
 def test_dry_run_changes_nothing_and_records_what_it_would_do(lab, sig_dir, tmp_path):
     args = base_args(sig_dir, "--mode", "inline", "--as-of", TIKTOK_ON)  # no --enforce
-    with gh.running(lab, tmp_path, *args) as gw:
+    wire_pcap = tmp_path / "gw-cli.pcap"
+    with gh.running(lab, tmp_path, *args) as gw, lab.capture("gateway", lab.gw_client_if, wire_pcap):
         assert not gh.our_objects(lab)
         assert lab.tls_get("client", A("tiktok"), "www.tiktok.com").ok  # not enforced
         assert lab.tls_get("client", A("unrelated"), "www.google.com").ok
@@ -483,6 +488,8 @@ def test_dry_run_changes_nothing_and_records_what_it_would_do(lab, sig_dir, tmp_
     assert rec["action"] == "block"  # what an enforcing run would have done
     assert rec["packets_c2s"] >= 5  # seen once per packet (incoming copies only)
     assert rec["file"].startswith("inline (dry run)")
+    # nothing was dropped: every record, the would-be block too, is what a scan of the traffic says
+    gh.assert_same_offline(gw.records(), gh.scan_capture(lab, wire_pcap, sig_dir, "--as-of", TIKTOK_ON))
 
 
 def test_printed_plan_is_what_gets_installed(lab, sig_dir, tmp_path):
