@@ -99,21 +99,37 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def terminal_signals() -> None:
+    """For a child about to exec: SIGINT and SIGQUIT as a terminal's foreground command has them.
+    A test run started in the background by a script (``pytest &``) ignores both, its children
+    inherit that, and the scan keeps an ignored signal ignored (as ``nohup`` needs): a test that
+    sends Ctrl-C would then see it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def running_with_workers(
     argv: list[str], workers: int = 2, preexec_fn: Callable[[], None] | None = None
 ) -> Iterator[tuple[subprocess.Popen, list[int]]]:
     """``argv`` (a command that forks ``workers`` worker processes) started in a session of its
-    own, once all its workers run: (the process, the workers' pids); a failure if it ends before.
-    Leaving the block kills whatever of the session still runs (a test that failed midway), so a
-    test looks for leftover processes inside the block."""
+    own, with a terminal's signals (``terminal_signals``, then ``preexec_fn``), once all its
+    workers run: (the process, the workers' pids); a failure if it ends before. Leaving the block
+    kills whatever of the session still runs (a test that failed midway), so a test looks for
+    leftover processes inside the block."""
+
+    def preexec() -> None:
+        terminal_signals()
+        if preexec_fn is not None:
+            preexec_fn()
+
     proc = subprocess.Popen(
         argv,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=preexec_fn,
+        preexec_fn=preexec,
     )
     try:
         deadline = time.monotonic() + 60

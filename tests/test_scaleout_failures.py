@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, communicate_or_fail, running_with_workers
+from conftest import ROOT, communicate_or_fail, running_with_workers, terminal_signals
 
 from classifier import parallel
 from classifier.cli import main
@@ -477,6 +477,7 @@ def test_ctrl_c_just_after_a_fork_ends_the_scan_once(copies: int) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=terminal_signals,
     )
     out, err = communicate_or_fail(proc, 60, "a scan interrupted at a fork")
     _session_ends(proc.pid)
