@@ -594,3 +594,43 @@ def test_a_tls_flow_whose_server_hello_never_comes_is_still_offloaded_within_a_b
         engine._on_packet(Packet(ack))  # pure ACKs: no server bytes ever arrive
         sent += 1
     assert engine.sets.flows and sent == SERVER_HELLO_PACKETS, sent
+
+
+def test_flows_ended_one_packet_at_a_time_read_the_counters_at_most_every_end_read_gap(
+    tmp_path, sigs, policy, monkeypatch
+):
+    """A port reused right after its close ends the closed flow at the new SYN, one packet at a
+    time: each such end would list every set. Within END_READ_GAP of the last read, the read
+    made then serves (it counted every flow's elements)."""
+    from scapy.layers.inet import IP, TCP
+    from test_gateway_floor import Packet
+    from test_gateway_ja4s import C, S, exchange
+
+    from classifier.gateway.engine import END_READ_GAP
+    from classifier.gateway.flowsets import element_keys
+
+    engine, _entry, nft, _c2s, _s2c, log, start = _closed_offloaded_flow(tmp_path, sigs, policy, 10.0)
+    for raw in exchange("www.example.com", 41001)[:4]:  # a second flow, offloaded and closed too
+        engine._on_packet(Packet(raw))
+    for src, dst, sport, dport in ((C, S, 41001, 443), (S, C, 443, 41001)):
+        engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="FA"))))
+    second = next(e for e in engine.sets.flows.values() if e.flow.client_port == 41001)
+    _fam, c2s2, s2c2 = element_keys(second.flow)
+    nft.counters.update({c2s2: (4, 400), s2c2: (3, 3000)})
+    reads: list[str] = []
+    listing = nft.list_json
+    monkeypatch.setattr(nft, "list_json", lambda what: reads.append(what) or listing(what))
+    clock = [start + 1.2]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+
+    def syn(port: int) -> None:  # the client opens a new connection on the closed flow's ports
+        engine._on_packet(Packet(bytes(IP(src=C, dst=S) / TCP(sport=port, dport=443, flags="S", seq=9))))
+
+    syn(41000)
+    assert len(reads) == 1
+    clock[0] += END_READ_GAP / 2
+    syn(41001)
+    assert len(reads) == 1  # the read of a moment ago serves
+    recs = {r["sport"]: r for r in map(json.loads, log.read_text().splitlines())}
+    assert (recs[41000]["packets_c2s"], recs[41000]["packets_s2c"]) == (3 + 6, 3 + 5)
+    assert (recs[41001]["packets_c2s"], recs[41001]["packets_s2c"]) == (3 + 4, 3 + 3)

@@ -33,6 +33,11 @@ SWEEP_EVERY = 1.0  # seconds between flow-table sweeps when traffic is sparse
 # Seconds after a flow's last FIN/RST by which the packets that follow it (the ACK of the last FIN,
 # an RTT later) have crossed the kernel: a counter read that late counts them (capped by closed_tcp).
 CLOSE_SETTLE = 2.0
+# Least seconds between two counter reads made because a flow ended (not the regular ones): each is
+# a listing of every set, and flows can end one packet at a time (a port reused right after its
+# close, evictions at max_flows). A flow that ends its closed_tcp after its FIN is never that close
+# to a read that missed its packets; one ended sooner uses the read made less than this ago.
+END_READ_GAP = 0.5
 
 
 class Engine:
@@ -162,14 +167,16 @@ class Engine:
         (a packet of any flow after the flow's deadline), in an eviction or at the end of the run;
         whichever it is, the counters are read first unless some read came ``CLOSE_SETTLE`` (or
         ``closed_tcp``, if shorter) after its last packet seen here (for a closed flow, its last
-        FIN/RST: the ACK of that FIN crosses the kernel an RTT later) or since the work at hand
-        began (one read for all the flows a sweep or an eviction ends). With the defaults a
-        regular read (``sync_interval``) always came that late for flows that close or idle out.
+        FIN/RST: the ACK of that FIN crosses the kernel an RTT later) or less than
+        ``END_READ_GAP`` before the work at hand began (so one read serves all the flows a sweep or
+        an eviction ends, and flows ending one packet at a time). With the defaults a regular read
+        (``sync_interval``) always came that late for flows that close or idle out.
         """
         sets = self.sets
         if sets is not None and self.counts_from_kernel and flow.id in sets.flows:
             settle = min(self.scanner.table.config.closed_tcp, CLOSE_SETTLE)
-            if sets.read_at < flow.last_ts + settle and sets.read_at < self._work_began:
+            read_at = sets.read_at
+            if read_at < flow.last_ts + settle and read_at <= self._work_began - min(settle, END_READ_GAP):
                 try:
                     sets.snapshot()
                 except Exception as err:  # nft trouble: the counts of the last read, and carry on
