@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .errors import UserError
 
+# What glob.has_magic looks for; glob itself is imported only for an input that has it (a scan's
+# start-up does not pay for it).
 _GLOB_CHARS = re.compile(r"[*?[]")
 
 

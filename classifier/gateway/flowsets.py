@@ -39,12 +39,17 @@ class Offloaded:
     c2s: str
     s2c: str
     added_at: float = 0.0
-    # c2s packets, bytes, s2c packets, bytes: the whole flow's, at the last read
-    counts: tuple[int, int, int, int] = (0, 0, 0, 0)
-    # what the elements in the kernel now had counted at the last read (they start at zero when
-    # added again), and what the earlier ones had counted before they timed out
+    # c2s packets, bytes, s2c packets, bytes: what the elements in the kernel now had counted at
+    # the last read (they start at zero when added again), and what earlier ones had counted
+    # before they timed out
     current: tuple[int, int, int, int] = (0, 0, 0, 0)
     earlier: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        """The whole flow's, as of the last read."""
+        e, c = self.earlier, self.current
+        return (e[0] + c[0], e[1] + c[1], e[2] + c[2], e[3] + c[3])
 
     @property
     def packets(self) -> int:
@@ -190,6 +195,4 @@ class FlowSets:
                 last = entry.current
                 a, b = a or last[:2], b or last[2:]
                 entry.current = (a[0], a[1], b[0], b[1])
-                e = entry.earlier
-                entry.counts = (e[0] + a[0], e[1] + a[1], e[2] + b[0], e[3] + b[1])
         return totals
