@@ -378,49 +378,62 @@ class _CountingNft(_Nft):
         return [{"set": {"elem": elems}}]
 
 
+def _inline_engine_with_sets(tmp_path, sigs, policy, **config):
+    """An inline engine deciding as of 2020-09-01, with our sets on a ``_CountingNft``
+    (``engine.sets.nft``) and its record log in ``tmp_path``; ``config``: GatewayConfig fields."""
+    from classifier.gateway.flowsets import FlowSets
+    from classifier.gateway.inline import InlineEngine
+    from classifier.gateway.recordlog import RecordLog
+
+    cfg = gwconfig.GatewayConfig(mode="inline", as_of=1598918400.0, log=str(tmp_path / "r.jsonl"), **config)
+    return InlineEngine(cfg, sigs, policy, RecordLog(cfg.log), Stats(), sets=FlowSets(_CountingNft(), 3600))
+
+
+def _allowed_tls_flow(engine, port: int) -> None:
+    """SYN, SYN-ACK, ClientHello (www.example.com: allowed) and ServerHello on client port ``port``."""
+    from test_gateway_floor import Packet
+    from test_gateway_ja4s import exchange
+
+    for raw in exchange("www.example.com", port)[:4]:
+        engine._on_packet(Packet(raw))
+
+
+def _both_fins(engine, port: int) -> None:
+    """The client's and the server's FIN of the flow on client port ``port``, on the queue."""
+    from scapy.layers.inet import IP, TCP
+    from test_gateway_floor import Packet
+    from test_gateway_ja4s import C, S
+
+    for src, dst, sport, dport in ((C, S, port, 443), (S, C, 443, port)):
+        engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="FA"))))
+
+
 def _offloaded_flow(tmp_path, sigs, policy, closed_tcp: float):
     """An inline engine (sync_interval 1 s, counting nft) whose one TLS flow was allowed at its
     ClientHello and offloaded, its elements sent and read once (nothing counted yet). Returns
     (engine, its entry, the nft, the c2s and s2c element keys, the record log, the time of that
     read)."""
-    from test_gateway_floor import Packet
-    from test_gateway_ja4s import exchange
+    from classifier.gateway.flowsets import element_keys
 
-    from classifier.gateway.flowsets import FlowSets, element_keys
-    from classifier.gateway.inline import InlineEngine
-    from classifier.gateway.recordlog import RecordLog
-
-    cfg = gwconfig.GatewayConfig(
-        mode="inline",
-        as_of=1598918400.0,
-        offload_after=0,
-        closed_tcp=closed_tcp,
-        sync_interval=1.0,
-        log=str(tmp_path / "r.jsonl"),
+    engine = _inline_engine_with_sets(
+        tmp_path, sigs, policy, offload_after=0, closed_tcp=closed_tcp, sync_interval=1.0
     )
-    nft = _CountingNft()
-    engine = InlineEngine(cfg, sigs, policy, RecordLog(cfg.log), Stats(), sets=FlowSets(nft, 3600), label="x")
-    for raw in exchange("www.example.com", 41000)[:4]:  # decided (allowed) at its ClientHello
-        engine._on_packet(Packet(raw))
+    nft = engine.sets.nft
+    _allowed_tls_flow(engine, 41000)  # decided (allowed) at its ClientHello
     (entry,) = engine.sets.flows.values()
     start = time.time()
     engine.housekeeping(start)  # elements sent, counters read (nothing counted yet)
     assert any("add element" in t and "allow4" in t for t in nft.sent)
     _fam, c2s, s2c = element_keys(entry.flow)
-    return engine, entry, nft, c2s, s2c, Path(cfg.log), start
+    return engine, entry, nft, c2s, s2c, Path(engine.log.path), start
 
 
 def _closed_offloaded_flow(tmp_path, sigs, policy, closed_tcp: float):
     """``_offloaded_flow``, then counted (6, 600) one way and (5, 5000) the other by the kernel,
     and closed by both FINs on the queue; the same values."""
-    from scapy.layers.inet import IP, TCP
-    from test_gateway_floor import Packet
-    from test_gateway_ja4s import C, S
-
     engine, entry, nft, c2s, s2c, log, start = _offloaded_flow(tmp_path, sigs, policy, closed_tcp)
     nft.counters = {c2s: (6, 600), s2c: (5, 5000)}  # what the kernel passed since, off the queue
-    for flags, src, dst, sport, dport in (("FA", C, S, 41000, 443), ("FA", S, C, 443, 41000)):
-        engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags))))
+    _both_fins(engine, 41000)
     assert entry.flow.closed
     return engine, entry, nft, c2s, s2c, log, start
 
@@ -519,18 +532,16 @@ def test_a_closed_offloaded_flow_ended_by_the_next_packet_reads_the_counters_fir
 def test_offloaded_flows_ending_together_cost_one_counter_read(tmp_path, sigs, policy, monkeypatch):
     """Reading the counters is one listing of each set in use: a sweep that ends several closed
     flows reads once, not once per flow, and so does the end of the run."""
-    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.inet import IP, UDP
     from test_gateway_floor import Packet
-    from test_gateway_ja4s import C, S, exchange
+    from test_gateway_ja4s import C, S
 
     from classifier.gateway.netfilter import FAMILY, TABLE
 
     engine, _entry, nft, _c2s, _s2c, log, start = _closed_offloaded_flow(tmp_path, sigs, policy, 1.0)
     for port in (41001, 41002):  # two more flows, offloaded and closed the same way
-        for raw in exchange("www.example.com", port)[:4]:
-            engine._on_packet(Packet(raw))
-        for src, dst, sport, dport in ((C, S, port, 443), (S, C, 443, port)):
-            engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="FA"))))
+        _allowed_tls_flow(engine, port)
+        _both_fins(engine, port)
     assert len(engine.sets.flows) == 3
     reads: list[str] = []
     listing = nft.list_json
@@ -545,17 +556,6 @@ def test_offloaded_flows_ending_together_cost_one_counter_read(tmp_path, sigs, p
     assert len(log.read_text().splitlines()) == 4
 
 
-def _inline_engine_with_sets(tmp_path, sigs, policy, offload_after: int):
-    from classifier.gateway.flowsets import FlowSets
-    from classifier.gateway.inline import InlineEngine
-    from classifier.gateway.recordlog import RecordLog
-
-    cfg = gwconfig.GatewayConfig(
-        mode="inline", as_of=1598918400.0, offload_after=offload_after, log=str(tmp_path / "r.jsonl")
-    )
-    return InlineEngine(cfg, sigs, policy, RecordLog(cfg.log), Stats(), sets=FlowSets(_CountingNft(), 3600))
-
-
 def test_an_allowed_tls_flow_is_offloaded_after_its_server_hello_so_its_record_has_the_ja4s(
     tmp_path, sigs, policy
 ):
@@ -566,7 +566,7 @@ def test_an_allowed_tls_flow_is_offloaded_after_its_server_hello_so_its_record_h
     from test_gateway_floor import Packet
     from test_gateway_ja4s import exchange
 
-    engine = _inline_engine_with_sets(tmp_path, sigs, policy, 1)
+    engine = _inline_engine_with_sets(tmp_path, sigs, policy, offload_after=1)
     packets = exchange("www.example.com", 41000)  # SYN, SYN-ACK, ClientHello, ServerHello, data
     for raw in packets[:3]:
         engine._on_packet(Packet(raw))
@@ -585,7 +585,7 @@ def test_a_tls_flow_whose_server_hello_never_comes_is_still_offloaded_within_a_b
 
     from classifier.gateway.inline import SERVER_HELLO_PACKETS
 
-    engine = _inline_engine_with_sets(tmp_path, sigs, policy, 1)
+    engine = _inline_engine_with_sets(tmp_path, sigs, policy, offload_after=1)
     for raw in exchange("www.example.com", 41000)[:3]:
         engine._on_packet(Packet(raw))
     ack = bytes(IP(src=C, dst=S) / TCP(sport=41000, dport=443, flags="A", seq=1501, ack=5001))
@@ -604,16 +604,14 @@ def test_flows_ended_one_packet_at_a_time_read_the_counters_at_most_every_end_re
     made then serves (it counted every flow's elements)."""
     from scapy.layers.inet import IP, TCP
     from test_gateway_floor import Packet
-    from test_gateway_ja4s import C, S, exchange
+    from test_gateway_ja4s import C, S
 
     from classifier.gateway.engine import END_READ_GAP
     from classifier.gateway.flowsets import element_keys
 
     engine, _entry, nft, _c2s, _s2c, log, start = _closed_offloaded_flow(tmp_path, sigs, policy, 10.0)
-    for raw in exchange("www.example.com", 41001)[:4]:  # a second flow, offloaded and closed too
-        engine._on_packet(Packet(raw))
-    for src, dst, sport, dport in ((C, S, 41001, 443), (S, C, 443, 41001)):
-        engine._on_packet(Packet(bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags="FA"))))
+    _allowed_tls_flow(engine, 41001)  # a second flow, offloaded and closed too
+    _both_fins(engine, 41001)
     second = next(e for e in engine.sets.flows.values() if e.flow.client_port == 41001)
     _fam, c2s2, s2c2 = element_keys(second.flow)
     nft.counters.update({c2s2: (4, 400), s2c2: (3, 3000)})

@@ -233,15 +233,21 @@ def test_two_queues_spread_flows_and_keep_each_flow_on_one_worker(lab, sig_dir, 
             # which is every packet that crossed the gateway (its own capture on the client side)
             seen = wire.get(gh.flow_of(r))
             counted = gh.counts_of(r)
-            assert counted == seen and counted[::2] >= (5, 4) and r["end_reason"] == "closed", "\n".join(
-                # one text, not a tuple: pytest cuts a tuple's repr short, and this is all there is
-                # to go on when the counts come short (a race between the kernel and a counter read)
-                [
-                    f"recorded {counted}, on the wire {seen}",
-                    brief(r),
-                    *[line for line in metrics.splitlines() if not line.startswith("#") and "_total" in line],
-                    proc_queues,
-                ]
+            assert counted == seen and counted[0] >= 5 and counted[2] >= 4 and r["end_reason"] == "closed", (
+                "\n".join(
+                    # one text, not a tuple: pytest cuts a tuple's repr short, and this is all there is
+                    # to go on when the counts come short (a race between the kernel and a counter read)
+                    [
+                        f"recorded {counted}, on the wire {seen}",
+                        brief(r),
+                        *[
+                            line
+                            for line in metrics.splitlines()
+                            if not line.startswith("#") and "_total" in line
+                        ],
+                        proc_queues,
+                    ]
+                )
             )
     assert {r["hostname"] for r in recs if r["action"] == "block"} == {"www.tiktok.com", "m.tiktok.com"}
     # Offline and live agree: the gateway's capture scanned by `classifier scan` with the same
